@@ -1,0 +1,216 @@
+//! The one error type of this crate. Each message says what happened and what to do.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::token::UserId;
+
+/// A boxed error from a transport or store backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong talking to Withings or keeping its tokens.
+///
+/// Withings reports most failures as HTTP 200 with a `status` in the JSON body; [`crate::status`]
+/// maps each documented status to one of these variants. No variant ever carries a token or the
+/// client secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- what Withings said (body status) ----
+    /// Status 100, 101, 102, 200 or 401: the access token is invalid, expired or revoked.
+    #[error(
+        "access token invalid, expired or revoked (Withings status {status}): refresh it and retry"
+    )]
+    AccessTokenInvalid {
+        /// The body status Withings sent.
+        status: i64,
+    },
+    /// Status 503 `invalid refresh_token`: rotated away, expired, or the user unlinked the app or
+    /// was deleted.
+    #[error(
+        "refresh token no longer valid (rotated, expired, app unlinked or user deleted): the user must authorize again"
+    )]
+    RefreshTokenInvalid,
+    /// Status 503 `invalid code`.
+    #[error(
+        "authorization code expired or already used: codes are valid 30 s and single use, restart authorize"
+    )]
+    InvalidCode,
+    /// Wrong client id or secret, or OAuth 1.0 credentials (`client_id not authorized`).
+    #[error(
+        "client credentials refused by Withings ({detail}): use the client id and secret of an OAuth 2.0 partner app"
+    )]
+    InvalidClient {
+        /// What Withings said, shortened.
+        detail: String,
+    },
+    /// The `redirect_uri` is not (byte for byte) one of the app's registered callback URLs.
+    #[error(
+        "redirect_uri missing or not matching the partner app's callback URL: send exactly the registered URL, identically in authorize2 and requesttoken"
+    )]
+    RedirectUriMismatch,
+    /// Status 293–295, 501–511 and other `Invalid Params` answers.
+    #[error("invalid parameters (Withings status {status}): {message}")]
+    InvalidParams {
+        /// The body status.
+        status: i64,
+        /// What Withings said, shortened, with a hint where one is known.
+        message: String,
+    },
+    /// Status 214, 277, 2553, 2555: this app or token may not use this service (often a scope).
+    #[error(
+        "not authorized for this service (Withings status {status}): check the scopes the user granted"
+    )]
+    Unauthorized {
+        /// The body status.
+        status: i64,
+    },
+    /// Status 2554: unknown action or path.
+    #[error("not implemented by Withings (status 2554): check the service path and action")]
+    NotImplemented,
+    /// Status 522: Withings timed out.
+    #[error("Withings timed out (status 522): retry later")]
+    Timeout,
+    /// Status 524: bad state.
+    #[error("Withings reports a bad state (status 524): retry later")]
+    BadState,
+    /// Status 601: too many requests (or the same refresh twice within 10 s).
+    #[error("rate limited by Withings (status 601){}: back off before retrying", wait_hint(.wait))]
+    RateLimited {
+        /// How long Withings asked to wait (`body.wait_seconds`), when it said.
+        wait: Option<Duration>,
+    },
+    /// The user asked Withings to delete their account and has 7 days to change their mind.
+    #[error(
+        "user is temporarily deactivated (deletion pending for up to 7 days): keep their tokens and retry once a day"
+    )]
+    UserDeactivated,
+    /// A body status this crate does not know.
+    #[error("Withings status {status}: {message}")]
+    UnknownStatus {
+        /// The body status.
+        status: i64,
+        /// What Withings said, shortened.
+        message: String,
+    },
+
+    // ---- what the transport said ----
+    /// A real HTTP error status (Withings itself answers 200; this comes from a proxy or outage).
+    #[error("HTTP {status} from the Withings endpoint (proxy or outage): retry later")]
+    Http {
+        /// The HTTP status.
+        status: StatusCode,
+    },
+    /// The response was not the JSON Withings sends: not JSON, truncated, wrong types, too large.
+    #[error("malformed response from Withings: {reason}")]
+    MalformedResponse {
+        /// What was wrong with it (never the body itself).
+        reason: String,
+    },
+    /// The request could not be sent or the response not received.
+    #[error("could not reach Withings: {0}")]
+    Transport(#[source] BoxError),
+    /// The token endpoint did not answer in time.
+    #[error("Withings token endpoint did not answer within {0:?}: retry later")]
+    TokenEndpointTimeout(Duration),
+
+    // ---- local mistakes, caught before anything is sent ----
+    /// A redirect URI Withings would refuse.
+    #[error("redirect URI refused: {reason} (allow it explicitly only for local simulators)")]
+    RedirectUri {
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A base URL that cannot be used.
+    #[error("invalid {which} base URL: {reason}")]
+    BaseUrl {
+        /// `api` or `account`.
+        which: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The `state` in the callback is not the one this flow issued: a forged or stale callback.
+    #[error("OAuth state mismatch: the callback was not started by this login; restart authorize")]
+    StateMismatch,
+    /// The callback has no `code` (or no `state`).
+    #[error("callback is missing `{0}`: pass the full redirected URL or its query string")]
+    CallbackMissing(&'static str),
+    /// The user declined, or Withings reported an error on the callback.
+    #[error("authorization refused: {0}")]
+    AuthorizationDenied(String),
+    /// An authorize URL asking for no scope at all.
+    #[error("no scope requested: ask for at least one (e.g. user.metrics)")]
+    NoScope,
+    /// A request for the Withings API carried no [`UserId`] and the layer has no default user.
+    #[error(
+        "no Withings user for this request: add a UserId request extension or bind the layer to a user"
+    )]
+    NoUser,
+    /// No token is stored for this user.
+    #[error("no token stored for Withings user {0}: run the authorization flow first")]
+    UnknownUser(UserId),
+    /// This user's refresh token is dead; only a new code exchange helps.
+    #[error("Withings user {0} must authorize again (refresh token no longer valid)")]
+    NeedsReauthorization(UserId),
+}
+
+fn wait_hint(wait: &Option<Duration>) -> String {
+    match wait {
+        Some(wait) => format!(", wait {} s", wait.as_secs()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// True for failures worth retrying later without changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout
+                | Error::BadState
+                | Error::RateLimited { .. }
+                | Error::Http { .. }
+                | Error::Transport(_)
+                | Error::TokenEndpointTimeout(_)
+                | Error::MalformedResponse { .. }
+        )
+    }
+}
+
+/// Shortens a server-provided message for inclusion in an error: at most 200 characters, no
+/// control characters (no log-line or header injection).
+pub(crate) fn shorten(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    if message.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_strips_control_characters_and_caps_length() {
+        assert_eq!(shorten("a\r\nb"), "a  b");
+        let long = "x".repeat(500);
+        assert_eq!(shorten(&long).chars().count(), 201);
+    }
+
+    #[test]
+    fn rate_limited_message_carries_the_wait() {
+        let e = Error::RateLimited {
+            wait: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "rate limited by Withings (status 601), wait 7 s: back off before retrying"
+        );
+    }
+}

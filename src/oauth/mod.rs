@@ -1,0 +1,361 @@
+//! The Withings OAuth 2.0 protocol: authorize URL, callback, code exchange, refresh, signed mode.
+//!
+//! [`OAuthClient`] holds no token state: it builds URLs and sends token requests through any
+//! tower HTTP client you give it (your own stack, or [`crate::transport::plain_http_client`] for
+//! a local simulator).
+
+mod authorize;
+pub mod signature;
+mod token_response;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body::Body;
+use http_body_util::Full;
+use serde_json::Value;
+use tower::Service;
+
+pub use authorize::{AuthorizeRequest, Callback, RedirectPolicy};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ClientAuth, Credentials, Endpoints};
+use crate::error::{BoxError, Error};
+use crate::secret::Secret;
+use crate::status;
+use crate::token::{Scope, Token, UserId};
+use crate::transport::{self, Transport};
+
+/// Path of the token endpoint, below the API base.
+pub const TOKEN_PATH: &str = "/v2/oauth2";
+/// Path of the nonce endpoint (signed mode), below the API base.
+pub const SIGNATURE_PATH: &str = "/v2/signature";
+/// Path of the authorize page, below the account base (`authorize2`, not `authorize`).
+pub const AUTHORIZE_PATH: &str = "/oauth2_user/authorize2";
+
+/// Sends token requests to Withings and builds the URLs of the web flow. Cheap to clone.
+#[derive(Clone)]
+pub struct OAuthClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    credentials: Credentials,
+    endpoints: Endpoints,
+    client_auth: ClientAuth,
+    redirect_policy: RedirectPolicy,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    transport: Transport,
+}
+
+impl fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("credentials", &self.inner.credentials)
+            .field("endpoints", &self.inner.endpoints)
+            .field("client_auth", &self.inner.client_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`OAuthClient`].
+#[derive(Debug)]
+pub struct OAuthClientBuilder {
+    credentials: Credentials,
+    endpoints: Endpoints,
+    client_auth: ClientAuth,
+    redirect_policy: RedirectPolicy,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+}
+
+impl OAuthClientBuilder {
+    /// Where Withings is (default: the public cloud).
+    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    /// How token requests authenticate (default: client secret in the body).
+    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.client_auth = client_auth;
+        self
+    }
+
+    /// Which redirect URIs to accept (default: only those Withings accepts).
+    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
+        self.redirect_policy = policy;
+        self
+    }
+
+    /// The clock used for `expires_at` and signature timestamps (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long a token-endpoint call may take before it fails (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the client; token requests go through `http_client`.
+    pub fn build<S, B>(self, http_client: S) -> OAuthClient
+    where
+        S: Service<Request<Full<Bytes>>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        OAuthClient {
+            inner: Arc::new(Inner {
+                credentials: self.credentials,
+                endpoints: self.endpoints,
+                client_auth: self.client_auth,
+                redirect_policy: self.redirect_policy,
+                clock: self.clock,
+                timeout: self.timeout,
+                transport: transport::boxed(http_client),
+            }),
+        }
+    }
+}
+
+/// Which grant a token request uses.
+enum Grant<'a> {
+    Code {
+        code: &'a str,
+        redirect_uri: &'a str,
+    },
+    Refresh {
+        refresh_token: &'a str,
+    },
+}
+
+impl OAuthClient {
+    /// Starts configuring a client for these credentials.
+    pub fn builder(credentials: Credentials) -> OAuthClientBuilder {
+        OAuthClientBuilder {
+            credentials,
+            endpoints: Endpoints::default(),
+            client_auth: ClientAuth::default(),
+            redirect_policy: RedirectPolicy::default(),
+            clock: Arc::new(SystemClock),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The configured endpoints.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.inner.endpoints
+    }
+
+    /// The app's client id.
+    pub fn client_id(&self) -> &str {
+        &self.inner.credentials.client_id
+    }
+
+    /// The clock this client reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Step 1: the `authorize2` URL asking the user for `scopes`, with a fresh random state.
+    pub fn authorize(
+        &self,
+        redirect_uri: &str,
+        scopes: &[Scope],
+    ) -> Result<AuthorizeRequest, Error> {
+        self.authorize_url(redirect_uri, scopes, false)
+    }
+
+    /// Like [`authorize`](Self::authorize) with `mode=demo`: Withings logs in its demo user.
+    pub fn authorize_demo(
+        &self,
+        redirect_uri: &str,
+        scopes: &[Scope],
+    ) -> Result<AuthorizeRequest, Error> {
+        self.authorize_url(redirect_uri, scopes, true)
+    }
+
+    fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        scopes: &[Scope],
+        demo: bool,
+    ) -> Result<AuthorizeRequest, Error> {
+        authorize::check_redirect_uri(redirect_uri, self.inner.redirect_policy)?;
+        if scopes.is_empty() {
+            return Err(Error::NoScope);
+        }
+        let scope = scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let state = authorize::random_state();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.inner.credentials.client_id)
+            .append_pair("state", state.expose())
+            .append_pair("scope", &scope)
+            .append_pair("redirect_uri", redirect_uri);
+        if demo {
+            query.append_pair("mode", "demo");
+        }
+        let url = format!(
+            "{}?{}",
+            self.inner.endpoints.account_url(AUTHORIZE_PATH),
+            query.finish()
+        );
+        Ok(AuthorizeRequest {
+            url,
+            state,
+            redirect_uri: redirect_uri.to_owned(),
+        })
+    }
+
+    /// The FAQ's forced logout: sends the user through `/logout` and back to `request`'s
+    /// authorize URL, so they pick the account again.
+    pub fn logout_url(&self, request: &AuthorizeRequest) -> String {
+        let encoded = form_urlencoded::byte_serialize(request.url.as_bytes()).collect::<String>();
+        format!(
+            "{}?r={encoded}",
+            self.inner.endpoints.account_url("/logout")
+        )
+    }
+
+    /// The page where a user unlinks this app themselves (partners cannot do it for them).
+    pub fn disconnect_url(&self, user: UserId) -> String {
+        let client_id =
+            form_urlencoded::byte_serialize(self.inner.credentials.client_id.as_bytes())
+                .collect::<String>();
+        self.inner.endpoints.account_url(&format!(
+            "/partner/disconnect_partner/{client_id}?selecteduser={user}"
+        ))
+    }
+
+    /// Steps 2 and 3: checks the callback's state against `request`, then exchanges its code.
+    ///
+    /// Codes live 30 s: call this as soon as the user comes back.
+    pub async fn exchange_code(
+        &self,
+        callback: &Callback,
+        request: &AuthorizeRequest,
+    ) -> Result<Token, Error> {
+        callback.verify(request)?;
+        self.exchange_unverified_code(callback.code().expose(), &request.redirect_uri)
+            .await
+    }
+
+    /// Exchanges a bare code (pasted by a user into a CLI, say) without a state check.
+    /// Prefer [`exchange_code`](Self::exchange_code) in web apps.
+    pub async fn exchange_unverified_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<Token, Error> {
+        self.request_token(Grant::Code { code, redirect_uri }).await
+    }
+
+    /// Step 4: spends `refresh_token` for a new pair. The returned refresh token replaces the old
+    /// one: persist the pair before using its access token.
+    pub async fn refresh(&self, refresh_token: &Secret) -> Result<Token, Error> {
+        self.request_token(Grant::Refresh {
+            refresh_token: refresh_token.expose(),
+        })
+        .await
+    }
+
+    async fn request_token(&self, grant: Grant<'_>) -> Result<Token, Error> {
+        let credentials = &self.inner.credentials;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("action", "requesttoken");
+        match &grant {
+            Grant::Code { .. } => form.append_pair("grant_type", "authorization_code"),
+            Grant::Refresh { .. } => form.append_pair("grant_type", "refresh_token"),
+        };
+        form.append_pair("client_id", &credentials.client_id);
+        match self.inner.client_auth {
+            ClientAuth::Secret => {
+                form.append_pair("client_secret", credentials.client_secret.expose());
+            }
+            ClientAuth::Signed => {
+                let nonce = self.nonce().await?;
+                let signature = signature::sign(
+                    credentials.client_secret.expose(),
+                    &["requesttoken", &credentials.client_id, &nonce],
+                );
+                form.append_pair("nonce", &nonce)
+                    .append_pair("signature", &signature);
+            }
+        }
+        match grant {
+            Grant::Code { code, redirect_uri } => form
+                .append_pair("code", code)
+                .append_pair("redirect_uri", redirect_uri),
+            Grant::Refresh { refresh_token } => form.append_pair("refresh_token", refresh_token),
+        };
+        let sent_at = self.inner.clock.now();
+        let body = self.post_form(TOKEN_PATH, form.finish()).await?;
+        token_response::parse_token(&body, sent_at)
+    }
+
+    /// Signed mode, first call: a single-use nonce from `/v2/signature`.
+    async fn nonce(&self) -> Result<String, Error> {
+        let credentials = &self.inner.credentials;
+        let timestamp = self
+            .inner
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .to_string();
+        let signature = signature::sign(
+            credentials.client_secret.expose(),
+            &["getnonce", &credentials.client_id, &timestamp],
+        );
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("action", "getnonce")
+            .append_pair("client_id", &credentials.client_id)
+            .append_pair("timestamp", &timestamp)
+            .append_pair("signature", &signature)
+            .finish();
+        let body = self.post_form(SIGNATURE_PATH, form).await?;
+        match status::parse_response(&body)?.get("nonce") {
+            Some(Value::String(nonce)) if !nonce.is_empty() => Ok(nonce.clone()),
+            _ => Err(Error::MalformedResponse {
+                reason: "getnonce answer without a nonce".into(),
+            }),
+        }
+    }
+
+    /// POSTs a form body (parameters never in the query: Withings ignores them there).
+    async fn post_form(&self, path: &str, form: String) -> Result<Bytes, Error> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.inner.endpoints.api_url(path))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| Error::Transport(e.into()))?;
+        let response = transport::send(&self.inner.transport, request, self.inner.timeout).await?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Http {
+                status: response.status(),
+            });
+        }
+        Ok(response.into_body())
+    }
+}

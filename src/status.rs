@@ -1,0 +1,380 @@
+//! Withings' body status codes: the one table that says what each means.
+//!
+//! Withings answers almost everything with HTTP 200 and puts the outcome in the JSON body:
+//! `{"status":0,"body":{…}}` on success, `{"status":401,"body":{},"error":"…"}` on failure.
+//! [`classify`] turns a status and its message into an [`Error`]; [`peek_status`] reads the
+//! status from the first bytes of a body without buffering the rest.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, shorten};
+
+/// Maps a non-zero Withings body status (and its `error` text) to an [`Error`].
+///
+/// Returns `None` for status 0 (success). Where Withings overloads one code (503 means many
+/// things), the message decides; where a message is documented without a code (the FAQ's
+/// "User is temporarily deactivated", "client_id not authorized"), it is recognised by message.
+pub fn classify(status: i64, message: &str, wait_seconds: Option<u64>) -> Option<Error> {
+    if status == 0 {
+        return None;
+    }
+    let lower = message.to_ascii_lowercase();
+    let says = |needle: &str| lower.contains(needle);
+
+    if says("temporarily deactivated") {
+        return Some(Error::UserDeactivated);
+    }
+    if says("client_id not authorized") || says("client id not authorized") {
+        return Some(invalid_client(message));
+    }
+    if says("does not match the partner callback") {
+        return Some(Error::RedirectUriMismatch);
+    }
+    Some(match status {
+        100 | 101 | 102 | 200 | 401 => Error::AccessTokenInvalid { status },
+        601 => Error::RateLimited {
+            wait: wait_seconds.map(Duration::from_secs),
+        },
+        214 | 277 | 2553 | 2555 => Error::Unauthorized { status },
+        2554 => Error::NotImplemented,
+        522 => Error::Timeout,
+        524 => Error::BadState,
+        503 | 293..=295 | 501..=511 => {
+            if says("refresh_token") || says("refresh token") {
+                Error::RefreshTokenInvalid
+            } else if says("invalid code") {
+                Error::InvalidCode
+            } else if says("grant_type") || says("not specified") {
+                Error::InvalidParams {
+                    status,
+                    message: format!(
+                        "{} (send the parameters in a POST form body, not the query string)",
+                        shorten(message)
+                    ),
+                }
+            } else if says("client_id")
+                || says("client id")
+                || says("client_secret")
+                || says("client secret")
+                || says("invalid signature")
+            {
+                invalid_client(message)
+            } else {
+                Error::InvalidParams {
+                    status,
+                    message: shorten(message),
+                }
+            }
+        }
+        _ => Error::UnknownStatus {
+            status,
+            message: shorten(message),
+        },
+    })
+}
+
+fn invalid_client(message: &str) -> Error {
+    Error::InvalidClient {
+        detail: shorten(message),
+    }
+}
+
+/// True when `status` means the access token failed (100, 101, 102, 200, 401): the only
+/// statuses that justify a refresh.
+pub fn is_access_token_failure(status: i64) -> bool {
+    matches!(status, 100 | 101 | 102 | 200 | 401)
+}
+
+/// A parsed Withings response: its status and, on success, its `body`.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    pub status: i64,
+    pub body: Value,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    status: i64,
+    #[serde(default)]
+    body: Value,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl Envelope {
+    /// Parses a complete Withings JSON response. Non-JSON, truncated and wrongly typed bodies
+    /// become [`Error::MalformedResponse`]; the body text never enters the error.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Envelope, Error> {
+        let raw: RawEnvelope = serde_json::from_slice(bytes).map_err(|e| {
+            let reason = if e.is_eof() {
+                "truncated JSON body"
+            } else if e.is_syntax() {
+                "body is not JSON"
+            } else {
+                "JSON body without an integer `status`"
+            };
+            Error::MalformedResponse {
+                reason: reason.into(),
+            }
+        })?;
+        let error = match raw.error {
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        Ok(Envelope {
+            status: raw.status,
+            body: raw.body,
+            error,
+        })
+    }
+
+    /// The success body, or the classified error.
+    pub(crate) fn into_result(self) -> Result<Value, Error> {
+        let wait = self.body.get("wait_seconds").and_then(Value::as_u64);
+        match classify(self.status, self.error.as_deref().unwrap_or(""), wait) {
+            None => Ok(self.body),
+            Some(error) => Err(error),
+        }
+    }
+}
+
+/// Parses a complete Withings response body into its `body` value or the classified error.
+pub fn parse_response(bytes: &Bytes) -> Result<Value, Error> {
+    Envelope::parse(bytes)?.into_result()
+}
+
+/// What the first bytes of a body say about its Withings status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// The body starts `{"status":N` and N is complete.
+    Status(i64),
+    /// So far it looks like a Withings body, but the status is not complete yet.
+    NeedMore,
+    /// The body does not start like a Withings envelope (status not first, or not JSON).
+    Unknown,
+}
+
+/// Reads the status from the start of a Withings body (`{"status":401,…`), allowing whitespace,
+/// without needing the rest of the body.
+pub fn peek_status(prefix: &[u8]) -> Peek {
+    const KEY: &[u8] = b"\"status\"";
+    let mut rest = skip_ws(prefix);
+    match rest.first() {
+        None => return Peek::NeedMore,
+        Some(b'{') => rest = skip_ws(&rest[1..]),
+        Some(_) => return Peek::Unknown,
+    }
+    let n = rest.len().min(KEY.len());
+    if rest[..n] != KEY[..n] {
+        return Peek::Unknown;
+    }
+    if n < KEY.len() {
+        return Peek::NeedMore;
+    }
+    rest = skip_ws(&rest[KEY.len()..]);
+    match rest.first() {
+        None => return Peek::NeedMore,
+        Some(b':') => rest = skip_ws(&rest[1..]),
+        Some(_) => return Peek::Unknown,
+    }
+    let negative = rest.first() == Some(&b'-');
+    if negative {
+        rest = &rest[1..];
+    }
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == rest.len() {
+        // The number may go on in the next chunk.
+        return if digits > 18 {
+            Peek::Unknown
+        } else {
+            Peek::NeedMore
+        };
+    }
+    if digits == 0
+        || digits > 18
+        || !matches!(rest[digits], b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
+    {
+        return Peek::Unknown;
+    }
+    let mut value: i64 = 0;
+    for &d in &rest[..digits] {
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Peek::Status(if negative { -value } else { value })
+}
+
+fn skip_ws(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Bodies captured from real Withings traffic (protocol notes, section 5), byte for byte.
+    const INVALID_TOKEN: &[u8] = br#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+    const INVALID_REFRESH: &[u8] =
+        br#"{"status":503,"body":{},"error":"Invalid Params: invalid refresh_token"}"#;
+
+    fn class(status: i64, message: &str) -> Error {
+        classify(status, message, None).expect("an error")
+    }
+
+    #[test]
+    fn captured_invalid_token_body_is_an_access_token_failure() {
+        let err = Envelope::parse(INVALID_TOKEN)
+            .unwrap()
+            .into_result()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AccessTokenInvalid { status: 401 }),
+            "{err:?}"
+        );
+        assert_eq!(peek_status(INVALID_TOKEN), Peek::Status(401));
+    }
+
+    #[test]
+    fn captured_invalid_refresh_body_is_terminal() {
+        let err = Envelope::parse(INVALID_REFRESH)
+            .unwrap()
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(err, Error::RefreshTokenInvalid), "{err:?}");
+    }
+
+    #[test]
+    fn every_row_of_the_status_table() {
+        assert!(classify(0, "", None).is_none());
+        for s in [100, 101, 102, 200, 401] {
+            assert!(matches!(class(s, ""), Error::AccessTokenInvalid { status } if status == s));
+            assert!(is_access_token_failure(s));
+        }
+        for s in [0, 214, 503, 601, 2554] {
+            assert!(!is_access_token_failure(s));
+        }
+        assert!(matches!(
+            class(503, "Invalid Params: invalid code"),
+            Error::InvalidCode
+        ));
+        assert!(matches!(
+            class(503, "Invalid Params: invalid client_id"),
+            Error::InvalidClient { .. }
+        ));
+        assert!(matches!(
+            class(503, "Invalid Params: invalid client_secret"),
+            Error::InvalidClient { .. }
+        ));
+        assert!(matches!(
+            class(503, "invalid client id/secret"),
+            Error::InvalidClient { .. }
+        ));
+        assert!(matches!(
+            class(503, "client_id not authorized"),
+            Error::InvalidClient { .. }
+        ));
+        assert!(matches!(
+            class(2555, "client_id not authorized"),
+            Error::InvalidClient { .. }
+        ));
+        for s in [293, 294, 295, 501, 505, 511] {
+            assert!(
+                matches!(class(s, "Invalid Params"), Error::InvalidParams { status, .. } if status == s)
+            );
+        }
+        for s in [214, 277, 2553, 2555] {
+            assert!(matches!(class(s, ""), Error::Unauthorized { status } if status == s));
+        }
+        assert!(matches!(class(2554, ""), Error::NotImplemented));
+        assert!(matches!(class(522, ""), Error::Timeout));
+        assert!(matches!(class(524, ""), Error::BadState));
+        assert!(matches!(
+            classify(601, "Same arguments in less than 10 seconds", Some(9)),
+            Some(Error::RateLimited { wait: Some(w) }) if w == Duration::from_secs(9)
+        ));
+        assert!(matches!(
+            class(601, "Too many request"),
+            Error::RateLimited { wait: None }
+        ));
+        assert!(matches!(
+            class(503, "User is temporarily deactivated"),
+            Error::UserDeactivated
+        ));
+        assert!(matches!(
+            class(9999, "mystery"),
+            Error::UnknownStatus { status: 9999, .. }
+        ));
+    }
+
+    #[test]
+    fn faq_messages_for_params_outside_the_post_body() {
+        for msg in [
+            "Invalid_params: invalid grant_type",
+            "Invalid_request: The client ID was not specified in the request",
+        ] {
+            match class(503, msg) {
+                Error::InvalidParams { message, .. } => {
+                    assert!(message.contains("POST form body"), "{message}")
+                }
+                other => panic!("{msg}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            class(
+                503,
+                "The redirect URI provided is missing or does not match the partner callback URL"
+            ),
+            Error::RedirectUriMismatch
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_typed() {
+        for (body, reason) in [
+            (&b"<html>502 Bad Gateway</html>"[..], "body is not JSON"),
+            (
+                &br#"{"status":0,"body":{"userid":"1","acc"#[..],
+                "truncated JSON body",
+            ),
+            (
+                &br#"{"status":"zero"}"#[..],
+                "JSON body without an integer `status`",
+            ),
+            (&b""[..], "truncated JSON body"),
+        ] {
+            match Envelope::parse(body) {
+                Err(Error::MalformedResponse { reason: r }) => assert_eq!(r, reason),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn peek_reads_the_status_from_a_prefix() {
+        assert_eq!(peek_status(b""), Peek::NeedMore);
+        assert_eq!(peek_status(b"{"), Peek::NeedMore);
+        assert_eq!(peek_status(b"{\"sta"), Peek::NeedMore);
+        assert_eq!(peek_status(b"{\"status\":"), Peek::NeedMore);
+        assert_eq!(peek_status(b"{\"status\":40"), Peek::NeedMore);
+        assert_eq!(peek_status(b"{\"status\":401,"), Peek::Status(401));
+        assert_eq!(peek_status(b"{\"status\":0}"), Peek::Status(0));
+        assert_eq!(peek_status(b" { \"status\" : 601 ,"), Peek::Status(601));
+        assert_eq!(peek_status(b"{\"status\":-1,"), Peek::Status(-1));
+        assert_eq!(peek_status(b"{\"body\":{},\"status\":401}"), Peek::Unknown);
+        assert_eq!(peek_status(b"<html>"), Peek::Unknown);
+        assert_eq!(peek_status(b"{\"status\":\"401\"}"), Peek::Unknown);
+        assert_eq!(
+            peek_status(b"{\"status\":99999999999999999999,"),
+            Peek::Unknown
+        );
+    }
+}

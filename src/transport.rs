@@ -1,0 +1,70 @@
+//! The HTTP client that OAuth calls go through: any tower service, boxed once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::error::{BoxError, Error};
+
+/// Token responses are a few hundred bytes; anything past this is not Withings.
+pub(crate) const MAX_OAUTH_RESPONSE: usize = 64 * 1024;
+
+/// A cloneable client for OAuth calls; responses arrive fully read (and size-capped).
+pub(crate) type Transport = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, Error>;
+
+/// Boxes any tower HTTP client so OAuth calls can go through the user's own stack.
+pub(crate) fn boxed<S, B>(service: S) -> Transport
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(service.map_err(|e| Error::Transport(e.into())).and_then(
+        |response: Response<B>| async move {
+            let (parts, body) = response.into_parts();
+            let collected = Limited::new(body, MAX_OAUTH_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        Error::MalformedResponse {
+                            reason: format!("response larger than {MAX_OAUTH_RESPONSE} bytes"),
+                        }
+                    } else {
+                        Error::Transport(e)
+                    }
+                })?;
+            Ok(Response::from_parts(parts, collected.to_bytes()))
+        },
+    ))
+}
+
+/// Sends `request` through `transport`, failing with a typed error after `timeout`.
+pub(crate) async fn send(
+    transport: &Transport,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<Response<Bytes>, Error> {
+    let call = transport.clone().oneshot(request);
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::TokenEndpointTimeout(timeout)),
+    }
+}
+
+/// A plain-http hyper client, for the simulator and other loopback servers.
+///
+/// Real Withings is https only: bring an https client (e.g. `hyper-rustls`) for production.
+pub fn plain_http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
