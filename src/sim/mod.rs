@@ -1,1 +1,414 @@
-//! Simulator (in progress).
+//! A local Withings API simulator for tests, demos and benchmarks.
+//!
+//! [`Simulator`] runs a real HTTP/1.1 server on `127.0.0.1:<random port>` that behaves like the
+//! Withings cloud as documented in the OAuth web flow guide, the OAuth FAQ and observed traffic,
+//! unfriendly parts included:
+//!
+//! * errors are HTTP 200 with a JSON body `{"status":N,"body":{},"error":"…"}`;
+//! * the token endpoint `/v2/oauth2` reads its parameters **only** from an
+//!   `application/x-www-form-urlencoded` POST body;
+//! * authorization codes live [`CODE_TTL`] (30 s) and are single use;
+//! * every refresh rotates the refresh token; the old one survives until [`ROTATION_GRACE`]
+//!   (8 h) after the rotation or the first successful use of the new access token;
+//! * the same refresh token presented twice within [`SAME_ARGS_WINDOW`] (10 s) gets status 601;
+//! * users can be revoked, deactivated ("User is temporarily deactivated") or deleted;
+//! * faults (HTTP errors, dropped connections, non-JSON or truncated bodies, delays) can be
+//!   injected per [`Target`].
+//!
+//! Endpoints (one server answers for both the API and the account host):
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /oauth2_user/authorize2` | validates and auto-approves, `302` to `redirect_uri?code=…&state=…` (`/oauth2_user/authorize` is a 404) |
+//! | `GET /logout?r=…` | `302` to `r` if it is this server's `authorize2` URL |
+//! | `GET /partner/disconnect_partner/<client_id>?selecteduser=<userid>` | the user unlinks the app |
+//! | `POST /v2/oauth2` | `action=requesttoken`, `grant_type=authorization_code` or `refresh_token` |
+//! | `POST /v2/signature` | `action=getnonce` |
+//! | `/measure`, `/v2/measure`, `/v2/sleep`, `/v2/user`, `/v2/heart`, `/notify` | data, `Authorization: Bearer …` |
+//!
+//! Anything else is a real HTTP 404.
+//!
+//! The simulator keeps its own clock (`SystemTime::now()` plus an offset moved by
+//! [`Simulator::advance`]), so tests never have to sleep through lifetimes.
+//!
+//! It is an independent implementation: it shares no code with the client side of this crate.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use tower_withings::sim::Simulator;
+//! let sim = Simulator::start().await?;
+//! sim.register_client("my-app", "my-secret", &["https://app.example.com/callback"]);
+//! let grant = sim.issue_grant("my-app", 46865875, "user.info,user.metrics");
+//! println!("API at {} with token {}", sim.api_base(), grant.access_token);
+//! # Ok(()) }
+//! ```
+
+mod data;
+mod oauth;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+
+use state::State;
+
+/// The user `authorize2` approves as unless [`Simulator::set_approving_user`] says otherwise.
+pub const DEFAULT_USER_ID: u64 = 46_865_875;
+
+/// The user `authorize2` approves as when called with `mode=demo`.
+pub const DEMO_USER_ID: u64 = 33_791_324;
+
+/// How long an authorization code stays valid (Withings FAQ: 30 seconds).
+pub const CODE_TTL: Duration = Duration::from_secs(30);
+
+/// How long a nonce obtained from `getnonce` stays valid.
+pub const NONCE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// How far the `timestamp` sent to `getnonce` may be from the simulator clock.
+pub const TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(10 * 60);
+
+/// Presenting the same refresh token again within this window gets status 601
+/// "Same arguments in less than 10 seconds".
+pub const SAME_ARGS_WINDOW: Duration = Duration::from_secs(10);
+
+/// After a refresh, the previous refresh token stays valid at most this long
+/// (or until the first successful use of the new access token).
+pub const ROTATION_GRACE: Duration = Duration::from_secs(8 * 3600);
+
+/// Lifetime of a refresh token (one year).
+pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The scopes `authorize2` accepts (as a comma-separated list).
+pub const KNOWN_SCOPES: [&str; 4] = [
+    "user.info",
+    "user.metrics",
+    "user.activity",
+    "user.sleepevents",
+];
+
+/// Tunable behaviour of a [`Simulator`]. Build it with struct update syntax:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use tower_withings::sim::SimConfig;
+/// let config = SimConfig { access_token_ttl: Duration::from_secs(60), ..SimConfig::default() };
+/// # assert_eq!(config.token_latency, Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Lifetime of newly issued access tokens; also their `expires_in`. Default 10 800 s (3 h).
+    pub access_token_ttl: Duration,
+    /// Delay added to every `/v2/oauth2` answer. The request is processed (codes consumed,
+    /// tokens rotated) *before* the delay, like a slow network on the way back. Default 0.
+    pub token_latency: Duration,
+    /// The user `authorize2` approves as (without `mode=demo`). Default [`DEFAULT_USER_ID`].
+    pub approving_user: u64,
+    /// If set, each client may make at most this many data calls per simulated minute; the
+    /// excess gets status 601 "Too many request". Default `None` (no limit).
+    pub data_rate_limit_per_minute: Option<u32>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            access_token_ttl: Duration::from_secs(10_800),
+            token_latency: Duration::ZERO,
+            approving_user: DEFAULT_USER_ID,
+            data_rate_limit_per_minute: None,
+        }
+    }
+}
+
+/// Tokens seeded with [`Simulator::issue_grant`], as a code exchange would have returned them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimGrant {
+    /// The access token (40 lowercase hex characters).
+    pub access_token: String,
+    /// The refresh token (40 lowercase hex characters).
+    pub refresh_token: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+}
+
+/// Which group of endpoints a [`Fault`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `POST /v2/oauth2` (code exchange and refresh).
+    TokenEndpoint,
+    /// `POST /v2/signature` (getnonce).
+    Signature,
+    /// The data endpoints: `/measure`, `/v2/measure`, `/v2/sleep`, `/v2/user`, `/v2/heart`,
+    /// `/notify`.
+    Data,
+}
+
+/// A failure served instead of the normal answer, see [`Simulator::inject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A real HTTP error with this status code and a small HTML body (as a proxy would send).
+    /// A code outside 100..=999 is served as 500.
+    HttpStatus(u16),
+    /// Close the connection without sending any response.
+    Drop,
+    /// HTTP 200 with `{"status":status,"body":{..},"error":error}`; `wait_seconds`, if any, is
+    /// put in the body.
+    BodyStatus {
+        /// The body `status`.
+        status: i64,
+        /// The body `error` message.
+        error: String,
+        /// Optional `body.wait_seconds`.
+        wait_seconds: Option<u64>,
+    },
+    /// HTTP 200 with an HTML page instead of JSON.
+    NonJson,
+    /// HTTP 200 with a JSON body cut in the middle (correct `Content-Length`).
+    Truncated,
+    /// Wait this long, then serve the request normally.
+    Delay(Duration),
+}
+
+/// What the simulator has seen and served so far (a snapshot, see [`Simulator::counters`]).
+///
+/// Calls are counted when they arrive, before any injected [`Fault`] is applied, so a faulted
+/// call still counts in `code_exchanges`, `refreshes`, `nonces` and `data_calls`. The `served_*`
+/// counters only count answers the simulator produced itself, never injected faults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `/v2/oauth2` calls with `grant_type=authorization_code` in the body (successful or not).
+    pub code_exchanges: u64,
+    /// Successful code exchanges.
+    pub successful_code_exchanges: u64,
+    /// `/v2/oauth2` calls with `grant_type=refresh_token` in the body (successful or not).
+    pub refreshes: u64,
+    /// Successful refreshes (a new token pair was issued).
+    pub successful_refreshes: u64,
+    /// Calls to `/v2/signature` (getnonce), successful or not.
+    pub nonces: u64,
+    /// Calls to the data endpoints.
+    pub data_calls: u64,
+    /// Data calls answered with body status 401 (invalid access token).
+    pub served_401: u64,
+    /// Answers with body status 601 (same refresh within 10 s, or data rate limit).
+    pub served_601: u64,
+    /// Answers with 503 "Invalid Params: invalid refresh_token".
+    pub served_invalid_refresh: u64,
+    /// Requests to `/v2/oauth2` or `/v2/signature` that carried an `Authorization` header.
+    pub bearer_where_none_belongs: u64,
+    /// Data calls authenticated by an `access_token` query/body parameter instead of the
+    /// `Authorization` header.
+    pub access_token_in_params: u64,
+}
+
+/// State shared between the [`Simulator`] handle and the server tasks.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    addr: SocketAddr,
+}
+
+impl Shared {
+    /// Locks the state. A poisoned lock is recovered: the state stays usable.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running simulated Withings server on `127.0.0.1:<random port>`.
+///
+/// The same server answers both the API host (`wbsapi.withings.net`) and the account host
+/// (`account.withings.com`) paths. It shuts down when dropped (the accept loop and every open
+/// connection are aborted).
+pub struct Simulator {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Simulator {
+    /// The user `authorize2` approves as when called with `mode=demo`.
+    pub const DEMO_USER_ID: u64 = DEMO_USER_ID;
+
+    /// Starts a simulator with [`SimConfig::default()`]. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// If the loopback listener cannot be created.
+    pub async fn start() -> std::io::Result<Simulator> {
+        Self::start_with(SimConfig::default()).await
+    }
+
+    /// Starts a simulator with the given configuration. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// If the loopback listener cannot be created.
+    pub async fn start_with(config: SimConfig) -> std::io::Result<Simulator> {
+        let listener = server::bind()?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config)),
+            addr,
+        });
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
+        Ok(Simulator { shared, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Base URL to use instead of `https://wbsapi.withings.net`, e.g. `http://127.0.0.1:41234`.
+    pub fn api_base(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// Base URL to use instead of `https://account.withings.com` (the same server as
+    /// [`api_base`](Self::api_base)).
+    pub fn account_base(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// Registers (or replaces) an OAuth 2.0 partner application with its callback URLs.
+    /// `authorize2` accepts a `redirect_uri` only if it is exactly one of `callback_urls`.
+    pub fn register_client(&self, client_id: &str, client_secret: &str, callback_urls: &[&str]) {
+        self.shared.lock().register_client(
+            client_id,
+            client_secret,
+            callback_urls.iter().map(|s| (*s).to_owned()).collect(),
+            false,
+        );
+    }
+
+    /// Registers (or replaces) OAuth 1.0 credentials: the token endpoint answers
+    /// 503 "client_id not authorized" for them (Withings FAQ).
+    pub fn register_oauth1_client(&self, client_id: &str, client_secret: &str) {
+        self.shared
+            .lock()
+            .register_client(client_id, client_secret, Vec::new(), true);
+    }
+
+    /// Sets the user `authorize2` approves as (without `mode=demo`).
+    pub fn set_approving_user(&self, userid: u64) {
+        self.shared.lock().config.approving_user = userid;
+    }
+
+    /// Seeds a token pair directly, as if a code exchange had happened for `userid` with
+    /// `scope` (comma-separated). The client does not need to be registered, but refreshing
+    /// requires it to be. Not counted in [`Counters`].
+    pub fn issue_grant(&self, client_id: &str, userid: u64, scope: &str) -> SimGrant {
+        self.shared
+            .lock()
+            .issue_pair(client_id, userid, scope, None)
+    }
+
+    /// The simulator's clock: `SystemTime::now()` plus everything passed to
+    /// [`advance`](Self::advance).
+    pub fn now(&self) -> SystemTime {
+        self.shared.lock().now()
+    }
+
+    /// Moves the simulator's clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut st = self.shared.lock();
+        st.offset = st.offset.saturating_add(by);
+    }
+
+    /// Changes the delay added to `/v2/oauth2` answers.
+    pub fn set_token_latency(&self, d: Duration) {
+        self.shared.lock().config.token_latency = d;
+    }
+
+    /// Changes the lifetime of access tokens issued from now on.
+    pub fn set_access_token_ttl(&self, d: Duration) {
+        self.shared.lock().config.access_token_ttl = d;
+    }
+
+    /// Sets or removes the per-client data call limit (see
+    /// [`SimConfig::data_rate_limit_per_minute`]).
+    pub fn set_data_rate_limit(&self, per_minute: Option<u32>) {
+        self.shared.lock().config.data_rate_limit_per_minute = per_minute;
+    }
+
+    /// Serves `fault` to the next `times` requests to `target`, then normal service resumes.
+    /// Faults injected for the same target are served in the order they were injected.
+    pub fn inject(&self, target: Target, fault: Fault, times: usize) {
+        self.shared.lock().inject(target, fault, times);
+    }
+
+    /// Removes every pending injected fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// The user unlinked the app(s): all their access and refresh tokens (every client) die.
+    /// New authorizations work again afterwards.
+    pub fn revoke_user(&self, userid: u64) {
+        self.shared.lock().revoke_user(userid, None);
+    }
+
+    /// The user asked for account deletion: data calls and refreshes get
+    /// 503 "User is temporarily deactivated" until [`reactivate_user`](Self::reactivate_user).
+    pub fn deactivate_user(&self, userid: u64) {
+        self.shared.lock().user_mut(userid).deactivated = true;
+    }
+
+    /// The user changed their mind: undoes [`deactivate_user`](Self::deactivate_user).
+    pub fn reactivate_user(&self, userid: u64) {
+        self.shared.lock().user_mut(userid).deactivated = false;
+    }
+
+    /// The account is gone for good: refreshes fail with "invalid refresh_token" and data calls
+    /// with status 401, for every token of this user, present or future.
+    pub fn delete_user(&self, userid: u64) {
+        self.shared.lock().user_mut(userid).deleted = true;
+    }
+
+    /// Kills one access token (server-side revocation); data calls with it get status 401.
+    pub fn revoke_access_token(&self, token: &str) {
+        if let Some(a) = self.shared.lock().access.get_mut(token) {
+            a.revoked = true;
+        }
+    }
+
+    /// Whether a data call with this access token would currently be accepted
+    /// (ignoring scope and user deactivation).
+    pub fn is_access_token_valid(&self, token: &str) -> bool {
+        let st = self.shared.lock();
+        st.access_token_usable(token)
+    }
+
+    /// Whether a refresh with this refresh token would currently be accepted by its own client
+    /// (ignoring the 10 s same-arguments window and user deactivation).
+    pub fn is_refresh_token_valid(&self, token: &str) -> bool {
+        let st = self.shared.lock();
+        st.refresh_token_usable(token)
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters
+    }
+
+    /// Resets every counter to zero.
+    pub fn reset_counters(&self) {
+        self.shared.lock().counters = Counters::default();
+    }
+}
