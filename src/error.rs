@@ -6,15 +6,19 @@ use http::StatusCode;
 
 use crate::token::UserId;
 
-/// A boxed error from a transport or store backend.
+/// A boxed error, as tower services return them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from a transport or store backend, shareable between the callers waiting on one
+/// refresh.
+pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong talking to Withings or keeping its tokens.
 ///
 /// Withings reports most failures as HTTP 200 with a `status` in the JSON body; [`crate::status`]
 /// maps each documented status to one of these variants. No variant ever carries a token or the
 /// client secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     // ---- what Withings said (body status) ----
@@ -110,7 +114,7 @@ pub enum Error {
     },
     /// The request could not be sent or the response not received.
     #[error("could not reach Withings: {0}")]
-    Transport(#[source] BoxError),
+    Transport(#[source] SharedError),
     /// The token endpoint did not answer in time.
     #[error("Withings token endpoint did not answer within {0:?}: retry later")]
     TokenEndpointTimeout(Duration),
@@ -153,6 +157,31 @@ pub enum Error {
     /// This user's refresh token is dead; only a new code exchange helps.
     #[error("Withings user {0} must authorize again (refresh token no longer valid)")]
     NeedsReauthorization(UserId),
+
+    // ---- token stores ----
+    /// The token store failed; the token pair in use is unchanged.
+    #[error("token store failed to {operation}: {source}")]
+    Store {
+        /// What the store was asked to do (`load`, `save`, `lock`, …).
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: SharedError,
+    },
+    /// A stored record could not be read (bad row, foreign data); other users are unaffected.
+    #[error("stored token for Withings user {user} is unreadable: {reason}")]
+    CorruptRecord {
+        /// Whose record.
+        user: UserId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token was rotated elsewhere while this process saved (compare-and-save conflict).
+    #[error("token for Withings user {0} changed in the store meanwhile: reload and retry")]
+    Conflict(UserId),
+    /// The refresh task ended without an outcome (it panicked); the next request tries again.
+    #[error("the token refresh for Withings user {0} was interrupted: retry")]
+    RefreshInterrupted(UserId),
 }
 
 fn wait_hint(wait: &Option<Duration>) -> String {
@@ -174,6 +203,8 @@ impl Error {
                 | Error::Transport(_)
                 | Error::TokenEndpointTimeout(_)
                 | Error::MalformedResponse { .. }
+                | Error::Store { .. }
+                | Error::RefreshInterrupted(_)
         )
     }
 }
@@ -190,6 +221,21 @@ pub(crate) fn shorten(message: &str) -> String {
         out.push('…');
     }
     out
+}
+
+impl Error {
+    /// A store failure while doing `operation`.
+    pub fn store(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Store {
+            operation,
+            source: std::sync::Arc::from(source.into()),
+        }
+    }
+
+    /// A transport failure.
+    pub fn transport(source: impl Into<BoxError>) -> Self {
+        Error::Transport(std::sync::Arc::from(source.into()))
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    BoxCloneSyncService::new(service.map_err(|e| Error::Transport(e.into())).and_then(
+    BoxCloneSyncService::new(service.map_err(Error::transport).and_then(
         |response: Response<B>| async move {
             let (parts, body) = response.into_parts();
             let collected = Limited::new(body, MAX_OAUTH_RESPONSE)
@@ -41,7 +41,7 @@ where
                             reason: format!("response larger than {MAX_OAUTH_RESPONSE} bytes"),
                         }
                     } else {
-                        Error::Transport(e)
+                        Error::transport(e)
                     }
                 })?;
             Ok(Response::from_parts(parts, collected.to_bytes()))

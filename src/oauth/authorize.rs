@@ -174,7 +174,7 @@ impl fmt::Debug for Callback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Callback")
             .field("code", &self.code)
-            .field("state", &self.state)
+            .field("state", &"[redacted]")
             .finish()
     }
 }
@@ -297,6 +297,7 @@ mod tests {
     fn debug_hides_code_and_state() {
         let cb = Callback::parse("code=secret-code&state=secret-state").unwrap();
         assert!(!format!("{cb:?}").contains("secret-code"));
+        assert!(!format!("{cb:?}").contains("secret-state"));
         let req = AuthorizeRequest::resume("secret-state", "https://a/cb");
         assert!(!format!("{req:?}").contains("secret-state"));
         let a = random_state();

@@ -279,6 +279,18 @@ impl OAuthClient {
     }
 
     async fn request_token(&self, grant: Grant<'_>) -> Result<Token, Error> {
+        let nonce = match self.inner.client_auth {
+            ClientAuth::Secret => None,
+            ClientAuth::Signed => Some(self.nonce().await?),
+        };
+        let form = self.token_form(grant, nonce.as_deref());
+        let sent_at = self.inner.clock.now();
+        let body = self.post_form(TOKEN_PATH, form).await?;
+        token_response::parse_token(&body, sent_at)
+    }
+
+    /// The requesttoken form: exactly the documented parameters, secret or signature.
+    fn token_form(&self, grant: Grant<'_>, nonce: Option<&str>) -> String {
         let credentials = &self.inner.credentials;
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("action", "requesttoken");
@@ -287,29 +299,24 @@ impl OAuthClient {
             Grant::Refresh { .. } => form.append_pair("grant_type", "refresh_token"),
         };
         form.append_pair("client_id", &credentials.client_id);
-        match self.inner.client_auth {
-            ClientAuth::Secret => {
-                form.append_pair("client_secret", credentials.client_secret.expose());
-            }
-            ClientAuth::Signed => {
-                let nonce = self.nonce().await?;
+        match nonce {
+            None => form.append_pair("client_secret", credentials.client_secret.expose()),
+            Some(nonce) => {
                 let signature = signature::sign(
                     credentials.client_secret.expose(),
-                    &["requesttoken", &credentials.client_id, &nonce],
+                    &["requesttoken", &credentials.client_id, nonce],
                 );
-                form.append_pair("nonce", &nonce)
-                    .append_pair("signature", &signature);
+                form.append_pair("nonce", nonce)
+                    .append_pair("signature", &signature)
             }
-        }
+        };
         match grant {
             Grant::Code { code, redirect_uri } => form
                 .append_pair("code", code)
                 .append_pair("redirect_uri", redirect_uri),
             Grant::Refresh { refresh_token } => form.append_pair("refresh_token", refresh_token),
         };
-        let sent_at = self.inner.clock.now();
-        let body = self.post_form(TOKEN_PATH, form.finish()).await?;
-        token_response::parse_token(&body, sent_at)
+        form.finish()
     }
 
     /// Signed mode, first call: a single-use nonce from `/v2/signature`.
@@ -349,7 +356,7 @@ impl OAuthClient {
             .uri(self.inner.endpoints.api_url(path))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(form)))
-            .map_err(|e| Error::Transport(e.into()))?;
+            .map_err(Error::transport)?;
         let response = transport::send(&self.inner.transport, request, self.inner.timeout).await?;
         if response.status() != StatusCode::OK {
             return Err(Error::Http {

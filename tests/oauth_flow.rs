@@ -1,0 +1,509 @@
+//! The protocol client against the simulator: every step of the web flow and every FAQ error.
+#![cfg(feature = "sim")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tower_withings::sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
+use tower_withings::{
+    AuthorizeRequest, Callback, ClientAuth, Credentials, Error, OAuthClient, RedirectPolicy, Scope,
+    UserId, status, transport,
+};
+
+#[tokio::test]
+async fn the_four_steps_of_the_web_flow() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+
+    // 1. authorize2 with the documented parameters.
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics, Scope::UserActivity])
+        .unwrap();
+    let url = request.url();
+    assert!(url.starts_with(&format!("{}/oauth2_user/authorize2?", sim.account_base())));
+    for part in [
+        "response_type=code",
+        &format!("client_id={CLIENT_ID}"),
+        "scope=user.metrics%2Cuser.activity",
+        "redirect_uri=https%3A%2F%2Fapp.example.com%2Fwithings%2Fcallback",
+        &format!("state={}", request.state()),
+    ] {
+        assert!(url.contains(part), "{part} missing from {url}");
+    }
+    assert!(!url.contains("mode=demo"));
+    assert!(!url.contains(CLIENT_SECRET));
+
+    // 2. the user is redirected back with a code and our state.
+    let callback = approve(&request).await;
+    assert_eq!(callback.state(), request.state());
+
+    // 3. the code buys a token pair.
+    let before = std::time::SystemTime::now();
+    let token = client.exchange_code(&callback, &request).await.unwrap();
+    assert_eq!(token.user_id, UserId(DEFAULT_USER_ID));
+    assert_eq!(token.scope, "user.metrics,user.activity");
+    let lifetime = token.expires_at.duration_since(before).unwrap();
+    assert!(lifetime > Duration::from_secs(10_790) && lifetime <= Duration::from_secs(10_801));
+    let body = data_call(
+        &sim,
+        "/measure",
+        "action=getmeas&meastype=1",
+        token.access_token.expose(),
+    )
+    .await;
+    assert_eq!(body["status"], 0, "{body}");
+    assert!(body["body"]["measuregrps"].is_array(), "{body}");
+
+    // 4. the refresh token buys a new pair; the refresh token rotates.
+    let renewed = client.refresh(&token.refresh_token).await.unwrap();
+    assert_eq!(renewed.user_id, token.user_id);
+    assert_ne!(renewed.access_token, token.access_token);
+    assert_ne!(renewed.refresh_token, token.refresh_token);
+
+    // The old refresh token dies at the first use of the new access token.
+    let body = data_call(
+        &sim,
+        "/measure",
+        "action=getmeas",
+        renewed.access_token.expose(),
+    )
+    .await;
+    assert_eq!(body["status"], 0, "{body}");
+    sim.advance(Duration::from_secs(11));
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    assert!(matches!(err, Error::RefreshTokenInvalid), "{err:?}");
+
+    let counters = sim.counters();
+    assert_eq!(counters.successful_code_exchanges, 1);
+    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(counters.bearer_where_none_belongs, 0);
+}
+
+#[tokio::test]
+async fn each_scope_is_granted_as_asked() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    for scope in Scope::ALL {
+        let token = login(&client, &[scope]).await;
+        assert_eq!(token.scope, scope.as_str());
+    }
+    let all = login(&client, &Scope::ALL).await;
+    assert_eq!(
+        all.scope,
+        "user.info,user.metrics,user.activity,user.sleepevents"
+    );
+    assert!(matches!(
+        client.authorize(REDIRECT_URI, &[]),
+        Err(Error::NoScope)
+    ));
+}
+
+#[tokio::test]
+async fn a_scope_not_granted_is_unauthorized_not_an_auth_failure() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    let body = data_call(&sim, "/v2/sleep", "action=get", token.access_token.expose()).await;
+    let err = status::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
+    assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn demo_mode_logs_in_the_demo_user() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize_demo(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    assert!(request.url().contains("mode=demo"));
+    let callback = approve(&request).await;
+    let token = client.exchange_code(&callback, &request).await.unwrap();
+    assert_eq!(token.user_id, UserId(DEMO_USER_ID));
+}
+
+#[tokio::test]
+async fn codes_expire_after_30_seconds() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let callback = approve(&request).await;
+    sim.advance(Duration::from_secs(31));
+    let err = client.exchange_code(&callback, &request).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidCode), "{err:?}");
+    assert!(err.to_string().contains("valid 30 s"), "{err}");
+}
+
+#[tokio::test]
+async fn codes_are_single_use() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let callback = approve(&request).await;
+    client.exchange_code(&callback, &request).await.unwrap();
+    let err = client.exchange_code(&callback, &request).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidCode), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_forged_state_is_refused_before_anything_is_sent() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let genuine = approve(&request).await;
+    let forged =
+        Callback::parse(&format!("code={}&state=attacker", genuine.code().expose())).unwrap();
+    let err = client.exchange_code(&forged, &request).await.unwrap_err();
+    assert!(matches!(err, Error::StateMismatch), "{err:?}");
+    // A callback from another login (replayed state) is refused too.
+    let other = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let err = client.exchange_code(&genuine, &other).await.unwrap_err();
+    assert!(matches!(err, Error::StateMismatch), "{err:?}");
+    assert_eq!(sim.counters().code_exchanges, 0);
+}
+
+#[tokio::test]
+async fn params_outside_a_post_body_fail_as_the_faq_says() {
+    let sim = simulator().await;
+    // What a client that puts the parameters in the query string gets back.
+    let url = format!(
+        "{}/v2/oauth2?action=requesttoken&grant_type=refresh_token&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}&refresh_token=x",
+        sim.api_base()
+    );
+    let (_, _, body) = browser_get(&url).await;
+    let err = status::parse_response(&bytes::Bytes::from(body)).unwrap_err();
+    match err {
+        Error::InvalidParams { message, .. } => {
+            assert!(message.contains("POST form body"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // This client always sends a POST form body, which the simulator reads exclusively.
+    let client = oauth(&sim, ClientAuth::Secret);
+    login(&client, &[Scope::UserMetrics]).await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_an_invalid_client() {
+    let sim = simulator().await;
+    sim.register_oauth1_client("oauth1-client", "oauth1-secret");
+    let good = oauth(&sim, ClientAuth::Secret);
+    let token = login(&good, &[Scope::UserMetrics]).await;
+
+    for (id, secret) in [
+        (CLIENT_ID, "wrong-secret"),
+        ("unknown-client", CLIENT_SECRET),
+        ("oauth1-client", "oauth1-secret"),
+    ] {
+        for mode in [ClientAuth::Secret, ClientAuth::Signed] {
+            let client = OAuthClient::builder(Credentials::new(id, secret))
+                .endpoints(endpoints(&sim))
+                .client_auth(mode)
+                .build(transport::plain_http_client());
+            let err = client.refresh(&token.refresh_token).await.unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidClient { .. }),
+                "{id} {mode:?}: {err:?}"
+            );
+            assert!(err.to_string().contains("OAuth 2.0"), "{err}");
+            assert!(!err.to_string().contains(secret));
+        }
+    }
+}
+
+#[tokio::test]
+async fn redirect_uri_rules() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    // Refused locally, before the user is sent anywhere.
+    for uri in [
+        "https://localhost/cb",
+        "https://127.0.0.1/cb",
+        "http://app.example.com/withings/callback",
+        "https://app.example.com:8443/cb",
+    ] {
+        assert!(matches!(
+            client.authorize(uri, &[Scope::UserMetrics]),
+            Err(Error::RedirectUri { .. })
+        ));
+    }
+    // Allowed explicitly for a local app.
+    let local = OAuthClient::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(endpoints(&sim))
+        .redirect_policy(RedirectPolicy::AllowLoopback)
+        .build(transport::plain_http_client());
+    assert!(
+        local
+            .authorize("http://127.0.0.1:8080/cb", &[Scope::UserMetrics])
+            .is_ok()
+    );
+
+    // Not a registered callback URL: Withings' page says so.
+    let request = client
+        .authorize("https://other.example.com/cb", &[Scope::UserMetrics])
+        .unwrap();
+    let (status, _, body) = browser_get(request.url()).await;
+    assert_eq!(status, http::StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("does not match the partner callback URL"),
+        "{body}"
+    );
+
+    // A code exchanged with another redirect_uri than authorize2 got.
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let callback = approve(&request).await;
+    let altered = AuthorizeRequest::resume(
+        request.state(),
+        "https://app.example.com/withings/callback/",
+    );
+    let err = client.exchange_code(&callback, &altered).await.unwrap_err();
+    assert!(matches!(err, Error::RedirectUriMismatch), "{err:?}");
+}
+
+#[tokio::test]
+async fn authorize2_not_authorize() {
+    let sim = simulator().await;
+    let (status, _, _) = browser_get(&format!(
+        "{}/oauth2_user/authorize?response_type=code&client_id={CLIENT_ID}",
+        sim.account_base()
+    ))
+    .await;
+    assert_eq!(status, http::StatusCode::NOT_FOUND);
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    assert!(request.url().contains("/oauth2_user/authorize2?"));
+}
+
+#[tokio::test]
+async fn forced_logout_goes_back_to_authorize2() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let logout = client.logout_url(&request);
+    assert!(logout.starts_with(&format!("{}/logout?r=", sim.account_base())));
+    let (status, location, _) = browser_get(&logout).await;
+    assert_eq!(status, http::StatusCode::FOUND);
+    assert_eq!(location.as_deref(), Some(request.url()));
+}
+
+#[tokio::test]
+async fn a_user_who_unlinks_the_app_must_authorize_again() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    let url = client.disconnect_url(token.user_id);
+    assert!(url.ends_with(&format!(
+        "/partner/disconnect_partner/{CLIENT_ID}?selecteduser={DEFAULT_USER_ID}"
+    )));
+    let (status, _, _) = browser_get(&url).await;
+    assert!(status.is_success());
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    assert!(matches!(err, Error::RefreshTokenInvalid), "{err:?}");
+}
+
+#[tokio::test]
+async fn deactivated_then_deleted_user() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    sim.deactivate_user(DEFAULT_USER_ID);
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    assert!(matches!(err, Error::UserDeactivated), "{err:?}");
+    assert!(err.to_string().contains("retry once a day"), "{err}");
+    let body = data_call(
+        &sim,
+        "/measure",
+        "action=getmeas",
+        token.access_token.expose(),
+    )
+    .await;
+    let err = status::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
+    assert!(matches!(err, Error::UserDeactivated), "{err:?}");
+
+    sim.delete_user(DEFAULT_USER_ID);
+    sim.advance(Duration::from_secs(11));
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    assert!(matches!(err, Error::RefreshTokenInvalid), "{err:?}");
+}
+
+#[tokio::test]
+async fn signed_mode_never_sends_the_secret() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Signed);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    let renewed = client.refresh(&token.refresh_token).await.unwrap();
+    assert_ne!(renewed.refresh_token, token.refresh_token);
+    let counters = sim.counters();
+    assert_eq!(counters.nonces, 2);
+    assert_eq!(counters.successful_code_exchanges, 1);
+    assert_eq!(counters.successful_refreshes, 1);
+}
+
+#[tokio::test]
+async fn the_same_refresh_twice_within_10_seconds_is_rate_limited() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    client.refresh(&token.refresh_token).await.unwrap();
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    match err {
+        Error::RateLimited { wait: Some(wait) } => assert!(wait <= Duration::from_secs(10)),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every row of the status table, as the token endpoint would serve it.
+#[tokio::test]
+async fn every_status_row_from_the_token_endpoint() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    let body = |status: i64, error: &str, wait: Option<u64>| Fault::BodyStatus {
+        status,
+        error: error.into(),
+        wait_seconds: wait,
+    };
+    type Expect = fn(&Error) -> bool;
+    let cases: Vec<(Fault, Expect)> = vec![
+        (
+            body(
+                401,
+                "XRequestID: Not provided invalid_token: The access token provided is invalid",
+                None,
+            ),
+            |e| matches!(e, Error::AccessTokenInvalid { status: 401 }),
+        ),
+        (body(100, "", None), |e| {
+            matches!(e, Error::AccessTokenInvalid { status: 100 })
+        }),
+        (body(101, "", None), |e| {
+            matches!(e, Error::AccessTokenInvalid { status: 101 })
+        }),
+        (body(102, "", None), |e| {
+            matches!(e, Error::AccessTokenInvalid { status: 102 })
+        }),
+        (body(200, "", None), |e| {
+            matches!(e, Error::AccessTokenInvalid { status: 200 })
+        }),
+        (
+            body(503, "Invalid Params: invalid refresh_token", None),
+            |e| matches!(e, Error::RefreshTokenInvalid),
+        ),
+        (body(503, "Invalid Params: invalid code", None), |e| {
+            matches!(e, Error::InvalidCode)
+        }),
+        (body(503, "invalid client id/secret", None), |e| {
+            matches!(e, Error::InvalidClient { .. })
+        }),
+        (body(293, "Invalid Params", None), |e| {
+            matches!(e, Error::InvalidParams { status: 293, .. })
+        }),
+        (body(507, "Invalid Params", None), |e| {
+            matches!(e, Error::InvalidParams { status: 507, .. })
+        }),
+        (body(214, "", None), |e| {
+            matches!(e, Error::Unauthorized { status: 214 })
+        }),
+        (body(277, "", None), |e| {
+            matches!(e, Error::Unauthorized { status: 277 })
+        }),
+        (body(2553, "", None), |e| {
+            matches!(e, Error::Unauthorized { status: 2553 })
+        }),
+        (body(2555, "", None), |e| {
+            matches!(e, Error::Unauthorized { status: 2555 })
+        }),
+        (body(2554, "Not implemented", None), |e| {
+            matches!(e, Error::NotImplemented)
+        }),
+        (body(522, "timeout", None), |e| matches!(e, Error::Timeout)),
+        (body(524, "bad state", None), |e| {
+            matches!(e, Error::BadState)
+        }),
+        (
+            body(601, "Too many request", Some(7)),
+            |e| matches!(e, Error::RateLimited { wait: Some(w) } if *w == Duration::from_secs(7)),
+        ),
+        (body(601, "Too many request", None), |e| {
+            matches!(e, Error::RateLimited { wait: None })
+        }),
+        (body(9999, "unheard of", None), |e| {
+            matches!(e, Error::UnknownStatus { status: 9999, .. })
+        }),
+        (
+            Fault::HttpStatus(502),
+            |e| matches!(e, Error::Http { status } if status.as_u16() == 502),
+        ),
+        (Fault::NonJson, |e| {
+            matches!(e, Error::MalformedResponse { .. })
+        }),
+        (Fault::Truncated, |e| {
+            matches!(e, Error::MalformedResponse { .. })
+        }),
+        (Fault::Drop, |e| matches!(e, Error::Transport(_))),
+    ];
+    for (fault, expected) in cases {
+        let label = format!("{fault:?}");
+        sim.inject(Target::TokenEndpoint, fault, 1);
+        let err = client.refresh(&token.refresh_token).await.unwrap_err();
+        assert!(expected(&err), "{label} gave {err:?}");
+        let message = err.to_string();
+        assert!(!message.contains(token.refresh_token.expose()), "{message}");
+        assert!(!message.contains(CLIENT_SECRET), "{message}");
+    }
+    // After all those faults the untouched refresh token still works.
+    client.refresh(&token.refresh_token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_token_endpoint_times_out() {
+    let sim = simulator().await;
+    let client = OAuthClient::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(endpoints(&sim))
+        .timeout(Duration::from_millis(200))
+        .build(transport::plain_http_client());
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    sim.inject(
+        Target::TokenEndpoint,
+        Fault::Delay(Duration::from_secs(2)),
+        1,
+    );
+    let err = client.refresh(&token.refresh_token).await.unwrap_err();
+    assert!(matches!(err, Error::TokenEndpointTimeout(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_secret_and_tokens_stay_out_of_debug_output() {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    let callback = approve(&request).await;
+    let token = client.exchange_code(&callback, &request).await.unwrap();
+    let shown = format!("{client:?} {request:?} {callback:?} {token:?}");
+    for secret in [
+        CLIENT_SECRET,
+        token.access_token.expose(),
+        token.refresh_token.expose(),
+        request.state(),
+        callback.code().expose(),
+    ] {
+        assert!(!shown.contains(secret), "leaked in {shown}");
+    }
+}
