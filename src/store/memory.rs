@@ -1,0 +1,93 @@
+//! A store for one process: tokens live as long as the process does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::{StoreFuture, StoredToken, TokenStore};
+use crate::secret::Secret;
+use crate::token::{Token, UserId};
+
+/// Tokens in a map, for tests and single-process apps that re-authorize after a restart.
+///
+/// Needs no cross-process lock: the layer already runs one refresh per user in this process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: Mutex<HashMap<UserId, StoredToken>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<UserId, StoredToken>) -> T) -> T {
+        // A panic elsewhere cannot leave a record half-written (each write is one insert),
+        // so a poisoned map is still consistent.
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut records)
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        let found = self.with(|r| r.get(&user).cloned());
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
+        self.with(|r| {
+            r.insert(
+                token.user_id,
+                StoredToken {
+                    token: token.clone(),
+                    needs_reauthorization: false,
+                    refreshed_at: granted_at,
+                },
+            )
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        granted_at: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        let saved = self.with(|r| match r.get_mut(&token.user_id) {
+            Some(record) if record.token.refresh_token == *spent => {
+                *record = StoredToken {
+                    token: token.clone(),
+                    needs_reauthorization: false,
+                    refreshed_at: granted_at,
+                };
+                true
+            }
+            _ => false,
+        });
+        Box::pin(async move { Ok(saved) })
+    }
+
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        self.with(|r| {
+            if let Some(record) = r.get_mut(&user)
+                && record.token.refresh_token == *refused
+            {
+                record.needs_reauthorization = true;
+            }
+        });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        let mut all: Vec<StoredToken> = self.with(|r| r.values().cloned().collect());
+        all.sort_by_key(|record| record.token.user_id);
+        Box::pin(async move { Ok(all) })
+    }
+}

@@ -1,0 +1,155 @@
+//! Where token pairs live between refreshes, and how processes agree on who refreshes.
+//!
+//! A Withings refresh token is the user's consent: lose it and they must log in again. Every
+//! store therefore offers a **compare-and-save** (a rotated pair replaces the stored one only if
+//! the stored refresh token is still the one that was spent), and optionally a **lease** so that
+//! only one process at a time refreshes a given user.
+//!
+//! The layer holds its store as `Arc<dyn TokenStore>`: the store is reached once per refresh,
+//! never per request, so dynamic dispatch costs nothing that matters, and [`crate::WithingsAuth`]
+//! stays one concrete type whatever the backend.
+
+mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use memory::MemoryStore;
+
+use crate::error::Error;
+use crate::secret::Secret;
+use crate::token::{Token, UserId};
+
+/// The future a [`TokenStore`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// What a store keeps for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// The current pair.
+    pub token: Token,
+    /// The refresh token was refused: only a new authorization helps. The record is kept.
+    pub needs_reauthorization: bool,
+    /// When this pair was granted (code exchange or refresh).
+    pub refreshed_at: SystemTime,
+}
+
+/// A held refresh lease; give it back to [`TokenStore::unlock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// A random value naming the holder, so only the holder releases it.
+    pub owner: String,
+}
+
+impl Lease {
+    /// A lease with a fresh random owner.
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        Lease {
+            owner: crate::oauth::signature::hex(&bytes),
+        }
+    }
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The answer to [`TokenStore::try_lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// This process may refresh the user; release the lease afterwards.
+    Acquired(Lease),
+    /// Another process is refreshing: wait, re-read the store and adopt its token.
+    Held,
+}
+
+/// Durable home of token pairs. Implement it for your own backend and check it with the
+/// conformance kit (feature `testkit`).
+///
+/// Rules every implementation keeps:
+/// - [`compare_and_save`](Self::compare_and_save) is atomic: two writers that spent the same
+///   refresh token cannot both win.
+/// - Nothing is deleted by this crate: a dead refresh token is *marked*, never removed.
+/// - A failure is an `Err`, never a silent no-op; the caller then keeps the pair it had.
+pub trait TokenStore: Send + Sync + 'static {
+    /// The user's record, if any.
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>>;
+
+    /// Stores a freshly authorized pair unconditionally (new consent replaces anything) and
+    /// clears the re-authorization mark.
+    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()>;
+
+    /// Stores a rotated pair only if the stored refresh token is still `spent` (the one the
+    /// refresh used). Returns `false`, changing nothing, when it is not.
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        granted_at: SystemTime,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Marks the user as needing re-authorization, if their stored refresh token is still
+    /// `refused` (a newer consent is left alone). The record stays.
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Asks for the right to refresh `user` for at most `lease` (it lapses if the holder dies).
+    ///
+    /// The default grants it at once: right for stores that only one process uses, since the
+    /// layer already runs one refresh per user in-process.
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        let _ = (user, lease);
+        Box::pin(async { Ok(LockAttempt::Acquired(Lease::new())) })
+    }
+
+    /// Releases a lease taken with [`try_lock`](Self::try_lock), if still held by it.
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        let _ = (user, lease);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every stored record (for listings such as the CLI's `users`).
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>>;
+}
+
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        (**self).load(user)
+    }
+    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
+        (**self).put(token, granted_at)
+    }
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        granted_at: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        (**self).compare_and_save(spent, token, granted_at)
+    }
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        (**self).mark_needs_reauthorization(user, refused)
+    }
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        (**self).try_lock(user, lease)
+    }
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        (**self).unlock(user, lease)
+    }
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        (**self).list()
+    }
+}
