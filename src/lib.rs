@@ -1,21 +1,83 @@
-#![doc = include_str!("../README.md")]
+//! Withings OAuth 2.0 for any tower HTTP client.
+//!
+//! [`WithingsAuthLayer`] wraps any `Service<http::Request<B>>` (hyper-util's client, a
+//! `ServiceBuilder` stack, …). For every Withings API request it attaches the right user's bearer
+//! token, refreshes it before it expires or when Withings refuses it (HTTP 200 with `"status":401`
+//! in the body), runs exactly one refresh per user however many requests wait, saves the rotated
+//! pair through a [`TokenStore`] before using it, and replays the request once.
+//!
+//! [`WithingsAuth`] is the handle behind the layers: the OAuth web flow
+//! ([`authorize`](WithingsAuth::authorize), [`exchange_code`](WithingsAuth::exchange_code)),
+//! the store, and the per-user refresh state.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+//! use tower_withings::{Credentials, Error, UserId, WithingsAuth, store::MemoryStore, transport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
+//!     .store(MemoryStore::new())
+//!     .build(transport::plain_http_client()); // token calls: use an https client in production
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(TraceLayer::new_for_http())
+//!     .layer(auth.layer())
+//!     .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(10)))
+//!     .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
+//!     .service(transport::plain_http_client());
+//!
+//! let request = Request::post("https://wbsapi.withings.net/measure")
+//!     .header("content-type", "application/x-www-form-urlencoded")
+//!     .extension(UserId(46865875)) // whose token to use
+//!     .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
+//!     .unwrap();
+//! // Nobody has authorized yet, so this fails with a typed error before anything is sent.
+//! let error = client.oneshot(request).await.err().expect("no token yet");
+//! assert!(matches!(error.downcast_ref::<Error>(), Some(Error::UnknownUser(UserId(46865875)))));
+//! # }
+//! ```
+//!
+//! The layer spawns its refresh tasks with `tokio::spawn`: use it inside a Tokio runtime.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod auth;
+pub mod body;
 pub mod clock;
 pub mod config;
 pub mod error;
+mod layer;
+mod metrics;
 pub mod oauth;
+mod refresh;
 pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
+pub mod store;
 pub mod token;
 pub mod transport;
 
+pub use auth::{WithingsAuth, WithingsAuthBuilder};
+pub use body::{NotReplayed, ReplayBody, WithingsBody};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ClientAuth, Credentials, Endpoints};
 pub use error::{BoxError, Error};
+pub use layer::{ResponseFuture, WithingsAuthLayer, WithingsAuthService};
+pub use metrics::MetricsSnapshot;
 pub use oauth::{AuthorizeRequest, Callback, OAuthClient, RedirectPolicy};
 pub use secret::Secret;
+pub use store::{MemoryStore, TokenStore};
 pub use token::{Scope, Token, UserId};
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -98,3 +98,225 @@ pub async fn data_call(
     let body = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&body).unwrap()
 }
+
+// ---- the layer ----
+
+use std::sync::{Arc, Mutex};
+
+use tower_withings::sim::DEFAULT_USER_ID;
+use tower_withings::store::{MemoryStore, StoreFuture, StoredToken, TokenStore};
+use tower_withings::{ManualClock, Secret, UserId, WithingsAuth, WithingsAuthBuilder};
+
+/// A `WithingsAuth` builder pointed at the simulator, with a manual clock and no backoff.
+pub fn auth_builder(sim: &Simulator, clock: &ManualClock) -> WithingsAuthBuilder {
+    WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(endpoints(sim))
+        .clock(clock.clone())
+        .token_timeout(Duration::from_secs(5))
+        .backoff(Duration::ZERO, Duration::ZERO)
+}
+
+/// A token the simulator issued for `user`, as the client would hold it at `clock`'s now.
+pub fn grant(sim: &Simulator, clock: &ManualClock, user: u64) -> Token {
+    use tower_withings::Clock;
+    let g = sim.issue_grant(CLIENT_ID, user, "user.metrics,user.activity");
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(g.access_token),
+        refresh_token: Secret::new(g.refresh_token),
+        expires_at: clock.now() + Duration::from_secs(g.expires_in),
+        scope: "user.metrics,user.activity".into(),
+    }
+}
+
+/// A simulator, a handle with a memory store, and the default user's token imported.
+pub struct Rig {
+    pub sim: Simulator,
+    pub clock: ManualClock,
+    pub auth: WithingsAuth,
+    pub token: Token,
+}
+
+pub async fn rig_with(configure: impl FnOnce(WithingsAuthBuilder) -> WithingsAuthBuilder) -> Rig {
+    let sim = simulator().await;
+    let clock = ManualClock::new();
+    let auth = configure(auth_builder(&sim, &clock).store(MemoryStore::new()))
+        .build(transport::plain_http_client());
+    let token = grant(&sim, &clock, DEFAULT_USER_ID);
+    auth.import(token.clone()).await.unwrap();
+    Rig {
+        sim,
+        clock,
+        auth,
+        token,
+    }
+}
+
+pub async fn rig() -> Rig {
+    rig_with(|b| b).await
+}
+
+pub const USER: UserId = UserId(DEFAULT_USER_ID);
+
+/// `POST {api}/measure action=getmeas` for `user`.
+pub fn getmeas(sim: &Simulator, user: UserId) -> Request<Full<Bytes>> {
+    let mut request = Request::post(format!("{}/measure", sim.api_base()))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
+        .unwrap();
+    request.extensions_mut().insert(user);
+    request
+}
+
+/// The JSON of a response body.
+pub async fn json<B>(response: http::Response<B>) -> serde_json::Value
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// An event log shared by instrumented stores and services, to assert ordering.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<String>>>);
+
+impl Events {
+    pub fn push(&self, event: String) {
+        self.0.lock().unwrap().push(event);
+    }
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn position(&self, event: &str) -> Option<usize> {
+        self.all().iter().position(|e| e == event)
+    }
+}
+
+/// A memory store that logs successful saves and can be told to fail them.
+#[derive(Default)]
+pub struct InstrumentedStore {
+    pub inner: MemoryStore,
+    pub events: Events,
+    pub fail_saves: std::sync::atomic::AtomicBool,
+    /// Milliseconds each save takes (a slow disk), to widen the save-then-publish window.
+    pub save_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl TokenStore for InstrumentedStore {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        self.inner.load(user)
+    }
+    fn put<'a>(&'a self, token: &'a Token, at: std::time::SystemTime) -> StoreFuture<'a, ()> {
+        self.inner.put(token, at)
+    }
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        at: std::time::SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(tower_withings::Error::store("save", "disk full (injected)"));
+            }
+            let delay = self.save_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let saved = self.inner.compare_and_save(spent, token, at).await?;
+            if saved {
+                self.events
+                    .push(format!("saved {}", token.access_token.expose()));
+            }
+            Ok(saved)
+        })
+    }
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.mark_needs_reauthorization(user, refused)
+    }
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        self.inner.list()
+    }
+}
+
+/// What an instrumented inner service saw of one request.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub uri: String,
+    pub bearer: Option<String>,
+    pub content_length: Option<String>,
+    pub body: Bytes,
+}
+
+/// The real HTTP client, recording every request it sends (and logging `sent <token>`).
+pub fn recording_client(
+    sent: Arc<Mutex<Vec<Sent>>>,
+    events: Events,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = hyper_util::client::legacy::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let client = http();
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let client = client.clone();
+        let sent = sent.clone();
+        let events = events.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let bearer = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().trim_start_matches("Bearer ").to_owned());
+            if let Some(token) = &bearer {
+                events.push(format!("sent {token}"));
+            }
+            sent.lock().unwrap().push(Sent {
+                uri: parts.uri.to_string(),
+                bearer,
+                content_length: parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                body: body.clone(),
+            });
+            client
+                .request(Request::from_parts(parts, Full::new(body)))
+                .await
+        }
+    })
+}
+
+/// Polls `done` every 10 ms until it holds; fails the test after 5 s. For waiting on a
+/// background task, never for asserting how long something took.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) {
+    for _ in 0..500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+/// Sends one getmeas for `user` through `service` and asserts Withings answered status 0.
+pub async fn expect_ok<S, B>(service: &S, sim: &Simulator, user: UserId)
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    let response = service.clone().oneshot(getmeas(sim, user)).await.unwrap();
+    assert_eq!(json(response).await["status"], 0);
+}

@@ -1,0 +1,269 @@
+//! [`WithingsAuth`]: the handle an app keeps. It runs the web flow, owns the token store and
+//! the per-user refresh state, and makes [`WithingsAuthLayer`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::Full;
+use tower::Service;
+
+use crate::clock::Clock;
+use crate::config::{ClientAuth, Credentials, Endpoints};
+use crate::error::{BoxError, Error};
+use crate::layer::WithingsAuthLayer;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
+use crate::refresh::{Reason, RefreshPolicy, Refresher, Slot};
+use crate::store::{MemoryStore, TokenStore};
+use crate::token::{Scope, Token, UserId};
+
+/// Shared by the handle and every layer and service made from it.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub refresher: Arc<Refresher>,
+    slots: papaya::HashMap<UserId, Arc<Slot>>,
+}
+
+impl Core {
+    /// The user's slot, created on first use. Lock-free for users already seen.
+    pub(crate) fn slot(&self, user: UserId) -> Arc<Slot> {
+        let slots = self.slots.pin();
+        if let Some(slot) = slots.get(&user) {
+            return Arc::clone(slot);
+        }
+        Arc::clone(slots.get_or_insert_with(user, || Arc::new(Slot::new(user))))
+    }
+
+    pub(crate) fn endpoints(&self) -> &Endpoints {
+        self.refresher.oauth.endpoints()
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        self.refresher.oauth.clock()
+    }
+}
+
+/// The app's Withings connection: OAuth flow, token store, and refresh coordination.
+///
+/// Cheap to clone; clones share everything. Layers from [`layer`](Self::layer) share its
+/// per-user state, so a refresh started by one request serves all of them.
+///
+/// ```
+/// use tower_withings::{Credentials, WithingsAuth, store::MemoryStore, transport};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let auth = WithingsAuth::builder(Credentials::new("my-client-id", "my-client-secret"))
+///     .store(MemoryStore::new())
+///     .build(transport::plain_http_client());
+/// let layer = auth.layer(); // put it in front of any tower HTTP client
+/// # let _ = layer; }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WithingsAuth {
+    core: Arc<Core>,
+}
+
+/// Configures a [`WithingsAuth`].
+pub struct WithingsAuthBuilder {
+    oauth: OAuthClientBuilder,
+    store: Arc<dyn TokenStore>,
+    policy: RefreshPolicy,
+    token_timeout: Duration,
+}
+
+impl std::fmt::Debug for WithingsAuthBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithingsAuthBuilder")
+            .field("oauth", &self.oauth)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WithingsAuthBuilder {
+    /// Where tokens are kept (default: [`MemoryStore`], lost on exit).
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// A store already shared elsewhere.
+    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Where Withings is (default: the public cloud).
+    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
+        self.oauth = self.oauth.endpoints(endpoints);
+        self
+    }
+
+    /// How token requests authenticate (default: client secret in the form body).
+    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.oauth = self.oauth.client_auth(client_auth);
+        self
+    }
+
+    /// Which redirect URIs to accept (default: only what Withings accepts).
+    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
+        self.oauth = self.oauth.redirect_policy(policy);
+        self
+    }
+
+    /// The wall clock for token expiry (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.oauth = self.oauth.clock(clock);
+        self
+    }
+
+    /// Refresh this long before a token expires (default 5 min).
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.policy.skew = skew;
+        self
+    }
+
+    /// Spread refreshes over up to this much more, fixed per user (default 60 s).
+    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
+        self.policy.jitter = jitter;
+        self
+    }
+
+    /// After a failed refresh, wait `base`, doubling per failure up to `cap`, with jitter
+    /// (defaults 1 s and 5 min). A 601 answer's `wait_seconds` overrides it.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.policy.backoff_base = base;
+        self.policy.backoff_cap = cap;
+        self
+    }
+
+    /// How long a token-endpoint call may take (default 30 s). The cross-process refresh lease
+    /// lasts twice this, so it outlives any refresh its holder can still complete.
+    pub fn token_timeout(mut self, timeout: Duration) -> Self {
+        self.token_timeout = timeout;
+        self
+    }
+
+    /// How often a process waiting for another's refresh re-reads the store (default 100 ms).
+    pub fn lease_poll(mut self, every: Duration) -> Self {
+        self.policy.lease_poll = every;
+        self
+    }
+
+    /// Builds the handle; token requests go through `http_client`.
+    pub fn build<S, B>(mut self, http_client: S) -> WithingsAuth
+    where
+        S: Service<Request<Full<Bytes>>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.policy.lease = self.token_timeout * 2;
+        let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
+        WithingsAuth {
+            core: Arc::new(Core {
+                refresher: Arc::new(Refresher {
+                    oauth,
+                    store: self.store,
+                    policy: self.policy,
+                    metrics: Metrics::default(),
+                }),
+                slots: papaya::HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl WithingsAuth {
+    /// Starts configuring a handle for these credentials.
+    pub fn builder(credentials: Credentials) -> WithingsAuthBuilder {
+        WithingsAuthBuilder {
+            oauth: OAuthClient::builder(credentials),
+            store: Arc::new(MemoryStore::new()),
+            policy: RefreshPolicy {
+                skew: Duration::from_secs(300),
+                jitter: Duration::from_secs(60),
+                backoff_base: Duration::from_secs(1),
+                backoff_cap: Duration::from_secs(300),
+                lease: Duration::from_secs(60),
+                lease_poll: Duration::from_millis(100),
+            },
+            token_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A layer that finds the user in each request's [`UserId`] extension.
+    pub fn layer(&self) -> WithingsAuthLayer {
+        WithingsAuthLayer::new(Arc::clone(&self.core), None)
+    }
+
+    /// A layer bound to one user; a request's own [`UserId`] extension still wins.
+    pub fn layer_for(&self, user: UserId) -> WithingsAuthLayer {
+        WithingsAuthLayer::new(Arc::clone(&self.core), Some(user))
+    }
+
+    /// The protocol client (URLs, code exchange, refresh) this handle uses.
+    pub fn oauth(&self) -> &OAuthClient {
+        &self.core.refresher.oauth
+    }
+
+    /// The token store.
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.core.refresher.store
+    }
+
+    /// Step 1 of the web flow; see [`OAuthClient::authorize`].
+    pub fn authorize(
+        &self,
+        redirect_uri: &str,
+        scopes: &[Scope],
+    ) -> Result<AuthorizeRequest, Error> {
+        self.oauth().authorize(redirect_uri, scopes)
+    }
+
+    /// Steps 2–3: verifies the callback, exchanges its code, stores the pair, and returns the
+    /// Withings user it belongs to. Later requests for that user use it at once.
+    pub async fn exchange_code(
+        &self,
+        callback: &Callback,
+        request: &AuthorizeRequest,
+    ) -> Result<UserId, Error> {
+        let token = self.oauth().exchange_code(callback, request).await?;
+        self.import(token).await
+    }
+
+    /// Stores a pair obtained elsewhere (a code exchange done by hand, a migration) as the
+    /// user's new authorization, replacing any earlier one.
+    pub async fn import(&self, token: Token) -> Result<UserId, Error> {
+        let user = token.user_id;
+        let now = self.core.clock().now();
+        self.store().put(&token, now).await?;
+        let refresher = &self.core.refresher;
+        refresher.reset(&self.core.slot(user), token);
+        Ok(user)
+    }
+
+    /// Refreshes `user`'s token now (still one refresh per user, shared with any in flight).
+    pub async fn refresh(&self, user: UserId) -> Result<(), Error> {
+        let slot = self.core.slot(user);
+        let stale = slot.current.load().as_ref().map_or(0, |s| s.generation);
+        self.core
+            .refresher
+            .renew(&slot, Some(stale), Reason::Forced)
+            .await
+            .map(drop)
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.core.refresher.metrics.snapshot()
+    }
+}
