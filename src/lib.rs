@@ -62,6 +62,8 @@ pub mod secret;
 pub mod sim;
 pub mod status;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod token;
 pub mod transport;
 
@@ -74,6 +76,12 @@ pub use layer::{ResponseFuture, WithingsAuthLayer, WithingsAuthService};
 pub use metrics::MetricsSnapshot;
 pub use oauth::{AuthorizeRequest, Callback, OAuthClient, RedirectPolicy};
 pub use secret::Secret;
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{MemoryStore, TokenStore};
 pub use token::{Scope, Token, UserId};
 

@@ -2,18 +2,21 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{StoreFuture, StoredToken, TokenStore};
+use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
 
 /// Tokens in a map, for tests and single-process apps that re-authorize after a restart.
 ///
-/// Needs no cross-process lock: the layer already runs one refresh per user in this process.
+/// Its refresh leases live in the map too, so several [`crate::WithingsAuth`] handles sharing
+/// one `MemoryStore` (through an `Arc`) still refresh each user once. Lease expiry uses the
+/// monotonic clock.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<UserId, StoredToken>>,
+    leases: Mutex<HashMap<UserId, (String, Instant)>>,
 }
 
 impl MemoryStore {
@@ -82,6 +85,34 @@ impl TokenStore for MemoryStore {
                 record.needs_reauthorization = true;
             }
         });
+        Box::pin(async { Ok(()) })
+    }
+
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let attempt = match leases.get(&user) {
+            Some((_, until)) if *until > now => LockAttempt::Held,
+            _ => {
+                let granted = Lease::new();
+                let until = now
+                    .checked_add(lease)
+                    .unwrap_or(now + Duration::from_secs(86_400));
+                leases.insert(user, (granted.owner.clone(), until));
+                LockAttempt::Acquired(granted)
+            }
+        };
+        Box::pin(async move { Ok(attempt) })
+    }
+
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases
+            .get(&user)
+            .is_some_and(|(owner, _)| *owner == lease.owner)
+        {
+            leases.remove(&user);
+        }
         Box::pin(async { Ok(()) })
     }
 

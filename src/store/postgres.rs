@@ -1,0 +1,595 @@
+//! [`PostgresStore`]: tokens in PostgreSQL, for any number of processes and replicas.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use super::record::{self, RawRecord};
+use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use crate::error::Error;
+use crate::secret::Secret;
+use crate::token::{Token, UserId};
+
+/// The default table name; the lease table is the same name with `_leases` appended.
+const DEFAULT_TABLE: &str = "withings_tokens";
+
+/// Tokens in a PostgreSQL table, shared by every process and replica that uses the database.
+///
+/// * **Tables** (created if missing, unless [`PostgresStoreBuilder::create_tables`] says not
+///   to; the SQL is [`PostgresStore::schema_sql`], for your migration tool): `withings_tokens`
+///   (configurable) with `user_id BIGINT PRIMARY KEY`, `access_token`, `refresh_token`,
+///   `expires_at TIMESTAMPTZ`, `scope`, `needs_reauthorization BOOLEAN`,
+///   `refreshed_at TIMESTAMPTZ`, `format SMALLINT` (record format, 1) and `updated_at`; and
+///   `withings_tokens_leases` with `user_id`, `owner`, `expires_at`. Times keep PostgreSQL's
+///   **microsecond precision**.
+/// * **Compare-and-save** is one `UPDATE … WHERE user_id = $1 AND refresh_token = $spent`.
+/// * **Refresh lease**: one `INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <=
+///   clock_timestamp()` on the lease table: it succeeds for exactly one caller while the lease
+///   is live, and a lease whose holder died lapses at its expiry. Expiry is measured by the
+///   **database server's clock**, so replicas with skewed clocks still agree.
+/// * **Connections**: a `deadpool-postgres` pool (default 8 connections, plain TCP). For TLS,
+///   build a pool with your TLS connector and pass it to [`PostgresStoreBuilder::pool`].
+///   A database that cannot be reached gives [`Error::Store`] (within the connect timeout,
+///   default 5 s), never a false lock.
+/// * **Bad rows** (unknown format, empty tokens, columns of the wrong type) load as
+///   [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list) skips them with a
+///   warning, [`list_all`](Self::list_all) reports them.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tower_withings::Error> {
+/// use tower_withings::store::PostgresStore;
+/// let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    sql: Arc<Statements>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`PostgresStore`].
+pub struct PostgresStoreBuilder {
+    source: Source,
+    table: String,
+    create_tables: bool,
+    max_connections: usize,
+    connect_timeout: Duration,
+}
+
+enum Source {
+    Url(String),
+    Pool(Pool),
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    // The URL may hold a password: not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("table", &self.table)
+            .field("create_tables", &self.create_tables)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Uses an existing pool (e.g. one with TLS) instead of a URL.
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.source = Source::Pool(pool);
+        self
+    }
+
+    /// The token table's name (default `withings_tokens`): letters, digits and `_`, at most
+    /// 56 characters, not starting with a digit. Leases go to `<table>_leases`.
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = name.into();
+        self
+    }
+
+    /// Whether to create missing tables when connecting (default `true`). Turn it off when a
+    /// migration tool applies [`PostgresStore::schema_sql`] instead.
+    pub fn create_tables(mut self, create: bool) -> Self {
+        self.create_tables = create;
+        self
+    }
+
+    /// Pool size when connecting by URL (default 8).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long opening a connection (or waiting for a pooled one) may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Builds the store and, unless told not to, creates its tables.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] for an invalid URL or table name, or when creating the tables fails
+    /// (the database is unreachable, or the role may not create tables).
+    pub async fn build(self) -> Result<PostgresStore, Error> {
+        let sql = Arc::new(Statements::new(&self.table)?);
+        let pool = match self.source {
+            Source::Pool(pool) => pool,
+            Source::Url(url) => {
+                let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+                    // The parser's message could quote the URL, password included.
+                    Error::store("connect", "invalid PostgreSQL connection URL")
+                })?;
+                if config.get_connect_timeout().is_none() {
+                    config.connect_timeout(self.connect_timeout);
+                }
+                let manager = Manager::from_config(
+                    config,
+                    NoTls,
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                Pool::builder(manager)
+                    .max_size(self.max_connections)
+                    .runtime(Runtime::Tokio1)
+                    .create_timeout(Some(self.connect_timeout))
+                    .wait_timeout(Some(self.connect_timeout))
+                    .build()
+                    .map_err(|e| Error::store("connect", e))?
+            }
+        };
+        let store = PostgresStore { pool, sql };
+        if self.create_tables {
+            store.create_tables().await?;
+        }
+        Ok(store)
+    }
+}
+
+/// The SQL text of every statement, with the table names filled in.
+struct Statements {
+    table: String,
+    schema: String,
+    load: String,
+    list: String,
+    put: String,
+    compare_and_save: String,
+    mark: String,
+    lock: String,
+    unlock: String,
+}
+
+const SELECT: &str = "user_id, access_token, refresh_token, expires_at, scope, \
+                      needs_reauthorization, refreshed_at, format";
+
+impl Statements {
+    fn new(table: &str) -> Result<Self, Error> {
+        let valid = !table.is_empty()
+            && table.len() <= 56
+            && !table.starts_with(|c: char| c.is_ascii_digit())
+            && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::store(
+                "connect",
+                format!(
+                    "invalid table name {:?}: use letters, digits and _, at most 56 characters",
+                    crate::error::shorten(table)
+                ),
+            ));
+        }
+        let t = format!("\"{table}\"");
+        let l = format!("\"{table}_leases\"");
+        Ok(Statements {
+            table: table.to_owned(),
+            schema: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+    user_id               BIGINT      PRIMARY KEY,
+    access_token          TEXT        NOT NULL,
+    refresh_token         TEXT        NOT NULL,
+    expires_at            TIMESTAMPTZ NOT NULL,
+    scope                 TEXT        NOT NULL,
+    needs_reauthorization BOOLEAN     NOT NULL DEFAULT FALSE,
+    refreshed_at          TIMESTAMPTZ NOT NULL,
+    format                SMALLINT    NOT NULL,
+    updated_at            TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS {l} (
+    user_id    BIGINT      PRIMARY KEY,
+    owner      TEXT        NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"
+            ),
+            load: format!("SELECT {SELECT} FROM {t} WHERE user_id = $1"),
+            list: format!("SELECT {SELECT} FROM {t} ORDER BY user_id"),
+            put: format!(
+                "INSERT INTO {t} (user_id, access_token, refresh_token, expires_at, scope,
+                                  needs_reauthorization, refreshed_at, format)
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7)
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     access_token = EXCLUDED.access_token,
+                     refresh_token = EXCLUDED.refresh_token,
+                     expires_at = EXCLUDED.expires_at,
+                     scope = EXCLUDED.scope,
+                     needs_reauthorization = FALSE,
+                     refreshed_at = EXCLUDED.refreshed_at,
+                     format = EXCLUDED.format,
+                     updated_at = now()"
+            ),
+            compare_and_save: format!(
+                "UPDATE {t} SET
+                     access_token = $2,
+                     refresh_token = $3,
+                     expires_at = $4,
+                     scope = $5,
+                     needs_reauthorization = FALSE,
+                     refreshed_at = $6,
+                     format = $7,
+                     updated_at = now()
+                 WHERE user_id = $1 AND refresh_token = $8"
+            ),
+            mark: format!(
+                "UPDATE {t} SET needs_reauthorization = TRUE, updated_at = now()
+                 WHERE user_id = $1 AND refresh_token = $2"
+            ),
+            lock: format!(
+                "INSERT INTO {l} AS lease (user_id, owner, expires_at)
+                 VALUES ($1, $2, clock_timestamp() + $3::BIGINT * INTERVAL '1 millisecond')
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     owner = EXCLUDED.owner,
+                     expires_at = EXCLUDED.expires_at
+                 WHERE lease.expires_at <= clock_timestamp()"
+            ),
+            unlock: format!("DELETE FROM {l} WHERE user_id = $1 AND owner = $2"),
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Connects by URL with default settings and creates the tables if missing.
+    ///
+    /// # Errors
+    ///
+    /// See [`PostgresStoreBuilder::build`].
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder(url).build().await
+    }
+
+    /// Starts configuring a store for the database at `url`
+    /// (e.g. `postgres://user@host:5432/db`).
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            source: Source::Url(url.to_owned()),
+            table: DEFAULT_TABLE.to_owned(),
+            create_tables: true,
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The SQL that creates the tables for `table` (idempotent: `CREATE TABLE IF NOT EXISTS`),
+    /// for migration tools.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] for an invalid table name.
+    pub fn schema_sql(table: &str) -> Result<String, Error> {
+        Ok(Statements::new(table)?.schema)
+    }
+
+    /// The token table's name.
+    pub fn table(&self) -> &str {
+        &self.sql.table
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Creates the tables if missing. Safe to run from several processes at once (it takes a
+    /// transaction-scoped advisory lock first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the database is unreachable or refuses.
+    pub async fn create_tables(&self) -> Result<(), Error> {
+        let failed = |e: crate::error::BoxError| Error::store("create tables", e);
+        let mut client = self.pool.get().await.map_err(|e| failed(e.into()))?;
+        let tx = client.transaction().await.map_err(|e| failed(e.into()))?;
+        // Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&advisory_key(&self.sql.table)],
+        )
+        .await
+        .map_err(|e| failed(e.into()))?;
+        tx.batch_execute(&self.sql.schema)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        tx.commit().await.map_err(|e| failed(e.into()))
+    }
+
+    /// Every record, with each unreadable one as [`Error::CorruptRecord`] in its place (rows
+    /// whose user id is negative are left out), ordered by user id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the table cannot be read at all.
+    pub async fn list_all(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        let rows = self.query("list", &self.sql.list, &[]).await?;
+        let mut all = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match row
+                .try_get::<_, Option<i64>>(0)
+                .ok()
+                .flatten()
+                .and_then(|id| u64::try_from(id).ok())
+            {
+                Some(id) => all.push(decode(row, UserId(id))),
+                None => tracing::warn!("skipping a token row whose user id is not usable"),
+            }
+        }
+        Ok(all)
+    }
+
+    async fn client(&self, operation: &'static str) -> Result<deadpool_postgres::Object, Error> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Error::store(operation, e))
+    }
+
+    async fn query(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let client = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| Error::store(operation, e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| Error::store(operation, e))
+    }
+
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        let client = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| Error::store(operation, e))?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| Error::store(operation, e))
+    }
+}
+
+/// A stable 64-bit key for the advisory lock guarding table creation (FNV-1a).
+fn advisory_key(table: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "tower-withings:".bytes().chain(table.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// A `TIMESTAMPTZ` read as raw microseconds since 2000-01-01, so that no stored value (not even
+/// `infinity`) can make the conversion panic.
+struct PgTimestamp(i64);
+
+impl<'a> FromSql<'a> for PgTimestamp {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        let bytes: [u8; 8] = raw
+            .try_into()
+            .map_err(|_| "timestamp of the wrong length")?;
+        Ok(PgTimestamp(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ || *ty == Type::TIMESTAMP
+    }
+}
+
+impl PgTimestamp {
+    /// Seconds from 1970-01-01 to 2000-01-01.
+    const EPOCH_2000: u64 = 946_684_800;
+
+    fn to_system_time(&self) -> Option<SystemTime> {
+        if self.0 == i64::MAX || self.0 == i64::MIN {
+            return None; // 'infinity' / '-infinity'
+        }
+        let base = UNIX_EPOCH + Duration::from_secs(Self::EPOCH_2000);
+        let offset = Duration::from_micros(self.0.unsigned_abs());
+        let time = if self.0 >= 0 {
+            base.checked_add(offset)
+        } else {
+            base.checked_sub(offset)
+        }?;
+        // Before 1970 is not a time this crate writes.
+        time.duration_since(UNIX_EPOCH).ok().map(|_| time)
+    }
+}
+
+fn decode(row: &Row, user: UserId) -> Result<StoredToken, Error> {
+    fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Option<T> {
+        row.try_get::<_, Option<T>>(i).ok().flatten()
+    }
+    let time = |i| get::<PgTimestamp>(row, i).and_then(|t| t.to_system_time());
+    RawRecord {
+        user_id: get::<i64>(row, 0),
+        access_token: get::<String>(row, 1),
+        refresh_token: get::<String>(row, 2),
+        expires_at: time(3),
+        scope: get::<String>(row, 4),
+        needs_reauthorization: get::<bool>(row, 5),
+        refreshed_at: time(6),
+        format: get::<i16>(row, 7).map(i64::from),
+    }
+    .decode(user)
+}
+
+fn validate_time(operation: &'static str, time: SystemTime) -> Result<SystemTime, Error> {
+    record::to_millis(operation, time).map(|_| time)
+}
+
+impl TokenStore for PostgresStore {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        Box::pin(async move {
+            let id = record::user_column("load", user)?;
+            let rows = self.query("load", &self.sql.load, &[&id]).await?;
+            rows.first().map(|row| decode(row, user)).transpose()
+        })
+    }
+
+    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let id = record::user_column("save", token.user_id)?;
+            let expires_at = validate_time("save", token.expires_at)?;
+            let granted_at = validate_time("save", granted_at)?;
+            let format = record::FORMAT as i16;
+            self.execute(
+                "save",
+                &self.sql.put,
+                &[
+                    &id,
+                    &token.access_token.expose(),
+                    &token.refresh_token.expose(),
+                    &expires_at,
+                    &token.scope,
+                    &granted_at,
+                    &format,
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        granted_at: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let id = record::user_column("save", token.user_id)?;
+            let expires_at = validate_time("save", token.expires_at)?;
+            let granted_at = validate_time("save", granted_at)?;
+            let format = record::FORMAT as i16;
+            let changed = self
+                .execute(
+                    "save",
+                    &self.sql.compare_and_save,
+                    &[
+                        &id,
+                        &token.access_token.expose(),
+                        &token.refresh_token.expose(),
+                        &expires_at,
+                        &token.scope,
+                        &granted_at,
+                        &format,
+                        &spent.expose(),
+                    ],
+                )
+                .await?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let id = record::user_column("mark", user)?;
+            self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        Box::pin(async move {
+            let id = record::user_column("lock", user)?;
+            let granted = Lease::new();
+            let lease_ms = record::lease_millis(lease);
+            let taken = self
+                .execute("lock", &self.sql.lock, &[&id, &granted.owner, &lease_ms])
+                .await?;
+            Ok(if taken == 1 {
+                LockAttempt::Acquired(granted)
+            } else {
+                LockAttempt::Held
+            })
+        })
+    }
+
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let id = record::user_column("unlock", user)?;
+            self.execute("unlock", &self.sql.unlock, &[&id, &lease.owner])
+                .await
+                .map(drop)
+        })
+    }
+
+    /// Every readable record, ordered by user id; unreadable rows are skipped with a warning
+    /// (see [`PostgresStore::list_all`] to see them).
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_checked() {
+        assert!(Statements::new("withings_tokens").is_ok());
+        assert!(Statements::new("t_2").is_ok());
+        for bad in ["", "1abc", "a-b", "a\"; DROP TABLE x; --", &"x".repeat(57)] {
+            assert!(Statements::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_never_panic() {
+        for raw in [i64::MAX, i64::MIN, -946_684_800_000_001, 0, 1] {
+            let _ = PgTimestamp(raw).to_system_time();
+        }
+        assert_eq!(PgTimestamp(i64::MAX).to_system_time(), None);
+        assert_eq!(
+            PgTimestamp(0).to_system_time(),
+            Some(UNIX_EPOCH + Duration::from_secs(PgTimestamp::EPOCH_2000))
+        );
+    }
+}

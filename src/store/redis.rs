@@ -1,0 +1,515 @@
+//! [`RedisStore`]: tokens in Redis, for any number of processes and replicas.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::record::{self, RawRecord};
+use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use crate::error::Error;
+use crate::secret::Secret;
+use crate::token::{Token, UserId};
+
+/// Tokens in Redis (a single server, or a primary with replicas; not Redis Cluster).
+///
+/// **Keys** (prefix configurable, default `withings:`):
+///
+/// | key | type | content |
+/// |---|---|---|
+/// | `withings:token:<user id>` | hash | `format` (record format, `1`), `user_id`, `access_token`, `refresh_token`, `expires_at_ms`, `scope`, `needs_reauthorization` (`0`/`1`), `refreshed_at_ms` |
+/// | `withings:lock:<user id>` | string with expiry | the refresh lease's owner value |
+///
+/// Times are milliseconds since the Unix epoch: **millisecond precision**. Keys never expire
+/// on their own except the lease; nothing is deleted by this crate.
+///
+/// * **Compare-and-save**, **put** and **mark** are Lua scripts, so each is atomic.
+/// * **Refresh lease**: `SET <lock key> <owner> NX PX <lease>`, released by a Lua
+///   compare-and-delete, so only the owner releases it and a dead holder's lease expires by
+///   itself. A lock key without expiry was not written by this crate: it is reported as
+///   [`Error::CorruptRecord`] rather than waited on forever.
+/// * **Connection**: one auto-reconnecting multiplexed connection (`ConnectionManager`).
+///   While Redis is unreachable every call fails with [`Error::Store`] (after the response
+///   timeout, default 5 s, at worst), never a false lock.
+/// * **Bad keys** (a token key that is not a hash, fields missing or unparsable, an unknown
+///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list)
+///   (a `SCAN` over `<prefix>token:*`) skips them with a warning, [`list_all`](Self::list_all)
+///   reports them. Keys whose suffix is not a user id are ignored.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tower_withings::Error> {
+/// use tower_withings::store::RedisStore;
+/// let store = RedisStore::builder("redis://127.0.0.1:6379").prefix("myapp:withings:").connect().await?;
+/// # let _ = store; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`RedisStore`].
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    // The URL may hold a password: not shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The prefix of every key this store uses (default `withings:`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one connection attempt may take (default 2 s).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// How long a command may wait for its answer (default 5 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] for an invalid URL or an unreachable server.
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        let client = redis::Client::open(self.url.as_str())
+            // The parser's message could quote the URL, password included.
+            .map_err(|_| Error::store("connect", "invalid Redis connection URL"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.connection_timeout)
+            .set_response_timeout(self.response_timeout)
+            // The layer backs off on its own; a store call should fail fast when Redis is down.
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| Error::store("connect", e))?;
+        Ok(RedisStore::with_connection(conn, self.prefix))
+    }
+}
+
+/// The Lua scripts, each atomic on the server.
+struct Scripts {
+    load: Script,
+    put: Script,
+    compare_and_save: Script,
+    mark: Script,
+    lock: Script,
+    unlock: Script,
+}
+
+/// Replaces the hash at KEYS[1] with the fields in ARGV[a..a+6].
+const WRITE: &str = r"
+local function write(key, a)
+  redis.call('DEL', key)
+  redis.call('HSET', key,
+    'format', ARGV[a], 'user_id', ARGV[a + 1],
+    'access_token', ARGV[a + 2], 'refresh_token', ARGV[a + 3],
+    'expires_at_ms', ARGV[a + 4], 'scope', ARGV[a + 5],
+    'needs_reauthorization', '0', 'refreshed_at_ms', ARGV[a + 6])
+end
+";
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            // nil: no key; a string: the key's type when it is not a hash; else the fields.
+            load: Script::new(
+                r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return false end
+if t ~= 'hash' then return t end
+return redis.call('HGETALL', KEYS[1])
+",
+            ),
+            put: Script::new(&format!("{WRITE}\nwrite(KEYS[1], 1)\nreturn 1")),
+            // 1 saved, 0 not the spent token (or no record), -1 not a hash.
+            compare_and_save: Script::new(&format!(
+                "{WRITE}
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 0 end
+if t ~= 'hash' then return -1 end
+if redis.call('HGET', KEYS[1], 'refresh_token') ~= ARGV[1] then return 0 end
+write(KEYS[1], 2)
+return 1"
+            )),
+            mark: Script::new(
+                r"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], 'refresh_token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'needs_reauthorization', '1')
+return 1
+",
+            ),
+            // 1 acquired, 0 held, -1 a foreign key without expiry.
+            lock: Script::new(
+                r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('PTTL', KEYS[1]) == -1 then return -1 end
+return 0
+",
+            ),
+            unlock: Script::new(
+                r"
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+            ),
+        }
+    }
+}
+
+impl RedisStore {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "withings:";
+
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`) with default settings.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a store for the server at `url`.
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.to_owned(),
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            connection_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A store on a connection you configured yourself, with `prefix` before every key.
+    pub fn with_connection(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        RedisStore {
+            conn,
+            prefix: Arc::from(prefix.into()),
+            scripts: Arc::new(Scripts::new()),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key holding `user`'s token hash: `<prefix>token:<user>`.
+    pub fn token_key(&self, user: UserId) -> String {
+        format!("{}token:{user}", self.prefix)
+    }
+
+    /// The key holding `user`'s refresh lease: `<prefix>lock:<user>`.
+    pub fn lock_key(&self, user: UserId) -> String {
+        format!("{}lock:{user}", self.prefix)
+    }
+
+    /// Every record under this prefix, with each unreadable one as [`Error::CorruptRecord`] in
+    /// its place, ordered by user id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if Redis cannot be reached.
+    pub async fn list_all(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        let pattern = format!("{}token:*", glob_escape(&self.prefix));
+        let head = format!("{}token:", self.prefix);
+        let mut conn = self.conn.clone();
+        let mut users = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("list", e))?;
+            for key in keys {
+                let user = std::str::from_utf8(&key)
+                    .ok()
+                    .and_then(|k| k.strip_prefix(head.as_str()))
+                    .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|id| id.parse::<u64>().ok());
+                match user {
+                    Some(user) => users.push(UserId(user)),
+                    None => tracing::warn!("skipping a token key whose suffix is not a user id"),
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        users.sort();
+        users.dedup(); // SCAN may return a key twice
+        let mut all = Vec::with_capacity(users.len());
+        for user in users {
+            match self.load_record("list", user).await {
+                Ok(Some(record)) => all.push(Ok(record)),
+                Ok(None) => {} // deleted meanwhile
+                Err(error @ Error::CorruptRecord { .. }) => all.push(Err(error)),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(all)
+    }
+
+    async fn load_record(
+        &self,
+        operation: &'static str,
+        user: UserId,
+    ) -> Result<Option<StoredToken>, Error> {
+        let mut conn = self.conn.clone();
+        let value: Value = self
+            .scripts
+            .load
+            .key(self.token_key(user))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::store(operation, e))?;
+        match value {
+            Value::Nil => Ok(None),
+            Value::Array(fields) => decode(user, &fields).map(Some),
+            Value::BulkString(kind) => Err(record::corrupt(
+                user,
+                format!(
+                    "key {} holds a {}, not a hash",
+                    self.token_key(user),
+                    String::from_utf8_lossy(&kind)
+                ),
+            )),
+            Value::SimpleString(kind) => Err(record::corrupt(
+                user,
+                format!("key {} holds a {kind}, not a hash", self.token_key(user)),
+            )),
+            _ => Err(Error::store(
+                operation,
+                "unexpected reply from the load script",
+            )),
+        }
+    }
+
+    /// Arguments for writing a pair: format, user id, access, refresh, expiry, scope, granted.
+    fn fields(token: &Token, granted_at: SystemTime) -> Result<[String; 7], Error> {
+        Ok([
+            record::FORMAT.to_string(),
+            token.user_id.to_string(),
+            token.access_token.expose().to_owned(),
+            token.refresh_token.expose().to_owned(),
+            record::to_millis("save", token.expires_at)?.to_string(),
+            token.scope.clone(),
+            record::to_millis("save", granted_at)?.to_string(),
+        ])
+    }
+}
+
+/// Escapes the glob characters `SCAN MATCH` understands.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Reads a `HGETALL` reply field by field.
+fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
+    let mut raw = RawRecord::default();
+    let text = |v: &Value| match v {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok().map(str::to_owned),
+        _ => None,
+    };
+    let integer = |v: &Value| text(v).and_then(|s| s.parse::<i64>().ok());
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else { break };
+        match text(name).as_deref() {
+            Some("format") => raw.format = integer(value),
+            Some("user_id") => raw.user_id = integer(value),
+            Some("access_token") => raw.access_token = text(value),
+            Some("refresh_token") => raw.refresh_token = text(value),
+            Some("expires_at_ms") => raw.expires_at = integer(value).and_then(record::from_millis),
+            Some("scope") => raw.scope = text(value),
+            Some("needs_reauthorization") => {
+                raw.needs_reauthorization = match integer(value) {
+                    Some(0) => Some(false),
+                    Some(1) => Some(true),
+                    _ => None,
+                }
+            }
+            Some("refreshed_at_ms") => {
+                raw.refreshed_at = integer(value).and_then(record::from_millis)
+            }
+            _ => {} // unknown fields: a later format may add some
+        }
+    }
+    raw.decode(user)
+}
+
+impl TokenStore for RedisStore {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        Box::pin(self.load_record("load", user))
+    }
+
+    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let fields = Self::fields(token, granted_at)?;
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .scripts
+                .put
+                .key(self.token_key(token.user_id))
+                .arg(&fields[..])
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("save", e))?;
+            Ok(())
+        })
+    }
+
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        granted_at: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let fields = Self::fields(token, granted_at)?;
+            let mut conn = self.conn.clone();
+            let outcome: i64 = self
+                .scripts
+                .compare_and_save
+                .key(self.token_key(token.user_id))
+                .arg(spent.expose())
+                .arg(&fields[..])
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("save", e))?;
+            match outcome {
+                1 => Ok(true),
+                0 => Ok(false),
+                _ => Err(record::corrupt(
+                    token.user_id,
+                    format!("key {} is not a hash", self.token_key(token.user_id)),
+                )),
+            }
+        })
+    }
+
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .scripts
+                .mark
+                .key(self.token_key(user))
+                .arg(refused.expose())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("mark", e))?;
+            Ok(())
+        })
+    }
+
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        Box::pin(async move {
+            let granted = Lease::new();
+            let mut conn = self.conn.clone();
+            let outcome: i64 = self
+                .scripts
+                .lock
+                .key(self.lock_key(user))
+                .arg(&granted.owner)
+                .arg(record::lease_millis(lease))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("lock", e))?;
+            match outcome {
+                1 => Ok(LockAttempt::Acquired(granted)),
+                0 => Ok(LockAttempt::Held),
+                _ => Err(record::corrupt(
+                    user,
+                    format!(
+                        "lock key {} has no expiry, so it was not written by tower-withings: delete it",
+                        self.lock_key(user)
+                    ),
+                )),
+            }
+        })
+    }
+
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = self
+                .scripts
+                .unlock
+                .key(self.lock_key(user))
+                .arg(&lease.owner)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("unlock", e))?;
+            Ok(())
+        })
+    }
+
+    /// Every readable record under the prefix, ordered by user id; unreadable keys are skipped
+    /// with a warning (see [`RedisStore::list_all`] to see them).
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("withings:"), "withings:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

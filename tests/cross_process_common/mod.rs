@@ -1,0 +1,599 @@
+//! Cross-process single-flight scenarios, shared by `cross_process_{sqlite,postgres,redis}.rs`.
+//!
+//! * In one test process: several independent `WithingsAuth` instances, each with its own store
+//!   instance (own SQLite connection, own pool, own Redis connection) on one backend.
+//! * In several OS processes: the test binary starts copies of itself in a child role
+//!   (selected by environment variables), each with its own `WithingsAuth` and store.
+//! * A lease holder that dies: a child takes the lease and is killed; the survivors wait for
+//!   the lease to lapse and then refresh once.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt};
+use tower_withings::sim::Simulator;
+use tower_withings::store::{LockAttempt, TokenStore};
+use tower_withings::{
+    Clock, Credentials, Endpoints, ManualClock, Secret, Token, UserId, WithingsAuth,
+};
+
+use crate::common::{CLIENT_ID, CLIENT_SECRET, simulator};
+use crate::store_support::random_user;
+
+/// Where the stores of one scenario live. Each `open` makes an independent store instance.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    #[cfg(feature = "sqlite")]
+    Sqlite(std::path::PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres { url: String, table: String },
+    #[cfg(feature = "redis")]
+    Redis { url: String, prefix: String },
+}
+
+/// Environment variables of the child role.
+pub const ENV_ROLE: &str = "TOWER_WITHINGS_CHILD_ROLE";
+const ENV_BACKEND: &str = "TOWER_WITHINGS_CHILD_BACKEND";
+const ENV_API: &str = "TOWER_WITHINGS_CHILD_API";
+const ENV_USER: &str = "TOWER_WITHINGS_CHILD_USER";
+const ENV_REQUESTS: &str = "TOWER_WITHINGS_CHILD_REQUESTS";
+const ENV_START_AT: &str = "TOWER_WITHINGS_CHILD_START_AT_MS";
+const ENV_LEASE_MS: &str = "TOWER_WITHINGS_CHILD_LEASE_MS";
+
+impl Backend {
+    /// A fresh SQLite file in `dir`.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(dir: &crate::store_support::TempDir) -> Self {
+        Backend::Sqlite(dir.file("tokens.sqlite3"))
+    }
+
+    /// A fresh table on the test database.
+    #[cfg(feature = "postgres")]
+    pub fn postgres() -> Self {
+        Backend::Postgres {
+            url: crate::store_support::postgres_url(),
+            table: format!("withings_xp_{}", crate::store_support::random_hex(6)),
+        }
+    }
+
+    /// A fresh key prefix on the test server.
+    #[cfg(feature = "redis")]
+    pub fn redis() -> Self {
+        Backend::Redis {
+            url: crate::store_support::redis_url(),
+            prefix: format!("withings-xp-{}:", crate::store_support::random_hex(6)),
+        }
+    }
+
+    /// A new, independent store instance on this backend.
+    pub async fn open(&self) -> Result<Arc<dyn TokenStore>, tower_withings::Error> {
+        Ok(match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(path) => {
+                Arc::new(tower_withings::store::SqliteStore::open(path).await?)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, table } => Arc::new(
+                tower_withings::store::PostgresStore::builder(url)
+                    .table(table)
+                    .max_connections(4)
+                    .build()
+                    .await?,
+            ),
+            #[cfg(feature = "redis")]
+            Backend::Redis { url, prefix } => Arc::new(
+                tower_withings::store::RedisStore::builder(url)
+                    .prefix(prefix.as_str())
+                    .connect()
+                    .await?,
+            ),
+        })
+    }
+
+    /// Removes what the scenario wrote (the SQLite file goes with its temp dir).
+    pub async fn cleanup(&self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(_) => {}
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, table } => {
+                let store = tower_withings::store::PostgresStore::builder(url)
+                    .table(table)
+                    .create_tables(false)
+                    .build()
+                    .await
+                    .expect("pool");
+                let client = store.pool().get().await.expect("connection");
+                client
+                    .batch_execute(&format!(
+                        "DROP TABLE IF EXISTS \"{table}\"; DROP TABLE IF EXISTS \"{table}_leases\";"
+                    ))
+                    .await
+                    .expect("drop tables");
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis { url, prefix } => {
+                use redis::AsyncCommands;
+                let mut conn = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
+                if !keys.is_empty() {
+                    let _: () = conn.del(keys).await.unwrap();
+                }
+            }
+        }
+    }
+
+    /// The SQLite file, for a SQLite backend.
+    #[cfg(feature = "sqlite")]
+    #[allow(unreachable_patterns)]
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Backend::Sqlite(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    fn spec(&self) -> String {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(path) => format!("sqlite\n{}", path.display()),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { url, table } => format!("postgres\n{url}\n{table}"),
+            #[cfg(feature = "redis")]
+            Backend::Redis { url, prefix } => format!("redis\n{url}\n{prefix}"),
+        }
+    }
+
+    fn from_spec(spec: &str) -> Self {
+        let parts: Vec<&str> = spec.split('\n').collect();
+        match parts.as_slice() {
+            #[cfg(feature = "sqlite")]
+            ["sqlite", path] => Backend::Sqlite(std::path::PathBuf::from(path)),
+            #[cfg(feature = "postgres")]
+            ["postgres", url, table] => Backend::Postgres {
+                url: (*url).to_owned(),
+                table: (*table).to_owned(),
+            },
+            #[cfg(feature = "redis")]
+            ["redis", url, prefix] => Backend::Redis {
+                url: (*url).to_owned(),
+                prefix: (*prefix).to_owned(),
+            },
+            _ => panic!("bad backend spec {spec:?}"),
+        }
+    }
+}
+
+/// One independent `WithingsAuth`, as one process or replica would build it, with its clock.
+pub fn instance(
+    api_base: &str,
+    store: Arc<dyn TokenStore>,
+    lease: Option<Duration>,
+) -> (WithingsAuth, ManualClock) {
+    let clock = ManualClock::new();
+    let mut builder = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(Endpoints::loopback(api_base, api_base).expect("loopback endpoints"))
+        .shared_store(store)
+        .clock(clock.clone())
+        .lease_poll(Duration::from_millis(25));
+    if let Some(lease) = lease {
+        // The lease lasts twice the token timeout.
+        builder = builder.token_timeout(lease / 2);
+    }
+    (
+        builder.build(tower_withings::transport::plain_http_client()),
+        clock,
+    )
+}
+
+/// The simulator's grant as the pair the app would have stored, expiring 3 h after `now`.
+fn imported(user: u64, grant: &tower_withings::sim::SimGrant, now: SystemTime) -> Token {
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(grant.access_token.clone()),
+        refresh_token: Secret::new(grant.refresh_token.clone()),
+        expires_at: now + Duration::from_secs(grant.expires_in),
+        scope: "user.metrics".into(),
+    }
+}
+
+/// `POST {api}/measure action=getmeas` for `user` through `auth`'s layer; the body's status.
+pub async fn getmeas(auth: &WithingsAuth, api_base: &str, user: u64) -> Result<i64, String> {
+    let service = auth
+        .layer()
+        .layer(tower_withings::transport::plain_http_client());
+    let request = Request::post(format!("{api_base}/measure"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .extension(UserId(user))
+        .body(Full::new(Bytes::from_static(b"action=getmeas")))
+        .unwrap();
+    let response = service
+        .oneshot(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| "body failed".to_owned())?
+        .to_bytes();
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+    json["status"]
+        .as_i64()
+        .ok_or_else(|| format!("no status in {json}"))
+}
+
+/// The counters every single-flight scenario must end with.
+fn assert_one_refresh(sim: &Simulator, what: &str) {
+    let c = sim.counters();
+    assert_eq!(
+        c.successful_refreshes, 1,
+        "{what}: successful refreshes {c:?}"
+    );
+    assert_eq!(c.refreshes, 1, "{what}: refresh calls {c:?}");
+    assert_eq!(c.served_601, 0, "{what}: 601 answers {c:?}");
+    assert_eq!(
+        c.served_invalid_refresh, 0,
+        "{what}: invalid refresh answers {c:?}"
+    );
+}
+
+/// `instances` independent `WithingsAuth`s in this process, each on its own store instance,
+/// fire `per_instance` concurrent requests each for one user whose token expired: exactly one
+/// refresh reaches Withings and every request succeeds.
+pub async fn refresh_once_across_instances(
+    backend: &Backend,
+    instances: usize,
+    per_instance: usize,
+) {
+    let sim = simulator().await;
+    let api = sim.api_base();
+    let user = random_user();
+    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+
+    let mut auths = Vec::new();
+    for _ in 0..instances {
+        let store = backend.open().await.expect("open a store instance");
+        auths.push(instance(&api, store, None));
+    }
+    let (first, first_clock) = &auths[0];
+    first
+        .import(imported(user, &grant, first_clock.now()))
+        .await
+        .expect("import");
+    for (_, clock) in &auths {
+        clock.advance(Duration::from_secs(4 * 3600));
+    }
+
+    let start = Arc::new(tokio::sync::Barrier::new(instances * per_instance));
+    let mut tasks = Vec::new();
+    for (i, (auth, _)) in auths.iter().enumerate() {
+        for _ in 0..per_instance {
+            let (auth, api, start) = (auth.clone(), api.clone(), Arc::clone(&start));
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                (i, getmeas(&auth, &api, user).await)
+            }));
+        }
+    }
+    for task in tasks {
+        let (i, outcome) = task.await.expect("request task");
+        assert_eq!(outcome, Ok(0), "a request through instance {i} failed");
+    }
+    assert_one_refresh(&sim, "in-process instances");
+    let started: u64 = auths
+        .iter()
+        .map(|(a, _)| a.metrics().refreshes_started)
+        .sum();
+    assert_eq!(started, 1, "refreshes started across instances");
+
+    // The rotated pair is what the store holds, and every instance keeps using it.
+    let stored = auths[0]
+        .0
+        .store()
+        .load(UserId(user))
+        .await
+        .unwrap()
+        .expect("record");
+    assert!(stored.token.refresh_token.expose() != grant.refresh_token);
+    for (i, (auth, _)) in auths.iter().enumerate() {
+        assert_eq!(
+            getmeas(auth, &api, user).await,
+            Ok(0),
+            "instance {i} afterwards"
+        );
+    }
+    assert_one_refresh(&sim, "after a second round");
+}
+
+/// Runs the child role if this process was started as a child; returns whether it was.
+pub async fn child_role() -> bool {
+    let Ok(role) = std::env::var(ENV_ROLE) else {
+        return false;
+    };
+    let backend = Backend::from_spec(&std::env::var(ENV_BACKEND).expect("backend"));
+    let user: u64 = std::env::var(ENV_USER)
+        .expect("user")
+        .parse()
+        .expect("user id");
+    let store = backend.open().await.expect("child opens its store");
+    match role.as_str() {
+        "requests" => {
+            let api = std::env::var(ENV_API).expect("api");
+            let n: usize = std::env::var(ENV_REQUESTS).expect("n").parse().expect("n");
+            let start_at: u64 = std::env::var(ENV_START_AT)
+                .expect("start")
+                .parse()
+                .expect("ms");
+            let (auth, clock) = instance(&api, store, None);
+            clock.advance(Duration::from_secs(4 * 3600));
+            // Start together with the other children.
+            let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start_at);
+            if let Ok(wait) = start.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let (auth, api) = (auth.clone(), api.clone());
+                tasks.push(tokio::spawn(
+                    async move { getmeas(&auth, &api, user).await },
+                ));
+            }
+            let mut ok = 0;
+            for task in tasks {
+                match task.await.expect("task") {
+                    Ok(0) => ok += 1,
+                    other => println!("CHILD-FAILED {other:?}"),
+                }
+            }
+            println!(
+                "CHILD-RESULT ok={ok} of={n} started={}",
+                auth.metrics().refreshes_started
+            );
+            assert_eq!(ok, n, "every request of this child succeeds");
+        }
+        "hold-lease" => {
+            let lease: u64 = std::env::var(ENV_LEASE_MS)
+                .expect("lease")
+                .parse()
+                .expect("ms");
+            match store
+                .try_lock(UserId(user), Duration::from_millis(lease))
+                .await
+                .expect("lock")
+            {
+                LockAttempt::Acquired(_) => println!("LEASE-HELD"),
+                LockAttempt::Held => panic!("the lease was already held"),
+            }
+            tokio::time::sleep(Duration::from_secs(120)).await; // killed long before
+        }
+        #[cfg(feature = "sqlite")]
+        "hold-write" => {
+            let path = backend.sqlite_path().expect("hold-write is for SQLite");
+            let conn = rusqlite::Connection::open(path).expect("raw connection");
+            conn.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+            conn.execute(
+                "UPDATE withings_tokens SET refresh_token = 'half-written', access_token = 'x'
+                 WHERE user_id = ?1",
+                [user as i64],
+            )
+            .expect("uncommitted write");
+            println!("WRITE-HELD");
+            std::thread::sleep(Duration::from_secs(120)); // killed long before
+        }
+        other => panic!("unknown child role {other}"),
+    }
+    true
+}
+
+/// A child process: this test binary running only `child_test` in `role`.
+pub struct ChildProcess {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildProcess {
+    pub fn spawn(
+        child_test: &str,
+        role: &str,
+        backend: &Backend,
+        user: u64,
+        extra: &[(&str, String)],
+    ) -> Self {
+        let mut command = Command::new(std::env::current_exe().expect("test binary"));
+        command
+            .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ENV_ROLE, role)
+            .env(ENV_BACKEND, backend.spec())
+            .env(ENV_USER, user.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn the test binary as a child");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildProcess { child, lines }
+    }
+
+    /// Waits for a line holding `marker` (libtest may print its own text before it on the
+    /// same line); returns the line from the marker on.
+    pub async fn line_starting(&self, marker: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) if line.contains(marker) => {
+                    return line[line.find(marker).unwrap_or(0)..].to_owned();
+                }
+                Ok(_) => continue,
+                Err(std::sync::mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("child never printed {marker:?} ({e:?})"),
+            }
+        }
+    }
+
+    /// Waits for the child to exit; panics if it fails or takes longer than `within`.
+    pub async fn success(mut self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "child exited with {status}");
+                return self.lines.try_iter().collect();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("child did not finish within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies without releasing anything.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill the child");
+        self.child.wait().expect("reap the child");
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `processes` OS processes (this test binary in the `requests` role), each with its own
+/// `WithingsAuth` and store instance, fire `per_process` concurrent requests each at the same
+/// moment for one user whose token expired: exactly one refresh reaches Withings.
+pub async fn refresh_once_across_processes(
+    backend: &Backend,
+    child_test: &str,
+    processes: usize,
+    per_process: usize,
+) {
+    let sim = simulator().await;
+    let api = sim.api_base();
+    let user = random_user();
+    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let store = backend.open().await.expect("open the store");
+    store
+        .put(
+            &imported(user, &grant, SystemTime::now()),
+            SystemTime::now(),
+        )
+        .await
+        .expect("import");
+
+    // Children take a moment to start; they all begin at the same wall-clock instant.
+    let start_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 1_500;
+    let children: Vec<ChildProcess> = (0..processes)
+        .map(|_| {
+            ChildProcess::spawn(
+                child_test,
+                "requests",
+                backend,
+                user,
+                &[
+                    (ENV_API, api.clone()),
+                    (ENV_REQUESTS, per_process.to_string()),
+                    (ENV_START_AT, start_at.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let mut started = 0;
+    for child in children {
+        let lines = child.success(Duration::from_secs(60)).await;
+        let result = lines
+            .iter()
+            .find_map(|l| l.find("CHILD-RESULT").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no result line in {lines:?}"));
+        assert!(result.contains(&format!("ok={per_process} ")), "{result}");
+        started += result
+            .rsplit("started=")
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("started count");
+    }
+    assert_one_refresh(&sim, "OS processes");
+    assert_eq!(started, 1, "refreshes started across processes");
+    let stored = store.load(UserId(user)).await.unwrap().expect("record");
+    assert!(stored.token.refresh_token.expose() != grant.refresh_token);
+}
+
+/// A process takes the user's refresh lease and is killed (SIGKILL) before releasing it. The
+/// survivors wait until the lease lapses, then refresh exactly once.
+pub async fn dead_lease_holder_is_outlived(backend: &Backend, child_test: &str) {
+    let sim = simulator().await;
+    let api = sim.api_base();
+    let user = random_user();
+    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let store = backend.open().await.expect("open the store");
+    store
+        .put(
+            &imported(user, &grant, SystemTime::now()),
+            SystemTime::now(),
+        )
+        .await
+        .expect("import");
+
+    let lease = Duration::from_millis(2_000);
+    let holder = ChildProcess::spawn(
+        child_test,
+        "hold-lease",
+        backend,
+        user,
+        &[(ENV_LEASE_MS, lease.as_millis().to_string())],
+    );
+    holder
+        .line_starting("LEASE-HELD", Duration::from_secs(30))
+        .await;
+    let held_since = Instant::now();
+    holder.kill();
+
+    let (auth_a, clock_a) = instance(&api, backend.open().await.unwrap(), None);
+    let (auth_b, clock_b) = instance(&api, backend.open().await.unwrap(), None);
+    clock_a.advance(Duration::from_secs(4 * 3600));
+    clock_b.advance(Duration::from_secs(4 * 3600));
+    let (a, b) = tokio::join!(getmeas(&auth_a, &api, user), getmeas(&auth_b, &api, user));
+    let waited = held_since.elapsed();
+    assert_eq!(a, Ok(0), "instance A after the holder died");
+    assert_eq!(b, Ok(0), "instance B after the holder died");
+    assert!(
+        waited >= lease - Duration::from_millis(300),
+        "the survivors refreshed after {waited:?}, before the dead holder's {lease:?} lease lapsed"
+    );
+    assert!(
+        waited < lease + Duration::from_secs(5),
+        "the survivors waited {waited:?} for a {lease:?} lease"
+    );
+    assert_one_refresh(&sim, "after the lease holder died");
+}

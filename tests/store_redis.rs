@@ -1,0 +1,346 @@
+//! `RedisStore` against a real Redis: the conformance kit, two connections, garbage keys, and
+//! a server that is unreachable or dies. Each run uses its own key prefix (deleted at the end).
+#![cfg(all(feature = "redis", feature = "testkit"))]
+
+mod store_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use redis::AsyncCommands;
+use store_support::{START_REDIS, in_ci, random_hex, redis_url, unreachable};
+use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
+use tower_withings::testkit::{check_shared_stores, check_store};
+use tower_withings::{Error, Secret, Token, UserId};
+
+fn test_prefix() -> String {
+    format!("withings-test-{}:", random_hex(6))
+}
+
+/// A store with a fresh prefix, or `None` (after a loud skip) when Redis is not running
+/// outside CI.
+async fn fresh_store() -> Option<RedisStore> {
+    match RedisStore::builder(&redis_url())
+        .prefix(test_prefix())
+        .connect()
+        .await
+    {
+        Ok(store) => Some(store),
+        Err(error) => {
+            unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, &error);
+            None
+        }
+    }
+}
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Deletes every key under the store's prefix.
+async fn clean(store: &RedisStore) {
+    let mut conn = raw().await;
+    let keys: Vec<String> = conn.keys(format!("{}*", store.prefix())).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await.unwrap();
+    }
+}
+
+fn token(user: u64, tag: &str) -> Token {
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(format!("access-{tag}")),
+        refresh_token: Secret::new(format!("refresh-{tag}")),
+        expires_at: SystemTime::now() + Duration::from_secs(10_800),
+        scope: "user.metrics".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_conforms() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    check_store(&store).await;
+    clean(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_conform() {
+    let Some(a) = fresh_store().await else {
+        return;
+    };
+    let b = RedisStore::builder(&redis_url())
+        .prefix(a.prefix())
+        .connect()
+        .await
+        .unwrap();
+    check_shared_stores(&a, &b).await;
+    clean(&a).await;
+}
+
+#[tokio::test]
+async fn key_names_are_documented_ones() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    let p = store.prefix().to_owned();
+    assert_eq!(
+        store.token_key(UserId(46865875)),
+        format!("{p}token:46865875")
+    );
+    assert_eq!(
+        store.lock_key(UserId(46865875)),
+        format!("{p}lock:46865875")
+    );
+    assert_eq!(RedisStore::DEFAULT_PREFIX, "withings:");
+
+    store
+        .put(
+            &token(7, "layout"),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_234),
+        )
+        .await
+        .unwrap();
+    let mut conn = raw().await;
+    let kind: String = redis::cmd("TYPE")
+        .arg(format!("{p}token:7"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+    let format: String = conn.hget(format!("{p}token:7"), "format").await.unwrap();
+    assert_eq!(format, "1");
+    let refreshed: String = conn
+        .hget(format!("{p}token:7"), "refreshed_at_ms")
+        .await
+        .unwrap();
+    assert_eq!(refreshed, "1234");
+
+    let LockAttempt::Acquired(lease) = store
+        .try_lock(UserId(7), Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("lease not acquired");
+    };
+    let owner: String = conn.get(format!("{p}lock:7")).await.unwrap();
+    assert_eq!(owner, lease.owner);
+    let ttl: i64 = conn.pttl(format!("{p}lock:7")).await.unwrap();
+    assert!(ttl > 25_000 && ttl <= 30_000, "PX lease, got pttl {ttl}");
+    store.unlock(UserId(7), lease).await.unwrap();
+    let exists: bool = conn.exists(format!("{p}lock:7")).await.unwrap();
+    assert!(!exists, "unlock deletes the lock key");
+    clean(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    let p = store.prefix().to_owned();
+    store
+        .put(&token(10, "good"), SystemTime::now())
+        .await
+        .unwrap();
+    let mut conn = raw().await;
+    // A string where a hash belongs.
+    let _: () = conn
+        .set(format!("{p}token:11"), "secret-garbage")
+        .await
+        .unwrap();
+    // A hash of a newer format.
+    let _: () = conn
+        .hset_multiple(
+            format!("{p}token:12"),
+            &[
+                ("format", "9"),
+                ("user_id", "12"),
+                ("refresh_token", "secret-refresh-12"),
+            ],
+        )
+        .await
+        .unwrap();
+    // A hash missing most fields.
+    let _: () = conn
+        .hset(format!("{p}token:13"), "format", "1")
+        .await
+        .unwrap();
+    // A hash naming another user.
+    store
+        .put(&token(14, "moved"), SystemTime::now())
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(format!("{p}token:14"), "user_id", "99")
+        .await
+        .unwrap();
+    // A key whose suffix is not a user id: ignored.
+    let _: () = conn.set(format!("{p}token:abc"), "x").await.unwrap();
+    // A list where a hash belongs.
+    let _: () = conn.rpush(format!("{p}token:15"), "x").await.unwrap();
+
+    for user in [11u64, 12, 13, 14, 15] {
+        match store.load(UserId(user)).await {
+            Err(Error::CorruptRecord {
+                user: named,
+                reason,
+            }) => {
+                assert_eq!(named, UserId(user));
+                assert!(!reason.contains("secret-"), "{reason}");
+            }
+            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
+        }
+    }
+    match store
+        .compare_and_save(&Secret::new("x"), &token(11, "new"), SystemTime::now())
+        .await
+    {
+        Err(Error::CorruptRecord { user, .. }) => assert_eq!(user, UserId(11)),
+        other => panic!("expected CorruptRecord, got {other:?}"),
+    }
+    // Marking a garbage key does nothing and does not fail.
+    store
+        .mark_needs_reauthorization(UserId(11), &Secret::new("x"))
+        .await
+        .unwrap();
+
+    let good = store.load(UserId(10)).await.unwrap().unwrap();
+    assert!(good.token.refresh_token == Secret::new("refresh-good"));
+    let listed = store.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
+        vec![UserId(10)],
+        "list skips unreadable keys"
+    );
+    let all = store.list_all().await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 5);
+
+    // A new authorization replaces garbage.
+    store
+        .put(&token(11, "repaired"), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(store.load(UserId(11)).await.unwrap().is_some());
+
+    // A lock key without expiry is foreign: reported, not waited on forever.
+    let _: () = conn.set(format!("{p}lock:10"), "someone").await.unwrap();
+    match store.try_lock(UserId(10), Duration::from_secs(5)).await {
+        Err(Error::CorruptRecord { user, .. }) => assert_eq!(user, UserId(10)),
+        other => panic!("expected CorruptRecord, got {other:?}"),
+    }
+    // A lock key of the wrong type held by someone else: unlock leaves it alone.
+    let _: () = conn.del(format!("{p}lock:10")).await.unwrap();
+    let _: () = conn.hset(format!("{p}lock:10"), "a", "b").await.unwrap();
+    store
+        .unlock(
+            UserId(10),
+            tower_withings::store::Lease { owner: "x".into() },
+        )
+        .await
+        .unwrap();
+    clean(&store).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error() {
+    match RedisStore::builder("redis://127.0.0.1:1")
+        .connection_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+    {
+        Err(Error::Store { operation, .. }) => assert_eq!(operation, "connect"),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    let error = RedisStore::connect("redis://:hunter2@[bad")
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+/// A private redis-server on a free port, killed on drop.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_own_redis() -> Option<OwnRedis> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(child) => Some(OwnRedis { child, port }),
+        Err(error) => {
+            let message = format!("cannot run redis-server ({error}); install redis-server");
+            assert!(!in_ci(), "CI=true and {message}");
+            eprintln!("!!! SKIPPED: {message}");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_is_an_error_never_a_lease() {
+    let Some(mut server) = start_own_redis() else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match RedisStore::builder(&url)
+            .response_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+        {
+            Ok(store) => break store,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("own redis-server did not start: {error}"),
+        }
+    };
+    assert!(matches!(
+        store.try_lock(UserId(1), Duration::from_secs(30)).await,
+        Ok(LockAttempt::Acquired(_))
+    ));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let started = Instant::now();
+    // The first call finds the connection broken; later ones fail reconnecting.
+    for _ in 0..2 {
+        match store.try_lock(UserId(2), Duration::from_secs(30)).await {
+            Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
+            other => panic!("expected Err(Store) with the server gone, got {other:?}"),
+        }
+        assert!(matches!(
+            store.load(UserId(1)).await,
+            Err(Error::Store { .. })
+        ));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "errors must come promptly, took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,275 @@
+//! `SqliteStore`: the conformance kit, file permissions and WAL, several instances on one file,
+//! bad rows, and a busy or unusable database.
+#![cfg(all(feature = "sqlite", feature = "testkit"))]
+
+mod store_support;
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, params};
+use store_support::TempDir;
+use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
+use tower_withings::testkit::{check_shared_stores, check_store};
+use tower_withings::{Error, Secret, Token, UserId};
+
+fn token(user: u64, tag: &str) -> Token {
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(format!("access-{tag}")),
+        refresh_token: Secret::new(format!("refresh-{tag}")),
+        expires_at: SystemTime::now() + Duration::from_secs(10_800),
+        scope: "user.metrics".into(),
+    }
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = TempDir::new("sqlite");
+    let store = SqliteStore::open(dir.file("tokens.sqlite3")).await.unwrap();
+    check_store(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_file_conform() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    check_shared_stores(&a, &b).await;
+    // And each instance alone, while the other is open.
+    check_store(&b).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn file_is_private_and_in_wal_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.put(&token(1, "a"), SystemTime::now()).await.unwrap();
+    for file in [path.clone(), dir.file("tokens.sqlite3-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
+    }
+    let raw = Connection::open(&path).unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = raw
+        .query_row("SELECT version FROM withings_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[tokio::test]
+async fn records_survive_reopening() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let t = token(42, "persist");
+    let granted = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.put(&t, granted).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let stored = store.load(UserId(42)).await.unwrap().unwrap();
+    assert!(stored.token.refresh_token == t.refresh_token);
+    assert_eq!(stored.refreshed_at, granted, "millisecond precision");
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .put(&token(10, "good"), SystemTime::now())
+        .await
+        .unwrap();
+    let raw = Connection::open(&path).unwrap();
+    let insert = "INSERT INTO withings_tokens (user_id, access_token, refresh_token, expires_at_ms,
+                  scope, needs_reauthorization, refreshed_at_ms, format)
+                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    // A time that is text.
+    raw.execute(
+        insert,
+        params![
+            11,
+            "secret-access-11",
+            "secret-refresh-11",
+            "soon",
+            "s",
+            0,
+            0,
+            1
+        ],
+    )
+    .unwrap();
+    // A newer record format.
+    raw.execute(
+        insert,
+        params![12, "secret-access-12", "secret-refresh-12", 1, "s", 0, 0, 2],
+    )
+    .unwrap();
+    // A token that is a blob of non-UTF-8 bytes.
+    raw.execute(
+        insert,
+        params![13, "secret-access-13", vec![0xffu8, 0xfe], 1, "s", 0, 0, 1],
+    )
+    .unwrap();
+    // A re-authorization mark that is neither 0 nor 1.
+    raw.execute(
+        insert,
+        params![14, "secret-access-14", "secret-refresh-14", 1, "s", 7, 0, 1],
+    )
+    .unwrap();
+    // A row whose user id cannot be a Withings user.
+    raw.execute(
+        insert,
+        params![-5, "secret-access-x", "secret-refresh-x", 1, "s", 0, 0, 1],
+    )
+    .unwrap();
+
+    for user in [11, 12, 13, 14] {
+        match store.load(UserId(user)).await {
+            Err(Error::CorruptRecord {
+                user: named,
+                reason,
+            }) => {
+                assert_eq!(named, UserId(user));
+                assert!(!reason.contains("secret-"), "{reason}");
+                let shown = Error::CorruptRecord {
+                    user: named,
+                    reason,
+                }
+                .to_string();
+                assert!(shown.contains(&user.to_string()), "{shown}");
+            }
+            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
+        }
+    }
+    let good = store.load(UserId(10)).await.unwrap().unwrap();
+    assert!(good.token.refresh_token == Secret::new("refresh-good"));
+    // The good user still refreshes normally.
+    assert!(
+        store
+            .compare_and_save(
+                &good.token.refresh_token,
+                &token(10, "good-2"),
+                SystemTime::now()
+            )
+            .await
+            .unwrap()
+    );
+
+    let listed = store.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
+        vec![UserId(10)],
+        "list skips unreadable rows"
+    );
+    let all = store.list_all().await.unwrap();
+    assert_eq!(all.len(), 5, "list_all reports each row with a user id");
+    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 4);
+
+    // A new authorization repairs a bad row.
+    store
+        .put(&token(11, "repaired"), SystemTime::now())
+        .await
+        .unwrap();
+    assert!(store.load(UserId(11)).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_file_from_a_newer_schema_is_refused() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    drop(SqliteStore::open(&path).await.unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE withings_schema SET version = 2", [])
+        .unwrap();
+    match SqliteStore::open(&path).await {
+        Err(error @ Error::Store { .. }) => {
+            assert!(error.to_string().contains("newer"), "{error}");
+        }
+        other => panic!("expected a store error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    match SqliteStore::open(&path).await {
+        Err(Error::Store { operation, .. }) => assert_eq!(operation, "open"),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    let missing_dir = dir.file("no/such/dir/tokens.sqlite3");
+    assert!(matches!(
+        SqliteStore::open(&missing_dir).await,
+        Err(Error::Store { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_locked_database_is_an_error_never_a_lease() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let store = SqliteStore::builder(&path)
+        .busy_timeout(Duration::from_millis(200))
+        .open()
+        .await
+        .unwrap();
+    store.put(&token(5, "a"), SystemTime::now()).await.unwrap();
+    // Another process holds the write lock and does not let go.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    match store.try_lock(UserId(5), Duration::from_secs(30)).await {
+        Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
+        other => panic!("expected Err(Store) while the database is locked, got {other:?}"),
+    }
+    assert!(matches!(
+        store.put(&token(5, "b"), SystemTime::now()).await,
+        Err(Error::Store { .. })
+    ));
+    blocker.execute_batch("ROLLBACK").unwrap();
+
+    // Once the lock is gone, everything works again and nothing was half-written.
+    assert!(matches!(
+        store.try_lock(UserId(5), Duration::from_secs(30)).await,
+        Ok(LockAttempt::Acquired(_))
+    ));
+    let stored = store.load(UserId(5)).await.unwrap().unwrap();
+    assert!(stored.token.refresh_token == Secret::new("refresh-a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_racing_for_one_lease() {
+    let dir = TempDir::new("sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(SqliteStore::open(&path).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for store in &stores {
+        for _ in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.try_lock(UserId(77), Duration::from_secs(30)).await
+            }));
+        }
+    }
+    let mut acquired = 0;
+    for task in tasks {
+        if let LockAttempt::Acquired(_) = task.await.unwrap().unwrap() {
+            acquired += 1;
+        }
+    }
+    assert_eq!(acquired, 1, "32 lockers on 4 instances: exactly one lease");
+}

@@ -1,0 +1,73 @@
+//! Shared setup for the store tests: server URLs, the CI-or-skip rule, unique names.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+pub const START_POSTGRES: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+pub const START_REDIS: &str =
+    "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no";
+
+pub fn postgres_url() -> String {
+    std::env::var("TOWER_WITHINGS_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TOWER_WITHINGS_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A server the test needs is unreachable: fail in CI, skip loudly elsewhere.
+/// Returns normally only outside CI (the caller then returns early).
+pub fn unreachable(server: &str, env: &str, start: &str, error: &dyn std::fmt::Display) {
+    let message = format!("{server} is not reachable ({error}). Set {env} or start it: {start}");
+    if in_ci() {
+        panic!("CI=true and {message}");
+    }
+    eprintln!();
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("!!! SKIPPED: {message}");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!();
+}
+
+/// A random lowercase hex string of `n` bytes.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).expect("random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random user id, well above real Withings ids and within i64.
+pub fn random_user() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("random source");
+    2_000_000_000_000 + (u64::from_le_bytes(bytes) >> 14)
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tower-withings-{tag}-{}", random_hex(8)));
+        std::fs::create_dir_all(&dir).expect("create a temp dir");
+        TempDir(dir)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
