@@ -253,4 +253,36 @@ mod tests {
         let empty_boxed: BoxBody<Bytes, Infallible> = Empty::new().boxed();
         assert!(empty_boxed.try_clone().is_some());
     }
+
+    proptest::proptest! {
+        /// Whatever the bytes and however they are chunked, the caller reads exactly the bytes
+        /// sent, and a body starting `{"status":N` reports N.
+        #[test]
+        fn bytes_pass_unchanged_whatever_the_chunking(
+            status in proptest::option::of(-1000i64..100_000),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+            cuts in proptest::collection::vec(0usize..4000, 0..12),
+        ) {
+            let mut sent = match status {
+                Some(s) => format!("{{\"status\":{s},\"body\":").into_bytes(),
+                None => Vec::new(),
+            };
+            sent.extend_from_slice(&tail);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (sent.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut parts = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([sent.len()]) {
+                parts.push(Bytes::copy_from_slice(&sent[start..cut]));
+                start = cut;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (found, received) = runtime.block_on(status_and_bytes(Chunks(parts.into())));
+            proptest::prop_assert_eq!(&received[..], &sent[..]);
+            if let Some(s) = status {
+                proptest::prop_assert_eq!(found, Some(s));
+            }
+        }
+    }
 }

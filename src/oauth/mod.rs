@@ -21,6 +21,15 @@ use tower::Service;
 
 pub use authorize::{AuthorizeRequest, Callback, RedirectPolicy};
 
+/// Parses a `requesttoken` answer (e.g. one obtained by another tool) received at
+/// `received_at`. A token comes back only for `status` 0 with both tokens present.
+pub fn parse_token_response(
+    bytes: &[u8],
+    received_at: std::time::SystemTime,
+) -> Result<Token, Error> {
+    token_response::parse_token(bytes, received_at)
+}
+
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::{BoxError, Error};
