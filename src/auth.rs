@@ -141,7 +141,8 @@ impl WithingsAuthBuilder {
     }
 
     /// How long a token-endpoint call may take (default 30 s). The cross-process refresh lease
-    /// lasts twice this, so it outlives any refresh its holder can still complete.
+    /// lasts three times this (signed mode makes two calls, then the pair is saved), so it
+    /// outlives any refresh its holder can still complete.
     pub fn token_timeout(mut self, timeout: Duration) -> Self {
         self.token_timeout = timeout;
         self
@@ -166,7 +167,7 @@ impl WithingsAuthBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.policy.lease = self.token_timeout * 2;
+        self.policy.lease = self.token_timeout * 3;
         let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
         WithingsAuth {
             core: Arc::new(Core {

@@ -327,6 +327,18 @@ impl Refresher {
                 self.publish_state(slot, SnapshotState::Terminal(terminal.clone()));
                 Err(terminal)
             }
+            Err(error @ Error::RateLimited { .. }) => {
+                // "Same arguments in less than 10 seconds": someone may have just spent this
+                // refresh token. Their pair is in the store if they saved it; use it.
+                let stored = self.load(slot.user).await?;
+                if stored.token.refresh_token != spent
+                    && !stored.token.expires_within(self.now(), self.policy.skew)
+                {
+                    Metrics::bump(&self.metrics.refreshes_adopted);
+                    return Ok(self.publish(slot, stored.token));
+                }
+                Err(error)
+            }
             Err(error) => Err(error),
         }
     }

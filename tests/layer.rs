@@ -861,3 +861,47 @@ async fn a_proactive_refresh_that_fails_keeps_using_a_token_still_valid() {
 fn _sim_config_is_reachable() -> SimConfig {
     SimConfig::default()
 }
+
+#[tokio::test]
+async fn a_601_on_refresh_adopts_the_pair_another_process_saved() {
+    let sim = simulator().await;
+    let clock = ManualClock::new();
+    let store = Arc::new(tower_withings::MemoryStore::new());
+    let old = grant(&sim, &clock, USER.0);
+    store.put(&old, std::time::SystemTime::now()).await.unwrap();
+    clock.advance(EXPIRED);
+    let theirs = grant(&sim, &clock, USER.0);
+    // The token endpoint as this process sees it: meanwhile another process spent the same
+    // refresh token and saved its pair; Withings answers this one with 601.
+    let (other_store, spent, their_pair) =
+        (store.clone(), old.refresh_token.clone(), theirs.clone());
+    let token_endpoint = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        let (store, spent, pair) = (other_store.clone(), spent.clone(), their_pair.clone());
+        async move {
+            assert!(
+                store
+                    .compare_and_save(&spent, &pair, std::time::SystemTime::now())
+                    .await
+                    .unwrap()
+            );
+            let body = r#"{"status":601,"body":{"wait_seconds":10},"error":"Same arguments in less than 10 seconds"}"#;
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                body.as_bytes(),
+            ))))
+        }
+    });
+    let shared: Arc<dyn TokenStore> = store.clone();
+    let auth = auth_builder(&sim, &clock)
+        .shared_store(shared)
+        .build(token_endpoint);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let service = auth
+        .layer()
+        .layer(recording_client(sent.clone(), Events::default()));
+    expect_ok(&service, &sim, USER).await;
+    assert_eq!(
+        sent.lock().unwrap()[0].bearer.as_deref(),
+        Some(theirs.access_token.expose())
+    );
+    assert_eq!(auth.metrics().refreshes_adopted, 1);
+}

@@ -131,7 +131,8 @@ pub trait TokenStore: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// Every stored record (for listings such as the CLI's `users`).
+    /// Every readable record (for listings such as the CLI's `users`). A record that cannot be
+    /// read is skipped with a warning naming the user, so one bad row does not hide the others.
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>>;
 }
 
