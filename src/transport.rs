@@ -68,3 +68,15 @@ pub(crate) async fn send(
 pub fn plain_http_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
+
+/// An https client (rustls, Mozilla's root certificates) for real Withings. Plain http is also
+/// accepted, but the endpoints only allow it to loopback hosts (see [`crate::Endpoints::loopback`]).
+#[cfg(feature = "rustls")]
+pub fn https_client() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}

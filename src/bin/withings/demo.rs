@@ -1,13 +1,8 @@
-//! The whole story on embedded defaults, no credentials and no network: a local Withings
-//! simulator, the OAuth web flow, calls through `WithingsAuthLayer`, a forced expiry and a
-//! server-side revocation under concurrent load. Prints what happened and exits non-zero if an
-//! invariant did not hold (one refresh per expiry, every call answered).
-//!
-//! ```text
-//! cargo run --features sim --example demo
-//! ```
+//! `withings demo`: the whole story on embedded defaults, no credentials and no network: a local
+//! Withings simulator, the OAuth web flow, calls through `WithingsAuthLayer` with a SQLite store,
+//! a forced expiry and a server-side revocation under concurrent load. Prints what happened and
+//! fails if an invariant did not hold (one refresh per expiry, every call answered).
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,28 +12,40 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::{SimConfig, Simulator};
-use tower_withings::store::TokenStore;
 use tower_withings::{
     Callback, Credentials, Endpoints, ManualClock, Scope, UserId, WithingsAuth, transport,
 };
+
+use crate::Failure;
 
 const CLIENT_ID: &str = "demo-app";
 const CLIENT_SECRET: &str = "demo-app-secret";
 const REDIRECT_URI: &str = "https://demo-app.example.com/withings/callback";
 const CONCURRENT: usize = 200;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(problem) => {
-            eprintln!("demo failed: {problem}");
-            ExitCode::FAILURE
+/// Runs the demo with `store` (default: a fresh SQLite file, removed afterwards).
+pub async fn run(store: Option<&str>) -> Result<(), Failure> {
+    let scratch = std::env::temp_dir().join(format!("tower-withings-demo-{}", std::process::id()));
+    let spec = match store {
+        Some(spec) => spec.to_owned(),
+        None => {
+            std::fs::create_dir_all(&scratch).map_err(|e| fail(format!("temp dir: {e}")))?;
+            scratch.join("tokens.db").to_string_lossy().into_owned()
         }
+    };
+    let outcome = story(&spec).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome.map_err(fail)
+}
+
+fn fail(message: String) -> Failure {
+    Failure {
+        code: 1,
+        message: format!("demo failed: {message}"),
     }
 }
 
-async fn run() -> Result<(), String> {
+async fn story(store_spec: &str) -> Result<(), String> {
     let sim = Simulator::start_with(SimConfig {
         token_latency: Duration::from_millis(20),
         ..SimConfig::default()
@@ -54,9 +61,14 @@ async fn run() -> Result<(), String> {
     let clock = ManualClock::new();
     let endpoints =
         Endpoints::loopback(&sim.api_base(), &sim.account_base()).map_err(|e| e.to_string())?;
+    let store = crate::store::open(Some(store_spec))
+        .await
+        .map_err(|f| f.message)?;
+    println!("store       {store_spec}");
     let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(endpoints)
         .clock(clock.clone())
+        .shared_store(store)
         .build(transport::plain_http_client());
 
     // 1. Authorize: the URL the user's browser is sent to.

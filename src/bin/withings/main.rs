@@ -1,0 +1,496 @@
+//! `withings`: get Withings tokens and call the API from a terminal.
+//!
+//! Every command goes through the same `WithingsAuth` and `WithingsAuthLayer` a server would use,
+//! so `call` refreshes and replays exactly as the library does.
+
+mod demo;
+mod store;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt};
+use tower_withings::store::TokenStore;
+use tower_withings::{
+    Callback, Credentials, Endpoints, Error, RedirectPolicy, Scope, Secret, Token, UserId,
+    WithingsAuth, status, transport,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  Withings refused the call (its body status says why; not an auth problem)
+  2  usage or configuration: bad arguments, bad store URL, missing or wrong client credentials
+  3  the user must (re)authorize: unknown user, expired or used code, dead refresh token
+  4  Withings unreachable or failing for now: network, HTTP 5xx, timeout, rate limit (retry)
+  5  the token store failed";
+
+/// Get tokens for Withings users and call the Withings API.
+#[derive(Debug, Parser)]
+#[command(name = "withings", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// The partner app's client id.
+    #[arg(long, env = "WITHINGS_CLIENT_ID", global = true)]
+    client_id: Option<String>,
+    /// The partner app's client secret (prefer the environment variable).
+    #[arg(
+        long,
+        env = "WITHINGS_CLIENT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    client_secret: Option<String>,
+    /// The API host.
+    #[arg(
+        long,
+        env = "WITHINGS_API_BASE",
+        global = true,
+        default_value = "https://wbsapi.withings.net"
+    )]
+    api_base: String,
+    /// The account host (authorize pages).
+    #[arg(
+        long,
+        env = "WITHINGS_ACCOUNT_BASE",
+        global = true,
+        default_value = "https://account.withings.com"
+    )]
+    account_base: String,
+    /// Where tokens live: a SQLite path, postgres://… or redis://… [default: a SQLite file in
+    /// the user's data directory]
+    #[arg(long, env = "WITHINGS_STORE", global = true)]
+    store: Option<String>,
+    /// Allow plain http, only to 127.0.0.0/8 or ::1 (local simulators).
+    #[arg(long, global = true)]
+    allow_http_loopback: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Authorize a user: prints the authorize URL, reads the redirected URL (or bare code) on
+    /// stdin, stores the tokens, prints the Withings user id.
+    Login {
+        /// One of the app's registered callback URLs.
+        #[arg(long)]
+        redirect_uri: String,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',', default_value = "user.metrics")]
+        scope: Vec<Scope>,
+        /// Log in Withings' demo user.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Adopt tokens obtained elsewhere (flags, or Withings' requesttoken JSON on stdin).
+    Import {
+        /// The Withings user id (needed with the flags; the JSON carries its own).
+        #[arg(long, required_unless_present = "json")]
+        user: Option<UserId>,
+        /// The access token.
+        #[arg(long, required_unless_present = "json")]
+        access_token: Option<String>,
+        /// The refresh token.
+        #[arg(long, required_unless_present = "json")]
+        refresh_token: Option<String>,
+        /// Seconds until the access token expires.
+        #[arg(long, required_unless_present = "json")]
+        expires_in: Option<u64>,
+        /// Granted scopes, comma-separated.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Read `{"status":0,"body":{…}}` from stdin instead.
+        #[arg(long, conflicts_with_all = ["user", "access_token", "refresh_token", "expires_in"])]
+        json: bool,
+    },
+    /// One line per stored user: id, scope, expiry, status. Never a token.
+    Users,
+    /// Call the API through the layer (refresh and replay included); prints the JSON `body`.
+    Call {
+        /// Service path, e.g. /measure or /v2/sleep.
+        path: String,
+        /// The action, e.g. getmeas.
+        action: String,
+        /// More parameters as key=value.
+        params: Vec<String>,
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+    },
+    /// Refresh a user's token now.
+    Refresh {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+    },
+    /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
+    /// concurrent calls across a forced expiry and a revocation.
+    Demo,
+}
+
+/// A failure: one line for the terminal and its exit code.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::Store { .. } | Error::CorruptRecord { .. } | Error::Conflict(_) => 5,
+            Error::InvalidCode
+            | Error::RefreshTokenInvalid
+            | Error::NeedsReauthorization(_)
+            | Error::UnknownUser(_)
+            | Error::StateMismatch
+            | Error::AuthorizationDenied(_)
+            | Error::CallbackMissing(_) => 3,
+            Error::InvalidClient { .. }
+            | Error::RedirectUri { .. }
+            | Error::RedirectUriMismatch
+            | Error::BaseUrl { .. }
+            | Error::NoScope
+            | Error::NoUser => 2,
+            e if e.is_transient() => 4,
+            _ => 1,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+type CliResult<T> = Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(&Failure {
+                code: 1,
+                message: format!("cannot start: {e}"),
+            });
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => fail(&failure),
+    }
+}
+
+fn fail(failure: &Failure) -> ExitCode {
+    eprintln!("withings: {}", failure.message);
+    ExitCode::from(failure.code)
+}
+
+async fn run(cli: Cli) -> CliResult<()> {
+    if let Command::Demo = cli.command {
+        return demo::run(cli.store.as_deref()).await;
+    }
+    let auth = connect(&cli).await?;
+    match cli.command {
+        Command::Login {
+            redirect_uri,
+            scope,
+            demo,
+        } => login(&auth, &redirect_uri, &scope, demo).await,
+        Command::Import {
+            user,
+            access_token,
+            refresh_token,
+            expires_in,
+            scope,
+            json,
+        } => {
+            let token = if json {
+                let mut input = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+                    .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+                tower_withings::oauth::parse_token_response(&input, SystemTime::now())?
+            } else {
+                let missing = || {
+                    Failure::usage(
+                        "--user, --access-token, --refresh-token and --expires-in go together",
+                    )
+                };
+                Token {
+                    user_id: user.ok_or_else(missing)?,
+                    access_token: Secret::new(access_token.ok_or_else(missing)?),
+                    refresh_token: Secret::new(refresh_token.ok_or_else(missing)?),
+                    expires_at: SystemTime::now()
+                        + Duration::from_secs(expires_in.ok_or_else(missing)?.min(366 * 86400)),
+                    scope,
+                }
+            };
+            let user = auth.import(token).await?;
+            println!("{user}");
+            Ok(())
+        }
+        Command::Users => users(auth.store().as_ref()).await,
+        Command::Call {
+            path,
+            action,
+            params,
+            user,
+        } => call(&auth, &cli.api_base, &path, &action, &params, user).await,
+        Command::Refresh { user } => {
+            let progress = Progress::start(&format!("refreshing user {user}"));
+            let outcome = auth.refresh(user).await;
+            progress.done();
+            outcome?;
+            println!("refreshed {user}");
+            Ok(())
+        }
+        Command::Demo => unreachable!("handled above"),
+    }
+}
+
+/// The handle for the configured app, store and hosts.
+async fn connect(cli: &Cli) -> CliResult<WithingsAuth> {
+    let (Some(id), Some(secret)) = (&cli.client_id, &cli.client_secret) else {
+        return Err(Failure::usage(
+            "no client credentials: set WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or --client-id/--client-secret)",
+        ));
+    };
+    let endpoints = if cli.allow_http_loopback {
+        Endpoints::loopback(&cli.api_base, &cli.account_base)?
+    } else {
+        Endpoints::custom(&cli.api_base, &cli.account_base)?
+    };
+    let store = store::open(cli.store.as_deref()).await?;
+    let policy = if cli.allow_http_loopback {
+        RedirectPolicy::AllowLoopback
+    } else {
+        RedirectPolicy::Withings
+    };
+    Ok(
+        WithingsAuth::builder(Credentials::new(id.clone(), secret.clone()))
+            .endpoints(endpoints)
+            .redirect_policy(policy)
+            .shared_store(store)
+            .build(transport::https_client()),
+    )
+}
+
+async fn login(
+    auth: &WithingsAuth,
+    redirect_uri: &str,
+    scopes: &[Scope],
+    demo: bool,
+) -> CliResult<()> {
+    let request = if demo {
+        auth.oauth().authorize_demo(redirect_uri, scopes)?
+    } else {
+        auth.authorize(redirect_uri, scopes)?
+    };
+    eprintln!(
+        "Open this URL, approve, then paste the URL you were redirected to (or just its code):"
+    );
+    eprintln!("{}", request.url());
+    let progress = Progress::start(
+        "waiting for the redirected URL on stdin (codes expire 30 s after approval)",
+    );
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    progress.done();
+    read.map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+    let input = line.trim();
+    if input.is_empty() {
+        return Err(Failure {
+            code: 3,
+            message: "no redirected URL or code given".into(),
+        });
+    }
+    let user = if input.contains("code=") {
+        auth.exchange_code(&Callback::parse(input)?, &request)
+            .await?
+    } else {
+        let token = auth
+            .oauth()
+            .exchange_unverified_code(input, redirect_uri)
+            .await?;
+        auth.import(token).await?
+    };
+    println!("{user}");
+    Ok(())
+}
+
+async fn users(store: &dyn TokenStore) -> CliResult<()> {
+    let now = SystemTime::now();
+    for record in store.list().await? {
+        let token = &record.token;
+        let state = if record.needs_reauthorization {
+            "needs re-auth"
+        } else if token.expires_within(now, Duration::from_secs(300)) {
+            "expiring"
+        } else {
+            "ok"
+        };
+        let scope = if token.scope.is_empty() {
+            "-"
+        } else {
+            &token.scope
+        };
+        println!(
+            "{}\t{}\t{}\t{}",
+            token.user_id,
+            scope,
+            utc(token.expires_at),
+            state
+        );
+    }
+    Ok(())
+}
+
+async fn call(
+    auth: &WithingsAuth,
+    api_base: &str,
+    path: &str,
+    action: &str,
+    params: &[String],
+    user: UserId,
+) -> CliResult<()> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("action", action);
+    for param in params {
+        let (key, value) = param
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("parameter {param:?} is not key=value")))?;
+        if key == "access_token" {
+            return Err(Failure::usage(
+                "access_token is added by the layer; do not pass it",
+            ));
+        }
+        form.append_pair(key, value);
+    }
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let request = Request::post(format!("{}{path}", api_base.trim_end_matches('/')))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .extension(user)
+        .body(Full::new(Bytes::from(form.finish())))
+        .map_err(|e| Failure::usage(format!("bad request: {e}")))?;
+    let client = auth.layer().layer(transport::https_client());
+    let response = client
+        .oneshot(request)
+        .await
+        .map_err(|e| match e.downcast::<Error>() {
+            Ok(error) => Failure::from(*error),
+            Err(other) => Failure::from(Error::transport(other)),
+        })?;
+    if !response.status().is_success() {
+        return Err(Error::Http {
+            status: response.status(),
+        }
+        .into());
+    }
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Failure::from(Error::transport(e)))?
+        .to_bytes();
+    let body = status::parse_response(&bytes)?;
+    let pretty = serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string());
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{pretty}");
+    Ok(())
+}
+
+/// `2026-11-21T19:12:00Z` for a system time (UTC, whole seconds).
+fn utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// A line on stderr while something slow runs, only when stderr is a terminal.
+struct Progress {
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress { ticker: None };
+        }
+        let what: Arc<str> = what.into();
+        let ticker = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            loop {
+                eprint!("\r{what} … {} s", started.elapsed().as_secs());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Progress {
+            ticker: Some(ticker),
+        }
+    }
+
+    fn done(self) {
+        if let Some(ticker) = self.ticker {
+            ticker.abort();
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

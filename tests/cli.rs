@@ -1,0 +1,291 @@
+//! The `withings` binary, driven as a user would: login through stdin against the simulator,
+//! then users, call, refresh, import; and each documented error with its exit code.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tower_withings::sim::{DEFAULT_USER_ID, Simulator};
+use tower_withings::store::TokenStore;
+
+struct Cli {
+    api: String,
+    store: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Cli {
+    fn new(sim: &Simulator) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "withings-cli-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Cli {
+            api: sim.api_base(),
+            store: dir.join("tokens.db"),
+            _dir: TempDir(dir),
+        }
+    }
+
+    fn command(&self, secret: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_withings"));
+        command
+            .env("WITHINGS_CLIENT_ID", CLIENT_ID)
+            .env("WITHINGS_CLIENT_SECRET", secret)
+            .env("WITHINGS_API_BASE", &self.api)
+            .env("WITHINGS_ACCOUNT_BASE", &self.api)
+            .env("WITHINGS_STORE", &self.store)
+            .arg("--allow-http-loopback")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs a command to the end: (exit code, stdout, stderr).
+    async fn run(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let mut child = self.command(CLIENT_SECRET).args(args).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the CLI finishes")
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    /// `withings login`: reads the URL it prints, approves in the "browser", optionally lets
+    /// time pass, and types the redirected URL.
+    async fn login(&self, secret: &str, sim: &Simulator, delay: Duration) -> (i32, String, String) {
+        let mut child = self
+            .command(secret)
+            .args([
+                "login",
+                "--redirect-uri",
+                REDIRECT_URI,
+                "--scope",
+                "user.metrics,user.activity",
+            ])
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let url = loop {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).await.unwrap() > 0,
+                "no URL printed: {seen}"
+            );
+            seen.push_str(&line);
+            if line.starts_with("http") {
+                break line.trim().to_owned();
+            }
+        };
+        let (status, location, _) = browser_get(&url).await;
+        assert_eq!(status, http::StatusCode::FOUND);
+        sim.advance(delay);
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{}\n", location.unwrap()).as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).await.unwrap();
+        let output = child.wait_with_output().await.unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            seen + &rest,
+        )
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test]
+async fn login_then_users_call_and_refresh() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+    let (code, out, err) = cli.login(CLIENT_SECRET, &sim, Duration::ZERO).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), DEFAULT_USER_ID.to_string());
+
+    let (code, out, err) = cli.run(&["users"], "").await;
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().next().expect("one user");
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[0], DEFAULT_USER_ID.to_string());
+    assert_eq!(fields[1], "user.metrics,user.activity");
+    assert!(fields[2].ends_with('Z'), "{line}");
+    assert_eq!(fields[3], "ok");
+
+    let user = DEFAULT_USER_ID.to_string();
+    let (code, out, err) = cli
+        .run(
+            &["call", "/measure", "getmeas", "meastype=1", "--user", &user],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(body["measuregrps"].is_array(), "{out}");
+
+    let (code, _, err) = cli.run(&["refresh", "--user", &user], "").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sim.counters().successful_refreshes, 1);
+
+    // Nothing secret was printed anywhere, and the token file is owner-only.
+    let store = tower_withings::SqliteStore::open(&cli.store).await.unwrap();
+    let token = store
+        .load(tower_withings::UserId(DEFAULT_USER_ID))
+        .await
+        .unwrap()
+        .unwrap()
+        .token;
+    let (_, users_out, users_err) = cli.run(&["users"], "").await;
+    for text in [&users_out, &users_err, &out, &err] {
+        assert!(!text.contains(token.access_token.expose()));
+        assert!(!text.contains(token.refresh_token.expose()));
+        assert!(!text.contains(CLIENT_SECRET));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cli.store).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn import_from_flags_and_from_withings_json() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+    let g = sim.issue_grant(CLIENT_ID, 77, "user.metrics");
+    let (code, out, err) = cli
+        .run(
+            &[
+                "import",
+                "--user",
+                "77",
+                "--access-token",
+                &g.access_token,
+                "--refresh-token",
+                &g.refresh_token,
+                "--expires-in",
+                "10800",
+                "--scope",
+                "user.metrics",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!((code, out.trim()), (0, "77"), "{err}");
+    let (code, _, err) = cli
+        .run(&["call", "/measure", "getmeas", "--user", "77"], "")
+        .await;
+    assert_eq!(code, 0, "{err}");
+
+    let g = sim.issue_grant(CLIENT_ID, 78, "user.metrics");
+    let json = format!(
+        r#"{{"status":0,"body":{{"userid":"78","access_token":"{}","refresh_token":"{}","expires_in":10800,"scope":"user.metrics"}}}}"#,
+        g.access_token, g.refresh_token
+    );
+    let (code, out, err) = cli.run(&["import", "--json"], &json).await;
+    assert_eq!((code, out.trim()), (0, "78"), "{err}");
+    let (_, users, _) = cli.run(&["users"], "").await;
+    assert_eq!(users.lines().count(), 2, "{users}");
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_documented_exit_codes() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+
+    // An expired code: 3, and it says why.
+    let (code, _, err) = cli
+        .login(CLIENT_SECRET, &sim, Duration::from_secs(31))
+        .await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.lines().last().unwrap().contains("valid 30 s"), "{err}");
+
+    // A wrong secret: 2.
+    let (code, _, err) = cli.login("wrong-secret", &sim, Duration::ZERO).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.lines().last().unwrap().contains("OAuth 2.0"), "{err}");
+
+    // An unknown user: 3.
+    let (code, _, err) = cli
+        .run(&["call", "/measure", "getmeas", "--user", "999"], "")
+        .await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A bad store URL: 2.
+    let (code, _, err) = cli
+        .run(&["--store", "ftp://somewhere/x", "users"], "")
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("withings: ") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Withings unreachable: 4.
+    let g = sim.issue_grant(CLIENT_ID, 5, "user.metrics");
+    cli.run(
+        &[
+            "import",
+            "--user",
+            "5",
+            "--access-token",
+            &g.access_token,
+            "--refresh-token",
+            &g.refresh_token,
+            "--expires-in",
+            "10800",
+        ],
+        "",
+    )
+    .await;
+    let (code, _, err) = cli
+        .run(
+            &["--api-base", "http://127.0.0.1:9", "refresh", "--user", "5"],
+            "",
+        )
+        .await;
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Exit codes are documented in --help.
+    let (code, out, _) = cli.run(&["--help"], "").await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exit codes:") && out.contains("5  the token store failed"),
+        "{out}"
+    );
+}
