@@ -1,0 +1,470 @@
+//! Cancellation at every await point of a refresh.
+//!
+//! A store and a token-endpoint client with a gate before (and, where it matters, after) each
+//! step of the refresh task: load, try_lock, re-load under the lease, the token call, the
+//! answer, compare_and_save, the commit, unlock. For each step in turn the test holds the
+//! refresh there and then
+//!
+//! * drops the **caller** (the request that started the refresh): the detached refresh must
+//!   still finish, the store must hold a pair Withings accepts, the next request must succeed
+//!   with one token call in total, and the slot must not stay stuck;
+//! * drops the **whole `WithingsAuth` and its runtime** (SQLite store): after a restart on the
+//!   same file the stored pair must still be accepted by Withings, or the grant must be
+//!   re-obtainable from it. No grant is lost.
+#![cfg(all(feature = "sim", feature = "sqlite"))]
+
+mod common;
+mod store_support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use store_support::TempDir;
+use tokio::sync::oneshot;
+use tower::{Layer, ServiceExt};
+use tower_withings::sim::Simulator;
+use tower_withings::store::{
+    Lease, LockAttempt, SqliteStore, StoreFuture, StoredToken, TokenStore,
+};
+use tower_withings::{
+    Credentials, Endpoints, Error, ManualClock, Secret, Token, UserId, WithingsAuth, transport,
+};
+
+const EXPIRED: Duration = Duration::from_secs(4 * 3600);
+
+/// The await points of a refresh task, in the order it reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// First read of the store.
+    Load,
+    /// Taking the refresh lease.
+    TryLock,
+    /// The read under the lease.
+    Reload,
+    /// The token call, before it reaches Withings.
+    TokenCall,
+    /// Withings answered (and rotated the pair); the answer is not yet back in the refresh.
+    TokenAnswered,
+    /// compare_and_save, before it reaches the store.
+    Save,
+    /// compare_and_save committed; not yet back in the refresh.
+    Saved,
+    /// Releasing the lease.
+    Unlock,
+}
+
+const STEPS: [Step; 8] = [
+    Step::Load,
+    Step::TryLock,
+    Step::Reload,
+    Step::TokenCall,
+    Step::TokenAnswered,
+    Step::Save,
+    Step::Saved,
+    Step::Unlock,
+];
+
+impl Step {
+    /// Whether Withings has rotated the pair by the time the refresh is held here.
+    fn withings_rotated(self) -> bool {
+        !matches!(
+            self,
+            Step::Load | Step::TryLock | Step::Reload | Step::TokenCall
+        )
+    }
+
+    /// Whether the store holds the new pair by the time the refresh is held here.
+    fn saved(self) -> bool {
+        matches!(self, Step::Saved | Step::Unlock)
+    }
+}
+
+/// A gate armed at a step: it says when the step is reached, and waits to be released.
+type Armed = (Step, oneshot::Sender<()>, oneshot::Receiver<()>);
+
+/// The gate armed at one step, and the log of every step passed.
+#[derive(Default)]
+struct Gates {
+    armed: Mutex<Option<Armed>>,
+    passed: Mutex<Vec<Step>>,
+    loads: AtomicU64,
+}
+
+impl Gates {
+    /// Holds the refresh at `step`: the first receiver fires when it gets there; it goes on
+    /// when the sender fires (or is dropped).
+    fn arm(&self, step: Step) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.armed.lock().unwrap() = Some((step, reached_tx, release_rx));
+        (reached_rx, release_tx)
+    }
+
+    async fn pass(&self, step: Step) {
+        let hold = {
+            let mut armed = self.armed.lock().unwrap();
+            match armed.take() {
+                Some((at, reached, release)) if at == step => Some((reached, release)),
+                other => {
+                    *armed = other;
+                    None
+                }
+            }
+        };
+        if let Some((reached, release)) = hold {
+            let _ = reached.send(());
+            let _ = release.await;
+        }
+        self.passed.lock().unwrap().push(step);
+    }
+
+    fn passed(&self) -> Vec<Step> {
+        self.passed.lock().unwrap().clone()
+    }
+}
+
+/// A real store with a gate at each refresh step.
+struct GatedStore<S> {
+    inner: S,
+    gates: Arc<Gates>,
+}
+
+impl<S: TokenStore> TokenStore for GatedStore<S> {
+    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+        Box::pin(async move {
+            let step = match self.gates.loads.fetch_add(1, Ordering::SeqCst) % 2 {
+                0 => Step::Load,
+                _ => Step::Reload,
+            };
+            self.gates.pass(step).await;
+            self.inner.load(user).await
+        })
+    }
+    fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
+        self.inner.put(token, at)
+    }
+    fn compare_and_save<'a>(
+        &'a self,
+        spent: &'a Secret,
+        token: &'a Token,
+        at: SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.gates.pass(Step::Save).await;
+            let saved = self.inner.compare_and_save(spent, token, at).await;
+            self.gates.pass(Step::Saved).await;
+            saved
+        })
+    }
+    fn mark_needs_reauthorization<'a>(
+        &'a self,
+        user: UserId,
+        refused: &'a Secret,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.mark_needs_reauthorization(user, refused)
+    }
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        Box::pin(async move {
+            self.gates.pass(Step::TryLock).await;
+            self.inner.try_lock(user, lease).await
+        })
+    }
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.gates.pass(Step::Unlock).await;
+            self.inner.unlock(user, lease).await
+        })
+    }
+    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+        self.inner.list()
+    }
+}
+
+/// The real HTTP client for token calls, with a gate before the call and after the answer.
+fn gated_client(
+    gates: Arc<Gates>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = http::Response<hyper::body::Incoming>,
+    Error = hyper_util::client::legacy::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let client = http();
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let (client, gates) = (client.clone(), gates.clone());
+        async move {
+            let token_call = request.uri().path() == "/v2/oauth2";
+            if token_call {
+                gates.pass(Step::TokenCall).await;
+            }
+            let response = client.request(request).await;
+            if token_call {
+                gates.pass(Step::TokenAnswered).await;
+            }
+            response
+        }
+    })
+}
+
+async fn stored(path: &std::path::Path) -> StoredToken {
+    // A new store instance: its own connection, as a restarted process would open it.
+    let store = SqliteStore::open(path).await.expect("reopen the store");
+    store.load(USER).await.unwrap().expect("the user's record")
+}
+
+/// The grant is not lost: Withings still accepts the stored refresh token.
+fn assert_grant_alive(sim: &Simulator, stored: &StoredToken, what: &str) {
+    assert!(
+        sim.is_refresh_token_valid(stored.token.refresh_token.expose()),
+        "{what}: the stored refresh token is no longer accepted by Withings (grant lost)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing() {
+    for step in STEPS {
+        let dir = TempDir::new("cancel-caller");
+        let path = dir.file("tokens.sqlite3");
+        let sim = simulator().await;
+        let clock = ManualClock::new();
+        let gates = Arc::new(Gates::default());
+        let store = GatedStore {
+            inner: SqliteStore::open(&path).await.unwrap(),
+            gates: gates.clone(),
+        };
+        let auth = auth_builder(&sim, &clock)
+            .store(store)
+            .build(gated_client(gates.clone()));
+        let old = grant(&sim, &clock, USER.0);
+        auth.import(old.clone()).await.unwrap();
+        let service = auth.layer().layer(transport::plain_http_client());
+        clock.advance(EXPIRED);
+
+        let (reached, release) = gates.arm(step);
+        let caller = tokio::spawn(service.clone().oneshot(getmeas(&sim, USER)));
+        tokio::time::timeout(Duration::from_secs(5), reached)
+            .await
+            .unwrap_or_else(|_| panic!("{step:?}: the refresh never got there"))
+            .unwrap();
+        caller.abort();
+        assert!(
+            caller.await.unwrap_err().is_cancelled(),
+            "{step:?}: caller dropped"
+        );
+        release.send(()).unwrap();
+
+        // The detached refresh runs to its end (the lease is released last).
+        wait_until(|| async { gates.passed().contains(&Step::Unlock) }).await;
+        assert_eq!(
+            gates.passed(),
+            STEPS.to_vec(),
+            "{step:?}: every step once, in order"
+        );
+        let now = stored(&path).await;
+        assert_ne!(
+            now.token.refresh_token, old.refresh_token,
+            "{step:?}: the rotated pair was saved"
+        );
+        assert_grant_alive(&sim, &now, &format!("{step:?}"));
+
+        // The next request uses the published pair: no second token call.
+        expect_ok(&service, &sim, USER).await;
+        let counters = sim.counters();
+        assert_eq!(counters.refreshes, 1, "{step:?}: {counters:?}");
+        assert_eq!(counters.successful_refreshes, 1, "{step:?}: {counters:?}");
+        assert_eq!(auth.metrics().refreshes_started, 1, "{step:?}");
+        assert_eq!(auth.metrics().refreshes_failed, 0, "{step:?}");
+
+        // The slot is free: a new refresh runs (it is not waiting on a flight that ended).
+        tokio::time::timeout(Duration::from_secs(5), auth.refresh(USER))
+            .await
+            .unwrap_or_else(|_| panic!("{step:?}: the slot is stuck"))
+            .unwrap();
+        assert_eq!(sim.counters().successful_refreshes, 2, "{step:?}");
+        expect_ok(&service, &sim, USER).await;
+        assert_grant_alive(&sim, &stored(&path).await, &format!("{step:?}, later"));
+    }
+}
+
+/// A process that was started and will be dropped at one step of a refresh.
+struct Doomed {
+    /// Fires when the refresh is held at the step.
+    reached: oneshot::Receiver<()>,
+    /// Kept by the test until the runtime is gone, so the held step never proceeds.
+    release: oneshot::Sender<()>,
+    /// Tells the process to drop everything.
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Builds a `WithingsAuth` on a gated SQLite store inside its own runtime (a process), sends
+/// one request on an expired token, and drops the runtime (everything in it) when told to.
+fn start_doomed(
+    sim: &Simulator,
+    path: std::path::PathBuf,
+    gates: Arc<Gates>,
+    step: Step,
+) -> Doomed {
+    let (reached, release) = gates.arm(step);
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (api, account) = (sim.api_base(), sim.account_base());
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let clock = ManualClock::new();
+            let store = GatedStore {
+                inner: SqliteStore::open(&path).await.unwrap(),
+                gates: gates.clone(),
+            };
+            let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+                .endpoints(Endpoints::loopback(&api, &account).unwrap())
+                .clock(clock.clone())
+                .token_timeout(Duration::from_millis(300)) // lease: 900 ms
+                .backoff(Duration::ZERO, Duration::ZERO)
+                .store(store)
+                .build(gated_client(gates));
+            let service = auth.layer().layer(transport::plain_http_client());
+            clock.advance(EXPIRED);
+            let request = Request::post(format!("{api}/measure"))
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .extension(USER)
+                .body(Full::new(Bytes::from_static(b"action=getmeas")))
+                .unwrap();
+            let _caller = tokio::spawn(service.oneshot(request));
+            let _ = stop_rx.await;
+        });
+        // The refresh task is dropped wherever it is parked; nothing of it runs after this.
+        drop(runtime);
+    });
+    Doomed {
+        reached,
+        release,
+        stop,
+        thread,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant() {
+    for step in STEPS {
+        let dir = TempDir::new("cancel-runtime");
+        let path = dir.file("tokens.sqlite3");
+        let sim = simulator().await;
+        let old = grant(&sim, &ManualClock::new(), USER.0);
+        SqliteStore::open(&path)
+            .await
+            .unwrap()
+            .put(&old, SystemTime::now())
+            .await
+            .unwrap();
+
+        let gates = Arc::new(Gates::default());
+        let doomed = start_doomed(&sim, path.clone(), gates.clone(), step);
+        tokio::time::timeout(Duration::from_secs(5), doomed.reached)
+            .await
+            .unwrap_or_else(|_| panic!("{step:?}: the refresh never got there"))
+            .unwrap();
+        let index = STEPS.iter().position(|s| *s == step).unwrap();
+        assert_eq!(gates.passed(), STEPS[..index].to_vec(), "{step:?}");
+        doomed.stop.send(()).unwrap();
+        let thread = doomed.thread;
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        drop(doomed.release);
+        assert_eq!(
+            gates.passed(),
+            STEPS[..index].to_vec(),
+            "{step:?}: nothing ran after the runtime was dropped"
+        );
+
+        // After the crash: the file holds the old pair or, once committed, the new one.
+        let after = stored(&path).await;
+        if step.saved() {
+            assert_ne!(after.token.refresh_token, old.refresh_token, "{step:?}");
+        } else {
+            // (SQLite keeps times to the millisecond: compare the pair, not the expiry.)
+            assert_eq!(after.token.refresh_token, old.refresh_token, "{step:?}");
+            assert_eq!(
+                after.token.access_token, old.access_token,
+                "{step:?}: old pair kept"
+            );
+        }
+        assert_grant_alive(&sim, &after, &format!("{step:?} after the crash"));
+        assert_eq!(
+            sim.counters().successful_refreshes,
+            u64::from(step.withings_rotated()),
+            "{step:?}"
+        );
+
+        // A restarted process on the same file gets the user going again. Its token is
+        // expired, so it must refresh from what is stored (after a lease left by the dead
+        // process lapses).
+        let restarted = Instant::now();
+        let clock = ManualClock::new();
+        let auth = auth_builder(&sim, &clock)
+            .store(SqliteStore::open(&path).await.unwrap())
+            .lease_poll(Duration::from_millis(20))
+            .build(transport::plain_http_client());
+        let service = auth.layer().layer(transport::plain_http_client());
+        clock.advance(EXPIRED);
+        let first = service.clone().oneshot(getmeas(&sim, USER)).await;
+        if step.withings_rotated() && !step.saved() {
+            // The dead process spent the stored refresh token seconds ago: Withings answers
+            // 601 "same arguments within 10 s", a typed, transient error...
+            let error = *first
+                .expect_err("601 within the same-arguments window")
+                .downcast::<Error>()
+                .unwrap();
+            assert!(
+                matches!(error, Error::RateLimited { wait: Some(_) }),
+                "{step:?}: {error:?}"
+            );
+            assert!(error.is_transient());
+            assert_grant_alive(&sim, &stored(&path).await, &format!("{step:?} after 601"));
+            // ... and once the window has passed, the grant is re-obtained from the stored
+            // pair (a second restart: the first one's backoff is real time).
+            sim.advance(Duration::from_secs(11));
+            let clock = ManualClock::new();
+            let auth = auth_builder(&sim, &clock)
+                .store(SqliteStore::open(&path).await.unwrap())
+                .lease_poll(Duration::from_millis(20))
+                .build(transport::plain_http_client());
+            let service = auth.layer().layer(transport::plain_http_client());
+            clock.advance(EXPIRED);
+            expect_ok(&service, &sim, USER).await;
+        } else {
+            assert_eq!(
+                common::json(first.unwrap()).await["status"],
+                0,
+                "{step:?}: first request after the restart"
+            );
+        }
+        let waited = restarted.elapsed();
+        assert!(
+            waited < Duration::from_secs(3),
+            "{step:?}: restart took {waited:?} (lease 900 ms)"
+        );
+        let now = stored(&path).await;
+        assert_ne!(now.token.refresh_token, old.refresh_token, "{step:?}");
+        assert_grant_alive(&sim, &now, &format!("{step:?} after the restart"));
+        let c = sim.counters();
+        assert_eq!(c.served_invalid_refresh, 0, "{step:?}: {c:?}");
+        eprintln!("{step:?}: restart recovered in {waited:?}; {c:?}");
+    }
+}
