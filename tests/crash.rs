@@ -1,0 +1,297 @@
+//! Crashes: a process refreshing in a loop is killed with SIGKILL at random moments, again and
+//! again, on one SQLite file. After every kill, what a fresh process loads must still be a
+//! grant Withings accepts. Zero lost grants.
+//!
+//! The simulator lives in the test process (it must outlive the children); each child is this
+//! test binary re-run in the `crash-loop` role: it opens the SQLite file, builds a
+//! `WithingsAuth` on it and loops `auth.refresh(user)` followed by one API call that uses the
+//! new access token (the first use of a new access token kills the previous refresh token at
+//! Withings, so a pair used before it was saved would show up here as a lost grant).
+//!
+//! `TOWER_WITHINGS_CRASH_KILLS` sets the number of kills (default 100).
+#![cfg(all(feature = "sim", feature = "sqlite"))]
+
+mod common;
+mod store_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{CLIENT_ID, CLIENT_SECRET, grant, simulator};
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use store_support::TempDir;
+use tower::{Layer, ServiceExt};
+use tower_withings::store::{SqliteStore, TokenStore};
+use tower_withings::{Credentials, Endpoints, ManualClock, UserId, WithingsAuth, transport};
+
+const CHILD: &str = "crash_child_entry";
+const ENV_ROLE: &str = "TOWER_WITHINGS_CRASH_ROLE";
+const ENV_API: &str = "TOWER_WITHINGS_CRASH_API";
+const ENV_DB: &str = "TOWER_WITHINGS_CRASH_DB";
+const ENV_USER: &str = "TOWER_WITHINGS_CRASH_USER";
+const ENV_KILLS: &str = "TOWER_WITHINGS_CRASH_KILLS";
+
+/// The child's token timeout; its refresh lease lasts three times this.
+const CHILD_TOKEN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A short fingerprint of a refresh token, so the child can say which pair it saved without
+/// printing it.
+fn fingerprint(token: &str) -> String {
+    Sha256::digest(token.as_bytes())[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The child role: refresh, use, repeat, until killed. Prints `SAVED <fingerprint>` after each
+/// refresh (it is saved by then) and `READY` after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child_entry() {
+    if std::env::var(ENV_ROLE).as_deref() != Ok("crash-loop") {
+        return; // a normal test run: nothing to do
+    }
+    let api = std::env::var(ENV_API).unwrap();
+    let user = UserId(std::env::var(ENV_USER).unwrap().parse().unwrap());
+    let store = SqliteStore::open(std::env::var(ENV_DB).unwrap())
+        .await
+        .unwrap();
+    let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(Endpoints::loopback(&api, &api).unwrap())
+        .store(store)
+        .token_timeout(CHILD_TOKEN_TIMEOUT)
+        .lease_poll(Duration::from_millis(10))
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .build(transport::plain_http_client());
+    let service = auth.layer().layer(transport::plain_http_client());
+    let started = Instant::now();
+    let mut saved = 0u64;
+    loop {
+        match auth.refresh(user).await {
+            Ok(()) => {
+                saved += 1;
+                let stored = auth.store().load(user).await.unwrap().unwrap();
+                println!("SAVED {}", fingerprint(stored.token.refresh_token.expose()));
+                if saved == 1 {
+                    println!("READY {}", started.elapsed().as_millis());
+                }
+            }
+            Err(error) => {
+                println!("ERROR {error}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        }
+        let request = Request::post(format!("{api}/measure"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .extension(user)
+            .body(Full::new(Bytes::from_static(b"action=getmeas")))
+            .unwrap();
+        match service.clone().oneshot(request).await {
+            Ok(response) => {
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                println!("USED {}", json["status"]);
+            }
+            Err(error) => println!("ERROR {error}"),
+        }
+    }
+}
+
+struct Crashing {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Crashing {
+    fn spawn(api: &str, db: &std::path::Path, user: u64) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ENV_ROLE, "crash-loop")
+            .env(ENV_API, api)
+            .env(ENV_DB, db)
+            .env(ENV_USER, user.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the test binary as a child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Crashing { child, lines }
+    }
+
+    /// Waits for `READY <ms>`; returns the milliseconds the child took to its first refresh
+    /// and every line before it.
+    async fn ready(&self, within: Duration) -> (u64, Vec<String>) {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    if let Some(at) = line.find("READY ") {
+                        let ms = line[at + 6..].trim().parse().unwrap();
+                        return (ms, seen);
+                    }
+                    seen.push(line);
+                }
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+                Err(e) => panic!("child never got ready ({e:?}); it said {seen:?}"),
+            }
+        }
+    }
+
+    /// SIGKILL, then everything it printed (the pipe keeps what was written before death).
+    fn kill(mut self) -> Vec<String> {
+        self.child.kill().expect("SIGKILL the child");
+        self.child.wait().expect("reap the child");
+        let mut lines = Vec::new();
+        // The reader thread ends at EOF, which comes right after the process died.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+impl Drop for Crashing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes) % n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_no_grant() {
+    if std::env::var(ENV_ROLE).is_ok() {
+        return;
+    }
+    let kills: usize = std::env::var(ENV_KILLS)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let sim = simulator().await;
+    // The answer comes back 15 ms after Withings rotated the pair: a wide window for a kill
+    // between "Withings rotated" and "the new pair is saved".
+    sim.set_token_latency(Duration::from_millis(15));
+    let dir = TempDir::new("crash");
+    let db = dir.file("tokens.sqlite3");
+    let user = common::USER;
+    let first = grant(&sim, &ManualClock::new(), user.0);
+    SqliteStore::open(&db)
+        .await
+        .unwrap()
+        .put(&first, std::time::SystemTime::now())
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let mut lost = Vec::new();
+    let (mut quiet, mut rotated_unsaved, mut saved_unreported) = (0, 0, 0);
+    let (mut lease_waits, mut slowest_ready) = (0, 0);
+    let mut reported_refreshes = 0u64;
+    let mut performed = 0;
+    for kill in 0..kills {
+        let before = sim.counters().successful_refreshes;
+        let child = Crashing::spawn(&sim.api_base(), &db, user.0);
+        let (ready_ms, early) = child.ready(Duration::from_secs(30)).await;
+        slowest_ready = slowest_ready.max(ready_ms);
+        if ready_ms >= 300 {
+            lease_waits += 1; // it waited for the lease a killed child left behind
+        }
+        tokio::time::sleep(Duration::from_millis(random_below(150))).await;
+        let lines: Vec<String> = early.into_iter().chain(child.kill()).collect();
+        performed += 1;
+        // Let the simulator finish a request the child sent just before it died.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+
+        // What a fresh process finds.
+        let stored = SqliteStore::open(&db)
+            .await
+            .unwrap()
+            .load(user)
+            .await
+            .unwrap()
+            .expect("the record survives");
+        let refresh_ok = sim.is_refresh_token_valid(stored.token.refresh_token.expose());
+        let access_ok = sim.is_access_token_valid(stored.token.access_token.expose());
+        if !refresh_ok {
+            lost.push((
+                kill,
+                access_ok,
+                lines.iter().rev().take(5).cloned().collect::<Vec<_>>(),
+            ));
+            break; // the next child could only fail: report this one
+        }
+
+        let saved: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.find("SAVED ").map(|at| l[at + 6..].trim()))
+            .collect();
+        reported_refreshes += saved.len() as u64;
+        let granted = sim.counters().successful_refreshes - before;
+        let stored_print = fingerprint(stored.token.refresh_token.expose());
+        if granted == saved.len() as u64 {
+            quiet += 1; // killed outside a token call
+        } else if saved.last() == Some(&stored_print.as_str()) {
+            rotated_unsaved += 1; // Withings rotated, the save never committed
+        } else {
+            saved_unreported += 1; // saved, killed before it said so
+        }
+
+        // The child spent the stored refresh token within the last second: Withings would
+        // answer the next child 601 "same arguments within 10 s". Time passes.
+        sim.advance(Duration::from_secs(11));
+    }
+    let elapsed = started.elapsed();
+    let counters = sim.counters();
+
+    eprintln!(
+        "crash test: {performed} SIGKILLs in {elapsed:?}; grants lost: {}; \
+         Withings rotations: {}, reported saved: {reported_refreshes}; \
+         kills outside a token call: {quiet}, between rotation and commit: {rotated_unsaved}, \
+         after commit before report: {saved_unreported}; \
+         children that waited for a dead child's lease: {lease_waits} (slowest start {slowest_ready} ms); \
+         simulator: {counters:?}",
+        lost.len(),
+        counters.successful_refreshes,
+    );
+    assert!(
+        lost.is_empty(),
+        "grants lost after {} of {performed} kills: {lost:?}",
+        lost.len()
+    );
+    // After the last crash: a fresh process refreshes and calls the API with what is stored.
+    let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(Endpoints::loopback(&sim.api_base(), &sim.api_base()).unwrap())
+        .store(SqliteStore::open(&db).await.unwrap())
+        .lease_poll(Duration::from_millis(10))
+        .build(transport::plain_http_client());
+    auth.refresh(user).await.expect("a final refresh");
+    let service = auth.layer().layer(transport::plain_http_client());
+    common::expect_ok(&service, &sim, user).await;
+
+    assert_eq!(counters.served_invalid_refresh, 0, "{counters:?}");
+    assert!(
+        rotated_unsaved > 0,
+        "no kill landed between Withings' rotation and the save: the test did not test"
+    );
+}
