@@ -1,11 +1,13 @@
 //! PostgreSQL and Redis going away under a running layer: connections killed by the server,
-//! a server killed in the middle of a refresh and restarted, a server unreachable for a while.
+//! a server killed in the middle of a refresh and restarted, a server unreachable for a while,
+//! a server that stops answering.
 //! The layer must recover by itself (no restart, no reconnect call), every failure must be a
 //! typed error, no refresh may run without the lease, and no grant may be lost.
 //!
 //! Scoped so that concurrent tests on the shared servers are not disturbed:
 //! * PostgreSQL: the store connects with its own `application_name`; only backends with that
-//!   name are terminated (`pg_terminate_backend`). Downtime is a TCP proxy owned by the test.
+//!   name are terminated (`pg_terminate_backend`). Downtime and silence are a TCP proxy owned
+//!   by the test.
 //! * Redis: the store logs in as its own ACL user; only that user's clients are killed
 //!   (`CLIENT KILL USER`). The restart is of a private `redis-server` (AOF, fsync always) on a
 //!   free port.
@@ -160,11 +162,14 @@ where
 }
 
 /// A TCP proxy in front of a server: `down` closes every connection and stops listening (the
-/// server is gone, connections are refused), `up` listens again on the same port.
+/// server is gone, connections are refused), `up` listens again on the same port; `freeze`
+/// keeps every connection open but passes nothing (a server that stops answering: a network
+/// partition, a hung host), `thaw` delivers what was held and goes on.
 struct Proxy {
     port: u16,
     target: SocketAddr,
     accept: Mutex<Option<JoinHandle<()>>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -175,6 +180,7 @@ impl Proxy {
             port,
             target,
             accept: Mutex::new(None),
+            frozen: tokio::sync::watch::Sender::new(false),
         };
         proxy.serve(listener);
         proxy
@@ -182,18 +188,33 @@ impl Proxy {
 
     fn serve(&self, listener: TcpListener) {
         let target = self.target;
+        let frozen = self.frozen.clone();
         let task = tokio::spawn(async move {
             // Dropped with this task: aborting it closes every proxied connection.
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let frozen = frozen.clone();
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        tokio::join!(
+                            pump(from_client, to_server, frozen.subscribe()),
+                            pump(from_server, to_client, frozen.subscribe()),
+                        );
                     }
                 });
             }
         });
         *self.accept.lock().unwrap() = Some(task);
+    }
+
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     fn down(&self) {
@@ -221,6 +242,28 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// Copies one direction of a proxied connection, holding the bytes while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|frozen| !*frozen).await.is_err()
+            || to.write_all(&buffer[..n]).await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// `host:port` of a `scheme://[user[:password]@]host:port[/...]` URL.
@@ -491,6 +534,80 @@ mod postgres {
             table: String::new(),
         };
         killer.kill_waiting_backend().await;
+    }
+
+    /// A server that stops answering (connections stay open, nothing comes back: a network
+    /// partition, a hung host). Each store call must give up with a typed error, with the
+    /// store's default settings, rather than hold the user's refresh (and every request
+    /// waiting on it) for as long as TCP keeps the connection. When the server answers again
+    /// the layer recovers by itself; a save that timed out but was then delivered and
+    /// committed is adopted, not requested again from Withings.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_that_stops_answering_is_a_typed_error_not_a_stuck_user() {
+        let Some(db) = Db::new().await else { return };
+        let sim = simulator().await;
+        let proxy = Proxy::start(server_addr(&postgres_url())).await;
+        let check = db.checker().await;
+        let store = PostgresStore::builder(&url(&db.application, Some(proxy.port)))
+            .table(&db.table)
+            .build()
+            .await
+            .unwrap();
+        let (auth, clock, _) = handle(&sim, Arc::new(store)).await;
+        let service = auth.layer().layer(transport::plain_http_client());
+        let stuck = Duration::from_secs(20);
+
+        proxy.freeze();
+        assert_ok(call(&service, &sim).await, "a valid token needs no store");
+        clock.advance(EXPIRED);
+        let started = Instant::now();
+        let (a, b) = tokio::time::timeout(stuck, async {
+            tokio::join!(call(&service, &sim), call(&service, &sim))
+        })
+        .await
+        .expect("requests hang on a database that does not answer: the user is stuck");
+        for outcome in [a, b] {
+            let error = outcome.expect_err("the database does not answer");
+            assert_store_error(&error, "frozen");
+        }
+        let waited = started.elapsed();
+        assert_eq!(sim.counters().refreshes, 0, "no refresh without the store");
+        proxy.thaw();
+        let first = recovers(&service, &sim, "answering again").await;
+        assert_eq!(sim.counters().successful_refreshes, 1);
+        assert_grant_alive(&check, &sim, "answering again").await;
+
+        // Frozen while Withings rotates: the save gets no answer and gives up; the held
+        // UPDATE is delivered when the server answers again.
+        clock.advance(EXPIRED);
+        let task = refresh_in_flight(&service, &sim).await;
+        proxy.freeze();
+        let error = tokio::time::timeout(stuck, task)
+            .await
+            .expect("the refresh hangs on a save that gets no answer")
+            .unwrap()
+            .expect_err("the save got no answer");
+        assert!(
+            matches!(
+                error,
+                Error::Store {
+                    operation: "save",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        proxy.thaw();
+        let second = recovers(&service, &sim, "answering again after the save").await;
+        let c = sim.counters();
+        assert_eq!(
+            c.refreshes, 2,
+            "the granted pair was kept, not re-requested: {c:?}"
+        );
+        let stored = assert_grant_alive(&check, &sim, "after the held save").await;
+        assert!(sim.is_access_token_valid(stored.access_token.expose()));
+        eprintln!("gave up after {waited:?}; then {first:?}, {second:?}");
+        db.drop_tables().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,10 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 /// * **Connections**: a `deadpool-postgres` pool (default 8 connections, plain TCP). For TLS,
 ///   build a pool with your TLS connector and pass it to [`PostgresStoreBuilder::pool`].
 ///   A database that cannot be reached gives [`Error::Store`] (within the connect timeout,
-///   default 5 s), never a false lock.
+///   default 5 s), never a false lock. A database that stops answering (a network partition,
+///   a hung host) gives [`Error::Store`] after the query timeout (default 5 s), and the
+///   connection that got no answer leaves the pool, rather than holding the user's refresh
+///   for as long as TCP keeps the connection open.
 /// * **Bad rows** (unknown format, empty tokens, columns of the wrong type) load as
 ///   [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list) skips them with a
 ///   warning, [`list_all`](Self::list_all) reports them.
@@ -50,6 +53,7 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<Statements>,
+    query_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -67,6 +71,7 @@ pub struct PostgresStoreBuilder {
     create_tables: bool,
     max_connections: usize,
     connect_timeout: Duration,
+    query_timeout: Duration,
 }
 
 enum Source {
@@ -82,6 +87,7 @@ impl fmt::Debug for PostgresStoreBuilder {
             .field("create_tables", &self.create_tables)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +125,14 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How long one store operation may wait for the database's answer once it has a
+    /// connection (default 5 s). After that it fails with [`Error::Store`] and the connection
+    /// is dropped from the pool.
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
     /// Builds the store and, unless told not to, creates its tables.
     ///
     /// # Errors
@@ -153,7 +167,11 @@ impl PostgresStoreBuilder {
                     .map_err(|e| Error::store("connect", e))?
             }
         };
-        let store = PostgresStore { pool, sql };
+        let store = PostgresStore {
+            pool,
+            sql,
+            query_timeout: self.query_timeout,
+        };
         if self.create_tables {
             store.create_tables().await?;
         }
@@ -279,6 +297,7 @@ impl PostgresStore {
             create_tables: true,
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
         }
     }
 
@@ -355,21 +374,39 @@ impl PostgresStore {
             .map_err(|e| Error::store(operation, e))
     }
 
+    /// Runs `f` on a pooled connection, for at most the query timeout. A connection that did
+    /// not answer in time is taken out of the pool: it may be one that will never answer.
+    async fn with_client<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
+    {
+        let client = self.client(operation).await?;
+        match tokio::time::timeout(self.query_timeout, f(&client)).await {
+            Ok(result) => result.map_err(|e| Error::store(operation, e)),
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(Error::store(
+                    operation,
+                    format!(
+                        "PostgreSQL did not answer within {:?} (query timeout)",
+                        self.query_timeout
+                    ),
+                ))
+            }
+        }
+    }
+
     async fn query(
         &self,
         operation: &'static str,
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        let client = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| Error::store(operation, e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| Error::store(operation, e))
+        self.with_client(operation, async |client| {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        })
+        .await
     }
 
     async fn execute(
@@ -378,15 +415,11 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, Error> {
-        let client = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| Error::store(operation, e))?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(|e| Error::store(operation, e))
+        self.with_client(operation, async |client| {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+        .await
     }
 }
 
