@@ -822,6 +822,81 @@ mod redis_outage {
         user.remove().await;
     }
 
+    /// A Redis that stops answering (connections open, nothing comes back): typed errors after
+    /// the response timeout, no token call, and recovery once it answers again, including
+    /// after a save that timed out while Withings' new pair was waiting for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_that_stops_answering_is_a_typed_error_not_a_stuck_user() {
+        let Some(user) = OwnUser::create().await else {
+            return;
+        };
+        let sim = simulator().await;
+        let proxy = Proxy::start(server_addr(&redis_url())).await;
+        let store = RedisStore::builder(&via_port(&user.url(), proxy.port))
+            .prefix(user.prefix.as_str())
+            .response_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .expect("the store connects");
+        let check = RedisStore::builder(&redis_url())
+            .prefix(user.prefix.as_str())
+            .connect()
+            .await
+            .unwrap();
+        let (auth, clock, _) = handle(&sim, Arc::new(store)).await;
+        let service = auth.layer().layer(transport::plain_http_client());
+        let stuck = Duration::from_secs(20);
+
+        proxy.freeze();
+        assert_ok(call(&service, &sim).await, "a valid token needs no store");
+        clock.advance(EXPIRED);
+        let started = Instant::now();
+        let (a, b) = tokio::time::timeout(stuck, async {
+            tokio::join!(call(&service, &sim), call(&service, &sim))
+        })
+        .await
+        .expect("requests hang on a Redis that does not answer: the user is stuck");
+        for outcome in [a, b] {
+            assert_store_error(&outcome.expect_err("Redis does not answer"), "frozen");
+        }
+        let waited = started.elapsed();
+        assert_eq!(sim.counters().refreshes, 0, "no refresh without the store");
+        proxy.thaw();
+        let first = recovers(&service, &sim, "answering again").await;
+        assert_eq!(sim.counters().successful_refreshes, 1);
+        assert_grant_alive(&check, &sim, "answering again").await;
+
+        clock.advance(EXPIRED);
+        let task = refresh_in_flight(&service, &sim).await;
+        proxy.freeze();
+        let error = tokio::time::timeout(stuck, task)
+            .await
+            .expect("the refresh hangs on a save that gets no answer")
+            .unwrap()
+            .expect_err("the save got no answer");
+        assert!(
+            matches!(
+                error,
+                Error::Store {
+                    operation: "save",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        proxy.thaw();
+        let second = recovers(&service, &sim, "answering again after the save").await;
+        let c = sim.counters();
+        assert_eq!(
+            c.refreshes, 2,
+            "the granted pair was kept, not re-requested: {c:?}"
+        );
+        let stored = assert_grant_alive(&check, &sim, "after the held save").await;
+        assert!(sim.is_access_token_valid(stored.access_token.expose()));
+        eprintln!("gave up after {waited:?}; then {first:?}, {second:?}");
+        user.remove().await;
+    }
+
     /// A private redis-server (append-only file, fsync always) on a free port.
     struct OwnRedis {
         child: Option<Child>,
