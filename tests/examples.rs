@@ -1,6 +1,6 @@
 //! The examples, run as tests against the simulator: each example file is compiled into this
-//! test as a module, and its own `run()` is called. `main` and what only it uses are dead code
-//! here.
+//! test as a module, and its own `run()` (or, for the web app, its router) is called. `main`
+//! and what only it uses are dead code here.
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_client.rs"]
@@ -8,6 +8,19 @@ mod hyper_client;
 #[allow(dead_code)]
 #[path = "../examples/multi_user.rs"]
 mod multi_user;
+#[allow(dead_code)]
+#[path = "../examples/web_login.rs"]
+mod web_login;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use tower_withings::sim::{DEFAULT_USER_ID, Simulator};
+use url::Url;
 
 #[tokio::test]
 async fn hyper_client_example_runs() {
@@ -17,4 +30,169 @@ async fn hyper_client_example_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_user_example_runs() {
     multi_user::run().await.unwrap();
+}
+
+/// The web app on a random loopback port, wired to `sim`; its base URL.
+async fn start_web_app(sim: &Simulator) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = web_login::App::on_simulator(sim, &base).unwrap();
+    tokio::spawn(async move { axum::serve(listener, web_login::router(app)).await });
+    base
+}
+
+/// Just enough of a browser: hyper-util's client, a cookie jar (name and value of what any
+/// server set: everything here is on 127.0.0.1, where a browser sends cookies whatever the
+/// port), and redirects followed or not.
+struct Browser {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    cookies: Mutex<BTreeMap<String, String>>,
+    follow_redirects: bool,
+}
+
+/// What the browser ended up on.
+struct Page {
+    status: StatusCode,
+    url: Url,
+    location: Option<String>,
+    body: String,
+}
+
+impl Browser {
+    fn new(follow_redirects: bool) -> Browser {
+        Browser {
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+            cookies: Mutex::default(),
+            follow_redirects,
+        }
+    }
+
+    async fn get(&self, url: &str) -> Page {
+        let mut url = Url::parse(url).unwrap();
+        for _ in 0..10 {
+            let mut request = Request::get(url.as_str());
+            let cookies: Vec<String> = (self.cookies.lock().unwrap().iter())
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            if !cookies.is_empty() {
+                request = request.header(header::COOKIE, cookies.join("; "));
+            }
+            let response = self.client.request(request.body(Empty::new()).unwrap());
+            let response = response.await.unwrap();
+            for set in response.headers().get_all(header::SET_COOKIE) {
+                let pair = set.to_str().unwrap().split(';').next().unwrap();
+                let (name, value) = pair.split_once('=').unwrap();
+                let mut jar = self.cookies.lock().unwrap();
+                jar.insert(name.trim().to_owned(), value.trim().to_owned());
+            }
+            let status = response.status();
+            let location = (response.headers().get(header::LOCATION))
+                .map(|location| location.to_str().unwrap().to_owned());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            match location {
+                Some(next) if self.follow_redirects && status.is_redirection() => {
+                    url = url.join(&next).unwrap();
+                }
+                _ => {
+                    return Page {
+                        status,
+                        url,
+                        location,
+                        body,
+                    };
+                }
+            }
+        }
+        panic!("more than 10 redirects");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_logs_a_browser_in_and_shows_its_data() {
+    let sim = Simulator::start().await.unwrap();
+    let base = start_web_app(&sim).await;
+    let browser = Browser::new(true);
+
+    let page = browser.get(&format!("{base}/me")).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "not logged in yet");
+
+    // /login → authorize2 (the simulator approves) → /callback → /me, every redirect followed.
+    let page = browser.get(&format!("{base}/login")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.url.path(), "/me");
+    let expected = format!("Withings user {DEFAULT_USER_ID}: latest weight ");
+    assert!(page.body.starts_with(&expected), "{}", page.body);
+    assert!(page.body.contains(" kg (3 weighings)"), "{}", page.body);
+
+    // The session stays logged in: the next pages need no new login.
+    let page = browser.get(&format!("{base}/")).await;
+    let expected = format!("Logged in as Withings user {DEFAULT_USER_ID}");
+    assert!(page.body.contains(&expected), "{}", page.body);
+    let page = browser.get(&format!("{base}/me")).await;
+    assert_eq!(page.status, StatusCode::OK);
+
+    let counters = sim.counters();
+    assert_eq!(counters.successful_code_exchanges, 1, "{counters:?}");
+    assert_eq!(counters.data_calls, 2, "{counters:?}");
+    assert_eq!(counters.bearer_where_none_belongs, 0, "{counters:?}");
+    assert_eq!(counters.access_token_in_params, 0, "{counters:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_refuses_a_callback_issued_to_another_session() {
+    let sim = Simulator::start().await.unwrap();
+    let base = start_web_app(&sim).await;
+
+    // An attacker starts a login and stops at the callback URL Withings sends them back to.
+    let attacker = Browser::new(false);
+    let to_withings = attacker
+        .get(&format!("{base}/login"))
+        .await
+        .location
+        .unwrap();
+    let to_callback = attacker.get(&to_withings).await.location.unwrap();
+    assert!(
+        to_callback.starts_with(&format!("{base}/callback?")),
+        "{to_callback}"
+    );
+
+    // A victim's browser is made to open that URL (login CSRF): with no login in progress...
+    let victim = Browser::new(false);
+    let page = victim.get(&to_callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    // ...and with a login of its own in progress: the state was issued to another session.
+    victim.get(&format!("{base}/login")).await;
+    let page = victim.get(&to_callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("state mismatch"), "{}", page.body);
+    let page = victim.get(&format!("{base}/me")).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    // Refused before the code was spent: Withings never saw it.
+    assert_eq!(sim.counters().code_exchanges, 0);
+
+    // The callback completes once, in the session it was issued to.
+    let page = attacker.get(&to_callback).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/me"));
+    let page = attacker.get(&to_callback).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "a second time");
+    assert_eq!(sim.counters().successful_code_exchanges, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_login_reports_a_declined_authorization() {
+    let sim = Simulator::start().await.unwrap();
+    let base = start_web_app(&sim).await;
+    let browser = Browser::new(false);
+    browser.get(&format!("{base}/login")).await;
+    // What Withings sends back when the user declines.
+    let page = (browser.get(&format!("{base}/callback?error=access_denied&state=x"))).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.body.contains("authorization refused: access_denied"),
+        "{}",
+        page.body
+    );
+    assert_eq!(sim.counters().code_exchanges, 0);
 }
