@@ -1,0 +1,233 @@
+//! Shared by the benches: a no-op inner service, a fake token endpoint, tokens, requests,
+//! and the criterion settings that keep runs short on a 2-core machine.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::{Ready, poll_fn, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use criterion::Criterion;
+use http::{Request, Response, Uri, header};
+use http_body::Body;
+use http_body_util::Full;
+use tower::Service;
+use tower_withings::{Secret, Token, UserId};
+
+/// Short runs: the machine has 2 cores shared with other builds.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .without_plots()
+}
+
+/// Where criterion writes its results (`estimates.json`), and where the benches put theirs.
+pub fn criterion_dir() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into());
+    std::path::PathBuf::from(target).join("criterion")
+}
+
+/// Writes `name` (JSON) under `<criterion dir>/<group>/`.
+pub fn write_result(group: &str, name: &str, json: &str) {
+    let dir = criterion_dir().join(group);
+    std::fs::create_dir_all(&dir).expect("criterion dir");
+    std::fs::write(dir.join(name), json).expect("write a result file");
+}
+
+pub const MEASURE_URL: &str = "https://wbsapi.withings.net/measure";
+pub const FORM: &[u8] = b"action=getmeas&meastype=1";
+
+/// `POST https://wbsapi.withings.net/measure` for `user` (as the README builds it).
+pub fn getmeas(user: UserId) -> Request<Full<Bytes>> {
+    let mut request = Request::post(Uri::from_static(MEASURE_URL))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(FORM)))
+        .expect("a valid request");
+    request.extensions_mut().insert(user);
+    request
+}
+
+/// A Withings getmeas answer of about 1 KiB, `status` first as Withings sends it.
+pub fn withings_json_1k() -> Bytes {
+    let mut groups = Vec::new();
+    let mut id = 7_000_000_000u64;
+    let mut text = String::new();
+    while text.len() < 1000 {
+        groups.push(format!(
+            r#"{{"grpid":{id},"attrib":0,"date":1700000000,"created":1700000001,"category":1,"deviceid":"8f2e","measures":[{{"value":72450,"type":1,"unit":-3,"algo":0,"fm":3}}]}}"#
+        ));
+        id += 1;
+        text = format!(
+            r#"{{"status":0,"body":{{"updatetime":1700000100,"timezone":"Europe/Paris","measuregrps":[{}],"more":0,"offset":0}}}}"#,
+            groups.join(",")
+        );
+    }
+    Bytes::from(text)
+}
+
+/// The inner service: answers every request at once with HTTP 200 and a fixed body.
+#[derive(Clone)]
+pub struct Noop {
+    pub body: Bytes,
+}
+
+impl Noop {
+    pub fn empty() -> Self {
+        Noop { body: Bytes::new() }
+    }
+
+    pub fn json() -> Self {
+        Noop {
+            body: withings_json_1k(),
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for Noop {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        drop(request);
+        ready(Ok(Response::new(Full::new(self.body.clone()))))
+    }
+}
+
+/// Reads a body to its end, as a caller does; returns how many bytes it had.
+pub async fn drain<B: Body<Data = Bytes> + Unpin>(mut body: B) -> usize
+where
+    B::Error: std::fmt::Debug,
+{
+    let mut read = 0;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            read += data.len();
+        }
+    }
+    read
+}
+
+/// A 40-hex-character token, like Withings'.
+pub fn hex_token(prefix: char, n: u64) -> String {
+    format!("{prefix}{n:039x}")
+}
+
+/// A pair for `user` expiring `ttl` after `now`.
+pub fn token(user: UserId, now: SystemTime, ttl: Duration) -> Token {
+    Token {
+        user_id: user,
+        access_token: Secret::new(hex_token('a', user.0)),
+        refresh_token: Secret::new(hex_token('r', user.0)),
+        expires_at: now + ttl,
+        scope: "user.metrics".into(),
+    }
+}
+
+/// An in-process Withings token endpoint: waits `latency`, then grants a new pair for `user`,
+/// counting its calls.
+#[derive(Clone)]
+pub struct FakeTokenEndpoint {
+    pub latency: Duration,
+    pub user: UserId,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl FakeTokenEndpoint {
+    pub fn new(latency: Duration, user: UserId) -> Self {
+        FakeTokenEndpoint {
+            latency,
+            user,
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The JSON answer of one refresh (after the latency).
+    pub async fn grant(&self) -> Bytes {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+        tokio::time::sleep(self.latency).await;
+        Bytes::from(format!(
+            r#"{{"status":0,"body":{{"userid":"{}","access_token":"{}","refresh_token":"{}","expires_in":10800,"scope":"user.metrics"}}}}"#,
+            self.user,
+            hex_token('b', n),
+            hex_token('s', n),
+        ))
+    }
+
+    /// As the HTTP client given to `WithingsAuthBuilder::build`.
+    pub fn client(
+        &self,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let endpoint = self.clone();
+        tower::service_fn(move |_request: Request<Full<Bytes>>| {
+            let endpoint = endpoint.clone();
+            async move { Ok(Response::new(Full::new(endpoint.grant().await))) }
+        })
+    }
+}
+
+/// Parses the access token out of a token answer (what a hand-written layer would do).
+pub fn access_token_of(json: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(json).expect("token JSON");
+    value["body"]["access_token"]
+        .as_str()
+        .expect("an access_token")
+        .to_owned()
+}
+
+/// `Bearer <token>`, marked sensitive, built the obvious way.
+pub fn bearer(access_token: &str) -> http::HeaderValue {
+    let mut value =
+        http::HeaderValue::try_from(format!("Bearer {access_token}")).expect("header-safe token");
+    value.set_sensitive(true);
+    value
+}
+
+/// `poll_ready` then `call`, for services that are always ready (every stack over [`Noop`]).
+/// The returned future owns everything, so a criterion routine can await it.
+pub fn call_now<S, R>(service: &mut S, request: R) -> S::Future
+where
+    S: Service<R>,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => service.call(request),
+        _ => panic!("the service over Noop is always ready"),
+    }
+}
+
+/// Awaits a response and reads its body to the end; returns the body's length.
+pub async fn finish<F, B, E>(response: F) -> usize
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+    E: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    drain(response.await.expect("a response").into_body()).await
+}

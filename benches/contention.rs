@@ -1,0 +1,344 @@
+//! N concurrent requests (N = 1, 100, 1 000, 10 000) for one user whose token has just expired,
+//! against an in-process token endpoint that answers after a fixed 20 ms. Reports the time until
+//! all N have their answers, and checks the number of token-endpoint calls.
+//!
+//! Beside `WithingsAuthLayer` (`withings`):
+//! * `serial`: a layer that takes an async mutex around the expiry check and the refresh for
+//!   every request, so requests pass one at a time (one refresh, but serialised);
+//! * `uncoordinated`: a layer in which every request that sees the token expired refreshes it;
+//! * `withings_valid`: the same N requests through `WithingsAuthLayer` with a valid token (the
+//!   reference for the goal: `withings` within 1.2 x (20 ms + `withings_valid`));
+//! * `bare`: the same N requests straight to the no-op service (what spawning and joining
+//!   N tasks costs on this machine).
+//!
+//! Token-endpoint call counts are printed and written to
+//! `<criterion dir>/contention/calls.json` for `BENCHMARKS.md` and the plot.
+//!
+//! `cargo bench --bench contention -- --warm-up-time 1`
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use common::*;
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use http::{HeaderValue, Request, Response, header};
+use http_body::Body;
+use http_body_util::Full;
+use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_withings::store::MemoryStore;
+use tower_withings::{Credentials, ManualClock, UserId, WithingsAuth};
+
+const USER: UserId = UserId(46_865_875);
+const LATENCY: Duration = Duration::from_millis(20);
+const NS: [usize; 4] = [1, 100, 1_000, 10_000];
+const TTL: Duration = Duration::from_secs(10_800);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+/// What the hand-written layers hold.
+struct Held {
+    header: HeaderValue,
+    expires_at: SystemTime,
+}
+
+impl Held {
+    fn expired() -> Self {
+        Held {
+            header: bearer(&hex_token('a', USER.0)),
+            expires_at: SystemTime::now() - Duration::from_secs(1),
+        }
+    }
+
+    fn usable(&self) -> Option<HeaderValue> {
+        (SystemTime::now() < self.expires_at).then(|| self.header.clone())
+    }
+
+    async fn refreshed(endpoint: &FakeTokenEndpoint) -> Self {
+        let json = endpoint.grant().await;
+        Held {
+            header: bearer(&access_token_of(&json)),
+            expires_at: SystemTime::now() + TTL,
+        }
+    }
+}
+
+/// Baseline (a): every request takes an async mutex; whoever finds the token expired refreshes
+/// while holding it. One refresh, but every request passes through the lock one at a time.
+#[derive(Clone)]
+struct SerialAuth<S> {
+    held: Arc<tokio::sync::Mutex<Held>>,
+    endpoint: FakeTokenEndpoint,
+    inner: S,
+}
+
+/// Baseline (b): no coordination; every request that sees expiry refreshes.
+#[derive(Clone)]
+struct UncoordinatedAuth<S> {
+    held: Arc<RwLock<Held>>,
+    endpoint: FakeTokenEndpoint,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for SerialAuth<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let held = Arc::clone(&self.held);
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            let header = {
+                let mut held = held.lock().await;
+                match held.usable() {
+                    Some(header) => header,
+                    None => {
+                        *held = Held::refreshed(&endpoint).await;
+                        held.header.clone()
+                    }
+                }
+            };
+            request.headers_mut().insert(header::AUTHORIZATION, header);
+            inner.call(request).await.map_err(Into::into)
+        })
+    }
+}
+
+impl<S, B> Service<Request<B>> for UncoordinatedAuth<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let held = Arc::clone(&self.held);
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            let usable = held.read().expect("not poisoned").usable();
+            let header = match usable {
+                Some(header) => header,
+                None => {
+                    let fresh = Held::refreshed(&endpoint).await;
+                    let header = fresh.header.clone();
+                    *held.write().expect("not poisoned") = fresh;
+                    header
+                }
+            };
+            request.headers_mut().insert(header::AUTHORIZATION, header);
+            inner.call(request).await.map_err(Into::into)
+        })
+    }
+}
+
+/// Sends `n` concurrent requests through `service` and waits for every answer, read to the end.
+async fn fire<S, B>(service: S, n: usize)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: std::fmt::Debug,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let service = service.clone();
+        tasks.spawn(async move { finish(service.oneshot(getmeas(USER))).await });
+    }
+    tasks.join_all().await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Strategy {
+    Withings,
+    WithingsValid,
+    Serial,
+    Uncoordinated,
+    Bare,
+}
+
+impl Strategy {
+    const ALL: [Strategy; 5] = [
+        Strategy::Withings,
+        Strategy::Serial,
+        Strategy::Uncoordinated,
+        Strategy::WithingsValid,
+        Strategy::Bare,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Withings => "withings",
+            Strategy::WithingsValid => "withings_valid",
+            Strategy::Serial => "serial",
+            Strategy::Uncoordinated => "uncoordinated",
+            Strategy::Bare => "bare",
+        }
+    }
+
+    /// One round: a fresh expired (or valid) token, then `n` requests timed until the last
+    /// answer. Returns the time and the number of token-endpoint calls.
+    async fn round(self, n: usize) -> (Duration, usize) {
+        let endpoint = FakeTokenEndpoint::new(LATENCY, USER);
+        let inner = Noop::empty();
+        let start;
+        match self {
+            Strategy::Withings | Strategy::WithingsValid => {
+                let clock = ManualClock::new();
+                let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+                    .clock(clock.clone())
+                    .store(MemoryStore::new())
+                    .build(endpoint.client());
+                let now = tower_withings::Clock::now(&clock);
+                auth.import(token(USER, now, TTL)).await.expect("import");
+                if self == Strategy::Withings {
+                    clock.advance(TTL + Duration::from_secs(1)); // just expired
+                }
+                let service = auth.layer().layer(inner);
+                start = Instant::now();
+                fire(service, n).await;
+            }
+            Strategy::Serial => {
+                let service = SerialAuth {
+                    held: Arc::new(tokio::sync::Mutex::new(Held::expired())),
+                    endpoint: endpoint.clone(),
+                    inner,
+                };
+                start = Instant::now();
+                fire(service, n).await;
+            }
+            Strategy::Bare => {
+                start = Instant::now();
+                fire(inner, n).await;
+            }
+            Strategy::Uncoordinated => {
+                let service = UncoordinatedAuth {
+                    held: Arc::new(RwLock::new(Held::expired())),
+                    endpoint: endpoint.clone(),
+                    inner,
+                };
+                start = Instant::now();
+                fire(service, n).await;
+            }
+        }
+        (start.elapsed(), endpoint.calls())
+    }
+}
+
+/// Token-endpoint calls seen per benchmark id: (fewest, most) over all rounds.
+static CALLS: Mutex<BTreeMap<String, (usize, usize)>> = Mutex::new(BTreeMap::new());
+
+fn record(id: &str, calls: usize) {
+    let mut all = CALLS.lock().expect("not poisoned");
+    let entry = all.entry(id.to_owned()).or_insert((calls, calls));
+    entry.0 = entry.0.min(calls);
+    entry.1 = entry.1.max(calls);
+}
+
+fn write_calls() {
+    let all = CALLS.lock().expect("not poisoned");
+    if all.is_empty() {
+        return;
+    }
+    let mut json = String::from("{\n");
+    for (i, (id, (min, max))) in all.iter().enumerate() {
+        let comma = if i + 1 < all.len() { "," } else { "" };
+        json.push_str(&format!(
+            "  \"{id}\": {{\"min\": {min}, \"max\": {max}}}{comma}\n"
+        ));
+        println!("token-endpoint calls {id}: min {min}, max {max}");
+    }
+    json.push_str("}\n");
+    let dir = criterion_dir().join("contention");
+    std::fs::create_dir_all(&dir).expect("criterion dir");
+    // Merge with an earlier run's counts (a filtered run only covers some ids).
+    let path = dir.join("calls.json");
+    let mut merged: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let fresh: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&json).expect("valid JSON");
+    merged.extend(fresh);
+    let text = serde_json::to_string_pretty(&merged).expect("JSON");
+    std::fs::write(&path, text + "\n").expect("write calls.json");
+}
+
+fn contention(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut group = c.benchmark_group("contention");
+    group
+        .sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(3));
+    for strategy in Strategy::ALL {
+        for n in NS {
+            let id = format!("{}/{n}", strategy.name());
+            group.bench_function(BenchmarkId::new(strategy.name(), n), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let id = id.clone();
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let (elapsed, calls) = strategy.round(n).await;
+                            total += elapsed;
+                            record(&id, calls);
+                            match strategy {
+                                Strategy::Withings | Strategy::Serial => {
+                                    assert_eq!(calls, 1, "{id}: one refresh")
+                                }
+                                Strategy::WithingsValid | Strategy::Bare => {
+                                    assert_eq!(calls, 0, "{id}")
+                                }
+                                Strategy::Uncoordinated => {}
+                            }
+                        }
+                        total
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+    write_calls();
+}
+
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = contention
+}
+criterion_main!(benches);

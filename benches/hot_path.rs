@@ -1,0 +1,164 @@
+//! Per-request cost of `WithingsAuthLayer` with a valid token over a no-op inner service,
+//! beside the bare service, tower-http's `AddAuthorizationLayer` (one header insert: the floor)
+//! and a straightforward `RwLock<Token>` layer. Two response shapes: an empty body, and a 1 KiB
+//! Withings JSON body that the caller reads to the end.
+//!
+//! `cargo bench --bench hot_path -- --warm-up-time 1`
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use common::*;
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use http::{Request, Response, header};
+use http_body::Body;
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tokio::runtime::Runtime;
+use tower::{BoxError, Layer, Service};
+use tower_http::auth::AddAuthorizationLayer;
+use tower_withings::store::MemoryStore;
+use tower_withings::{Credentials, Token, UserId, WithingsAuth};
+
+const USER: UserId = UserId(46_865_875);
+
+/// Baseline (c): the layer one writes first. A `RwLock<Token>`, read per request; the
+/// header is formatted from the token each time. No refresh, no host check, no body check.
+#[derive(Clone)]
+struct RwLockAuth<S> {
+    token: Arc<RwLock<Token>>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for RwLockAuth<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = RwLockFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let value = {
+            let token = self.token.read().expect("not poisoned");
+            if token.expires_at <= SystemTime::now() {
+                return RwLockFuture::Expired;
+            }
+            bearer(token.access_token.expose())
+        };
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        RwLockFuture::Call {
+            fut: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    #[project = RwLockProj]
+    enum RwLockFuture<F> {
+        Call { #[pin] fut: F },
+        Expired,
+    }
+}
+
+impl<F, T, E> Future for RwLockFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RwLockProj::Call { fut } => fut.poll(cx).map_err(Into::into),
+            RwLockProj::Expired => Poll::Ready(Err("token expired".into())),
+        }
+    }
+}
+
+fn bench_stack<S, B>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    name: &str,
+    mut service: S,
+    expected_len: usize,
+) where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    // The stack works and answers the whole body before it is timed.
+    let len = rt.block_on(finish(call_now(&mut service, getmeas(USER))));
+    assert_eq!(len, expected_len, "{name}");
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter_batched(
+            || getmeas(USER),
+            |request| finish(call_now(&mut service, request)),
+            BatchSize::NumIterations(256),
+        )
+    });
+}
+
+fn hot_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
+    let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
+    let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+        .store(MemoryStore::new())
+        .build(endpoint.client());
+    rt.block_on(auth.import(valid.clone())).expect("import");
+    let access = valid.access_token.expose().to_owned();
+
+    for (shape, inner) in [("empty", Noop::empty()), ("json_1k", Noop::json())] {
+        let len = inner.body.len();
+        let mut group = c.benchmark_group(format!("hot_path/{shape}"));
+        bench_stack(&mut group, &rt, "bare", inner.clone(), len);
+        bench_stack(
+            &mut group,
+            &rt,
+            "add_authorization",
+            AddAuthorizationLayer::bearer(&access)
+                .as_sensitive(true)
+                .layer(inner.clone()),
+            len,
+        );
+        bench_stack(
+            &mut group,
+            &rt,
+            "rwlock_token",
+            RwLockAuth {
+                token: Arc::new(RwLock::new(valid.clone())),
+                inner: inner.clone(),
+            },
+            len,
+        );
+        bench_stack(&mut group, &rt, "withings", auth.layer().layer(inner), len);
+        group.finish();
+    }
+    let metrics = auth.metrics();
+    assert_eq!(metrics.refreshes_started, 0, "the hot path never refreshes");
+    assert_eq!(endpoint.calls(), 0);
+}
+
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = hot_path
+}
+criterion_main!(benches);
