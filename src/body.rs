@@ -104,6 +104,10 @@ impl<B: Body<Data = Bytes> + Unpin> WithingsBody<B> {
                 return Poll::Ready(Some(status));
             }
             if self.ended || self.held.is_some() {
+                if seen.is_empty() {
+                    // Nothing to parse: skip building (and dropping) a JSON error.
+                    return Poll::Ready(None);
+                }
                 return Poll::Ready(Envelope::parse(seen).ok().map(|e| e.status));
             }
             if peek == Peek::Unknown {

@@ -119,7 +119,7 @@ where
                     authorize(&mut request, header);
                     let retry = Retry {
                         core: Arc::clone(core),
-                        slot: Arc::clone(&slot),
+                        slot,
                         generation: snapshot.generation,
                         replay: replay_copy(&request),
                         service: self.inner.clone(),
@@ -227,16 +227,26 @@ where
                 }
                 StateProj::Calling { fut } => {
                     let (parts, body) = ready!(fut.poll(cx)).map_err(Into::into)?.into_parts();
-                    let body = WithingsBody::new(body);
+                    let mut body = WithingsBody::new(body);
                     match first_look(parts.status) {
                         Look::Failed => Response::from_parts(parts, body),
-                        Look::ReadStatus => {
-                            this.state.set(State::Peeking {
-                                parts: Some(parts),
-                                body: Some(body),
-                            });
-                            continue;
-                        }
+                        Look::ReadStatus => match body.poll_status(cx) {
+                            // Usually the first chunk is already there: no state change.
+                            Poll::Ready(status) => {
+                                let response = Response::from_parts(parts, body);
+                                if !status.is_some_and(is_access_token_failure) {
+                                    return Poll::Ready(Ok(response));
+                                }
+                                response
+                            }
+                            Poll::Pending => {
+                                this.state.set(State::Peeking {
+                                    parts: Some(parts),
+                                    body: Some(body),
+                                });
+                                return Poll::Pending;
+                            }
+                        },
                         Look::Pass => return Poll::Ready(Ok(Response::from_parts(parts, body))),
                     }
                 }
