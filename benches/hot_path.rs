@@ -91,15 +91,22 @@ where
 fn bench_stack<S, B>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
+    shape: &str,
     name: &str,
     mut service: S,
     expected_len: usize,
 ) where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
     S::Error: std::fmt::Debug,
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Debug,
 {
+    callgrind_only(
+        rt,
+        &format!("{shape}/{name}"),
+        service.clone(),
+        expected_len,
+    );
     // The stack works and answers the whole body before it is timed.
     let len = rt.block_on(finish(call_now(&mut service, getmeas(USER))));
     assert_eq!(len, expected_len, "{name}");
@@ -110,6 +117,55 @@ fn bench_stack<S, B>(
             BatchSize::NumIterations(256),
         )
     });
+}
+
+/// Sends `requests` through `service` one after the other. `scripts/callgrind_hot_path.sh`
+/// counts the instructions executed inside this function (`--toggle-collect`), which on a
+/// shared machine is a steadier measure than wall time.
+#[inline(never)]
+fn callgrind_loop<S, B>(rt: &Runtime, service: &mut S, requests: Vec<Request<Full<Bytes>>>) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let mut total = 0;
+        for request in requests {
+            total += finish(call_now(service, request)).await;
+        }
+        total
+    })
+}
+
+/// `HOT_PATH_CALLGRIND=<shape>/<stack>/<n>`: run `n` requests through one stack in
+/// `callgrind_loop`, then exit (no criterion).
+fn callgrind_only<S, B>(rt: &Runtime, name: &str, mut service: S, expected_len: usize)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let Ok(wanted) = std::env::var("HOT_PATH_CALLGRIND") else {
+        return;
+    };
+    let Some((stack, n)) = wanted.rsplit_once('/') else {
+        panic!("HOT_PATH_CALLGRIND=<shape>/<stack>/<n>");
+    };
+    if stack != name {
+        return;
+    }
+    let n: usize = n.parse().expect("a request count");
+    // Warm the stack (first-use allocations) outside the counted loop.
+    let warm = (0..16).map(|_| getmeas(USER)).collect();
+    callgrind_loop(rt, &mut service, warm);
+    let requests = (0..n).map(|_| getmeas(USER)).collect();
+    let total = callgrind_loop(rt, &mut service, requests);
+    assert_eq!(total, n * expected_len, "{name}");
+    println!("CALLGRIND {name} {n}");
+    std::process::exit(0);
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -128,10 +184,11 @@ fn hot_path(c: &mut Criterion) {
     for (shape, inner) in [("empty", Noop::empty()), ("json_1k", Noop::json())] {
         let len = inner.body.len();
         let mut group = c.benchmark_group(format!("hot_path/{shape}"));
-        bench_stack(&mut group, &rt, "bare", inner.clone(), len);
+        bench_stack(&mut group, &rt, shape, "bare", inner.clone(), len);
         bench_stack(
             &mut group,
             &rt,
+            shape,
             "add_authorization",
             AddAuthorizationLayer::bearer(&access)
                 .as_sensitive(true)
@@ -141,6 +198,7 @@ fn hot_path(c: &mut Criterion) {
         bench_stack(
             &mut group,
             &rt,
+            shape,
             "rwlock_token",
             RwLockAuth {
                 token: Arc::new(RwLock::new(valid.clone())),
@@ -148,7 +206,14 @@ fn hot_path(c: &mut Criterion) {
             },
             len,
         );
-        bench_stack(&mut group, &rt, "withings", auth.layer().layer(inner), len);
+        bench_stack(
+            &mut group,
+            &rt,
+            shape,
+            "withings",
+            auth.layer().layer(inner),
+            len,
+        );
         group.finish();
     }
     let metrics = auth.metrics();
