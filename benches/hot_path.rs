@@ -3,6 +3,11 @@
 //! and a straightforward `RwLock<Token>` layer. Two response shapes: an empty body, and a 1 KiB
 //! Withings JSON body that the caller reads to the end.
 //!
+//! The machine these run on is shared, so after criterion's runs `withings` and
+//! `add_authorization` are also timed interleaved, round by round; the median ratio is printed
+//! and written to `<criterion dir>/hot_path/paired.json`. `scripts/callgrind_hot_path.sh`
+//! counts instructions per request, which load does not move at all.
+//!
 //! `cargo bench --bench hot_path -- --warm-up-time 1`
 
 mod common;
@@ -168,6 +173,10 @@ where
     std::process::exit(0);
 }
 
+/// Rounds of the interleaved comparison, and requests per stack per round.
+const PAIRED_ROUNDS: usize = 40;
+const PAIRED_REQUESTS: usize = 4096;
+
 fn hot_path(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,6 +189,7 @@ fn hot_path(c: &mut Criterion) {
         .build(endpoint.client());
     rt.block_on(auth.import(valid.clone())).expect("import");
     let access = valid.access_token.expose().to_owned();
+    let mut paired_rows = Vec::new();
 
     for (shape, inner) in [("empty", Noop::empty()), ("json_1k", Noop::json())] {
         let len = inner.body.len();
@@ -211,11 +221,29 @@ fn hot_path(c: &mut Criterion) {
             &rt,
             shape,
             "withings",
-            auth.layer().layer(inner),
+            auth.layer().layer(inner.clone()),
             len,
         );
         group.finish();
+
+        let mut floor = AddAuthorizationLayer::bearer(&access)
+            .as_sensitive(true)
+            .layer(inner.clone());
+        let mut withings = auth.layer().layer(inner);
+        let ratios = interleaved(&rt, &mut floor, &mut withings, PAIRED_ROUNDS, |_| {
+            (0..PAIRED_REQUESTS).map(|_| getmeas(USER)).collect()
+        });
+        paired_rows.push(ratio_row(
+            "hot_path withings/add_authorization time,",
+            shape,
+            &ratios,
+        ));
     }
+    write_result(
+        "hot_path",
+        "paired.json",
+        &format!("{{\n{}\n}}\n", paired_rows.join(",\n")),
+    );
     let metrics = auth.metrics();
     assert_eq!(metrics.refreshes_started, 0, "the hot path never refreshes");
     assert_eq!(endpoint.calls(), 0);

@@ -109,7 +109,7 @@ where
 }
 
 /// Rounds of the interleaved comparison, and requests per stack per round.
-const PAIRED_ROUNDS: usize = 30;
+const PAIRED_ROUNDS: usize = 60;
 const PAIRED_REQUESTS: usize = 256;
 
 /// Throughput of `withings` over `add_authorization`, measured interleaved (A, B, B, A, ...)
@@ -160,7 +160,81 @@ where
     ratios
 }
 
+/// Sends `n` requests one after the other; with a current-thread runtime the server, the
+/// client's connection task and the layer all run inside this function, which
+/// `scripts/callgrind_loopback.sh` counts instructions in (`--toggle-collect`).
+#[inline(never)]
+fn callgrind_loop<S, B>(
+    rt: &tokio::runtime::Runtime,
+    service: &S,
+    uri: &Uri,
+    n: usize,
+    expected: usize,
+) where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug + Send,
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        for _ in 0..n {
+            round(service, uri, 1, expected).await;
+        }
+    });
+}
+
+/// `LOOPBACK_CALLGRIND=<stack>/<n>`: everything on one thread, `n` sequential requests
+/// through one stack inside `callgrind_loop`, then exit (no criterion).
+fn callgrind_only(wanted: &str) -> ! {
+    let (stack, n) = wanted
+        .rsplit_once('/')
+        .expect("LOOPBACK_CALLGRIND=<stack>/<n>");
+    let n: usize = n.parse().expect("a request count");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let body = withings_json_1k();
+    let expected = body.len();
+    let addr = rt.block_on(serve(body));
+    let base = format!("http://{addr}");
+    let uri: Uri = format!("{base}/measure").parse().expect("a URI");
+    let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
+    let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+        .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
+        .store(MemoryStore::new())
+        .build(endpoint.client());
+    let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
+    rt.block_on(auth.import(valid.clone())).expect("import");
+    match stack {
+        "bare" => {
+            let service = client();
+            callgrind_loop(&rt, &service, &uri, 64, expected);
+            callgrind_loop(&rt, &service, &uri, n, expected);
+        }
+        "add_authorization" => {
+            let service = AddAuthorizationLayer::bearer(valid.access_token.expose())
+                .as_sensitive(true)
+                .layer(client());
+            callgrind_loop(&rt, &service, &uri, 64, expected);
+            callgrind_loop(&rt, &service, &uri, n, expected);
+        }
+        "withings" => {
+            let service = auth.layer().layer(client());
+            callgrind_loop(&rt, &service, &uri, 64, expected);
+            callgrind_loop(&rt, &service, &uri, n, expected);
+        }
+        other => panic!("unknown stack {other}"),
+    }
+    println!("CALLGRIND {stack} {n}");
+    std::process::exit(0);
+}
+
 fn loopback(c: &mut Criterion) {
+    if let Ok(wanted) = std::env::var("LOOPBACK_CALLGRIND") {
+        callgrind_only(&wanted);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -319,6 +319,8 @@ fn many_users(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("many_users");
     let inner = Noop::empty();
+    let mut one_user = None;
+    let mut rows = Vec::new();
     for users in USER_COUNTS {
         let auth = handle(MemoryStore::new());
         import_all(&rt, &auth, users);
@@ -349,9 +351,54 @@ fn many_users(c: &mut Criterion) {
             )
         });
         assert_eq!(auth.metrics().refreshes_started, 0);
+        match &mut one_user {
+            None => one_user = Some((auth, withings, baseline)),
+            Some((_, small_withings, small_baseline)) => {
+                // The same comparison interleaved: N users over 1 user, round by round.
+                // Requests for the one user, or spread over all `users`.
+                let mut spread = |many: bool| {
+                    (0..PAIRED_REQUESTS)
+                        .map(|_| getmeas(UserId(if many { 1 + rng.below(users) } else { 1 })))
+                        .collect()
+                };
+                let ratios = interleaved(
+                    &rt,
+                    small_withings,
+                    &mut withings,
+                    PAIRED_ROUNDS,
+                    &mut spread,
+                );
+                rows.push(ratio_row(
+                    "many_users time N users / 1 user,",
+                    &format!("withings/{users}"),
+                    &ratios,
+                ));
+                let ratios = interleaved(
+                    &rt,
+                    small_baseline,
+                    &mut baseline,
+                    PAIRED_ROUNDS,
+                    &mut spread,
+                );
+                rows.push(ratio_row(
+                    "many_users time N users / 1 user,",
+                    &format!("rwlock_hashmap/{users}"),
+                    &ratios,
+                ));
+            }
+        }
     }
     group.finish();
+    write_result(
+        "many_users",
+        "paired.json",
+        &format!("{{\n{}\n}}\n", rows.join(",\n")),
+    );
 }
+
+/// Rounds of the interleaved comparison, and requests per stack per round.
+const PAIRED_ROUNDS: usize = 30;
+const PAIRED_REQUESTS: usize = 4096;
 
 criterion_group! {
     name = benches;

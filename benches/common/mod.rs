@@ -231,3 +231,77 @@ where
 {
     drain(response.await.expect("a response").into_body()).await
 }
+
+/// Sends `requests` through `service` one after the other; returns the bytes read.
+pub fn run_all<S, B>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut S,
+    requests: Vec<Request<Full<Bytes>>>,
+) -> usize
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let mut total = 0;
+        for request in requests {
+            total += finish(call_now(service, request)).await;
+        }
+        total
+    })
+}
+
+/// Wall time of `b` over `a`, interleaved round by round (a, b, b, a, ...) so that the load of
+/// a shared machine hits both alike. `requests(for_b)` makes one round's requests for `a` or
+/// `b` (not timed). Returns the per-round ratios, sorted.
+pub fn interleaved<A, BA, W, BW>(
+    rt: &tokio::runtime::Runtime,
+    a: &mut A,
+    b: &mut W,
+    rounds: usize,
+    mut requests: impl FnMut(bool) -> Vec<Request<Full<Bytes>>>,
+) -> Vec<f64>
+where
+    A: Service<Request<Full<Bytes>>, Response = Response<BA>>,
+    A::Error: std::fmt::Debug,
+    BA: Body<Data = Bytes> + Unpin,
+    BA::Error: std::fmt::Debug,
+    W: Service<Request<Full<Bytes>>, Response = Response<BW>>,
+    W::Error: std::fmt::Debug,
+    BW: Body<Data = Bytes> + Unpin,
+    BW::Error: std::fmt::Debug,
+{
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let (mut time_a, mut time_b) = (Duration::ZERO, Duration::ZERO);
+        for a_first in [round % 2 == 0, round % 2 != 0] {
+            let batch = requests(!a_first);
+            let start = std::time::Instant::now();
+            if a_first {
+                run_all(rt, a, batch);
+                time_a += start.elapsed();
+            } else {
+                run_all(rt, b, batch);
+                time_b += start.elapsed();
+            }
+        }
+        ratios.push(time_b.as_secs_f64() / time_a.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    ratios
+}
+
+/// `"name": {"median_ratio": .., "q1": .., "q3": .., "rounds": ..}` for sorted ratios, and
+/// prints it.
+pub fn ratio_row(what: &str, name: &str, sorted: &[f64]) -> String {
+    let n = sorted.len();
+    let (median, q1, q3) = (sorted[n / 2], sorted[n / 4], sorted[3 * n / 4]);
+    println!(
+        "{what} {name}: {median:.3} (median of {n} interleaved rounds, quartiles {q1:.3}..{q3:.3})"
+    );
+    format!(
+        "  \"{name}\": {{\"median_ratio\": {median:.4}, \"q1\": {q1:.4}, \"q3\": {q3:.4}, \"rounds\": {n}}}"
+    )
+}
