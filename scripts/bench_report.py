@@ -93,10 +93,16 @@ def hot_path():
 
 def contention():
     calls = extra("contention", "calls.json")
+    # One refresh as this machine delivers it: a tokio sleep of 20 ms ends on the next timer
+    # tick, and the scheduler adds its share; measured as N = 1 expired minus N = 1 valid.
+    w1 = median_ns("contention", "withings", "1")
+    v1 = median_ns("contention", "withings_valid", "1")
+    measured = None if w1 is None or v1 is None else w1 - v1
     print("### contention (N concurrent requests, token just expired, token endpoint 20 ms)\n")
     print(
         "| N | withings | calls | serial | calls | uncoordinated | calls | "
-        "withings, valid token | bare | goal: ≤ 1.2 x (20 ms + valid) | withings / (20 ms + valid) | verdict |"
+        "withings, valid token | bare | withings / (20 ms + valid) | "
+        "withings / (measured refresh + valid) | verdict (≤ 1.2x, one call) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
@@ -112,15 +118,24 @@ def contention():
         u = median_ns("contention", "uncoordinated", str(n))
         v = median_ns("contention", "withings_valid", str(n))
         b = median_ns("contention", "bare", str(n))
-        bound = None if v is None else LATENCY_MS * 1e6 + v
-        ok = None
-        if w is not None and bound is not None:
-            ok = w <= 1.2 * bound and calls.get(f"withings/{n}", {}).get("max") == 1
+        nominal = None if v is None else LATENCY_MS * 1e6 + v
+        real = None if v is None or measured is None else measured + v
+        one_call = calls.get(f"withings/{n}", {}).get("max") == 1
+        if w is None or nominal is None:
+            text = "-"
+        elif w <= 1.2 * nominal and one_call:
+            text = "met"
+        elif real is not None and w <= 1.2 * real and one_call:
+            text = "**missed** at nominal 20 ms, met at measured"
+        else:
+            text = "**missed**"
         print(
             f"| {n:,} | {fmt_time(w)} | {c('withings', n)} | {fmt_time(s)} | {c('serial', n)} | "
             f"{fmt_time(u)} | {c('uncoordinated', n)} | {fmt_time(v)} | {fmt_time(b)} | "
-            f"{fmt_time(None if bound is None else 1.2 * bound)} | {ratio(w, bound)} | {verdict(ok)} |"
+            f"{ratio(w, nominal)} | {ratio(w, real)} | {text} |"
         )
+    if measured is not None:
+        print(f"\nMeasured refresh latency (N = 1, expired minus valid): {fmt_time(measured)}.")
     print()
 
 
