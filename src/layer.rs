@@ -231,8 +231,10 @@ where
                     match first_look(parts.status) {
                         Look::Failed => Response::from_parts(parts, body),
                         Look::ReadStatus => match body.poll_status(cx) {
-                            // Usually the first chunk is already there: no state change.
+                            // Usually the first chunk is already there: no move to Peeking.
                             Poll::Ready(status) => {
+                                // As after Peeking: polled again, the future reports an error.
+                                this.state.set(State::Failed { error: None });
                                 let response = Response::from_parts(parts, body);
                                 if !status.is_some_and(is_access_token_failure) {
                                     return Poll::Ready(Ok(response));
