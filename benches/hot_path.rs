@@ -5,7 +5,7 @@
 //!
 //! The machine these run on is shared, so after criterion's runs `withings` and
 //! `add_authorization` are also timed interleaved, round by round; the median ratio is printed
-//! and written to `<criterion dir>/hot_path/paired.json`. `scripts/callgrind_hot_path.sh`
+//! and written to `<criterion dir>/hot_path/paired.json`. `benches/scripts/callgrind_hot_path.sh`
 //! counts instructions per request, which load does not move at all.
 //!
 //! `cargo bench --bench hot_path -- --warm-up-time 1`
@@ -124,7 +124,7 @@ fn bench_stack<S, B>(
     });
 }
 
-/// Sends `requests` through `service` one after the other. `scripts/callgrind_hot_path.sh`
+/// Sends `requests` through `service` one after the other. `benches/scripts/callgrind_hot_path.sh`
 /// counts the instructions executed inside this function (`--toggle-collect`), which on a
 /// shared machine is a steadier measure than wall time.
 #[inline(never)]

@@ -3,7 +3,7 @@
 benches write next to it (contention/calls.json, many_users/memory.json, loopback/paired.json,
 hot_path/callgrind.json).
 
-    python3 scripts/bench_report.py [CRITERION_DIR]
+    python3 benches/scripts/bench_report.py [CRITERION_DIR]
 
 CRITERION_DIR defaults to $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else
 target/criterion. Missing results are shown as "-".

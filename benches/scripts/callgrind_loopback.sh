@@ -3,11 +3,11 @@
 # hyper server, all on one thread), counted by callgrind. User space only: the kernel's socket
 # work is not counted, so the ratio between stacks is an upper bound on the real one.
 #
-#   scripts/callgrind_loopback.sh [N]        (default N = 2000; needs valgrind)
+#   benches/scripts/callgrind_loopback.sh [N]        (default N = 2000; needs valgrind)
 #
 # Prints a Markdown table and writes <criterion dir>/loopback/callgrind.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 n="${1:-2000}"
 target="${CARGO_TARGET_DIR:-target}"
 out="${CRITERION_HOME:-$target/criterion}/loopback"

@@ -3,11 +3,11 @@
 # shared machine is not. Each stack runs N requests inside `callgrind_loop` (benches/hot_path.rs)
 # with collection switched on only there; the count divided by N is the per-request cost.
 #
-#   scripts/callgrind_hot_path.sh [N]        (default N = 20000; needs valgrind)
+#   benches/scripts/callgrind_hot_path.sh [N]        (default N = 20000; needs valgrind)
 #
 # Prints a Markdown table and writes <criterion dir>/hot_path/callgrind.json.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 n="${1:-20000}"
 target="${CARGO_TARGET_DIR:-target}"
 out="${CRITERION_HOME:-$target/criterion}/hot_path"

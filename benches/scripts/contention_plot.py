@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Draws docs/bench-contention.svg: completion time of N concurrent requests on a just-expired
+"""Draws benches/contention.svg: completion time of N concurrent requests on a just-expired
 token, per strategy, from criterion's output of `cargo bench --bench contention`.
 
-    python3 scripts/contention_plot.py [CRITERION_DIR] [OUT.svg]
+    python3 benches/scripts/contention_plot.py [CRITERION_DIR] [OUT.svg]
 
 CRITERION_DIR defaults to $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else
 target/criterion. It reads contention/<strategy>/<N>/new/estimates.json (the median) and
@@ -44,7 +44,7 @@ def median_ms(root, strategy, n):
 
 def main():
     root = criterion_dir()
-    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("docs/bench-contention.svg")
+    out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("benches/contention.svg")
     calls = {}
     calls_path = root / "contention" / "calls.json"
     if calls_path.exists():
