@@ -1,0 +1,157 @@
+//! `stores`: what one rotation costs in each durable store (compare-and-save of a new pair, then
+//! load it back) and one cross-process lease round trip (try_lock, then unlock), so a deployment
+//! can be sized. Needs the PostgreSQL and Redis servers of this machine kind
+//! (`TOWER_WITHINGS_POSTGRES_URL`, `TOWER_WITHINGS_REDIS_URL` to point elsewhere).
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower_withings::store::{LockAttempt, TokenStore};
+use tower_withings::{PostgresStore, RedisStore, Secret, SqliteStore, Token, UserId};
+
+fn url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+fn stores(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = std::process::id();
+    let dir = std::env::temp_dir().join(format!("tower-withings-bench-{run}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = format!("withings_bench_{run}");
+    let backends: Vec<(&str, Arc<dyn TokenStore>)> = runtime.block_on(async {
+        let postgres = url(
+            "TOWER_WITHINGS_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        );
+        let redis = url("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
+        vec![
+            (
+                "sqlite",
+                Arc::new(SqliteStore::open(dir.join("bench.db")).await.unwrap())
+                    as Arc<dyn TokenStore>,
+            ),
+            (
+                "postgres",
+                Arc::new(
+                    PostgresStore::builder(&postgres)
+                        .table(table.clone())
+                        .build()
+                        .await
+                        .unwrap(),
+                ),
+            ),
+            (
+                "redis",
+                Arc::new(
+                    RedisStore::builder(&redis)
+                        .prefix(format!("withings-bench-{run}:"))
+                        .connect()
+                        .await
+                        .unwrap(),
+                ),
+            ),
+        ]
+    });
+
+    let mut group = c.benchmark_group("stores");
+    for (name, store) in &backends {
+        let user = UserId(u64::from(run) * 10 + 1);
+        let first = common::token(user, SystemTime::now(), Duration::from_secs(10_800));
+        runtime
+            .block_on(store.put(&first, SystemTime::now()))
+            .unwrap();
+        let current = Arc::new(Mutex::new(first));
+        let rotation = Arc::new(AtomicU64::new(0));
+        group.bench_function(format!("{name}/save_then_load"), |b| {
+            b.to_async(&runtime).iter(|| {
+                let (store, current, rotation) = (store.clone(), current.clone(), rotation.clone());
+                async move {
+                    let spent = current.lock().unwrap().refresh_token.clone();
+                    let n = rotation.fetch_add(1, Ordering::Relaxed);
+                    let next = Token {
+                        refresh_token: Secret::new(common::hex_token('r', n)),
+                        access_token: Secret::new(common::hex_token('a', n)),
+                        ..current.lock().unwrap().clone()
+                    };
+                    assert!(
+                        store
+                            .compare_and_save(&spent, &next, SystemTime::now())
+                            .await
+                            .unwrap()
+                    );
+                    let loaded = store.load(user).await.unwrap().unwrap();
+                    assert_eq!(loaded.token.refresh_token, next.refresh_token);
+                    *current.lock().unwrap() = next;
+                }
+            })
+        });
+        group.bench_function(format!("{name}/lease_round_trip"), |b| {
+            b.to_async(&runtime).iter(|| {
+                let store = store.clone();
+                async move {
+                    match store.try_lock(user, Duration::from_secs(30)).await.unwrap() {
+                        LockAttempt::Acquired(lease) => store.unlock(user, lease).await.unwrap(),
+                        LockAttempt::Held => panic!("nobody else holds this lease"),
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+
+    // Leave nothing behind on the shared servers.
+    runtime.block_on(async {
+        for (name, store) in &backends {
+            if *name == "postgres" {
+                let pg = url(
+                    "TOWER_WITHINGS_POSTGRES_URL",
+                    "postgres://postgres@127.0.0.1:5432/test",
+                );
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&pg, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases"))
+                        .await;
+                }
+            }
+            if *name == "redis" {
+                let redis_url = url("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
+                if let Ok(client) = redis::Client::open(redis_url)
+                    && let Ok(mut connection) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("withings-bench-{run}:*"))
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL")
+                            .arg(keys)
+                            .query_async(&mut connection)
+                            .await;
+                    }
+                }
+            }
+            let _ = store;
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = stores
+}
+criterion_main!(benches);
