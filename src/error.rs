@@ -179,6 +179,9 @@ pub enum Error {
     /// The token was rotated elsewhere while this process saved (compare-and-save conflict).
     #[error("token for Withings user {0} changed in the store meanwhile: reload and retry")]
     Conflict(UserId),
+    /// A response future was polled again after it completed (a bug in the caller).
+    #[error("a tower-withings response future was polled after it completed")]
+    PolledAfterCompletion,
     /// The refresh task ended without an outcome (it panicked); the next request tries again.
     #[error("the token refresh for Withings user {0} was interrupted: retry")]
     RefreshInterrupted(UserId),

@@ -222,7 +222,7 @@ where
                     return Poll::Ready(Ok(response.map(WithingsBody::new)));
                 }
                 StateProj::Failed { error } => {
-                    let error = error.take().unwrap_or(Error::RefreshInterrupted(UserId(0)));
+                    let error = error.take().unwrap_or(Error::PolledAfterCompletion);
                     return Poll::Ready(Err(error.into()));
                 }
                 StateProj::Calling { fut } => {
@@ -235,11 +235,10 @@ where
                             Poll::Ready(status) => {
                                 // As after Peeking: polled again, the future reports an error.
                                 this.state.set(State::Failed { error: None });
-                                let response = Response::from_parts(parts, body);
-                                if !status.is_some_and(is_access_token_failure) {
-                                    return Poll::Ready(Ok(response));
+                                match settle(Response::from_parts(parts, body), status) {
+                                    Ok(response) => return Poll::Ready(Ok(response)),
+                                    Err(refused) => refused,
                                 }
-                                response
                             }
                             Poll::Pending => {
                                 this.state.set(State::Peeking {
@@ -258,13 +257,12 @@ where
                         None => None,
                     };
                     let (Some(parts), Some(body)) = (parts.take(), body.take()) else {
-                        return Poll::Ready(Err(Error::RefreshInterrupted(UserId(0)).into()));
+                        return Poll::Ready(Err(Error::PolledAfterCompletion.into()));
                     };
-                    let response = Response::from_parts(parts, body);
-                    if !status.is_some_and(is_access_token_failure) {
-                        return Poll::Ready(Ok(response));
+                    match settle(Response::from_parts(parts, body), status) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(refused) => refused,
                     }
-                    response
                 }
                 StateProj::Slow { fut } => return fut.as_mut().poll(cx),
             };
@@ -276,6 +274,15 @@ where
                 None => return Poll::Ready(Ok(failed)),
             }
         }
+    }
+}
+
+/// A response whose body status is known: `Ok` goes to the caller, `Err` was refused.
+fn settle<B>(response: Response<B>, status: Option<i64>) -> Result<Response<B>, Response<B>> {
+    if status.is_some_and(is_access_token_failure) {
+        Err(response)
+    } else {
+        Ok(response)
     }
 }
 
