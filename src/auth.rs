@@ -14,9 +14,9 @@ use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::{BoxError, Error};
 use crate::layer::WithingsAuthLayer;
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
-use crate::refresh::{Reason, RefreshPolicy, Refresher, Slot};
+use crate::refresh::{Reason, RefreshPolicy, Refresher, Slot, bearer_header};
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
 
@@ -24,17 +24,12 @@ use crate::token::{Scope, Token, UserId};
 #[derive(Debug)]
 pub(crate) struct Core {
     pub refresher: Arc<Refresher>,
-    slots: papaya::HashMap<UserId, Arc<Slot>>,
 }
 
 impl Core {
     /// The user's slot, created on first use. Lock-free for users already seen.
     pub(crate) fn slot(&self, user: UserId) -> Arc<Slot> {
-        let slots = self.slots.pin();
-        if let Some(slot) = slots.get(&user) {
-            return Arc::clone(slot);
-        }
-        Arc::clone(slots.get_or_insert_with(user, || Arc::new(Slot::new(user))))
+        self.refresher.slot(user, self.clock().now())
     }
 
     pub(crate) fn endpoints(&self) -> &Endpoints {
@@ -154,6 +149,14 @@ impl WithingsAuthBuilder {
         self
     }
 
+    /// Forget a user's in-memory state after this long without a request (default 15 min);
+    /// the next request reloads it from the store. Bounds memory by the users in use, however
+    /// many different [`UserId`]s requests carry.
+    pub fn evict_idle_after(mut self, idle: Duration) -> Self {
+        self.policy.idle_eviction = idle;
+        self
+    }
+
     /// Builds the handle; token requests go through `http_client`.
     pub fn build<S, B>(mut self, http_client: S) -> WithingsAuth
     where
@@ -171,13 +174,7 @@ impl WithingsAuthBuilder {
         let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
         WithingsAuth {
             core: Arc::new(Core {
-                refresher: Arc::new(Refresher {
-                    oauth,
-                    store: self.store,
-                    policy: self.policy,
-                    metrics: Metrics::default(),
-                }),
-                slots: papaya::HashMap::new(),
+                refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
             }),
         }
     }
@@ -196,6 +193,7 @@ impl WithingsAuth {
                 backoff_cap: Duration::from_secs(300),
                 lease: Duration::from_secs(60),
                 lease_poll: Duration::from_millis(100),
+                idle_eviction: Duration::from_secs(15 * 60),
             },
             token_timeout: Duration::from_secs(30),
         }
@@ -245,10 +243,12 @@ impl WithingsAuth {
     /// user's new authorization, replacing any earlier one.
     pub async fn import(&self, token: Token) -> Result<UserId, Error> {
         let user = token.user_id;
+        // A pair no request could carry is refused before it replaces a working one.
+        bearer_header(&token.access_token)?;
         let now = self.core.clock().now();
         self.store().put(&token, now).await?;
         let refresher = &self.core.refresher;
-        refresher.reset(&self.core.slot(user), token);
+        refresher.reset(&self.core.slot(user), token, now);
         Ok(user)
     }
 
@@ -261,6 +261,12 @@ impl WithingsAuth {
             .renew(&slot, Some(stale), Reason::Forced)
             .await
             .map(drop)
+    }
+
+    /// How many users have in-memory state now (each idle one is evicted after
+    /// [`evict_idle_after`](WithingsAuthBuilder::evict_idle_after)).
+    pub fn users_in_memory(&self) -> usize {
+        self.core.refresher.users_in_memory()
     }
 
     /// The counters so far.

@@ -113,7 +113,10 @@ impl Endpoints {
         if uri.scheme() != Some(&self.api.scheme) || uri.authority() != Some(&self.api.authority) {
             return None;
         }
-        uri.path().strip_prefix(self.api.path.as_str())
+        // On a segment boundary: a `/withings` base matches `/withings/…`, never `/withingsX`.
+        uri.path()
+            .strip_prefix(self.api.path.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 }
 
@@ -211,6 +214,17 @@ mod tests {
             Endpoints::custom("https://proxy.example/withings/", "https://a.example").unwrap();
         let uri: Uri = "https://proxy.example/withings/v2/sleep".parse().unwrap();
         assert_eq!(prefixed.api_path(&uri), Some("/v2/sleep"));
+        for outside in [
+            "https://proxy.example/withingsX/measure",
+            "https://proxy.example/withings-evil/measure",
+            "https://proxy.example/withings.json",
+        ] {
+            assert_eq!(
+                prefixed.api_path(&outside.parse().unwrap()),
+                None,
+                "{outside}"
+            );
+        }
         assert_eq!(
             prefixed.api_path(&"https://proxy.example/other".parse().unwrap()),
             None

@@ -154,6 +154,17 @@ pub enum Error {
     /// No token is stored for this user.
     #[error("no token stored for Withings user {0}: run the authorization flow first")]
     UnknownUser(UserId),
+    /// Withings answered a refresh of this user's token with another user's id. The pair it sent
+    /// is kept in the store but never used for this user, whose record is marked.
+    #[error(
+        "Withings answered the refresh of user {asked}'s token for user {answered}: the pair was kept but not used; user {asked} must authorize again"
+    )]
+    UserMismatch {
+        /// The user whose refresh token was spent.
+        asked: UserId,
+        /// The user id in Withings' answer.
+        answered: UserId,
+    },
     /// This user's refresh token is dead; only a new code exchange helps.
     #[error("Withings user {0} must authorize again (refresh token no longer valid)")]
     NeedsReauthorization(UserId),

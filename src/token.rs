@@ -117,6 +117,12 @@ impl Token {
     }
 }
 
+/// True when `access_token` can go into `Authorization: Bearer …` as it is: printable ASCII,
+/// no spaces or line breaks (RFC 6750's token characters are a subset).
+pub(crate) fn is_bearer_safe(access_token: &str) -> bool {
+    !access_token.is_empty() && access_token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token")

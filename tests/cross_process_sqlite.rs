@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use cross_process_common::{
     Backend, ChildProcess, child_role, dead_lease_holder_is_outlived,
     refresh_once_across_instances, refresh_once_across_processes,
+    short_lived_tokens_refresh_once_across_processes,
 };
 use store_support::{TempDir, random_user};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
@@ -34,6 +35,13 @@ async fn sqlite_instances_refresh_once() {
 async fn sqlite_os_processes_refresh_once() {
     let dir = TempDir::new("xp-sqlite");
     refresh_once_across_processes(&Backend::sqlite(&dir), CHILD, 3, 8).await;
+}
+
+/// Eight processes, tokens living 3 s: one refresh, the others adopt the stored pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_os_processes_refresh_short_lived_tokens_once() {
+    let dir = TempDir::new("xp-sqlite");
+    short_lived_tokens_refresh_once_across_processes(&Backend::sqlite(&dir), CHILD, 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

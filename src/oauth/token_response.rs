@@ -29,6 +29,12 @@ pub(crate) fn parse_token(bytes: &[u8], received_at: SystemTime) -> Result<Token
     .ok_or_else(|| malformed("token response without a numeric userid"))?;
     let access_token = non_empty_string(&body, "access_token")
         .ok_or_else(|| malformed("status 0 but no access_token"))?;
+    // It goes into `Authorization: Bearer …`: printable ASCII only, no spaces or line breaks.
+    if !crate::token::is_bearer_safe(&access_token) {
+        return Err(malformed(
+            "access_token has characters an Authorization header cannot carry",
+        ));
+    }
     let refresh_token = non_empty_string(&body, "refresh_token")
         .ok_or_else(|| malformed("status 0 but no refresh_token"))?;
     let expires_in = match body.get("expires_in") {
@@ -105,6 +111,9 @@ mod tests {
             br#"{"status":0,"body":{"userid":"x1","access_token":"a","refresh_token":"r","expires_in":1}}"#,
             br#"{"status":0,"body":{"userid":"1","access_token":"a","refresh_token":"r"}}"#,
             br#"{"status":0,"body":{"userid":"1","access_token":7,"refresh_token":"r","expires_in":1}}"#,
+            // No Authorization header can carry these: never a token, never stored.
+            br#"{"status":0,"body":{"userid":"1","access_token":"a\r\nx: y","refresh_token":"r","expires_in":1}}"#,
+            br#"{"status":0,"body":{"userid":"1","access_token":"two words","refresh_token":"r","expires_in":1}}"#,
             br#"{"status":0,"body":[]}"#,
             br#"{"status":0}"#,
         ];

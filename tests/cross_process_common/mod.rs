@@ -45,6 +45,9 @@ const ENV_USER: &str = "TOWER_WITHINGS_CHILD_USER";
 const ENV_REQUESTS: &str = "TOWER_WITHINGS_CHILD_REQUESTS";
 const ENV_START_AT: &str = "TOWER_WITHINGS_CHILD_START_AT_MS";
 const ENV_LEASE_MS: &str = "TOWER_WITHINGS_CHILD_LEASE_MS";
+/// Set: the child runs on the system clock (the stored token is really expired) instead of a
+/// manual clock four hours ahead.
+const ENV_SYSTEM_CLOCK: &str = "TOWER_WITHINGS_CHILD_SYSTEM_CLOCK";
 
 impl Backend {
     /// A fresh SQLite file in `dir`.
@@ -181,19 +184,26 @@ pub fn instance(
     lease: Option<Duration>,
 ) -> (WithingsAuth, ManualClock) {
     let clock = ManualClock::new();
+    (instance_on(api_base, store, lease, clock.clone()), clock)
+}
+
+/// One independent `WithingsAuth` on `clock`.
+pub fn instance_on(
+    api_base: &str,
+    store: Arc<dyn TokenStore>,
+    lease: Option<Duration>,
+    clock: impl Clock,
+) -> WithingsAuth {
     let mut builder = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(Endpoints::loopback(api_base, api_base).expect("loopback endpoints"))
         .shared_store(store)
-        .clock(clock.clone())
+        .clock(clock)
         .lease_poll(Duration::from_millis(25));
     if let Some(lease) = lease {
         // The lease lasts twice the token timeout.
         builder = builder.token_timeout(lease / 2);
     }
-    (
-        builder.build(tower_withings::transport::plain_http_client()),
-        clock,
-    )
+    builder.build(tower_withings::transport::plain_http_client())
 }
 
 /// The simulator's grant as the pair the app would have stored, expiring 3 h after `now`.
@@ -339,8 +349,13 @@ pub async fn child_role() -> bool {
                 .expect("start")
                 .parse()
                 .expect("ms");
-            let (auth, clock) = instance(&api, store, None);
-            clock.advance(Duration::from_secs(4 * 3600));
+            let auth = if std::env::var_os(ENV_SYSTEM_CLOCK).is_some() {
+                instance_on(&api, store, None, tower_withings::SystemClock)
+            } else {
+                let (auth, clock) = instance(&api, store, None);
+                clock.advance(Duration::from_secs(4 * 3600));
+                auth
+            };
             // Start together with the other children.
             let start = SystemTime::UNIX_EPOCH + Duration::from_millis(start_at);
             if let Ok(wait) = start.duration_since(SystemTime::now()) {
@@ -496,37 +511,75 @@ pub async fn refresh_once_across_processes(
     per_process: usize,
 ) {
     let sim = simulator().await;
-    let api = sim.api_base();
     let user = random_user();
     let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let now = SystemTime::now();
+    let token = imported(user, &grant, now);
+    run_children(
+        &sim,
+        backend,
+        child_test,
+        processes,
+        per_process,
+        token,
+        now,
+        &[],
+    )
+    .await;
+}
+
+/// As [`refresh_once_across_processes`], on the system clock, with access tokens living 3 s
+/// (shorter than the refresh skew): the pair one process stores is adopted by the others,
+/// never refreshed again.
+pub async fn short_lived_tokens_refresh_once_across_processes(
+    backend: &Backend,
+    child_test: &str,
+    processes: usize,
+) {
+    let sim = simulator().await;
+    sim.set_access_token_ttl(Duration::from_secs(3));
+    let user = random_user();
+    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let granted = SystemTime::now() - Duration::from_secs(10);
+    let token = imported(user, &grant, granted); // expired 7 s ago
+    let extra = [(ENV_SYSTEM_CLOCK, "1".to_owned())];
+    run_children(
+        &sim, backend, child_test, processes, 4, token, granted, &extra,
+    )
+    .await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_children(
+    sim: &Simulator,
+    backend: &Backend,
+    child_test: &str,
+    processes: usize,
+    per_process: usize,
+    token: Token,
+    granted: SystemTime,
+    extra: &[(&str, String)],
+) {
+    let api = sim.api_base();
+    let user = token.user_id.0;
     let store = backend.open().await.expect("open the store");
-    store
-        .put(
-            &imported(user, &grant, SystemTime::now()),
-            SystemTime::now(),
-        )
-        .await
-        .expect("import");
+    store.put(&token, granted).await.expect("import");
 
     // Children take a moment to start; they all begin at the same wall-clock instant.
     let start_at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        + 1_500;
+        + 2_500;
     let children: Vec<ChildProcess> = (0..processes)
         .map(|_| {
-            ChildProcess::spawn(
-                child_test,
-                "requests",
-                backend,
-                user,
-                &[
-                    (ENV_API, api.clone()),
-                    (ENV_REQUESTS, per_process.to_string()),
-                    (ENV_START_AT, start_at.to_string()),
-                ],
-            )
+            let mut env = vec![
+                (ENV_API, api.clone()),
+                (ENV_REQUESTS, per_process.to_string()),
+                (ENV_START_AT, start_at.to_string()),
+            ];
+            env.extend(extra.iter().cloned());
+            ChildProcess::spawn(child_test, "requests", backend, user, &env)
         })
         .collect();
     let mut started = 0;
@@ -543,10 +596,10 @@ pub async fn refresh_once_across_processes(
             .and_then(|n| n.parse::<u64>().ok())
             .expect("started count");
     }
-    assert_one_refresh(&sim, "OS processes");
+    assert_one_refresh(sim, "OS processes");
     assert_eq!(started, 1, "refreshes started across processes");
     let stored = store.load(UserId(user)).await.unwrap().expect("record");
-    assert!(stored.token.refresh_token.expose() != grant.refresh_token);
+    assert!(stored.token.refresh_token != token.refresh_token);
 }
 
 /// A process takes the user's refresh lease and is killed (SIGKILL) before releasing it. The

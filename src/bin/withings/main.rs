@@ -157,6 +157,7 @@ impl From<Error> for Failure {
             Error::InvalidCode
             | Error::RefreshTokenInvalid
             | Error::NeedsReauthorization(_)
+            | Error::UserMismatch { .. }
             | Error::UnknownUser(_)
             | Error::StateMismatch
             | Error::AuthorizationDenied(_)
