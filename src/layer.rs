@@ -227,7 +227,7 @@ where
                 }
                 StateProj::Calling { fut } => {
                     let (parts, body) = ready!(fut.poll(cx)).map_err(Into::into)?.into_parts();
-                    let mut body = WithingsBody::new(body);
+                    let mut body = WithingsBody::for_response(&parts.headers, body);
                     match first_look(parts.status) {
                         Look::Failed => Response::from_parts(parts, body),
                         Look::ReadStatus => match body.poll_status(cx) {
@@ -310,7 +310,7 @@ where
     ResB: Body<Data = Bytes> + Unpin,
 {
     let (parts, body) = response.into_parts();
-    let mut body = WithingsBody::new(body);
+    let mut body = WithingsBody::for_response(&parts.headers, body);
     let failure = match first_look(parts.status) {
         Look::Failed => Some(401),
         Look::ReadStatus => poll_fn(|cx| body.poll_status(cx))

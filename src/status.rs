@@ -163,58 +163,105 @@ pub enum Peek {
 /// Reads the status from the start of a Withings body (`{"status":401,…`), allowing whitespace,
 /// without needing the rest of the body.
 pub fn peek_status(prefix: &[u8]) -> Peek {
-    const KEY: &[u8] = b"\"status\"";
-    let mut rest = skip_ws(prefix);
-    match rest.first() {
-        None => return Peek::NeedMore,
-        Some(b'{') => rest = skip_ws(&rest[1..]),
-        Some(_) => return Peek::Unknown,
-    }
-    let n = rest.len().min(KEY.len());
-    if rest[..n] != KEY[..n] {
-        return Peek::Unknown;
-    }
-    if n < KEY.len() {
-        return Peek::NeedMore;
-    }
-    rest = skip_ws(&rest[KEY.len()..]);
-    match rest.first() {
-        None => return Peek::NeedMore,
-        Some(b':') => rest = skip_ws(&rest[1..]),
-        Some(_) => return Peek::Unknown,
-    }
-    let negative = rest.first() == Some(&b'-');
-    if negative {
-        rest = &rest[1..];
-    }
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == rest.len() {
-        // The number may go on in the next chunk.
-        return if digits > 18 {
-            Peek::Unknown
-        } else {
-            Peek::NeedMore
-        };
-    }
-    if digits == 0
-        || digits > 18
-        || !matches!(rest[digits], b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
-    {
-        return Peek::Unknown;
-    }
-    let mut value: i64 = 0;
-    for &d in &rest[..digits] {
-        value = value * 10 + i64::from(d - b'0');
-    }
-    Peek::Status(if negative { -value } else { value })
+    StatusScan::new().feed(prefix)
 }
 
-fn skip_ws(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .unwrap_or(bytes.len());
-    &bytes[start..]
+/// [`peek_status`] one piece at a time: each byte of a body arriving in pieces is looked at
+/// once, so reading a long prefix costs its length, not its length times its pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatusScan(Scan);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Before `{`.
+    Open,
+    /// This many bytes of `"status"` seen (whitespace allowed only before the first).
+    Key(u8),
+    /// Before `:`.
+    Colon,
+    /// Before the number.
+    Value,
+    /// In the number: its sign, digits so far and value.
+    Number {
+        negative: bool,
+        digits: u8,
+        value: i64,
+    },
+    /// `Status` or `Unknown`: nothing more to read.
+    Done(Peek),
+}
+
+impl StatusScan {
+    pub(crate) fn new() -> Self {
+        StatusScan(Scan::Open)
+    }
+
+    /// What the bytes fed so far say.
+    pub(crate) fn peek(&self) -> Peek {
+        match self.0 {
+            Scan::Done(peek) => peek,
+            _ => Peek::NeedMore,
+        }
+    }
+
+    /// Reads the next bytes of the body; stops at the first byte that decides.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Peek {
+        const KEY: &[u8] = b"\"status\"";
+        const MAX_DIGITS: u8 = 18;
+        let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        for &b in bytes {
+            self.0 = match self.0 {
+                Scan::Done(_) => break,
+                Scan::Open if ws(b) => Scan::Open,
+                Scan::Open if b == b'{' => Scan::Key(0),
+                Scan::Key(0) if ws(b) => Scan::Key(0),
+                Scan::Key(n) if KEY[usize::from(n)] == b => {
+                    if usize::from(n) + 1 == KEY.len() {
+                        Scan::Colon
+                    } else {
+                        Scan::Key(n + 1)
+                    }
+                }
+                Scan::Colon if ws(b) => Scan::Colon,
+                Scan::Colon if b == b':' => Scan::Value,
+                Scan::Value if ws(b) => Scan::Value,
+                Scan::Value if b == b'-' => Scan::Number {
+                    negative: true,
+                    digits: 0,
+                    value: 0,
+                },
+                Scan::Value if b.is_ascii_digit() => Scan::Number {
+                    negative: false,
+                    digits: 1,
+                    value: i64::from(b - b'0'),
+                },
+                Scan::Number {
+                    negative,
+                    digits,
+                    value,
+                } if b.is_ascii_digit() => {
+                    if digits == MAX_DIGITS {
+                        Scan::Done(Peek::Unknown)
+                    } else {
+                        Scan::Number {
+                            negative,
+                            digits: digits + 1,
+                            value: value * 10 + i64::from(b - b'0'),
+                        }
+                    }
+                }
+                Scan::Number {
+                    negative,
+                    digits,
+                    value,
+                } if digits > 0 && (ws(b) || b == b',' || b == b'}') => {
+                    Scan::Done(Peek::Status(if negative { -value } else { value }))
+                }
+                _ => Scan::Done(Peek::Unknown),
+            };
+        }
+        self.peek()
+    }
 }
 
 #[cfg(test)]
@@ -376,5 +423,113 @@ mod tests {
             peek_status(b"{\"status\":99999999999999999999,"),
             Peek::Unknown
         );
+    }
+
+    /// The straightforward (rescanning) reader `StatusScan` replaced: the reference it must match.
+    fn reference_peek(prefix: &[u8]) -> Peek {
+        const KEY: &[u8] = b"\"status\"";
+        let mut rest = skip_ws(prefix);
+        match rest.first() {
+            None => return Peek::NeedMore,
+            Some(b'{') => rest = skip_ws(&rest[1..]),
+            Some(_) => return Peek::Unknown,
+        }
+        let n = rest.len().min(KEY.len());
+        if rest[..n] != KEY[..n] {
+            return Peek::Unknown;
+        }
+        if n < KEY.len() {
+            return Peek::NeedMore;
+        }
+        rest = skip_ws(&rest[KEY.len()..]);
+        match rest.first() {
+            None => return Peek::NeedMore,
+            Some(b':') => rest = skip_ws(&rest[1..]),
+            Some(_) => return Peek::Unknown,
+        }
+        let negative = rest.first() == Some(&b'-');
+        if negative {
+            rest = &rest[1..];
+        }
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == rest.len() {
+            // The number may go on in the next chunk.
+            return if digits > 18 {
+                Peek::Unknown
+            } else {
+                Peek::NeedMore
+            };
+        }
+        if digits == 0
+            || digits > 18
+            || !matches!(rest[digits], b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
+        {
+            return Peek::Unknown;
+        }
+        let mut value: i64 = 0;
+        for &d in &rest[..digits] {
+            value = value * 10 + i64::from(d - b'0');
+        }
+        Peek::Status(if negative { -value } else { value })
+    }
+
+    fn skip_ws(bytes: &[u8]) -> &[u8] {
+        let start = bytes
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(bytes.len());
+        &bytes[start..]
+    }
+
+    proptest::proptest! {
+        /// The one-pass scanner says what the rescanning reader said, for any bytes fed in any
+        /// pieces: after every piece and at the end.
+        #[test]
+        fn the_scanner_matches_the_reference_whatever_the_pieces(
+            body in proptest::collection::vec(
+                proptest::sample::select(b" \t\r\n{}\"status:,-0123456789x".to_vec()),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut scan = StatusScan::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([body.len()]) {
+                let fed = scan.feed(&body[start..cut]);
+                proptest::prop_assert_eq!(fed, reference_peek(&body[..cut]), "{:?}", &body[..cut]);
+                start = cut;
+            }
+            proptest::prop_assert_eq!(peek_status(&body), reference_peek(&body));
+        }
+
+        #[test]
+        fn the_scanner_matches_the_reference_on_status_prefixes(
+            status in -1_000_000_000_000_000_000i64..1_000_000_000_000_000_000,
+            pad in "[ \t\r\n]{0,3}",
+            end in proptest::sample::select(vec![",", "}", " ", "x", ""]),
+        ) {
+            let body = format!("{pad}{{{pad}\"status\"{pad}:{pad}{status}{end}");
+            let body = body.as_bytes();
+            for cut in 0..=body.len() {
+                proptest::prop_assert_eq!(peek_status(&body[..cut]), reference_peek(&body[..cut]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_prefix_is_fed_once() {
+        // Whitespace in a thousand pieces: each piece is looked at once, and the answer stays
+        // NeedMore until the status comes.
+        let mut scan = StatusScan::new();
+        assert_eq!(scan.feed(b"{"), Peek::NeedMore);
+        for _ in 0..1000 {
+            assert_eq!(scan.feed(b"   "), Peek::NeedMore);
+        }
+        assert_eq!(scan.feed(b"\"status\":40"), Peek::NeedMore);
+        assert_eq!(scan.feed(b"1,"), Peek::Status(401));
+        assert_eq!(scan.feed(b"anything"), Peek::Status(401));
+        assert_eq!(scan.peek(), Peek::Status(401));
     }
 }

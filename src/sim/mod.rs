@@ -28,6 +28,10 @@
 //!
 //! Anything else is a real HTTP 404.
 //!
+//! Data answers are compressed when the request's `Accept-Encoding` allows (`br`, `gzip` or
+//! `deflate`, in that order of preference on equal `q`), as a web server in front of the API
+//! would; [`Simulator::set_response_encoding`] forces a coding whatever the request says.
+//!
 //! The simulator keeps its own clock (`SystemTime::now()` plus an offset moved by
 //! [`Simulator::advance`]), so tests never have to sleep through lifetimes.
 //!
@@ -44,6 +48,7 @@
 //! ```
 
 mod data;
+mod encoding;
 mod oauth;
 mod server;
 mod state;
@@ -345,6 +350,21 @@ impl Simulator {
     /// [`SimConfig::data_rate_limit_per_minute`]).
     pub fn set_data_rate_limit(&self, per_minute: Option<u32>) {
         self.shared.lock().config.data_rate_limit_per_minute = per_minute;
+    }
+
+    /// Answers every data call with this `Content-Encoding` (`"gzip"`, `"x-gzip"`, `"deflate"`
+    /// (a zlib stream) or `"br"`), whatever the request's `Accept-Encoding` says, like a server
+    /// that compresses anyway. `None` goes back to negotiating from `Accept-Encoding`.
+    ///
+    /// # Panics
+    ///
+    /// If the simulator cannot produce that coding.
+    pub fn set_response_encoding(&self, encoding: Option<&str>) {
+        let coding = encoding.map(|name| {
+            encoding::Coding::from_name(name)
+                .unwrap_or_else(|| panic!("the simulator cannot encode {name:?}"))
+        });
+        self.shared.lock().response_encoding = coding;
     }
 
     /// Serves `fault` to the next `times` requests to `target`, then normal service resumes.

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 
+use super::encoding::{self, Coding};
 use super::state::State;
 use super::{Fault, Shared, Target, data, oauth};
 
@@ -87,10 +88,19 @@ async fn handle(
         Err(_) => return Err(DroppedOnPurpose),
     };
     let req = Req::new(&parts, &body);
-    match route(&shared, &req).await {
-        Reply::Drop => Err(DroppedOnPurpose),
-        reply => Ok(reply.into_response()),
+    let reply = route(&shared, &req).await;
+    if matches!(reply, Reply::Drop) {
+        return Err(DroppedOnPurpose);
     }
+    // Data answers are compressed as the client asked (or as forced), like behind a real
+    // web server; the OAuth endpoints answer identity.
+    let coding = if data::is_data_path(&req.path) {
+        let forced = shared.lock().response_encoding;
+        forced.or_else(|| encoding::negotiate(&parts.headers))
+    } else {
+        None
+    };
+    Ok(reply.into_response_with(coding))
 }
 
 async fn route(shared: &Shared, req: &Req) -> Reply {
@@ -291,6 +301,11 @@ pub(crate) enum Reply {
 
 impl Reply {
     fn into_response(self) -> Response<Full<Bytes>> {
+        self.into_response_with(None)
+    }
+
+    /// The response, its body encoded in `coding` if any.
+    fn into_response_with(self, coding: Option<Coding>) -> Response<Full<Bytes>> {
         let (status, content_type, body, location) = match self {
             Reply::Json(b) => (StatusCode::OK, "application/json", b, None),
             Reply::Text(s, b) => (s, "text/plain; charset=utf-8", b, None),
@@ -308,7 +323,11 @@ impl Reply {
                 None,
             ),
         };
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.body_mut() = Full::new(match coding {
+            Some(coding) => encoding::encode(coding, body, response.headers_mut()),
+            None => Bytes::from(body),
+        });
         *response.status_mut() = status;
         response
             .headers_mut()

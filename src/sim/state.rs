@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::encoding::Coding;
 use super::{
     Counters, Fault, REFRESH_TOKEN_TTL, ROTATION_GRACE, SAME_ARGS_WINDOW, SimConfig, SimGrant,
     Target,
@@ -90,6 +91,8 @@ pub(crate) struct State {
     pub(crate) subscriptions: Vec<Subscription>,
     /// Client id -> instants of its recent data calls (for the optional rate limit).
     pub(crate) data_calls: HashMap<String, VecDeque<SystemTime>>,
+    /// The `Content-Encoding` of every data answer, whatever the request accepts.
+    pub(crate) response_encoding: Option<Coding>,
     rng_fallback: u64,
 }
 
@@ -149,6 +152,7 @@ impl State {
             counters: Counters::default(),
             subscriptions: Vec::new(),
             data_calls: HashMap::new(),
+            response_encoding: None,
             rng_fallback: 0,
         }
     }

@@ -1,0 +1,816 @@
+//! Bodies: request bodies that can be sent twice, and the response body that lets the layer read
+//! Withings' `status` without holding back the rest.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{Empty, Full};
+
+use crate::status::{Envelope, Peek, StatusScan};
+
+mod decode;
+
+use decode::{Coding, Decoding};
+
+/// A request body the layer can send a second time after a refresh.
+///
+/// Bodies held in memory replay byte for byte; streams cannot, and return `None`: the caller
+/// then gets the original auth-failure response, marked with [`NotReplayed`]. Implement it for
+/// your own body type if it can be cloned.
+pub trait ReplayBody: Body + Sized {
+    /// A copy to send again, or `None` when this body can only be read once.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl<D: Buf + Clone> ReplayBody for Full<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D: Buf> ReplayBody for Empty<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(Empty::new())
+    }
+}
+
+impl ReplayBody for String {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D: Buf + 'static, E> ReplayBody for BoxBody<D, E> {
+    fn try_clone(&self) -> Option<Self> {
+        // A boxed body is a stream; only an empty one is known to be the same when re-made.
+        self.is_end_stream().then(BoxBody::default)
+    }
+}
+
+impl<D: Buf + 'static, E> ReplayBody for UnsyncBoxBody<D, E> {
+    fn try_clone(&self) -> Option<Self> {
+        self.is_end_stream().then(UnsyncBoxBody::default)
+    }
+}
+
+impl ReplayBody for hyper::body::Incoming {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// Set on a response that reports an auth failure but was not replayed, saying why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotReplayed {
+    /// Why it was not replayed.
+    pub reason: &'static str,
+}
+
+/// How much of a body the layer reads, at most, looking for its `status`: of the bytes as sent
+/// and, for a compressed body, of the decoded bytes too. Withings puts the status first, so
+/// normally only the first chunk is looked at; a body whose status is not first is read whole
+/// only if it fits.
+pub(crate) const PEEK_LIMIT: usize = 64 * 1024;
+
+/// How many frames the layer reads, at most, looking for the status (a stream of empty or
+/// one-byte frames ends the peek too).
+pub(crate) const PEEK_FRAMES: u32 = 1024;
+
+/// How many frames one poll reads before yielding to the executor, so that a timeout around
+/// the layer can fire while a slow or endless body is being looked at.
+pub(crate) const PEEK_FRAMES_PER_POLL: u32 = 32;
+
+/// The response body handed to the caller: exactly the bytes the server sent.
+///
+/// While the layer looks for the Withings `status`, it keeps the first bytes here; they are
+/// given back first, followed by the rest of the stream untouched.
+///
+/// A compressed response (`Content-Encoding: gzip`, `x-gzip`, `deflate` (zlib, or raw
+/// deflate), `br`) is still given back compressed, byte for byte, so a decompression layer
+/// above works as usual; only the first decoded bytes are looked at, decoded on the side. Any
+/// other coding (`zstd`, a chain like `gzip, br`) means the status is unknown: the response
+/// goes to the caller as it is, and a refusal inside is not recognised.
+#[derive(Debug)]
+pub struct WithingsBody<B: Body> {
+    /// The bytes read while looking for the status, handed back first.
+    prefix: Prefix,
+    /// A frame read after them: trailers, an error, or the rest of a data frame that went past
+    /// [`PEEK_LIMIT`].
+    held: Option<Result<Frame<Bytes>, B::Error>>,
+    ended: bool,
+    peek: Peeker,
+    inner: B,
+}
+
+/// The bytes held back: the first frame as it came (no copy: the common case is that it holds
+/// the status), then joined with the next ones in one buffer, never more than [`PEEK_LIMIT`].
+#[derive(Debug)]
+enum Prefix {
+    Empty,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
+impl Prefix {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Prefix::Empty => &[],
+            Prefix::One(bytes) => bytes,
+            Prefix::Joined(bytes) => bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Appends `data` (the caller keeps the total within [`PEEK_LIMIT`]), growing the buffer
+    /// by doubling, up to the limit: copying stays linear in what is held.
+    fn append(&mut self, data: &[u8]) {
+        let needed = self.len() + data.len();
+        let fits = matches!(self, Prefix::Joined(b) if b.capacity() >= needed);
+        if !fits {
+            let capacity = needed
+                .max(2 * self.len())
+                .clamp(256, PEEK_LIMIT.max(needed));
+            let mut grown = BytesMut::with_capacity(capacity);
+            grown.extend_from_slice(self.as_slice());
+            *self = Prefix::Joined(grown);
+        }
+        if let Prefix::Joined(buffer) = self {
+            buffer.extend_from_slice(data);
+        }
+    }
+}
+
+/// The state of the status search.
+#[derive(Debug)]
+struct Peeker {
+    scan: StatusScan,
+    coding: Coding,
+    /// The decoder of a compressed body, made when its first bytes arrive and dropped as soon
+    /// as the status is known.
+    decoding: Option<Box<Decoding>>,
+    frames: u32,
+    /// The answer, once given.
+    outcome: Option<Option<i64>>,
+}
+
+impl Peeker {
+    fn new(coding: Coding) -> Self {
+        Peeker {
+            scan: StatusScan::new(),
+            coding,
+            decoding: None,
+            frames: 0,
+            outcome: None,
+        }
+    }
+}
+
+impl<B: Body + Default> Default for WithingsBody<B> {
+    /// An empty body, for middleware above the layer that answers by itself with
+    /// `Default::default()` (tower-http's `TimeoutLayer` does): the inner body needs a default
+    /// too, as `UnsyncBoxBody` and `Full` have (hyper's `Incoming` has none: box it).
+    fn default() -> Self {
+        WithingsBody::with_coding(Coding::Identity, B::default())
+    }
+}
+
+// The held error is never pinned (it is moved out whole), so only `B` decides.
+impl<B: Body + Unpin> Unpin for WithingsBody<B> {}
+
+impl<B: Body> WithingsBody<B> {
+    fn with_coding(coding: Coding, inner: B) -> Self {
+        WithingsBody {
+            prefix: Prefix::Empty,
+            held: None,
+            ended: false,
+            peek: Peeker::new(coding),
+            inner,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> WithingsBody<B> {
+    /// A body read as identity, whatever its headers: for responses passed through, whose
+    /// status is never looked at.
+    pub(crate) fn new(inner: B) -> Self {
+        WithingsBody::with_coding(Coding::Identity, inner)
+    }
+
+    /// The body of a response with these headers: its `Content-Encoding` says how to read the
+    /// status. No decoder is made unless the body is compressed and its status looked at.
+    pub(crate) fn for_response(headers: &HeaderMap, inner: B) -> Self {
+        WithingsBody::with_coding(Coding::of(headers), inner)
+    }
+
+    /// How many bytes are held back (for the tests).
+    #[cfg(test)]
+    pub(crate) fn held_len(&self) -> usize {
+        self.prefix.len()
+    }
+
+    /// Reads frames until the Withings status is known; `None` when the body has none that can
+    /// be found within [`PEEK_LIMIT`] bytes and [`PEEK_FRAMES`] frames (or its coding is not one
+    /// this crate decodes). Yields (waking itself) every [`PEEK_FRAMES_PER_POLL`] frames.
+    pub(crate) fn poll_status(&mut self, cx: &mut Context<'_>) -> Poll<Option<i64>> {
+        if let Some(outcome) = self.peek.outcome {
+            return Poll::Ready(outcome);
+        }
+        let mut budget = PEEK_FRAMES_PER_POLL;
+        loop {
+            if let Some(outcome) = self.verdict() {
+                self.peek.outcome = Some(outcome);
+                self.peek.decoding = None;
+                return Poll::Ready(outcome);
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            self.peek.frames += 1;
+            match frame {
+                None => self.ended = true,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.take(data),
+                    Err(frame) => self.held = Some(Ok(frame)),
+                },
+                Some(Err(error)) => self.held = Some(Err(error)),
+            }
+        }
+    }
+
+    /// The answer, if reading more cannot change it.
+    fn verdict(&self) -> Option<Option<i64>> {
+        let peek = &self.peek;
+        if let Peek::Status(status) = peek.scan.peek() {
+            return Some(Some(status));
+        }
+        if peek.coding == Coding::Unsupported {
+            return Some(None);
+        }
+        let held = self.prefix.len();
+        // More text than may be read: the first frame alone was bigger, or decoding stopped.
+        let over = held > PEEK_LIMIT || peek.decoding.as_ref().is_some_and(|d| d.stopped());
+        let complete = self.ended || matches!(&self.held, Some(Ok(frame)) if frame.is_trailers());
+        if complete && !over {
+            // The whole body is here: a status that is not first can still be found.
+            let text = match &peek.decoding {
+                Some(decoding) => decoding.text(),
+                None if peek.coding == Coding::Identity => self.prefix.as_slice(),
+                None => &[],
+            };
+            if text.is_empty() {
+                // Nothing to parse: skip building (and dropping) a JSON error.
+                return Some(None);
+            }
+            return Some(Envelope::parse(text).ok().map(|e| e.status));
+        }
+        if over || complete || self.held.is_some() || held >= PEEK_LIMIT {
+            return Some(None);
+        }
+        if peek.frames >= PEEK_FRAMES {
+            return Some(None);
+        }
+        if peek.scan.peek() == Peek::Unknown {
+            // Not at the start: only a body small enough to hold is worth reading whole.
+            let small = self
+                .inner
+                .size_hint()
+                .upper()
+                .is_some_and(|upper| held as u64 + upper <= PEEK_LIMIT as u64);
+            if !small {
+                return Some(None);
+            }
+        }
+        None
+    }
+
+    /// Holds back a data frame and looks at its bytes (only those within [`PEEK_LIMIT`]).
+    fn take(&mut self, mut data: Bytes) {
+        let start = self.prefix.len();
+        if start == 0 {
+            // The first frame is kept whole, without a copy.
+            self.prefix = Prefix::One(data);
+        } else {
+            let room = PEEK_LIMIT.saturating_sub(start);
+            if data.len() > room {
+                // The rest goes to the caller after the prefix, never copied.
+                self.held = Some(Ok(Frame::data(data.split_off(room))));
+            }
+            if data.is_empty() {
+                return;
+            }
+            self.prefix.append(&data);
+        }
+        let raw = self.prefix.as_slice();
+        let raw = &raw[..raw.len().min(PEEK_LIMIT)];
+        let peek = &mut self.peek;
+        match peek.coding {
+            Coding::Identity => {
+                if start < raw.len() {
+                    peek.scan.feed(&raw[start..]);
+                }
+            }
+            Coding::Unsupported => {}
+            coding => {
+                let decoding = peek
+                    .decoding
+                    .get_or_insert_with(|| Box::new(Decoding::new(coding)));
+                let before = decoding.decoded();
+                decoding.run(raw);
+                peek.scan.feed(&decoding.text()[before..]);
+            }
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for WithingsBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        match std::mem::replace(&mut this.prefix, Prefix::Empty) {
+            Prefix::Empty => {}
+            Prefix::One(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Prefix::Joined(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes.freeze())))),
+        }
+        if let Some(held) = this.held.take() {
+            return Poll::Ready(Some(held));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.prefix, Prefix::Empty)
+            && self.held.is_none()
+            && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held_data = match &self.held {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+            _ => 0,
+        };
+        let held = (self.prefix.len() + held_data) as u64;
+        if self.ended {
+            return SizeHint::with_exact(held);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::CONTENT_ENCODING;
+    use http_body_util::BodyExt;
+    use std::convert::Infallible;
+    use std::future::poll_fn;
+
+    /// A body delivered in the given chunks, one frame each.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    async fn status_and_bytes<B>(body: B) -> (Option<i64>, Bytes)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Debug,
+    {
+        let mut body = WithingsBody::new(body);
+        let status = poll_fn(|cx| body.poll_status(cx)).await;
+        (status, body.collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn status_split_across_chunks_and_bytes_unchanged() {
+        let body = chunks(&[b"{\"sta", b"tus\":4", b"01,\"body\":{}}"]);
+        let (status, bytes) = status_and_bytes(body).await;
+        assert_eq!(status, Some(401));
+        assert_eq!(&bytes[..], b"{\"status\":401,\"body\":{}}");
+    }
+
+    #[tokio::test]
+    async fn status_not_first_is_found_in_a_small_body() {
+        let (status, bytes) = status_and_bytes(Full::new(Bytes::from_static(
+            b"{\"body\":{},\"status\":401}",
+        )))
+        .await;
+        assert_eq!(status, Some(401));
+        assert_eq!(&bytes[..], b"{\"body\":{},\"status\":401}");
+    }
+
+    #[tokio::test]
+    async fn non_json_and_empty_bodies_have_no_status() {
+        let (status, bytes) = status_and_bytes(Full::new(Bytes::from_static(b"<html>"))).await;
+        assert_eq!((status, &bytes[..]), (None, &b"<html>"[..]));
+        let (status, bytes) = status_and_bytes(Empty::<Bytes>::new()).await;
+        assert_eq!((status, bytes.len()), (None, 0));
+    }
+
+    /// `plain` encoded in `coding` ("gzip", "x-gzip", "deflate" (zlib), "deflate-raw", "br").
+    fn encode(coding: &str, plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let level = flate2::Compression::default();
+        match coding {
+            "gzip" | "x-gzip" => {
+                let mut w = flate2::write::GzEncoder::new(Vec::new(), level);
+                w.write_all(plain).unwrap();
+                w.finish().unwrap()
+            }
+            "deflate" => {
+                let mut w = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                w.write_all(plain).unwrap();
+                w.finish().unwrap()
+            }
+            "deflate-raw" => {
+                let mut w = flate2::write::DeflateEncoder::new(Vec::new(), level);
+                w.write_all(plain).unwrap();
+                w.finish().unwrap()
+            }
+            "br" => {
+                let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+                w.write_all(plain).unwrap();
+                w.flush().unwrap();
+                w.into_inner()
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    fn headers(coding: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let name = if coding == "deflate-raw" {
+            "deflate"
+        } else {
+            coding
+        };
+        headers.insert(CONTENT_ENCODING, name.parse().unwrap());
+        headers
+    }
+
+    /// Reads the status of `body` sent with these headers, then the bytes the caller gets.
+    async fn status_and_bytes_of<B>(headers: &HeaderMap, body: B) -> (Option<i64>, Bytes)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Debug,
+    {
+        let mut body = WithingsBody::for_response(headers, body);
+        let status = poll_fn(|cx| body.poll_status(cx)).await;
+        assert!(
+            body.peek.decoding.is_none(),
+            "the decoder is dropped once done"
+        );
+        (status, body.collect().await.unwrap().to_bytes())
+    }
+
+    /// `bytes` in `size`-byte frames.
+    fn cut(bytes: &[u8], size: usize) -> Chunks {
+        Chunks(bytes.chunks(size).map(Bytes::copy_from_slice).collect())
+    }
+
+    const REFUSED: &[u8] = br#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+
+    #[tokio::test]
+    async fn every_coding_shows_its_status_and_keeps_its_bytes() {
+        for coding in ["gzip", "x-gzip", "deflate", "deflate-raw", "br"] {
+            let sent = encode(coding, REFUSED);
+            for size in [1, 2, 7, sent.len()] {
+                let (status, bytes) = status_and_bytes_of(&headers(coding), cut(&sent, size)).await;
+                assert_eq!(status, Some(401), "{coding} in {size}-byte frames");
+                assert_eq!(
+                    &bytes[..],
+                    &sent[..],
+                    "{coding}: the compressed bytes, untouched"
+                );
+            }
+            // Status not first, in a small body: found in the decoded whole.
+            let sent = encode(coding, br#"{"body":{},"status":401}"#);
+            let full = Full::new(Bytes::from(sent.clone()));
+            let (status, bytes) = status_and_bytes_of(&headers(coding), full).await;
+            assert_eq!((status, &bytes[..]), (Some(401), &sent[..]), "{coding}");
+        }
+        // `identity` says what no header says.
+        let (status, _) = status_and_bytes_of(&headers("identity"), cut(REFUSED, 3)).await;
+        assert_eq!(status, Some(401));
+    }
+
+    #[tokio::test]
+    async fn gzip_header_fields_are_skipped() {
+        let mut sent = flate2::GzBuilder::new()
+            .filename("status.json")
+            .comment("a comment")
+            .extra(vec![7; 300])
+            .write(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut sent, REFUSED).unwrap();
+        let sent = sent.finish().unwrap();
+        for size in [1, 5, sent.len()] {
+            let (status, bytes) = status_and_bytes_of(&headers("gzip"), cut(&sent, size)).await;
+            assert_eq!((status, &bytes[..]), (Some(401), &sent[..]), "{size}");
+        }
+        // A header CRC (FHCRC), which flate2 never writes: two more bytes after the header.
+        let plain = encode("gzip", REFUSED);
+        let mut with_crc = plain[..10].to_vec();
+        with_crc[3] |= 0x02;
+        with_crc.extend_from_slice(&[0xab, 0xcd]);
+        with_crc.extend_from_slice(&plain[10..]);
+        let (status, _) = status_and_bytes_of(&headers("gzip"), cut(&with_crc, 1)).await;
+        assert_eq!(status, Some(401));
+    }
+
+    #[tokio::test]
+    async fn unknown_codings_are_not_read_at_all() {
+        let mut two_lines = headers("gzip");
+        two_lines.append(CONTENT_ENCODING, "br".parse().unwrap());
+        for headers in [headers("zstd"), headers("gzip, br"), two_lines] {
+            let mut body = WithingsBody::for_response(&headers, chunks(&[REFUSED]));
+            let status = poll_fn(|cx| body.poll_status(cx)).await;
+            assert_eq!(status, None, "{headers:?}");
+            assert_eq!(body.inner.0.len(), 1, "not a frame read");
+            let bytes = body.collect().await.unwrap().to_bytes();
+            assert_eq!(&bytes[..], REFUSED);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_mislabelled_stream_has_no_status() {
+        let gzip = encode("gzip", REFUSED);
+        let mut corrupt = gzip[..12].to_vec();
+        corrupt.extend_from_slice(&[0xff; 64]);
+        for (coding, sent) in [
+            ("gzip", corrupt),
+            ("gzip", REFUSED.to_vec()),
+            ("br", REFUSED.to_vec()),
+            ("deflate", REFUSED.to_vec()),
+            ("br", gzip.clone()),
+        ] {
+            let (status, bytes) = status_and_bytes_of(&headers(coding), cut(&sent, 4)).await;
+            assert_eq!(status, None, "{coding}: {sent:?}");
+            assert_eq!(&bytes[..], &sent[..]);
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_decoded_only_up_to_the_limit() {
+        let mut plain = b"{".to_vec();
+        plain.resize(8 << 20, b' ');
+        for coding in ["gzip", "deflate", "br"] {
+            let sent = encode(coding, &plain);
+            assert!(sent.len() < PEEK_LIMIT, "{coding}: {}", sent.len());
+            let mut decoding = Decoding::new(Coding::of(&headers(coding)));
+            decoding.run(&sent);
+            assert_eq!(decoding.decoded(), PEEK_LIMIT, "{coding}");
+            assert!(decoding.capacity() <= PEEK_LIMIT, "{coding}");
+            assert!(decoding.stopped(), "{coding}");
+            // And as a body: no status, every byte given back.
+            let mut body = WithingsBody::for_response(&headers(coding), cut(&sent, 1000));
+            let status = poll_until_ready(&mut body).0;
+            assert_eq!(status, None, "{coding}");
+            assert!(body.held_len() <= PEEK_LIMIT);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let bytes = runtime.block_on(body.collect()).unwrap().to_bytes();
+            assert_eq!(&bytes[..], &sent[..], "{coding}");
+        }
+    }
+
+    /// Counts the wake-ups a peek asks for.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Polls the status by hand until it is ready: (status, polls, wake-ups asked for).
+    fn poll_until_ready<B>(body: &mut WithingsBody<B>) -> (Option<i64>, usize, usize)
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        let wakes = std::sync::Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let bound = (PEEK_FRAMES / PEEK_FRAMES_PER_POLL) as usize + 2;
+        for polls in 1..=bound {
+            if let Poll::Ready(status) = body.poll_status(&mut cx) {
+                return (
+                    status,
+                    polls,
+                    wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+                );
+            }
+        }
+        panic!("not ready after {bound} polls");
+    }
+
+    /// `first`, then `chunk` forever (never pending, never ending), keeping what it made.
+    struct Endless {
+        first: std::collections::VecDeque<Bytes>,
+        chunk: Bytes,
+        produced: Vec<u8>,
+        frames: usize,
+    }
+
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            let this = self.get_mut();
+            let data = this.first.pop_front().unwrap_or_else(|| this.chunk.clone());
+            this.produced.extend_from_slice(&data);
+            this.frames += 1;
+            assert!(this.frames < 100_000, "the peek never stops");
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+    }
+
+    #[test]
+    fn endless_bodies_are_peeked_within_bounds_and_yield() {
+        let spaces = Bytes::from(vec![b' '; 1000]);
+        let cases: [(&[u8], Bytes); 6] = [
+            (b"{", spaces.clone()),
+            (b"{\"status\":", spaces.clone()),
+            (b"{", Bytes::new()),
+            (b"{", Bytes::from_static(b" ")),
+            (b"{\"status\":", Bytes::from_static(b"\n")),
+            (b"{\"sta", Bytes::from(vec![b' '; 100_000])),
+        ];
+        for (head, chunk) in cases {
+            for coding in ["identity", "gzip"] {
+                let first: std::collections::VecDeque<Bytes> = if coding == "identity" {
+                    [Bytes::from_static(head)].into()
+                } else {
+                    // The same whitespace compressed, in one-byte frames (then `chunk`
+                    // forever: garbage after the stream, never decoded that far).
+                    let mut plain = head.to_vec();
+                    let pad = if chunk.is_empty() { 0 } else { 1 << 20 };
+                    plain.resize(head.len() + pad, chunk.first().copied().unwrap_or(b' '));
+                    encode("gzip", &plain)
+                        .into_iter()
+                        .map(|b| Bytes::copy_from_slice(&[b]))
+                        .collect()
+                };
+                let endless = Endless {
+                    first,
+                    chunk: chunk.clone(),
+                    produced: Vec::new(),
+                    frames: 0,
+                };
+                let mut body = WithingsBody::for_response(&headers(coding), endless);
+                let (status, polls, wakes) = poll_until_ready(&mut body);
+                let (read, frames) = (body.inner.produced.len(), body.inner.frames);
+                let what = format!(
+                    "\"{}\" then {}-byte chunks, {coding}: {polls} polls, {read} bytes in {frames} frames",
+                    head.escape_ascii(),
+                    chunk.len(),
+                );
+                assert_eq!(status, None, "{what}");
+                let per_poll = PEEK_FRAMES_PER_POLL as usize;
+                assert!(polls >= frames.div_ceil(per_poll), "yields: {what}");
+                assert_eq!(wakes, polls - 1, "each yield woke the task: {what}");
+                assert!(frames <= PEEK_FRAMES as usize, "{what}");
+                assert!(body.held_len() <= PEEK_LIMIT, "{what}");
+                assert!(read <= PEEK_LIMIT + chunk.len(), "{what}");
+                if coding == "identity" && chunk.len() < 1000 {
+                    assert!(polls > 2, "{what}");
+                }
+                // The caller reads the bytes read so far, then the stream as it goes on.
+                let mut given = Vec::new();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                while given.len() < read {
+                    let frame = runtime.block_on(body.frame()).unwrap().unwrap();
+                    given.extend_from_slice(frame.data_ref().unwrap());
+                }
+                assert_eq!(given, body.inner.produced, "{what}");
+                let next = runtime.block_on(body.frame()).unwrap().unwrap();
+                assert_eq!(
+                    body.inner.produced.len(),
+                    read + next.data_ref().unwrap().len()
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_across_the_limit_is_still_read_within_it() {
+        // Ten one-byte frames, then one big frame holding the rest of the status: the part of
+        // it within the limit is looked at, the rest handed on without a copy.
+        let mut parts: Vec<Bytes> = b"{\"status\":"
+            .iter()
+            .map(|b| Bytes::copy_from_slice(&[*b]))
+            .collect();
+        let mut big = b"401,\"body\":\"".to_vec();
+        big.resize(200_000, b'x');
+        parts.push(Bytes::from(big));
+        let sent: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
+        let mut body = WithingsBody::new(Chunks(parts.into()));
+        let status = poll_fn(|cx| body.poll_status(cx)).await;
+        assert_eq!(status, Some(401));
+        assert_eq!(body.held_len(), PEEK_LIMIT);
+        assert_eq!(
+            body.size_hint().lower(),
+            sent.len() as u64,
+            "the held rest counts"
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], &sent[..]);
+    }
+
+    #[test]
+    fn bodies_stay_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<WithingsBody<Full<Bytes>>>();
+    }
+
+    #[test]
+    fn memory_bodies_replay_and_streams_do_not() {
+        let full = Full::new(Bytes::from_static(b"action=getmeas"));
+        assert!(full.try_clone().is_some());
+        assert!(String::from("x").try_clone().is_some());
+        assert!(Empty::<Bytes>::new().try_clone().is_some());
+        let boxed: BoxBody<Bytes, Infallible> = Full::new(Bytes::from_static(b"x")).boxed();
+        assert!(boxed.try_clone().is_none());
+        let empty_boxed: BoxBody<Bytes, Infallible> = Empty::new().boxed();
+        assert!(empty_boxed.try_clone().is_some());
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, their coding and however they are chunked, the caller reads
+        /// exactly the bytes sent, and a body starting `{"status":N` (once decoded) reports N.
+        #[test]
+        fn bytes_pass_unchanged_whatever_the_chunking(
+            status in proptest::option::of(-1000i64..100_000),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+            cuts in proptest::collection::vec(0usize..4000, 0..12),
+            coding in proptest::sample::select(vec!["identity", "gzip", "deflate", "br"]),
+        ) {
+            let mut plain = match status {
+                Some(s) => format!("{{\"status\":{s},\"body\":").into_bytes(),
+                None => Vec::new(),
+            };
+            plain.extend_from_slice(&tail);
+            let sent = if coding == "identity" { plain } else { encode(coding, &plain) };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (sent.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut parts = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([sent.len()]) {
+                parts.push(Bytes::copy_from_slice(&sent[start..cut]));
+                start = cut;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let (found, received) =
+                runtime.block_on(status_and_bytes_of(&headers(coding), Chunks(parts.into())));
+            proptest::prop_assert_eq!(&received[..], &sent[..]);
+            if let Some(s) = status {
+                proptest::prop_assert_eq!(found, Some(s));
+            }
+        }
+    }
+}
