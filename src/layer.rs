@@ -16,7 +16,7 @@ use crate::body::{NotReplayed, ReplayBody, WithingsBody};
 use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
-use crate::refresh::{Reason, Slot, Snapshot, SnapshotState};
+use crate::refresh::{Reason, Slot, SnapshotState};
 use crate::status::is_access_token_failure;
 use crate::token::UserId;
 
@@ -110,11 +110,12 @@ where
         let Some(user) = user else {
             return ResponseFuture::failed(Error::NoUser);
         };
-        let slot = core.slot(user);
+        let now = core.clock().now();
+        let slot = core.refresher.slot(user, now);
         let current = slot.current.load();
         let stale = match current.as_deref() {
             Some(snapshot) => {
-                if let Some(header) = snapshot.usable(core.clock().now()) {
+                if let Some(header) = snapshot.usable(now) {
                     // The hot path: a good token, no lock, no refresh.
                     authorize(&mut request, header);
                     let retry = Retry {
@@ -175,16 +176,20 @@ pin_project! {
 }
 
 pin_project! {
+    /// Every path that returns `Poll::Ready` moves to `Done` first, so a poll after completion
+    /// never touches a finished inner future.
     #[project = StateProj]
+    #[project_replace = StateOwned]
     enum State<F, ResB>
     where
         ResB: Body,
     {
         Passthrough { #[pin] fut: F },
-        Failed { error: Option<Error> },
+        Failed { error: Error },
         Calling { #[pin] fut: F },
-        Peeking { parts: Option<http::response::Parts>, body: Option<WithingsBody<ResB>> },
+        Peeking { parts: http::response::Parts, body: WithingsBody<ResB> },
         Slow { fut: BoxResponse<ResB> },
+        Done,
     }
 }
 
@@ -198,7 +203,7 @@ where
     }
 
     fn failed(error: Error) -> Self {
-        Self::new(State::Failed { error: Some(error) }, None)
+        Self::new(State::Failed { error }, None)
     }
 }
 
@@ -218,45 +223,47 @@ where
         loop {
             let failed = match this.state.as_mut().project() {
                 StateProj::Passthrough { fut } => {
-                    let response = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let output = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let response = output.map_err(Into::into)?;
                     return Poll::Ready(Ok(response.map(WithingsBody::new)));
                 }
-                StateProj::Failed { error } => {
-                    let error = error.take().unwrap_or(Error::PolledAfterCompletion);
+                StateProj::Failed { .. } => {
+                    let error = match this.state.as_mut().project_replace(State::Done) {
+                        StateOwned::Failed { error } => error,
+                        _ => Error::PolledAfterCompletion, // not reached: the state was Failed
+                    };
                     return Poll::Ready(Err(error.into()));
                 }
                 StateProj::Calling { fut } => {
-                    let (parts, body) = ready!(fut.poll(cx)).map_err(Into::into)?.into_parts();
+                    let output = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let (parts, body) = output.map_err(Into::into)?.into_parts();
                     let mut body = WithingsBody::for_response(&parts.headers, body);
                     match first_look(parts.status) {
                         Look::Failed => Response::from_parts(parts, body),
                         Look::ReadStatus => match body.poll_status(cx) {
                             // Usually the first chunk is already there: no move to Peeking.
                             Poll::Ready(status) => {
-                                // As after Peeking: polled again, the future reports an error.
-                                this.state.set(State::Failed { error: None });
                                 match settle(Response::from_parts(parts, body), status) {
                                     Ok(response) => return Poll::Ready(Ok(response)),
                                     Err(refused) => refused,
                                 }
                             }
                             Poll::Pending => {
-                                this.state.set(State::Peeking {
-                                    parts: Some(parts),
-                                    body: Some(body),
-                                });
+                                this.state.set(State::Peeking { parts, body });
                                 return Poll::Pending;
                             }
                         },
                         Look::Pass => return Poll::Ready(Ok(Response::from_parts(parts, body))),
                     }
                 }
-                StateProj::Peeking { parts, body } => {
-                    let status = match body.as_mut() {
-                        Some(body) => ready!(body.poll_status(cx)),
-                        None => None,
-                    };
-                    let (Some(parts), Some(body)) = (parts.take(), body.take()) else {
+                StateProj::Peeking { body, .. } => {
+                    let status = ready!(body.poll_status(cx));
+                    let StateOwned::Peeking { parts, body } =
+                        this.state.as_mut().project_replace(State::Done)
+                    else {
+                        // Not reached: the state was Peeking.
                         return Poll::Ready(Err(Error::PolledAfterCompletion.into()));
                     };
                     match settle(Response::from_parts(parts, body), status) {
@@ -264,13 +271,25 @@ where
                         Err(refused) => refused,
                     }
                 }
-                StateProj::Slow { fut } => return fut.as_mut().poll(cx),
+                StateProj::Slow { fut } => {
+                    let output = ready!(fut.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(output);
+                }
+                StateProj::Done => return Poll::Ready(Err(Error::PolledAfterCompletion.into())),
             };
-            // Withings refused the token: refresh and replay, if this request can be.
+            // Withings refused the token (the state is `Done`): refresh and replay, if this
+            // request can be; a body that cannot be sent twice gets its response at once.
             match this.retry.take() {
-                Some(retry) => this.state.set(State::Slow {
+                Some(retry) if retry.replay.is_some() => this.state.set(State::Slow {
                     fut: Box::pin(retry.after_failure(failed)),
                 }),
+                Some(Retry {
+                    core,
+                    slot,
+                    generation,
+                    ..
+                }) => return Poll::Ready(Ok(not_replayed(&core, slot, generation, failed))),
                 None => return Poll::Ready(Ok(failed)),
             }
         }
@@ -354,24 +373,15 @@ where
             replay,
             mut service,
         } = self;
-        let refresher = &core.refresher;
         let Some(mut request) = replay else {
-            // Refresh for the next request, but hand back this response as it came.
-            let _ = refresher
-                .renew(&slot, Some(generation), Reason::Reactive)
-                .await;
-            Metrics::bump(&refresher.metrics.not_replayed);
-            let mut failed = failed;
-            failed.extensions_mut().insert(NotReplayed {
-                reason: "the request body is a stream and cannot be sent twice",
-            });
-            return Ok(failed);
+            return Ok(not_replayed(&core, slot, generation, failed));
         };
         drop(failed);
+        let refresher = &core.refresher;
         let snapshot = refresher
             .renew(&slot, Some(generation), Reason::Reactive)
             .await?;
-        let header = ready_header(&snapshot);
+        let header = snapshot.header()?;
         authorize(&mut request, header);
         Metrics::bump(&refresher.metrics.replays);
         tracing::debug!(user = %slot_user(&request), generation = snapshot.generation, "replaying after refresh");
@@ -387,6 +397,25 @@ where
             (response, None) => Ok(response),
         }
     }
+}
+
+/// A refused request whose body cannot be sent twice: its response goes back at once, as it
+/// came and marked [`NotReplayed`], while a detached task refreshes for the next request (the
+/// caller neither waits for it nor, by going away, aborts it).
+fn not_replayed<B>(
+    core: &Core,
+    slot: Arc<Slot>,
+    generation: u64,
+    mut failed: Response<B>,
+) -> Response<B> {
+    let refresher = &core.refresher;
+    Metrics::bump(&refresher.metrics.not_replayed);
+    // The refresh runs detached for the next request; this caller does not wait for it.
+    refresher.kick(&slot, Some(generation), Reason::Reactive);
+    failed.extensions_mut().insert(NotReplayed {
+        reason: "the request body is a stream and cannot be sent twice",
+    });
+    failed
 }
 
 /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
@@ -407,7 +436,7 @@ where
     ResB::Error: Send,
 {
     let snapshot = core.refresher.renew(&slot, stale, reason).await?;
-    authorize(&mut request, ready_header(&snapshot));
+    authorize(&mut request, snapshot.header()?);
     let replay = replay_copy(&request);
     // `service` was readied by `poll_ready` before `call` handed it here.
     let response = service.call(request).await.map_err(Into::into)?;
@@ -422,17 +451,6 @@ where
                 service,
             };
             retry.after_failure(failed).await
-        }
-    }
-}
-
-/// The header of a snapshot that `renew` returned (always `Ready`).
-fn ready_header(snapshot: &Snapshot) -> &HeaderValue {
-    match &snapshot.state {
-        SnapshotState::Ready { header, .. } => header,
-        SnapshotState::Terminal(_) => {
-            static NONE: HeaderValue = HeaderValue::from_static("");
-            &NONE
         }
     }
 }
@@ -493,6 +511,235 @@ fn replay_copy<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::pin::pin;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use http_body::Frame;
+    use http_body_util::Full;
+    use tower_test::mock;
+
+    use crate::{Clock, Credentials, ManualClock, Secret, Token, WithingsAuth};
+
+    const API: &str = "https://wbsapi.withings.net";
+    const USER: UserId = UserId(7);
+
+    /// A response body of one chunk; when `late`, the chunk is not there at the first poll.
+    #[derive(Debug)]
+    struct TestBody {
+        chunk: Option<Bytes>,
+        late: bool,
+    }
+
+    impl TestBody {
+        fn json(text: &'static str) -> Self {
+            TestBody {
+                chunk: Some(Bytes::from_static(text.as_bytes())),
+                late: false,
+            }
+        }
+    }
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if std::mem::take(&mut self.late) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.chunk.take().map(|chunk| Ok(Frame::data(chunk))))
+        }
+    }
+
+    type Req = Request<Full<Bytes>>;
+    type Handle = mock::Handle<Req, Response<TestBody>>;
+    type Fut = ResponseFuture<mock::Mock<Req, Response<TestBody>>, Full<Bytes>, TestBody>;
+
+    const OK: &str = r#"{"status":0,"body":{}}"#;
+    const REFUSED: &str = r#"{"status":401,"body":{},"error":"invalid_token"}"#;
+
+    fn token(clock: &ManualClock, access: &str) -> Token {
+        Token {
+            user_id: USER,
+            access_token: Secret::new(access),
+            refresh_token: Secret::new(format!("refresh-{access}")),
+            expires_at: clock.now() + Duration::from_secs(3 * 3600),
+            scope: "user.metrics".into(),
+        }
+    }
+
+    /// A handle on Withings' public cloud whose token calls all fail: none is expected.
+    fn auth(clock: &ManualClock) -> WithingsAuth {
+        WithingsAuth::builder(Credentials::new("client", "secret"))
+            .clock(clock.clone())
+            .build(tower::service_fn(|_: Req| async {
+                Err::<Response<Full<Bytes>>, BoxError>("no token call expected".into())
+            }))
+    }
+
+    fn request(url: &str) -> Req {
+        let mut request = Request::post(url)
+            .body(Full::new(Bytes::from_static(b"action=getmeas")))
+            .unwrap();
+        request.extensions_mut().insert(USER);
+        request
+    }
+
+    /// Calls the layer over a mock service with `request`.
+    fn send(auth: &WithingsAuth, request: Req) -> (Fut, Handle) {
+        let (mut service, handle) = mock::spawn_with(|mock| auth.layer().layer(mock));
+        assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+        (service.call(request), handle)
+    }
+
+    /// Answers the next request the mock receives; returns its bearer header.
+    async fn answer(handle: &mut Handle, status: StatusCode, body: TestBody) -> Option<String> {
+        let (request, reply) = handle.next_request().await.expect("a request");
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        reply.send_response(response);
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// The future completed: every later poll is `PolledAfterCompletion`, never a panic.
+    fn assert_done<R>(mut fut: Pin<&mut impl Future<Output = Result<R, BoxError>>>) {
+        for _ in 0..2 {
+            match poll_once(fut.as_mut()) {
+                Poll::Ready(Err(error)) => assert!(
+                    matches!(error.downcast_ref(), Some(Error::PolledAfterCompletion)),
+                    "{error}"
+                ),
+                Poll::Ready(Ok(_)) => panic!("completed twice"),
+                Poll::Pending => panic!("pending after completion"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn passthrough_is_done_after_completion() {
+        let auth = auth(&ManualClock::new());
+        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let mut fut = pin!(fut);
+        assert_eq!(
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK)).await,
+            None
+        );
+        assert!(fut.as_mut().await.is_ok());
+        assert_done(fut);
+        // An inner error completes it too.
+        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let mut fut = pin!(fut);
+        handle.next_request().await.unwrap().1.send_error("down");
+        assert!(fut.as_mut().await.is_err());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn failed_is_done_after_completion() {
+        let auth = auth(&ManualClock::new());
+        let mut no_user = request(&format!("{API}/measure"));
+        no_user.extensions_mut().remove::<UserId>();
+        let (fut, _handle) = send(&auth, no_user);
+        let mut fut = pin!(fut);
+        let error = fut.as_mut().await.unwrap_err();
+        assert!(
+            matches!(error.downcast_ref(), Some(Error::NoUser)),
+            "{error}"
+        );
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn calling_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        // Status read from the body, any other HTTP status, and an inner error.
+        for status in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
+            let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+            let mut fut = pin!(fut);
+            let bearer = answer(&mut handle, status, TestBody::json(OK)).await;
+            assert_eq!(bearer.as_deref(), Some("Bearer a"));
+            assert_eq!(fut.as_mut().await.unwrap().status(), status);
+            assert_done(fut);
+        }
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        handle.next_request().await.unwrap().1.send_error("down");
+        assert!(fut.as_mut().await.is_err());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn calling_refused_then_replayed_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let (_, reply) = handle.next_request().await.unwrap();
+        // A newer token exists by the time the refusal arrives: the replay needs no refresh.
+        auth.import(token(&clock, "b")).await.unwrap();
+        reply.send_response(Response::new(TestBody::json(REFUSED)));
+        let (response, bearer) = tokio::join!(
+            fut.as_mut(),
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK))
+        );
+        assert_eq!(bearer.as_deref(), Some("Bearer b"));
+        assert!(response.unwrap().status().is_success());
+        assert_eq!(auth.metrics().replays, 1);
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn peeking_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let late = TestBody {
+            late: true,
+            ..TestBody::json(OK)
+        };
+        answer(&mut handle, StatusCode::OK, late).await;
+        assert!(poll_once(fut.as_mut()).is_pending(), "now peeking");
+        assert!(fut.as_mut().await.is_ok());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn slow_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        // In the store but not loaded: the first request loads it on the slow path.
+        auth.store()
+            .put(&token(&clock, "a"), clock.now())
+            .await
+            .unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let (response, bearer) = tokio::join!(
+            fut.as_mut(),
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK))
+        );
+        assert_eq!(bearer.as_deref(), Some("Bearer a"));
+        assert!(response.is_ok());
+        assert_done(fut);
+    }
 
     #[test]
     fn access_token_query_parameter_is_removed() {

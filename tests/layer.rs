@@ -547,11 +547,71 @@ async fn a_streaming_body_is_not_replayed_and_says_why() {
         "the original response, intact"
     );
     assert_eq!(rig.auth.metrics().not_replayed, 1);
-    assert_eq!(
-        rig.sim.counters().successful_refreshes,
-        1,
-        "refreshed for the next request"
+    // Refreshed for the next request, in the background.
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_body_gets_its_refusal_without_waiting_for_the_refresh() {
+    use http_body_util::combinators::BoxBody;
+    let sim = simulator().await;
+    let clock = ManualClock::new();
+    // Token calls wait here until the test lets them through (and never time out meanwhile).
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let oauth_client = http();
+    let token_endpoint = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let (gate, client) = (held.clone(), oauth_client.clone());
+        async move {
+            gate.acquire().await.unwrap().forget();
+            client.request(request).await
+        }
+    });
+    let auth = auth_builder(&sim, &clock)
+        .token_timeout(Duration::from_secs(600))
+        .build(token_endpoint);
+    let token = grant(&sim, &clock, USER.0);
+    auth.import(token.clone()).await.unwrap();
+    let client = http();
+    let inner = tower::service_fn(
+        move |request: Request<BoxBody<Bytes, std::convert::Infallible>>| {
+            let client = client.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                client
+                    .request(Request::from_parts(parts, Full::new(body)))
+                    .await
+            }
+        },
     );
+    let service = auth.layer().layer(inner);
+    sim.revoke_access_token(token.access_token.expose());
+    let mut request = Request::post(format!("{}/measure", sim.api_base()))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"action=getmeas")).boxed())
+        .unwrap();
+    request.extensions_mut().insert(USER);
+    let caller = tokio::spawn(service.oneshot(request));
+    // The refresh cannot finish before the gate opens: the caller must not wait for it.
+    wait_until(|| async { caller.is_finished() }).await;
+    let response = caller.await.unwrap().unwrap();
+    assert_eq!(sim.counters().successful_refreshes, 0, "still in flight");
+    assert_eq!(auth.metrics().refreshes_failed, 0);
+    assert!(response.extensions().get::<NotReplayed>().is_some());
+    assert_eq!(json(response).await["status"], 401, "the original response");
+    assert_eq!(auth.metrics().not_replayed, 1);
+    // The refresh the caller did not wait for goes on and is saved.
+    gate.add_permits(1);
+    wait_until(|| async { sim.counters().successful_refreshes == 1 }).await;
+    let store = auth.store().clone();
+    let spent = token.refresh_token.clone();
+    wait_until(|| {
+        let (store, spent) = (store.clone(), spent.clone());
+        async move { store.load(USER).await.unwrap().unwrap().token.refresh_token != spent }
+    })
+    .await;
+    assert_eq!(auth.metrics().refreshes_started, 1);
 }
 
 /// A 50 MB body in 64 KiB chunks, counting how many chunks were read.
