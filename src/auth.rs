@@ -16,30 +16,9 @@ use crate::error::{BoxError, Error};
 use crate::layer::WithingsAuthLayer;
 use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
-use crate::refresh::{Reason, RefreshPolicy, Refresher, Slot, bearer_header};
+use crate::refresh::{Reason, RefreshPolicy, Refresher, bearer_header};
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
-
-/// Shared by the handle and every layer and service made from it.
-#[derive(Debug)]
-pub(crate) struct Core {
-    pub refresher: Arc<Refresher>,
-}
-
-impl Core {
-    /// The user's slot, created on first use. Lock-free for users already seen.
-    pub(crate) fn slot(&self, user: UserId) -> Arc<Slot> {
-        self.refresher.slot(user, self.clock().now())
-    }
-
-    pub(crate) fn endpoints(&self) -> &Endpoints {
-        self.refresher.oauth.endpoints()
-    }
-
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        self.refresher.oauth.clock()
-    }
-}
 
 /// The app's Withings connection: OAuth flow, token store, and refresh coordination.
 ///
@@ -58,7 +37,7 @@ impl Core {
 /// ```
 #[derive(Debug, Clone)]
 pub struct WithingsAuth {
-    core: Arc<Core>,
+    refresher: Arc<Refresher>,
 }
 
 /// Configures a [`WithingsAuth`].
@@ -173,9 +152,7 @@ impl WithingsAuthBuilder {
         self.policy.lease = self.token_timeout * 3;
         let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
         WithingsAuth {
-            core: Arc::new(Core {
-                refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
-            }),
+            refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
         }
     }
 }
@@ -201,22 +178,22 @@ impl WithingsAuth {
 
     /// A layer that finds the user in each request's [`UserId`] extension.
     pub fn layer(&self) -> WithingsAuthLayer {
-        WithingsAuthLayer::new(Arc::clone(&self.core), None)
+        WithingsAuthLayer::new(Arc::clone(&self.refresher), None)
     }
 
     /// A layer bound to one user; a request's own [`UserId`] extension still wins.
     pub fn layer_for(&self, user: UserId) -> WithingsAuthLayer {
-        WithingsAuthLayer::new(Arc::clone(&self.core), Some(user))
+        WithingsAuthLayer::new(Arc::clone(&self.refresher), Some(user))
     }
 
     /// The protocol client (URLs, code exchange, refresh) this handle uses.
     pub fn oauth(&self) -> &OAuthClient {
-        &self.core.refresher.oauth
+        &self.refresher.oauth
     }
 
     /// The token store.
     pub fn store(&self) -> &Arc<dyn TokenStore> {
-        &self.core.refresher.store
+        &self.refresher.store
     }
 
     /// Step 1 of the web flow; see [`OAuthClient::authorize`].
@@ -245,19 +222,19 @@ impl WithingsAuth {
         let user = token.user_id;
         // A pair no request could carry is refused before it replaces a working one.
         bearer_header(&token.access_token)?;
-        let now = self.core.clock().now();
+        let refresher = &self.refresher;
+        let now = refresher.now();
         self.store().put(&token, now).await?;
-        let refresher = &self.core.refresher;
-        refresher.reset(&self.core.slot(user), token, now);
+        refresher.reset(&refresher.slot(user, now), token, now);
         Ok(user)
     }
 
     /// Refreshes `user`'s token now (still one refresh per user, shared with any in flight).
     pub async fn refresh(&self, user: UserId) -> Result<(), Error> {
-        let slot = self.core.slot(user);
+        let refresher = &self.refresher;
+        let slot = refresher.slot(user, refresher.now());
         let stale = slot.current.load().as_ref().map_or(0, |s| s.generation);
-        self.core
-            .refresher
+        refresher
             .renew(&slot, Some(stale), Reason::Forced)
             .await
             .map(drop)
@@ -266,11 +243,11 @@ impl WithingsAuth {
     /// How many users have in-memory state now (each idle one is evicted after
     /// [`evict_idle_after`](WithingsAuthBuilder::evict_idle_after)).
     pub fn users_in_memory(&self) -> usize {
-        self.core.refresher.users_in_memory()
+        self.refresher.users_in_memory()
     }
 
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.core.refresher.metrics.snapshot()
+        self.refresher.metrics.snapshot()
     }
 }

@@ -1,0 +1,508 @@
+//! [`ResponseFuture`]: the answer to a request through [`WithingsAuthService`](super::WithingsAuthService).
+//!
+//! On the hot path it is a small state machine around the inner future: the inner future, and
+//! a pointer to what a replay would need. The response is classified by one step,
+//! [`poll_refusal`]: HTTP 401, or HTTP 200 whose body `status` is an access-token failure. Only a
+//! body whose status is not in its first chunk, a refresh, or a replay allocate a state of
+//! their own.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, response::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::authorize;
+use super::replay::{Replay, RequestCopy};
+use crate::body::{ReplayBody, WithingsBody};
+use crate::error::{BoxError, Error};
+use crate::refresh::{Reason, Refresher};
+use crate::status::is_access_token_failure;
+use crate::token::UserId;
+
+type BoxResponse<ResB> =
+    Pin<Box<dyn Future<Output = Result<Response<WithingsBody<ResB>>, BoxError>> + Send>>;
+
+pin_project! {
+    /// The future of [`WithingsAuthService`](super::WithingsAuthService).
+    ///
+    /// Polled after it completed, it returns [`Error::PolledAfterCompletion`].
+    pub struct ResponseFuture<S, B, ResB>
+    where
+        S: Service<Request<B>>,
+        ResB: Body,
+    {
+        #[pin]
+        state: State<S::Future, ResB>,
+        // Boxed: most requests never replay, and the future stays small to move.
+        replay: Option<Box<Replay<S, B>>>,
+    }
+}
+
+pin_project! {
+    /// Every path that returns `Poll::Ready` moves to `Done` first, so a poll after completion
+    /// never touches a finished inner future.
+    #[project = StateProj]
+    #[project_replace = StateOwned]
+    enum State<F, ResB>
+    where
+        ResB: Body,
+    {
+        Passthrough { #[pin] fut: F },
+        Failed { error: Error },
+        Calling { #[pin] fut: F },
+        Peeking { response: Box<(Parts, WithingsBody<ResB>)> },
+        Slow { fut: BoxResponse<ResB> },
+        Done,
+    }
+}
+
+impl<S, B, ResB> ResponseFuture<S, B, ResB>
+where
+    S: Service<Request<B>>,
+    ResB: Body,
+{
+    pub(super) fn passthrough(fut: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Passthrough { fut },
+            replay: None,
+        }
+    }
+
+    pub(super) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error },
+            replay: None,
+        }
+    }
+
+    pub(super) fn calling(fut: S::Future, replay: Replay<S, B>) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            replay: Some(Box::new(replay)),
+        }
+    }
+}
+
+impl<S, B, ResB> ResponseFuture<S, B, ResB>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+        + Send
+        + 'static,
+    B: ReplayBody + Send + 'static,
+    ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
+    pub(super) fn slow(
+        refresher: Arc<Refresher>,
+        user: UserId,
+        service: S,
+        request: Request<B>,
+        stale: Option<u64>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Slow {
+                fut: Box::pin(send_fresh(refresher, user, service, request, stale)),
+            },
+            replay: None,
+        }
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+        + Send
+        + 'static,
+    B: Send + 'static,
+    ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    type Output = Result<Response<WithingsBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let refused = match this.state.as_mut().project() {
+                StateProj::Passthrough { fut } => {
+                    let output = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let response = output.map_err(Into::into)?;
+                    return Poll::Ready(Ok(response.map(WithingsBody::new)));
+                }
+                StateProj::Failed { .. } => {
+                    let error = match this.state.as_mut().project_replace(State::Done) {
+                        StateOwned::Failed { error } => error,
+                        _ => Error::PolledAfterCompletion, // not reached: the state was Failed
+                    };
+                    return Poll::Ready(Err(error.into()));
+                }
+                StateProj::Calling { fut } => {
+                    let output = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let (parts, body) = output.map_err(Into::into)?.into_parts();
+                    let mut body = WithingsBody::for_response(&parts.headers, body);
+                    match poll_refusal(parts.status, &mut body, cx) {
+                        // Usually the first chunk is already there: no move to Peeking.
+                        Poll::Ready(None) => {
+                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                        }
+                        Poll::Ready(Some(_)) => Response::from_parts(parts, body),
+                        Poll::Pending => {
+                            this.state.set(State::Peeking {
+                                response: Box::new((parts, body)),
+                            });
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                StateProj::Peeking { response } => {
+                    let (parts, body) = &mut **response;
+                    let refusal = ready!(poll_refusal(parts.status, body, cx));
+                    let StateOwned::Peeking { response } =
+                        this.state.as_mut().project_replace(State::Done)
+                    else {
+                        // Not reached: the state was Peeking.
+                        return Poll::Ready(Err(Error::PolledAfterCompletion.into()));
+                    };
+                    let (parts, body) = *response;
+                    let response = Response::from_parts(parts, body);
+                    match refusal {
+                        None => return Poll::Ready(Ok(response)),
+                        Some(_) => response,
+                    }
+                }
+                StateProj::Slow { fut } => {
+                    let output = ready!(fut.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(output);
+                }
+                StateProj::Done => return Poll::Ready(Err(Error::PolledAfterCompletion.into())),
+            };
+            // Withings refused the token (the state is `Done`): refresh and replay, if this request
+            // can be; a body that cannot be sent twice gets its response at once.
+            let Some(mut replay) = this.replay.take() else {
+                return Poll::Ready(Ok(refused));
+            };
+            let Some(copy) = replay.copy.take() else {
+                return Poll::Ready(Ok(replay.give_back(refused)));
+            };
+            drop(refused);
+            this.state.set(State::Slow {
+                fut: Box::pin((*replay).resend(copy)),
+            });
+            // The next turn polls the replay.
+        }
+    }
+}
+
+/// The one classification of a response: `Some(status)` when it refuses the token (HTTP 401,
+/// or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), `None` when it goes to the
+/// caller as it is. Reads at most the body's first bytes, which stay in `body`.
+fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
+    status: StatusCode,
+    body: &mut WithingsBody<B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<i64>> {
+    match status {
+        StatusCode::UNAUTHORIZED => Poll::Ready(Some(401)),
+        StatusCode::OK => body
+            .poll_status(cx)
+            .map(|status| status.filter(|s| is_access_token_failure(*s))),
+        _ => Poll::Ready(None),
+    }
+}
+
+/// [`poll_refusal`] for async code: the response (body intact) and the refusal, if any.
+pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
+    response: Response<B>,
+) -> (Response<WithingsBody<B>>, Option<i64>) {
+    let (parts, body) = response.into_parts();
+    let mut body = WithingsBody::for_response(&parts.headers, body);
+    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx)).await;
+    (Response::from_parts(parts, body), refusal)
+}
+
+/// The slow path: get a usable token (load or refresh), send, and replay once if refused.
+async fn send_fresh<S, B, ResB>(
+    refresher: Arc<Refresher>,
+    user: UserId,
+    mut service: S,
+    mut request: Request<B>,
+    stale: Option<u64>,
+) -> Result<Response<WithingsBody<ResB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
+    B: ReplayBody,
+    ResB: Body<Data = Bytes> + Unpin,
+{
+    let reason = if stale.is_some() {
+        Reason::Proactive
+    } else {
+        Reason::Load
+    };
+    let snapshot = refresher.renew_user(user, stale, reason).await?;
+    let copy = RequestCopy::of(&request);
+    authorize(&mut request, snapshot.header()?.clone());
+    // `service` was readied by `poll_ready` before `call` handed it here.
+    let response = service.call(request).await.map_err(Into::into)?;
+    match inspect(response).await {
+        (response, None) => Ok(response),
+        (refused, Some(_)) => {
+            let replay = Replay {
+                refresher,
+                user,
+                generation: snapshot.generation,
+                copy: None,
+                service,
+            };
+            match copy {
+                Some(copy) => {
+                    drop(refused);
+                    replay.resend(copy).await
+                }
+                None => Ok(replay.give_back(refused)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::pin::pin;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use http::header;
+    use http_body::Frame;
+    use http_body_util::Full;
+    use tower::Layer;
+    use tower_test::mock;
+
+    use crate::{Clock, Credentials, ManualClock, Secret, Token, WithingsAuth};
+
+    const API: &str = "https://wbsapi.withings.net";
+    const USER: UserId = UserId(7);
+
+    /// A response body of one chunk; when `late`, the chunk is not there at the first poll.
+    #[derive(Debug)]
+    struct TestBody {
+        chunk: Option<Bytes>,
+        late: bool,
+    }
+
+    impl TestBody {
+        fn json(text: &'static str) -> Self {
+            TestBody {
+                chunk: Some(Bytes::from_static(text.as_bytes())),
+                late: false,
+            }
+        }
+    }
+
+    impl Body for TestBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if std::mem::take(&mut self.late) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.chunk.take().map(|chunk| Ok(Frame::data(chunk))))
+        }
+    }
+
+    type Req = Request<Full<Bytes>>;
+    type Handle = mock::Handle<Req, Response<TestBody>>;
+    type Fut = ResponseFuture<mock::Mock<Req, Response<TestBody>>, Full<Bytes>, TestBody>;
+
+    const OK: &str = r#"{"status":0,"body":{}}"#;
+    const REFUSED: &str = r#"{"status":401,"body":{},"error":"invalid_token"}"#;
+
+    fn token(clock: &ManualClock, access: &str) -> Token {
+        Token {
+            user_id: USER,
+            access_token: Secret::new(access),
+            refresh_token: Secret::new(format!("refresh-{access}")),
+            expires_at: clock.now() + Duration::from_secs(3 * 3600),
+            scope: "user.metrics".into(),
+        }
+    }
+
+    /// A handle on Withings' public cloud whose token calls all fail: none is expected.
+    fn auth(clock: &ManualClock) -> WithingsAuth {
+        WithingsAuth::builder(Credentials::new("client", "secret"))
+            .clock(clock.clone())
+            .build(tower::service_fn(|_: Req| async {
+                Err::<Response<Full<Bytes>>, BoxError>("no token call expected".into())
+            }))
+    }
+
+    fn request(url: &str) -> Req {
+        let mut request = Request::post(url)
+            .body(Full::new(Bytes::from_static(b"action=getmeas")))
+            .unwrap();
+        request.extensions_mut().insert(USER);
+        request
+    }
+
+    /// Calls the layer over a mock service with `request`.
+    fn send(auth: &WithingsAuth, request: Req) -> (Fut, Handle) {
+        let (mut service, handle) = mock::spawn_with(|mock| auth.layer().layer(mock));
+        assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+        (service.call(request), handle)
+    }
+
+    /// Answers the next request the mock receives; returns its bearer header.
+    async fn answer(handle: &mut Handle, status: StatusCode, body: TestBody) -> Option<String> {
+        let (request, reply) = handle.next_request().await.expect("a request");
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        reply.send_response(response);
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// The future completed: every later poll is `PolledAfterCompletion`, never a panic.
+    fn assert_done<R>(mut fut: Pin<&mut impl Future<Output = Result<R, BoxError>>>) {
+        for _ in 0..2 {
+            match poll_once(fut.as_mut()) {
+                Poll::Ready(Err(error)) => assert!(
+                    matches!(error.downcast_ref(), Some(Error::PolledAfterCompletion)),
+                    "{error}"
+                ),
+                Poll::Ready(Ok(_)) => panic!("completed twice"),
+                Poll::Pending => panic!("pending after completion"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn passthrough_is_done_after_completion() {
+        let auth = auth(&ManualClock::new());
+        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let mut fut = pin!(fut);
+        assert_eq!(
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK)).await,
+            None
+        );
+        assert!(fut.as_mut().await.is_ok());
+        assert_done(fut);
+        // An inner error completes it too.
+        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let mut fut = pin!(fut);
+        handle.next_request().await.unwrap().1.send_error("down");
+        assert!(fut.as_mut().await.is_err());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn failed_is_done_after_completion() {
+        let auth = auth(&ManualClock::new());
+        let mut no_user = request(&format!("{API}/measure"));
+        no_user.extensions_mut().remove::<UserId>();
+        let (fut, _handle) = send(&auth, no_user);
+        let mut fut = pin!(fut);
+        let error = fut.as_mut().await.unwrap_err();
+        assert!(
+            matches!(error.downcast_ref(), Some(Error::NoUser)),
+            "{error}"
+        );
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn calling_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        // Status read from the body, any other HTTP status, and an inner error.
+        for status in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
+            let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+            let mut fut = pin!(fut);
+            let bearer = answer(&mut handle, status, TestBody::json(OK)).await;
+            assert_eq!(bearer.as_deref(), Some("Bearer a"));
+            assert_eq!(fut.as_mut().await.unwrap().status(), status);
+            assert_done(fut);
+        }
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        handle.next_request().await.unwrap().1.send_error("down");
+        assert!(fut.as_mut().await.is_err());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn calling_refused_then_replayed_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let (_, reply) = handle.next_request().await.unwrap();
+        // A newer token exists by the time the refusal arrives: the replay needs no refresh.
+        auth.import(token(&clock, "b")).await.unwrap();
+        reply.send_response(Response::new(TestBody::json(REFUSED)));
+        let (response, bearer) = tokio::join!(
+            fut.as_mut(),
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK))
+        );
+        assert_eq!(bearer.as_deref(), Some("Bearer b"));
+        assert!(response.unwrap().status().is_success());
+        assert_eq!(auth.metrics().replays, 1);
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn peeking_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let late = TestBody {
+            late: true,
+            ..TestBody::json(OK)
+        };
+        answer(&mut handle, StatusCode::OK, late).await;
+        assert!(poll_once(fut.as_mut()).is_pending(), "now peeking");
+        assert!(fut.as_mut().await.is_ok());
+        assert_done(fut);
+    }
+
+    #[tokio::test]
+    async fn slow_is_done_after_completion() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        // In the store but not loaded: the first request loads it on the slow path.
+        auth.store()
+            .put(&token(&clock, "a"), clock.now())
+            .await
+            .unwrap();
+        let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
+        let mut fut = pin!(fut);
+        let (response, bearer) = tokio::join!(
+            fut.as_mut(),
+            answer(&mut handle, StatusCode::OK, TestBody::json(OK))
+        );
+        assert_eq!(bearer.as_deref(), Some("Bearer a"));
+        assert!(response.is_ok());
+        assert_done(fut);
+    }
+}

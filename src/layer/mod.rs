@@ -1,0 +1,211 @@
+//! [`WithingsAuthLayer`]: bearer injection, auth-failure detection, refresh and one replay.
+//!
+//! Laid out as tower's `retry`: this file is the layer and the service (what happens when a
+//! request goes out), [`future`] the response future (what happens when the answer comes back),
+//! `replay.rs` what a replay keeps of the request and how it sends it again.
+//!
+//! # What the layer asks of the stack below it
+//!
+//! - The request body must be a [`ReplayBody`]: the layer keeps a copy of each request so that
+//!   a refused one can be sent again after the refresh. `Full`, `Empty` and `String` replay;
+//!   boxed bodies and hyper's `Incoming` are streams that do not (the refused response then
+//!   comes back at once, marked [`NotReplayed`](crate::NotReplayed)).
+//! - The response body must be `Unpin` and carry `Bytes`, because the layer reads its first
+//!   bytes in place (the Withings `status` is in the body). hyper's `Incoming` is; a stack whose
+//!   body is not (some tower-http bodies are pinned) can box it with
+//!   `.map_response(|r| r.map(|b| b.boxed_unsync()))`. Layers above that answer by themselves
+//!   with `Default::default()` (tower-http's `TimeoutLayer`) also need that body to have a
+//!   default, which boxed bodies have and `Incoming` has not: that is why the crate example
+//!   boxes the body below the layer.
+
+pub mod future;
+mod replay;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body::Body;
+use tower::{Layer, Service};
+
+use crate::body::{ReplayBody, WithingsBody};
+use crate::error::{BoxError, Error};
+use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
+use crate::refresh::{Lookup, Refresher};
+use crate::token::UserId;
+use future::ResponseFuture;
+use replay::{Replay, RequestCopy};
+
+/// Adds the right Withings user's bearer token to every Withings API request, refreshing it
+/// once per user when it expires or Withings refuses it, and replaying the request once.
+///
+/// Made by [`crate::WithingsAuth::layer`]. Requests to any other host, and to the token and
+/// signature endpoints, pass through untouched: the token goes nowhere else. See the
+/// [module docs](self) for what the layer needs of the request and response bodies.
+#[derive(Debug, Clone)]
+pub struct WithingsAuthLayer {
+    refresher: Arc<Refresher>,
+    user: Option<UserId>,
+}
+
+impl WithingsAuthLayer {
+    pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
+        WithingsAuthLayer { refresher, user }
+    }
+}
+
+impl<S> Layer<S> for WithingsAuthLayer {
+    type Service = WithingsAuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithingsAuthService {
+            refresher: Arc::clone(&self.refresher),
+            user: self.user,
+            inner,
+        }
+    }
+}
+
+/// The service [`WithingsAuthLayer`] makes. Its errors are `BoxError`s holding either the inner
+/// service's error or a [`crate::Error`] (downcast to tell them apart).
+#[derive(Debug, Clone)]
+pub struct WithingsAuthService<S> {
+    refresher: Arc<Refresher>,
+    user: Option<UserId>,
+    inner: S,
+}
+
+impl<S> WithingsAuthService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for WithingsAuthService<S>
+where
+    S: Service<
+            Request<B>,
+            Response = Response<ResB>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: ReplayBody + Send + 'static,
+    ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    type Response = Response<WithingsBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let refresher = &self.refresher;
+        let for_withings = refresher
+            .endpoints()
+            .api_path(request.uri())
+            .is_some_and(|path| path != TOKEN_PATH && path != SIGNATURE_PATH);
+        if !for_withings {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let Some(user) = request.extensions().get::<UserId>().copied().or(self.user) else {
+            return ResponseFuture::failed(Error::NoUser);
+        };
+        let now = refresher.now();
+        match refresher.lookup(user, now) {
+            Lookup::Usable { header, generation } => {
+                // The hot path: a good token, no lock, no refresh.
+                let copy = RequestCopy::of(&request);
+                authorize(&mut request, header);
+                let replay = Replay {
+                    refresher: Arc::clone(refresher),
+                    user,
+                    generation,
+                    copy,
+                    service: self.inner.clone(),
+                };
+                ResponseFuture::calling(self.inner.call(request), replay)
+            }
+            Lookup::Terminal(error) => ResponseFuture::failed(error),
+            Lookup::Stale(stale) => {
+                // Slow path: refresh (or load) first. The readied service goes with the request.
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::slow(Arc::clone(refresher), user, service, request, stale)
+            }
+        }
+    }
+}
+
+/// Sets the bearer header and drops any legacy `access_token` query parameter, so a stale
+/// token in the URL can never override the header.
+fn authorize<B>(request: &mut Request<B>, header: HeaderValue) {
+    if request
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("access_token"))
+    {
+        *request.uri_mut() = without_access_token(request.uri());
+    }
+    request.headers_mut().insert(header::AUTHORIZATION, header);
+}
+
+fn without_access_token(uri: &Uri) -> Uri {
+    let query = uri.query().unwrap_or_default();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "access_token"
+        })
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_token_query_parameter_is_removed() {
+        let strip = |u: &str| without_access_token(&u.parse().unwrap()).to_string();
+        assert_eq!(
+            strip("https://h/measure?action=getmeas&access_token=old&x=1"),
+            "https://h/measure?action=getmeas&x=1"
+        );
+        assert_eq!(
+            strip("https://h/measure?access_token=old"),
+            "https://h/measure"
+        );
+        assert_eq!(
+            strip("https://h/m?access%5Ftoken=old&a=b"),
+            "https://h/m?a=b"
+        );
+        assert_eq!(
+            strip("https://h/m?my_access_token=keep"),
+            "https://h/m?my_access_token=keep"
+        );
+    }
+}

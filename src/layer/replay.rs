@@ -1,0 +1,252 @@
+//! What a replay keeps of a request, and how it sends it again after a refresh.
+//!
+//! The copy is taken before the bearer header is set, with only what a replay needs: a few
+//! headers are kept inline (no map to allocate), and the extensions are not cloned when the only
+//! one is the [`UserId`] (it is put back on replay).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version,
+};
+use http_body::Body;
+use tower::{Service, ServiceExt};
+
+use super::authorize;
+use super::future::inspect;
+use crate::body::{NotReplayed, ReplayBody, WithingsBody};
+use crate::error::{BoxError, Error};
+use crate::metrics::Metrics;
+use crate::refresh::{Reason, Refresher};
+use crate::token::UserId;
+
+/// How many header values are copied inline; a request with more copies its map.
+const INLINE_HEADERS: usize = 4;
+
+/// A request as first sent, minus the bearer header, ready to be sent again.
+pub(super) struct RequestCopy<B> {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeadersCopy,
+    extensions: ExtensionsCopy,
+    body: B,
+}
+
+enum HeadersCopy {
+    Inline([Option<(HeaderName, HeaderValue)>; INLINE_HEADERS]),
+    Map(HeaderMap),
+}
+
+enum ExtensionsCopy {
+    None,
+    User(UserId),
+    All(Extensions),
+}
+
+impl<B: ReplayBody> RequestCopy<B> {
+    /// A copy of `request`, if its body can be sent twice.
+    pub(super) fn of(request: &Request<B>) -> Option<Self> {
+        let body = request.body().try_clone()?;
+        Some(RequestCopy {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: HeadersCopy::of(request.headers()),
+            extensions: ExtensionsCopy::of(request.extensions()),
+            body,
+        })
+    }
+}
+
+impl<B> RequestCopy<B> {
+    fn into_request(self) -> Request<B> {
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.into_map();
+        *request.extensions_mut() = self.extensions.into_extensions();
+        request
+    }
+}
+
+impl HeadersCopy {
+    fn of(headers: &HeaderMap) -> Self {
+        if headers.len() > INLINE_HEADERS {
+            return HeadersCopy::Map(headers.clone());
+        }
+        let mut inline = [const { None }; INLINE_HEADERS];
+        for (slot, (name, value)) in inline.iter_mut().zip(headers) {
+            *slot = Some((name.clone(), value.clone()));
+        }
+        HeadersCopy::Inline(inline)
+    }
+
+    fn into_map(self) -> HeaderMap {
+        match self {
+            HeadersCopy::Map(map) => map,
+            HeadersCopy::Inline(inline) => {
+                let mut map = HeaderMap::with_capacity(INLINE_HEADERS);
+                for (name, value) in inline.into_iter().flatten() {
+                    map.append(name, value);
+                }
+                map
+            }
+        }
+    }
+}
+
+impl ExtensionsCopy {
+    fn of(extensions: &Extensions) -> Self {
+        match extensions.len() {
+            0 => ExtensionsCopy::None,
+            1 => match extensions.get::<UserId>() {
+                Some(user) => ExtensionsCopy::User(*user),
+                None => ExtensionsCopy::All(extensions.clone()),
+            },
+            _ => ExtensionsCopy::All(extensions.clone()),
+        }
+    }
+
+    fn into_extensions(self) -> Extensions {
+        match self {
+            ExtensionsCopy::None => Extensions::new(),
+            ExtensionsCopy::User(user) => {
+                let mut extensions = Extensions::new();
+                extensions.insert(user);
+                extensions
+            }
+            ExtensionsCopy::All(extensions) => extensions,
+        }
+    }
+}
+
+/// What a replay needs, kept from the first send.
+pub(super) struct Replay<S, B> {
+    pub(super) refresher: Arc<Refresher>,
+    pub(super) user: UserId,
+    /// The token generation the first send used.
+    pub(super) generation: u64,
+    /// The request as first sent, if its body can be sent twice.
+    pub(super) copy: Option<RequestCopy<B>>,
+    pub(super) service: S,
+}
+
+impl<S, B> Replay<S, B> {
+    /// The refusal of a request whose body cannot be sent twice: it goes back at once, as it
+    /// came and marked [`NotReplayed`], while a detached task refreshes for the next request
+    /// (the caller neither waits for it nor, by going away, aborts it).
+    pub(super) fn give_back<R>(&self, mut refused: Response<R>) -> Response<R> {
+        Metrics::bump(&self.refresher.metrics.not_replayed);
+        self.refresher
+            .kick(self.user, Some(self.generation), Reason::Reactive);
+        refused.extensions_mut().insert(NotReplayed {
+            reason: "the request body is a stream and cannot be sent twice",
+        });
+        refused
+    }
+}
+
+impl<S, B, ResB> Replay<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
+    ResB: Body<Data = Bytes> + Unpin,
+{
+    /// After Withings refused the token: one refresh (shared, skipped if a newer token already
+    /// exists) and one replay of `copy`. A second refusal is an error, never a loop.
+    pub(super) async fn resend(
+        self,
+        copy: RequestCopy<B>,
+    ) -> Result<Response<WithingsBody<ResB>>, BoxError> {
+        let Replay {
+            refresher,
+            user,
+            generation,
+            mut service,
+            ..
+        } = self;
+        let snapshot = refresher
+            .renew_user(user, Some(generation), Reason::Reactive)
+            .await?;
+        let mut request = copy.into_request();
+        authorize(&mut request, snapshot.header()?.clone());
+        Metrics::bump(&refresher.metrics.replays);
+        tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
+        let response = service
+            .ready()
+            .await
+            .map_err(Into::into)?
+            .call(request)
+            .await
+            .map_err(Into::into)?;
+        match inspect(response).await {
+            (_, Some(status)) => Err(Error::AccessTokenInvalid { status }.into()),
+            (response, None) => Ok(response),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn request(headers: &[(&'static str, &'static str)], user: bool) -> Request<Full<Bytes>> {
+        let mut request = Request::post("https://wbsapi.withings.net/measure?x=1")
+            .version(Version::HTTP_11)
+            .body(Full::new(Bytes::from_static(b"action=getmeas")))
+            .unwrap();
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
+        }
+        if user {
+            request.extensions_mut().insert(UserId(7));
+        }
+        request
+    }
+
+    fn same<B>(a: &Request<B>, b: &Request<B>) {
+        assert_eq!(a.method(), b.method());
+        assert_eq!(a.uri(), b.uri());
+        assert_eq!(a.version(), b.version());
+        assert_eq!(a.headers(), b.headers());
+        assert_eq!(
+            a.extensions().get::<UserId>(),
+            b.extensions().get::<UserId>()
+        );
+    }
+
+    #[test]
+    fn a_copy_is_the_request_as_sent_whatever_its_headers_and_extensions() {
+        let few = [("content-type", "application/x-www-form-urlencoded")];
+        let repeated = [("x-a", "1"), ("x-a", "2"), ("x-b", "3"), ("x-a", "4")];
+        let many = [
+            ("x-1", "1"),
+            ("x-2", "2"),
+            ("x-3", "3"),
+            ("x-4", "4"),
+            ("x-1", "5"),
+        ];
+        for headers in [&few[..], &repeated[..], &many[..], &[]] {
+            for user in [false, true] {
+                let original = request(headers, user);
+                let copy = RequestCopy::of(&original).expect("a Full body replays");
+                same(&copy.into_request(), &original);
+            }
+        }
+        // Other extensions are kept too.
+        let mut original = request(&few, true);
+        original.extensions_mut().insert(42u32);
+        let copy = RequestCopy::of(&original).unwrap().into_request();
+        assert_eq!(copy.extensions().get::<u32>(), Some(&42));
+        assert_eq!(copy.extensions().get::<UserId>(), Some(&UserId(7)));
+        let mut only_other = request(&few, false);
+        only_other.extensions_mut().insert(42u32);
+        let copy = RequestCopy::of(&only_other).unwrap().into_request();
+        assert_eq!(copy.extensions().get::<u32>(), Some(&42));
+    }
+}
