@@ -128,9 +128,10 @@ impl WithingsAuthBuilder {
         self
     }
 
-    /// Forget a user's in-memory state after this long without a request (default 15 min);
-    /// the next request reloads it from the store. Bounds memory by the users in use, however
-    /// many different [`UserId`]s requests carry.
+    /// Forget a user's in-memory state once no request used it for between `idle` and twice
+    /// `idle` (default 15 min): a new user's first request sweeps, at most once per `idle`,
+    /// the users unused since the previous sweep. The next request reloads them from the store.
+    /// Bounds memory by the users in use, however many different [`UserId`]s requests carry.
     pub fn evict_idle_after(mut self, idle: Duration) -> Self {
         self.policy.idle_eviction = idle;
         self

@@ -110,7 +110,11 @@ impl Endpoints {
     /// The part of `uri`'s path below the API base when `uri` is on the configured API host
     /// (same scheme, host and port), else `None`. Bearer tokens go only where this is `Some`.
     pub fn api_path<'u>(&self, uri: &'u Uri) -> Option<&'u str> {
-        if uri.scheme() != Some(&self.api.scheme) || uri.authority() != Some(&self.api.authority) {
+        // Byte-equal first (the usual case), then case-insensitively as URIs compare hosts.
+        let same_authority = uri.authority().is_some_and(|authority| {
+            authority.as_str() == self.api.authority.as_str() || *authority == self.api.authority
+        });
+        if !same_authority || uri.scheme() != Some(&self.api.scheme) {
             return None;
         }
         // On a segment boundary: a `/withings` base matches `/withings/…`, never `/withingsX`.

@@ -209,6 +209,15 @@ impl StatusScan {
         const KEY: &[u8] = b"\"status\"";
         const MAX_DIGITS: u8 = 18;
         let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        // Withings' own form, `{"status":` with no space, is matched at once.
+        const START: &[u8] = b"{\"status\":";
+        let mut bytes = bytes;
+        if self.0 == Scan::Open
+            && let Some(rest) = bytes.strip_prefix(START)
+        {
+            self.0 = Scan::Value;
+            bytes = rest;
+        }
         for &b in bytes {
             self.0 = match self.0 {
                 Scan::Done(_) => break,

@@ -24,6 +24,9 @@ pub(super) enum Coding {
 
 impl Coding {
     pub(super) fn of(headers: &HeaderMap) -> Coding {
+        if headers.is_empty() {
+            return Coding::Identity;
+        }
         let mut values = headers.get_all(CONTENT_ENCODING).iter();
         let Some(value) = values.next() else {
             return Coding::Identity;

@@ -19,7 +19,7 @@ use tower::Service;
 
 use super::authorize;
 use super::replay::{Replay, RequestCopy};
-use crate::body::{ReplayBody, WithingsBody};
+use crate::body::{ReplayBody, StatusReader, WithingsBody};
 use crate::error::{BoxError, Error};
 use crate::refresh::{Reason, Refresher};
 use crate::status::is_access_token_failure;
@@ -56,7 +56,7 @@ pin_project! {
         Passthrough { #[pin] fut: F },
         Failed { error: Error },
         Calling { #[pin] fut: F },
-        Peeking { response: Box<(Parts, WithingsBody<ResB>)> },
+        Peeking { response: Box<(Parts, StatusReader<ResB>)> },
         Slow { fut: BoxResponse<ResB> },
         Done,
     }
@@ -81,10 +81,10 @@ where
         }
     }
 
-    pub(super) fn calling(fut: S::Future, replay: Replay<S, B>) -> Self {
+    pub(super) fn calling(fut: S::Future, replay: Box<Replay<S, B>>) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
-            replay: Some(Box::new(replay)),
+            replay: Some(replay),
         }
     }
 }
@@ -145,13 +145,13 @@ where
                     let output = ready!(fut.poll(cx));
                     this.state.set(State::Done);
                     let (parts, body) = output.map_err(Into::into)?.into_parts();
-                    let mut body = WithingsBody::for_response(&parts.headers, body);
+                    let mut body = StatusReader::new(&parts.headers, body);
                     match poll_refusal(parts.status, &mut body, cx) {
                         // Usually the first chunk is already there: no move to Peeking.
                         Poll::Ready(None) => {
-                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                            return Poll::Ready(Ok(Response::from_parts(parts, body.into_body())));
                         }
-                        Poll::Ready(Some(_)) => Response::from_parts(parts, body),
+                        Poll::Ready(Some(_)) => Response::from_parts(parts, body.into_body()),
                         Poll::Pending => {
                             this.state.set(State::Peeking {
                                 response: Box::new((parts, body)),
@@ -170,7 +170,7 @@ where
                         return Poll::Ready(Err(Error::PolledAfterCompletion.into()));
                     };
                     let (parts, body) = *response;
-                    let response = Response::from_parts(parts, body);
+                    let response = Response::from_parts(parts, body.into_body());
                     match refusal {
                         None => return Poll::Ready(Ok(response)),
                         Some(_) => response,
@@ -205,7 +205,7 @@ where
 /// caller as it is. Reads at most the body's first bytes, which stay in `body`.
 fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
     status: StatusCode,
-    body: &mut WithingsBody<B>,
+    body: &mut StatusReader<B>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<i64>> {
     match status {
@@ -222,9 +222,9 @@ pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
     response: Response<B>,
 ) -> (Response<WithingsBody<B>>, Option<i64>) {
     let (parts, body) = response.into_parts();
-    let mut body = WithingsBody::for_response(&parts.headers, body);
+    let mut body = StatusReader::new(&parts.headers, body);
     let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx)).await;
-    (Response::from_parts(parts, body), refusal)
+    (Response::from_parts(parts, body.into_body()), refusal)
 }
 
 /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
@@ -246,7 +246,7 @@ where
         Reason::Load
     };
     let snapshot = refresher.renew_user(user, stale, reason).await?;
-    let copy = RequestCopy::of(&request);
+    let copy = RequestCopy::of(&request, request.extensions().get::<UserId>().copied());
     authorize(&mut request, snapshot.header()?.clone());
     // `service` was readied by `poll_ready` before `call` handed it here.
     let response = service.call(request).await.map_err(Into::into)?;
@@ -504,5 +504,31 @@ mod tests {
         assert_eq!(bearer.as_deref(), Some("Bearer a"));
         assert!(response.is_ok());
         assert_done(fut);
+    }
+}
+#[cfg(test)]
+mod size {
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use std::mem::size_of;
+
+    type B = Full<Bytes>;
+    type Inner = tower::util::ServiceFn<fn(Request<B>) -> Ready<Result<Response<B>, Infallible>>>;
+
+    /// The future and the response move with every request: they stay close to the inner
+    /// service's (the replay state and a slow peek are boxed).
+    #[test]
+    fn the_future_and_the_body_stay_small() {
+        let inner = size_of::<Ready<Result<Response<B>, Infallible>>>();
+        let ours = size_of::<super::ResponseFuture<Inner, B, B>>();
+        assert!(
+            ours <= inner + 24,
+            "ResponseFuture {ours} B over an inner future of {inner} B"
+        );
+        let body = size_of::<crate::body::WithingsBody<B>>();
+        assert!(body <= size_of::<B>() + 48, "WithingsBody {body} B");
     }
 }

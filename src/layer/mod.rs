@@ -123,22 +123,22 @@ where
         if !for_withings {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let Some(user) = request.extensions().get::<UserId>().copied().or(self.user) else {
+        let own_user = request.extensions().get::<UserId>().copied();
+        let Some(user) = own_user.or(self.user) else {
             return ResponseFuture::failed(Error::NoUser);
         };
         let now = refresher.now();
         match refresher.lookup(user, now) {
             Lookup::Usable { header, generation } => {
                 // The hot path: a good token, no lock, no refresh.
-                let copy = RequestCopy::of(&request);
-                authorize(&mut request, header);
-                let replay = Replay {
+                let replay = Box::new(Replay {
                     refresher: Arc::clone(refresher),
                     user,
                     generation,
-                    copy,
+                    copy: RequestCopy::of(&request, own_user),
                     service: self.inner.clone(),
-                };
+                });
+                authorize(&mut request, header);
                 ResponseFuture::calling(self.inner.call(request), replay)
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),

@@ -21,8 +21,9 @@ use crate::metrics::Metrics;
 use crate::refresh::{Reason, Refresher};
 use crate::token::UserId;
 
-/// How many header values are copied inline; a request with more copies its map.
-const INLINE_HEADERS: usize = 4;
+/// How many header values are copied inline (a form API call has one or two); a request with
+/// more copies its map.
+const INLINE_HEADERS: usize = 2;
 
 /// A request as first sent, minus the bearer header, ready to be sent again.
 pub(super) struct RequestCopy<B> {
@@ -46,15 +47,16 @@ enum ExtensionsCopy {
 }
 
 impl<B: ReplayBody> RequestCopy<B> {
-    /// A copy of `request`, if its body can be sent twice.
-    pub(super) fn of(request: &Request<B>) -> Option<Self> {
+    /// A copy of `request`, if its body can be sent twice. `user` is the request's own
+    /// [`UserId`] extension, already looked up by the caller.
+    pub(super) fn of(request: &Request<B>, user: Option<UserId>) -> Option<Self> {
         let body = request.body().try_clone()?;
         Some(RequestCopy {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
             headers: HeadersCopy::of(request.headers()),
-            extensions: ExtensionsCopy::of(request.extensions()),
+            extensions: ExtensionsCopy::of(request.extensions(), user),
             body,
         })
     }
@@ -99,13 +101,10 @@ impl HeadersCopy {
 }
 
 impl ExtensionsCopy {
-    fn of(extensions: &Extensions) -> Self {
-        match extensions.len() {
-            0 => ExtensionsCopy::None,
-            1 => match extensions.get::<UserId>() {
-                Some(user) => ExtensionsCopy::User(*user),
-                None => ExtensionsCopy::All(extensions.clone()),
-            },
+    fn of(extensions: &Extensions, user: Option<UserId>) -> Self {
+        match (extensions.len(), user) {
+            (0, _) => ExtensionsCopy::None,
+            (1, Some(user)) => ExtensionsCopy::User(user),
             _ => ExtensionsCopy::All(extensions.clone()),
         }
     }
@@ -223,6 +222,7 @@ mod tests {
     #[test]
     fn a_copy_is_the_request_as_sent_whatever_its_headers_and_extensions() {
         let few = [("content-type", "application/x-www-form-urlencoded")];
+        let two = [("x-a", "1"), ("x-a", "2")];
         let repeated = [("x-a", "1"), ("x-a", "2"), ("x-b", "3"), ("x-a", "4")];
         let many = [
             ("x-1", "1"),
@@ -231,22 +231,25 @@ mod tests {
             ("x-4", "4"),
             ("x-1", "5"),
         ];
-        for headers in [&few[..], &repeated[..], &many[..], &[]] {
+        for headers in [&few[..], &two[..], &repeated[..], &many[..], &[]] {
             for user in [false, true] {
                 let original = request(headers, user);
-                let copy = RequestCopy::of(&original).expect("a Full body replays");
+                let copy = RequestCopy::of(&original, user.then_some(UserId(7)))
+                    .expect("a Full body replays");
                 same(&copy.into_request(), &original);
             }
         }
         // Other extensions are kept too.
         let mut original = request(&few, true);
         original.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&original).unwrap().into_request();
+        let copy = RequestCopy::of(&original, Some(UserId(7)))
+            .unwrap()
+            .into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));
         assert_eq!(copy.extensions().get::<UserId>(), Some(&UserId(7)));
         let mut only_other = request(&few, false);
         only_other.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&only_other).unwrap().into_request();
+        let copy = RequestCopy::of(&only_other, None).unwrap().into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));
     }
 }

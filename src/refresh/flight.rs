@@ -1,7 +1,7 @@
 //! The mechanism: per-user slots and their published snapshots, ordered publication, one
 //! refresh in flight per user with its waiters, and the guard that clears it if it panics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -76,8 +76,8 @@ pub(super) type Outcome = Result<Arc<Snapshot>, Error>;
 pub(crate) struct Slot {
     user: UserId,
     pub current: ArcSwapOption<Snapshot>,
-    /// Seconds since the Unix epoch (on the handle's clock) of the last request for this user.
-    last_used: AtomicU64,
+    /// A request used this slot since the last sweep (see [`Refresher::lookup`]).
+    used: AtomicBool,
     flight: Mutex<Flight>,
 }
 
@@ -109,7 +109,7 @@ impl Slot {
         Slot {
             user,
             current: ArcSwapOption::empty(),
-            last_used: AtomicU64::new(0),
+            used: AtomicBool::new(true),
             flight: Mutex::new(Flight::default()),
         }
     }
@@ -119,17 +119,17 @@ impl Slot {
         self.flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a use at `now`; a relaxed store only when the second changed.
-    pub(crate) fn touch(&self, now: SystemTime) {
-        let secs = unix_secs(now);
-        if self.last_used.load(Ordering::Relaxed) != secs {
-            self.last_used.store(secs, Ordering::Relaxed);
+    /// Records a use: one relaxed load, and a store only on the first use since the last sweep.
+    pub(crate) fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Nothing in memory that the store does not hold, and no request or refresh using it.
-    fn is_evictable(self: &Arc<Self>, idle_since: u64) -> bool {
-        if self.last_used.load(Ordering::Relaxed) >= idle_since || Arc::strong_count(self) > 1 {
+    /// Unused since the last sweep, nothing in memory that the store does not hold, and no
+    /// request or refresh holding it. A used slot is kept and marked unused for the next sweep.
+    fn is_evictable(self: &Arc<Self>) -> bool {
+        if self.used.swap(false, Ordering::Relaxed) || Arc::strong_count(self) > 1 {
             return false;
         }
         let flight = self.flight();
@@ -158,8 +158,9 @@ impl Attempt<'_> {
 
 impl Refresher {
     /// The user's slot, created on first use and touched at `now`. Lock-free for users already
-    /// seen; creating one first evicts slots idle longer than the policy says (at most once per
-    /// half of that period), so memory follows the active users, not every id ever seen.
+    /// seen; creating one first sweeps out, at most once per eviction period, the slots no
+    /// request used since the last sweep, so memory follows the active users, not every id ever
+    /// seen.
     pub(crate) fn slot(&self, user: UserId, now: SystemTime) -> Arc<Slot> {
         let slots = self.slots.pin();
         let slot = match slots.get(&user) {
@@ -169,7 +170,7 @@ impl Refresher {
                 Arc::clone(slots.get_or_insert_with(user, || Arc::new(Slot::new(user))))
             }
         };
-        slot.touch(now);
+        slot.touch();
         slot
     }
 
@@ -184,7 +185,7 @@ impl Refresher {
                 slots.get_or_insert_with(user, || Arc::new(Slot::new(user)))
             }
         };
-        slot.touch(now);
+        slot.touch();
         let current = slot.current.load();
         match current.as_deref() {
             None => Lookup::Stale(None),
@@ -226,7 +227,7 @@ impl Refresher {
                 .next_sweep
                 .compare_exchange(
                     due,
-                    secs + period / 2 + 1,
+                    secs + period,
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -234,10 +235,7 @@ impl Refresher {
         {
             return;
         }
-        let idle_since = secs.saturating_sub(period);
-        self.slots
-            .pin()
-            .retain(|_, slot| !slot.is_evictable(idle_since));
+        self.slots.pin().retain(|_, slot| !slot.is_evictable());
     }
 
     /// Drops `slot` from the map if it is still the user's slot and holds nothing.
