@@ -1,6 +1,7 @@
 //! Per-request cost of `WithingsAuthLayer` with a valid token over a no-op inner service,
 //! beside the bare service, tower-http's `AddAuthorizationLayer` (one header insert: the floor)
-//! and a straightforward `RwLock<Token>` layer. Two response shapes: an empty body, and a 1 KiB
+//! a straightforward `RwLock<Token>` layer, and `replay_floor`, the least any layer that can
+//! replay must do (the header insert plus a boxed copy of the request). Two response shapes: an empty body, and a 1 KiB
 //! Withings JSON body that the caller reads to the end.
 //!
 //! The machine these run on is shared, so after criterion's runs `withings` and
@@ -90,6 +91,81 @@ where
             RwLockProj::Call { fut } => fut.poll(cx).map_err(Into::into),
             RwLockProj::Expired => Poll::Ready(Err("token expired".into())),
         }
+    }
+}
+
+/// The floor for "attach a bearer and be able to replay once": tower-http's header insert plus
+/// what any replaying middleware must keep of each request (method, URI, version, headers,
+/// extensions, a clone of the body), boxed so the future stays small, dropped with the
+/// response. No host check, no user lookup, no expiry, no body status.
+#[derive(Clone)]
+struct ReplayFloor<S> {
+    header: http::HeaderValue,
+    inner: S,
+}
+
+type Kept<B> = Box<(
+    http::Method,
+    http::Uri,
+    http::Version,
+    http::HeaderMap,
+    http::Extensions,
+    B,
+)>;
+
+impl<S, B> Service<Request<B>> for ReplayFloor<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ReplayFloorFuture<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let kept = Box::new((
+            request.method().clone(),
+            request.uri().clone(),
+            request.version(),
+            request.headers().clone(),
+            request.extensions().clone(),
+            request.body().clone(),
+        ));
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, self.header.clone());
+        ReplayFloorFuture {
+            fut: self.inner.call(request),
+            kept: Some(kept),
+        }
+    }
+}
+
+pin_project! {
+    struct ReplayFloorFuture<F, B> {
+        #[pin]
+        fut: F,
+        kept: Option<Kept<B>>,
+    }
+}
+
+impl<F, T, E, B> Future for ReplayFloorFuture<F, B>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.fut.poll(cx));
+        drop(this.kept.take());
+        Poll::Ready(output.map_err(Into::into))
     }
 }
 
@@ -212,6 +288,17 @@ fn hot_path(c: &mut Criterion) {
             "rwlock_token",
             RwLockAuth {
                 token: Arc::new(RwLock::new(valid.clone())),
+                inner: inner.clone(),
+            },
+            len,
+        );
+        bench_stack(
+            &mut group,
+            &rt,
+            shape,
+            "replay_floor",
+            ReplayFloor {
+                header: bearer(&access),
                 inner: inner.clone(),
             },
             len,

@@ -25,7 +25,7 @@ echo "| shape | stack | instructions / request | vs add_authorization |"
 echo "|---|---|---:|---:|"
 for shape in empty json_1k; do
     floor=""
-    for stack in bare add_authorization rwlock_token withings; do
+    for stack in bare add_authorization rwlock_token replay_floor withings; do
         HOT_PATH_CALLGRIND="$shape/$stack/$n" valgrind --tool=callgrind \
             --callgrind-out-file="$tmp/cg.out" --toggle-collect='*callgrind_loop*' \
             "$exe" --bench >"$tmp/stdout" 2>"$tmp/stderr" || { cat "$tmp/stderr"; exit 1; }
