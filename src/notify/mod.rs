@@ -46,7 +46,9 @@
 //! ```
 
 mod appli;
+mod client;
 mod form;
 
 pub use appli::{Appli, ParseAppliError};
+pub use client::{Ensured, NOTIFY_PATH, NotifyClient, Subscription};
 pub use form::{Action, FormError, Notification};
