@@ -48,7 +48,12 @@
 mod appli;
 mod client;
 mod form;
+mod receiver;
 
 pub use appli::{Appli, ParseAppliError};
 pub use client::{Ensured, NOTIFY_PATH, NotifyClient, Subscription};
 pub use form::{Action, FormError, Notification};
+pub use receiver::{
+    Network, Notifications, NotifyReceiver, NotifyReceiverBuilder, ParseNetworkError, PeerAddr,
+    ReceiverFuture, ReceiverStats,
+};
