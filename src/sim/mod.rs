@@ -566,6 +566,11 @@ impl Simulator {
         self.shared.lock().config.notify_retry_interval = interval;
     }
 
+    /// Changes [`SimConfig::notify_max_failures`].
+    pub fn set_notify_max_failures(&self, failures: u32) {
+        self.shared.lock().config.notify_max_failures = failures;
+    }
+
     /// Changes [`SimConfig::notify_duplicates`].
     pub fn set_notify_duplicates(&self, extra: u32) {
         self.shared.lock().config.notify_duplicates = extra;
