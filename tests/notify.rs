@@ -422,6 +422,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
 
     // The layer refuses the user with a typed error, and never spends the refresh token.
     let client = rig.auth.layer().layer(transport::plain_http_client());
+    let before = rig.sim.counters();
     for _ in 0..3 {
         let error = client
             .clone()
@@ -437,6 +438,12 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
         );
     }
     assert_eq!(rig.sim.counters().refreshes, 0);
+    // This process still held the user's (now revoked) access token: each request went out
+    // once with it and was refused; the refresh that followed found the mark. (Nothing in
+    // memory is changed by the receiver: it talks to the store only.)
+    let after = rig.sim.counters();
+    assert_eq!(after.data_calls - before.data_calls, 3);
+    assert_eq!(after.served_401 - before.served_401, 3);
     // Another process (a new handle on the same store) fails at once, sending nothing.
     let calls = rig.sim.counters().data_calls;
     let other = auth_builder(&rig.sim, &rig.clock)

@@ -30,16 +30,28 @@ use crate::token::UserId;
 /// [`allow_network`](NotifyReceiverBuilder::allow_network). Insert it as a request extension
 /// (a `SocketAddr` extension is read too). With axum, copy it from `ConnectInfo`:
 ///
-/// ```ignore
+/// ```
+/// use std::net::SocketAddr;
+///
+/// use axum::extract::ConnectInfo;
+/// use tower_withings::notify::{NotifyReceiver, PeerAddr};
+///
+/// let (receiver, _notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+///     .allow_network("203.0.113.0/24".parse().unwrap())
+///     .build()
+///     .unwrap();
 /// let receiver = tower::ServiceBuilder::new()
 ///     .map_request(|mut request: axum::extract::Request| {
-///         if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+///         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+///         if let Some(ConnectInfo(peer)) = peer {
 ///             request.extensions_mut().insert(PeerAddr(peer));
 ///         }
 ///         request
 ///     })
 ///     .service(receiver);
-/// // and serve with `app.into_make_service_with_connect_info::<SocketAddr>()`
+/// let app: axum::Router = axum::Router::new().route_service("/withings/notify/{secret}", receiver);
+/// // Serve it with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+/// # let _ = app;
 /// ```
 ///
 /// Behind a reverse proxy the peer is the proxy: insert the client address your proxy
