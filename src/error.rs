@@ -169,6 +169,33 @@ pub enum Error {
     #[error("Withings user {0} must authorize again (refresh token no longer valid)")]
     NeedsReauthorization(UserId),
 
+    // ---- notifications ----
+    /// A notification callback URL Withings would refuse (https, a host name that is not
+    /// localhost, port 80 or 443, at most 255 characters), caught before anything is sent. The
+    /// URL itself is never in the message: it carries the receiver's secret.
+    #[error(
+        "notification callback URL refused: {reason} (allow loopback callbacks explicitly only for local simulators)"
+    )]
+    CallbackUrl {
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Withings refused a subscription because its check of the callback failed: the URL did
+    /// not answer Withings' `HEAD` request with 2xx in time. Retrying does not help until the
+    /// receiver answers.
+    #[error(
+        "Withings refused the notification callback ({message}): the URL must answer Withings' HEAD request with 2xx within 2 s; check the URL, the receiver's route and its secret"
+    )]
+    CallbackRefused {
+        /// What Withings said, shortened, with the callback URL taken out.
+        message: String,
+    },
+    /// Withings has no subscription for this user, callback URL and appli.
+    #[error(
+        "no such notification subscription for this user, callback URL and appli: list the user's subscriptions to see the ones that exist"
+    )]
+    NoSuchSubscription,
+
     // ---- token stores ----
     /// The token store failed; the token pair in use is unchanged.
     #[error("token store failed to {operation}: {source}")]

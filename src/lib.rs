@@ -55,6 +55,7 @@ pub mod config;
 pub mod error;
 pub mod layer;
 mod metrics;
+pub mod notify;
 pub mod oauth;
 mod refresh;
 pub mod secret;

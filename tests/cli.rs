@@ -289,3 +289,142 @@ async fn errors_are_one_line_with_documented_exit_codes() {
         "{out}"
     );
 }
+
+/// A `NotifyReceiver` on a random loopback port; its callback URL (secret included).
+async fn notify_receiver() -> String {
+    use tower_withings::notify::NotifyReceiver;
+    let (receiver, notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = receiver.callback_url(&format!("http://{}/n", listener.local_addr().unwrap()));
+    let app = axum::Router::new().route_service("/n/{secret}", receiver);
+    tokio::spawn(async move {
+        let _keep = notifications;
+        axum::serve(listener, app).await
+    });
+    url.expose().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_subscribe_list_and_revoke() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+    let g = sim.issue_grant(CLIENT_ID, 77, "user.metrics,user.activity");
+    let (code, _, err) = cli
+        .run(
+            &[
+                "import",
+                "--user",
+                "77",
+                "--access-token",
+                &g.access_token,
+                "--refresh-token",
+                &g.refresh_token,
+                "--expires-in",
+                "10800",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let url = notify_receiver().await;
+    let subscribe = |applis: &'static str| {
+        let url = url.clone();
+        let cli = &cli;
+        async move {
+            let args = [
+                "notify",
+                "subscribe",
+                "--user",
+                "77",
+                "--callback",
+                &url,
+                "--appli",
+                applis,
+            ];
+            cli.run(&args, "").await
+        }
+    };
+    let (code, out, err) = subscribe("1,44").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "subscribed\t1\tweight\nsubscribed\t44\tsleep\n");
+    // Idempotent: what exists is left alone; names work as well as codes.
+    let (code, out, err) = subscribe("weight,user").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "already\t1\tweight\nsubscribed\t46\tuser\n");
+    assert_eq!(sim.notify_counters().subscriptions_made, 3);
+
+    let (code, out, err) = cli.run(&["notify", "list", "--user", "77"], "").await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], format!("1\tweight\t{url}\ttower-withings"));
+
+    let revoke = [
+        "notify",
+        "revoke",
+        "--user",
+        "77",
+        "--callback",
+        &url,
+        "--appli",
+        "1",
+    ];
+    let (code, out, err) = cli.run(&revoke, "").await;
+    assert_eq!((code, out.as_str()), (0, "revoked\t1\tweight\n"), "{err}");
+    let (_, out, _) = cli.run(&["notify", "list", "--user", "77"], "").await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    // Revoking it again: Withings refuses, exit 1, one line.
+    let (code, _, err) = cli.run(&revoke, "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no such notification subscription"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A callback failing Withings' HEAD check (a wrong secret): 1, and the secret is not shown.
+    let wrong = format!("{}-wrong", url);
+    let args = [
+        "notify",
+        "subscribe",
+        "--user",
+        "77",
+        "--callback",
+        &wrong,
+        "--appli",
+        "1",
+    ];
+    let (code, _, err) = cli.run(&args, "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HEAD"), "{err}");
+    let secret = url.rsplit('/').next().unwrap();
+    assert!(!err.contains(secret), "{err}");
+    // A URL Withings would refuse: 2, before anything is sent.
+    let calls = sim.counters().data_calls;
+    let args = [
+        "notify",
+        "subscribe",
+        "--user",
+        "77",
+        "--callback",
+        "https://203.0.113.9/n",
+        "--appli",
+        "1",
+    ];
+    let (code, _, err) = cli.run(&args, "").await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("callback URL refused"), "{err}");
+    assert_eq!(sim.counters().data_calls, calls);
+    // An unknown appli name is a usage error.
+    let args = [
+        "notify",
+        "subscribe",
+        "--user",
+        "77",
+        "--callback",
+        &url,
+        "--appli",
+        "scale",
+    ];
+    let (code, _, err) = cli.run(&args, "").await;
+    assert_eq!(code, 2, "{err}");
+}

@@ -9,6 +9,9 @@ mod hyper_client;
 #[path = "../examples/multi_user.rs"]
 mod multi_user;
 #[allow(dead_code)]
+#[path = "../examples/notifications.rs"]
+mod notifications;
+#[allow(dead_code)]
 #[path = "../examples/web_login.rs"]
 mod web_login;
 
@@ -195,4 +198,95 @@ async fn web_login_reports_a_declined_authorization() {
         page.body
     );
     assert_eq!(sim.counters().code_exchanges, 0);
+}
+
+/// The next line the notifications example wrote (bounded wait: it works in the background).
+async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(10), lines.recv())
+        .await
+        .expect("a line within 10 s")
+        .expect("the example is running")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_example_prints_the_callback_then_each_notification() {
+    use tower_withings::sim::DEMO_USER_ID;
+    let sim = Simulator::start().await.unwrap();
+    let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let (log_tx, mut log) = tokio::sync::mpsc::unbounded_channel();
+    let output = notifications::Output {
+        out: Box::new(move |line| drop(out_tx.send(line.to_owned()))),
+        log: Box::new(move |line| drop(log_tx.send(line.to_owned()))),
+    };
+    let options = notifications::Options {
+        port: 0,
+        weigh_every: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = notifications::run(&sim, options, output, async {
+        let _ = stopped.await;
+    });
+    let driver = async {
+        // First line: the callback URL, secret included.
+        let first = next_line(&mut out).await;
+        let url = first.strip_prefix("callback: ").expect(&first).to_owned();
+        let (base, secret) = url.rsplit_once('/').unwrap();
+        assert!(base.starts_with("http://127.0.0.1:") && base.ends_with("/withings/notify"));
+        assert_eq!(secret.len(), 32, "{url}");
+        // Once subscribed, the simulated user weighs in; each notification is one line.
+        let subscribed = next_line(&mut log).await;
+        assert!(subscribed.starts_with("subscribed user"), "{subscribed}");
+        assert_eq!(sim.subscriptions(DEMO_USER_ID).len(), 1);
+        let mut dates = Vec::new();
+        for (i, grams) in [(0, 80_000), (1, 79_500)] {
+            if i > 0 {
+                sim.advance(std::time::Duration::from_secs(60));
+            }
+            let date = sim.add_measure(DEMO_USER_ID, 1, grams, -3);
+            dates.push(date);
+            assert_eq!(
+                next_line(&mut out).await,
+                format!(
+                    "notification: user={DEMO_USER_ID} appli=1 startdate={date} enddate={}",
+                    date + 1
+                )
+            );
+            // ...and the new data is fetched through the layer.
+            let fetched = next_line(&mut log).await;
+            let kg = grams as f64 / 1000.0;
+            assert_eq!(
+                fetched,
+                format!("fetched: 1 new weighing(s) for user {DEMO_USER_ID}, latest {kg} kg")
+            );
+        }
+        // The receiver answers Withings' check on the printed URL, and 404 without the secret.
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let head = |url: String| {
+            let client = client.clone();
+            async move {
+                let request = Request::head(url).body(Empty::new()).unwrap();
+                client.request(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(head(url.clone()).await, StatusCode::OK);
+        assert_eq!(head(format!("{base}/guess")).await, StatusCode::NOT_FOUND);
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(app, driver);
+    result.unwrap();
+    assert!(out.try_recv().is_err(), "no other stdout line");
+    // The simulator counts a delivery once it has read the 200.
+    for _ in 0..500 {
+        if sim.notify_counters().deliveries == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let counters = sim.notify_counters();
+    assert_eq!(counters.deliveries, 2, "{counters:?}");
+    assert_eq!(counters.delivery_failures, 0, "{counters:?}");
+    // list + subscribe + one getmeas per notification, all through the layer.
+    assert_eq!(sim.counters().data_calls, 4);
+    assert_eq!(sim.counters().bearer_where_none_belongs, 0);
 }

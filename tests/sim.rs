@@ -1260,39 +1260,104 @@ async fn getmeas_filters_types_and_notify_subscriptions() {
             assert_eq!(m["type"], 6);
         }
     }
-    let notify = |action: &'static str, url: &'static str| {
+    // A callback that answers Withings' HEAD check (and everything else) with 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = format!("http://{}/n", listener.local_addr().unwrap());
+    let moved = format!("http://{}/moved", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "" });
+        axum::serve(listener, app).await
+    });
+    let notify = |pairs: Vec<(&'static str, String)>| {
         let h = &h;
         let token = g.access_token.clone();
         async move {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let req = Request::post(h.url("/notify"))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("authorization", format!("Bearer {token}"))
-                .body(Full::new(Bytes::from(enc(&[
-                    ("action", action),
-                    ("callbackurl", url),
-                    ("appli", "1"),
-                ]))))
+                .body(Full::new(Bytes::from(enc(&pairs))))
                 .unwrap();
             h.send(req).await
         }
     };
-    assert_eq!(
-        notify("subscribe", "https://app.example.com/n").await.st(),
-        0
+    let s = |v: &str| v.to_owned();
+    // A callback Withings cannot reach fails the HEAD check: refused, nothing subscribed.
+    notify(vec![
+        ("action", s("subscribe")),
+        ("callbackurl", s("https://app.example.com/n")),
+        ("appli", s("1")),
+    ])
+    .await
+    .assert_err(
+        293,
+        "Invalid Params: the callback URL is either unknown or invalid (it did not answer HEAD with 2xx in time)",
     );
-    let r = notify("list", "").await;
+    let subscribe = vec![
+        ("action", s("subscribe")),
+        ("callbackurl", local.clone()),
+        ("appli", s("1")),
+        ("comment", s("scale")),
+    ];
+    assert_eq!(notify(subscribe.clone()).await.st(), 0);
+    assert_eq!(notify(subscribe).await.st(), 0, "subscribing twice is fine");
+    let r = notify(vec![("action", s("list"))]).await;
     assert_eq!(
         r.json()["body"]["profiles"][0]["callbackurl"],
-        "https://app.example.com/n"
+        local.as_str()
     );
-    assert_eq!(notify("revoke", "https://app.example.com/n").await.st(), 0);
+    assert_eq!(r.json()["body"]["profiles"][0]["comment"], "scale");
+    assert_eq!(r.json()["body"]["profiles"].as_array().unwrap().len(), 1);
+    let get = |url: &str| {
+        vec![
+            ("action", s("get")),
+            ("callbackurl", s(url)),
+            ("appli", s("1")),
+        ]
+    };
+    assert_eq!(notify(get(&local)).await.json()["body"]["appli"], 1);
+    notify(get("http://127.0.0.1:1/none"))
+        .await
+        .assert_err(294, "Invalid Params: no such subscription");
+    // Update moves it (the new callback is checked too).
+    let r = notify(vec![
+        ("action", s("update")),
+        ("callbackurl", local.clone()),
+        ("appli", s("1")),
+        ("new_callbackurl", moved.clone()),
+        ("new_appli", s("4")),
+    ])
+    .await;
+    assert_eq!(r.st(), 0, "{}", r.body);
+    let r = notify(vec![("action", s("list")), ("appli", s("4"))]).await;
     assert_eq!(
-        notify("revoke", "https://app.example.com/n").await.st(),
-        294
+        r.json()["body"]["profiles"][0]["callbackurl"],
+        moved.as_str()
     );
-    assert_eq!(notify("subscribe", "").await.st(), 293);
-    let r = notify("list", "").await;
+    let revoke = vec![
+        ("action", s("revoke")),
+        ("callbackurl", moved.clone()),
+        ("appli", s("4")),
+    ];
+    assert_eq!(notify(revoke.clone()).await.st(), 0);
+    assert_eq!(notify(revoke).await.st(), 294);
+    for bad in [
+        vec![("action", s("subscribe")), ("appli", s("1"))],
+        vec![
+            ("action", s("subscribe")),
+            ("callbackurl", local.clone()),
+            ("appli", s("2")),
+        ],
+        vec![("action", s("subscribe")), ("callbackurl", local.clone())],
+    ] {
+        assert_eq!(notify(bad).await.st(), 293);
+    }
+    let r = notify(vec![("action", s("list"))]).await;
     assert_eq!(r.json()["body"]["profiles"], serde_json::json!([]));
+    let counters = h.sim.notify_counters();
+    assert_eq!(counters.subscriptions_made, 1, "{counters:?}");
+    assert_eq!(counters.callback_checks, 4, "{counters:?}");
+    assert_eq!(counters.callback_check_failures, 1, "{counters:?}");
 }
 
 #[tokio::test]

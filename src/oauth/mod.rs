@@ -19,6 +19,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use tower::Service;
 
+pub(crate) use authorize::check_redirect_uri;
 pub use authorize::{AuthorizeRequest, Callback, RedirectPolicy};
 
 /// Parses a `requesttoken` answer (e.g. one obtained by another tool) received at

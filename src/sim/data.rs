@@ -4,9 +4,37 @@
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::notify::{CALLBACK_STATUS, CALLBACK_UNREACHABLE, KNOWN_APPLI};
 use super::oauth::{DEACTIVATED, NOT_IMPLEMENTED};
 use super::server::{Reply, Req, err_json, ok_json};
-use super::state::{State, Subscription, scope_has, unix_secs};
+use super::state::{AddedActivity, AddedMeasure, State, Subscription, scope_has, unix_secs};
+
+const NO_SUCH_SUBSCRIPTION: &str = "Invalid Params: no such subscription";
+const INVALID_CALLBACK: &str = "Invalid Params: invalid callbackurl";
+const INVALID_APPLI: &str = "Invalid Params: invalid appli";
+
+/// What a data call needs: an answer now, or a `HEAD` check of a callback URL first.
+pub(crate) enum Handled {
+    Reply(Reply),
+    Check(Pending),
+}
+
+/// A subscribe or update waiting for its callback check (the lock is released meanwhile).
+pub(crate) struct Pending {
+    /// The URL to check.
+    pub(crate) url: String,
+    token: String,
+    change: Change,
+}
+
+enum Change {
+    Subscribe(Subscription),
+    Update {
+        old_url: String,
+        old_appli: i64,
+        new: Subscription,
+    },
+}
 
 const INVALID_TOKEN: &str =
     "XRequestID: Not provided invalid_token: The access token provided is invalid";
@@ -35,7 +63,7 @@ fn required_scope(path: &str, action: &str) -> Option<Option<&'static str>> {
         ("/v2/sleep", "get" | "getsummary") => Some("user.activity"),
         ("/v2/user", "get" | "getdevice") => Some("user.info"),
         ("/v2/heart", "get" | "list") => Some("user.metrics"),
-        ("/notify", "subscribe" | "list" | "revoke") => None,
+        ("/notify", "subscribe" | "get" | "list" | "update" | "revoke") => None,
         _ => return None,
     };
     Some(scope)
@@ -50,7 +78,15 @@ fn bearer(header: &str) -> &str {
 }
 
 /// Serves a data call.
-pub(crate) fn handle(shared: &Shared, req: &Req) -> Reply {
+pub(crate) fn handle(shared: &Shared, req: &Req) -> Handled {
+    match handle_locked(shared, req) {
+        Ok(reply) => Handled::Reply(reply),
+        Err(pending) => Handled::Check(*pending),
+    }
+}
+
+/// The answer, or (as `Err`) a subscription waiting for its callback check.
+fn handle_locked(shared: &Shared, req: &Req) -> Result<Reply, Box<Pending>> {
     let mut st = shared.lock();
     // The header wins; a legacy `access_token` parameter is only looked at without one.
     let token = if req.has_authorization {
@@ -70,26 +106,39 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Reply {
         .map(|a| (a.client_id.clone(), a.userid, a.scope.clone()));
     let Some((client_id, userid, scope)) = owner.filter(|_| st.access_token_usable(token)) else {
         st.counters.served_401 += 1;
-        return err_json(401, INVALID_TOKEN);
+        return Ok(err_json(401, INVALID_TOKEN));
     };
     if st.user_deactivated(userid) {
-        return err_json(503, DEACTIVATED);
+        return Ok(err_json(503, DEACTIVATED));
     }
     if !st.rate_limit_ok(&client_id) {
         st.counters.served_601 += 1;
-        return err_json(601, "Too many request");
+        return Ok(err_json(601, "Too many request"));
     }
     let action = req.param("action").unwrap_or("");
     let Some(required) = required_scope(&req.path, action) else {
-        return err_json(2554, NOT_IMPLEMENTED);
+        return Ok(err_json(2554, NOT_IMPLEMENTED));
     };
     if let Some(required) = required.filter(|r| !scope_has(&scope, r)) {
-        return err_json(214, &format!("Unauthorized: missing scope {required}"));
+        return Ok(err_json(
+            214,
+            &format!("Unauthorized: missing scope {required}"),
+        ));
     }
     let now = unix_secs(st.now());
+    let no_added = Vec::new();
     let body = match (req.path.as_str(), action) {
-        ("/measure", _) => getmeas(now, userid, req),
-        ("/v2/measure", "getactivity") => getactivity(now, userid),
+        ("/measure", _) => getmeas(
+            now,
+            userid,
+            req,
+            st.measures.get(&userid).unwrap_or(&no_added),
+        ),
+        ("/v2/measure", "getactivity") => getactivity(
+            now,
+            userid,
+            st.activities.get(&userid).map_or(&[][..], Vec::as_slice),
+        ),
         ("/v2/measure", "getintradayactivity") => getintradayactivity(now, userid),
         ("/v2/measure", _) => getworkouts(now, userid),
         ("/v2/sleep", "get") => sleep_get(now),
@@ -99,12 +148,54 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Reply {
         ("/v2/heart", "get") => heart_get(),
         ("/v2/heart", _) => heart_list(now, userid),
         _ => match notify(&mut st, &client_id, userid, action, req) {
-            Ok(body) => body,
-            Err(reply) => return reply,
+            Ok(Notified::Body(body)) => body,
+            Ok(Notified::Check { url, change }) => {
+                return Err(Box::new(Pending {
+                    url,
+                    token: token.to_owned(),
+                    change,
+                }));
+            }
+            Err(reply) => return Ok(reply),
         },
     };
     st.mark_access_used(token);
-    ok_json(&body.to_string())
+    Ok(ok_json(&body.to_string()))
+}
+
+/// After the callback check: the subscription is made (or moved) if the callback answered.
+pub(crate) fn finish(shared: &Shared, pending: Pending, reachable: bool) -> Reply {
+    if !reachable {
+        return err_json(CALLBACK_STATUS, CALLBACK_UNREACHABLE);
+    }
+    let mut st = shared.lock();
+    match pending.change {
+        Change::Subscribe(sub) => {
+            let exists = (st.subscriptions.iter())
+                .any(|s| s.same(&sub.client_id, sub.userid, &sub.callbackurl, sub.appli));
+            if !exists {
+                st.notify_counters.subscriptions_made += 1;
+                st.subscriptions.push(sub);
+            }
+        }
+        Change::Update {
+            old_url,
+            old_appli,
+            new,
+        } => {
+            let Some(index) = (st.subscriptions.iter())
+                .position(|s| s.same(&new.client_id, new.userid, &old_url, old_appli))
+            else {
+                return err_json(294, NO_SUCH_SUBSCRIPTION);
+            };
+            st.subscriptions.remove(index);
+            st.subscriptions
+                .retain(|s| !s.same(&new.client_id, new.userid, &new.callbackurl, new.appli));
+            st.subscriptions.push(new);
+        }
+    }
+    st.mark_access_used(&pending.token);
+    ok_json("{}")
 }
 
 /// `YYYY-MM-DD` of a Unix timestamp (UTC).
@@ -145,12 +236,30 @@ fn wanted_types(req: &Req) -> Option<Vec<i64>> {
     )
 }
 
-fn getmeas(now: u64, userid: u64, req: &Req) -> Value {
+/// A Unix-seconds parameter.
+fn secs_param(req: &Req, key: &str) -> Option<u64> {
+    req.param(key).and_then(|v| v.trim().parse().ok())
+}
+
+fn getmeas(now: u64, userid: u64, req: &Req, added: &[AddedMeasure]) -> Value {
     let wanted = wanted_types(req);
+    let (start, end, since) = (
+        secs_param(req, "startdate"),
+        secs_param(req, "enddate"),
+        secs_param(req, "lastupdate"),
+    );
+    let in_range = |date: u64| {
+        start.is_none_or(|s| date >= s)
+            && end.is_none_or(|e| date <= e)
+            && since.is_none_or(|l| date >= l)
+    };
     let weight = 70_000 + i64::try_from(userid % 5_000).unwrap_or(0);
     let groups: Vec<Value> = (0..3u64)
         .filter_map(|i| {
             let date = morning(now).saturating_sub(i * 86_400);
+            if !in_range(date) {
+                return None;
+            }
             let g = i64::try_from(i).unwrap_or(0);
             let measures: Vec<Value> = [
                 (weight - 150 * g, 1, -3),
@@ -180,6 +289,30 @@ fn getmeas(now: u64, userid: u64, req: &Req) -> Value {
             }))
         })
         .collect();
+    let mut groups = groups;
+    // Added measures come first: the newest group first, as Withings sorts them.
+    let added = added
+        .iter()
+        .rev()
+        .filter(|m| in_range(m.date))
+        .filter(|m| wanted.as_ref().is_none_or(|w| w.contains(&m.meastype)))
+        .map(|m| {
+            json!({
+                "grpid": m.grpid,
+                "attrib": 0,
+                "date": m.date,
+                "created": m.date,
+                "modified": m.date,
+                "category": 1,
+                "deviceid": null,
+                "hash_deviceid": null,
+                "measures": [{"value": m.value, "type": m.meastype, "unit": m.unit, "algo": 0, "fm": 3}],
+                "modelid": 5,
+                "model": "Body+",
+                "comment": null,
+            })
+        });
+    groups.splice(0..0, added);
     json!({
         "updatetime": now,
         "timezone": "Europe/Paris",
@@ -189,13 +322,15 @@ fn getmeas(now: u64, userid: u64, req: &Req) -> Value {
     })
 }
 
-fn getactivity(now: u64, userid: u64) -> Value {
+fn getactivity(now: u64, userid: u64, added: &[AddedActivity]) -> Value {
     let base = userid % 1_000;
-    let activities: Vec<Value> = (1..=3u64)
-        .map(|i| {
-            let steps = 6_000 + base + 500 * i;
+    let added = added.iter().rev().map(|a| (a.date, a.steps));
+    let synthetic = (1..=3u64).map(|i| (now.saturating_sub(i * 86_400), 6_000 + base + 500 * i));
+    let activities: Vec<Value> = added
+        .chain(synthetic)
+        .map(|(date, steps)| {
             json!({
-                "date": ymd(now.saturating_sub(i * 86_400)),
+                "date": ymd(date),
                 "timezone": "Europe/Paris",
                 "deviceid": null,
                 "hash_deviceid": null,
@@ -382,56 +517,118 @@ fn heart_list(now: u64, userid: u64) -> Value {
     })
 }
 
+/// What a `/notify` call does: answer now, or check a callback first.
+enum Notified {
+    Body(Value),
+    Check { url: String, change: Change },
+}
+
+/// The `appli` parameter: absent, a documented code, or refused.
+fn appli_param(req: &Req, key: &str) -> Result<Option<i64>, Reply> {
+    match req.param(key).map(str::trim).filter(|a| !a.is_empty()) {
+        None => Ok(None),
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(code) if KNOWN_APPLI.contains(&code) => Ok(Some(code)),
+            _ => Err(err_json(293, INVALID_APPLI)),
+        },
+    }
+}
+
+/// A callback URL parameter, present and at most 255 characters (Withings' limit).
+fn callback_param<'r>(req: &'r Req, key: &str) -> Result<&'r str, Reply> {
+    match req.param(key) {
+        Some(url) if !url.is_empty() && url.len() <= 255 => Ok(url),
+        _ => Err(err_json(293, INVALID_CALLBACK)),
+    }
+}
+
+fn profile(s: &Subscription) -> Value {
+    json!({
+        "appli": s.appli,
+        "callbackurl": s.callbackurl,
+        "expires": 2_147_483_647u64,
+        "comment": s.comment,
+    })
+}
+
 fn notify(
     st: &mut State,
     client_id: &str,
     userid: u64,
     action: &str,
     req: &Req,
-) -> Result<Value, Reply> {
-    let appli = req.param("appli").and_then(|a| a.parse::<i64>().ok());
+) -> Result<Notified, Reply> {
+    let mine = |s: &&Subscription| s.client_id == client_id && s.userid == userid;
     match action {
         "subscribe" => {
-            let Some(url) = req.param("callbackurl").filter(|u| !u.is_empty()) else {
-                return Err(err_json(293, "Invalid Params: invalid callbackurl"));
-            };
-            let appli = appli.unwrap_or(1);
-            let exists = st.subscriptions.iter().any(|s| {
-                s.client_id == client_id
-                    && s.userid == userid
-                    && s.callbackurl == url
-                    && s.appli == appli
-            });
-            if !exists {
-                st.subscriptions.push(Subscription {
+            let url = callback_param(req, "callbackurl")?;
+            let appli = appli_param(req, "appli")?.ok_or_else(|| err_json(293, INVALID_APPLI))?;
+            Ok(Notified::Check {
+                url: url.to_owned(),
+                change: Change::Subscribe(Subscription {
                     client_id: client_id.to_owned(),
                     userid,
                     callbackurl: url.to_owned(),
                     appli,
                     comment: req.param("comment").map(str::to_owned),
-                });
-            }
-            Ok(json!({}))
+                    failures: 0,
+                }),
+            })
+        }
+        "get" => {
+            let url = callback_param(req, "callbackurl")?;
+            let appli = appli_param(req, "appli")?.ok_or_else(|| err_json(293, INVALID_APPLI))?;
+            st.subscriptions
+                .iter()
+                .filter(mine)
+                .find(|s| s.callbackurl == url && s.appli == appli)
+                .map(|s| Notified::Body(profile(s)))
+                .ok_or_else(|| err_json(294, NO_SUCH_SUBSCRIPTION))
         }
         "list" => {
-            let profiles: Vec<Value> = st
-                .subscriptions
-                .iter()
-                .filter(|s| s.client_id == client_id && s.userid == userid)
+            let appli = appli_param(req, "appli")?;
+            let profiles: Vec<Value> = (st.subscriptions.iter())
+                .filter(mine)
                 .filter(|s| appli.is_none_or(|a| a == s.appli))
-                .map(|s| {
-                    json!({
-                        "appli": s.appli,
-                        "callbackurl": s.callbackurl,
-                        "expires": 2_147_483_647u64,
-                        "comment": s.comment,
-                    })
-                })
+                .map(profile)
                 .collect();
-            Ok(json!({ "profiles": profiles }))
+            Ok(Notified::Body(json!({ "profiles": profiles })))
+        }
+        "update" => {
+            let old_url = callback_param(req, "callbackurl")?;
+            let old_appli =
+                appli_param(req, "appli")?.ok_or_else(|| err_json(293, INVALID_APPLI))?;
+            let new_url = callback_param(req, "new_callbackurl")?;
+            let new_appli = appli_param(req, "new_appli")?.unwrap_or(old_appli);
+            let Some(old) = (st.subscriptions.iter())
+                .filter(mine)
+                .find(|s| s.callbackurl == old_url && s.appli == old_appli)
+            else {
+                return Err(err_json(294, NO_SUCH_SUBSCRIPTION));
+            };
+            let comment = req
+                .param("comment")
+                .map(str::to_owned)
+                .or(old.comment.clone());
+            Ok(Notified::Check {
+                url: new_url.to_owned(),
+                change: Change::Update {
+                    old_url: old_url.to_owned(),
+                    old_appli,
+                    new: Subscription {
+                        client_id: client_id.to_owned(),
+                        userid,
+                        callbackurl: new_url.to_owned(),
+                        appli: new_appli,
+                        comment,
+                        failures: 0,
+                    },
+                },
+            })
         }
         _ => {
-            let url = req.param("callbackurl").unwrap_or("");
+            let url = callback_param(req, "callbackurl")?;
+            let appli = appli_param(req, "appli")?;
             let before = st.subscriptions.len();
             st.subscriptions.retain(|s| {
                 !(s.client_id == client_id
@@ -440,9 +637,9 @@ fn notify(
                     && appli.is_none_or(|a| a == s.appli))
             });
             if st.subscriptions.len() == before {
-                return Err(err_json(294, "Invalid Params: no such subscription"));
+                return Err(err_json(294, NO_SUCH_SUBSCRIPTION));
             }
-            Ok(json!({}))
+            Ok(Notified::Body(json!({})))
         }
     }
 }

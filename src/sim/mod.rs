@@ -24,9 +24,20 @@
 //! | `GET /partner/disconnect_partner/<client_id>?selecteduser=<userid>` | the user unlinks the app |
 //! | `POST /v2/oauth2` | `action=requesttoken`, `grant_type=authorization_code` or `refresh_token` |
 //! | `POST /v2/signature` | `action=getnonce` |
-//! | `/measure`, `/v2/measure`, `/v2/sleep`, `/v2/user`, `/v2/heart`, `/notify` | data, `Authorization: Bearer …` |
+//! | `/measure`, `/v2/measure`, `/v2/sleep`, `/v2/user`, `/v2/heart` | data, `Authorization: Bearer …` |
+//! | `/notify` | `action=subscribe`, `get`, `list`, `update`, `revoke`, bearer required |
 //!
 //! Anything else is a real HTTP 404.
+//!
+//! Notifications work as Withings describes them: `subscribe` (and `update`) first sends a
+//! `HEAD` to the callback URL and refuses with status 293 unless it answers 2xx within
+//! [`SimConfig::notify_timeout`]; [`Simulator::add_measure`], [`Simulator::add_activity`] and
+//! [`Simulator::send_notification`] POST the notification form to every matching subscription,
+//! retried every [`SimConfig::notify_retry_interval`] until accepted, and a subscription whose
+//! callback fails [`SimConfig::notify_max_failures`] times in a row is removed;
+//! [`Simulator::unlink_user`] and [`Simulator::delete_user`] send `action=unlink` / `delete` to
+//! the user's `appli=46` subscriptions. Callbacks are reached over plain http only (loopback
+//! receivers); [`Simulator::notify_counters`] counts checks, deliveries and failures.
 //!
 //! Data answers are compressed when the request's `Accept-Encoding` allows (`br`, `gzip` or
 //! `deflate`, in that order of preference on equal `q`), as a web server in front of the API
@@ -49,6 +60,7 @@
 
 mod data;
 mod encoding;
+mod notify;
 mod oauth;
 mod server;
 mod state;
@@ -115,6 +127,21 @@ pub struct SimConfig {
     /// If set, each client may make at most this many data calls per simulated minute; the
     /// excess gets status 601 "Too many request". Default `None` (no limit).
     pub data_rate_limit_per_minute: Option<u32>,
+    /// How long a callback has to answer the subscribe-time `HEAD` check and each delivery
+    /// (Withings: 2 s). Default 2 s.
+    pub notify_timeout: Duration,
+    /// How long after a failed delivery it is tried again (OPEN: Withings does not say).
+    /// Default 60 s; tests use a few milliseconds.
+    pub notify_retry_interval: Duration,
+    /// After this many consecutive failed deliveries to a subscription, it is removed (OPEN:
+    /// an older Withings page says 4, a newer one 10 attempts). Default 10.
+    pub notify_max_failures: u32,
+    /// Whether a 3xx answer to a delivery counts as success (OPEN: a newer Withings page says
+    /// anything below 400 does; the documented rule is 2xx). Default `false`.
+    pub notify_accept_below_400: bool,
+    /// Each delivered notification is sent this many extra times, as Withings does when it
+    /// missed an answer: the receiver must deliver it once. Default 0.
+    pub notify_duplicates: u32,
 }
 
 impl Default for SimConfig {
@@ -124,6 +151,11 @@ impl Default for SimConfig {
             token_latency: Duration::ZERO,
             approving_user: DEFAULT_USER_ID,
             data_rate_limit_per_minute: None,
+            notify_timeout: Duration::from_secs(2),
+            notify_retry_interval: Duration::from_secs(60),
+            notify_max_failures: 10,
+            notify_accept_below_400: false,
+            notify_duplicates: 0,
         }
     }
 }
@@ -209,10 +241,55 @@ pub struct Counters {
     pub access_token_in_params: u64,
 }
 
+/// What the simulator did with notifications so far (see [`Simulator::notify_counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotifyCounters {
+    /// Subscriptions created (`action=subscribe` accepted for a new callback and appli).
+    pub subscriptions_made: u64,
+    /// `HEAD` checks of a callback URL (at subscribe and update).
+    pub callback_checks: u64,
+    /// Checks that failed (no 2xx in time): the subscription was refused.
+    pub callback_check_failures: u64,
+    /// Delivery attempts (first tries and retries, not the duplicates).
+    pub delivery_attempts: u64,
+    /// Attempts the callback accepted.
+    pub deliveries: u64,
+    /// Attempts that failed (error status, no answer in time, connection refused).
+    pub delivery_failures: u64,
+    /// Extra copies sent of delivered notifications ([`SimConfig::notify_duplicates`]).
+    pub duplicates_sent: u64,
+    /// Subscriptions removed after [`SimConfig::notify_max_failures`] consecutive failures.
+    pub subscriptions_removed: u64,
+}
+
+/// A subscription as the simulator holds it (see [`Simulator::subscriptions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimSubscription {
+    /// The app that subscribed.
+    pub client_id: String,
+    /// The callback URL.
+    pub callbackurl: String,
+    /// The category.
+    pub appli: i64,
+    /// The comment sent with it.
+    pub comment: Option<String>,
+    /// Consecutive failed deliveries so far.
+    pub failures: u32,
+}
+
 /// State shared between the [`Simulator`] handle and the server tasks.
 pub(crate) struct Shared {
     state: Mutex<State>,
     addr: SocketAddr,
+    /// Callback checks and deliveries go through this (plain http, no connection kept).
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    /// Where delivery tasks run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -267,9 +344,15 @@ impl Simulator {
     pub async fn start_with(config: SimConfig) -> std::io::Result<Simulator> {
         let listener = server::bind()?;
         let addr = listener.local_addr()?;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config)),
             addr,
+            client,
+            runtime: tokio::runtime::Handle::current(),
         });
         let task = tokio::spawn(server::serve(listener, Arc::clone(&shared)));
         Ok(Simulator { shared, task })
@@ -378,8 +461,10 @@ impl Simulator {
         self.shared.lock().faults.clear();
     }
 
-    /// The user unlinked the app(s): all their access and refresh tokens (every client) die.
-    /// New authorizations work again afterwards.
+    /// All the user's access and refresh tokens (every client) die and their subscriptions are
+    /// removed, with no notification (a revocation on Withings' side;
+    /// [`unlink_user`](Self::unlink_user) also notifies). New authorizations work again
+    /// afterwards.
     pub fn revoke_user(&self, userid: u64) {
         self.shared.lock().revoke_user(userid, None);
     }
@@ -396,9 +481,104 @@ impl Simulator {
     }
 
     /// The account is gone for good: refreshes fail with "invalid refresh_token" and data calls
-    /// with status 401, for every token of this user, present or future.
+    /// with status 401, for every token of this user, present or future. The user's
+    /// `appli=46` subscriptions are sent `action=delete`, then every subscription of theirs is
+    /// removed.
     pub fn delete_user(&self, userid: u64) {
-        self.shared.lock().user_mut(userid).deleted = true;
+        let deliveries = {
+            let mut st = self.shared.lock();
+            st.user_mut(userid).deleted = true;
+            let deliveries = st.user_event(userid, "delete", None);
+            st.subscriptions.retain(|s| s.userid != userid);
+            deliveries
+        };
+        notify::spawn(&self.shared, deliveries);
+    }
+
+    /// The user unlinks the app(s) in their Withings account: their `appli=46` subscriptions
+    /// are sent `action=unlink` (retried like any notification), then everything
+    /// [`revoke_user`](Self::revoke_user) does happens: every token dies and every
+    /// subscription of theirs is removed.
+    pub fn unlink_user(&self, userid: u64) {
+        let deliveries = {
+            let mut st = self.shared.lock();
+            let deliveries = st.user_event(userid, "unlink", None);
+            st.revoke_user(userid, None);
+            deliveries
+        };
+        notify::spawn(&self.shared, deliveries);
+    }
+
+    /// A new measure group for `userid` (`meastype` as in getmeas: 1 weight in `value`·10^`unit`
+    /// kg, 9/10/11 blood pressure and pulse, 12/71/73 temperature…), dated the simulator's now:
+    /// getmeas returns it from now on, and every subscription of the user for its category
+    /// (1, 4 for 9/10/11/54/91, 58 for 12/71/73) is notified with `startdate` = its date and
+    /// `enddate` = date + 1. Returns the date (Unix seconds).
+    ///
+    /// ```no_run
+    /// # async fn demo(sim: tower_withings::sim::Simulator) {
+    /// let date = sim.add_measure(46865875, 1, 72_500, -3); // 72.5 kg
+    /// # let _ = date; }
+    /// ```
+    pub fn add_measure(&self, userid: u64, meastype: i64, value: i64, unit: i64) -> u64 {
+        let (date, deliveries) = self
+            .shared
+            .lock()
+            .add_measure(userid, meastype, value, unit);
+        notify::spawn(&self.shared, deliveries);
+        date
+    }
+
+    /// Today's activity for `userid` (`steps`): getactivity returns it, and `appli=16`
+    /// subscriptions are notified with today's range. Returns `(startdate, enddate)`.
+    pub fn add_activity(&self, userid: u64, steps: u64) -> (u64, u64) {
+        let (range, deliveries) = self.shared.lock().add_activity(userid, steps);
+        notify::spawn(&self.shared, deliveries);
+        range
+    }
+
+    /// Sends a data notification for `appli` with this range to every subscription of
+    /// `userid` for it, without adding data (e.g. sleep, ECG).
+    pub fn send_notification(&self, userid: u64, appli: i64, startdate: u64, enddate: u64) {
+        let deliveries = self
+            .shared
+            .lock()
+            .data_notifications(userid, appli, startdate, enddate);
+        notify::spawn(&self.shared, deliveries);
+    }
+
+    /// The subscriptions of `userid`, every app's.
+    pub fn subscriptions(&self, userid: u64) -> Vec<SimSubscription> {
+        (self.shared.lock().subscriptions.iter())
+            .filter(|s| s.userid == userid)
+            .map(|s| SimSubscription {
+                client_id: s.client_id.clone(),
+                callbackurl: s.callbackurl.clone(),
+                appli: s.appli,
+                comment: s.comment.clone(),
+                failures: s.failures,
+            })
+            .collect()
+    }
+
+    /// Changes [`SimConfig::notify_retry_interval`].
+    pub fn set_notify_retry_interval(&self, interval: Duration) {
+        self.shared.lock().config.notify_retry_interval = interval;
+    }
+
+    /// Changes [`SimConfig::notify_max_failures`].
+    pub fn set_notify_max_failures(&self, failures: u32) {
+        self.shared.lock().config.notify_max_failures = failures;
+    }
+
+    /// Changes [`SimConfig::notify_duplicates`].
+    pub fn set_notify_duplicates(&self, extra: u32) {
+        self.shared.lock().config.notify_duplicates = extra;
+    }
+
+    /// A snapshot of the notification counters.
+    pub fn notify_counters(&self) -> NotifyCounters {
+        self.shared.lock().notify_counters
     }
 
     /// Kills one access token (server-side revocation); data calls with it get status 401.
@@ -427,8 +607,10 @@ impl Simulator {
         self.shared.lock().counters
     }
 
-    /// Resets every counter to zero.
+    /// Resets every counter to zero (the notification counters too).
     pub fn reset_counters(&self) {
-        self.shared.lock().counters = Counters::default();
+        let mut st = self.shared.lock();
+        st.counters = Counters::default();
+        st.notify_counters = NotifyCounters::default();
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
+use super::notify::Delivery;
 use super::server::{Reply, Req, err_json, err_json_body, json_str};
 use super::state::{State, elapsed, hmac_hex, unix_secs};
 use super::{
@@ -115,23 +116,28 @@ pub(crate) fn logout(shared: &Shared, req: &Req) -> Reply {
 
 /// `GET /partner/disconnect_partner/<client_id>?selecteduser=<userid>`: the user unlinks the
 /// app, killing all of that user's tokens for that client.
-pub(crate) fn disconnect(shared: &Shared, req: &Req) -> Reply {
+pub(crate) fn disconnect(shared: &Shared, req: &Req) -> (Reply, Vec<Delivery>) {
     let raw = req.path.strip_prefix(DISCONNECT_PREFIX).unwrap_or("");
     let client_id = percent_decode_str(raw).decode_utf8_lossy();
     let mut st = shared.lock();
     if !st.clients.contains_key(client_id.as_ref()) {
-        return bad_request("invalid client_id");
+        return (bad_request("invalid client_id"), Vec::new());
     }
     let Some(userid) = req
         .query("selecteduser")
         .and_then(|u| u.parse::<u64>().ok())
     else {
-        return bad_request("invalid selecteduser");
+        return (bad_request("invalid selecteduser"), Vec::new());
     };
+    // The app's user-event subscriptions hear about it before they are removed.
+    let deliveries = st.user_event(userid, "unlink", Some(client_id.as_ref()));
     st.revoke_user(userid, Some(client_id.as_ref()));
-    Reply::Text(
-        StatusCode::OK,
-        "The application has been unlinked from your account.".into(),
+    (
+        Reply::Text(
+            StatusCode::OK,
+            "The application has been unlinked from your account.".into(),
+        ),
+        deliveries,
     )
 }
 

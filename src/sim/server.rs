@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::encoding::{self, Coding};
 use super::state::State;
-use super::{Fault, Shared, Target, data, oauth};
+use super::{Fault, Shared, Target, data, notify, oauth};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -103,11 +103,15 @@ async fn handle(
     Ok(reply.into_response_with(coding))
 }
 
-async fn route(shared: &Shared, req: &Req) -> Reply {
+async fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
     let target = match req.path.as_str() {
         "/oauth2_user/authorize2" => return oauth::authorize(shared, req),
         "/logout" => return oauth::logout(shared, req),
-        p if p.starts_with(oauth::DISCONNECT_PREFIX) => return oauth::disconnect(shared, req),
+        p if p.starts_with(oauth::DISCONNECT_PREFIX) => {
+            let (reply, deliveries) = oauth::disconnect(shared, req);
+            notify::spawn(shared, deliveries);
+            return reply;
+        }
         "/v2/oauth2" => Target::TokenEndpoint,
         "/v2/signature" => Target::Signature,
         p if data::is_data_path(p) => Target::Data,
@@ -133,7 +137,14 @@ async fn route(shared: &Shared, req: &Req) -> Reply {
             reply
         }
         Target::Signature => oauth::signature(shared, req),
-        Target::Data => data::handle(shared, req),
+        Target::Data => match data::handle(shared, req) {
+            data::Handled::Reply(reply) => reply,
+            // Subscribe and update: Withings checks the callback (no lock held meanwhile).
+            data::Handled::Check(pending) => {
+                let reachable = notify::check_callback(shared, &pending.url).await;
+                data::finish(shared, pending, reachable)
+            }
+        },
     }
 }
 

@@ -10,8 +10,8 @@ use sha2::Sha256;
 
 use super::encoding::Coding;
 use super::{
-    Counters, Fault, REFRESH_TOKEN_TTL, ROTATION_GRACE, SAME_ARGS_WINDOW, SimConfig, SimGrant,
-    Target,
+    Counters, Fault, NotifyCounters, REFRESH_TOKEN_TTL, ROTATION_GRACE, SAME_ARGS_WINDOW,
+    SimConfig, SimGrant, Target,
 };
 
 /// A registered partner application.
@@ -66,12 +66,40 @@ pub(crate) struct UserState {
 }
 
 /// A `/notify` subscription.
+#[derive(Clone)]
 pub(crate) struct Subscription {
     pub(crate) client_id: String,
     pub(crate) userid: u64,
     pub(crate) callbackurl: String,
     pub(crate) appli: i64,
     pub(crate) comment: Option<String>,
+    /// Consecutive failed deliveries; at `notify_max_failures` the subscription is removed.
+    pub(crate) failures: u32,
+}
+
+impl Subscription {
+    /// Same client, user, callback URL and appli.
+    pub(crate) fn same(&self, client_id: &str, userid: u64, callbackurl: &str, appli: i64) -> bool {
+        self.client_id == client_id
+            && self.userid == userid
+            && self.callbackurl == callbackurl
+            && self.appli == appli
+    }
+}
+
+/// A measure group added with `Simulator::add_measure`.
+pub(crate) struct AddedMeasure {
+    pub(crate) grpid: u64,
+    pub(crate) date: u64,
+    pub(crate) meastype: i64,
+    pub(crate) value: i64,
+    pub(crate) unit: i64,
+}
+
+/// A day of activity added with `Simulator::add_activity`.
+pub(crate) struct AddedActivity {
+    pub(crate) date: u64,
+    pub(crate) steps: u64,
 }
 
 /// The whole simulated cloud.
@@ -89,6 +117,11 @@ pub(crate) struct State {
     pub(crate) faults: HashMap<Target, VecDeque<(Fault, usize)>>,
     pub(crate) counters: Counters,
     pub(crate) subscriptions: Vec<Subscription>,
+    pub(crate) notify_counters: NotifyCounters,
+    /// User id -> measure groups added by tests (on top of the synthetic ones).
+    pub(crate) measures: HashMap<u64, Vec<AddedMeasure>>,
+    /// User id -> activity days added by tests.
+    pub(crate) activities: HashMap<u64, Vec<AddedActivity>>,
     /// Client id -> instants of its recent data calls (for the optional rate limit).
     pub(crate) data_calls: HashMap<String, VecDeque<SystemTime>>,
     /// The `Content-Encoding` of every data answer, whatever the request accepts.
@@ -151,6 +184,9 @@ impl State {
             faults: HashMap::new(),
             counters: Counters::default(),
             subscriptions: Vec::new(),
+            notify_counters: NotifyCounters::default(),
+            measures: HashMap::new(),
+            activities: HashMap::new(),
             data_calls: HashMap::new(),
             response_encoding: None,
             rng_fallback: 0,

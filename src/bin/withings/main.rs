@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
+use tower_withings::notify::{Appli, NotifyClient};
 use tower_withings::store::TokenStore;
 use tower_withings::{
     Callback, Credentials, Endpoints, Error, RedirectPolicy, Scope, Secret, Token, UserId,
@@ -129,9 +130,56 @@ enum Command {
         #[arg(long)]
         user: UserId,
     },
+    /// A user's notification subscriptions (Withings POSTs to the callback URL when data
+    /// changes).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
     /// concurrent calls across a forced expiry and a revocation.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Subscribe the user at the callback URL for each appli; the ones already there are left
+    /// alone. Withings first checks the URL with a HEAD request (it must answer 2xx). Prints
+    /// `subscribed` or `already`, the appli code and name, one line each.
+    Subscribe {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+        /// The callback URL (https, a host name, port 80 or 443, at most 255 characters).
+        #[arg(long)]
+        callback: String,
+        /// Comma-separated appli codes or names: 1 weight, 4 heart, 16 activity, 44 sleep,
+        /// 46 user, 50 bed_in, 51 bed_out, 52 inflate, 54 ecg, 55 ecg_failed, 58 temperature.
+        #[arg(long, value_delimiter = ',', required = true)]
+        appli: Vec<Appli>,
+    },
+    /// One line per subscription of the user: appli code, name, callback URL, comment.
+    List {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+        /// Only this appli.
+        #[arg(long)]
+        appli: Option<Appli>,
+    },
+    /// Revoke the user's subscriptions at the callback URL, for each appli given (every appli
+    /// without `--appli`).
+    Revoke {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+        /// The callback URL, exactly as subscribed.
+        #[arg(long)]
+        callback: String,
+        /// Comma-separated appli codes or names.
+        #[arg(long, value_delimiter = ',')]
+        appli: Vec<Appli>,
+    },
 }
 
 /// A failure: one line for the terminal and its exit code.
@@ -164,11 +212,15 @@ impl From<Error> for Failure {
             | Error::CallbackMissing(_) => 3,
             Error::InvalidClient { .. }
             | Error::RedirectUri { .. }
+            | Error::CallbackUrl { .. }
             | Error::RedirectUriMismatch
             | Error::BaseUrl { .. }
             | Error::NoScope
             | Error::NoUser => 2,
             e if e.is_transient() => 4,
+            // Withings refused: its check of the callback failed, or there is no such
+            // subscription; like every other body status that is not an auth problem.
+            Error::CallbackRefused { .. } | Error::NoSuchSubscription => 1,
             _ => 1,
         };
         Failure {
@@ -260,8 +312,67 @@ async fn run(cli: Cli) -> CliResult<()> {
             println!("refreshed {user}");
             Ok(())
         }
+        Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
         Command::Demo => unreachable!("handled above"),
     }
+}
+
+async fn notify(
+    auth: &WithingsAuth,
+    allow_loopback: bool,
+    command: NotifyCommand,
+) -> CliResult<()> {
+    let policy = if allow_loopback {
+        RedirectPolicy::AllowLoopback
+    } else {
+        RedirectPolicy::Withings
+    };
+    let client = NotifyClient::new(auth, transport::https_client()).callback_policy(policy);
+    let mut out = std::io::stdout().lock();
+    match command {
+        NotifyCommand::Subscribe {
+            user,
+            callback,
+            appli,
+        } => {
+            let done = client.ensure_subscribed(user, &callback, &appli).await?;
+            for appli in &appli {
+                let what = if done.subscribed.contains(appli) {
+                    "subscribed"
+                } else {
+                    "already"
+                };
+                let _ = writeln!(out, "{what}\t{}\t{}", appli.code(), appli.name());
+            }
+        }
+        NotifyCommand::List { user, appli } => {
+            for s in client.list(user, appli).await? {
+                let comment = s.comment.as_deref().unwrap_or("-");
+                let _ = writeln!(
+                    out,
+                    "{}\t{}\t{}\t{comment}",
+                    s.appli.code(),
+                    s.appli.name(),
+                    s.callback.expose(),
+                );
+            }
+        }
+        NotifyCommand::Revoke {
+            user,
+            callback,
+            appli,
+        } => {
+            if appli.is_empty() {
+                client.revoke(user, &callback, None).await?;
+                let _ = writeln!(out, "revoked\tall");
+            }
+            for appli in appli {
+                client.revoke(user, &callback, Some(appli)).await?;
+                let _ = writeln!(out, "revoked\t{}\t{}", appli.code(), appli.name());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The handle for the configured app, store and hosts.

@@ -1,0 +1,907 @@
+//! The callback Withings POSTs notifications to: a tower `Service` for any server.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::Service;
+
+use super::{Action, Appli, Notification};
+use crate::error::{BoxError, Error};
+use crate::secret::Secret;
+use crate::store::TokenStore;
+use crate::token::UserId;
+
+/// The peer address of the connection a request came in on, for
+/// [`allow_network`](NotifyReceiverBuilder::allow_network). Insert it as a request extension
+/// (a `SocketAddr` extension is read too). With axum, copy it from `ConnectInfo`:
+///
+/// ```
+/// use std::net::SocketAddr;
+///
+/// use axum::extract::ConnectInfo;
+/// use tower_withings::notify::{NotifyReceiver, PeerAddr};
+///
+/// let (receiver, _notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+///     .allow_network("203.0.113.0/24".parse().unwrap())
+///     .build()
+///     .unwrap();
+/// let receiver = tower::ServiceBuilder::new()
+///     .map_request(|mut request: axum::extract::Request| {
+///         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+///         if let Some(ConnectInfo(peer)) = peer {
+///             request.extensions_mut().insert(PeerAddr(peer));
+///         }
+///         request
+///     })
+///     .service(receiver);
+/// let app: axum::Router = axum::Router::new().route_service("/withings/notify/{secret}", receiver);
+/// // Serve it with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+/// # let _ = app;
+/// ```
+///
+/// Behind a reverse proxy the peer is the proxy: insert the client address your proxy
+/// vouches for instead (never an `X-Forwarded-For` header anyone can send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// An IP network (`203.0.113.0/24`, `2001:db8::/32`, or one address) for the source
+/// allow-list. IPv4-mapped IPv6 peers (`::ffff:203.0.113.9`) match IPv4 networks.
+///
+/// ```
+/// use tower_withings::notify::Network;
+///
+/// let net: Network = "203.0.113.0/24".parse().unwrap();
+/// assert!(net.contains("203.0.113.9".parse().unwrap()));
+/// assert!(net.contains("::ffff:203.0.113.9".parse().unwrap()));
+/// assert!(!net.contains("203.0.114.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<Network>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a string is not a [`Network`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseNetworkError(String);
+
+impl fmt::Display for ParseNetworkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not an IP network: write an address or address/prefix, e.g. 203.0.113.0/24",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseNetworkError {}
+
+impl Network {
+    /// The network of `addr` with a `prefix`-bit mask (at most 32 for IPv4, 128 for IPv6).
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Network> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return None;
+        }
+        let canonical = addr.to_canonical();
+        let prefix = if addr.is_ipv6() && canonical.is_ipv4() {
+            prefix.checked_sub(96)?
+        } else {
+            prefix
+        };
+        Some(Network {
+            addr: canonical,
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Network {
+    type Err = ParseNetworkError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseNetworkError(crate::error::shorten(s));
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().map_err(|_| bad())?
+            }
+            Some(_) => return Err(bad()),
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        Network::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+/// The app's end of the receiver's bounded queue: every notification the receiver answered
+/// 2xx for arrives here, once.
+#[derive(Debug)]
+pub struct Notifications {
+    rx: mpsc::Receiver<Notification>,
+}
+
+impl Notifications {
+    /// The next notification; `None` once every [`NotifyReceiver`] clone is dropped and the
+    /// queue is empty.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        self.rx.recv().await
+    }
+
+    /// A notification if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Notification> {
+        self.rx.try_recv().ok()
+    }
+
+    /// How many notifications wait in the queue.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// The tokio channel itself (e.g. for `tokio_stream::wrappers::ReceiverStream`).
+    pub fn into_inner(self) -> mpsc::Receiver<Notification> {
+        self.rx
+    }
+}
+
+/// What a receiver has answered so far (see [`NotifyReceiver::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiverStats {
+    /// Notifications put in the queue (answered 200).
+    pub delivered: u64,
+    /// Repeats of a notification already delivered (answered 200, not queued again).
+    pub duplicates: u64,
+    /// Verification requests (`HEAD`, `GET`) answered 200.
+    pub checks: u64,
+    /// Answered 503 because the queue was full or closed (Withings retries).
+    pub queue_full: u64,
+    /// Answered 503 because the answer could not be made in time, or the store failed while
+    /// marking a user who unlinked (Withings retries).
+    pub unavailable: u64,
+    /// Wrong or missing secret (answered 404).
+    pub wrong_secret: u64,
+    /// Source not in the allow-list (answered 403).
+    pub forbidden_source: u64,
+    /// Not a notification form (answered 400, 405 or 415).
+    pub malformed: u64,
+    /// Body over the size cap (answered 413).
+    pub too_large: u64,
+    /// Users marked as needing re-authorization after `action=unlink` or `delete`.
+    pub users_marked: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+    checks: AtomicU64,
+    queue_full: AtomicU64,
+    unavailable: AtomicU64,
+    wrong_secret: AtomicU64,
+    forbidden_source: AtomicU64,
+    malformed: AtomicU64,
+    too_large: AtomicU64,
+    users_marked: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`].
+pub struct NotifyReceiverBuilder {
+    secret: Secret,
+    queue: usize,
+    max_body: usize,
+    deadline: Duration,
+    dedupe_window: Duration,
+    dedupe_capacity: usize,
+    networks: Vec<Network>,
+    store: Option<Arc<dyn TokenStore>>,
+}
+
+impl fmt::Debug for NotifyReceiverBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyReceiverBuilder")
+            .field("secret", &self.secret)
+            .field("queue", &self.queue)
+            .field("max_body", &self.max_body)
+            .field("deadline", &self.deadline)
+            .field("dedupe_window", &self.dedupe_window)
+            .field("dedupe_capacity", &self.dedupe_capacity)
+            .field("networks", &self.networks)
+            .field("store", &self.store.is_some())
+            .finish()
+    }
+}
+
+impl NotifyReceiverBuilder {
+    /// How many notifications may wait for the app (default 1024). When the queue is full the
+    /// receiver answers 503 and Withings retries later: nothing is acknowledged and dropped.
+    pub fn queue(mut self, capacity: usize) -> Self {
+        self.queue = capacity.max(1);
+        self
+    }
+
+    /// The largest body read (default 16 KiB; Withings' forms are about 100 bytes). Larger
+    /// bodies are answered 413 without being held.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Every answer is made within this (default 1.5 s, inside Withings' 2 s): a body that is
+    /// slower to arrive, or a store slower to mark an unlinked user, gets 503 and a retry.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// A notification delivered once is answered 200 but not delivered again if it comes back
+    /// within this while (default 15 min; same `userid`, `appli`, `startdate`, `enddate`,
+    /// `date` and `action`), remembering at most `capacity` of them (default 10 000; past that
+    /// the oldest is forgotten). Withings retries a notification it thinks failed.
+    pub fn dedupe(mut self, window: Duration, capacity: usize) -> Self {
+        self.dedupe_window = window;
+        self.dedupe_capacity = capacity.max(1);
+        self
+    }
+
+    /// Accepts requests only from this network (call again for more). The peer address comes
+    /// from a [`PeerAddr`] (or `SocketAddr`) request extension; without one, or outside every
+    /// network, the answer is 403. Default: any source (the secret alone authenticates).
+    pub fn allow_network(mut self, network: Network) -> Self {
+        self.networks.push(network);
+        self
+    }
+
+    /// Where the tokens are (usually `auth.store().clone()`): on `action=unlink` or `delete`
+    /// the user's record is marked with [`TokenStore::mark_needs_reauthorization`] (its stored
+    /// refresh token is the one marked) before the notification is acknowledged, so the layer
+    /// fails their requests with [`Error::NeedsReauthorization`] instead of refreshing. If the
+    /// store fails, the answer is 503 and Withings retries.
+    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The receiver (the `Service` to mount) and the queue the app reads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CallbackUrl`] if the secret is not 16 to 128 characters of `A-Z a-z 0-9 - _`
+    /// (it goes into a URL path and must be hard to guess).
+    pub fn build(self) -> Result<(NotifyReceiver, Notifications), Error> {
+        let secret = self.secret.expose();
+        let url_safe = secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !(16..=128).contains(&secret.len()) || !url_safe {
+            return Err(Error::CallbackUrl {
+                reason: "the notification secret must be 16 to 128 characters of A-Z, a-z, 0-9, - or _ (NotifyReceiver::random_secret makes one)".into(),
+            });
+        }
+        let (tx, rx) = mpsc::channel(self.queue);
+        let receiver = NotifyReceiver {
+            inner: Arc::new(Inner {
+                secret: self.secret,
+                tx,
+                max_body: self.max_body,
+                deadline: self.deadline,
+                dedupe: Mutex::new(Dedupe::new(self.dedupe_window, self.dedupe_capacity)),
+                networks: self.networks,
+                store: self.store,
+                stats: Stats::default(),
+            }),
+        };
+        Ok((receiver, Notifications { rx }))
+    }
+}
+
+/// Receives Withings notifications: a tower `Service<http::Request<B>>` for any server (axum's
+/// `route_service`, hyper, …).
+///
+/// - It is authenticated by a **secret in the callback URL's last path segment**
+///   (`https://app.example.com/withings/notify/<secret>`, see
+///   [`callback_url`](Self::callback_url)), compared in constant time; a wrong or missing
+///   secret is a 404 and nothing is delivered. Mount it on a route whose last segment is free
+///   (axum: `route_service("/withings/notify/{secret}", receiver)`). Withings signs nothing,
+///   so the secret (and optionally [`allow_network`](NotifyReceiverBuilder::allow_network))
+///   is what tells its requests from anyone's.
+/// - `HEAD` and `GET` (Withings' check of the URL) are answered 200 at once.
+/// - A `POST` form becomes a [`Notification`] in the bounded queue ([`Notifications`]) and is
+///   answered 200; when the queue is full, 503 so that Withings retries: never a 200 for a
+///   notification that is then dropped. A repeat of a notification already delivered is
+///   answered 200 and not queued again.
+/// - Malformed forms are 400, bodies over the cap 413, other methods 405; nothing panics.
+/// - Every answer comes within the [`deadline`](NotifyReceiverBuilder::deadline), whatever the
+///   app does with the queue.
+/// - `action=unlink` / `delete` marks the user in the [`store`](NotifyReceiverBuilder::store)
+///   before it is acknowledged, and is delivered like any notification, so the app is told.
+///
+/// The secret never appears in logs, `Debug` output or errors of this crate; keep it out of
+/// your own access logs too (it is in the request path).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, StatusCode};
+/// use http_body_util::Full;
+/// use tower::ServiceExt;
+/// use tower_withings::notify::{Appli, NotifyReceiver};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (receiver, mut notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+///     .build()
+///     .unwrap();
+/// let callback = receiver.callback_url("https://app.example.com/withings/notify");
+/// // What Withings sends (the path is the callback URL's):
+/// let path = callback.expose().trim_start_matches("https://app.example.com");
+/// let post = Request::post(path)
+///     .header("content-type", "application/x-www-form-urlencoded")
+///     .body(Full::new(Bytes::from("userid=46865875&appli=1&startdate=1700000000&enddate=1700000001")))
+///     .unwrap();
+/// let response = receiver.clone().oneshot(post).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// assert_eq!(notifications.recv().await.unwrap().appli, Appli::Weight);
+///
+/// // Without the secret: 404, nothing delivered.
+/// let forged = Request::post("/withings/notify/guess")
+///     .body(Full::new(Bytes::from("userid=1&appli=1")))
+///     .unwrap();
+/// assert_eq!(receiver.oneshot(forged).await.unwrap().status(), StatusCode::NOT_FOUND);
+/// assert!(notifications.try_recv().is_none());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct NotifyReceiver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secret: Secret,
+    tx: mpsc::Sender<Notification>,
+    max_body: usize,
+    deadline: Duration,
+    dedupe: Mutex<Dedupe>,
+    networks: Vec<Network>,
+    store: Option<Arc<dyn TokenStore>>,
+    stats: Stats,
+}
+
+impl fmt::Debug for NotifyReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyReceiver")
+            .field("secret", &self.inner.secret)
+            .field("queue_capacity", &self.inner.tx.max_capacity())
+            .field("max_body", &self.inner.max_body)
+            .field("deadline", &self.inner.deadline)
+            .field("networks", &self.inner.networks)
+            .field("store", &self.inner.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifyReceiver {
+    /// Starts configuring a receiver authenticated by `secret` (16 to 128 characters of
+    /// `A-Z a-z 0-9 - _`; [`random_secret`](Self::random_secret) makes a good one). Keep the
+    /// same secret across restarts: it is part of every subscription's callback URL.
+    pub fn builder(secret: impl Into<Secret>) -> NotifyReceiverBuilder {
+        NotifyReceiverBuilder {
+            secret: secret.into(),
+            queue: 1024,
+            max_body: 16 * 1024,
+            deadline: Duration::from_millis(1500),
+            dedupe_window: Duration::from_secs(15 * 60),
+            dedupe_capacity: 10_000,
+            networks: Vec::new(),
+            store: None,
+        }
+    }
+
+    /// 128 random bits, hex: a secret for [`builder`](Self::builder).
+    pub fn random_secret() -> Secret {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        Secret::new(crate::oauth::signature::hex(&bytes))
+    }
+
+    /// The callback URL to subscribe: `base` (where the receiver is mounted, e.g.
+    /// `https://app.example.com/withings/notify`) with the secret as its last path segment.
+    /// It is a [`Secret`]: whoever knows it can post notifications.
+    pub fn callback_url(&self, base: &str) -> Secret {
+        Secret::new(format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            self.inner.secret.expose()
+        ))
+    }
+
+    /// What the receiver has answered so far.
+    pub fn stats(&self) -> ReceiverStats {
+        let s = &self.inner.stats;
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ReceiverStats {
+            delivered: read(&s.delivered),
+            duplicates: read(&s.duplicates),
+            checks: read(&s.checks),
+            queue_full: read(&s.queue_full),
+            unavailable: read(&s.unavailable),
+            wrong_secret: read(&s.wrong_secret),
+            forbidden_source: read(&s.forbidden_source),
+            malformed: read(&s.malformed),
+            too_large: read(&s.too_large),
+            users_marked: read(&s.users_marked),
+        }
+    }
+}
+
+/// The receiver's response future.
+pub type ReceiverFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
+
+impl<B> Service<Request<B>> for NotifyReceiver
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = ReceiverFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> ReceiverFuture {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { Ok(inner.handle(request).await) })
+    }
+}
+
+fn answer(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    if !text.is_empty() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+fn retry_later(text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    response
+}
+
+impl Inner {
+    async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        if !self.networks.is_empty() {
+            let peer = (request.extensions().get::<PeerAddr>().map(|p| p.0))
+                .or_else(|| request.extensions().get::<SocketAddr>().copied());
+            if !peer.is_some_and(|p| self.networks.iter().any(|n| n.contains(p.ip()))) {
+                bump(&self.stats.forbidden_source);
+                tracing::debug!(peer = ?peer, "notification from outside the allowed networks refused");
+                return answer(StatusCode::FORBIDDEN, "");
+            }
+        }
+        // The secret is the last path segment; the comparison takes the same time wherever
+        // the guess differs.
+        let last = request.uri().path().rsplit('/').next().unwrap_or_default();
+        if !self.secret.ct_eq(last) {
+            bump(&self.stats.wrong_secret);
+            tracing::debug!("notification with a wrong or missing secret refused");
+            return answer(StatusCode::NOT_FOUND, "");
+        }
+        match *request.method() {
+            Method::HEAD | Method::GET => {
+                bump(&self.stats.checks);
+                return answer(StatusCode::OK, "");
+            }
+            Method::POST => {}
+            _ => {
+                bump(&self.stats.malformed);
+                let mut response = answer(StatusCode::METHOD_NOT_ALLOWED, "");
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+                return response;
+            }
+        }
+        let form_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or_default())
+            .map(|v| v.split(';').next().unwrap_or_default().trim());
+        if form_type.is_some_and(|t| !t.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+            bump(&self.stats.malformed);
+            return answer(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected an application/x-www-form-urlencoded body\n",
+            );
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            bump(&self.stats.too_large);
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        }
+        match tokio::time::timeout(self.deadline, self.receive(request.into_body())).await {
+            Ok(response) => response,
+            Err(_) => {
+                bump(&self.stats.unavailable);
+                tracing::warn!(
+                    deadline_ms = self.deadline.as_millis() as u64,
+                    "notification not handled within the deadline; answering 503 so Withings retries"
+                );
+                retry_later("not handled in time, retry\n")
+            }
+        }
+    }
+
+    async fn receive<B>(&self, body: B) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let bytes = match Limited::new(body, self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => {
+                bump(&self.stats.too_large);
+                return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            }
+            Err(_) => {
+                bump(&self.stats.malformed);
+                return answer(StatusCode::BAD_REQUEST, "body could not be read\n");
+            }
+        };
+        let notification = match Notification::from_form(&bytes) {
+            Ok(notification) => notification,
+            Err(error) => {
+                bump(&self.stats.malformed);
+                tracing::debug!(%error, "malformed notification refused");
+                return Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(Full::new(Bytes::from(format!("{error}\n"))))
+                    .unwrap_or_else(|_| answer(StatusCode::BAD_REQUEST, ""));
+            }
+        };
+        let (user, appli) = (notification.user, notification.appli);
+        let reservation = match Reservation::take(&self.dedupe, Key::of(&notification)) {
+            Reserved::Fresh(reservation) => reservation,
+            Reserved::Duplicate => {
+                bump(&self.stats.duplicates);
+                tracing::debug!(user = %user, appli = appli.code(), "repeated notification acknowledged, not delivered again");
+                return answer(StatusCode::OK, "");
+            }
+            // The same notification is being handled right now, or the memory is full of
+            // notifications in flight: let Withings come back.
+            Reserved::Busy => {
+                bump(&self.stats.unavailable);
+                return retry_later("busy, retry\n");
+            }
+        };
+        if notification.is_revocation()
+            && let Some(store) = &self.store
+        {
+            match mark(store.as_ref(), user).await {
+                Ok(true) => {
+                    bump(&self.stats.users_marked);
+                    tracing::info!(user = %user, action = notification.action.as_ref().map_or("", Action::as_str), "user revoked access; marked as needing re-authorization");
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    bump(&self.stats.unavailable);
+                    tracing::warn!(user = %user, %error, "could not mark a user who unlinked; answering 503 so Withings retries");
+                    return retry_later("store unavailable, retry\n");
+                }
+            }
+        }
+        match self.tx.try_send(notification) {
+            Ok(()) => {
+                reservation.commit();
+                bump(&self.stats.delivered);
+                tracing::debug!(user = %user, appli = appli.code(), "notification delivered");
+                answer(StatusCode::OK, "")
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                bump(&self.stats.queue_full);
+                tracing::warn!(user = %user, appli = appli.code(), "notification queue full; answering 503 so Withings retries");
+                retry_later("queue full, retry\n")
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                bump(&self.stats.queue_full);
+                tracing::warn!(user = %user, appli = appli.code(), "notification queue closed; answering 503 so Withings retries");
+                retry_later("not accepting notifications now, retry\n")
+            }
+        }
+    }
+}
+
+/// Marks `user`'s stored record (if any, and not marked yet): true if marked now.
+async fn mark(store: &dyn TokenStore, user: UserId) -> Result<bool, Error> {
+    match store.load(user).await? {
+        Some(record) if !record.needs_reauthorization => {
+            store
+                .mark_needs_reauthorization(user, &record.token.refresh_token)
+                .await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// What identifies one notification among Withings' retries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    user: UserId,
+    appli: Appli,
+    startdate: Option<u64>,
+    enddate: Option<u64>,
+    date: Option<String>,
+    action: Option<Action>,
+}
+
+impl Key {
+    fn of(n: &Notification) -> Key {
+        Key {
+            user: n.user,
+            appli: n.appli,
+            startdate: n.startdate,
+            enddate: n.enddate,
+            date: n.date.clone(),
+            action: n.action.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    InFlight,
+    Delivered(Instant),
+}
+
+/// Notifications delivered lately (bounded in time and number) and those being handled.
+struct Dedupe {
+    window: Duration,
+    capacity: usize,
+    seen: HashMap<Key, Seen>,
+    /// Delivered keys, oldest first.
+    order: VecDeque<(Instant, Key)>,
+}
+
+enum Reserved<'a> {
+    Fresh(Reservation<'a>),
+    Duplicate,
+    Busy,
+}
+
+/// A notification being handled; forgotten on drop unless committed (a 503, a timeout or a
+/// dropped connection lets the retry through).
+struct Reservation<'a> {
+    dedupe: &'a Mutex<Dedupe>,
+    key: Option<Key>,
+}
+
+fn lock(dedupe: &Mutex<Dedupe>) -> MutexGuard<'_, Dedupe> {
+    // Updated in single steps: a panic elsewhere cannot leave it torn.
+    dedupe.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Reservation<'a> {
+    fn take(dedupe: &'a Mutex<Dedupe>, key: Key) -> Reserved<'a> {
+        let mut d = lock(dedupe);
+        d.expire(Instant::now());
+        match d.seen.get(&key) {
+            Some(Seen::Delivered(_)) => return Reserved::Duplicate,
+            Some(Seen::InFlight) => return Reserved::Busy,
+            None => {}
+        }
+        if d.seen.len() >= d.capacity {
+            // Forget the oldest delivered one; if all are in flight, there is no room.
+            match d.order.pop_front() {
+                Some((_, oldest)) => {
+                    d.seen.remove(&oldest);
+                }
+                None => return Reserved::Busy,
+            }
+        }
+        d.seen.insert(key.clone(), Seen::InFlight);
+        Reserved::Fresh(Reservation {
+            dedupe,
+            key: Some(key),
+        })
+    }
+
+    fn commit(mut self) {
+        if let Some(key) = self.key.take() {
+            let now = Instant::now();
+            let mut d = lock(self.dedupe);
+            d.seen.insert(key.clone(), Seen::Delivered(now));
+            d.order.push_back((now, key));
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut d = lock(self.dedupe);
+            if d.seen.get(&key) == Some(&Seen::InFlight) {
+                d.seen.remove(&key);
+            }
+        }
+    }
+}
+
+impl Dedupe {
+    fn new(window: Duration, capacity: usize) -> Dedupe {
+        Dedupe {
+            window,
+            capacity,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < self.window {
+                break;
+            }
+            if let Some((at, key)) = self.order.pop_front()
+                && self.seen.get(&key) == Some(&Seen::Delivered(at))
+            {
+                self.seen.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> Key {
+        Key {
+            user: UserId(n),
+            appli: Appli::Weight,
+            startdate: Some(1),
+            enddate: Some(2),
+            date: None,
+            action: None,
+        }
+    }
+
+    #[test]
+    fn dedupe_is_bounded_and_releases_what_was_not_committed() {
+        let dedupe = Mutex::new(Dedupe::new(Duration::from_secs(60), 3));
+        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
+            panic!()
+        };
+        // In flight: a concurrent repeat must wait.
+        assert!(matches!(Reservation::take(&dedupe, key(1)), Reserved::Busy));
+        drop(r); // not committed (e.g. queue full): the retry gets through
+        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
+            panic!()
+        };
+        r.commit();
+        assert!(matches!(
+            Reservation::take(&dedupe, key(1)),
+            Reserved::Duplicate
+        ));
+        for n in 2..10 {
+            let Reserved::Fresh(r) = Reservation::take(&dedupe, key(n)) else {
+                panic!("{n}")
+            };
+            r.commit();
+            assert!(lock(&dedupe).seen.len() <= 3);
+        }
+        // The oldest were forgotten.
+        assert!(matches!(
+            Reservation::take(&dedupe, key(1)),
+            Reserved::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn dedupe_forgets_after_the_window() {
+        let dedupe = Mutex::new(Dedupe::new(Duration::ZERO, 10));
+        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
+            panic!()
+        };
+        r.commit();
+        assert!(matches!(
+            Reservation::take(&dedupe, key(1)),
+            Reserved::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn networks() {
+        let net: Network = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let any: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(any.contains("192.0.2.1".parse().unwrap()));
+        let one: Network = "192.0.2.7".parse().unwrap();
+        assert!(one.contains("192.0.2.7".parse().unwrap()));
+        assert!(!one.contains("192.0.2.8".parse().unwrap()));
+        let v6: Network = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
+        let mapped: Network = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "x/8",
+            "10.0.0.0/+8",
+        ] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+        assert!("::ffff:10.0.0.0/8".parse::<Network>().is_err());
+    }
+}
