@@ -24,7 +24,6 @@
 
 use std::future::Future;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -77,7 +76,7 @@ pub async fn run(
     // The receiver. A real app keeps its secret (it is part of every subscription's URL) and
     // serves it over https on a public host name.
     let (receiver, mut notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
-        .store(Arc::clone(auth.store())) // a user who unlinks is marked: the layer fails fast
+        .auth(&auth) // a user who unlinks is marked: the layer fails fast
         .build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
     let base = format!("http://{}/withings/notify", listener.local_addr()?);

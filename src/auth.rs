@@ -230,6 +230,27 @@ impl WithingsAuth {
         Ok(user)
     }
 
+    /// The user revoked this app's access (Withings' `unlink` or `delete` notification):
+    /// their stored record is marked as needing re-authorization (kept, never deleted), and
+    /// this handle fails their requests at once with [`Error::AccessRevoked`], sending nothing,
+    /// until they authorize again ([`exchange_code`](Self::exchange_code) or
+    /// [`import`](Self::import)). Other processes sharing the store see the mark on their next
+    /// refresh ([`Error::NeedsReauthorization`]). Returns whether a record was marked now.
+    pub async fn mark_revoked(&self, user: UserId) -> Result<bool, Error> {
+        let store = self.store();
+        let marked = match store.load(user).await? {
+            Some(record) if !record.needs_reauthorization => {
+                store
+                    .mark_needs_reauthorization(user, &record.token.refresh_token)
+                    .await?;
+                true
+            }
+            _ => false,
+        };
+        self.refresher.terminate(user, Error::AccessRevoked(user));
+        Ok(marked)
+    }
+
     /// Refreshes `user`'s token now (still one refresh per user, shared with any in flight).
     pub async fn refresh(&self, user: UserId) -> Result<(), Error> {
         let refresher = &self.refresher;

@@ -165,6 +165,12 @@ pub enum Error {
         /// The user id in Withings' answer.
         answered: UserId,
     },
+    /// The user revoked this app's access (Withings' `unlink` or `delete` notification): only a
+    /// new authorization helps.
+    #[error(
+        "Withings user {0} revoked this app's access (unlinked it or deleted their account): they must authorize again"
+    )]
+    AccessRevoked(UserId),
     /// This user's refresh token is dead; only a new code exchange helps.
     #[error("Withings user {0} must authorize again (refresh token no longer valid)")]
     NeedsReauthorization(UserId),

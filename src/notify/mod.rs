@@ -28,7 +28,7 @@
 //! // The same secret at every start: it is part of each subscription's callback URL.
 //! let secret = std::env::var("WITHINGS_NOTIFY_SECRET")?;
 //! let (receiver, mut notifications) = NotifyReceiver::builder(secret)
-//!     .store(Arc::clone(auth.store())) // unlinked users are marked
+//!     .auth(&auth) // unlinked users are marked: the layer fails fast
 //!     .build()?;
 //! let callback = receiver.callback_url("https://app.example.com/withings/notify");
 //! let app: Router = Router::new().route_service("/withings/notify/{secret}", receiver);

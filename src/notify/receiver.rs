@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::{Action, Appli, Notification};
+use crate::auth::WithingsAuth;
 use crate::error::{BoxError, Error};
 use crate::secret::Secret;
 use crate::store::TokenStore;
@@ -243,7 +244,32 @@ pub struct NotifyReceiverBuilder {
     dedupe_window: Duration,
     dedupe_capacity: usize,
     networks: Vec<Network>,
-    store: Option<Arc<dyn TokenStore>>,
+    marker: Option<Marker>,
+}
+
+/// How a revocation is recorded: in the store only, or through a handle (store and memory).
+#[derive(Clone)]
+enum Marker {
+    Store(Arc<dyn TokenStore>),
+    Auth(WithingsAuth),
+}
+
+impl Marker {
+    /// Marks `user` (if stored and not marked yet): true if marked now.
+    async fn mark(&self, user: UserId) -> Result<bool, Error> {
+        match self {
+            Marker::Auth(auth) => auth.mark_revoked(user).await,
+            Marker::Store(store) => match store.load(user).await? {
+                Some(record) if !record.needs_reauthorization => {
+                    store
+                        .mark_needs_reauthorization(user, &record.token.refresh_token)
+                        .await?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+        }
+    }
 }
 
 impl fmt::Debug for NotifyReceiverBuilder {
@@ -256,7 +282,7 @@ impl fmt::Debug for NotifyReceiverBuilder {
             .field("dedupe_window", &self.dedupe_window)
             .field("dedupe_capacity", &self.dedupe_capacity)
             .field("networks", &self.networks)
-            .field("store", &self.store.is_some())
+            .field("marks_revocations", &self.marker.is_some())
             .finish()
     }
 }
@@ -301,13 +327,21 @@ impl NotifyReceiverBuilder {
         self
     }
 
-    /// Where the tokens are (usually `auth.store().clone()`): on `action=unlink` or `delete`
-    /// the user's record is marked with [`TokenStore::mark_needs_reauthorization`] (its stored
-    /// refresh token is the one marked) before the notification is acknowledged, so the layer
-    /// fails their requests with [`Error::NeedsReauthorization`] instead of refreshing. If the
-    /// store fails, the answer is 503 and Withings retries.
+    /// Where the tokens are: on `action=unlink` or `delete` the user's record is marked with
+    /// [`TokenStore::mark_needs_reauthorization`] (its stored refresh token is the one marked)
+    /// before the notification is acknowledged, so layers fail their requests with
+    /// [`Error::NeedsReauthorization`] at their next refresh. If the store fails, the answer is
+    /// 503 and Withings retries. Prefer [`auth`](Self::auth) in the process that sends requests.
     pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.store = Some(store);
+        self.marker = Some(Marker::Store(store));
+        self
+    }
+
+    /// As [`store`](Self::store), through the handle: the record is marked with
+    /// [`WithingsAuth::mark_revoked`], so this handle's layers also fail the user's requests at
+    /// once with [`Error::AccessRevoked`], sending nothing.
+    pub fn auth(mut self, auth: &WithingsAuth) -> Self {
+        self.marker = Some(Marker::Auth(auth.clone()));
         self
     }
 
@@ -336,7 +370,7 @@ impl NotifyReceiverBuilder {
                 deadline: self.deadline,
                 dedupe: Mutex::new(Dedupe::new(self.dedupe_window, self.dedupe_capacity)),
                 networks: self.networks,
-                store: self.store,
+                marker: self.marker,
                 stats: Stats::default(),
             }),
         };
@@ -410,7 +444,7 @@ struct Inner {
     deadline: Duration,
     dedupe: Mutex<Dedupe>,
     networks: Vec<Network>,
-    store: Option<Arc<dyn TokenStore>>,
+    marker: Option<Marker>,
     stats: Stats,
 }
 
@@ -422,7 +456,7 @@ impl fmt::Debug for NotifyReceiver {
             .field("max_body", &self.inner.max_body)
             .field("deadline", &self.inner.deadline)
             .field("networks", &self.inner.networks)
-            .field("store", &self.inner.store.is_some())
+            .field("marks_revocations", &self.inner.marker.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -440,7 +474,7 @@ impl NotifyReceiver {
             dedupe_window: Duration::from_secs(15 * 60),
             dedupe_capacity: 10_000,
             networks: Vec::new(),
-            store: None,
+            marker: None,
         }
     }
 
@@ -641,9 +675,9 @@ impl Inner {
             }
         };
         if notification.is_revocation()
-            && let Some(store) = &self.store
+            && let Some(marker) = &self.marker
         {
-            match mark(store.as_ref(), user).await {
+            match marker.mark(user).await {
                 Ok(true) => {
                     bump(&self.stats.users_marked);
                     tracing::info!(user = %user, action = notification.action.as_ref().map_or("", Action::as_str), "user revoked access; marked as needing re-authorization");
@@ -674,19 +708,6 @@ impl Inner {
                 retry_later("not accepting notifications now, retry\n")
             }
         }
-    }
-}
-
-/// Marks `user`'s stored record (if any, and not marked yet): true if marked now.
-async fn mark(store: &dyn TokenStore, user: UserId) -> Result<bool, Error> {
-    match store.load(user).await? {
-        Some(record) if !record.needs_reauthorization => {
-            store
-                .mark_needs_reauthorization(user, &record.token.refresh_token)
-                .await?;
-            Ok(true)
-        }
-        _ => Ok(false),
     }
 }
 

@@ -225,12 +225,7 @@ impl Refresher {
         if secs < due
             || self
                 .next_sweep
-                .compare_exchange(
-                    due,
-                    secs + period,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(due, secs + period, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             return;
@@ -371,6 +366,18 @@ impl Refresher {
 
     /// A new authorization (already stored, granted at `granted_at`) replaces whatever the slot
     /// held, failures included; refreshes begun before it can no longer publish.
+    /// Nothing will work for `user` until a new authorization: every request fails at once
+    /// with `error`, and a refresh begun before it can no longer publish.
+    pub(crate) fn terminate(&self, user: UserId, error: Error) {
+        let slot = self.slot(user, self.now());
+        {
+            let mut flight = slot.flight();
+            flight.authorization += 1;
+            flight.trouble = None;
+        }
+        let _ = self.publish_state(&slot, None, SnapshotState::Terminal(error));
+    }
+
     pub(crate) fn reset(&self, slot: &Slot, token: Token, granted_at: SystemTime) {
         let state = self.ready(token, granted_at);
         {

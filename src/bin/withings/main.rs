@@ -206,6 +206,7 @@ impl From<Error> for Failure {
             | Error::RefreshTokenInvalid
             | Error::NeedsReauthorization(_)
             | Error::UserMismatch { .. }
+            | Error::AccessRevoked(_)
             | Error::UnknownUser(_)
             | Error::StateMismatch
             | Error::AuthorizationDenied(_)
