@@ -4,21 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body::Body;
-use http_body_util::Full;
-use tower::Service;
-
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::layer::WithingsAuthLayer;
 use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
 use crate::refresh::{Reason, RefreshPolicy, Refresher, bearer_header};
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
+use crate::transport::HttpClient;
 
 /// The app's Withings connection: OAuth flow, token store, and refresh coordination.
 ///
@@ -138,18 +133,7 @@ impl WithingsAuthBuilder {
     }
 
     /// Builds the handle; token requests go through `http_client`.
-    pub fn build<S, B>(mut self, http_client: S) -> WithingsAuth
-    where
-        S: Service<Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn build(mut self, http_client: impl HttpClient) -> WithingsAuth {
         self.policy.lease = self.token_timeout * 3;
         let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
         WithingsAuth {

@@ -17,20 +17,48 @@ use crate::error::{BoxError, Error};
 /// Token responses are a few hundred bytes; anything past this is not Withings.
 pub(crate) const MAX_OAUTH_RESPONSE: usize = 64 * 1024;
 
+/// A tower HTTP client the crate sends its own form requests through (token calls, notify
+/// calls): hyper-util's client, a `ServiceBuilder` stack, any `Service<Request<Full<Bytes>>>`
+/// that is `Clone + Send + Sync + 'static` and answers with a `Bytes` body. Implemented for
+/// every such service; it only names the bounds once.
+pub trait HttpClient:
+    Service<
+        Request<Full<Bytes>>,
+        Response = Response<Self::ResponseBody>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The response body.
+    type ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpClient for S
+where
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+{
+    type ResponseBody = B;
+}
+
 /// A cloneable client for OAuth calls; responses arrive fully read (and size-capped).
 pub(crate) type Transport = BoxCloneSyncService<Request<Full<Bytes>>, Response<Bytes>, Error>;
 
 /// Boxes any tower HTTP client so OAuth calls can go through the user's own stack.
-pub(crate) fn boxed<S, B>(service: S) -> Transport
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub(crate) fn boxed<S: HttpClient>(service: S) -> Transport {
     BoxCloneSyncService::new(service.map_err(Error::transport).and_then(
-        |response: Response<B>| async move {
+        |response: Response<S::ResponseBody>| async move {
             let (parts, body) = response.into_parts();
             let collected = Limited::new(body, MAX_OAUTH_RESPONSE)
                 .collect()

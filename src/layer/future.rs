@@ -2,7 +2,7 @@
 //!
 //! On the hot path it is a small state machine around the inner future: the inner future, and
 //! a pointer to what a replay would need. The response is classified by one step,
-//! [`poll_refusal`]: HTTP 401, or HTTP 200 whose body `status` is an access-token failure. Only a
+//! `poll_refusal`: HTTP 401, or HTTP 200 whose body `status` is an access-token failure. Only a
 //! body whose status is not in its first chunk, a refresh, or a replay allocate a state of
 //! their own.
 

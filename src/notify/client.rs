@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde_json::Value;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use super::Appli;
 use crate::auth::WithingsAuth;
@@ -18,6 +17,7 @@ use crate::oauth::RedirectPolicy;
 use crate::secret::Secret;
 use crate::status;
 use crate::token::UserId;
+use crate::transport::HttpClient;
 
 /// The notification service's path below the API base.
 pub const NOTIFY_PATH: &str = "/notify";
@@ -29,7 +29,7 @@ const MAX_ANSWER: usize = 1024 * 1024;
 /// the app; some API versions require one).
 const DEFAULT_COMMENT: &str = "tower-withings";
 
-type HttpClient =
+type Boxed =
     BoxCloneSyncService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, BoxError>;
 
 /// One subscription: Withings POSTs to `callback` when `appli` data of the user changes.
@@ -89,7 +89,7 @@ struct RetryPolicy {
 #[derive(Clone)]
 pub struct NotifyClient {
     auth: WithingsAuth,
-    http: HttpClient,
+    http: Boxed,
     policy: RedirectPolicy,
     retry: RetryPolicy,
     timeout: Duration,
@@ -109,17 +109,10 @@ impl std::fmt::Debug for NotifyClient {
 impl NotifyClient {
     /// A client for the users of `auth`, sending through `http` (hyper-util's client, any
     /// tower HTTP service; the layer is put in front of it for each call).
-    pub fn new<S, B>(auth: &WithingsAuth, http: S) -> NotifyClient
-    where
-        S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn new<S: HttpClient>(auth: &WithingsAuth, http: S) -> NotifyClient {
         let http = http
             .map_err(Into::into)
-            .map_response(|response: Response<B>| {
+            .map_response(|response: Response<S::ResponseBody>| {
                 response.map(|body| body.map_err(Into::into).boxed_unsync())
             });
         NotifyClient {

@@ -14,10 +14,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body::Body;
 use http_body_util::Full;
 use serde_json::Value;
-use tower::Service;
 
 pub(crate) use authorize::check_redirect_uri;
 pub use authorize::{AuthorizeRequest, Callback, RedirectPolicy};
@@ -33,11 +31,11 @@ pub fn parse_token_response(
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientAuth, Credentials, Endpoints};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::secret::Secret;
 use crate::status;
 use crate::token::{Scope, Token, UserId};
-use crate::transport::{self, Transport};
+use crate::transport::{self, HttpClient, Transport};
 
 /// Path of the token endpoint, below the API base.
 pub const TOKEN_PATH: &str = "/v2/oauth2";
@@ -115,18 +113,7 @@ impl OAuthClientBuilder {
     }
 
     /// Builds the client; token requests go through `http_client`.
-    pub fn build<S, B>(self, http_client: S) -> OAuthClient
-    where
-        S: Service<Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn build(self, http_client: impl HttpClient) -> OAuthClient {
         OAuthClient {
             inner: Arc::new(Inner {
                 credentials: self.credentials,
