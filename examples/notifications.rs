@@ -132,7 +132,13 @@ pub async fn run(
             }
         }
     }
+    // Stop taking notifications (Withings is answered 503 and retries later), then handle
+    // every one already acknowledged: none is lost.
+    notifications.close();
     let _ = stop_server.send(());
+    while let Some(n) = notifications.recv().await {
+        (output.out)(&line(&n));
+    }
     server.await??;
     Ok(())
 }

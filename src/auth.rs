@@ -221,16 +221,7 @@ impl WithingsAuth {
     /// [`import`](Self::import)). Other processes sharing the store see the mark on their next
     /// refresh ([`Error::NeedsReauthorization`]). Returns whether a record was marked now.
     pub async fn mark_revoked(&self, user: UserId) -> Result<bool, Error> {
-        let store = self.store();
-        let marked = match store.load(user).await? {
-            Some(record) if !record.needs_reauthorization => {
-                store
-                    .mark_needs_reauthorization(user, &record.token.refresh_token)
-                    .await?;
-                true
-            }
-            _ => false,
-        };
+        let marked = crate::store::mark_current(self.store().as_ref(), user).await?;
         self.refresher.terminate(user, Error::AccessRevoked(user));
         Ok(marked)
     }

@@ -350,6 +350,33 @@ async fn a_full_queue_answers_503_and_the_simulator_redelivers() {
     assert!(served.notifications.try_recv().is_none());
 }
 
+/// Stopping the app: a closed queue answers 503 (Withings retries later) and still gives the
+/// app every notification it acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_queue_answers_503_and_keeps_what_it_acknowledged() {
+    let rig = rig().await;
+    rig.sim.set_notify_retry_interval(Duration::from_secs(3600));
+    let mut served = serve(receiver()).await;
+    notify_client(&rig)
+        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
+        .await
+        .unwrap();
+    let acknowledged = rig.sim.add_measure(USER.0, 1, 71_000, -3);
+    wait_until(|| async { served.receiver.stats().delivered == 1 }).await;
+
+    served.notifications.close();
+    rig.sim.advance(Duration::from_secs(60));
+    rig.sim.add_measure(USER.0, 1, 71_200, -3);
+    wait_until(|| async { rig.sim.notify_counters().delivery_failures == 1 }).await;
+    assert_eq!(served.receiver.stats().delivered, 1);
+    // What was acknowledged before the close is still there, then the queue ends.
+    assert_eq!(
+        served.notifications.recv().await.map(|n| n.startdate),
+        Some(Some(acknowledged))
+    );
+    assert!(served.notifications.try_recv().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_that_keeps_failing_loses_its_subscription() {
     let rig = rig().await;

@@ -21,6 +21,11 @@ use decode::{Coding, Decoding};
 /// Bodies held in memory replay byte for byte; streams cannot, and return `None`: the caller
 /// then gets the original auth-failure response, marked with [`NotReplayed`]. Implement it for
 /// your own body type if it can be cloned.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a request body `WithingsAuthLayer` can take: it does not implement `ReplayBody`",
+    label = "the layer needs to know whether this body can be sent twice",
+    note = "`http_body_util::Full`, `Empty`, `String`, boxed bodies and hyper's `Incoming` implement it; for a body type of your own, implement `ReplayBody` (return `None` from `try_clone` if it is a stream)"
+)]
 pub trait ReplayBody: Body + Sized {
     /// A copy to send again, or `None` when this body can only be read once.
     fn try_clone(&self) -> Option<Self>;

@@ -440,10 +440,25 @@ fn redact(error: Error, hide: &[&str]) -> Error {
             let encoded: String = form_urlencoded::byte_serialize(url.as_bytes()).collect();
             text = text.replace(url, "[callback URL]");
             text = text.replace(&encoded, "[callback URL]");
-            let last = url.rsplit('/').next().unwrap_or_default();
-            let last = last.split(['?', '#']).next().unwrap_or_default();
+            let segment = url.rsplit('/').next().unwrap_or_default();
+            let last = segment.split(['?', '#']).next().unwrap_or_default();
             if last.len() >= 8 {
                 text = text.replace(last, "[redacted]");
+            }
+            // Withings' message arrives already cut to 200 characters: a URL cut inside its
+            // secret matches neither of the above, so everything after the part before the
+            // secret goes too, up to the next quote, space or the cut.
+            let base = &url[..url.len() - segment.len()];
+            if base.len() >= 8 {
+                let encoded: String = form_urlencoded::byte_serialize(base.as_bytes()).collect();
+                for prefix in [base, encoded.as_str()] {
+                    while let Some(at) = text.find(prefix) {
+                        let end = text[at..]
+                            .find([' ', '\'', '"', '…'])
+                            .map_or(text.len(), |e| at + e);
+                        text.replace_range(at..end, "[callback URL]");
+                    }
+                }
             }
         }
         shorten(&text)
@@ -551,6 +566,24 @@ mod tests {
             &[url],
         );
         assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
+
+    /// Withings' message is cut to 200 characters before it is redacted: a long URL is cut
+    /// inside the secret, and no piece of the secret may survive.
+    #[test]
+    fn a_callback_url_cut_inside_its_secret_loses_the_piece_too() {
+        let secret = "Zq9".repeat(42); // 126 characters, as long as the receiver allows
+        for base_len in [20, 60, 120, 160] {
+            let base = format!("https://app.example.com/{}/", "b".repeat(base_len));
+            let url = format!("{base}{secret}");
+            let said = format!("The callback URL '{url}' is either unknown or invalid");
+            let error = crate::status::classify(293, &said, None).expect("an error");
+            let text = subscribe_error(redact(error, &[url.as_str()])).to_string();
+            for window in secret.as_bytes().windows(6) {
+                let piece = std::str::from_utf8(window).unwrap();
+                assert!(!text.contains(piece), "base {base_len}: {text}");
+            }
+        }
     }
 
     #[test]

@@ -157,6 +157,11 @@ impl FromStr for Network {
 
 /// The app's end of the receiver's bounded queue: every notification the receiver answered
 /// 2xx for arrives here, once.
+///
+/// The queue lives in memory: what it still holds when it is dropped (or the process dies) is
+/// lost, though Withings was told it arrived. To stop, [`close`](Self::close) it (the receiver
+/// then answers 503, so Withings retries later), then read what is left until `recv` says
+/// `None`.
 #[derive(Debug)]
 pub struct Notifications {
     rx: mpsc::Receiver<Notification>,
@@ -167,6 +172,12 @@ impl Notifications {
     /// queue is empty.
     pub async fn recv(&mut self) -> Option<Notification> {
         self.rx.recv().await
+    }
+
+    /// Stops taking notifications: from now on the receiver answers 503 (Withings retries
+    /// later), while those already queued can still be read.
+    pub fn close(&mut self) {
+        self.rx.close();
     }
 
     /// A notification if one is waiting.
@@ -259,15 +270,7 @@ impl Marker {
     async fn mark(&self, user: UserId) -> Result<bool, Error> {
         match self {
             Marker::Auth(auth) => auth.mark_revoked(user).await,
-            Marker::Store(store) => match store.load(user).await? {
-                Some(record) if !record.needs_reauthorization => {
-                    store
-                        .mark_needs_reauthorization(user, &record.token.refresh_token)
-                        .await?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            },
+            Marker::Store(store) => crate::store::mark_current(store.as_ref(), user).await,
         }
     }
 }

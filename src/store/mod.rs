@@ -136,6 +136,35 @@ pub trait TokenStore: Send + Sync + 'static {
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>>;
 }
 
+/// Marks `user`'s stored record as needing re-authorization, whatever pair it holds now: the
+/// mark is conditional on the refresh token, so a rotation between reading it and marking is
+/// read again (a few times). `Ok(true)` if it was marked now, `Ok(false)` if there is no
+/// record or it was marked already.
+pub(crate) async fn mark_current(store: &dyn TokenStore, user: UserId) -> Result<bool, Error> {
+    for _ in 0..4 {
+        let Some(record) = store.load(user).await? else {
+            return Ok(false);
+        };
+        if record.needs_reauthorization {
+            return Ok(false);
+        }
+        store
+            .mark_needs_reauthorization(user, &record.token.refresh_token)
+            .await?;
+        if store
+            .load(user)
+            .await?
+            .is_none_or(|r| r.needs_reauthorization)
+        {
+            return Ok(true);
+        }
+    }
+    Err(Error::store(
+        "mark",
+        format!("the pair of user {user} kept changing while it was being marked"),
+    ))
+}
+
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
         (**self).load(user)
