@@ -220,9 +220,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The token was rotated elsewhere while this process saved (compare-and-save conflict).
-    #[error("token for Withings user {0} changed in the store meanwhile: reload and retry")]
-    Conflict(UserId),
     /// A response future was polled again after it completed (a bug in the caller).
     #[error("a tower-withings response future was polled after it completed")]
     PolledAfterCompletion,
@@ -238,7 +235,67 @@ fn wait_hint(wait: &Option<Duration>) -> String {
     }
 }
 
+/// What kind of failure an [`Error`] is, for code that reacts to it (a retry loop, an exit
+/// code, an alert) without matching every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The user must authorize (again): only a new code exchange helps.
+    Auth,
+    /// Too many requests: wait (the error may say how long), then retry.
+    Rate,
+    /// Withings or the network failed for now: retry later, unchanged.
+    Transient,
+    /// The token store failed; the pair in use is unchanged.
+    Store,
+    /// The app's configuration is wrong: credentials, URLs, a missing user or scope.
+    Config,
+    /// Withings refused this call for a reason retrying does not change (parameters, scope,
+    /// service, account state), or the caller misused the API.
+    Usage,
+}
+
 impl Error {
+    /// The kind of failure; every variant has one.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::AccessTokenInvalid { .. }
+            | Error::RefreshTokenInvalid
+            | Error::InvalidCode
+            | Error::StateMismatch
+            | Error::CallbackMissing(_)
+            | Error::AuthorizationDenied(_)
+            | Error::UnknownUser(_)
+            | Error::UserMismatch { .. }
+            | Error::AccessRevoked(_)
+            | Error::NeedsReauthorization(_) => ErrorKind::Auth,
+            Error::RateLimited { .. } => ErrorKind::Rate,
+            Error::Timeout
+            | Error::BadState
+            | Error::Http { .. }
+            | Error::MalformedResponse { .. }
+            | Error::Transport(_)
+            | Error::TokenEndpointTimeout(_)
+            | Error::RefreshInterrupted(_) => ErrorKind::Transient,
+            Error::Store { .. } | Error::CorruptRecord { .. } => ErrorKind::Store,
+            Error::InvalidClient { .. }
+            | Error::RedirectUriMismatch
+            | Error::RedirectUri { .. }
+            | Error::BaseUrl { .. }
+            | Error::NoScope
+            | Error::NoUser
+            | Error::CallbackUrl { .. } => ErrorKind::Config,
+            Error::InvalidParams { .. }
+            | Error::Unauthorized { .. }
+            | Error::NotImplemented
+            | Error::UserDeactivated
+            | Error::UnknownStatus { .. }
+            | Error::CallbackRefused { .. }
+            | Error::NoSuchSubscription
+            | Error::PolledAfterCompletion => ErrorKind::Usage,
+        }
+    }
+
     /// True for failures worth retrying later without changing anything.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -294,6 +351,30 @@ mod tests {
         assert_eq!(shorten("a\r\nb"), "a  b");
         let long = "x".repeat(500);
         assert_eq!(shorten(&long).chars().count(), 201);
+    }
+
+    #[test]
+    fn every_kind_is_what_a_caller_does_about_it() {
+        let user = UserId(7);
+        let cases = [
+            (Error::NeedsReauthorization(user), ErrorKind::Auth),
+            (Error::AccessRevoked(user), ErrorKind::Auth),
+            (Error::RateLimited { wait: None }, ErrorKind::Rate),
+            (Error::Timeout, ErrorKind::Transient),
+            (Error::store("save", "disk full"), ErrorKind::Store),
+            (
+                Error::InvalidClient {
+                    detail: String::new(),
+                },
+                ErrorKind::Config,
+            ),
+            (Error::NotImplemented, ErrorKind::Usage),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error:?}");
+        }
+        // Transient and rate-limited failures are the ones worth retrying unchanged.
+        assert!(Error::Timeout.is_transient() && Error::RateLimited { wait: None }.is_transient());
     }
 
     #[test]

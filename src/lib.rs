@@ -72,7 +72,7 @@ pub use auth::{WithingsAuth, WithingsAuthBuilder};
 pub use body::{NotReplayed, ReplayBody, WithingsBody};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ClientAuth, Credentials, Endpoints};
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, ErrorKind};
 pub use layer::{WithingsAuthLayer, WithingsAuthService};
 pub use metrics::MetricsSnapshot;
 pub use oauth::{AuthorizeRequest, Callback, OAuthClient, RedirectPolicy};

@@ -374,6 +374,16 @@ impl Simulator {
         format!("http://{}", self.shared.addr)
     }
 
+    /// [`Endpoints`](crate::Endpoints) pointing a [`WithingsAuth`](crate::WithingsAuth) at this
+    /// simulator (plain http, loopback only):
+    /// `WithingsAuth::builder(credentials).endpoints(sim.endpoints())`. Requests must use
+    /// [`api_base`](Self::api_base) as it is (`127.0.0.1`, not `localhost`): only that host
+    /// gets a token.
+    pub fn endpoints(&self) -> crate::Endpoints {
+        crate::Endpoints::loopback(&self.api_base(), &self.account_base())
+            .expect("the simulator's own base URLs are loopback http URLs")
+    }
+
     /// Registers (or replaces) an OAuth 2.0 partner application with its callback URLs.
     /// `authorize2` accepts a `redirect_uri` only if it is exactly one of `callback_urls`.
     pub fn register_client(&self, client_id: &str, client_secret: &str, callback_urls: &[&str]) {
@@ -612,5 +622,22 @@ impl Simulator {
         let mut st = self.shared.lock();
         st.counters = Counters::default();
         st.notify_counters = NotifyCounters::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints_make_this_simulator_the_api_host() {
+        let sim = Simulator::start().await.unwrap();
+        let endpoints = sim.endpoints();
+        let measure: http::Uri = format!("{}/measure", sim.api_base()).parse().unwrap();
+        assert_eq!(endpoints.api_path(&measure), Some("/measure"));
+        // The same port under another name is another host: no token goes there.
+        let port = sim.addr().port();
+        let elsewhere: http::Uri = format!("http://localhost:{port}/measure").parse().unwrap();
+        assert_eq!(endpoints.api_path(&elsewhere), None);
     }
 }

@@ -19,8 +19,8 @@ use tower::{Layer, ServiceExt};
 use tower_withings::notify::{Appli, NotifyClient};
 use tower_withings::store::TokenStore;
 use tower_withings::{
-    Callback, Credentials, Endpoints, Error, RedirectPolicy, Scope, Secret, Token, UserId,
-    WithingsAuth, status, transport,
+    Callback, Credentials, Endpoints, Error, ErrorKind, RedirectPolicy, Scope, Secret, Token,
+    UserId, WithingsAuth, status, transport,
 };
 
 const EXIT_CODES: &str = "\
@@ -200,28 +200,12 @@ impl Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        let code = match &error {
-            Error::Store { .. } | Error::CorruptRecord { .. } | Error::Conflict(_) => 5,
-            Error::InvalidCode
-            | Error::RefreshTokenInvalid
-            | Error::NeedsReauthorization(_)
-            | Error::UserMismatch { .. }
-            | Error::AccessRevoked(_)
-            | Error::UnknownUser(_)
-            | Error::StateMismatch
-            | Error::AuthorizationDenied(_)
-            | Error::CallbackMissing(_) => 3,
-            Error::InvalidClient { .. }
-            | Error::RedirectUri { .. }
-            | Error::CallbackUrl { .. }
-            | Error::RedirectUriMismatch
-            | Error::BaseUrl { .. }
-            | Error::NoScope
-            | Error::NoUser => 2,
-            e if e.is_transient() => 4,
-            // Withings refused: its check of the callback failed, or there is no such
-            // subscription; like every other body status that is not an auth problem.
-            Error::CallbackRefused { .. } | Error::NoSuchSubscription => 1,
+        let code = match error.kind() {
+            ErrorKind::Store => 5,
+            ErrorKind::Auth => 3,
+            ErrorKind::Config => 2,
+            ErrorKind::Transient | ErrorKind::Rate => 4,
+            // Withings refused the call for a reason that is not an auth problem.
             _ => 1,
         };
         Failure {
