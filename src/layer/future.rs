@@ -18,8 +18,8 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::authorize;
-use super::replay::{Replay, RequestCopy};
-use crate::body::{ReplayBody, StatusReader, WithingsBody};
+use super::replay::{CloneBody, Replay, RequestCopy};
+use crate::body::{StatusReader, WithingsBody};
 use crate::error::{BoxError, Error};
 use crate::refresh::{Reason, Refresher};
 use crate::status::is_access_token_failure;
@@ -94,12 +94,13 @@ where
     S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
         + Send
         + 'static,
-    B: ReplayBody + Send + 'static,
+    B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
     /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
-    pub(super) fn slow(
+    pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
         refresher: Arc<Refresher>,
+        policy: P,
         user: UserId,
         service: S,
         request: Request<B>,
@@ -107,7 +108,7 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Slow {
-                fut: Box::pin(send_fresh(refresher, user, service, request, stale)),
+                fut: Box::pin(send_fresh(refresher, policy, user, service, request, stale)),
             },
             replay: None,
         }
@@ -228,8 +229,9 @@ pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
 }
 
 /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
-async fn send_fresh<S, B, ResB>(
+async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
+    policy: P,
     user: UserId,
     mut service: S,
     mut request: Request<B>,
@@ -237,7 +239,7 @@ async fn send_fresh<S, B, ResB>(
 ) -> Result<Response<WithingsBody<ResB>>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
-    B: ReplayBody,
+    P: CloneBody<B>,
     ResB: Body<Data = Bytes> + Unpin,
 {
     let reason = if stale.is_some() {
@@ -246,7 +248,8 @@ where
         Reason::Load
     };
     let snapshot = refresher.renew_user(user, stale, reason).await?;
-    let copy = RequestCopy::of(&request, request.extensions().get::<UserId>().copied());
+    let own_user = request.extensions().get::<UserId>().copied();
+    let copy = RequestCopy::of(&request, &policy, own_user);
     authorize(&mut request, snapshot.header()?.clone());
     // `service` was readied by `poll_ready` before `call` handed it here.
     let response = service.call(request).await.map_err(Into::into)?;
@@ -446,6 +449,72 @@ mod tests {
         handle.next_request().await.unwrap().1.send_error("down");
         assert!(fut.as_mut().await.is_err());
         assert_done(fut);
+    }
+
+    type AxumReq = Request<axum::body::Body>;
+
+    fn axum_request() -> AxumReq {
+        let mut request = Request::post(format!("{API}/measure"))
+            .body(axum::body::Body::from("action=getmeas"))
+            .unwrap();
+        request.extensions_mut().insert(USER);
+        request
+    }
+
+    /// A body type of another crate (`axum::body::Body`, no `ReplayBody`) goes through the
+    /// layer with a clone policy, and a refused request is replayed with the copy it makes.
+    #[tokio::test]
+    async fn a_foreign_body_replays_through_a_clone_policy() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let layer = auth
+            .layer()
+            .clone_body_with(|_: &axum::body::Body| Some(axum::body::Body::from("action=getmeas")));
+        let (mut service, mut handle) =
+            mock::spawn_with::<AxumReq, Response<TestBody>, _, _>(|mock| layer.layer(mock));
+        assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+        let mut fut = pin!(service.call(axum_request()));
+        let (_, reply) = handle.next_request().await.unwrap();
+        auth.import(token(&clock, "b")).await.unwrap();
+        reply.send_response(Response::new(TestBody::json(REFUSED)));
+        let replayed = async {
+            let (request, reply) = handle.next_request().await.expect("a replay");
+            reply.send_response(Response::new(TestBody::json(OK)));
+            let bearer = request.headers()[header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = http_body_util::BodyExt::collect(request.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (bearer, body)
+        };
+        let (response, (bearer, body)) = tokio::join!(fut.as_mut(), replayed);
+        assert!(response.unwrap().status().is_success());
+        assert_eq!(bearer, "Bearer b");
+        assert_eq!(&body[..], b"action=getmeas");
+        assert_eq!(auth.metrics().replays, 1);
+    }
+
+    /// `never_replay`: any body type, and a refusal comes back at once, marked.
+    #[tokio::test]
+    async fn never_replay_takes_any_body_and_gives_the_refusal_back() {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        let layer = auth.layer().never_replay();
+        let (mut service, mut handle) =
+            mock::spawn_with::<AxumReq, Response<TestBody>, _, _>(|mock| layer.layer(mock));
+        assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+        let fut = service.call(axum_request());
+        let (_, reply) = handle.next_request().await.unwrap();
+        reply.send_response(Response::new(TestBody::json(REFUSED)));
+        let response = fut.await.unwrap();
+        assert!(response.extensions().get::<crate::NotReplayed>().is_some());
+        assert_eq!(auth.metrics().replays, 0);
+        assert_eq!(auth.metrics().not_replayed, 1);
     }
 
     #[tokio::test]

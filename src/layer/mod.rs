@@ -6,10 +6,13 @@
 //!
 //! # What the layer asks of the stack below it
 //!
-//! - The request body must be a [`ReplayBody`]: the layer keeps a copy of each request so that
-//!   a refused one can be sent again after the refresh. `Full`, `Empty` and `String` replay;
-//!   boxed bodies and hyper's `Incoming` are streams that do not (the refused response then
-//!   comes back at once, marked [`NotReplayed`](crate::NotReplayed)).
+//! - The layer keeps a copy of each request so that a refused one can be sent again after the
+//!   refresh; its [`CloneBody`] policy copies the body. By default the body must be a
+//!   [`ReplayBody`]: `Full`, `Empty` and `String` replay; boxed bodies and hyper's `Incoming`
+//!   are streams that do not (the refused response then comes back at once, marked
+//!   [`NotReplayed`](crate::NotReplayed)). For any other body type (`axum::body::Body`,
+//!   `reqwest::Body`), say how with [`WithingsAuthLayer::clone_body_with`] or
+//!   [`WithingsAuthLayer::never_replay`].
 //! - The response body must be `Unpin` and carry `Bytes`, because the layer reads its first
 //!   bytes in place (the Withings `status` is in the body). hyper's `Incoming` is; a stack whose
 //!   body is not (some tower-http bodies are pinned) can box it with
@@ -29,12 +32,15 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use http_body::Body;
 use tower::{Layer, Service};
 
-use crate::body::{ReplayBody, WithingsBody};
+#[cfg(doc)]
+use crate::body::ReplayBody;
+use crate::body::WithingsBody;
 use crate::error::{BoxError, Error};
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
 use crate::refresh::{Lookup, Refresher};
 use crate::token::UserId;
 use future::ResponseFuture;
+pub use replay::{CloneBody, CloneBodyFn, NeverReplay, ReplayBodies};
 use replay::{Replay, RequestCopy};
 
 /// Adds the right Withings user's bearer token to every Withings API request, refreshing it
@@ -44,24 +50,65 @@ use replay::{Replay, RequestCopy};
 /// signature endpoints, pass through untouched: the token goes nowhere else. See the
 /// [module docs](self) for what the layer needs of the request and response bodies.
 #[derive(Debug, Clone)]
-pub struct WithingsAuthLayer {
+pub struct WithingsAuthLayer<P = ReplayBodies> {
     refresher: Arc<Refresher>,
     user: Option<UserId>,
+    policy: P,
 }
 
 impl WithingsAuthLayer {
     pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
-        WithingsAuthLayer { refresher, user }
+        WithingsAuthLayer {
+            refresher,
+            user,
+            policy: ReplayBodies,
+        }
     }
 }
 
-impl<S> Layer<S> for WithingsAuthLayer {
-    type Service = WithingsAuthService<S>;
+impl<P> WithingsAuthLayer<P> {
+    /// Copies request bodies for a replay with `policy` (default [`ReplayBodies`]).
+    pub fn clone_body<Q>(self, policy: Q) -> WithingsAuthLayer<Q> {
+        WithingsAuthLayer {
+            refresher: self.refresher,
+            user: self.user,
+            policy,
+        }
+    }
+
+    /// Copies request bodies with `clone`; `None` means "do not replay this one". For body
+    /// types of other crates, e.g. with axum:
+    ///
+    /// ```
+    /// # use tower_withings::{Credentials, WithingsAuth, transport};
+    /// # let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
+    /// #     .build(transport::plain_http_client());
+    /// // A body known to be small and in memory can be rebuilt from its bytes; here none is.
+    /// let layer = auth.layer().clone_body_with(|_: &axum::body::Body| None);
+    /// # let _ = layer;
+    /// ```
+    pub fn clone_body_with<B, F>(self, clone: F) -> WithingsAuthLayer<CloneBodyFn<F>>
+    where
+        F: Fn(&B) -> Option<B>,
+    {
+        self.clone_body(CloneBodyFn(clone))
+    }
+
+    /// Never replays: any body type goes through, and a refused request comes back at once,
+    /// marked [`NotReplayed`](crate::NotReplayed), while the token is refreshed for the next.
+    pub fn never_replay(self) -> WithingsAuthLayer<NeverReplay> {
+        self.clone_body(NeverReplay)
+    }
+}
+
+impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
+    type Service = WithingsAuthService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         WithingsAuthService {
             refresher: Arc::clone(&self.refresher),
             user: self.user,
+            policy: self.policy.clone(),
             inner,
         }
     }
@@ -70,13 +117,14 @@ impl<S> Layer<S> for WithingsAuthLayer {
 /// The service [`WithingsAuthLayer`] makes. Its errors are `BoxError`s holding either the inner
 /// service's error or a [`crate::Error`] (downcast to tell them apart).
 #[derive(Debug, Clone)]
-pub struct WithingsAuthService<S> {
+pub struct WithingsAuthService<S, P = ReplayBodies> {
     refresher: Arc<Refresher>,
     user: Option<UserId>,
+    policy: P,
     inner: S,
 }
 
-impl<S> WithingsAuthService<S> {
+impl<S, P> WithingsAuthService<S, P> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -93,7 +141,7 @@ impl<S> WithingsAuthService<S> {
     }
 }
 
-impl<S, B, ResB> Service<Request<B>> for WithingsAuthService<S>
+impl<S, P, B, ResB> Service<Request<B>> for WithingsAuthService<S, P>
 where
     S: Service<
             Request<B>,
@@ -103,7 +151,8 @@ where
         > + Clone
         + Send
         + 'static,
-    B: ReplayBody + Send + 'static,
+    P: CloneBody<B> + Clone + Send + 'static,
+    B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
     type Response = Response<WithingsBody<ResB>>;
@@ -135,7 +184,7 @@ where
                     refresher: Arc::clone(refresher),
                     user,
                     generation,
-                    copy: RequestCopy::of(&request, own_user),
+                    copy: RequestCopy::of(&request, &self.policy, own_user),
                     service: self.inner.clone(),
                 });
                 authorize(&mut request, header);
@@ -146,7 +195,8 @@ where
                 // Slow path: refresh (or load) first. The readied service goes with the request.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::slow(Arc::clone(refresher), user, service, request, stale)
+                let policy = self.policy.clone();
+                ResponseFuture::slow(Arc::clone(refresher), policy, user, service, request, stale)
             }
         }
     }

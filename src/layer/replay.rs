@@ -46,11 +46,70 @@ enum ExtensionsCopy {
     All(Extensions),
 }
 
-impl<B: ReplayBody> RequestCopy<B> {
-    /// A copy of `request`, if its body can be sent twice. `user` is the request's own
+/// How the layer gets a second copy of a request's body, to replay the request after a
+/// refresh if Withings refused its token. Set with
+/// [`WithingsAuthLayer::clone_body`](super::WithingsAuthLayer::clone_body) and its shortcuts.
+///
+/// - [`ReplayBodies`] (the default) asks the body type: [`ReplayBody`].
+/// - [`NeverReplay`] keeps no copy: a refusal comes back at once, marked
+///   [`NotReplayed`], and the next request gets the refreshed token. Any body type goes through.
+/// - [`CloneBodyFn`], your own function: for a body type of another crate (the orphan rule
+///   keeps you from implementing [`ReplayBody`] for `axum::body::Body`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot copy request bodies of type `{B}` for a replay",
+    label = "the layer's body policy",
+    note = "with the default policy the body must implement `ReplayBody`; for a foreign body type use `layer.clone_body_with(|body| …)` or `layer.never_replay()`"
+)]
+pub trait CloneBody<B> {
+    /// A copy of `body` to send again, or `None` to not replay this request.
+    fn clone_body(&self, body: &B) -> Option<B>;
+}
+
+/// The default [`CloneBody`]: bodies that are [`ReplayBody`] replay as it says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayBodies;
+
+impl<B: ReplayBody> CloneBody<B> for ReplayBodies {
+    fn clone_body(&self, body: &B) -> Option<B> {
+        body.try_clone()
+    }
+}
+
+/// A [`CloneBody`] that never replays (and takes any body type).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NeverReplay;
+
+impl<B> CloneBody<B> for NeverReplay {
+    fn clone_body(&self, _: &B) -> Option<B> {
+        None
+    }
+}
+
+/// A [`CloneBody`] made of a function, like tower-http's `clone_body_fn`.
+#[derive(Clone, Copy)]
+pub struct CloneBodyFn<F>(pub(super) F);
+
+impl<F> std::fmt::Debug for CloneBodyFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CloneBodyFn")
+    }
+}
+
+impl<B, F: Fn(&B) -> Option<B>> CloneBody<B> for CloneBodyFn<F> {
+    fn clone_body(&self, body: &B) -> Option<B> {
+        (self.0)(body)
+    }
+}
+
+impl<B> RequestCopy<B> {
+    /// A copy of `request`, if `policy` can copy its body. `user` is the request's own
     /// [`UserId`] extension, already looked up by the caller.
-    pub(super) fn of(request: &Request<B>, user: Option<UserId>) -> Option<Self> {
-        let body = request.body().try_clone()?;
+    pub(super) fn of(
+        request: &Request<B>,
+        policy: &impl CloneBody<B>,
+        user: Option<UserId>,
+    ) -> Option<Self> {
+        let body = policy.clone_body(request.body())?;
         Some(RequestCopy {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -234,7 +293,7 @@ mod tests {
         for headers in [&few[..], &two[..], &repeated[..], &many[..], &[]] {
             for user in [false, true] {
                 let original = request(headers, user);
-                let copy = RequestCopy::of(&original, user.then_some(UserId(7)))
+                let copy = RequestCopy::of(&original, &ReplayBodies, user.then_some(UserId(7)))
                     .expect("a Full body replays");
                 same(&copy.into_request(), &original);
             }
@@ -242,14 +301,16 @@ mod tests {
         // Other extensions are kept too.
         let mut original = request(&few, true);
         original.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&original, Some(UserId(7)))
+        let copy = RequestCopy::of(&original, &ReplayBodies, Some(UserId(7)))
             .unwrap()
             .into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));
         assert_eq!(copy.extensions().get::<UserId>(), Some(&UserId(7)));
         let mut only_other = request(&few, false);
         only_other.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&only_other, None).unwrap().into_request();
+        let copy = RequestCopy::of(&only_other, &ReplayBodies, None)
+            .unwrap()
+            .into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));
     }
 }
