@@ -2,7 +2,9 @@
 //!
 //! Run [`check_store`] on your store in a test; it panics, saying which rule broke, if the
 //! store does not keep the rules the layer relies on. If several processes will share your
-//! backend, also run [`check_shared_stores`] on two separate handles to it.
+//! backend, also run [`check_shared_stores`] on two separate handles to it. A store that keeps
+//! the default [`TokenStore::try_lock`] (one process only: the layer already runs one refresh
+//! per user in-process) has no leases to check: run [`check_single_process_store`] instead.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tower_withings::Error> {
@@ -53,14 +55,24 @@ const RACERS: usize = 16;
 /// Runs every check on `store`; panics with a message naming the first rule it breaks.
 pub async fn check_store<S: TokenStore + ?Sized>(store: &S) {
     let users = Users::new();
+    records(store, &users).await;
+    lock_basics(store, users.id(6), users.id(7)).await;
+    lease_expiry(store, users.id(8)).await;
+    racing_lockers(store, users.id(9)).await;
+}
+
+/// Every check of [`check_store`] but the leases: for a store used by one process only, which
+/// keeps the default [`TokenStore::try_lock`] (it grants every lease).
+pub async fn check_single_process_store<S: TokenStore + ?Sized>(store: &S) {
+    records(store, &Users::new()).await;
+}
+
+async fn records<S: TokenStore + ?Sized>(store: &S, users: &Users) {
     unknown_user(store, users.id(0)).await;
     round_trip(store, users.id(1)).await;
     compare_and_save(store, users.id(2)).await;
     reauthorization_mark(store, users.id(3)).await;
     independent_users_and_list(store, users.id(4), users.id(5)).await;
-    lock_basics(store, users.id(6), users.id(7)).await;
-    lease_expiry(store, users.id(8)).await;
-    racing_lockers(store, users.id(9)).await;
 }
 
 /// Checks that two handles on one backend (two connections, pools or processes' worth of
@@ -323,7 +335,8 @@ async fn lock_basics<S: TokenStore + ?Sized>(store: &S, user: UserId, other: Use
     assert_eq!(
         store.try_lock(user, LONG_LEASE).await.expect("try_lock"),
         LockAttempt::Held,
-        "a second try_lock acquired a lease that is held"
+        "a second try_lock acquired a lease that is held (a store keeping the default try_lock \
+         is for one process only: check it with check_single_process_store)"
     );
     let theirs = acquired(
         store,
@@ -513,4 +526,57 @@ async fn join_all<F: Future + Unpin>(futures: impl IntoIterator<Item = F>) -> Ve
     })
     .await;
     done.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, StoreFuture};
+
+    /// A store for one process: MemoryStore's records, the trait's default leases.
+    struct OneProcess(MemoryStore);
+
+    impl TokenStore for OneProcess {
+        fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+            self.0.load(user)
+        }
+        fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
+            self.0.put(token, at)
+        }
+        fn compare_and_save<'a>(
+            &'a self,
+            spent: &'a Secret,
+            token: &'a Token,
+            at: SystemTime,
+        ) -> StoreFuture<'a, bool> {
+            self.0.compare_and_save(spent, token, at)
+        }
+        fn mark_needs_reauthorization<'a>(
+            &'a self,
+            user: UserId,
+            refused: &'a Secret,
+        ) -> StoreFuture<'a, ()> {
+            self.0.mark_needs_reauthorization(user, refused)
+        }
+        fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+            self.0.list()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_lease_is_for_one_process_and_the_kit_says_so() {
+        let store = OneProcess(MemoryStore::new());
+        check_single_process_store(&store).await;
+        let full = tokio::spawn(async move { check_store(&store).await });
+        let panic = full
+            .await
+            .expect_err("the lease checks refuse the default try_lock");
+        let message = panic.into_panic();
+        let message = message
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| message.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(message.contains("check_single_process_store"), "{message}");
+    }
 }

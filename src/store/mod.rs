@@ -119,7 +119,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Asks for the right to refresh `user` for at most `lease` (it lapses if the holder dies).
     ///
     /// The default grants it at once: right for stores that only one process uses, since the
-    /// layer already runs one refresh per user in-process.
+    /// layer already runs one refresh per user in-process. Such a store is checked with
+    /// `testkit::check_single_process_store`; `testkit::check_store` checks real leases.
     fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
         let _ = (user, lease);
         Box::pin(async { Ok(LockAttempt::Acquired(Lease::new())) })
