@@ -32,7 +32,7 @@ use crate::transport::HttpClient;
 /// ```
 #[derive(Debug, Clone)]
 pub struct WithingsAuth {
-    refresher: Arc<Refresher>,
+    pub(crate) refresher: Arc<Refresher>,
 }
 
 /// Configures a [`WithingsAuth`].
@@ -223,6 +223,13 @@ impl WithingsAuth {
     pub async fn mark_revoked(&self, user: UserId) -> Result<bool, Error> {
         let marked = crate::store::mark_current(self.store().as_ref(), user).await?;
         self.refresher.terminate(user, Error::AccessRevoked(user));
+        if marked {
+            self.refresher
+                .emit(crate::events::Event::NeedsReauthorization {
+                    user,
+                    why: crate::events::Reauthorization::Revoked,
+                });
+        }
         Ok(marked)
     }
 
@@ -241,6 +248,12 @@ impl WithingsAuth {
     /// [`evict_idle_after`](WithingsAuthBuilder::evict_idle_after)).
     pub fn users_in_memory(&self) -> usize {
         self.refresher.users_in_memory()
+    }
+
+    /// What happens to users' authorizations from now on (token rotated, must authorize
+    /// again, refresh failed, user deactivated); see [`crate::events`]. Never a token.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::events::Event> {
+        self.refresher.events.subscribe()
     }
 
     /// The counters so far.

@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use super::protocol::bearer_header;
 use super::{Reason, Refresher};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -462,7 +463,19 @@ impl RefreshTask {
                     span.in_scope(|| tracing::warn!(%error, elapsed_ms, "token refresh failed"));
                     if current {
                         let failures = flight.trouble.as_ref().map_or(0, |t| t.failures) + 1;
-                        let retry_at = Instant::now() + self.refresher.backoff(failures, error);
+                        let retry_in = self.refresher.backoff(failures, error);
+                        let retry_at = Instant::now() + retry_in;
+                        // Users who must authorize again were told so where that was decided.
+                        if error.kind() != ErrorKind::Auth {
+                            self.refresher.emit(match error {
+                                Error::UserDeactivated => Event::UserDeactivated { user, retry_in },
+                                _ => Event::RefreshFailed {
+                                    user,
+                                    error: error.clone(),
+                                    retry_in,
+                                },
+                            });
+                        }
                         let unsaved = flight.trouble.take().and_then(|t| t.unsaved);
                         flight.trouble = Some(Box::new(Trouble {
                             failures,

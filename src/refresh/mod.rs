@@ -58,6 +58,8 @@ pub(crate) struct Refresher {
     pub policy: RefreshPolicy,
     pub metrics: Metrics,
     slots: papaya::HashMap<UserId, Arc<Slot>, foldhash::fast::RandomState>,
+    /// What happens to users' authorizations, for [`crate::WithingsAuth::events`].
+    pub events: tokio::sync::broadcast::Sender<crate::events::Event>,
     /// Unix second after which the next new slot first sweeps out idle ones.
     next_sweep: AtomicU64,
 }
@@ -84,12 +86,18 @@ impl Refresher {
             policy,
             metrics: Metrics::default(),
             slots: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            events: tokio::sync::broadcast::channel(crate::events::CAPACITY).0,
             next_sweep: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn now(&self) -> SystemTime {
         self.oauth.clock().now()
+    }
+
+    /// Tells the app's event receivers, if any.
+    pub(crate) fn emit(&self, event: crate::events::Event) {
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn endpoints(&self) -> &Endpoints {

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::flight::{Attempt, Outcome, Snapshot, SnapshotState, Trouble, superseded};
 use super::{Reason, Refresher};
 use crate::error::Error;
+use crate::events::{Event, Reauthorization};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{LockAttempt, StoredToken};
@@ -126,6 +127,10 @@ impl Refresher {
             Err(error @ (Error::RefreshTokenInvalid | Error::InvalidClient { .. })) => {
                 if matches!(error, Error::RefreshTokenInvalid) {
                     self.store.mark_needs_reauthorization(user, &spent).await?;
+                    self.emit(Event::NeedsReauthorization {
+                        user,
+                        why: Reauthorization::RefreshTokenRefused,
+                    });
                 }
                 let terminal = match error {
                     Error::RefreshTokenInvalid => Error::NeedsReauthorization(user),
@@ -147,7 +152,10 @@ impl Refresher {
                         .is_fresh(&stored.token, stored.refreshed_at, self.now())
                 {
                     Metrics::bump(&self.metrics.refreshes_adopted);
-                    return self.publish(attempt, stored.token, stored.refreshed_at);
+                    return self.rotated(
+                        attempt,
+                        self.publish(attempt, stored.token, stored.refreshed_at),
+                    );
                 }
                 Err(error)
             }
@@ -183,6 +191,10 @@ impl Refresher {
             asked: user,
             answered,
         };
+        self.emit(Event::NeedsReauthorization {
+            user,
+            why: Reauthorization::UserMismatch,
+        });
         self.publish_state(
             attempt.slot,
             Some(attempt.authorization),
@@ -204,13 +216,16 @@ impl Refresher {
             .compare_and_save(&spent, &token, granted_at)
             .await
         {
-            Ok(true) => self.publish(attempt, token, granted_at),
+            Ok(true) => self.rotated(attempt, self.publish(attempt, token, granted_at)),
             Ok(false) => {
                 // Another writer rotated first; theirs is what everyone else will use.
                 tracing::warn!(user = %attempt.user(), "token changed in the store during refresh; adopting the stored one");
                 let stored = self.load(attempt.user()).await?;
                 Metrics::bump(&self.metrics.refreshes_adopted);
-                self.publish(attempt, stored.token, stored.refreshed_at)
+                self.rotated(
+                    attempt,
+                    self.publish(attempt, stored.token, stored.refreshed_at),
+                )
             }
             Err(error) => {
                 let mut flight = attempt.slot.flight();
@@ -254,12 +269,28 @@ impl Refresher {
             .policy
             .is_fresh(&stored.token, stored.refreshed_at, self.now());
         if changed && fresh {
+            let published = self.publish(attempt, stored.token.clone(), stored.refreshed_at);
             if held.is_some() || attempt.reason != Reason::Load {
                 Metrics::bump(&self.metrics.refreshes_adopted);
+                return Some(self.rotated(attempt, published));
             }
-            return Some(self.publish(attempt, stored.token.clone(), stored.refreshed_at));
+            return Some(published);
         }
         None
+    }
+
+    /// Tells the app a new pair is in use, if `published` is one.
+    fn rotated(&self, attempt: Attempt<'_>, published: Outcome) -> Outcome {
+        if let Ok(snapshot) = &published
+            && let Some(token) = snapshot.token()
+        {
+            self.emit(Event::TokenRotated {
+                user: attempt.user(),
+                generation: snapshot.generation,
+                expires_at: token.expires_at,
+            });
+        }
+        published
     }
 
     pub(super) fn backoff(&self, failures: u32, error: &Error) -> Duration {

@@ -1,0 +1,199 @@
+//! What happens to users' authorizations, as a stream an app can watch: to e-mail a user who
+//! must log in again, page an operator when refreshes keep failing, or keep a dashboard.
+//!
+//! [`WithingsAuth::events`](crate::WithingsAuth::events) gives a receiver of a
+//! `tokio::sync::broadcast` channel: every receiver sees every event sent after it subscribed;
+//! one that falls more than [`CAPACITY`] events behind is told how many it missed
+//! (`RecvError::Lagged(n)`) and goes on from the oldest kept. No event ever carries a token.
+
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+use crate::token::UserId;
+
+/// How many events a slow receiver may fall behind before it is told it lagged.
+pub const CAPACITY: usize = 1024;
+
+/// One thing that happened to a user's authorization.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A refresh saved and published a new pair (or adopted one another process saved).
+    TokenRotated {
+        /// Whose token.
+        user: UserId,
+        /// The new generation (it only grows per user).
+        generation: u64,
+        /// When the new access token expires.
+        expires_at: SystemTime,
+    },
+    /// Nothing will work for the user until they authorize again.
+    NeedsReauthorization {
+        /// Whose authorization.
+        user: UserId,
+        /// Why.
+        why: Reauthorization,
+    },
+    /// A refresh failed for a reason that may pass; the next attempt is not before `retry_in`.
+    RefreshFailed {
+        /// Whose refresh.
+        user: UserId,
+        /// What went wrong (never a token).
+        error: Error,
+        /// The backoff before the next attempt.
+        retry_in: Duration,
+    },
+    /// Withings says the user is temporarily deactivated (deletion pending for up to 7 days):
+    /// their tokens are kept; try again later.
+    UserDeactivated {
+        /// Whose account.
+        user: UserId,
+        /// The backoff before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// Why a user must authorize again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reauthorization {
+    /// Withings refused the refresh token (rotated away, expired, the app unlinked, the user
+    /// deleted).
+    RefreshTokenRefused,
+    /// The user revoked the app's access (an `unlink` or `delete` notification).
+    Revoked,
+    /// Withings answered a refresh of this user's token for another user.
+    UserMismatch,
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::sim::{Fault, Simulator, Target};
+    use crate::{Clock, Credentials, ManualClock, Secret, Token, WithingsAuth, transport};
+
+    const USER: UserId = UserId(46_865_875);
+
+    async fn setup() -> (Simulator, ManualClock, WithingsAuth, Token) {
+        let sim = Simulator::start().await.unwrap();
+        sim.register_client("id", "secret", &["https://app.example.com/cb"]);
+        let clock = ManualClock::new();
+        let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
+            .endpoints(sim.endpoints())
+            .clock(clock.clone())
+            .backoff(Duration::from_secs(2), Duration::from_secs(2))
+            .build(transport::plain_http_client());
+        let grant = sim.issue_grant("id", USER.0, "user.metrics");
+        let token = Token {
+            user_id: USER,
+            access_token: Secret::new(grant.access_token),
+            refresh_token: Secret::new(grant.refresh_token),
+            expires_at: clock.now() + Duration::from_secs(grant.expires_in),
+            scope: "user.metrics".into(),
+        };
+        auth.import(token.clone()).await.unwrap();
+        (sim, clock, auth, token)
+    }
+
+    fn no_token_in(event: &Event, token: &Token) {
+        let shown = format!("{event:?}");
+        assert!(!shown.contains(token.access_token.expose()), "{shown}");
+        assert!(!shown.contains(token.refresh_token.expose()), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_tells_of_the_new_pair_without_a_token() {
+        let (_sim, clock, auth, token) = setup().await;
+        let mut events = auth.events();
+        auth.refresh(USER).await.unwrap();
+        let event = events.try_recv().expect("an event");
+        no_token_in(&event, &token);
+        let stored = auth.store().load(USER).await.unwrap().unwrap().token;
+        no_token_in(&event, &stored);
+        match event {
+            Event::TokenRotated {
+                user,
+                generation,
+                expires_at,
+            } => {
+                assert_eq!(user, USER);
+                assert_eq!(generation, 2, "import published 1");
+                assert!(expires_at > clock.now());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(events.try_recv().is_err(), "one event per refresh");
+    }
+
+    #[tokio::test]
+    async fn a_refused_refresh_token_says_the_user_must_log_in_again() {
+        let (sim, _clock, auth, token) = setup().await;
+        let mut events = auth.events();
+        sim.revoke_user(USER.0);
+        assert!(auth.refresh(USER).await.is_err());
+        let event = events.try_recv().expect("an event");
+        no_token_in(&event, &token);
+        assert!(
+            matches!(
+                event,
+                Event::NeedsReauthorization {
+                    user: USER,
+                    why: Reauthorization::RefreshTokenRefused
+                }
+            ),
+            "{event:?}"
+        );
+        assert!(events.try_recv().is_err(), "no RefreshFailed on top");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_says_when_it_tries_again() {
+        let (sim, _clock, auth, token) = setup().await;
+        let mut events = auth.events();
+        sim.inject(Target::TokenEndpoint, Fault::HttpStatus(502), 1);
+        assert!(auth.refresh(USER).await.is_err());
+        let event = events.try_recv().expect("an event");
+        no_token_in(&event, &token);
+        match event {
+            Event::RefreshFailed {
+                user,
+                error,
+                retry_in,
+            } => {
+                assert_eq!(user, USER);
+                assert!(error.is_transient(), "{error:?}");
+                assert!(retry_in >= Duration::from_secs(1) && retry_in <= Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deactivated_user_is_told_apart_from_a_failure() {
+        let (sim, _clock, auth, _token) = setup().await;
+        let mut events = auth.events();
+        sim.deactivate_user(USER.0);
+        assert!(auth.refresh(USER).await.is_err());
+        let event = events.try_recv().expect("an event");
+        assert!(
+            matches!(event, Event::UserDeactivated { user: USER, .. }),
+            "{event:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_is_told_how_many_it_missed() {
+        let (_sim, _clock, auth, _token) = setup().await;
+        let mut events = auth.events();
+        for _ in 0..CAPACITY + 5 {
+            auth.refresher.emit(Event::UserDeactivated {
+                user: USER,
+                retry_in: Duration::ZERO,
+            });
+        }
+        assert!(matches!(
+            events.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(5))
+        ));
+    }
+}
