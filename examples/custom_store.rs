@@ -161,6 +161,14 @@ impl TokenStore for TwoMapStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        let existed = self.with(|t| {
+            t.meta.remove(&user.0);
+            t.pairs.remove(&user.0).is_some()
+        });
+        Box::pin(async move { Ok(existed) })
+    }
+
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         let mut all: Vec<StoredToken> =
             self.with(|t| t.pairs.keys().filter_map(|id| Self::read(t, *id)).collect());

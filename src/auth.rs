@@ -233,6 +233,17 @@ impl WithingsAuth {
         Ok(marked)
     }
 
+    /// Forgets `user`: deletes their record from the store ([`TokenStore::delete`], the one
+    /// delete this crate makes) and their in-memory state, so later requests for them fail with
+    /// [`Error::UnknownUser`] until they authorize again. Returns whether a record was deleted.
+    /// It does not tell Withings (the user's grant stays valid there until it expires or the
+    /// user unlinks the app).
+    pub async fn forget(&self, user: UserId) -> Result<bool, Error> {
+        let deleted = self.store().delete(user).await?;
+        self.refresher.forget(user);
+        Ok(deleted)
+    }
+
     /// Refreshes `user`'s token now (still one refresh per user, shared with any in flight).
     pub async fn refresh(&self, user: UserId) -> Result<(), Error> {
         let refresher = &self.refresher;

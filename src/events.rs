@@ -181,6 +181,21 @@ mod tests {
         );
     }
 
+    /// `forget` deletes the record and the in-memory state: the next request finds nothing.
+    #[tokio::test]
+    async fn a_forgotten_user_is_gone_from_store_and_memory() {
+        let (_sim, _clock, auth, _token) = setup().await;
+        assert!(auth.users_in_memory() >= 1);
+        assert!(auth.forget(USER).await.unwrap());
+        assert!(auth.store().load(USER).await.unwrap().is_none());
+        assert_eq!(auth.users_in_memory(), 0);
+        assert!(matches!(
+            auth.refresh(USER).await,
+            Err(crate::Error::UnknownUser(UserId(_)))
+        ));
+        assert!(!auth.forget(USER).await.unwrap(), "nothing left to delete");
+    }
+
     #[tokio::test]
     async fn a_slow_receiver_is_told_how_many_it_missed() {
         let (_sim, _clock, auth, _token) = setup().await;

@@ -23,13 +23,14 @@
 //! - `mark_needs_reauthorization` marks only while the stored refresh token is the refused one,
 //!   and keeps the record; `put` clears the mark;
 //! - users are independent; `list` returns the records put (other users may be listed too);
+//! - `delete` removes that user's record only (and says whether there was one);
 //! - leases: acquire, a second locker gets `Held`, another user is independent, unlock by the
 //!   wrong owner does not release, unlock then re-acquire, a lease lapses after its duration
 //!   (a 300 ms lease, then a wait past it) and the lapsed holder's unlock does not release its
 //!   successor's lease, and 16 concurrent lockers of one user get exactly one `Acquired`.
 //!
 //! Every run uses fresh random user ids (above 10^12), so runs against a shared server do not
-//! collide. The records it writes are left in the store (the trait has no delete).
+//! collide. The records it writes are left in the store, but for the one `delete` removes.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -73,6 +74,38 @@ async fn records<S: TokenStore + ?Sized>(store: &S, users: &Users) {
     compare_and_save(store, users.id(2)).await;
     reauthorization_mark(store, users.id(3)).await;
     independent_users_and_list(store, users.id(4), users.id(5)).await;
+    delete(store, users.id(10), users.id(11)).await;
+}
+
+async fn delete<S: TokenStore + ?Sized>(store: &S, user: UserId, other: UserId) {
+    let now = SystemTime::now();
+    store.put(&token(user, "gone"), now).await.expect("put");
+    store.put(&token(other, "kept"), now).await.expect("put");
+    assert!(
+        store.delete(user).await.expect("delete"),
+        "delete of a stored record said there was none"
+    );
+    assert!(
+        store.load(user).await.expect("load").is_none(),
+        "a deleted record can still be loaded"
+    );
+    assert!(
+        !store
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|r| r.token.user_id == user),
+        "a deleted record is still listed"
+    );
+    assert!(
+        !store.delete(user).await.expect("delete"),
+        "a second delete said there was a record"
+    );
+    assert!(
+        store.load(other).await.expect("load").is_some(),
+        "delete removed another user's record"
+    );
 }
 
 /// Checks that two handles on one backend (two connections, pools or processes' worth of
@@ -557,6 +590,9 @@ mod tests {
             refused: &'a Secret,
         ) -> StoreFuture<'a, ()> {
             self.0.mark_needs_reauthorization(user, refused)
+        }
+        fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+            self.0.delete(user)
         }
         fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
             self.0.list()

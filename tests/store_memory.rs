@@ -110,6 +110,9 @@ mod broken {
         fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
             self.inner.unlock(user, lease)
         }
+        fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+            self.inner.delete(user)
+        }
         fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
             self.inner.list()
         }

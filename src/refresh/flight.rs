@@ -234,6 +234,17 @@ impl Refresher {
         self.slots.pin().retain(|_, slot| !slot.is_evictable());
     }
 
+    /// Drops `user`'s in-memory state: their slot leaves the map, and a refresh in flight for
+    /// it can no longer publish to a slot anyone finds.
+    pub(crate) fn forget(&self, user: UserId) {
+        let slots = self.slots.pin();
+        if let Some(slot) = slots.remove(&user) {
+            let mut flight = slot.flight();
+            flight.authorization += 1;
+            flight.trouble = None;
+        }
+    }
+
     /// Drops `slot` from the map if it is still the user's slot and holds nothing.
     fn forget_empty(&self, slot: &Arc<Slot>) {
         if slot.current.load().is_none() {

@@ -116,6 +116,11 @@ impl TokenStore for MemoryStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        let existed = self.with(|r| r.remove(&user).is_some());
+        Box::pin(async move { Ok(existed) })
+    }
+
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         let mut all: Vec<StoredToken> = self.with(|r| r.values().cloned().collect());
         all.sort_by_key(|record| record.token.user_id);

@@ -89,7 +89,9 @@ pub enum LockAttempt {
 /// Rules every implementation keeps:
 /// - [`compare_and_save`](Self::compare_and_save) is atomic: two writers that spent the same
 ///   refresh token cannot both win.
-/// - Nothing is deleted by this crate: a dead refresh token is *marked*, never removed.
+/// - Nothing is deleted by this crate unless the app asks ([`delete`](Self::delete), through
+///   [`WithingsAuth::forget`](crate::WithingsAuth::forget)): a dead refresh token is *marked*,
+///   never removed.
 /// - A failure is an `Err`, never a silent no-op; the caller then keeps the pair it had.
 pub trait TokenStore: Send + Sync + 'static {
     /// The user's record, if any.
@@ -130,6 +132,20 @@ pub trait TokenStore: Send + Sync + 'static {
     fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
         let _ = (user, lease);
         Box::pin(async { Ok(()) })
+    }
+
+    /// Deletes `user`'s record: the one delete this crate makes, only when asked
+    /// ([`WithingsAuth::forget`](crate::WithingsAuth::forget)). `Ok(true)` if there was one.
+    ///
+    /// The default refuses with an error: a store that cannot delete cannot forget users.
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        let _ = user;
+        Box::pin(async {
+            Err(Error::store(
+                "delete",
+                "this token store cannot delete records",
+            ))
+        })
     }
 
     /// Every readable record (for listings such as the CLI's `users`). A record that cannot be
@@ -193,6 +209,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
         (**self).unlock(user, lease)
+    }
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        (**self).delete(user)
     }
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         (**self).list()

@@ -188,6 +188,7 @@ struct Statements {
     put: String,
     compare_and_save: String,
     mark: String,
+    delete: String,
     lock: String,
     unlock: String,
 }
@@ -265,6 +266,7 @@ CREATE TABLE IF NOT EXISTS {l} (
                 "UPDATE {t} SET needs_reauthorization = TRUE, updated_at = now()
                  WHERE user_id = $1 AND refresh_token = $2"
             ),
+            delete: format!("DELETE FROM {t} WHERE user_id = $1"),
             lock: format!(
                 "INSERT INTO {l} AS lease (user_id, owner, expires_at)
                  VALUES ($1, $2, clock_timestamp() + $3::BIGINT * INTERVAL '1 millisecond')
@@ -566,6 +568,14 @@ impl TokenStore for PostgresStore {
             self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
                 .await
                 .map(drop)
+        })
+    }
+
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let id = record::user_column("delete", user)?;
+            let deleted = self.execute("delete", &self.sql.delete, &[&id]).await?;
+            Ok(deleted > 0)
         })
     }
 

@@ -454,6 +454,18 @@ impl TokenStore for RedisStore {
         })
     }
 
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let deleted: i64 = redis::cmd("DEL")
+                .arg(self.token_key(user))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("delete", e))?;
+            Ok(deleted > 0)
+        })
+    }
+
     fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
         Box::pin(async move {
             let granted = Lease::new();

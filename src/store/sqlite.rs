@@ -488,6 +488,19 @@ impl TokenStore for SqliteStore {
         })
     }
 
+    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let id = record::user_column("delete", user)?;
+            self.call("delete", move |conn| {
+                conn.prepare_cached("DELETE FROM withings_tokens WHERE user_id = ?1")
+                    .and_then(|mut s| s.execute(params![id]))
+                    .map(|deleted| deleted > 0)
+                    .map_err(|e| Error::store("delete", e))
+            })
+            .await
+        })
+    }
+
     fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
         Box::pin(async move {
             let id = record::user_column("lock", user)?;
