@@ -219,6 +219,15 @@ async fn import_from_flags_and_from_withings_json() {
     assert_eq!((code, out.trim()), (0, "78"), "{err}");
     let (_, users, _) = cli.run(&["users"], "").await;
     assert_eq!(users.lines().count(), 2, "{users}");
+
+    // forget deletes one user's tokens; a second forget finds none (exit 3).
+    let (code, out, err) = cli.run(&["forget", "--user", "77"], "").await;
+    assert_eq!((code, out.trim()), (0, "forgot 77"), "{err}");
+    let (_, users, _) = cli.run(&["users"], "").await;
+    assert_eq!(users.lines().count(), 1, "{users}");
+    assert!(!users.contains("77 "), "{users}");
+    let (code, _, err) = cli.run(&["forget", "--user", "77"], "").await;
+    assert_eq!(code, 3, "{err}");
 }
 
 #[tokio::test]

@@ -130,6 +130,13 @@ enum Command {
         #[arg(long)]
         user: UserId,
     },
+    /// Delete a user's tokens from the store (Withings is not told: the user's grant stays
+    /// valid there until it expires or they unlink the app). Prints `forgot <id>`.
+    Forget {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+    },
     /// A user's notification subscriptions (Withings POSTs to the callback URL when data
     /// changes).
     Notify {
@@ -296,6 +303,14 @@ async fn run(cli: Cli) -> CliResult<()> {
             outcome?;
             println!("refreshed {user}");
             Ok(())
+        }
+        Command::Forget { user } => {
+            if auth.forget(user).await? {
+                println!("forgot {user}");
+                Ok(())
+            } else {
+                Err(Error::UnknownUser(user).into())
+            }
         }
         Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
         Command::Demo => unreachable!("handled above"),
