@@ -175,9 +175,26 @@ mod tests {
         sim.deactivate_user(USER.0);
         assert!(auth.refresh(USER).await.is_err());
         let event = events.try_recv().expect("an event");
+        let Event::UserDeactivated { user, retry_in } = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(user, USER);
+        // Tokens kept, one attempt a day: until then requests fail fast, nothing is sent.
+        assert_eq!(retry_in, Duration::from_secs(24 * 3600));
+        let calls = sim.counters().refreshes;
+        assert!(matches!(
+            auth.refresh(USER).await,
+            Err(crate::Error::UserDeactivated)
+        ));
+        assert_eq!(sim.counters().refreshes, calls, "a refresh was sent");
         assert!(
-            matches!(event, Event::UserDeactivated { user: USER, .. }),
-            "{event:?}"
+            !auth
+                .store()
+                .load(USER)
+                .await
+                .unwrap()
+                .unwrap()
+                .needs_reauthorization
         );
     }
 

@@ -16,6 +16,9 @@ use crate::secret::Secret;
 use crate::store::{LockAttempt, StoredToken};
 use crate::token::{Token, UserId, is_bearer_safe};
 
+/// How long a user Withings reports as temporarily deactivated waits between refreshes.
+pub(crate) const DEACTIVATED_RETRY: Duration = Duration::from_secs(24 * 3600);
+
 /// When to refresh and how hard to retry.
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshPolicy {
@@ -296,6 +299,10 @@ impl Refresher {
     pub(super) fn backoff(&self, failures: u32, error: &Error) -> Duration {
         if let Error::RateLimited { wait: Some(wait) } = error {
             return *wait;
+        }
+        if let Error::UserDeactivated = error {
+            // Deletion pending for up to 7 days (Withings' FAQ): keep the tokens, try once a day.
+            return DEACTIVATED_RETRY;
         }
         let exp = self
             .policy
