@@ -2,7 +2,7 @@
 //! the per-user refresh state, and makes [`WithingsAuthLayer`]s.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
@@ -14,6 +14,52 @@ use crate::refresh::{Reason, RefreshPolicy, Refresher, bearer_header};
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
 use crate::transport::HttpClient;
+
+/// One user as the store and this handle know them ([`WithingsAuth::users`]). No token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserStatus {
+    /// Who.
+    pub user: UserId,
+    /// The scopes granted, comma-separated as Withings returns them.
+    pub scope: String,
+    /// When the access token expires.
+    pub expires_at: SystemTime,
+    /// How long ago the pair was granted, so how old the refresh token is (it lasts a year;
+    /// every refresh makes a new one).
+    pub refresh_token_age: Duration,
+    /// What can be done with it.
+    pub state: UserState,
+}
+
+/// What a user's authorization is good for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UserState {
+    /// Usable.
+    Ok,
+    /// The access token expires within the refresh skew: the next request refreshes it.
+    Expiring,
+    /// The refresh token was refused: the user must authorize again.
+    NeedsReauthorization,
+    /// The user revoked the app's access (as this process learnt).
+    Revoked,
+    /// Withings reports the user temporarily deactivated; tokens kept, retried daily.
+    Deactivated,
+}
+
+impl UserState {
+    /// The CLI's word for it: `ok`, `expiring`, `needs re-auth`, `revoked`, `deactivated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserState::Ok => "ok",
+            UserState::Expiring => "expiring",
+            UserState::NeedsReauthorization => "needs re-auth",
+            UserState::Revoked => "revoked",
+            UserState::Deactivated => "deactivated",
+        }
+    }
+}
 
 /// The app's Withings connection: OAuth flow, token store, and refresh coordination.
 ///
@@ -267,8 +313,92 @@ impl WithingsAuth {
         self.refresher.events.subscribe()
     }
 
+    /// Every user in the store, with their state and refresh-token age (records that cannot be
+    /// read are skipped with a warning, as [`TokenStore::list`] does).
+    pub async fn users(&self) -> Result<Vec<UserStatus>, Error> {
+        let refresher = &self.refresher;
+        let now = refresher.now();
+        let mut users: Vec<UserStatus> = self
+            .store()
+            .list()
+            .await?
+            .into_iter()
+            .map(|record| {
+                let user = record.token.user_id;
+                let known = refresher.known_state(user);
+                let state = match (record.needs_reauthorization, known) {
+                    (true, Some(UserState::Revoked)) => UserState::Revoked,
+                    (true, _) => UserState::NeedsReauthorization,
+                    (false, Some(known)) => known,
+                    (false, None)
+                        if !refresher
+                            .policy
+                            .is_fresh(&record.token, record.refreshed_at, now) =>
+                    {
+                        UserState::Expiring
+                    }
+                    (false, None) => UserState::Ok,
+                };
+                UserStatus {
+                    user,
+                    scope: record.token.scope,
+                    expires_at: record.token.expires_at,
+                    refresh_token_age: now.duration_since(record.refreshed_at).unwrap_or_default(),
+                    state,
+                }
+            })
+            .collect();
+        users.sort_by_key(|u| u.user);
+        Ok(users)
+    }
+
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.refresher.metrics.snapshot()
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    use crate::sim::testing::{USER, setup};
+
+    fn state(users: &[UserStatus]) -> UserState {
+        users.iter().find(|u| u.user == USER).expect("listed").state
+    }
+
+    #[tokio::test]
+    async fn users_say_what_each_authorization_is_good_for() {
+        let (sim, clock, auth, _token) = setup().await;
+        let users = auth.users().await.unwrap();
+        assert_eq!(state(&users), UserState::Ok);
+        assert_eq!(users[0].refresh_token_age, Duration::ZERO);
+        assert!(!format!("{users:?}").contains(_token.access_token.expose()));
+
+        clock.advance(Duration::from_secs(3 * 3600 - 60));
+        let users = auth.users().await.unwrap();
+        assert_eq!(state(&users), UserState::Expiring);
+        assert_eq!(
+            users[0].refresh_token_age,
+            Duration::from_secs(3 * 3600 - 60)
+        );
+
+        sim.deactivate_user(USER.0);
+        assert!(auth.refresh(USER).await.is_err());
+        assert_eq!(state(&auth.users().await.unwrap()), UserState::Deactivated);
+
+        auth.mark_revoked(USER).await.unwrap();
+        assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
+    }
+
+    #[tokio::test]
+    async fn a_refused_refresh_token_lists_as_needing_reauthorization() {
+        let (sim, _clock, auth, _token) = setup().await;
+        sim.revoke_user(USER.0);
+        assert!(auth.refresh(USER).await.is_err());
+        assert_eq!(
+            state(&auth.users().await.unwrap()),
+            UserState::NeedsReauthorization
+        );
     }
 }

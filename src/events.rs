@@ -69,31 +69,9 @@ pub enum Reauthorization {
 #[cfg(all(test, feature = "sim"))]
 mod tests {
     use super::*;
-    use crate::sim::{Fault, Simulator, Target};
-    use crate::{Clock, Credentials, ManualClock, Secret, Token, WithingsAuth, transport};
-
-    const USER: UserId = UserId(46_865_875);
-
-    async fn setup() -> (Simulator, ManualClock, WithingsAuth, Token) {
-        let sim = Simulator::start().await.unwrap();
-        sim.register_client("id", "secret", &["https://app.example.com/cb"]);
-        let clock = ManualClock::new();
-        let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
-            .endpoints(sim.endpoints())
-            .clock(clock.clone())
-            .backoff(Duration::from_secs(2), Duration::from_secs(2))
-            .build(transport::plain_http_client());
-        let grant = sim.issue_grant("id", USER.0, "user.metrics");
-        let token = Token {
-            user_id: USER,
-            access_token: Secret::new(grant.access_token),
-            refresh_token: Secret::new(grant.refresh_token),
-            expires_at: clock.now() + Duration::from_secs(grant.expires_in),
-            scope: "user.metrics".into(),
-        };
-        auth.import(token.clone()).await.unwrap();
-        (sim, clock, auth, token)
-    }
+    use crate::sim::testing::{USER, setup};
+    use crate::sim::{Fault, Target};
+    use crate::{Clock, Token};
 
     fn no_token_in(event: &Event, token: &Token) {
         let shown = format!("{event:?}");

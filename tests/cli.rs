@@ -146,6 +146,7 @@ async fn login_then_users_call_and_refresh() {
     assert_eq!(fields[1], "user.metrics,user.activity");
     assert!(fields[2].ends_with('Z'), "{line}");
     assert_eq!(fields[3], "ok");
+    assert_eq!(fields[4], "0d", "refresh-token age: {line}");
 
     let user = DEFAULT_USER_ID.to_string();
     let (code, out, err) = cli

@@ -214,6 +214,27 @@ impl Refresher {
         self.renew(&slot, stale, reason).await
     }
 
+    /// What this process knows of `user` beyond the store: revoked (a terminal snapshot saying
+    /// so) or deactivated (the last refresh said so).
+    pub(crate) fn known_state(&self, user: UserId) -> Option<crate::auth::UserState> {
+        use crate::auth::UserState;
+        let slots = self.slots.pin();
+        let slot = slots.get(&user)?;
+        if let Some(current) = slot.current.load().as_deref()
+            && let SnapshotState::Terminal(Error::AccessRevoked(_)) = &current.state
+        {
+            return Some(UserState::Revoked);
+        }
+        let flight = slot.flight();
+        match flight.trouble.as_deref() {
+            Some(Trouble {
+                last_error: Error::UserDeactivated,
+                ..
+            }) => Some(UserState::Deactivated),
+            _ => None,
+        }
+    }
+
     /// How many users have a slot (for tests and `Debug`).
     pub(crate) fn users_in_memory(&self) -> usize {
         self.slots.len()

@@ -58,7 +58,7 @@ impl RefreshPolicy {
     }
 
     /// True when a pair granted at `granted_at` needs no refresh yet at `now`.
-    pub(super) fn is_fresh(&self, token: &Token, granted_at: SystemTime, now: SystemTime) -> bool {
+    pub(crate) fn is_fresh(&self, token: &Token, granted_at: SystemTime, now: SystemTime) -> bool {
         now < self.refresh_at(token, granted_at)
     }
 }

@@ -641,3 +641,35 @@ mod tests {
         assert_eq!(endpoints.api_path(&elsewhere), None);
     }
 }
+
+/// A handle on a fresh simulator with one imported user, for the crate's own unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use super::Simulator;
+    use crate::{Clock, Credentials, ManualClock, Secret, Token, UserId, WithingsAuth, transport};
+
+    pub(crate) const USER: UserId = UserId(46_865_875);
+
+    pub(crate) async fn setup() -> (Simulator, ManualClock, WithingsAuth, Token) {
+        let sim = Simulator::start().await.unwrap();
+        sim.register_client("id", "secret", &["https://app.example.com/cb"]);
+        let clock = ManualClock::new();
+        let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
+            .endpoints(sim.endpoints())
+            .clock(clock.clone())
+            .backoff(Duration::from_secs(2), Duration::from_secs(2))
+            .build(transport::plain_http_client());
+        let grant = sim.issue_grant("id", USER.0, "user.metrics");
+        let token = Token {
+            user_id: USER,
+            access_token: Secret::new(grant.access_token),
+            refresh_token: Secret::new(grant.refresh_token),
+            expires_at: clock.now() + Duration::from_secs(grant.expires_in),
+            scope: "user.metrics".into(),
+        };
+        auth.import(token.clone()).await.unwrap();
+        (sim, clock, auth, token)
+    }
+}

@@ -17,7 +17,6 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use tower_withings::notify::{Appli, NotifyClient};
-use tower_withings::store::TokenStore;
 use tower_withings::{
     Callback, Credentials, Endpoints, Error, ErrorKind, RedirectPolicy, Scope, Secret, Token,
     UserId, WithingsAuth, status, transport,
@@ -289,7 +288,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             println!("{user}");
             Ok(())
         }
-        Command::Users => users(auth.store().as_ref()).await,
+        Command::Users => users(&auth).await,
         Command::Call {
             path,
             action,
@@ -445,28 +444,20 @@ async fn login(
     Ok(())
 }
 
-async fn users(store: &dyn TokenStore) -> CliResult<()> {
-    let now = SystemTime::now();
-    for record in store.list().await? {
-        let token = &record.token;
-        let state = if record.needs_reauthorization {
-            "needs re-auth"
-        } else if token.expires_within(now, Duration::from_secs(300)) {
-            "expiring"
-        } else {
-            "ok"
-        };
-        let scope = if token.scope.is_empty() {
+async fn users(auth: &WithingsAuth) -> CliResult<()> {
+    for user in auth.users().await? {
+        let scope = if user.scope.is_empty() {
             "-"
         } else {
-            &token.scope
+            &user.scope
         };
         println!(
-            "{}\t{}\t{}\t{}",
-            token.user_id,
+            "{}\t{}\t{}\t{}\t{}d",
+            user.user,
             scope,
-            utc(token.expires_at),
-            state
+            utc(user.expires_at),
+            user.state.as_str(),
+            user.refresh_token_age.as_secs() / 86_400
         );
     }
     Ok(())
