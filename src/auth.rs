@@ -61,6 +61,21 @@ impl UserState {
     }
 }
 
+/// How old a refresh token gets before [`WithingsAuth::keeper`] refreshes it (it lasts a year).
+pub const KEEPER_THRESHOLD: Duration = Duration::from_secs(300 * 86_400);
+
+/// The running keeper of [`WithingsAuth::keeper`]; dropping it stops it.
+#[derive(Debug)]
+pub struct Keeper {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The app's Withings connection: OAuth flow, token store, and refresh coordination.
 ///
 /// Cheap to clone; clones share everything. Layers from [`layer`](Self::layer) share its
@@ -352,6 +367,46 @@ impl WithingsAuth {
         Ok(users)
     }
 
+    /// One pass of the keeper: refreshes, one at a time and through the usual single flight,
+    /// every user whose refresh token is older than `older_than` (a refresh token lasts a
+    /// year, and a user whose tokens are never used would lose access silently). Returns the
+    /// users refreshed; a user whose refresh fails is skipped (the failure is an [`Event`]).
+    ///
+    /// [`Event`]: crate::events::Event
+    pub async fn keep_fresh(&self, older_than: Duration) -> Result<Vec<UserId>, Error> {
+        let mut refreshed = Vec::new();
+        for user in self.users().await? {
+            let usable = matches!(user.state, UserState::Ok | UserState::Expiring);
+            if usable && user.refresh_token_age > older_than {
+                match self.refresh(user.user).await {
+                    Ok(()) => refreshed.push(user.user),
+                    Err(error) => {
+                        tracing::warn!(user = %user.user, %error, "keeper could not refresh")
+                    }
+                }
+            }
+        }
+        Ok(refreshed)
+    }
+
+    /// Starts the keeper: every `period`, [`keep_fresh`](Self::keep_fresh) with
+    /// [`KEEPER_THRESHOLD`] (300 days). Off unless started; it stops when the returned handle
+    /// is dropped (a refresh it started still finishes).
+    pub fn keeper(&self, period: Duration) -> Keeper {
+        let auth = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period.max(Duration::from_millis(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = auth.keep_fresh(KEEPER_THRESHOLD).await {
+                    tracing::warn!(%error, "keeper could not list the users");
+                }
+            }
+        });
+        Keeper { task }
+    }
+
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.refresher.metrics.snapshot()
@@ -389,6 +444,58 @@ mod tests {
 
         auth.mark_revoked(USER).await.unwrap();
         assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
+    }
+
+    /// Only the users whose refresh token is older than the threshold are refreshed.
+    #[tokio::test]
+    async fn the_keeper_refreshes_only_old_refresh_tokens() {
+        let (sim, clock, auth, _token) = setup().await;
+        let old = UserId(1_001);
+        let grant = sim.issue_grant("id", old.0, "user.metrics");
+        let token = Token {
+            user_id: old,
+            access_token: crate::Secret::new(grant.access_token),
+            refresh_token: crate::Secret::new(grant.refresh_token),
+            expires_at: clock.now() + Duration::from_secs(grant.expires_in),
+            scope: "user.metrics".into(),
+        };
+        // Granted 301 days ago (its access token long expired, the refresh token still good).
+        let granted = clock.now() - Duration::from_secs(301 * 86_400);
+        auth.store().put(&token, granted).await.unwrap();
+        assert_eq!(auth.keep_fresh(KEEPER_THRESHOLD).await.unwrap(), vec![old]);
+        assert_eq!(sim.counters().refreshes, 1);
+        let users = auth.users().await.unwrap();
+        assert!(
+            users
+                .iter()
+                .all(|u| u.refresh_token_age < Duration::from_secs(60))
+        );
+        // Nothing is old any more.
+        assert!(auth.keep_fresh(KEEPER_THRESHOLD).await.unwrap().is_empty());
+        assert_eq!(sim.counters().refreshes, 1);
+    }
+
+    /// The spawned keeper does the same every period, and stops when dropped.
+    #[tokio::test]
+    async fn the_keeper_runs_until_dropped() {
+        let (sim, clock, auth, token) = setup().await;
+        let granted = clock.now() - Duration::from_secs(301 * 86_400);
+        auth.store().put(&token, granted).await.unwrap();
+        let keeper = auth.keeper(Duration::from_millis(10));
+        for _ in 0..500 {
+            if sim.counters().successful_refreshes == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sim.counters().successful_refreshes, 1);
+        drop(keeper);
+        let granted = clock.now() - Duration::from_secs(302 * 86_400);
+        let current = auth.store().load(USER).await.unwrap().unwrap().token;
+        auth.store().put(&current, granted).await.unwrap();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(sim.counters().refreshes, 1, "a dropped keeper refreshed");
     }
 
     #[tokio::test]
