@@ -390,7 +390,7 @@ impl WithingsAuth {
     }
 
     /// Starts the keeper: every `period`, [`keep_fresh`](Self::keep_fresh) with
-    /// [`KEEPER_THRESHOLD`] (300 days). Off unless started; it stops when the returned handle
+    /// [`KEEPER_THRESHOLD`](crate::KEEPER_THRESHOLD) (300 days). Off unless started; it stops when the returned handle
     /// is dropped (a refresh it started still finishes).
     pub fn keeper(&self, period: Duration) -> Keeper {
         let auth = self.clone();

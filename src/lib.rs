@@ -69,7 +69,9 @@ pub mod testkit;
 pub mod token;
 pub mod transport;
 
-pub use auth::{Keeper, UserState, UserStatus, WithingsAuth, WithingsAuthBuilder};
+pub use auth::{
+    KEEPER_THRESHOLD, Keeper, UserState, UserStatus, WithingsAuth, WithingsAuthBuilder,
+};
 pub use body::{NotReplayed, ReplayBody, WithingsBody};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ClientAuth, Credentials, Endpoints};
