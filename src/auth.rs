@@ -294,6 +294,16 @@ impl WithingsAuth {
         Ok(marked)
     }
 
+    /// Revokes this app's access for `user` at Withings (signed `action=revoke`, which also
+    /// removes their notification subscriptions there), then marks their record revoked as
+    /// [`mark_revoked`](Self::mark_revoked) does: their requests fail at once with
+    /// [`Error::AccessRevoked`] until they authorize again. If Withings refuses, nothing is
+    /// marked and the error says why.
+    pub async fn revoke(&self, user: UserId) -> Result<(), Error> {
+        self.oauth().revoke(user).await?;
+        self.mark_revoked(user).await.map(drop)
+    }
+
     /// Forgets `user`: deletes their record from the store ([`TokenStore::delete`], the one
     /// delete this crate makes) and their in-memory state, so later requests for them fail with
     /// [`Error::UnknownUser`] until they authorize again. Returns whether a record was deleted.
@@ -496,6 +506,50 @@ mod tests {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(sim.counters().refreshes, 1, "a dropped keeper refreshed");
+    }
+
+    /// `revoke` is signed (the simulator checks the HMAC and consumes the nonce), kills the
+    /// user's tokens at Withings, and marks the record revoked.
+    #[tokio::test]
+    async fn revoke_is_signed_and_marks_the_user() {
+        let (sim, _clock, auth, token) = setup().await;
+        let nonces = sim.counters().nonces;
+        auth.revoke(USER).await.unwrap();
+        assert_eq!(sim.counters().nonces, nonces + 1, "signed: one nonce");
+        assert!(!sim.is_refresh_token_valid(token.refresh_token.expose()));
+        assert!(!sim.is_access_token_valid(token.access_token.expose()));
+        assert!(
+            auth.store()
+                .load(USER)
+                .await
+                .unwrap()
+                .unwrap()
+                .needs_reauthorization
+        );
+        assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
+    }
+
+    /// A wrong signature (wrong secret) is refused by Withings: nothing is marked.
+    #[tokio::test]
+    async fn a_refused_revoke_marks_nothing() {
+        let (sim, _clock, auth, token) = setup().await;
+        let impostor = WithingsAuth::builder(Credentials::new("id", "wrong-secret"))
+            .endpoints(sim.endpoints())
+            .shared_store(Arc::clone(auth.store()))
+            .build(crate::transport::plain_http_client());
+        let error = impostor.revoke(USER).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidClient { .. }), "{error:?}");
+        assert!(!error.to_string().contains("wrong-secret"), "{error}");
+        assert!(sim.is_refresh_token_valid(token.refresh_token.expose()));
+        assert!(
+            !auth
+                .store()
+                .load(USER)
+                .await
+                .unwrap()
+                .unwrap()
+                .needs_reauthorization
+        );
     }
 
     #[tokio::test]

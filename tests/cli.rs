@@ -229,6 +229,13 @@ async fn import_from_flags_and_from_withings_json() {
     assert!(!users.contains("77 "), "{users}");
     let (code, _, err) = cli.run(&["forget", "--user", "77"], "").await;
     assert_eq!(code, 3, "{err}");
+
+    // revoke tells Withings (signed) and marks the record.
+    let (code, out, err) = cli.run(&["revoke", "--user", "78"], "").await;
+    assert_eq!((code, out.trim()), (0, "revoked 78"), "{err}");
+    assert!(!sim.is_refresh_token_valid(&g.refresh_token));
+    let (_, users, _) = cli.run(&["users"], "").await;
+    assert!(users.contains("\tneeds re-auth\t"), "{users}");
 }
 
 #[tokio::test]

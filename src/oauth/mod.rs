@@ -316,6 +316,27 @@ impl OAuthClient {
         form.finish()
     }
 
+    /// Revokes this app's access for `user` at Withings (`POST /v2/oauth2 action=revoke`,
+    /// always signed: a nonce, then an HMAC of `revoke,<client_id>,<nonce>`; the secret never
+    /// goes on the wire). Withings also removes the user's notification subscriptions.
+    pub async fn revoke(&self, user: UserId) -> Result<(), Error> {
+        let credentials = &self.inner.credentials;
+        let nonce = self.nonce().await?;
+        let signature = signature::sign(
+            credentials.client_secret.expose(),
+            &["revoke", &credentials.client_id, &nonce],
+        );
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("action", "revoke")
+            .append_pair("client_id", &credentials.client_id)
+            .append_pair("nonce", &nonce)
+            .append_pair("signature", &signature)
+            .append_pair("userid", &user.to_string())
+            .finish();
+        let body = self.post_form(TOKEN_PATH, form).await?;
+        status::parse_response(&body).map(drop)
+    }
+
     /// Signed mode, first call: a single-use nonce from `/v2/signature`.
     async fn nonce(&self) -> Result<String, Error> {
         let credentials = &self.inner.credentials;

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use super::notify::Delivery;
-use super::server::{Reply, Req, err_json, err_json_body, json_str};
+use super::server::{Reply, Req, err_json, err_json_body, json_str, ok_json};
 use super::state::{State, elapsed, hmac_hex, unix_secs};
 use super::{
     CODE_TTL, DEMO_USER_ID, KNOWN_SCOPES, NONCE_TTL, Shared, SimGrant, TIMESTAMP_TOLERANCE,
@@ -153,6 +153,9 @@ fn token_inner(st: &mut State, req: &Req) -> Reply {
     if req.method != Method::POST {
         return err_json(503, INVALID_GRANT_TYPE);
     }
+    if req.form("action") == Some("revoke") {
+        return revoke(st, req);
+    }
     let Some(grant_type) = present(req.form("grant_type")) else {
         return err_json(503, INVALID_GRANT_TYPE);
     };
@@ -175,6 +178,54 @@ fn token_inner(st: &mut State, req: &Req) -> Reply {
     }
 }
 
+/// `action=revoke`: signed only (a nonce and `signature` over `revoke,<client_id>,<nonce>`),
+/// with the `userid`; the user's tokens for this app die and their subscriptions go.
+fn revoke(st: &mut State, req: &Req) -> Reply {
+    let Some(client_id) = present(req.form("client_id")) else {
+        return err_json(503, NO_CLIENT_ID);
+    };
+    if req.form("client_secret").is_some() {
+        // Withings documents revoke as signed only.
+        return err_json(503, INVALID_SIGNATURE);
+    }
+    if let Err(reply) = check_signed(st, client_id, "revoke", req) {
+        return reply;
+    }
+    let Some(userid) = req.form("userid").and_then(|u| u.parse::<u64>().ok()) else {
+        return err_json(503, "Invalid Params: invalid userid");
+    };
+    st.revoke_user(userid, Some(client_id));
+    ok_json("{}")
+}
+
+/// Checks the client exists, is OAuth 2.0, and signed `action,<client_id>,<nonce>` with a
+/// fresh nonce of its own, which is then consumed.
+fn check_signed(st: &mut State, client_id: &str, action: &str, req: &Req) -> Result<(), Reply> {
+    let Some(client) = st.clients.get(client_id) else {
+        return Err(err_json(503, INVALID_CLIENT_ID));
+    };
+    if client.oauth1 {
+        return Err(err_json(503, CLIENT_NOT_AUTHORIZED));
+    }
+    let (Some(nonce), Some(signature)) = (req.form("nonce"), req.form("signature")) else {
+        return Err(err_json(503, INVALID_SIGNATURE));
+    };
+    let expected = hmac_hex(&client.secret, &format!("{action},{client_id},{nonce}"));
+    if signature != expected {
+        return Err(err_json(503, INVALID_SIGNATURE));
+    }
+    let now = st.now();
+    let fresh = st
+        .nonces
+        .get(nonce)
+        .is_some_and(|n| n.client_id == client_id && elapsed(now, n.issued) < NONCE_TTL);
+    if !fresh {
+        return Err(err_json(503, INVALID_NONCE));
+    }
+    st.nonces.remove(nonce);
+    Ok(())
+}
+
 /// Checks that the client exists, is OAuth 2.0, and proved its secret (directly or by a
 /// signed nonce, which is then consumed).
 fn authenticate(st: &mut State, client_id: &str, req: &Req) -> Result<(), Reply> {
@@ -191,23 +242,10 @@ fn authenticate(st: &mut State, client_id: &str, req: &Req) -> Result<(), Reply>
             Err(err_json(503, INVALID_CLIENT_SECRET))
         };
     }
-    let (Some(nonce), Some(signature)) = (req.form("nonce"), req.form("signature")) else {
+    if req.form("nonce").is_none() || req.form("signature").is_none() {
         return Err(err_json(503, INVALID_CLIENT_SECRET));
-    };
-    let expected = hmac_hex(&client.secret, &format!("requesttoken,{client_id},{nonce}"));
-    if signature != expected {
-        return Err(err_json(503, INVALID_SIGNATURE));
     }
-    let now = st.now();
-    let fresh = st
-        .nonces
-        .get(nonce)
-        .is_some_and(|n| n.client_id == client_id && elapsed(now, n.issued) < NONCE_TTL);
-    if !fresh {
-        return Err(err_json(503, INVALID_NONCE));
-    }
-    st.nonces.remove(nonce);
-    Ok(())
+    check_signed(st, client_id, "requesttoken", req)
 }
 
 fn exchange_code(st: &mut State, client_id: &str, req: &Req) -> Reply {

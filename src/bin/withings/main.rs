@@ -129,6 +129,13 @@ enum Command {
         #[arg(long)]
         user: UserId,
     },
+    /// Revoke this app's access for a user at Withings (signed; their notification
+    /// subscriptions go too), then mark their record. Prints `revoked <id>`.
+    Revoke {
+        /// The Withings user.
+        #[arg(long)]
+        user: UserId,
+    },
     /// Delete a user's tokens from the store (Withings is not told: the user's grant stays
     /// valid there until it expires or they unlink the app). Prints `forgot <id>`.
     Forget {
@@ -301,6 +308,11 @@ async fn run(cli: Cli) -> CliResult<()> {
             progress.done();
             outcome?;
             println!("refreshed {user}");
+            Ok(())
+        }
+        Command::Revoke { user } => {
+            auth.revoke(user).await?;
+            println!("revoked {user}");
             Ok(())
         }
         Command::Forget { user } => {
