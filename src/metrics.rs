@@ -1,4 +1,20 @@
-//! Counters readable from a [`crate::WithingsAuth`] handle.
+//! Counters readable from a [`crate::WithingsAuth`] handle, and, with the `metrics` feature,
+//! the same events through the [`metrics`](https://docs.rs/metrics) facade (Prometheus,
+//! OpenTelemetry… exporters plug in there). No user id is ever a label (cardinality).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `withings_requests_total` | counter | | requests the layer sent to the API host |
+//! | `withings_refusals_total` | counter | | responses refusing the token (HTTP 401, body status 100/101/102/200/401) |
+//! | `withings_replays_total` | counter | | requests sent again after a refusal |
+//! | `withings_not_replayed_total` | counter | | refusals given back because the body could not be sent twice |
+//! | `withings_token_calls_total` | counter | | refreshes sent to Withings' token endpoint |
+//! | `withings_refreshes_adopted_total` | counter | | pairs another process saved, used instead of refreshing |
+//! | `withings_refresh_waits_total` | counter | | requests that waited for a refresh already running |
+//! | `withings_refreshes_total` | counter | `reason` (load, proactive, reactive, forced), `outcome` (ok, error) | refresh tasks, by why and how they ended |
+//! | `withings_refresh_duration_seconds` | histogram | `outcome` | how long a refresh task took |
+//! | `withings_lease_waits_total` | counter | | times a refresh found another process holding the user's lease |
+//! | `withings_store_duration_seconds` | histogram | `operation` (load, save, lock) | token store calls made by refreshes |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,8 +30,11 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn bump(counter: &AtomicU64) {
+    /// Counts one event in `counter` (for [`MetricsSnapshot`]) and, with the `metrics` feature,
+    /// under `name`.
+    pub(crate) fn bump(counter: &AtomicU64, name: &'static str) {
         counter.fetch_add(1, Ordering::Relaxed);
+        emit(name);
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
@@ -47,4 +66,36 @@ pub struct MetricsSnapshot {
     pub not_replayed: u64,
     /// Requests that waited for a refresh another request had started.
     pub waited: u64,
+}
+
+/// Counts one event under `name` through the `metrics` facade (nothing without the feature).
+#[inline]
+pub(crate) fn emit(name: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!(name).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = name;
+}
+
+/// A refresh task's end, by reason and outcome, with its duration.
+pub(crate) fn refresh_done(reason: &'static str, ok: bool, elapsed: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = if ok { "ok" } else { "error" };
+        ::metrics::counter!("withings_refreshes_total", "reason" => reason, "outcome" => outcome)
+            .increment(1);
+        ::metrics::histogram!("withings_refresh_duration_seconds", "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (reason, ok, elapsed);
+}
+
+/// How long a store call made by a refresh took.
+pub(crate) fn store_call(operation: &'static str, elapsed: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("withings_store_duration_seconds", "operation" => operation)
+        .record(elapsed.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (operation, elapsed);
 }

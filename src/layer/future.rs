@@ -186,6 +186,7 @@ where
             };
             // Withings refused the token (the state is `Done`): refresh and replay, if this request
             // can be; a body that cannot be sent twice gets its response at once.
+            crate::metrics::emit("withings_refusals_total");
             let Some(mut replay) = this.replay.take() else {
                 return Poll::Ready(Ok(refused));
             };
@@ -251,6 +252,7 @@ where
     let own_user = request.extensions().get::<UserId>().copied();
     let copy = RequestCopy::of(&request, &policy, own_user);
     authorize(&mut request, snapshot.header()?.clone());
+    crate::metrics::emit("withings_requests_total");
     // `service` was readied by `poll_ready` before `call` handed it here.
     let response = service.call(request).await.map_err(Into::into)?;
     match inspect(response).await {

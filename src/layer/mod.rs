@@ -180,6 +180,7 @@ where
         match refresher.lookup(user, now) {
             Lookup::Usable { header, generation } => {
                 // The hot path: a good token, no lock, no refresh.
+                crate::metrics::emit("withings_requests_total");
                 let replay = Box::new(Replay {
                     refresher: Arc::clone(refresher),
                     user,

@@ -197,7 +197,10 @@ impl<S, B> Replay<S, B> {
     /// came and marked [`NotReplayed`], while a detached task refreshes for the next request
     /// (the caller neither waits for it nor, by going away, aborts it).
     pub(super) fn give_back<R>(&self, mut refused: Response<R>) -> Response<R> {
-        Metrics::bump(&self.refresher.metrics.not_replayed);
+        Metrics::bump(
+            &self.refresher.metrics.not_replayed,
+            "withings_not_replayed_total",
+        );
         self.refresher
             .kick(self.user, Some(self.generation), Reason::Reactive);
         refused.extensions_mut().insert(NotReplayed {
@@ -230,7 +233,8 @@ where
             .await?;
         let mut request = copy.into_request();
         authorize(&mut request, snapshot.header()?.clone());
-        Metrics::bump(&refresher.metrics.replays);
+        crate::metrics::emit("withings_requests_total");
+        Metrics::bump(&refresher.metrics.replays, "withings_replays_total");
         tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
         let response = service
             .ready()

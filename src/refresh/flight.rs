@@ -313,7 +313,7 @@ impl Refresher {
             return Started::Settled(settled(current));
         }
         if let Some(rx) = &flight.running {
-            Metrics::bump(&self.metrics.waited);
+            Metrics::bump(&self.metrics.waited, "withings_refresh_waits_total");
             return Started::Waiting(rx.clone());
         }
         if let Some(trouble) = &flight.trouble
@@ -471,7 +471,9 @@ impl RefreshTask {
             .refresh(attempt)
             .instrument(span.clone())
             .await;
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        crate::metrics::refresh_done(reason.as_str(), outcome.is_ok(), elapsed);
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         {
             let mut flight = self.slot.flight();
             flight.running = None;
@@ -491,7 +493,10 @@ impl RefreshTask {
                     }
                 }
                 Err(error) => {
-                    Metrics::bump(&self.refresher.metrics.refreshes_failed);
+                    Metrics::bump(
+                        &self.refresher.metrics.refreshes_failed,
+                        "withings_refresh_failures_total",
+                    );
                     span.in_scope(|| tracing::warn!(%error, elapsed_ms, "token refresh failed"));
                     if current {
                         let failures = flight.trouble.as_ref().map_or(0, |t| t.failures) + 1;

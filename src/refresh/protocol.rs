@@ -85,9 +85,13 @@ impl Refresher {
             return adopted;
         }
         let lease = loop {
-            match self.store.try_lock(user, self.policy.lease).await? {
+            let started = Instant::now();
+            let locked = self.store.try_lock(user, self.policy.lease).await;
+            crate::metrics::store_call("lock", started.elapsed());
+            match locked? {
                 LockAttempt::Acquired(lease) => break lease,
                 LockAttempt::Held => {
+                    crate::metrics::emit("withings_lease_waits_total");
                     tokio::time::sleep(self.policy.lease_poll).await;
                     let stored = self.load(user).await?;
                     if let Some(adopted) = self.adopt(attempt, &stored, held_token) {
@@ -115,7 +119,10 @@ impl Refresher {
             return superseded(attempt.slot);
         }
         let spent = stored.token.refresh_token.clone();
-        Metrics::bump(&self.metrics.refreshes_started);
+        Metrics::bump(
+            &self.metrics.refreshes_started,
+            "withings_token_calls_total",
+        );
         let result = self.oauth.refresh(&spent).await;
         let granted_at = self.now();
         match result {
@@ -154,7 +161,10 @@ impl Refresher {
                         .policy
                         .is_fresh(&stored.token, stored.refreshed_at, self.now())
                 {
-                    Metrics::bump(&self.metrics.refreshes_adopted);
+                    Metrics::bump(
+                        &self.metrics.refreshes_adopted,
+                        "withings_refreshes_adopted_total",
+                    );
                     return self.rotated(
                         attempt,
                         self.publish(attempt, stored.token, stored.refreshed_at),
@@ -214,17 +224,22 @@ impl Refresher {
         token: Token,
         granted_at: SystemTime,
     ) -> Outcome {
-        match self
+        let started = Instant::now();
+        let saved = self
             .store
             .compare_and_save(&spent, &token, granted_at)
-            .await
-        {
+            .await;
+        crate::metrics::store_call("save", started.elapsed());
+        match saved {
             Ok(true) => self.rotated(attempt, self.publish(attempt, token, granted_at)),
             Ok(false) => {
                 // Another writer rotated first; theirs is what everyone else will use.
                 tracing::warn!(user = %attempt.user(), "token changed in the store during refresh; adopting the stored one");
                 let stored = self.load(attempt.user()).await?;
-                Metrics::bump(&self.metrics.refreshes_adopted);
+                Metrics::bump(
+                    &self.metrics.refreshes_adopted,
+                    "withings_refreshes_adopted_total",
+                );
                 self.rotated(
                     attempt,
                     self.publish(attempt, stored.token, stored.refreshed_at),
@@ -249,7 +264,10 @@ impl Refresher {
     }
 
     async fn load(&self, user: UserId) -> Result<StoredToken, Error> {
-        match self.store.load(user).await? {
+        let started = Instant::now();
+        let loaded = self.store.load(user).await;
+        crate::metrics::store_call("load", started.elapsed());
+        match loaded? {
             None => Err(Error::UnknownUser(user)),
             Some(record) if record.needs_reauthorization => Err(Error::NeedsReauthorization(user)),
             Some(record) => Ok(record),
@@ -274,7 +292,10 @@ impl Refresher {
         if changed && fresh {
             let published = self.publish(attempt, stored.token.clone(), stored.refreshed_at);
             if held.is_some() || attempt.reason != Reason::Load {
-                Metrics::bump(&self.metrics.refreshes_adopted);
+                Metrics::bump(
+                    &self.metrics.refreshes_adopted,
+                    "withings_refreshes_adopted_total",
+                );
                 return Some(self.rotated(attempt, published));
             }
             return Some(published);
