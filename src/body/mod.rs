@@ -607,7 +607,10 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            let bytes = runtime.block_on(body.into_body().collect()).unwrap().to_bytes();
+            let bytes = runtime
+                .block_on(body.into_body().collect())
+                .unwrap()
+                .to_bytes();
             assert_eq!(&bytes[..], &sent[..], "{coding}");
         }
     }

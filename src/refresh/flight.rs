@@ -225,12 +225,7 @@ impl Refresher {
         if secs < due
             || self
                 .next_sweep
-                .compare_exchange(
-                    due,
-                    secs + period,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
+                .compare_exchange(due, secs + period, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
             return;
