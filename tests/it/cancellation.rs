@@ -11,20 +11,16 @@
 //! * drops the **whole `WithingsAuth` and its runtime** (SQLite store): after a restart on the
 //!   same file the stored pair must still be accepted by Withings, or the grant must be
 //!   re-obtainable from it. No grant is lost.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
-
-mod common;
-mod store_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::*;
+use crate::store_support::TempDir;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
-use store_support::TempDir;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
@@ -450,7 +446,7 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant() {
             expect_ok(&service, &sim, USER).await;
         } else {
             assert_eq!(
-                common::json(first.unwrap()).await["status"],
+                crate::common::json(first.unwrap()).await["status"],
                 0,
                 "{step:?}: first request after the restart"
             );

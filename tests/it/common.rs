@@ -1,5 +1,4 @@
 //! Shared test setup: a simulator with one registered app, and clients pointed at it.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

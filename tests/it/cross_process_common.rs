@@ -6,7 +6,6 @@
 //!   (selected by environment variables), each with its own `WithingsAuth` and store.
 //! * A lease holder that dies: a child takes the lease and is killed; the survivors wait for
 //!   the lease to lapse and then refresh once.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

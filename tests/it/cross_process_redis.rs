@@ -1,19 +1,14 @@
 //! One refresh per user across independent `WithingsAuth` instances and OS processes sharing
 //! one Redis (separate connections); a killed lease holder. Each run uses its own namespace, removed at the end.
-#![cfg(all(feature = "sim", feature = "redis"))]
 
-mod common;
-mod cross_process_common;
-mod store_support;
-
-use cross_process_common::{
+use crate::cross_process_common::{
     Backend, child_role, dead_lease_holder_is_outlived, refresh_once_across_instances,
     refresh_once_across_processes,
 };
-use store_support::{START_REDIS, unreachable};
+use crate::store_support::{START_REDIS, unreachable};
 
 /// The entry point of child processes; a no-op when run as a normal test.
-const CHILD: &str = "child_process_entry";
+const CHILD: &str = "cross_process_redis::child_process_entry";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_process_entry() {

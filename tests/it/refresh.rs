@@ -1,15 +1,12 @@
 //! When the layer refreshes and what it publishes: the refresh point of short-lived tokens, new
 //! authorizations racing refreshes, answers for the wrong user, and per-user memory.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};

@@ -5,17 +5,13 @@
 //!
 //! The store is a real `SqliteStore` with failures injected in front of it, plus one real
 //! failure: another connection holding SQLite's write lock.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
-
-mod common;
-mod store_support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
-use store_support::TempDir;
+use crate::common::*;
+use crate::store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
 use tower_withings::store::{

@@ -11,16 +11,12 @@
 //! * Redis: the store logs in as its own ACL user; only that user's clients are killed
 //!   (`CLIENT KILL USER`). The restart is of a private `redis-server` (AOF, fsync always) on a
 //!   free port.
-#![cfg(all(feature = "sim", any(feature = "postgres", feature = "redis")))]
-
-mod common;
-mod store_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};

@@ -1,12 +1,9 @@
 //! `PostgresStore` against a real PostgreSQL: the conformance kit, two pools on one database,
 //! bad rows, and an unreachable server. Each run uses its own table (dropped at the end).
-#![cfg(all(feature = "postgres", feature = "testkit"))]
-
-mod store_support;
 
 use std::time::{Duration, SystemTime};
 
-use store_support::{START_POSTGRES, postgres_url, random_hex, unreachable};
+use crate::store_support::{START_POSTGRES, postgres_url, random_hex, unreachable};
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, Token, UserId};

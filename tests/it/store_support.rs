@@ -1,5 +1,4 @@
 //! Shared setup for the store tests: server URLs, the CI-or-skip rule, unique names.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
