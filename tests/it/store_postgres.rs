@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{START_POSTGRES, postgres_url, random_hex, unreachable};
+use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, Token, UserId};
@@ -19,12 +19,7 @@ async fn fresh_store() -> Option<(PostgresStore, String)> {
     {
         Ok(store) => Some((store, table)),
         Err(error) => {
-            unreachable(
-                "PostgreSQL",
-                "TOWER_WITHINGS_POSTGRES_URL",
-                START_POSTGRES,
-                &error,
-            );
+            postgres_unreachable(&error);
             None
         }
     }

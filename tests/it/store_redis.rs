@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::store_support::{START_REDIS, in_ci, random_hex, redis_url, unreachable};
+use crate::store_support::{in_ci, random_hex, redis_unreachable, redis_url};
 use redis::AsyncCommands;
 use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
@@ -24,7 +24,7 @@ async fn fresh_store() -> Option<RedisStore> {
     {
         Ok(store) => Some(store),
         Err(error) => {
-            unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, &error);
+            redis_unreachable(&error);
             None
         }
     }
