@@ -6,7 +6,7 @@
 //!
 //! The machine these run on is shared, so after criterion's runs `withings` and
 //! `add_authorization` are also timed interleaved, round by round; the median ratio is printed
-//! and written to `<criterion dir>/hot_path/paired.json`. `benches/scripts/callgrind_hot_path.sh`
+//! and written to `<criterion dir>/hot_path/paired.json`. `benches/scripts/callgrind.sh hot_path`
 //! counts instructions per request, which load does not move at all.
 //!
 //! `cargo bench --bench hot_path -- --warm-up-time 1`
@@ -50,7 +50,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = RwLockFuture<S::Future>;
+    type Future = TokenFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -60,36 +60,15 @@ where
         let value = {
             let token = self.token.read().expect("not poisoned");
             if token.expires_at <= SystemTime::now() {
-                return RwLockFuture::Expired;
+                return TokenFuture::Refused {
+                    why: "token expired",
+                };
             }
             bearer(token.access_token.expose())
         };
         request.headers_mut().insert(header::AUTHORIZATION, value);
-        RwLockFuture::Call {
+        TokenFuture::Call {
             fut: self.inner.call(request),
-        }
-    }
-}
-
-pin_project! {
-    #[project = RwLockProj]
-    enum RwLockFuture<F> {
-        Call { #[pin] fut: F },
-        Expired,
-    }
-}
-
-impl<F, T, E> Future for RwLockFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            RwLockProj::Call { fut } => fut.poll(cx).map_err(Into::into),
-            RwLockProj::Expired => Poll::Ready(Err("token expired".into())),
         }
     }
 }
@@ -200,7 +179,7 @@ fn bench_stack<S, B>(
     });
 }
 
-/// Sends `requests` through `service` one after the other. `benches/scripts/callgrind_hot_path.sh`
+/// Sends `requests` through `service` one after the other. `benches/scripts/callgrind.sh hot_path`
 /// counts the instructions executed inside this function (`--toggle-collect`), which on a
 /// shared machine is a steadier measure than wall time.
 #[inline(never)]

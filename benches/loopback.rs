@@ -162,7 +162,7 @@ where
 
 /// Sends `n` requests one after the other; with a current-thread runtime the server, the
 /// client's connection task and the layer all run inside this function, which
-/// `benches/scripts/callgrind_loopback.sh` counts instructions in (`--toggle-collect`).
+/// `benches/scripts/callgrind.sh loopback` counts instructions in (`--toggle-collect`).
 #[inline(never)]
 fn callgrind_loop<S, B>(
     rt: &tokio::runtime::Runtime,

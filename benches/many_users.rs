@@ -15,8 +15,6 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -25,7 +23,6 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{Request, header};
-use pin_project_lite::pin_project;
 use tower::{BoxError, Layer, Service};
 use tower_withings::store::{MemoryStore, StoreFuture, StoredToken, TokenStore};
 use tower_withings::{Credentials, Secret, Token, UserId, WithingsAuth};
@@ -125,7 +122,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = MapFuture<S::Future>;
+    type Future = TokenFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -133,7 +130,9 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let Some(user) = request.extensions().get::<UserId>().copied() else {
-            return MapFuture::Failed;
+            return TokenFuture::Refused {
+                why: "no valid token",
+            };
         };
         let value = {
             let tokens = self.tokens.read().expect("not poisoned");
@@ -141,35 +140,16 @@ where
                 Some(token) if SystemTime::now() < token.expires_at => {
                     bearer(token.access_token.expose())
                 }
-                _ => return MapFuture::Failed,
+                _ => {
+                    return TokenFuture::Refused {
+                        why: "no valid token",
+                    };
+                }
             }
         };
         request.headers_mut().insert(header::AUTHORIZATION, value);
-        MapFuture::Call {
+        TokenFuture::Call {
             fut: self.inner.call(request),
-        }
-    }
-}
-
-pin_project! {
-    #[project = MapProj]
-    enum MapFuture<F> {
-        Call { #[pin] fut: F },
-        Failed,
-    }
-}
-
-impl<F, T, E> Future for MapFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            MapProj::Call { fut } => fut.poll(cx).map_err(Into::into),
-            MapProj::Failed => Poll::Ready(Err("no valid token".into())),
         }
     }
 }

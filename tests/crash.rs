@@ -9,9 +9,17 @@
 //! Withings, so a pair used before it was saved would show up here as a lost grant).
 //!
 //! `TOWER_WITHINGS_CRASH_KILLS` sets the number of kills (default 100).
+//!
+//! Its own binary: it re-runs itself as the child it SIGKILLs, and a kill must never take
+//! other tests down with it.
 #![cfg(all(feature = "sim", feature = "sqlite"))]
 
+// Shared with `tests/it`; this binary uses only part of it.
+#[allow(dead_code)]
+#[path = "it/common.rs"]
 mod common;
+#[allow(dead_code)]
+#[path = "it/store_support.rs"]
 mod store_support;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,7 @@
 //! The examples, run as tests against the simulator: each example file is compiled into this
 //! test as a module, and its own `run()` (or, for the web app, its router) is called. `main`
-//! and what only it uses are dead code here.
+//! and what only it uses are dead code here. Its own binary: `[[test]] examples` carries the
+//! examples' required features (`sim`, `rustls`).
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_client.rs"]

@@ -5,8 +5,14 @@
 //! told to serve; no token is used after it expired (no 401 served) and none is refreshed before
 //! its refresh point (at most one refresh per user per refresh period); no 601 or dead refresh
 //! token is ever served; resident memory at the end is close to the start.
+//!
+//! Its own binary: a minute of sustained load, kept apart so it neither shares the suite
+//! binary's threads nor skews the other tests' timing.
 #![cfg(feature = "sim")]
 
+// Shared with `tests/it`; this binary uses only part of it.
+#[allow(dead_code)]
+#[path = "it/common.rs"]
 mod common;
 
 use std::sync::Arc;

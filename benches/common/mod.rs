@@ -305,3 +305,28 @@ pub fn ratio_row(what: &str, name: &str, sorted: &[f64]) -> String {
         "  \"{name}\": {{\"median_ratio\": {median:.4}, \"q1\": {q1:.4}, \"q3\": {q3:.4}, \"rounds\": {n}}}"
     )
 }
+
+pin_project_lite::pin_project! {
+    /// The future of a hand-written token-injecting baseline: the inner call, or a refusal
+    /// decided before calling (no token to send).
+    #[project = TokenFutureProj]
+    pub enum TokenFuture<F> {
+        Call { #[pin] fut: F },
+        Refused { why: &'static str },
+    }
+}
+
+impl<F, T, E> std::future::Future for TokenFuture<F>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<tower::BoxError>,
+{
+    type Output = Result<T, tower::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TokenFutureProj::Call { fut } => fut.poll(cx).map_err(Into::into),
+            TokenFutureProj::Refused { why } => Poll::Ready(Err((*why).into())),
+        }
+    }
+}

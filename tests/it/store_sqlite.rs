@@ -1,13 +1,10 @@
 //! `SqliteStore`: the conformance kit, file permissions and WAL, several instances on one file,
 //! bad rows, and a busy or unusable database.
-#![cfg(all(feature = "sqlite", feature = "testkit"))]
-
-mod store_support;
 
 use std::time::{Duration, SystemTime};
 
+use crate::store_support::TempDir;
 use rusqlite::{Connection, params};
-use store_support::TempDir;
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, Token, UserId};

@@ -1,5 +1,4 @@
 //! Shared test setup: a simulator with one registered app, and clients pointed at it.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -104,7 +103,9 @@ pub async fn data_call(
 use std::sync::{Arc, Mutex};
 
 use tower_withings::sim::DEFAULT_USER_ID;
-use tower_withings::store::{MemoryStore, StoreFuture, StoredToken, TokenStore};
+use tower_withings::store::{
+    Lease, LockAttempt, MemoryStore, StoreFuture, StoredToken, TokenStore,
+};
 use tower_withings::{ManualClock, Secret, UserId, WithingsAuth, WithingsAuthBuilder};
 
 /// A `WithingsAuth` builder pointed at the simulator, with a manual clock and no backoff.
@@ -195,19 +196,57 @@ impl Events {
     }
 }
 
-/// A memory store that logs successful saves and can be told to fail them.
-#[derive(Default)]
-pub struct InstrumentedStore {
-    pub inner: MemoryStore,
-    pub events: Events,
-    pub fail_saves: std::sync::atomic::AtomicBool,
-    /// Milliseconds each save takes (a slow disk), to widen the save-then-publish window.
-    pub save_delay_ms: std::sync::atomic::AtomicU64,
+/// What a test store does in front of the real store it wraps. Each hook gets the inner
+/// store and the call's arguments; by default it passes the call on. `put`,
+/// `mark_needs_reauthorization` and `list` always pass on.
+pub trait StoreHooks<S: TokenStore>: Send + Sync + 'static {
+    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
+        inner.load(user)
+    }
+    fn compare_and_save<'a>(
+        &'a self,
+        inner: &'a S,
+        spent: &'a Secret,
+        token: &'a Token,
+        at: std::time::SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        inner.compare_and_save(spent, token, at)
+    }
+    /// `false`: leases are the trait's in-process default, not the inner store's.
+    fn inner_leases(&self) -> bool {
+        true
+    }
+    fn try_lock<'a>(
+        &'a self,
+        inner: &'a S,
+        user: UserId,
+        lease: Duration,
+    ) -> StoreFuture<'a, LockAttempt> {
+        inner.try_lock(user, lease)
+    }
+    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
+        inner.unlock(user, lease)
+    }
 }
 
-impl TokenStore for InstrumentedStore {
+/// A real store with test hooks in front of it; derefs to the hooks (their state and
+/// controls).
+#[derive(Default)]
+pub struct Hooked<S, H> {
+    pub inner: S,
+    pub hooks: H,
+}
+
+impl<S, H> std::ops::Deref for Hooked<S, H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.hooks
+    }
+}
+
+impl<S: TokenStore, H: StoreHooks<S>> TokenStore for Hooked<S, H> {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        self.inner.load(user)
+        self.hooks.load(&self.inner, user)
     }
     fn put<'a>(&'a self, token: &'a Token, at: std::time::SystemTime) -> StoreFuture<'a, ()> {
         self.inner.put(token, at)
@@ -218,19 +257,7 @@ impl TokenStore for InstrumentedStore {
         token: &'a Token,
         at: std::time::SystemTime,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(tower_withings::Error::store("save", "disk full (injected)"));
-            }
-            let delay = self.save_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            let saved = self.inner.compare_and_save(spent, token, at).await?;
-            if saved {
-                self.events
-                    .push(format!("saved {}", token.access_token.expose()));
-            }
-            Ok(saved)
-        })
+        self.hooks.compare_and_save(&self.inner, spent, token, at)
     }
     fn mark_needs_reauthorization<'a>(
         &'a self,
@@ -239,8 +266,59 @@ impl TokenStore for InstrumentedStore {
     ) -> StoreFuture<'a, ()> {
         self.inner.mark_needs_reauthorization(user, refused)
     }
+    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        if !self.hooks.inner_leases() {
+            return Box::pin(async { Ok(LockAttempt::Acquired(Lease::new())) });
+        }
+        self.hooks.try_lock(&self.inner, user, lease)
+    }
+    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+        if !self.hooks.inner_leases() {
+            return Box::pin(async { Ok(()) });
+        }
+        self.hooks.unlock(&self.inner, user, lease)
+    }
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         self.inner.list()
+    }
+}
+
+/// A memory store that logs successful saves and can be told to fail them.
+pub type InstrumentedStore = Hooked<MemoryStore, Instrumented>;
+
+/// The hooks of [`InstrumentedStore`].
+#[derive(Default)]
+pub struct Instrumented {
+    pub events: Events,
+    pub fail_saves: std::sync::atomic::AtomicBool,
+    /// Milliseconds each save takes (a slow disk), to widen the save-then-publish window.
+    pub save_delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl StoreHooks<MemoryStore> for Instrumented {
+    fn compare_and_save<'a>(
+        &'a self,
+        inner: &'a MemoryStore,
+        spent: &'a Secret,
+        token: &'a Token,
+        at: std::time::SystemTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(tower_withings::Error::store("save", "disk full (injected)"));
+            }
+            let delay = self.save_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let saved = inner.compare_and_save(spent, token, at).await?;
+            if saved {
+                self.events
+                    .push(format!("saved {}", token.access_token.expose()));
+            }
+            Ok(saved)
+        })
+    }
+    fn inner_leases(&self) -> bool {
+        false // as the memory store before it had: the in-process default
     }
 }
 

@@ -1,5 +1,4 @@
 //! Shared setup for the store tests: server URLs, the CI-or-skip rule, unique names.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -35,6 +34,21 @@ pub fn unreachable(server: &str, env: &str, start: &str, error: &dyn std::fmt::D
     eprintln!("!!! SKIPPED: {message}");
     eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
     eprintln!();
+}
+
+/// PostgreSQL is unreachable: fail in CI, skip loudly elsewhere.
+pub fn postgres_unreachable(error: &dyn std::fmt::Display) {
+    unreachable(
+        "PostgreSQL",
+        "TOWER_WITHINGS_POSTGRES_URL",
+        START_POSTGRES,
+        error,
+    );
+}
+
+/// Redis is unreachable: fail in CI, skip loudly elsewhere.
+pub fn redis_unreachable(error: &dyn std::fmt::Display) {
+    unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, error);
 }
 
 /// A random lowercase hex string of `n` bytes.

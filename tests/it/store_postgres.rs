@@ -1,12 +1,9 @@
 //! `PostgresStore` against a real PostgreSQL: the conformance kit, two pools on one database,
 //! bad rows, and an unreachable server. Each run uses its own table (dropped at the end).
-#![cfg(all(feature = "postgres", feature = "testkit"))]
-
-mod store_support;
 
 use std::time::{Duration, SystemTime};
 
-use store_support::{START_POSTGRES, postgres_url, random_hex, unreachable};
+use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, Token, UserId};
@@ -22,12 +19,7 @@ async fn fresh_store() -> Option<(PostgresStore, String)> {
     {
         Ok(store) => Some((store, table)),
         Err(error) => {
-            unreachable(
-                "PostgreSQL",
-                "TOWER_WITHINGS_POSTGRES_URL",
-                START_POSTGRES,
-                &error,
-            );
+            postgres_unreachable(&error);
             None
         }
     }

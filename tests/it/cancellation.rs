@@ -11,20 +11,16 @@
 //! * drops the **whole `WithingsAuth` and its runtime** (SQLite store): after a restart on the
 //!   same file the stored pair must still be accepted by Withings, or the grant must be
 //!   re-obtainable from it. No grant is lost.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
-
-mod common;
-mod store_support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::*;
+use crate::store_support::TempDir;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
-use store_support::TempDir;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
@@ -129,59 +125,49 @@ impl Gates {
 }
 
 /// A real store with a gate at each refresh step.
-struct GatedStore<S> {
-    inner: S,
-    gates: Arc<Gates>,
-}
+type GatedStore<S> = Hooked<S, Arc<Gates>>;
 
-impl<S: TokenStore> TokenStore for GatedStore<S> {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+impl<S: TokenStore> StoreHooks<S> for Arc<Gates> {
+    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
         Box::pin(async move {
-            let step = match self.gates.loads.fetch_add(1, Ordering::SeqCst) % 2 {
+            let step = match self.loads.fetch_add(1, Ordering::SeqCst) % 2 {
                 0 => Step::Load,
                 _ => Step::Reload,
             };
-            self.gates.pass(step).await;
-            self.inner.load(user).await
+            self.pass(step).await;
+            inner.load(user).await
         })
-    }
-    fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
-        self.inner.put(token, at)
     }
     fn compare_and_save<'a>(
         &'a self,
+        inner: &'a S,
         spent: &'a Secret,
         token: &'a Token,
         at: SystemTime,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            self.gates.pass(Step::Save).await;
-            let saved = self.inner.compare_and_save(spent, token, at).await;
-            self.gates.pass(Step::Saved).await;
+            self.pass(Step::Save).await;
+            let saved = inner.compare_and_save(spent, token, at).await;
+            self.pass(Step::Saved).await;
             saved
         })
     }
-    fn mark_needs_reauthorization<'a>(
+    fn try_lock<'a>(
         &'a self,
+        inner: &'a S,
         user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.mark_needs_reauthorization(user, refused)
-    }
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        lease: Duration,
+    ) -> StoreFuture<'a, LockAttempt> {
         Box::pin(async move {
-            self.gates.pass(Step::TryLock).await;
-            self.inner.try_lock(user, lease).await
+            self.pass(Step::TryLock).await;
+            inner.try_lock(user, lease).await
         })
     }
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.gates.pass(Step::Unlock).await;
-            self.inner.unlock(user, lease).await
+            self.pass(Step::Unlock).await;
+            inner.unlock(user, lease).await
         })
-    }
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        self.inner.list()
     }
 }
 
@@ -236,9 +222,9 @@ async fn dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing() {
         let sim = simulator().await;
         let clock = ManualClock::new();
         let gates = Arc::new(Gates::default());
-        let store = GatedStore {
+        let store: GatedStore<_> = Hooked {
             inner: SqliteStore::open(&path).await.unwrap(),
-            gates: gates.clone(),
+            hooks: gates.clone(),
         };
         let auth = auth_builder(&sim, &clock)
             .store(store)
@@ -324,9 +310,9 @@ fn start_doomed(
             .unwrap();
         runtime.block_on(async move {
             let clock = ManualClock::new();
-            let store = GatedStore {
+            let store: GatedStore<_> = Hooked {
                 inner: SqliteStore::open(&path).await.unwrap(),
-                gates: gates.clone(),
+                hooks: gates.clone(),
             };
             let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
                 .endpoints(Endpoints::loopback(&api, &account).unwrap())
@@ -450,7 +436,7 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant() {
             expect_ok(&service, &sim, USER).await;
         } else {
             assert_eq!(
-                common::json(first.unwrap()).await["status"],
+                crate::common::json(first.unwrap()).await["status"],
                 0,
                 "{step:?}: first request after the restart"
             );

@@ -1,9 +1,6 @@
 //! Notifications end to end on the simulator: subscriptions through the layer, Withings' HEAD
 //! check, deliveries to a `NotifyReceiver` served by axum on loopback, retries, duplicates,
 //! unlinks, and hostile forms. No mocks; counts, never wall-clock assertions.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,8 +9,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode, header};
 use http_body::Frame;
 use http_body_util::Full;

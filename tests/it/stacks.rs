@@ -2,9 +2,6 @@
 //! tower's buffer and concurrency limit), above and below each: a revoked token is refreshed
 //! exactly once and the request replayed, and compressed answers still show their body status.
 //! Then bodies that never say their status: the peek stays bounded and yields.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::future::{Future, poll_fn};
 use std::io::Read;
@@ -14,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
@@ -128,7 +125,7 @@ async fn follow_redirect_above_and_below_the_layer() {
         .service(client_recording(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
 
-    let rig = common::rig().await;
+    let rig = crate::common::rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
         .layer(rig.auth.layer())
@@ -154,7 +151,7 @@ async fn timeout_above_and_below_the_layer() {
         .service(client_recording(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
 
-    let rig = common::rig().await;
+    let rig = crate::common::rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
         .layer(rig.auth.layer())
@@ -177,7 +174,7 @@ async fn buffer_above_and_below_the_layer() {
         .service(client_recording(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
 
-    let rig = common::rig().await;
+    let rig = crate::common::rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
         .layer(rig.auth.layer())
@@ -197,7 +194,7 @@ async fn concurrency_limit_above_and_below_the_layer() {
         .service(client_recording(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
 
-    let rig = common::rig().await;
+    let rig = crate::common::rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
         .layer(rig.auth.layer())

@@ -1,15 +1,12 @@
 //! When the layer refreshes and what it publishes: the refresh point of short-lived tokens, new
 //! authorizations racing refreshes, answers for the wrong user, and per-user memory.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
@@ -80,9 +77,10 @@ async fn a_short_lived_pair_stored_by_another_handle_is_adopted() {
 
 /// A memory store whose next `load` can be held after it has read the record, so a refresh
 /// can be paused between reading the store and publishing what it read.
+type PausingStore = Hooked<MemoryStore, Pausing>;
+
 #[derive(Default)]
-struct PausingStore {
-    inner: MemoryStore,
+struct Pausing {
     hold_next_load: Mutex<Option<Hold>>,
 }
 
@@ -94,7 +92,7 @@ type Hold = (
     bool,
 );
 
-impl PausingStore {
+impl Pausing {
     /// The next load pauses: `paused` fires when it has read, and it goes on when `release`
     /// fires, then fails with a store error if `fail`.
     fn pause_next_load(
@@ -111,10 +109,14 @@ impl PausingStore {
     }
 }
 
-impl TokenStore for PausingStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+impl StoreHooks<MemoryStore> for Pausing {
+    fn load<'a>(
+        &'a self,
+        inner: &'a MemoryStore,
+        user: UserId,
+    ) -> StoreFuture<'a, Option<StoredToken>> {
         Box::pin(async move {
-            let record = self.inner.load(user).await?;
+            let record = inner.load(user).await?;
             let hold = self.hold_next_load.lock().unwrap().take();
             if let Some((paused, release, fail)) = hold {
                 paused.send(()).unwrap();
@@ -126,26 +128,8 @@ impl TokenStore for PausingStore {
             Ok(record)
         })
     }
-    fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
-        self.inner.put(token, at)
-    }
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.compare_and_save(spent, token, at)
-    }
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.mark_needs_reauthorization(user, refused)
-    }
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        self.inner.list()
+    fn inner_leases(&self) -> bool {
+        false // as the memory store before it had: the in-process default
     }
 }
 

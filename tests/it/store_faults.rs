@@ -5,17 +5,13 @@
 //!
 //! The store is a real `SqliteStore` with failures injected in front of it, plus one real
 //! failure: another connection holding SQLite's write lock.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
-
-mod common;
-mod store_support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
-use store_support::TempDir;
+use crate::common::*;
+use crate::store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
 use tower_withings::store::{
@@ -58,56 +54,50 @@ impl Plan {
 }
 
 /// A real store with failures injected in front of it.
-struct FaultyStore<S> {
-    inner: S,
+type FaultyStore<S> = Hooked<S, Faults>;
+
+struct Faults {
     plan: Arc<Plan>,
     loads: std::sync::atomic::AtomicU64,
 }
 
-impl<S: TokenStore> TokenStore for FaultyStore<S> {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+impl<S: TokenStore> StoreHooks<S> for Faults {
+    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
         Box::pin(async move {
             let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let key = if n % 2 == 0 { "load" } else { "reload" };
             self.plan.check(key, "load")?;
-            self.inner.load(user).await
+            inner.load(user).await
         })
-    }
-    fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
-        self.inner.put(token, at)
     }
     fn compare_and_save<'a>(
         &'a self,
+        inner: &'a S,
         spent: &'a Secret,
         token: &'a Token,
         at: SystemTime,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             self.plan.check("save", "save")?;
-            self.inner.compare_and_save(spent, token, at).await
+            inner.compare_and_save(spent, token, at).await
         })
     }
-    fn mark_needs_reauthorization<'a>(
+    fn try_lock<'a>(
         &'a self,
+        inner: &'a S,
         user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.mark_needs_reauthorization(user, refused)
-    }
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+        lease: Duration,
+    ) -> StoreFuture<'a, LockAttempt> {
         Box::pin(async move {
             self.plan.check("lock", "lock")?;
-            self.inner.try_lock(user, lease).await
+            inner.try_lock(user, lease).await
         })
     }
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.plan.check("unlock", "unlock")?;
-            self.inner.unlock(user, lease).await
+            inner.unlock(user, lease).await
         })
-    }
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        self.inner.list()
     }
 }
 
@@ -129,10 +119,12 @@ async fn setup() -> Setup {
     let sim = simulator().await;
     let clock = ManualClock::new();
     let plan = Arc::new(Plan::default());
-    let store = FaultyStore {
+    let store: FaultyStore<_> = Hooked {
         inner: SqliteStore::open(&path).await.unwrap(),
-        plan: plan.clone(),
-        loads: Default::default(),
+        hooks: Faults {
+            plan: plan.clone(),
+            loads: Default::default(),
+        },
     };
     let auth = auth_builder(&sim, &clock)
         .token_timeout(Duration::from_millis(500))

@@ -1,14 +1,11 @@
 //! `RedisStore` against a real Redis: the conformance kit, two connections, garbage keys, and
 //! a server that is unreachable or dies. Each run uses its own key prefix (deleted at the end).
-#![cfg(all(feature = "redis", feature = "testkit"))]
-
-mod store_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::store_support::{in_ci, random_hex, redis_unreachable, redis_url};
 use redis::AsyncCommands;
-use store_support::{START_REDIS, in_ci, random_hex, redis_url, unreachable};
 use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, Token, UserId};
@@ -27,7 +24,7 @@ async fn fresh_store() -> Option<RedisStore> {
     {
         Ok(store) => Some(store),
         Err(error) => {
-            unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, &error);
+            redis_unreachable(&error);
             None
         }
     }

@@ -1,5 +1,4 @@
 //! The in-memory store passes the conformance kit.
-#![cfg(feature = "testkit")]
 
 use std::sync::Arc;
 

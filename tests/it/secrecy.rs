@@ -1,14 +1,11 @@
 //! No token or client secret in logs (any level), Debug output or error messages, through a
 //! whole flow: login, calls, proactive and reactive refresh, failures, a dead refresh token.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_withings::sim::{Fault, Target};
 use tower_withings::store::TokenStore;

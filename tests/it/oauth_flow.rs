@@ -1,11 +1,8 @@
 //! The protocol client against the simulator: every step of the web flow and every FAQ error.
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tower_withings::sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
 use tower_withings::{
     AuthorizeRequest, Callback, ClientAuth, Credentials, Error, OAuthClient, RedirectPolicy, Scope,

@@ -1,24 +1,19 @@
 //! One refresh per user across independent `WithingsAuth` instances and OS processes sharing
 //! one SQLite file; a killed lease holder and a killed writer.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
-
-mod common;
-mod cross_process_common;
-mod store_support;
 
 use std::time::{Duration, SystemTime};
 
-use cross_process_common::{
+use crate::cross_process_common::{
     Backend, ChildProcess, child_role, dead_lease_holder_is_outlived,
     refresh_once_across_instances, refresh_once_across_processes,
     short_lived_tokens_refresh_once_across_processes,
 };
-use store_support::{TempDir, random_user};
+use crate::store_support::{TempDir, random_user};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::{Secret, Token, UserId};
 
 /// The entry point of child processes; a no-op when run as a normal test.
-const CHILD: &str = "child_process_entry";
+const CHILD: &str = "cross_process_sqlite::child_process_entry";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_process_entry() {

@@ -1,14 +1,11 @@
 //! WithingsAuthLayer against the simulator: the eight invariants of the design, one test each
 //! (or more).
-#![cfg(feature = "sim")]
-
-mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceBuilder, ServiceExt};

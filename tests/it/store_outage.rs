@@ -11,16 +11,12 @@
 //! * Redis: the store logs in as its own ACL user; only that user's clients are killed
 //!   (`CLIENT KILL USER`). The restart is of a private `redis-server` (AOF, fsync always) on a
 //!   free port.
-#![cfg(all(feature = "sim", any(feature = "postgres", feature = "redis")))]
-
-mod common;
-mod store_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};
@@ -291,7 +287,7 @@ fn via_port(url: &str, port: u16) -> String {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use crate::store_support::{START_POSTGRES, postgres_url, random_hex, unreachable};
+    use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
     use tower_withings::store::PostgresStore;
 
     /// An admin connection (its own application name), or `None` after a loud skip.
@@ -305,12 +301,7 @@ mod postgres {
                 Some(client)
             }
             Err(error) => {
-                unreachable(
-                    "PostgreSQL",
-                    "TOWER_WITHINGS_POSTGRES_URL",
-                    START_POSTGRES,
-                    &error,
-                );
+                postgres_unreachable(&error);
                 None
             }
         }
@@ -678,7 +669,7 @@ mod redis_outage {
     use std::process::{Child, Command, Stdio};
 
     use super::*;
-    use crate::store_support::{START_REDIS, TempDir, in_ci, random_hex, redis_url, unreachable};
+    use crate::store_support::{TempDir, in_ci, random_hex, redis_unreachable, redis_url};
     use tower_withings::store::RedisStore;
 
     async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -701,7 +692,7 @@ mod redis_outage {
             let mut admin = match connect(&redis_url()).await {
                 Ok(admin) => admin,
                 Err(error) => {
-                    unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, &error);
+                    redis_unreachable(&error);
                     return None;
                 }
             };

@@ -1,5 +1,4 @@
 //! Drives the Withings simulator over real loopback HTTP with a plain hyper client.
-#![cfg(feature = "sim")]
 
 use std::time::{Duration, Instant, SystemTime};
 

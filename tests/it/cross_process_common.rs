@@ -6,7 +6,6 @@
 //!   (selected by environment variables), each with its own `WithingsAuth` and store.
 //! * A lease holder that dies: a child takes the lease and is killed; the survivors wait for
 //!   the lease to lapse and then refresh once.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -650,3 +649,60 @@ pub async fn dead_lease_holder_is_outlived(backend: &Backend, child_test: &str) 
     );
     assert_one_refresh(&sim, "after the lease holder died");
 }
+
+/// A fresh namespace on a server backend, or `None` (after a loud skip) outside CI when the
+/// server is not running.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub async fn reachable(backend: Backend) -> Option<Backend> {
+    match backend.open().await {
+        Ok(_) => Some(backend),
+        Err(error) => {
+            match backend {
+                #[cfg(feature = "postgres")]
+                Backend::Postgres { .. } => crate::store_support::postgres_unreachable(&error),
+                #[cfg(feature = "redis")]
+                Backend::Redis { .. } => crate::store_support::redis_unreachable(&error),
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("a server backend"),
+            }
+            None
+        }
+    }
+}
+
+/// The scenarios of a server backend (PostgreSQL, Redis), each a test of the given name:
+/// instances, OS processes, a dead lease holder; each on a fresh namespace, removed after.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+macro_rules! server_scenarios {
+    ($backend:expr, $child:expr, $instances:ident, $processes:ident, $dead_holder:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $instances() {
+            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
+                return;
+            };
+            $crate::cross_process_common::refresh_once_across_instances(&backend, 4, 8).await;
+            backend.cleanup().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $processes() {
+            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
+                return;
+            };
+            $crate::cross_process_common::refresh_once_across_processes(&backend, $child, 3, 8)
+                .await;
+            backend.cleanup().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $dead_holder() {
+            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
+                return;
+            };
+            $crate::cross_process_common::dead_lease_holder_is_outlived(&backend, $child).await;
+            backend.cleanup().await;
+        }
+    };
+}
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub(crate) use server_scenarios;

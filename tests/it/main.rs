@@ -1,0 +1,50 @@
+//! The integration tests, one binary: each area a module, the shared helpers compiled once.
+//! Tests that must run as their own process are elsewhere: `tests/crash.rs` (SIGKILLs a
+//! child copy of its binary), `tests/cli.rs` (drives the `withings` binary),
+//! `tests/examples.rs` (needs the examples' required features), `tests/soak.rs` (a long
+//! load run kept apart from the suite's timing).
+
+#[cfg(feature = "sim")]
+mod common;
+#[cfg(all(
+    feature = "sim",
+    any(feature = "sqlite", feature = "postgres", feature = "redis")
+))]
+mod cross_process_common;
+mod store_support;
+
+#[cfg(all(feature = "sim", feature = "sqlite"))]
+mod cancellation;
+#[cfg(all(feature = "sim", feature = "postgres"))]
+mod cross_process_postgres;
+#[cfg(all(feature = "sim", feature = "redis"))]
+mod cross_process_redis;
+#[cfg(all(feature = "sim", feature = "sqlite"))]
+mod cross_process_sqlite;
+#[cfg(feature = "sim")]
+mod layer;
+#[cfg(feature = "sim")]
+mod notify;
+#[cfg(feature = "sim")]
+mod oauth_flow;
+mod properties;
+#[cfg(feature = "sim")]
+mod refresh;
+#[cfg(feature = "sim")]
+mod secrecy;
+#[cfg(feature = "sim")]
+mod sim;
+#[cfg(feature = "sim")]
+mod stacks;
+#[cfg(all(feature = "sim", feature = "sqlite"))]
+mod store_faults;
+#[cfg(feature = "testkit")]
+mod store_memory;
+#[cfg(all(feature = "sim", any(feature = "postgres", feature = "redis")))]
+mod store_outage;
+#[cfg(all(feature = "postgres", feature = "testkit"))]
+mod store_postgres;
+#[cfg(all(feature = "redis", feature = "testkit"))]
+mod store_redis;
+#[cfg(all(feature = "sqlite", feature = "testkit"))]
+mod store_sqlite;
