@@ -120,6 +120,14 @@ impl Slot {
         self.flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A new authorization (or its end) replaces whatever the slot held: failures and unsaved
+    /// pairs go, and a refresh begun before can no longer publish.
+    fn supersede(&self) {
+        let mut flight = self.flight();
+        flight.authorization += 1;
+        flight.trouble = None;
+    }
+
     /// Records a use: one relaxed load, and a store only on the first use since the last sweep.
     pub(crate) fn touch(&self) {
         if !self.used.load(Ordering::Relaxed) {
@@ -260,9 +268,7 @@ impl Refresher {
     pub(crate) fn forget(&self, user: UserId) {
         let slots = self.slots.pin();
         if let Some(slot) = slots.remove(&user) {
-            let mut flight = slot.flight();
-            flight.authorization += 1;
-            flight.trouble = None;
+            slot.supersede();
         }
     }
 
@@ -403,21 +409,13 @@ impl Refresher {
     /// with `error`, and a refresh begun before it can no longer publish.
     pub(crate) fn terminate(&self, user: UserId, error: Error) {
         let slot = self.slot(user, self.now());
-        {
-            let mut flight = slot.flight();
-            flight.authorization += 1;
-            flight.trouble = None;
-        }
+        slot.supersede();
         let _ = self.publish_state(&slot, None, SnapshotState::Terminal(error));
     }
 
     pub(crate) fn reset(&self, slot: &Slot, token: Token, granted_at: SystemTime) {
         let state = self.ready(token, granted_at);
-        {
-            let mut flight = slot.flight();
-            flight.authorization += 1;
-            flight.trouble = None;
-        }
+        slot.supersede();
         let _ = self.publish_state(slot, None, state);
     }
 }
