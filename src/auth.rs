@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::budget::{Budget, BudgetUsage, RateBudget};
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
@@ -102,6 +103,7 @@ pub struct WithingsAuthBuilder {
     store: Arc<dyn TokenStore>,
     policy: RefreshPolicy,
     token_timeout: Duration,
+    budget: RateBudget,
 }
 
 impl std::fmt::Debug for WithingsAuthBuilder {
@@ -193,10 +195,24 @@ impl WithingsAuthBuilder {
         self
     }
 
+    /// The app's request budget (default: Withings' standard 120 per minute, a request waits
+    /// up to 60 s for a slot). It is counted in the token store, so every handle and process
+    /// sharing the store shares it ([`TokenStore::budget`]); [`RateBudget::unlimited`] turns
+    /// it off.
+    pub fn rate_budget(mut self, budget: RateBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Builds the handle; token requests go through `http_client`.
     pub fn build(mut self, http_client: impl HttpClient) -> WithingsAuth {
         self.policy.lease = self.token_timeout * 3;
-        let oauth = self.oauth.timeout(self.token_timeout).build(http_client);
+        let budget = Budget::new(self.budget, self.oauth.client_id(), Arc::clone(&self.store));
+        let oauth = self
+            .oauth
+            .timeout(self.token_timeout)
+            .budget(Arc::new(budget))
+            .build(http_client);
         WithingsAuth {
             refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
         }
@@ -219,6 +235,7 @@ impl WithingsAuth {
                 idle_eviction: Duration::from_secs(15 * 60),
             },
             token_timeout: Duration::from_secs(30),
+            budget: RateBudget::default(),
         }
     }
 
@@ -417,9 +434,23 @@ impl WithingsAuth {
         Keeper { task }
     }
 
+    /// The request budget's current window: slots counted and any pause a 601 asked for
+    /// (`None` when the budget is off). Read from the store's ledger when it has one, so it is
+    /// the whole app's.
+    pub async fn budget_usage(&self) -> Result<Option<BudgetUsage>, Error> {
+        self.refresher.oauth.budget().usage().await
+    }
+
+    /// The request budget this handle keeps.
+    pub fn rate_budget(&self) -> RateBudget {
+        self.refresher.oauth.budget().config()
+    }
+
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.refresher.metrics.snapshot()
+        self.refresher
+            .metrics
+            .snapshot(&self.refresher.oauth.budget().counters)
     }
 }
 

@@ -85,6 +85,15 @@ pub enum Error {
         /// How long Withings asked to wait (`body.wait_seconds`), when it said.
         wait: Option<Duration>,
     },
+    /// The app's request budget had no slot within the deadline: nothing was sent, so no 601.
+    #[error(
+        "the app's Withings request budget had no free slot within {} s: nothing was sent; retry later or raise the budget",
+        .waited.as_secs_f32()
+    )]
+    BudgetExhausted {
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The user asked Withings to delete their account and has 7 days to change their mind.
     #[error(
         "user is temporarily deactivated (deletion pending for up to 7 days): keep their tokens and retry once a day"
@@ -269,7 +278,7 @@ impl Error {
             | Error::UserMismatch { .. }
             | Error::AccessRevoked(_)
             | Error::NeedsReauthorization(_) => ErrorKind::Auth,
-            Error::RateLimited { .. } => ErrorKind::Rate,
+            Error::RateLimited { .. } | Error::BudgetExhausted { .. } => ErrorKind::Rate,
             Error::Timeout
             | Error::BadState
             | Error::Http { .. }
@@ -303,6 +312,7 @@ impl Error {
             Error::Timeout
                 | Error::BadState
                 | Error::RateLimited { .. }
+                | Error::BudgetExhausted { .. }
                 | Error::Http { .. }
                 | Error::Transport(_)
                 | Error::TokenEndpointTimeout(_)

@@ -50,6 +50,7 @@
 
 mod auth;
 pub mod body;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -73,6 +74,7 @@ pub use auth::{
     KEEPER_THRESHOLD, Keeper, UserState, UserStatus, WithingsAuth, WithingsAuthBuilder,
 };
 pub use body::{NotReplayed, ReplayBody, WithingsBody};
+pub use budget::RateBudget;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ClientAuth, Credentials, Endpoints};
 pub use error::{BoxError, Error, ErrorKind};

@@ -15,6 +15,11 @@
 //! | `withings_refresh_duration_seconds` | histogram | `outcome` | how long a refresh task took |
 //! | `withings_lease_waits_total` | counter | | times a refresh found another process holding the user's lease |
 //! | `withings_store_duration_seconds` | histogram | `operation` (load, save, lock) | token store calls made by refreshes |
+//! | `withings_budget_slots_total` | counter | | request-budget slots taken (one per request sent to the API host) |
+//! | `withings_budget_waits_total` | counter | | requests that waited for a slot |
+//! | `withings_budget_wait_seconds` | histogram | | how long they waited |
+//! | `withings_budget_exhausted_total` | counter | | requests that got no slot within the deadline (`BudgetExhausted`) |
+//! | `withings_rate_limited_total` | counter | | data calls Withings answered with status 601 |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,9 +42,14 @@ impl Metrics {
         emit(name);
     }
 
-    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self, budget: &crate::budget::BudgetCounters) -> MetricsSnapshot {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
+            budget_slots: read(&budget.slots),
+            budget_waits: read(&budget.waits),
+            budget_wait_time: std::time::Duration::from_micros(read(&budget.wait_micros)),
+            budget_exhausted: read(&budget.exhausted),
+            rate_limited: read(&budget.rate_limited),
             refreshes_started: read(&self.refreshes_started),
             refreshes_adopted: read(&self.refreshes_adopted),
             refreshes_failed: read(&self.refreshes_failed),
@@ -66,6 +76,16 @@ pub struct MetricsSnapshot {
     pub not_replayed: u64,
     /// Requests that waited for a refresh another request had started.
     pub waited: u64,
+    /// Request-budget slots taken: requests (and token calls) sent to the API host.
+    pub budget_slots: u64,
+    /// Requests that waited for a budget slot.
+    pub budget_waits: u64,
+    /// Their total wait.
+    pub budget_wait_time: std::time::Duration,
+    /// Requests that got no slot within the deadline (`Error::BudgetExhausted`).
+    pub budget_exhausted: u64,
+    /// Data calls Withings answered with status 601.
+    pub rate_limited: u64,
 }
 
 /// Counts one event under `name` through the `metrics` facade (nothing without the feature).
@@ -92,6 +112,14 @@ pub(crate) fn refresh_done(reason: &'static str, ok: bool, elapsed: std::time::D
 }
 
 /// How long a store call made by a refresh took.
+/// How long a request waited for a budget slot.
+pub(crate) fn budget_wait(elapsed: std::time::Duration) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("withings_budget_wait_seconds").record(elapsed.as_secs_f64());
+    #[cfg(not(feature = "metrics"))]
+    let _ = elapsed;
+}
+
 pub(crate) fn store_call(operation: &'static str, elapsed: std::time::Duration) {
     #[cfg(feature = "metrics")]
     ::metrics::histogram!("withings_store_duration_seconds", "operation" => operation)

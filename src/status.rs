@@ -149,6 +149,26 @@ pub fn parse_response(bytes: &Bytes) -> Result<Value, Error> {
     Envelope::parse(bytes)?.into_result()
 }
 
+/// The number after `"wait_seconds":` in `bytes` (a 601 answer's `body.wait_seconds`), if any.
+pub(crate) fn find_wait_seconds(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"wait_seconds\"";
+    let at = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &bytes[at..];
+    let rest = rest.strip_prefix(b":").or_else(|| {
+        let skipped = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        rest[skipped..].strip_prefix(b":")
+    })?;
+    let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let digits = rest[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&rest[start..start + digits.min(12)])
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// What the first bytes of a body say about its Withings status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peek {
@@ -284,6 +304,22 @@ mod tests {
 
     fn class(status: i64, message: &str) -> Error {
         classify(status, message, None).expect("an error")
+    }
+
+    #[test]
+    fn a_601_answer_says_how_long_to_wait() {
+        let find = |s: &str| find_wait_seconds(s.as_bytes());
+        assert_eq!(find(r#"{"status":601,"body":{"wait_seconds":9}}"#), Some(9));
+        assert_eq!(
+            find(r#"{"status":601,"body":{"wait_seconds" : 12}}"#),
+            Some(12)
+        );
+        assert_eq!(find(r#"{"status":601,"error":"Too many request"}"#), None);
+        assert_eq!(find(r#"{"body":{"wait_seconds":"x"}}"#), None);
+        assert_eq!(
+            find(r#"{"wait_seconds":99999999999999999999999}"#),
+            Some(999_999_999_999)
+        );
     }
 
     #[test]

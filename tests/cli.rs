@@ -451,3 +451,51 @@ async fn notify_subscribe_list_and_revoke() {
     let (code, _, err) = cli.run(&args, "").await;
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test]
+async fn the_request_budget_is_shared_by_every_command_through_the_store() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+    let g = sim.issue_grant(CLIENT_ID, 79, "user.metrics");
+    let import = [
+        "import",
+        "--user",
+        "79",
+        "--access-token",
+        &g.access_token,
+        "--refresh-token",
+        &g.refresh_token,
+        "--expires-in",
+        "10800",
+    ];
+    assert_eq!(cli.run(&import, "").await.0, 0);
+    let call = [
+        "--requests-per-minute",
+        "3",
+        "--budget-deadline",
+        "1",
+        "call",
+        "/measure",
+        "getmeas",
+        "--user",
+        "79",
+    ];
+    for _ in 0..3 {
+        let (code, _, err) = cli.run(&call, "").await;
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = cli.run(&["--requests-per-minute", "3", "budget"], "").await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "budget 3/3 per 60 s, 0 free"),
+        "{err}"
+    );
+    // Three calls from three processes used the minute: the fourth waits its second and
+    // gives up (exit 4, retry later) without sending anything.
+    let (code, _, err) = cli.run(&call, "").await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("budget"), "{err}");
+    assert_eq!(sim.counters().data_calls, 3);
+    let (code, out, _) = cli.run(&["--requests-per-minute", "0", "budget"], "").await;
+    assert_eq!((code, out.trim()), (0, "budget unlimited"));
+}

@@ -73,6 +73,7 @@ async fn crash_child_entry() {
         .store(store)
         .token_timeout(CHILD_TOKEN_TIMEOUT)
         .lease_poll(Duration::from_millis(10))
+        .rate_budget(tower_withings::RateBudget::unlimited())
         .backoff(Duration::ZERO, Duration::ZERO)
         .build(transport::plain_http_client());
     let service = auth.layer().layer(transport::plain_http_client());
@@ -292,6 +293,7 @@ async fn sigkill_at_random_moments_loses_no_grant() {
         .endpoints(Endpoints::loopback(&sim.api_base(), &sim.api_base()).unwrap())
         .store(SqliteStore::open(&db).await.unwrap())
         .lease_poll(Duration::from_millis(10))
+        .rate_budget(tower_withings::RateBudget::unlimited())
         .build(transport::plain_http_client());
     auth.refresh(user).await.expect("a final refresh");
     let service = auth.layer().layer(transport::plain_http_client());

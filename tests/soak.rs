@@ -59,6 +59,7 @@ async fn sustained_load_across_expiries_loses_nothing() {
         .refresh_skew(SKEW)
         .refresh_jitter(Duration::ZERO)
         .backoff(Duration::ZERO, Duration::ZERO)
+        .rate_budget(tower_withings::RateBudget::unlimited())
         .build(transport::plain_http_client());
     for id in 1..=USERS {
         let g = sim.issue_grant(CLIENT_ID, id, "user.metrics");

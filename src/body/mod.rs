@@ -187,6 +187,11 @@ impl<B: Body<Data = Bytes> + Unpin> StatusReader<B> {
         self.held().len()
     }
 
+    /// `body.wait_seconds` of a 601 answer, if the bytes read so far say it.
+    pub(crate) fn wait_seconds(&self) -> Option<std::time::Duration> {
+        crate::status::find_wait_seconds(self.held()).map(std::time::Duration::from_secs)
+    }
+
     fn held(&self) -> &[u8] {
         match &self.peek.joined {
             Some(joined) => joined,

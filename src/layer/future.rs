@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, response::Parts};
+use http::{HeaderValue, Request, Response, StatusCode, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -20,8 +20,9 @@ use tower::Service;
 use super::authorize;
 use super::replay::{CloneBody, Replay, RequestCopy};
 use crate::body::{StatusReader, WithingsBody};
+use crate::budget::Priority;
 use crate::error::{BoxError, Error};
-use crate::refresh::{Reason, Refresher};
+use crate::refresh::{Lookup, Reason, Refresher};
 use crate::status::is_access_token_failure;
 use crate::token::UserId;
 
@@ -97,19 +98,34 @@ where
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
-    /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
+    /// The slow path: get a usable token (load or refresh) and a budget slot, send, and
+    /// replay once if refused.
     pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
         refresher: Arc<Refresher>,
         policy: P,
         user: UserId,
         service: S,
         request: Request<B>,
-        stale: Option<u64>,
+        need: Need,
     ) -> Self {
         ResponseFuture {
             state: State::Slow {
-                fut: Box::pin(send_fresh(refresher, policy, user, service, request, stale)),
+                fut: Box::pin(send_fresh(refresher, policy, user, service, request, need)),
             },
+            replay: None,
+        }
+    }
+
+    /// A request to the API host that is not ours to authorize (the token endpoints): it only
+    /// waits for a budget slot, which Withings counts all the same.
+    pub(super) fn counted(refresher: Arc<Refresher>, mut service: S, request: Request<B>) -> Self {
+        let fut = async move {
+            refresher.oauth.budget().take(Priority::Data).await?;
+            let response = service.call(request).await.map_err(Into::into)?;
+            Ok(response.map(WithingsBody::new))
+        };
+        ResponseFuture {
+            state: State::Slow { fut: Box::pin(fut) },
             replay: None,
         }
     }
@@ -147,7 +163,8 @@ where
                     this.state.set(State::Done);
                     let (parts, body) = output.map_err(Into::into)?.into_parts();
                     let mut body = StatusReader::new(&parts.headers, body);
-                    match poll_refusal(parts.status, &mut body, cx) {
+                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
+                    match poll_refusal(parts.status, &mut body, cx, refresher) {
                         // Usually the first chunk is already there: no move to Peeking.
                         Poll::Ready(None) => {
                             return Poll::Ready(Ok(Response::from_parts(parts, body.into_body())));
@@ -163,7 +180,8 @@ where
                 }
                 StateProj::Peeking { response } => {
                     let (parts, body) = &mut **response;
-                    let refusal = ready!(poll_refusal(parts.status, body, cx));
+                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
+                    let refusal = ready!(poll_refusal(parts.status, body, cx, refresher));
                     let StateOwned::Peeking { response } =
                         this.state.as_mut().project_replace(State::Done)
                     else {
@@ -205,63 +223,101 @@ where
 /// The one classification of a response: `Some(status)` when it refuses the token (HTTP 401,
 /// or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), `None` when it goes to the
 /// caller as it is. Reads at most the body's first bytes, which stay in `body`.
+///
+/// A body status 601 is a rate limit, never a token failure: no refresh; the response goes to
+/// the caller as it came, and the app's budget stops everyone for its `wait_seconds`.
 fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
     status: StatusCode,
     body: &mut StatusReader<B>,
     cx: &mut Context<'_>,
+    refresher: Option<&Arc<Refresher>>,
 ) -> Poll<Option<i64>> {
     match status {
         StatusCode::UNAUTHORIZED => Poll::Ready(Some(401)),
-        StatusCode::OK => body
-            .poll_status(cx)
-            .map(|status| status.filter(|s| is_access_token_failure(*s))),
+        StatusCode::OK => body.poll_status(cx).map(|status| {
+            if status == Some(RATE_LIMITED) {
+                if let Some(refresher) = refresher {
+                    refresher.oauth.budget().rate_limited(body.wait_seconds());
+                }
+            }
+            status.filter(|s| is_access_token_failure(*s))
+        }),
         _ => Poll::Ready(None),
     }
 }
 
+/// The body status of a rate-limited call.
+const RATE_LIMITED: i64 = 601;
+
 /// [`poll_refusal`] for async code: the response (body intact) and the refusal, if any.
 pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
     response: Response<B>,
+    refresher: &Arc<Refresher>,
 ) -> (Response<WithingsBody<B>>, Option<i64>) {
     let (parts, body) = response.into_parts();
     let mut body = StatusReader::new(&parts.headers, body);
-    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx)).await;
+    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(refresher))).await;
     (Response::from_parts(parts, body.into_body()), refusal)
 }
 
-/// The slow path: get a usable token (load or refresh), send, and replay once if refused.
+/// What the slow path waits for before it sends.
+pub(super) enum Need {
+    /// A token: none is loaded (`None`), or the one of this generation is expiring.
+    Token(Option<u64>),
+    /// A budget slot; the token was usable when the request came.
+    Slot {
+        header: HeaderValue,
+        generation: u64,
+    },
+}
+
+/// The slow path: get a usable token (load or refresh) and a budget slot, send, and replay
+/// once if refused. The slot comes last, right before the send.
 async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
     policy: P,
     user: UserId,
     mut service: S,
     mut request: Request<B>,
-    stale: Option<u64>,
+    need: Need,
 ) -> Result<Response<WithingsBody<ResB>>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
     P: CloneBody<B>,
     ResB: Body<Data = Bytes> + Unpin,
 {
-    let reason = if stale.is_some() {
-        Reason::Proactive
-    } else {
-        Reason::Load
+    let (header, generation) = match need {
+        Need::Token(stale) => {
+            let reason = if stale.is_some() {
+                Reason::Proactive
+            } else {
+                Reason::Load
+            };
+            let snapshot = refresher.renew_user(user, stale, reason).await?;
+            (snapshot.header()?.clone(), snapshot.generation)
+        }
+        Need::Slot { header, generation } => (header, generation),
     };
-    let snapshot = refresher.renew_user(user, stale, reason).await?;
+    refresher.oauth.budget().take(Priority::Data).await?;
+    // After a wait for a slot another request may have refreshed: send the newest token.
+    let (header, generation) = match refresher.lookup(user, refresher.now()) {
+        Lookup::Usable { header, generation } => (header, generation),
+        Lookup::Terminal(error) => return Err(error.into()),
+        Lookup::Stale(_) => (header, generation),
+    };
     let own_user = request.extensions().get::<UserId>().copied();
     let copy = RequestCopy::of(&request, &policy, own_user);
-    authorize(&mut request, snapshot.header()?.clone());
+    authorize(&mut request, header);
     crate::metrics::emit("withings_requests_total");
     // `service` was readied by `poll_ready` before `call` handed it here.
     let response = service.call(request).await.map_err(Into::into)?;
-    match inspect(response).await {
+    match inspect(response, &refresher).await {
         (response, None) => Ok(response),
         (refused, Some(_)) => {
             let replay = Replay {
                 refresher,
                 user,
-                generation: snapshot.generation,
+                generation,
                 copy: None,
                 service,
             };

@@ -35,11 +35,12 @@ use tower::{Layer, Service};
 #[cfg(doc)]
 use crate::body::ReplayBody;
 use crate::body::WithingsBody;
+use crate::budget::Priority;
 use crate::error::{BoxError, Error};
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
 use crate::refresh::{Lookup, Refresher};
 use crate::token::UserId;
-use future::ResponseFuture;
+use future::{Need, ResponseFuture};
 pub use replay::{CloneBody, CloneBodyFn, NeverReplay, ReplayBodies};
 use replay::{Replay, RequestCopy};
 
@@ -165,12 +166,16 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let refresher = &self.refresher;
-        let for_withings = refresher
-            .endpoints()
-            .api_path(request.uri())
-            .is_some_and(|path| path != TOKEN_PATH && path != SIGNATURE_PATH);
-        if !for_withings {
+        let Some(path) = refresher.endpoints().api_path(request.uri()) else {
             return ResponseFuture::passthrough(self.inner.call(request));
+        };
+        if path == TOKEN_PATH || path == SIGNATURE_PATH {
+            // Not ours to authorize, but Withings counts it against the app's budget.
+            if refresher.oauth.budget().try_take(Priority::Data) {
+                return ResponseFuture::passthrough(self.inner.call(request));
+            }
+            let refresher = Arc::clone(refresher);
+            return ResponseFuture::counted(refresher, self.readied(), request);
         }
         let own_user = request.extensions().get::<UserId>().copied();
         let Some(user) = own_user.or(self.user) else {
@@ -178,8 +183,10 @@ where
         };
         let now = refresher.now();
         match refresher.lookup(user, now) {
-            Lookup::Usable { header, generation } => {
-                // The hot path: a good token, no lock, no refresh.
+            Lookup::Usable { header, generation }
+                if refresher.oauth.budget().try_take(Priority::Data) =>
+            {
+                // The hot path: a good token and a budget slot at hand, no refresh.
                 crate::metrics::emit("withings_requests_total");
                 let replay = Box::new(Replay {
                     refresher: Arc::clone(refresher),
@@ -192,14 +199,46 @@ where
                 ResponseFuture::calling(self.inner.call(request), replay)
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),
-            Lookup::Stale(stale) => {
-                // Slow path: refresh (or load) first. The readied service goes with the request.
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                let policy = self.policy.clone();
-                ResponseFuture::slow(Arc::clone(refresher), policy, user, service, request, stale)
+            // Slow paths: wait for a budget slot, or refresh (or load) first.
+            Lookup::Usable { header, generation } => {
+                self.slow(user, request, Need::Slot { header, generation })
             }
+            Lookup::Stale(stale) => self.slow(user, request, Need::Token(stale)),
         }
+    }
+}
+
+impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
+    /// The service `poll_ready` readied, for a future to call later; a clone takes its place.
+    fn readied(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
+    fn slow<B, ResB>(
+        &mut self,
+        user: UserId,
+        request: Request<B>,
+        need: Need,
+    ) -> ResponseFuture<S, B, ResB>
+    where
+        S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+            + Send
+            + 'static,
+        P: CloneBody<B> + Send + 'static,
+        B: Send + 'static,
+        ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+    {
+        let service = self.readied();
+        let policy = self.policy.clone();
+        ResponseFuture::slow(
+            Arc::clone(&self.refresher),
+            policy,
+            user,
+            service,
+            request,
+            need,
+        )
     }
 }
 

@@ -16,6 +16,7 @@ use tower::{Service, ServiceExt};
 use super::authorize;
 use super::future::inspect;
 use crate::body::{NotReplayed, ReplayBody, WithingsBody};
+use crate::budget::Priority;
 use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
 use crate::refresh::{Reason, Refresher};
@@ -233,17 +234,14 @@ where
             .await?;
         let mut request = copy.into_request();
         authorize(&mut request, snapshot.header()?.clone());
+        let service = service.ready().await.map_err(Into::into)?;
+        // The slot last, right before the send.
+        refresher.oauth.budget().take(Priority::Data).await?;
         crate::metrics::emit("withings_requests_total");
         Metrics::bump(&refresher.metrics.replays, "withings_replays_total");
         tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
-        let response = service
-            .ready()
-            .await
-            .map_err(Into::into)?
-            .call(request)
-            .await
-            .map_err(Into::into)?;
-        match inspect(response).await {
+        let response = service.call(request).await.map_err(Into::into)?;
+        match inspect(response, &refresher).await {
             (_, Some(status)) => Err(Error::AccessTokenInvalid { status }.into()),
             (response, None) => Ok(response),
         }

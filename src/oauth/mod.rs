@@ -29,6 +29,7 @@ pub fn parse_token_response(
     token_response::parse_token(bytes, received_at)
 }
 
+use crate::budget::{Budget, Priority};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
@@ -58,6 +59,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     timeout: Duration,
     transport: Transport,
+    budget: Arc<Budget>,
 }
 
 impl fmt::Debug for OAuthClient {
@@ -79,9 +81,21 @@ pub struct OAuthClientBuilder {
     redirect_policy: RedirectPolicy,
     clock: Arc<dyn Clock>,
     timeout: Duration,
+    budget: Option<Arc<Budget>>,
 }
 
 impl OAuthClientBuilder {
+    /// Token calls take slots of the app's request budget (set by `WithingsAuth`; an
+    /// `OAuthClient` built on its own has none).
+    pub(crate) fn budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.credentials.client_id
+    }
+
     /// Where Withings is (default: the public cloud).
     pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
         self.endpoints = endpoints;
@@ -123,6 +137,7 @@ impl OAuthClientBuilder {
                 clock: self.clock,
                 timeout: self.timeout,
                 transport: transport::boxed(http_client),
+                budget: self.budget.unwrap_or_else(|| Arc::new(Budget::off())),
             }),
         }
     }
@@ -149,6 +164,7 @@ impl OAuthClient {
             redirect_policy: RedirectPolicy::default(),
             clock: Arc::new(SystemClock),
             timeout: Duration::from_secs(30),
+            budget: None,
         }
     }
 
@@ -160,6 +176,11 @@ impl OAuthClient {
     /// The app's client id.
     pub fn client_id(&self) -> &str {
         &self.inner.credentials.client_id
+    }
+
+    /// The app's request budget its token calls take slots of.
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.inner.budget
     }
 
     /// The clock this client reads.
@@ -369,6 +390,11 @@ impl OAuthClient {
 
     /// POSTs a form body (parameters never in the query: Withings ignores them there).
     async fn post_form(&self, path: &str, form: String) -> Result<Bytes, Error> {
+        // A token call waits for its slot at most as long as the call itself may take, so a
+        // refresh lease (three timeouts) outlives the wait and the call.
+        let budget = &self.inner.budget;
+        let wait = budget.config().wait_deadline().min(self.inner.timeout);
+        budget.take_within(Priority::Token, wait).await?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.inner.endpoints.api_url(path))

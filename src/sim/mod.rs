@@ -107,6 +107,15 @@ pub const KNOWN_SCOPES: [&str; 4] = [
     "user.sleepevents",
 ];
 
+/// Withings' per-app request limit, as [`SimConfig::app_rate_limit`] applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppRateLimit {
+    /// Requests allowed in any window.
+    pub limit: u32,
+    /// The window (60 s at Withings; seconds in tests).
+    pub window: Duration,
+}
+
 /// Tunable behaviour of a [`Simulator`]. Build it with struct update syntax:
 ///
 /// ```
@@ -127,6 +136,11 @@ pub struct SimConfig {
     /// If set, each client may make at most this many data calls per simulated minute; the
     /// excess gets status 601 "Too many request". Default `None` (no limit).
     pub data_rate_limit_per_minute: Option<u32>,
+    /// If set, Withings' app-wide limit: at most `limit` requests to the API host (data,
+    /// notify, token and signature calls, every user together) in any `window` of real time;
+    /// the excess gets status 601 "Too many request" with `body.wait_seconds`. While set, the
+    /// simulator logs every arrival ([`Simulator::busiest_window`]). Default `None`.
+    pub app_rate_limit: Option<AppRateLimit>,
     /// How long a callback has to answer the subscribe-time `HEAD` check and each delivery
     /// (Withings: 2 s). Default 2 s.
     pub notify_timeout: Duration,
@@ -151,6 +165,7 @@ impl Default for SimConfig {
             token_latency: Duration::ZERO,
             approving_user: DEFAULT_USER_ID,
             data_rate_limit_per_minute: None,
+            app_rate_limit: None,
             notify_timeout: Duration::from_secs(2),
             notify_retry_interval: Duration::from_secs(60),
             notify_max_failures: 10,
@@ -443,6 +458,32 @@ impl Simulator {
     /// [`SimConfig::data_rate_limit_per_minute`]).
     pub fn set_data_rate_limit(&self, per_minute: Option<u32>) {
         self.shared.lock().config.data_rate_limit_per_minute = per_minute;
+    }
+
+    /// Sets or removes the app-wide limit (see [`SimConfig::app_rate_limit`]).
+    pub fn set_app_rate_limit(&self, limit: Option<AppRateLimit>) {
+        self.shared.lock().config.app_rate_limit = limit;
+    }
+
+    /// The most requests that arrived within any `window` (sliding), from the log kept while
+    /// an app rate limit is set: what the limit is checked against.
+    pub fn busiest_window(&self, window: Duration) -> usize {
+        let st = self.shared.lock();
+        let arrivals = &st.arrivals;
+        let mut busiest = 0;
+        let mut start = 0;
+        for (end, at) in arrivals.iter().enumerate() {
+            while at.duration_since(arrivals[start]) >= window {
+                start += 1;
+            }
+            busiest = busiest.max(end + 1 - start);
+        }
+        busiest
+    }
+
+    /// How many requests arrived while the arrival log was kept.
+    pub fn arrivals(&self) -> usize {
+        self.shared.lock().arrivals.len()
     }
 
     /// Answers every data call with this `Content-Encoding` (`"gzip"`, `"x-gzip"`, `"deflate"`

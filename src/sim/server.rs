@@ -121,6 +121,12 @@ async fn route(shared: &Arc<Shared>, req: &Req) -> Reply {
     let fault = {
         let mut st = shared.lock();
         count_arrival(&mut st, target, req);
+        if let Err(wait) = st.app_rate_ok() {
+            st.counters.served_601 += 1;
+            let wait = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let body = format!("{{\"wait_seconds\":{wait}}}");
+            return err_json_body(601, &body, "Too many request");
+        }
         st.take_fault(target)
     };
     match fault {

@@ -124,6 +124,10 @@ pub(crate) struct State {
     pub(crate) activities: HashMap<u64, Vec<AddedActivity>>,
     /// Client id -> instants of its recent data calls (for the optional rate limit).
     pub(crate) data_calls: HashMap<String, VecDeque<SystemTime>>,
+    /// Every request to the API host while an app rate limit is set, in arrival order.
+    pub(crate) arrivals: Vec<std::time::Instant>,
+    /// The arrivals the app rate limit counts now (those it let through), oldest first.
+    pub(crate) app_window: VecDeque<std::time::Instant>,
     /// The `Content-Encoding` of every data answer, whatever the request accepts.
     pub(crate) response_encoding: Option<Coding>,
     rng_fallback: u64,
@@ -188,6 +192,8 @@ impl State {
             measures: HashMap::new(),
             activities: HashMap::new(),
             data_calls: HashMap::new(),
+            arrivals: Vec::new(),
+            app_window: VecDeque::new(),
             response_encoding: None,
             rng_fallback: 0,
         }
@@ -434,6 +440,29 @@ impl State {
             },
         );
         nonce
+    }
+
+    /// Records a request to the API host against the app-wide limit: `Err(wait)` (how long
+    /// until the window has room) if it is over.
+    pub(crate) fn app_rate_ok(&mut self) -> Result<(), Duration> {
+        let Some(limit) = self.config.app_rate_limit else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        self.arrivals.push(now);
+        while self
+            .app_window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limit.window)
+        {
+            self.app_window.pop_front();
+        }
+        if self.app_window.len() >= usize::try_from(limit.limit).unwrap_or(usize::MAX) {
+            let oldest = self.app_window.front().copied().unwrap_or(now);
+            return Err(limit.window.saturating_sub(now.duration_since(oldest)));
+        }
+        self.app_window.push_back(now);
+        Ok(())
     }
 
     /// Records a data call by `client_id`; returns false if it exceeds the rate limit.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use super::{BudgetLedger, Lease, LocalLedger, LockAttempt, StoreFuture, StoredToken, TokenStore};
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
 
@@ -12,11 +12,12 @@ use crate::token::{Token, UserId};
 ///
 /// Its refresh leases live in the map too, so several [`crate::WithingsAuth`] handles sharing
 /// one `MemoryStore` (through an `Arc`) still refresh each user once. Lease expiry uses the
-/// monotonic clock.
+/// monotonic clock. So does the app's request budget ([`crate::RateBudget`]).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<UserId, StoredToken>>,
     leases: Mutex<HashMap<UserId, (String, Instant)>>,
+    budget: LocalLedger,
 }
 
 impl MemoryStore {
@@ -125,5 +126,9 @@ impl TokenStore for MemoryStore {
         let mut all: Vec<StoredToken> = self.with(|r| r.values().cloned().collect());
         all.sort_by_key(|record| record.token.user_id);
         Box::pin(async move { Ok(all) })
+    }
+
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(&self.budget)
     }
 }

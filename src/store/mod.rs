@@ -32,6 +32,7 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
+pub use crate::budget::ledger::{BudgetLedger, BudgetUsage, LocalLedger, SlotAsk, SlotGrant};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -151,6 +152,13 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Every readable record (for listings such as the CLI's `users`). A record that cannot be
     /// read is skipped with a warning naming the user, so one bad row does not hide the others.
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>>;
+
+    /// Where the app's request budget is counted, so that every handle and process using this
+    /// store shares one ([`crate::RateBudget`]). The default `None` leaves each handle its own
+    /// in-process count: right for a store only one handle uses.
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        None
+    }
 }
 
 /// Marks `user`'s stored record as needing re-authorization, whatever pair it holds now: the
@@ -215,5 +223,8 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         (**self).list()
+    }
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        (**self).budget()
     }
 }

@@ -10,7 +10,11 @@ use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, Row};
 
 use super::record::{self, RawRecord};
-use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use super::{
+    BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
+    TokenStore,
+};
+use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -191,6 +195,19 @@ struct Statements {
     delete: String,
     lock: String,
     unlock: String,
+    budget: BudgetStatements,
+}
+
+/// The request budget's statements: slots in `{table}_budget`, one row per app (its pause,
+/// and the row lock that serialises reservations) in `{table}_pause`.
+struct BudgetStatements {
+    app_row: String,
+    lock_app: String,
+    prune: String,
+    count: String,
+    insert: String,
+    pause: String,
+    usage: String,
 }
 
 const SELECT: &str = "user_id, access_token, refresh_token, expires_at, scope, \
@@ -213,6 +230,9 @@ impl Statements {
         }
         let t = format!("\"{table}\"");
         let l = format!("\"{table}_leases\"");
+        let b = format!("\"{table}_budget\"");
+        let p = format!("\"{table}_pause\"");
+        const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
         Ok(Statements {
             table: table.to_owned(),
             schema: format!(
@@ -231,6 +251,16 @@ CREATE TABLE IF NOT EXISTS {l} (
     user_id    BIGINT      PRIMARY KEY,
     owner      TEXT        NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {b} (
+    app      TEXT   NOT NULL,
+    stamp_ms BIGINT NOT NULL,
+    count    BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS \"{table}_budget_by_app\" ON {b} (app, stamp_ms);
+CREATE TABLE IF NOT EXISTS {p} (
+    app             TEXT   PRIMARY KEY,
+    paused_until_ms BIGINT NOT NULL DEFAULT 0
 );
 "
             ),
@@ -276,6 +306,28 @@ CREATE TABLE IF NOT EXISTS {l} (
                  WHERE lease.expires_at <= clock_timestamp()"
             ),
             unlock: format!("DELETE FROM {l} WHERE user_id = $1 AND owner = $2"),
+            budget: BudgetStatements {
+                app_row: format!("INSERT INTO {p} (app) VALUES ($1) ON CONFLICT (app) DO NOTHING"),
+                lock_app: format!(
+                    "SELECT paused_until_ms, {NOW_MS} FROM {p} WHERE app = $1 FOR UPDATE"
+                ),
+                prune: format!("DELETE FROM {b} WHERE app = $1 AND stamp_ms <= $2"),
+                count: format!(
+                    "SELECT COALESCE(SUM(count), 0)::BIGINT, MIN(stamp_ms) FROM {b} WHERE app = $1"
+                ),
+                insert: format!("INSERT INTO {b} (app, stamp_ms, count) VALUES ($1, $2, $3)"),
+                pause: format!(
+                    "INSERT INTO {p} AS pause (app, paused_until_ms) VALUES ($1, {NOW_MS} + $2)
+                     ON CONFLICT (app) DO UPDATE SET paused_until_ms =
+                         GREATEST(pause.paused_until_ms, EXCLUDED.paused_until_ms)"
+                ),
+                usage: format!(
+                    "SELECT COALESCE((SELECT SUM(count) FROM {b}
+                                      WHERE app = $1 AND stamp_ms > {NOW_MS} - $2), 0)::BIGINT,
+                            COALESCE((SELECT paused_until_ms FROM {p} WHERE app = $1), 0)
+                                - {NOW_MS}"
+                ),
+            },
         })
     }
 }
@@ -422,6 +474,78 @@ impl PostgresStore {
             client.execute(&statement, params).await
         })
         .await
+    }
+}
+
+/// The request budget in the same database: every replica shares it. A reservation is one
+/// transaction that locks the app's row in `{table}_pause` (`SELECT … FOR UPDATE`, so
+/// reservations of one app take turns), drops the slots out of the window, counts the rest and
+/// inserts the grant, all on the database server's clock.
+impl BudgetLedger for PostgresStore {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+        Box::pin(async move {
+            let sql = &self.sql.budget;
+            let mut client = self.client("budget").await?;
+            let work = async {
+                let tx = client.transaction().await?;
+                tx.execute(&sql.app_row, &[&ask.app]).await?;
+                let row = tx.query_one(&sql.lock_app, &[&ask.app]).await?;
+                let (paused, now): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                let window = ledger::window_millis(ask.window);
+                tx.execute(&sql.prune, &[&ask.app, &now.saturating_sub(window)])
+                    .await?;
+                let row = tx.query_one(&sql.count, &[&ask.app]).await?;
+                let (counted, oldest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+                let grant = ledger::decide(ask, now, counted, oldest, Some(paused));
+                if grant.granted > 0 {
+                    let stamp = now.saturating_add(ledger::window_millis(ask.hold));
+                    let count = i64::from(grant.granted);
+                    tx.execute(&sql.insert, &[&ask.app, &stamp, &count]).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(grant)
+            };
+            match tokio::time::timeout(self.query_timeout, work).await {
+                Ok(result) => result.map_err(|e| Error::store("budget", e)),
+                Err(_) => {
+                    drop(deadpool_postgres::Object::take(client));
+                    Err(Error::store(
+                        "budget",
+                        "PostgreSQL did not answer within the query timeout",
+                    ))
+                }
+            }
+        })
+    }
+
+    fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let wait = ledger::window_millis(wait);
+            self.execute("budget", &self.sql.budget.pause, &[&app, &wait])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
+        Box::pin(async move {
+            let window = ledger::window_millis(window);
+            let rows = self
+                .query("budget", &self.sql.budget.usage, &[&app, &window])
+                .await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| Error::store("budget", "no answer"))?;
+            let used: i64 = row.try_get(0).map_err(|e| Error::store("budget", e))?;
+            let paused_ms: i64 = row.try_get(1).map_err(|e| Error::store("budget", e))?;
+            Ok(BudgetUsage {
+                used: u32::try_from(used).unwrap_or(u32::MAX),
+                paused_for: u64::try_from(paused_ms)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
+            })
+        })
     }
 }
 
@@ -602,6 +726,10 @@ impl TokenStore for PostgresStore {
                 .await
                 .map(drop)
         })
+    }
+
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
     }
 
     /// Every readable record, ordered by user id; unreadable rows are skipped with a warning

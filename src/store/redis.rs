@@ -8,7 +8,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::record::{self, RawRecord};
-use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use super::{
+    BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
+    TokenStore,
+};
+use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -21,6 +25,8 @@ use crate::token::{Token, UserId};
 /// |---|---|---|
 /// | `withings:token:<user id>` | hash | `format` (record format, `1`), `user_id`, `access_token`, `refresh_token`, `expires_at_ms`, `scope`, `needs_reauthorization` (`0`/`1`), `refreshed_at_ms` |
 /// | `withings:lock:<user id>` | string with expiry | the refresh lease's owner value |
+/// | `withings:budget:<client id>` | sorted set with expiry | the request budget's grants (`stamp:count:tag`, scored by stamp) |
+/// | `withings:budget-pause:<client id>` | string with expiry | set while a 601 stops the app |
 ///
 /// Times are milliseconds since the Unix epoch: **millisecond precision**. Keys never expire
 /// on their own except the lease; nothing is deleted by this crate.
@@ -127,7 +133,30 @@ struct Scripts {
     mark: Script,
     lock: Script,
     unlock: Script,
+    budget: BudgetScripts,
 }
+
+/// The request budget: a sorted set of grants per app, scored by stamp, and a pause key.
+struct BudgetScripts {
+    reserve: Script,
+    pause: Script,
+    usage: Script,
+}
+
+/// Reads the server clock into `now` (ms) and drops the grants out of the window at KEYS[1]
+/// (window in ARGV[1]); `counted` is what stays, `oldest` the first stamp.
+const WINDOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local counted, oldest = 0, nil
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  counted = counted + (tonumber(string.match(entries[i], '^%d+:(%d+):')) or 0)
+  if oldest == nil then oldest = tonumber(entries[i + 1]) end
+end
+";
 
 /// Replaces the hash at KEYS[1] with the fields in ARGV[a..a+6].
 const WRITE: &str = r"
@@ -188,6 +217,38 @@ end
 return 0
 ",
             ),
+            budget: BudgetScripts {
+                // ARGV: window, want, limit, hold (ms), a random tag. Returns {granted, retry ms}.
+                reserve: Script::new(&format!(
+                    "{WINDOW}
+local want, limit, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return {{0, paused}} end
+local granted = math.min(want, math.max(limit - counted, 0))
+if granted > 0 then
+  local stamp = now + hold
+  redis.call('ZADD', KEYS[1], stamp, stamp .. ':' .. granted .. ':' .. ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], window + hold + 1000)
+  if oldest == nil then oldest = stamp end
+end
+local retry = 0
+if granted < want then retry = math.max(oldest + window - now, 1) end
+return {{granted, retry}}"
+                )),
+                // ARGV: wait (ms); the longer pause wins.
+                pause: Script::new(
+                    r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+",
+                ),
+                // ARGV: window. Returns {counted, pause left in ms (or a negative number)}.
+                usage: Script::new(&format!(
+                    "{WINDOW}\nreturn {{counted, redis.call('PTTL', KEYS[2])}}"
+                )),
+            },
         }
     }
 }
@@ -232,6 +293,15 @@ impl RedisStore {
     /// The key holding `user`'s token hash: `<prefix>token:<user>`.
     pub fn token_key(&self, user: UserId) -> String {
         format!("{}token:{user}", self.prefix)
+    }
+
+    /// The keys of `app`'s request budget: `<prefix>budget:<app>` (its grants) and
+    /// `<prefix>budget-pause:<app>`.
+    fn budget_keys(&self, app: &str) -> [String; 2] {
+        [
+            format!("{}budget:{app}", self.prefix),
+            format!("{}budget-pause:{app}", self.prefix),
+        ]
     }
 
     /// The key holding `user`'s refresh lease: `<prefix>lock:<user>`.
@@ -385,6 +455,72 @@ fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
     raw.decode(user)
 }
 
+/// The request budget on the same server: every replica shares it. Each call is one Lua
+/// script (atomic), on the server's clock (`TIME`).
+impl BudgetLedger for RedisStore {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (granted, retry): (i64, i64) = self
+                .scripts
+                .budget
+                .reserve
+                .key(&self.budget_keys(&ask.app))
+                .arg(ledger::window_millis(ask.window))
+                .arg(ask.want)
+                .arg(ask.limit)
+                .arg(ledger::window_millis(ask.hold))
+                .arg(Lease::new().owner)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("budget", e))?;
+            Ok(SlotGrant {
+                granted: u32::try_from(granted).unwrap_or(0).min(ask.want),
+                retry_in: Duration::from_millis(u64::try_from(retry).unwrap_or(0)),
+            })
+        })
+    }
+
+    fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let [_, pause_key] = self.budget_keys(app);
+            let _: i64 = self
+                .scripts
+                .budget
+                .pause
+                .key(pause_key)
+                .arg(ledger::window_millis(wait))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("budget", e))?;
+            Ok(())
+        })
+    }
+
+    fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let (used, paused): (i64, i64) = self
+                .scripts
+                .budget
+                .usage
+                .key(&self.budget_keys(app))
+                .arg(ledger::window_millis(window))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::store("budget", e))?;
+            Ok(BudgetUsage {
+                used: u32::try_from(used).unwrap_or(u32::MAX),
+                paused_for: u64::try_from(paused)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
+            })
+        })
+    }
+}
+
 impl TokenStore for RedisStore {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
         Box::pin(self.load_record("load", user))
@@ -506,6 +642,10 @@ impl TokenStore for RedisStore {
                 .map_err(|e| Error::store("unlock", e))?;
             Ok(())
         })
+    }
+
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
     }
 
     /// Every readable record under the prefix, ordered by user id; unreadable keys are skipped

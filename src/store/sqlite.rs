@@ -10,7 +10,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::oneshot;
 
 use super::record::{self, RawRecord};
-use super::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use super::{
+    BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
+    TokenStore,
+};
+use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -33,6 +37,16 @@ CREATE TABLE IF NOT EXISTS withings_refresh_leases (
     user_id       INTEGER PRIMARY KEY,
     owner         TEXT    NOT NULL,
     expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS withings_budget_slots (
+    app      TEXT    NOT NULL,
+    stamp_ms INTEGER NOT NULL,
+    count    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS withings_budget_slots_by_app ON withings_budget_slots (app, stamp_ms);
+CREATE TABLE IF NOT EXISTS withings_budget_pauses (
+    app      TEXT    PRIMARY KEY,
+    until_ms INTEGER NOT NULL
 );
 ";
 
@@ -373,6 +387,87 @@ fn wall_millis() -> Result<i64, Error> {
     record::to_millis("lock", SystemTime::now())
 }
 
+/// The request budget in the same file: every process on the machine shares it. Each
+/// reservation is one `BEGIN IMMEDIATE` transaction (SQLite's write lock), stamped with the
+/// system clock all those processes share.
+impl BudgetLedger for SqliteStore {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+        let ask = ask.clone();
+        Box::pin(self.call("budget", move |conn| {
+            let failed = |e| Error::store("budget", e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(failed)?;
+            let now = wall_millis()?;
+            let window = ledger::window_millis(ask.window);
+            tx.prepare_cached(
+                "DELETE FROM withings_budget_slots WHERE app = ?1 AND stamp_ms <= ?2",
+            )
+            .and_then(|mut s| s.execute(params![ask.app, now.saturating_sub(window)]))
+            .map_err(failed)?;
+            let (counted, oldest): (i64, Option<i64>) = tx
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(count), 0), MIN(stamp_ms) FROM withings_budget_slots
+                     WHERE app = ?1",
+                )
+                .and_then(|mut s| s.query_row([&ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(failed)?;
+            let paused = paused_until(&tx, &ask.app)?;
+            let grant = ledger::decide(&ask, now, counted, oldest, paused);
+            if grant.granted > 0 {
+                let stamp = now.saturating_add(ledger::window_millis(ask.hold));
+                tx.prepare_cached(
+                    "INSERT INTO withings_budget_slots (app, stamp_ms, count) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![ask.app, stamp, grant.granted]))
+                .map_err(failed)?;
+            }
+            tx.commit().map_err(failed)?;
+            Ok(grant)
+        }))
+    }
+
+    fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
+        let app = app.to_owned();
+        Box::pin(self.call("budget", move |conn| {
+            let until = wall_millis()?.saturating_add(ledger::window_millis(wait));
+            conn.prepare_cached(
+                "INSERT INTO withings_budget_pauses (app, until_ms) VALUES (?1, ?2)
+                 ON CONFLICT (app) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)",
+            )
+            .and_then(|mut s| s.execute(params![app, until]))
+            .map_err(|e| Error::store("budget", e))
+            .map(drop)
+        }))
+    }
+
+    fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
+        let app = app.to_owned();
+        Box::pin(self.call("budget", move |conn| {
+            let now = wall_millis()?;
+            let since = now.saturating_sub(ledger::window_millis(window));
+            let used: i64 = conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(count), 0) FROM withings_budget_slots
+                     WHERE app = ?1 AND stamp_ms > ?2",
+                )
+                .and_then(|mut s| s.query_row(params![app, since], |r| r.get(0)))
+                .map_err(|e| Error::store("budget", e))?;
+            let paused = paused_until(conn, &app)?.filter(|until| *until > now);
+            Ok(BudgetUsage {
+                used: u32::try_from(used).unwrap_or(u32::MAX),
+                paused_for: paused.map(|until| Duration::from_millis((until - now) as u64)),
+            })
+        }))
+    }
+}
+
+fn paused_until(conn: &Connection, app: &str) -> Result<Option<i64>, Error> {
+    conn.prepare_cached("SELECT until_ms FROM withings_budget_pauses WHERE app = ?1")
+        .and_then(|mut s| s.query_row([app], |r| r.get(0)).optional())
+        .map_err(|e| Error::store("budget", e))
+}
+
 impl TokenStore for SqliteStore {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
         Box::pin(async move {
@@ -556,6 +651,10 @@ impl TokenStore for SqliteStore {
             })
             .await
         })
+    }
+
+    fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
     }
 
     /// Every readable record, ordered by user id; unreadable rows are skipped with a warning

@@ -108,9 +108,12 @@ use tower_withings::store::{
 };
 use tower_withings::{ManualClock, Secret, UserId, WithingsAuth, WithingsAuthBuilder};
 
-/// A `WithingsAuth` builder pointed at the simulator, with a manual clock and no backoff.
+/// A `WithingsAuth` builder pointed at the simulator, with a manual clock, no backoff and no
+/// request budget (the simulator has no app limit unless a test sets one; `budget.rs` tests
+/// the budget).
 pub fn auth_builder(sim: &Simulator, clock: &ManualClock) -> WithingsAuthBuilder {
     WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .rate_budget(tower_withings::RateBudget::unlimited())
         .endpoints(endpoints(sim))
         .clock(clock.clone())
         .token_timeout(Duration::from_secs(5))
@@ -280,6 +283,9 @@ impl<S: TokenStore, H: StoreHooks<S>> TokenStore for Hooked<S, H> {
     }
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         self.inner.list()
+    }
+    fn budget(&self) -> Option<&dyn tower_withings::store::BudgetLedger> {
+        self.inner.budget()
     }
 }
 

@@ -197,6 +197,7 @@ pub fn instance_on(
         .endpoints(Endpoints::loopback(api_base, api_base).expect("loopback endpoints"))
         .shared_store(store)
         .clock(clock)
+        .rate_budget(tower_withings::RateBudget::unlimited())
         .lease_poll(Duration::from_millis(25));
     if let Some(lease) = lease {
         // The lease lasts twice the token timeout.

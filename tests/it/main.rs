@@ -13,6 +13,8 @@ mod common;
 mod cross_process_common;
 mod store_support;
 
+#[cfg(feature = "sim")]
+mod budget;
 #[cfg(all(feature = "sim", feature = "sqlite"))]
 mod cancellation;
 #[cfg(all(feature = "sim", feature = "postgres"))]

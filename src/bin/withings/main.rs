@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use tower_withings::notify::{Appli, NotifyClient};
 use tower_withings::{
-    Callback, Credentials, Endpoints, Error, ErrorKind, RedirectPolicy, Scope, Secret, Token,
-    UserId, WithingsAuth, status, transport,
+    Callback, Credentials, Endpoints, Error, ErrorKind, RateBudget, RedirectPolicy, Scope, Secret,
+    Token, UserId, WithingsAuth, status, transport,
 };
 
 const EXIT_CODES: &str = "\
@@ -69,6 +69,18 @@ struct Cli {
     /// Allow plain http, only to 127.0.0.0/8 or ::1 (local simulators).
     #[arg(long, global = true)]
     allow_http_loopback: bool,
+    /// The app's request budget: at most this many requests to Withings in any 60 s, shared
+    /// through --store by every command and process using it (0: no budget).
+    #[arg(
+        long,
+        env = "WITHINGS_REQUESTS_PER_MINUTE",
+        global = true,
+        default_value_t = RateBudget::STANDARD_PER_MINUTE
+    )]
+    requests_per_minute: u32,
+    /// How long a command waits for a budget slot before failing (exit 4).
+    #[arg(long, value_name = "SECONDS", global = true, default_value_t = 60)]
+    budget_deadline: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -149,6 +161,9 @@ enum Command {
         #[command(subcommand)]
         command: NotifyCommand,
     },
+    /// The request budget's current window: slots used of the limit, and any pause a 601
+    /// asked for. Prints `budget <used>/<limit> per 60 s, <free> free[, paused <s> s]`.
+    Budget,
     /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
     /// concurrent calls across a forced expiry and a revocation.
     Demo,
@@ -296,6 +311,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             Ok(())
         }
         Command::Users => users(&auth).await,
+        Command::Budget => budget(&auth).await,
         Command::Call {
             path,
             action,
@@ -409,8 +425,36 @@ async fn connect(cli: &Cli) -> CliResult<WithingsAuth> {
             .endpoints(endpoints)
             .redirect_policy(policy)
             .shared_store(store)
+            .rate_budget(rate_budget(cli))
             .build(transport::https_client()),
     )
+}
+
+fn rate_budget(cli: &Cli) -> RateBudget {
+    match cli.requests_per_minute {
+        0 => RateBudget::unlimited(),
+        n => RateBudget::per_minute(n),
+    }
+    .deadline(Duration::from_secs(cli.budget_deadline))
+}
+
+async fn budget(auth: &WithingsAuth) -> CliResult<()> {
+    let config = auth.rate_budget();
+    let (Some(limit), Some(usage)) = (config.limit(), auth.budget_usage().await?) else {
+        println!("budget unlimited");
+        return Ok(());
+    };
+    let window = config.window().as_secs();
+    let free = limit.saturating_sub(usage.used);
+    match usage.paused_for {
+        Some(pause) => println!(
+            "budget {}/{limit} per {window} s, {free} free, paused {} s",
+            usage.used,
+            pause.as_secs_f64().ceil()
+        ),
+        None => println!("budget {}/{limit} per {window} s, {free} free", usage.used),
+    }
+    Ok(())
 }
 
 async fn login(

@@ -1,0 +1,307 @@
+//! Where the app's slots are counted: [`BudgetLedger`], the contract a shared engine (a token
+//! store's database) keeps, and [`LocalLedger`], the in-process one.
+//!
+//! A slot is counted from the moment it is reserved until `hold` after it, plus the window: a
+//! holder sends within the first half of `hold` and the second half covers the time the
+//! request takes to arrive. That way the count in the ledger is never below what the server
+//! sees in any window, whichever holder sent, even one that died holding slots (its entries
+//! just age out).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::store::StoreFuture;
+
+/// A reservation asked of a [`BudgetLedger`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotAsk {
+    /// Whose budget: the Withings client id (Withings counts per app).
+    pub app: String,
+    /// How many slots the holder would like now (at least 1).
+    pub want: u32,
+    /// At most this many slots in any `window`.
+    pub limit: u32,
+    /// The window's length.
+    pub window: Duration,
+    /// How long after the reservation its slots stay counted before their window starts
+    /// (the ledger stamps them `now + hold`).
+    pub hold: Duration,
+}
+
+/// A [`BudgetLedger`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotGrant {
+    /// Slots granted, `0..=want`.
+    pub granted: u32,
+    /// When fewer than asked were granted: how long until the ledger may grant more (the
+    /// oldest entry leaving the window, or the end of a pause).
+    pub retry_in: Duration,
+}
+
+/// What a window holds now, for `withings budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetUsage {
+    /// Slots counted in the current window (reserved, whether used or not).
+    pub used: u32,
+    /// The app is paused (a 601 asked everyone to wait) for this much longer.
+    pub paused_for: Option<Duration>,
+}
+
+/// A shared count of the app's request slots: the engine behind a [`RateBudget`](super::RateBudget)
+/// shared by every process using one token store. Returned by
+/// [`TokenStore::budget`](crate::store::TokenStore::budget).
+///
+/// The contract (checked by `testkit::check_budget_ledger`):
+/// - [`reserve`](Self::reserve) is atomic across every process using the ledger: it drops
+///   entries stamped at or before `now − window`, counts the rest, grants
+///   `min(want, limit − counted)` (none while paused), and records the grant as one entry
+///   stamped `now + hold`. `now` is one clock for every holder (the database server's).
+/// - [`pause`](Self::pause) stops every grant for `wait` (the longest pause asked wins).
+pub trait BudgetLedger: Send + Sync {
+    /// Reserves up to `ask.want` slots.
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant>;
+
+    /// Stops all grants of `app` for `wait`.
+    fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()>;
+
+    /// The window's use now.
+    fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage>;
+
+    /// The same as [`reserve`](Self::reserve) without waiting, for in-memory ledgers (then the
+    /// budget takes one slot per request and keeps no block). `None`: not available.
+    fn reserve_now(&self, ask: &SlotAsk) -> Option<SlotGrant> {
+        let _ = ask;
+        None
+    }
+}
+
+/// The ledger's decision for a database backend, in the database's milliseconds: `counted`
+/// slots are in the window (entries stamped after `now − window`), the oldest stamped
+/// `oldest`, and the app is paused until `paused_until`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn decide(
+    ask: &SlotAsk,
+    now: i64,
+    counted: i64,
+    oldest: Option<i64>,
+    paused_until: Option<i64>,
+) -> SlotGrant {
+    let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    if let Some(until) = paused_until.filter(|until| *until > now) {
+        return SlotGrant {
+            granted: 0,
+            retry_in: millis(until - now),
+        };
+    }
+    let free = i64::from(ask.limit).saturating_sub(counted).max(0);
+    let granted = u32::try_from(free.min(i64::from(ask.want))).unwrap_or(0);
+    let retry_in = match oldest {
+        _ if granted == ask.want => Duration::ZERO,
+        Some(oldest) => millis(oldest + window_millis(ask.window) - now),
+        None => ask.window,
+    };
+    SlotGrant { granted, retry_in }
+}
+
+/// A duration in whole milliseconds, as the databases count (at least 1).
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn window_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// One app's sliding window: entries `(stamp, count)`, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    entries: VecDeque<(Instant, u32)>,
+    counted: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Window {
+    pub(crate) fn reserve(&mut self, ask: &SlotAsk, now: Instant) -> SlotGrant {
+        self.prune(ask.window, now);
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return SlotGrant {
+                granted: 0,
+                retry_in: until - now,
+            };
+        }
+        let granted = ask.want.min(ask.limit.saturating_sub(self.counted));
+        if granted > 0 {
+            let stamp = now + ask.hold;
+            // Entries closer than an eighth of `hold` merge, stamped with the later time (which
+            // only counts the earlier slots a little longer): the window holds at most a few
+            // hundred entries however many requests pass.
+            match self.entries.back_mut() {
+                Some((last, count)) if stamp.saturating_duration_since(*last) < ask.hold / 8 => {
+                    *last = stamp;
+                    *count += granted;
+                }
+                _ => self.entries.push_back((stamp, granted)),
+            }
+            self.counted += granted;
+        }
+        let retry_in = if granted < ask.want {
+            self.entries
+                .front()
+                .map(|(stamp, _)| (*stamp + ask.window).saturating_duration_since(now))
+                .unwrap_or(ask.window)
+        } else {
+            Duration::ZERO
+        };
+        SlotGrant { granted, retry_in }
+    }
+
+    pub(crate) fn pause(&mut self, now: Instant, wait: Duration) {
+        let until = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(3600));
+        if self.paused_until.is_none_or(|current| current < until) {
+            self.paused_until = Some(until);
+        }
+    }
+
+    pub(crate) fn usage(&mut self, window: Duration, now: Instant) -> BudgetUsage {
+        self.prune(window, now);
+        BudgetUsage {
+            used: self.counted,
+            paused_for: self
+                .paused_until
+                .filter(|until| *until > now)
+                .map(|until| until - now),
+        }
+    }
+
+    fn prune(&mut self, window: Duration, now: Instant) {
+        while let Some((stamp, count)) = self.entries.front().copied() {
+            if stamp + window > now {
+                break;
+            }
+            self.entries.pop_front();
+            self.counted -= count;
+        }
+    }
+}
+
+/// The in-process ledger: what [`MemoryStore`](crate::store::MemoryStore) shares between the
+/// handles using it.
+#[derive(Debug, Default)]
+pub struct LocalLedger {
+    apps: Mutex<Vec<(String, Window)>>,
+}
+
+impl LocalLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, app: &str, f: impl FnOnce(&mut Window) -> T) -> T {
+        // Each change is a few integer updates: a poisoned lock is still consistent.
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match apps.iter().position(|(name, _)| name == app) {
+            Some(index) => index,
+            None => {
+                apps.push((app.to_owned(), Window::default()));
+                apps.len() - 1
+            }
+        };
+        f(&mut apps[index].1)
+    }
+}
+
+impl BudgetLedger for LocalLedger {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+        let grant = self.with(&ask.app, |w| w.reserve(ask, Instant::now()));
+        Box::pin(async move { Ok(grant) })
+    }
+
+    fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
+        self.with(app, |w| w.pause(Instant::now(), wait));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
+        let usage = self.with(app, |w| w.usage(window, Instant::now()));
+        Box::pin(async move { Ok(usage) })
+    }
+
+    fn reserve_now(&self, ask: &SlotAsk) -> Option<SlotGrant> {
+        Some(self.with(&ask.app, |w| w.reserve(ask, Instant::now())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(want: u32) -> SlotAsk {
+        SlotAsk {
+            app: "app".into(),
+            want,
+            limit: 10,
+            window: Duration::from_secs(60),
+            hold: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn never_more_than_the_limit_in_a_window() {
+        let start = Instant::now();
+        let mut w = Window::default();
+        assert_eq!(w.reserve(&ask(4), start).granted, 4);
+        let grant = w.reserve(&ask(8), start + Duration::from_secs(1));
+        assert_eq!(grant.granted, 6);
+        // The first entry is stamped start + hold and leaves the window a window later.
+        assert_eq!(grant.retry_in, Duration::from_secs(61));
+        assert_eq!(
+            w.reserve(&ask(1), start + Duration::from_secs(61)).granted,
+            0
+        );
+        assert_eq!(
+            w.reserve(&ask(5), start + Duration::from_secs(62)).granted,
+            4
+        );
+        assert_eq!(
+            w.usage(Duration::from_secs(60), start + Duration::from_secs(62))
+                .used,
+            10
+        );
+    }
+
+    #[test]
+    fn a_pause_stops_every_grant_until_it_ends() {
+        let start = Instant::now();
+        let mut w = Window::default();
+        w.pause(start, Duration::from_secs(9));
+        w.pause(start, Duration::from_secs(3)); // a shorter pause does not shorten it
+        let grant = w.reserve(&ask(1), start + Duration::from_secs(1));
+        assert_eq!(
+            grant,
+            SlotGrant {
+                granted: 0,
+                retry_in: Duration::from_secs(8)
+            }
+        );
+        assert_eq!(
+            w.reserve(&ask(1), start + Duration::from_secs(9)).granted,
+            1
+        );
+    }
+
+    #[test]
+    fn close_entries_merge_so_the_window_stays_small() {
+        let start = Instant::now();
+        let mut w = Window::default();
+        let mut big = ask(1);
+        big.limit = u32::MAX;
+        for i in 0..100_000u32 {
+            w.reserve(&big, start + Duration::from_micros(u64::from(i)));
+        }
+        assert!(w.entries.len() < 10, "{} entries", w.entries.len());
+        assert_eq!(w.counted, 100_000);
+    }
+}

@@ -1,0 +1,356 @@
+//! The app's request budget against the simulator's app-wide limit, which answers 601 past
+//! it like Withings and logs every arrival: whoever sends (one process and many users, OS
+//! processes on one SQLite file, handles on PostgreSQL or Redis), no 601 is earned, every
+//! request is answered or fails with `BudgetExhausted`, and no window holds more than N.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use tower::{Layer, ServiceExt};
+use tower_withings::sim::{AppRateLimit, Simulator};
+use tower_withings::store::{MemoryStore, TokenStore};
+use tower_withings::{Error, ManualClock, RateBudget, UserId, WithingsAuth, transport};
+
+use crate::common::{auth_builder, grant, json, rig_with, simulator};
+
+/// The limit in the tests: 10 requests in any 2 s (Withings: 120 in 60 s).
+const N: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(2);
+
+fn app_limit() -> Option<AppRateLimit> {
+    Some(AppRateLimit {
+        limit: N,
+        window: WINDOW,
+    })
+}
+
+fn budget() -> RateBudget {
+    RateBudget::new(N, WINDOW).deadline(Duration::from_secs(60))
+}
+
+/// What a batch of requests came to.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Outcomes {
+    ok: usize,
+    exhausted: usize,
+    rate_limited: usize,
+}
+
+/// Sends `per_user` data calls for each of `users` at once through a layer of `auth`, to the
+/// API at `api`.
+async fn send_all(auth: &WithingsAuth, api: &str, users: &[UserId], per_user: usize) -> Outcomes {
+    let service = auth.layer().layer(transport::plain_http_client());
+    let mut calls = tokio::task::JoinSet::new();
+    for user in users {
+        for _ in 0..per_user {
+            let mut request = Request::post(format!("{api}/measure"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
+                .unwrap();
+            request.extensions_mut().insert(*user);
+            calls.spawn(service.clone().oneshot(request));
+        }
+    }
+    let mut outcomes = Outcomes::default();
+    while let Some(result) = calls.join_next().await {
+        match result.expect("no panic") {
+            Ok(response) => {
+                assert_eq!(response.status(), StatusCode::OK);
+                match json(response).await["status"].as_i64() {
+                    Some(0) => outcomes.ok += 1,
+                    Some(601) => outcomes.rate_limited += 1,
+                    other => panic!("unexpected body status {other:?}"),
+                }
+            }
+            Err(error) => match error.downcast_ref::<Error>() {
+                Some(Error::BudgetExhausted { .. }) => outcomes.exhausted += 1,
+                _ => panic!("unexpected error: {error}"),
+            },
+        }
+    }
+    outcomes
+}
+
+/// Imports a token for each of `count` users into `auth`.
+async fn users(
+    auth: &WithingsAuth,
+    sim: &Simulator,
+    clock: &ManualClock,
+    count: u64,
+) -> Vec<UserId> {
+    let mut users = Vec::new();
+    for id in 0..count {
+        let token = grant(sim, clock, 7000 + id);
+        users.push(token.user_id);
+        auth.import(token).await.unwrap();
+    }
+    users
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_many_users_never_earn_a_601() {
+    let rig = rig_with(|b| b.rate_budget(budget())).await;
+    rig.sim.set_app_rate_limit(app_limit());
+    let users = users(&rig.auth, &rig.sim, &rig.clock, 6).await;
+    let outcomes = send_all(&rig.auth, &rig.sim.api_base(), &users, 5).await;
+    assert_eq!(
+        outcomes,
+        Outcomes {
+            ok: 30,
+            ..Outcomes::default()
+        }
+    );
+    let c = rig.sim.counters();
+    assert_eq!((c.served_601, c.data_calls), (0, 30));
+    assert!(rig.sim.busiest_window(WINDOW) <= N as usize);
+    let m = rig.auth.metrics();
+    assert_eq!(m.budget_slots, 30);
+    assert!(m.budget_waits >= 20, "{} waits", m.budget_waits);
+}
+
+#[tokio::test]
+async fn a_request_without_a_slot_by_its_deadline_is_not_sent() {
+    let budget = RateBudget::new(2, Duration::from_secs(60)).deadline(Duration::from_millis(200));
+    let rig = rig_with(|b| b.rate_budget(budget)).await;
+    let users = [crate::common::USER];
+    let outcomes = send_all(&rig.auth, &rig.sim.api_base(), &users, 5).await;
+    assert_eq!(
+        outcomes,
+        Outcomes {
+            ok: 2,
+            exhausted: 3,
+            rate_limited: 0
+        }
+    );
+    assert_eq!(rig.sim.counters().data_calls, 2);
+    assert_eq!(rig.auth.metrics().budget_exhausted, 3);
+    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
+    assert_eq!(usage.used, 2);
+}
+
+#[tokio::test]
+async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
+    // Another sender (outside this budget) used the app's requests: Withings says 601.
+    let generous = RateBudget::per_minute(1000).deadline(Duration::from_millis(300));
+    let rig = rig_with(|b| b.rate_budget(generous)).await;
+    rig.sim.set_app_rate_limit(Some(AppRateLimit {
+        limit: 2,
+        window: Duration::from_secs(60),
+    }));
+    let user = [crate::common::USER];
+    assert_eq!(
+        send_all(&rig.auth, &rig.sim.api_base(), &user, 2).await.ok,
+        2
+    );
+    // The 601 comes back as Withings sent it, and is not taken for a token failure.
+    let third = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
+    assert_eq!(third.rate_limited, 1);
+    assert_eq!(rig.sim.counters().refreshes, 0);
+    assert_eq!(rig.auth.metrics().rate_limited, 1);
+    // The budget now waits out `wait_seconds` (about 60 s): the next request is not sent.
+    let fourth = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
+    assert_eq!(fourth.exhausted, 1);
+    assert_eq!(rig.sim.arrivals(), 3);
+    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
+    assert!(
+        usage
+            .paused_for
+            .is_some_and(|p| p > Duration::from_secs(30)),
+        "{usage:?}"
+    );
+}
+
+#[tokio::test]
+async fn unlimited_sends_everything_at_once() {
+    let rig = rig_with(|b| b.rate_budget(RateBudget::unlimited())).await;
+    let outcomes = send_all(&rig.auth, &rig.sim.api_base(), &[crate::common::USER], 200).await;
+    assert_eq!(outcomes.ok, 200);
+    assert_eq!(rig.auth.metrics().budget_waits, 0);
+    assert!(rig.auth.budget_usage().await.unwrap().is_none());
+}
+
+/// Several handles, each with its own instance of one shared store, send at once.
+async fn handles_share_one_budget(stores: Vec<Arc<dyn TokenStore>>) {
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    let clock = ManualClock::new();
+    let auths: Vec<WithingsAuth> = stores
+        .into_iter()
+        .map(|store| {
+            auth_builder(&sim, &clock)
+                .shared_store(store)
+                .rate_budget(budget())
+                .build(transport::plain_http_client())
+        })
+        .collect();
+    let users = users(&auths[0], &sim, &clock, 4).await;
+    let api = sim.api_base();
+    let mut all = Vec::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for auth in &auths {
+        let (auth, api, users) = (auth.clone(), api.clone(), users.clone());
+        sends.spawn(async move { send_all(&auth, &api, &users, 2).await });
+    }
+    while let Some(outcomes) = sends.join_next().await {
+        all.push(outcomes.expect("no panic"));
+    }
+    let ok: usize = all.iter().map(|o| o.ok).sum();
+    assert!(
+        all.iter().all(|o| o.rate_limited == 0 && o.exhausted == 0),
+        "{all:?}"
+    );
+    assert_eq!(ok, 8 * auths.len());
+    let c = sim.counters();
+    assert_eq!(c.served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_on_one_memory_store_share_its_budget() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    handles_share_one_budget(vec![store.clone(), store.clone(), store.clone(), store]).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_handles_on_postgres_share_one_budget() {
+    let table = format!("withings_budget_{}", crate::store_support::random_hex(6));
+    let mut stores: Vec<Arc<dyn TokenStore>> = Vec::new();
+    for _ in 0..4 {
+        let store = tower_withings::PostgresStore::builder(&crate::store_support::postgres_url())
+            .table(&table)
+            .build()
+            .await
+            .unwrap_or_else(|e| {
+                crate::store_support::postgres_unreachable(&e);
+                panic!("PostgreSQL: {e}")
+            });
+        stores.push(Arc::new(store));
+    }
+    handles_share_one_budget(stores).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_handles_on_redis_share_one_budget() {
+    let prefix = format!("withings-budget-{}:", crate::store_support::random_hex(6));
+    let mut stores: Vec<Arc<dyn TokenStore>> = Vec::new();
+    for _ in 0..4 {
+        let store = tower_withings::RedisStore::builder(&crate::store_support::redis_url())
+            .prefix(prefix.clone())
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                crate::store_support::redis_unreachable(&e);
+                panic!("Redis: {e}")
+            });
+        stores.push(Arc::new(store));
+    }
+    handles_share_one_budget(stores).await;
+}
+
+// ---- four OS processes on one SQLite file ----
+
+const ENV_CHILD: &str = "TOWER_WITHINGS_BUDGET_CHILD";
+const ENV_API: &str = "TOWER_WITHINGS_BUDGET_API";
+const ENV_USERS: &str = "TOWER_WITHINGS_BUDGET_USERS";
+
+/// The child role: sends `2 × users` data calls through its own handle on the SQLite file,
+/// then prints what they came to.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_budget_child() {
+    let Ok(path) = std::env::var(ENV_CHILD) else {
+        return;
+    };
+    let api = std::env::var(ENV_API).expect("api");
+    let users: Vec<UserId> = std::env::var(ENV_USERS)
+        .expect("users")
+        .split(',')
+        .map(|id| UserId(id.parse().expect("user id")))
+        .collect();
+    let store = tower_withings::SqliteStore::open(&path)
+        .await
+        .expect("store");
+    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
+        crate::common::CLIENT_ID,
+        crate::common::CLIENT_SECRET,
+    ))
+    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
+    .store(store)
+    .rate_budget(budget())
+    .build(transport::plain_http_client());
+    let outcomes = send_all(&auth, &api, &users, 2).await;
+    println!(
+        "outcome ok={} exhausted={} rate_limited={}",
+        outcomes.ok, outcomes.exhausted, outcomes.rate_limited
+    );
+}
+
+/// Four OS processes, each its own handle on one SQLite file, send 2.4 × N requests in all.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_on_one_sqlite_file_share_one_budget() {
+    let dir = crate::store_support::TempDir::new("budget-sqlite");
+    let path = dir.file("tokens.sqlite3");
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    let clock = ManualClock::new();
+    let parent = auth_builder(&sim, &clock)
+        .store(tower_withings::SqliteStore::open(&path).await.unwrap())
+        .build(transport::plain_http_client());
+    let users = users(&parent, &sim, &clock, 3).await;
+    let ids: Vec<String> = users.iter().map(|u| u.0.to_string()).collect();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "budget::sqlite_budget_child",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(ENV_CHILD, &path)
+                .env(ENV_API, sim.api_base())
+                .env(ENV_USERS, ids.join(","))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn a child")
+        })
+        .collect();
+    let mut ok = 0;
+    for child in children {
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(output.status.success(), "a child failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("outcome ").map(|at| &l[at..]))
+            .unwrap_or_else(|| panic!("no outcome line in {stdout}"));
+        assert!(line.ends_with("exhausted=0 rate_limited=0"), "{line}");
+        ok += line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("ok="))
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("ok=");
+    }
+    assert_eq!(ok, 24);
+    assert_eq!(sim.counters().served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+}
