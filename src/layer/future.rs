@@ -230,12 +230,12 @@ pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
 }
 
 /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
-async fn send_fresh<S, P, B, ResB>(
+pub(super) async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
     policy: P,
     user: UserId,
-    mut service: S,
-    mut request: Request<B>,
+    service: S,
+    request: Request<B>,
     stale: Option<u64>,
 ) -> Result<Response<WithingsBody<ResB>>, BoxError>
 where
@@ -249,11 +249,40 @@ where
         Reason::Load
     };
     let snapshot = refresher.renew_user(user, stale, reason).await?;
+    let header = snapshot.header()?.clone();
+    send_with(
+        refresher,
+        policy,
+        user,
+        service,
+        request,
+        header,
+        snapshot.generation,
+    )
+    .await
+}
+
+/// Sends `request` with `header` (of token `generation`) and replays it once if refused: the
+/// rest of the slow path, and the hot path of [`send`](super::send).
+pub(super) async fn send_with<S, P, B, ResB>(
+    refresher: Arc<Refresher>,
+    policy: P,
+    user: UserId,
+    mut service: S,
+    mut request: Request<B>,
+    header: http::HeaderValue,
+    generation: u64,
+) -> Result<Response<WithingsBody<ResB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
+    P: CloneBody<B>,
+    ResB: Body<Data = Bytes> + Unpin,
+{
     let own_user = request.extensions().get::<UserId>().copied();
     let copy = RequestCopy::of(&request, &policy, own_user);
-    authorize(&mut request, snapshot.header()?.clone());
+    authorize(&mut request, header);
     crate::metrics::emit("withings_requests_total");
-    // `service` was readied by `poll_ready` before `call` handed it here.
+    // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
     match inspect(response).await {
         (response, None) => Ok(response),
@@ -261,7 +290,7 @@ where
             let replay = Replay {
                 refresher,
                 user,
-                generation: snapshot.generation,
+                generation,
                 copy: None,
                 service,
             };
