@@ -59,6 +59,8 @@ mod metrics;
 pub mod notify;
 pub mod oauth;
 mod refresh;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod secret;
 #[cfg(feature = "sim")]
 pub mod sim;
