@@ -236,6 +236,7 @@ impl WithingsAuth {
     /// this handle's refresher and store; the user comes from each request's
     /// `.with_extension(UserId(…))`. See [`crate::reqwest`].
     #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn reqwest_middleware(&self) -> crate::reqwest::WithingsMiddleware {
         crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), None)
     }
@@ -243,6 +244,7 @@ impl WithingsAuth {
     /// [`reqwest_middleware`](Self::reqwest_middleware) bound to one user; a request's own
     /// [`UserId`] extension still wins.
     #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn reqwest_middleware_for(&self, user: UserId) -> crate::reqwest::WithingsMiddleware {
         crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), Some(user))
     }

@@ -45,6 +45,7 @@ use crate::token::{Token, UserId};
 /// # let _ = store; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
@@ -60,6 +61,7 @@ impl fmt::Debug for RedisStore {
 }
 
 /// Configures a [`RedisStore`].
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
