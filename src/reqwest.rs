@@ -108,7 +108,8 @@ impl Middleware for WithingsMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         let uri: Option<Uri> = request.url().as_str().parse().ok();
         if !uri.is_some_and(|uri| layer::is_api_request(&self.refresher, &uri)) {
-            // Not for Withings' API: on as it is, no token, nothing converted.
+            // Not for Withings' API: on as it is, no token, nothing converted, and no request
+            // to the API host, so nothing for a request budget to count (see `send_one`).
             return next.run(request, extensions).await;
         }
         // The request as the layer sees it (its reqwest extensions, the timeout among them,

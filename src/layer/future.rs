@@ -263,7 +263,7 @@ where
 }
 
 /// Sends `request` with `header` (of token `generation`) and replays it once if refused: the
-/// rest of the slow path, and the hot path of [`send`](super::send).
+/// rest of the slow path, and the hot path of [`send_api`](super::send_api).
 pub(super) async fn send_with<S, P, B, ResB>(
     refresher: Arc<Refresher>,
     policy: P,

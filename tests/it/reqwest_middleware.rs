@@ -13,8 +13,9 @@ use tower_withings::{Error, NotReplayed, UserId};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-/// What a middleware after ours saw of one request: what reqwest is asked to send.
-#[derive(Debug, Clone)]
+/// What a middleware after ours saw of one request: what reqwest is asked to send. (No
+/// `Debug`, and no assertion prints a bearer: a failing test shows no token.)
+#[derive(Clone)]
 struct Sent {
     url: String,
     bearer: Option<String>,
@@ -140,7 +141,8 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
     assert_eq!(sent.len(), 1000);
     assert!(
         sent.iter()
-            .all(|s| s.bearer.as_deref() == Some(bearer.as_str()))
+            .all(|s| s.bearer.as_deref() == Some(bearer.as_str())),
+        "every request carries the refreshed token"
     );
 }
 
@@ -170,8 +172,14 @@ async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
         Some(&b"action=getmeas&meastype=1"[..])
     );
     let old = format!("Bearer {}", rig.token.access_token.expose());
-    assert_eq!(sent[0].bearer.as_deref(), Some(old.as_str()));
-    assert!(sent[1].bearer.as_ref().is_some_and(|b| *b != old));
+    assert!(
+        sent[0].bearer.as_deref() == Some(old.as_str()),
+        "the first send carries the revoked token"
+    );
+    assert!(
+        sent[1].bearer.as_ref().is_some_and(|b| *b != old),
+        "the replay carries another one"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +278,7 @@ async fn tokens_go_only_to_the_api_host() {
     let sent = recorder.sent();
     assert_eq!(sent.len(), urls.len() + 1);
     for s in &sent[..urls.len()] {
-        assert_eq!(s.bearer, None, "bearer sent to {}", s.url);
+        assert!(s.bearer.is_none(), "bearer sent to {}", s.url);
     }
     assert!(sent[urls.len()].bearer.is_some());
     assert_eq!(rig.sim.counters().bearer_where_none_belongs, 0);
