@@ -249,6 +249,23 @@ impl WithingsAuth {
         WithingsAuthLayer::new(Arc::clone(&self.refresher), Some(user))
     }
 
+    /// The same as [`layer`](Self::layer) for reqwest: a `reqwest_middleware::Middleware` on
+    /// this handle's refresher and store; the user comes from each request's
+    /// `.with_extension(UserId(…))`. See [`crate::reqwest`].
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn reqwest_middleware(&self) -> crate::reqwest::WithingsMiddleware {
+        crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), None)
+    }
+
+    /// [`reqwest_middleware`](Self::reqwest_middleware) bound to one user; a request's own
+    /// [`UserId`] extension still wins.
+    #[cfg(feature = "reqwest")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+    pub fn reqwest_middleware_for(&self, user: UserId) -> crate::reqwest::WithingsMiddleware {
+        crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), Some(user))
+    }
+
     /// The protocol client (URLs, code exchange, refresh) this handle uses.
     pub fn oauth(&self) -> &OAuthClient {
         &self.refresher.oauth

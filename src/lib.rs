@@ -46,6 +46,7 @@
 //!
 //! The layer spawns its refresh tasks with `tokio::spawn`: use it inside a Tokio runtime.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -60,12 +61,17 @@ mod metrics;
 pub mod notify;
 pub mod oauth;
 mod refresh;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 pub mod secret;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod status;
 pub mod store;
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 pub mod token;
 pub mod transport;

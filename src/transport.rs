@@ -100,6 +100,7 @@ pub fn plain_http_client() -> Client<HttpConnector, Full<Bytes>> {
 /// An https client (rustls, Mozilla's root certificates) for real Withings. Plain http is also
 /// accepted, but the endpoints only allow it to loopback hosts (see [`crate::Endpoints::loopback`]).
 #[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub fn https_client() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()

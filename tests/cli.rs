@@ -499,3 +499,64 @@ async fn the_request_budget_is_shared_by_every_command_through_the_store() {
     let (code, out, _) = cli.run(&["--requests-per-minute", "0", "budget"], "").await;
     assert_eq!((code, out.trim()), (0, "budget unlimited"));
 }
+
+/// `withings sim --port P`: a simulator other programs use. It prints its base URL and the
+/// test app's credentials (one line each), those credentials work for the whole web flow,
+/// SIGTERM stops it with exit 0, and it starts again on the same port, afresh.
+#[tokio::test]
+async fn sim_serves_its_test_app_until_sigterm_and_restarts_on_the_same_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for run in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_withings"))
+            .env_remove("WITHINGS_CLIENT_ID")
+            .env_remove("WITHINGS_CLIENT_SECRET")
+            .args(["sim", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = lines.next_line().await.unwrap().expect("the base URL line");
+        let api = format!("http://127.0.0.1:{port}");
+        assert_eq!(base, format!("WITHINGS_API_BASE={api}"), "run {run}");
+        let app = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the credentials line");
+        let app: std::collections::BTreeMap<&str, &str> = app
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        let keys: Vec<&str> = app.keys().copied().collect();
+        assert_eq!(
+            keys,
+            [
+                "WITHINGS_CLIENT_ID",
+                "WITHINGS_CLIENT_SECRET",
+                "WITHINGS_REDIRECT_URI"
+            ]
+        );
+        assert_eq!(app["WITHINGS_REDIRECT_URI"], REDIRECT_URI);
+        // The printed app is registered: a user logs in and the code is exchanged.
+        let oauth = tower_withings::OAuthClient::builder(tower_withings::Credentials::new(
+            app["WITHINGS_CLIENT_ID"],
+            app["WITHINGS_CLIENT_SECRET"],
+        ))
+        .endpoints(tower_withings::Endpoints::loopback(&api, &api).unwrap())
+        .build(tower_withings::transport::plain_http_client());
+        let token = login(&oauth, &[tower_withings::Scope::UserMetrics]).await;
+        assert_eq!(token.user_id, tower_withings::UserId(DEFAULT_USER_ID));
+        let pid = child.id().expect("still running").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(killed.unwrap().success());
+        let status = child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(0), "run {run}: SIGTERM is a clean stop");
+    }
+}

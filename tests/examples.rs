@@ -1,7 +1,8 @@
 //! The examples, run as tests against the simulator: each example file is compiled into this
 //! test as a module, and its own `run()` (or, for the web app, its router) is called. `main`
 //! and what only it uses are dead code here. Its own binary: `[[test]] examples` carries the
-//! examples' required features (`sim`, `rustls`).
+//! examples' required features (`sim`, `rustls`); `reqwest_client` is compiled in with feature
+//! `reqwest` too.
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_client.rs"]
@@ -12,6 +13,10 @@ mod multi_user;
 #[allow(dead_code)]
 #[path = "../examples/notifications.rs"]
 mod notifications;
+#[cfg(feature = "reqwest")]
+#[allow(dead_code)]
+#[path = "../examples/reqwest_client.rs"]
+mod reqwest_client;
 #[allow(dead_code)]
 #[path = "../examples/web_login.rs"]
 mod web_login;
@@ -34,6 +39,12 @@ async fn hyper_client_example_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_user_example_runs() {
     multi_user::run().await.unwrap();
+}
+
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn reqwest_client_example_runs() {
+    reqwest_client::run().await.unwrap();
 }
 
 /// The web app on a random loopback port, wired to `sim`; its base URL.

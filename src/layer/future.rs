@@ -273,7 +273,7 @@ pub(super) enum Need {
 
 /// The slow path: get a usable token (load or refresh) and a budget slot, send, and replay
 /// once if refused. The slot comes last, right before the send.
-async fn send_fresh<S, P, B, ResB>(
+pub(super) async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
     policy: P,
     user: UserId,
@@ -309,7 +309,7 @@ where
     let copy = RequestCopy::of(&request, &policy, own_user);
     authorize(&mut request, header);
     crate::metrics::emit("withings_requests_total");
-    // `service` was readied by `poll_ready` before `call` handed it here.
+    // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
     match inspect(response, &refresher).await {
         (response, None) => Ok(response),

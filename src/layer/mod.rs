@@ -242,6 +242,59 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     }
 }
 
+/// Whether `uri` is a Withings API call that gets a token: the configured API host (scheme,
+/// host, port, base path), and neither the token nor the signature endpoint.
+pub(crate) fn is_api_request(refresher: &Refresher, uri: &Uri) -> bool {
+    refresher
+        .endpoints()
+        .api_path(uri)
+        .is_some_and(|path| path != TOKEN_PATH && path != SIGNATURE_PATH)
+}
+
+/// What [`WithingsAuthService::call`] and its future do with an API request (one that passed
+/// [`is_api_request`]), as one async function over a service that need not be `Clone` or
+/// `'static`: for clients that are not a tower stack (the reqwest middleware calls it with the
+/// next middleware as `service`). The same user choice, lookup, refresh, classification and
+/// single replay; `service` is called once, or twice when a refused request is replayed.
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+pub(crate) async fn send_api<S, P, B, ResB>(
+    refresher: &Arc<Refresher>,
+    policy: P,
+    bound_user: Option<UserId>,
+    mut service: S,
+    request: Request<B>,
+) -> Result<Response<WithingsBody<ResB>>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>>,
+    P: CloneBody<B>,
+    ResB: Body<Data = Bytes> + Unpin,
+{
+    let own_user = request.extensions().get::<UserId>().copied();
+    let user = own_user.or(bound_user).ok_or(Error::NoUser)?;
+    tower::ServiceExt::ready(&mut service)
+        .await
+        .map_err(Into::into)?;
+    let refresher = Arc::clone(refresher);
+    match refresher.lookup(user, refresher.now()) {
+        Lookup::Usable { header, generation } => {
+            let need = Need::Slot { header, generation };
+            future::send_fresh(refresher, policy, user, service, request, need).await
+        }
+        Lookup::Terminal(error) => Err(error.into()),
+        Lookup::Stale(stale) => {
+            future::send_fresh(
+                refresher,
+                policy,
+                user,
+                service,
+                request,
+                Need::Token(stale),
+            )
+            .await
+        }
+    }
+}
+
 /// Sets the bearer header and drops any legacy `access_token` query parameter, so a stale
 /// token in the URL can never override the header.
 fn authorize<B>(request: &mut Request<B>, header: HeaderValue) {

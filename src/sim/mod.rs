@@ -357,7 +357,18 @@ impl Simulator {
     ///
     /// If the loopback listener cannot be created.
     pub async fn start_with(config: SimConfig) -> std::io::Result<Simulator> {
-        let listener = server::bind()?;
+        Self::start_on(0, config).await
+    }
+
+    /// [`start_with`](Self::start_with) on a given port of 127.0.0.1 (`0`: any free one), for a
+    /// simulator other programs are pointed at (`withings sim --port P`). A simulator started
+    /// again on the port of one just dropped gets it (the socket reuses the address).
+    ///
+    /// # Errors
+    ///
+    /// If the loopback listener cannot be created (the port is taken, say).
+    pub async fn start_on(port: u16, config: SimConfig) -> std::io::Result<Simulator> {
+        let listener = server::bind(port)?;
         let addr = listener.local_addr()?;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

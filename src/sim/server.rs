@@ -24,10 +24,10 @@ use super::{Fault, Shared, Target, data, notify, oauth};
 const MAX_BODY: usize = 1 << 20;
 
 /// Binds `127.0.0.1:0` with a deep accept backlog (tests open a thousand connections at once).
-pub(crate) fn bind() -> std::io::Result<TcpListener> {
+pub(crate) fn bind(port: u16) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     socket.listen(4096)
 }
 

@@ -54,6 +54,7 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 /// # let _ = store; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<Statements>,
@@ -69,6 +70,7 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// Configures a [`PostgresStore`].
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PostgresStoreBuilder {
     source: Source,
     table: String,

@@ -51,6 +51,7 @@ use crate::token::{Token, UserId};
 /// # let _ = store; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
@@ -66,6 +67,7 @@ impl fmt::Debug for RedisStore {
 }
 
 /// Configures a [`RedisStore`].
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,

@@ -84,6 +84,7 @@ const COLUMNS: &str = "user_id, access_token, refresh_token, expires_at_ms, scop
 /// # let _ = store; Ok(()) }
 /// ```
 #[derive(Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteStore {
     worker: Arc<Worker>,
 }
@@ -105,6 +106,7 @@ impl fmt::Debug for SqliteStore {
 
 /// Configures and opens a [`SqliteStore`].
 #[derive(Debug, Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteStoreBuilder {
     path: PathBuf,
     busy_timeout: Duration,

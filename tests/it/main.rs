@@ -32,6 +32,8 @@ mod oauth_flow;
 mod properties;
 #[cfg(feature = "sim")]
 mod refresh;
+#[cfg(all(feature = "sim", feature = "reqwest"))]
+mod reqwest_middleware;
 #[cfg(feature = "sim")]
 mod secrecy;
 #[cfg(feature = "sim")]

@@ -167,6 +167,15 @@ enum Command {
     /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
     /// concurrent calls across a forced expiry and a revocation.
     Demo,
+    /// A local Withings simulator on 127.0.0.1, for apps in any language: prints
+    /// `WITHINGS_API_BASE=…` (the account pages are on the same address), then the test app's
+    /// `WITHINGS_CLIENT_ID=… WITHINGS_CLIENT_SECRET=… WITHINGS_REDIRECT_URI=…`, one line each;
+    /// serves until Ctrl-C or SIGTERM. State lives in memory: a restart starts afresh.
+    Sim {
+        /// The port to listen on (0: any free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +217,49 @@ enum NotifyCommand {
         #[arg(long, value_delimiter = ',')]
         appli: Vec<Appli>,
     },
+}
+
+/// The app `withings sim` registers: test values, printed for the programs pointed at it.
+const SIM_CLIENT_ID: &str = "withings-sim-client";
+const SIM_CLIENT_SECRET: &str = "withings-sim-secret";
+const SIM_REDIRECT_URI: &str = "https://app.example.com/withings/callback";
+
+/// `withings sim`: a simulator on `port` until Ctrl-C or SIGTERM.
+async fn sim(port: u16) -> CliResult<()> {
+    use tower_withings::sim::{DEFAULT_USER_ID, SimConfig, Simulator};
+    let sim = Simulator::start_on(port, SimConfig::default())
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    sim.register_client(SIM_CLIENT_ID, SIM_CLIENT_SECRET, &[SIM_REDIRECT_URI]);
+    println!("WITHINGS_API_BASE={}", sim.api_base());
+    println!(
+        "WITHINGS_CLIENT_ID={SIM_CLIENT_ID} WITHINGS_CLIENT_SECRET={SIM_CLIENT_SECRET} \
+         WITHINGS_REDIRECT_URI={SIM_REDIRECT_URI}"
+    );
+    eprintln!(
+        "withings sim: authorize2 approves at once as user {DEFAULT_USER_ID} (mode=demo: {}); \
+         Ctrl-C or SIGTERM stops it",
+        Simulator::DEMO_USER_ID
+    );
+    let stopped = shutdown_signal()
+        .await
+        .map_err(|e| Failure::usage(format!("cannot wait for signals: {e}")));
+    drop(sim);
+    stopped
+}
+
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 /// A failure: one line for the terminal and its exit code.
@@ -268,8 +320,10 @@ fn fail(failure: &Failure) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CliResult<()> {
-    if let Command::Demo = cli.command {
-        return demo::run(cli.store.as_deref()).await;
+    match cli.command {
+        Command::Demo => return demo::run(cli.store.as_deref()).await,
+        Command::Sim { port } => return sim(port).await,
+        _ => {}
     }
     let auth = connect(&cli).await?;
     match cli.command {
@@ -340,7 +394,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             }
         }
         Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
-        Command::Demo => unreachable!("handled above"),
+        Command::Demo | Command::Sim { .. } => unreachable!("handled above"),
     }
 }
 

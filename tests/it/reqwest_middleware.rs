@@ -1,0 +1,368 @@
+//! `auth.reqwest_middleware()` against the simulator: the layer's main guarantees, through a
+//! reqwest-middleware chain over a real reqwest client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::*;
+use ::reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use http::Extensions;
+use tower_withings::sim::{Fault, Simulator, Target};
+use tower_withings::store::TokenStore;
+use tower_withings::{Error, NotReplayed, UserId};
+
+const EXPIRED: Duration = Duration::from_secs(4 * 3600);
+
+/// What a middleware after ours saw of one request: what reqwest is asked to send. (No
+/// `Debug`, and no assertion prints a bearer: a failing test shows no token.)
+#[derive(Clone)]
+struct Sent {
+    url: String,
+    bearer: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+/// Records every request it passes on.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Sent>>>);
+
+impl Recorder {
+    fn sent(&self) -> Vec<Sent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Recorder {
+    async fn handle(
+        &self,
+        request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> ::reqwest_middleware::Result<reqwest::Response> {
+        self.0.lock().unwrap().push(Sent {
+            url: request.url().to_string(),
+            bearer: (request.headers().get(http::header::AUTHORIZATION))
+                .map(|v| v.to_str().unwrap().to_owned()),
+            body: request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map(<[u8]>::to_vec),
+        });
+        next.run(request, extensions).await
+    }
+}
+
+/// Our middleware, then the recorder, over a plain reqwest client.
+fn client(rig: &Rig) -> (ClientWithMiddleware, Recorder) {
+    let recorder = Recorder::default();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(rig.auth.reqwest_middleware())
+        .with(recorder.clone())
+        .build();
+    (client, recorder)
+}
+
+/// `POST {api}/measure action=getmeas` for `user`.
+fn getmeas(
+    client: &ClientWithMiddleware,
+    sim: &Simulator,
+    user: UserId,
+) -> ::reqwest_middleware::RequestBuilder {
+    client
+        .post(format!("{}/measure", sim.api_base()))
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body("action=getmeas&meastype=1")
+        .with_extension(user)
+}
+
+/// The crate's error inside reqwest-middleware's.
+fn auth_error(error: ::reqwest_middleware::Error) -> Error {
+    match error {
+        ::reqwest_middleware::Error::Middleware(error) => match error.downcast::<Error>() {
+            Ok(error) => error,
+            Err(other) => panic!("not a tower_withings::Error: {other}"),
+        },
+        other => panic!("not a middleware error: {other}"),
+    }
+}
+
+async fn body_json(response: reqwest::Response) -> serde_json::Value {
+    let bytes = response.bytes().await.unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// Fires `n` concurrent getmeas requests for `user`; their outcomes.
+async fn fire(
+    client: &ClientWithMiddleware,
+    sim: &Simulator,
+    user: UserId,
+    n: usize,
+) -> Vec<Result<serde_json::Value, Error>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let request = getmeas(client, sim, user);
+        tasks.spawn(async move {
+            match request.send().await {
+                Ok(response) => Ok(body_json(response).await),
+                Err(error) => Err(auth_error(error)),
+            }
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
+    let rig = rig().await;
+    let (client, recorder) = client(&rig);
+    rig.clock.advance(EXPIRED);
+    let outcomes = fire(&client, &rig.sim, USER, 1000).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
+    }
+    let counters = rig.sim.counters();
+    assert_eq!(counters.refreshes, 1, "{counters:?}");
+    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(counters.served_401, 0);
+    assert_eq!(counters.data_calls, 1000);
+    let metrics = rig.auth.metrics();
+    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
+    assert_eq!(metrics.replays, 0);
+    // Every request went out with the new token, none with the old one.
+    let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
+    assert_ne!(stored.token.access_token, rig.token.access_token);
+    let bearer = format!("Bearer {}", stored.token.access_token.expose());
+    let sent = recorder.sent();
+    assert_eq!(sent.len(), 1000);
+    assert!(
+        sent.iter()
+            .all(|s| s.bearer.as_deref() == Some(bearer.as_str())),
+        "every request carries the refreshed token"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
+    let rig = rig().await;
+    let (client, recorder) = client(&rig);
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
+    assert!(response.extensions().get::<NotReplayed>().is_none());
+    assert_eq!(body_json(response).await["status"], 0);
+    let counters = rig.sim.counters();
+    assert_eq!(counters.served_401, 1, "{counters:?}");
+    assert_eq!(counters.refreshes, 1);
+    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(counters.data_calls, 2);
+    let metrics = rig.auth.metrics();
+    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
+    assert_eq!(metrics.replays, 1);
+    // The replay is the request as first sent, with the new token.
+    let sent = recorder.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].url, sent[1].url);
+    assert_eq!(sent[0].body, sent[1].body);
+    assert_eq!(
+        sent[1].body.as_deref(),
+        Some(&b"action=getmeas&meastype=1"[..])
+    );
+    let old = format!("Bearer {}", rig.token.access_token.expose());
+    assert!(
+        sent[0].bearer.as_deref() == Some(old.as_str()),
+        "the first send carries the revoked token"
+    );
+    assert!(
+        sent[1].bearer.as_ref().is_some_and(|b| *b != old),
+        "the replay carries another one"
+    );
+}
+
+#[tokio::test]
+async fn an_http_401_is_an_auth_failure_too() {
+    let rig = rig().await;
+    let (client, _) = client(&rig);
+    rig.sim.inject(Target::Data, Fault::HttpStatus(401), 1);
+    let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(body_json(response).await["status"], 0);
+    assert_eq!(rig.sim.counters().data_calls, 2);
+    assert_eq!(rig.auth.metrics().refreshes_started, 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
+    let rig = rig().await;
+    let (client, _) = client(&rig);
+    let refused = Fault::BodyStatus {
+        status: 401,
+        error: "XRequestID: Not provided invalid_token: The access token provided is invalid"
+            .into(),
+        wait_seconds: None,
+    };
+    rig.sim.inject(Target::Data, refused, 100);
+    let error = getmeas(&client, &rig.sim, USER).send().await.unwrap_err();
+    assert!(
+        matches!(auth_error(error), Error::AccessTokenInvalid { status: 401 }),
+        "a typed error"
+    );
+    let counters = rig.sim.counters();
+    assert_eq!(counters.data_calls, 2, "one send, one replay: {counters:?}");
+    assert_eq!(counters.refreshes, 1);
+    assert_eq!(rig.auth.metrics().refreshes_started, 1);
+    assert_eq!(rig.auth.metrics().replays, 1);
+}
+
+#[tokio::test]
+async fn other_statuses_pass_through_with_their_bytes() {
+    let rig = rig().await;
+    let (client, _) = client(&rig);
+    for (status, error) in [
+        (601, "Too many request"),
+        (214, "Unauthorized"),
+        (2554, "Not implemented"),
+    ] {
+        let fault = Fault::BodyStatus {
+            status,
+            error: error.into(),
+            wait_seconds: None,
+        };
+        rig.sim.inject(Target::Data, fault, 1);
+        let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.url().as_str().ends_with("/measure"),
+            "{}",
+            response.url()
+        );
+        let json = body_json(response).await;
+        assert_eq!(json["status"], status);
+        assert_eq!(json["error"], error);
+    }
+    rig.sim.inject(Target::Data, Fault::HttpStatus(503), 1);
+    let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(!response.bytes().await.unwrap().is_empty());
+    assert_eq!(rig.sim.counters().data_calls, 4);
+    assert_eq!(rig.auth.metrics().refreshes_started, 0);
+    assert_eq!(rig.auth.metrics().replays, 0);
+}
+
+#[tokio::test]
+async fn tokens_go_only_to_the_api_host() {
+    let rig = rig().await;
+    let (client, recorder) = client(&rig);
+    let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
+    let api = rig.sim.api_base();
+    let urls = [
+        format!("{}/measure", elsewhere.api_base()),
+        format!("{api}/v2/oauth2"),
+        format!("{api}/v2/signature"),
+        api.replace("127.0.0.1", "localhost") + "/measure",
+    ];
+    for url in &urls {
+        let _ = client
+            .post(url.as_str())
+            .body("action=getmeas")
+            .with_extension(USER)
+            .send()
+            .await
+            .unwrap();
+    }
+    // And one to the API, which does get it: the recorder sees bearer headers.
+    getmeas(&client, &rig.sim, USER).send().await.unwrap();
+    let sent = recorder.sent();
+    assert_eq!(sent.len(), urls.len() + 1);
+    for s in &sent[..urls.len()] {
+        assert!(s.bearer.is_none(), "bearer sent to {}", s.url);
+    }
+    assert!(sent[urls.len()].bearer.is_some());
+    assert_eq!(rig.sim.counters().bearer_where_none_belongs, 0);
+    assert_eq!(elsewhere.counters().data_calls, 1);
+}
+
+/// A streaming body cannot be sent twice: the refusal comes back at once, `Ok`, intact and
+/// marked `NotReplayed` (as the layer does), while the token is refreshed for the next request.
+#[tokio::test]
+async fn a_streaming_body_is_not_replayed_and_says_why() {
+    let rig = rig().await;
+    let (client, _) = client(&rig);
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"action=getmeas"));
+    let request = client
+        .post(format!("{}/measure", rig.sim.api_base()))
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(reqwest::Body::wrap(stream))
+        .with_extension(USER);
+    assert!(
+        request.try_clone().is_none(),
+        "reqwest cannot clone it either"
+    );
+    let response = request.send().await.unwrap();
+    let marker = response.extensions().get::<NotReplayed>().copied();
+    assert!(
+        marker.is_some_and(|m| m.reason.contains("stream")),
+        "{marker:?}"
+    );
+    assert_eq!(
+        body_json(response).await["status"],
+        401,
+        "the original response, intact"
+    );
+    assert_eq!(rig.sim.counters().data_calls, 1);
+    assert_eq!(rig.auth.metrics().not_replayed, 1);
+    assert_eq!(rig.auth.metrics().replays, 0);
+    // Refreshed for the next request, in the background.
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
+    assert_eq!(body_json(response).await["status"], 0);
+    assert_eq!(rig.sim.counters().refreshes, 1);
+}
+
+#[tokio::test]
+async fn no_user_is_a_typed_error_and_nothing_is_sent() {
+    let rig = rig().await;
+    let (client, recorder) = client(&rig);
+    let error = client
+        .post(format!("{}/measure", rig.sim.api_base()))
+        .body("action=getmeas")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(auth_error(error), Error::NoUser));
+    assert!(recorder.sent().is_empty());
+    assert_eq!(rig.sim.counters().data_calls, 0);
+}
+
+#[tokio::test]
+async fn a_bound_middleware_needs_no_extension_and_an_extension_still_wins() {
+    let rig = rig().await;
+    let bound = ClientBuilder::new(reqwest::Client::new())
+        .with(rig.auth.reqwest_middleware_for(USER))
+        .build();
+    let response = bound
+        .post(format!("{}/measure", rig.sim.api_base()))
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body("action=getmeas&meastype=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_json(response).await["status"], 0);
+    // A user with no token named by the request: the request's extension is the one used.
+    let error = getmeas(&bound, &rig.sim, UserId(999))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(auth_error(error), Error::UnknownUser(UserId(999))));
+    assert_eq!(rig.sim.counters().data_calls, 1);
+}
