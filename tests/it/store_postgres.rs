@@ -3,10 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
+use crate::store_support::{postgres_unreachable, postgres_url, random_hex, token};
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
-use tower_withings::{Error, Secret, Token, UserId};
+use tower_withings::{Error, Secret, UserId};
 
 /// A store on a fresh table, or `None` (after a loud skip) when PostgreSQL is not running
 /// outside CI.
@@ -35,16 +35,6 @@ async fn drop_tables(store: &PostgresStore) {
         ))
         .await
         .expect("drop the test tables");
-}
-
-fn token(user: u64, tag: &str) -> Token {
-    Token {
-        user_id: UserId(user),
-        access_token: Secret::new(format!("access-{tag}")),
-        refresh_token: Secret::new(format!("refresh-{tag}")),
-        expires_at: SystemTime::now() + Duration::from_secs(10_800),
-        scope: "user.metrics".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,21 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::TempDir;
+use crate::store_support::{TempDir, token};
 use rusqlite::{Connection, params};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
-use tower_withings::{Error, Secret, Token, UserId};
-
-fn token(user: u64, tag: &str) -> Token {
-    Token {
-        user_id: UserId(user),
-        access_token: Secret::new(format!("access-{tag}")),
-        refresh_token: Secret::new(format!("refresh-{tag}")),
-        expires_at: SystemTime::now() + Duration::from_secs(10_800),
-        scope: "user.metrics".into(),
-    }
-}
+use tower_withings::{Error, Secret, UserId};
 
 #[tokio::test]
 async fn sqlite_store_conforms() {

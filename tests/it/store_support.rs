@@ -85,3 +85,16 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A pair for `user` whose tokens name `tag` (`access-{tag}`, `refresh-{tag}`), expiring in
+/// 3 h: what the store tests put and compare.
+pub fn token(user: u64, tag: &str) -> tower_withings::Token {
+    use tower_withings::{Secret, Token, UserId};
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(format!("access-{tag}")),
+        refresh_token: Secret::new(format!("refresh-{tag}")),
+        expires_at: std::time::SystemTime::now() + std::time::Duration::from_secs(10_800),
+        scope: "user.metrics".into(),
+    }
+}
