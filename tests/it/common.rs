@@ -322,6 +322,42 @@ impl StoreHooks<MemoryStore> for Instrumented {
     }
 }
 
+/// Hooks that log every lease attempt: whether another holder had it (`true`), and what
+/// `probe` read at that moment (say, the simulator's token calls).
+pub struct LeaseLog {
+    probe: Box<dyn Fn() -> u64 + Send + Sync>,
+    attempts: Mutex<Vec<(bool, u64)>>,
+}
+
+impl LeaseLog {
+    pub fn new(probe: impl Fn() -> u64 + Send + Sync + 'static) -> Arc<LeaseLog> {
+        Arc::new(LeaseLog {
+            probe: Box::new(probe),
+            attempts: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn attempts(&self) -> Vec<(bool, u64)> {
+        self.attempts.lock().unwrap().clone()
+    }
+}
+
+impl<S: TokenStore> StoreHooks<S> for Arc<LeaseLog> {
+    fn try_lock<'a>(
+        &'a self,
+        inner: &'a S,
+        user: UserId,
+        lease: Duration,
+    ) -> StoreFuture<'a, LockAttempt> {
+        Box::pin(async move {
+            let attempt = inner.try_lock(user, lease).await?;
+            let held = matches!(attempt, LockAttempt::Held);
+            self.attempts.lock().unwrap().push((held, (self.probe)()));
+            Ok(attempt)
+        })
+    }
+}
+
 /// What an instrumented inner service saw of one request.
 #[derive(Debug, Clone)]
 pub struct Sent {
