@@ -48,20 +48,40 @@ pub trait Backend: Sized + Send + Sync + 'static {
     /// Kills the faulty store's server connections; how many died.
     async fn kill_connections(&self) -> i64;
 
+    /// The proxy the faulty store connects through, if it has one: the faults below are the
+    /// proxy's unless a backend has its own.
+    fn proxy(&self) -> &Proxy {
+        unreachable!("a backend without a proxy has faults of its own")
+    }
+
     /// The server is gone: new connections are refused, open ones are closed.
-    async fn down(&self);
+    async fn down(&self) {
+        self.proxy().down();
+    }
 
     /// The server is back.
-    async fn up(&self);
+    async fn up(&self) {
+        self.proxy().up().await;
+    }
 
     /// The server stops answering: connections stay open, nothing comes back.
-    async fn freeze(&self);
+    async fn freeze(&self) {
+        self.proxy().freeze();
+    }
 
     /// The server answers again (what was held is delivered).
-    async fn thaw(&self);
+    async fn thaw(&self) {
+        self.proxy().thaw();
+    }
 
     /// Removes the namespace.
     async fn cleanup(self);
+}
+
+/// The spec of a server store: its kind, URL and namespace (table or key prefix).
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn spec_of(kind: &str, url: &str, namespace: &str) -> String {
+    format!("{kind}\n{url}\n{namespace}")
 }
 
 /// Opens a store from a [`Backend::spec`] (in a child process, or for [`Backend::open`]).
@@ -89,23 +109,41 @@ pub async fn open_spec(spec: &str) -> Result<Arc<dyn TokenStore>, tower_withings
     })
 }
 
-/// Instantiates scenarios per backend: `name => scenario::<Backend>` is a test `name` that
-/// opens a fresh namespace of `Backend` (or skips loudly outside CI when its server is not
-/// running), runs `scenario(&backend)` and removes the namespace.
+/// Instantiates scenarios per backend: `scenario: [sqlite, postgres, redis]` is a module
+/// `scenario` with a test per backend (`scenario::sqlite`, ...) that opens a fresh namespace
+/// (or skips loudly outside CI when the server is not running), runs `scenario(&backend)` and
+/// removes the namespace. `redis_process` is [`RedisProcess`].
 macro_rules! for_backends {
-    ($($(#[$attr:meta])* $name:ident => $scenario:ident::<$backend:ty>),* $(,)?) => {
+    ($($scenario:ident: [$($backend:ident),* $(,)?]),* $(,)?) => {
         $(
-            $(#[$attr])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                use $crate::backend::Backend as _;
-                let Some(backend) = <$backend>::fresh().await else {
-                    return;
-                };
-                $scenario::<$backend>(&backend).await;
-                backend.cleanup().await;
+            mod $scenario {
+                $($crate::backend::for_backends!(@one $scenario $backend);)*
             }
         )*
+    };
+    (@one $scenario:ident sqlite) => {
+        $crate::backend::for_backends!(@test "sqlite" $scenario sqlite Sqlite);
+    };
+    (@one $scenario:ident postgres) => {
+        $crate::backend::for_backends!(@test "postgres" $scenario postgres Postgres);
+    };
+    (@one $scenario:ident redis) => {
+        $crate::backend::for_backends!(@test "redis" $scenario redis Redis);
+    };
+    (@one $scenario:ident redis_process) => {
+        $crate::backend::for_backends!(@test "redis" $scenario redis_process RedisProcess);
+    };
+    (@test $feature:literal $scenario:ident $name:ident $backend:ident) => {
+        #[cfg(feature = $feature)]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            use $crate::backend::Backend as _;
+            let Some(backend) = $crate::backend::$backend::fresh().await else {
+                return;
+            };
+            super::$scenario::<$crate::backend::$backend>(&backend).await;
+            backend.cleanup().await;
+        }
     };
 }
 pub(crate) use for_backends;
@@ -246,10 +284,10 @@ impl Backend for Postgres {
     }
 
     fn spec(&self) -> String {
-        format!(
-            "postgres\n{}\n{}",
-            crate::store_support::postgres_url(),
-            self.table
+        spec_of(
+            "postgres",
+            &crate::store_support::postgres_url(),
+            &self.table,
         )
     }
 
@@ -272,20 +310,8 @@ impl Backend for Postgres {
         Self::terminate(&self.admin, &self.application, "").await
     }
 
-    async fn down(&self) {
-        self.proxy.down();
-    }
-
-    async fn up(&self) {
-        self.proxy.up().await;
-    }
-
-    async fn freeze(&self) {
-        self.proxy.freeze();
-    }
-
-    async fn thaw(&self) {
-        self.proxy.thaw();
+    fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     async fn cleanup(self) {
@@ -306,6 +332,16 @@ async fn redis_connection(url: &str) -> redis::RedisResult<redis::aio::Multiplex
     redis::Client::open(url)?
         .get_multiplexed_async_connection()
         .await
+}
+
+/// A Redis store that gives up quickly on a server that is gone or silent.
+#[cfg(feature = "redis")]
+async fn faulty_redis(url: &str, prefix: &str) -> Arc<dyn TokenStore> {
+    let store = tower_withings::store::RedisStore::builder(url)
+        .prefix(prefix)
+        .connection_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1));
+    Arc::new(store.connect().await.expect("the store connects"))
 }
 
 /// Deletes every key under `prefix`.
@@ -365,11 +401,7 @@ impl Backend for Redis {
     }
 
     fn spec(&self) -> String {
-        format!(
-            "redis\n{}\n{}",
-            crate::store_support::redis_url(),
-            self.prefix
-        )
+        spec_of("redis", &crate::store_support::redis_url(), &self.prefix)
     }
 
     async fn open_faulty(&self) -> Arc<dyn TokenStore> {
@@ -377,15 +409,7 @@ impl Backend for Redis {
         let (scheme, rest) = base.split_once("://").unwrap();
         let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
         let url = format!("{scheme}://{}:{}@{rest}", self.name, self.password);
-        Arc::new(
-            tower_withings::store::RedisStore::builder(&url)
-                .prefix(self.prefix.as_str())
-                .connection_timeout(Duration::from_millis(500))
-                .response_timeout(Duration::from_secs(1))
-                .connect()
-                .await
-                .expect("the store connects"),
-        )
+        faulty_redis(&url, &self.prefix).await
     }
 
     async fn kill_connections(&self) -> i64 {
@@ -398,20 +422,8 @@ impl Backend for Redis {
             .unwrap()
     }
 
-    async fn down(&self) {
-        self.proxy.down();
-    }
-
-    async fn up(&self) {
-        self.proxy.up().await;
-    }
-
-    async fn freeze(&self) {
-        self.proxy.freeze();
-    }
-
-    async fn thaw(&self) {
-        self.proxy.thaw();
+    fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     async fn cleanup(mut self) {
@@ -520,18 +532,15 @@ impl Backend for RedisProcess {
 
     fn spec(&self) -> String {
         let prefix = tower_withings::store::RedisStore::DEFAULT_PREFIX;
-        format!("redis\n{}\n{prefix}", self.url())
+        spec_of("redis", &self.url(), prefix)
     }
 
     async fn open_faulty(&self) -> Arc<dyn TokenStore> {
-        Arc::new(
-            tower_withings::store::RedisStore::builder(&self.url())
-                .connection_timeout(Duration::from_millis(500))
-                .response_timeout(Duration::from_secs(1))
-                .connect()
-                .await
-                .expect("the store connects"),
+        faulty_redis(
+            &self.url(),
+            tower_withings::store::RedisStore::DEFAULT_PREFIX,
         )
+        .await
     }
 
     async fn kill_connections(&self) -> i64 {

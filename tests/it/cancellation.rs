@@ -27,10 +27,8 @@ use http_body_util::Full;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
-use tower_withings::store::{Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
-use tower_withings::{
-    Credentials, Endpoints, Error, ManualClock, Secret, Token, UserId, WithingsAuth, transport,
-};
+use tower_withings::store::{StoreFuture, StoredToken, TokenStore};
+use tower_withings::{Credentials, Endpoints, Error, ManualClock, UserId, WithingsAuth, transport};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -128,65 +126,36 @@ impl Gates {
 /// A real store with a gate at each refresh step.
 type GatedStore<S> = Hooked<S, Arc<Gates>>;
 
-impl<S: TokenStore> StoreHooks<S> for Arc<Gates> {
-    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
-        Box::pin(async move {
-            let step = match self.loads.fetch_add(1, Ordering::SeqCst) % 2 {
+impl StoreHooks for Arc<Gates> {
+    fn before<'a>(&'a self, call: Call<'a>) -> StoreFuture<'a, ()> {
+        let step = match call {
+            Call::Load => match self.loads.fetch_add(1, Ordering::SeqCst) % 2 {
                 0 => Step::Load,
                 _ => Step::Reload,
-            };
+            },
+            Call::Save(_) => Step::Save,
+            Call::Lock => Step::TryLock,
+            Call::Unlock => Step::Unlock,
+        };
+        Box::pin(async move {
             self.pass(step).await;
-            inner.load(user).await
+            Ok(())
         })
     }
-    fn compare_and_save<'a>(
-        &'a self,
-        inner: &'a S,
-        spent: &'a Secret,
-        token: &'a Token,
-        at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
+    fn after<'a>(&'a self, call: Call<'a>, _answer: Answer) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.pass(Step::Save).await;
-            let saved = inner.compare_and_save(spent, token, at).await;
-            self.pass(Step::Saved).await;
-            saved
-        })
-    }
-    fn try_lock<'a>(
-        &'a self,
-        inner: &'a S,
-        user: UserId,
-        lease: Duration,
-    ) -> StoreFuture<'a, LockAttempt> {
-        Box::pin(async move {
-            self.pass(Step::TryLock).await;
-            inner.try_lock(user, lease).await
-        })
-    }
-    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.pass(Step::Unlock).await;
-            inner.unlock(user, lease).await
+            if let Call::Save(_) = call {
+                self.pass(Step::Saved).await;
+            }
+            Ok(())
         })
     }
 }
 
 /// The real HTTP client for token calls, with a gate before the call and after the answer.
-fn gated_client(
-    gates: Arc<Gates>,
-) -> impl tower::Service<
-    Request<Full<Bytes>>,
-    Response = http::Response<hyper::body::Incoming>,
-    Error = hyper_util::client::legacy::Error,
-    Future = impl Send,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    let client = http();
-    tower::service_fn(move |request: Request<Full<Bytes>>| {
-        let (client, gates) = (client.clone(), gates.clone());
+fn gated_client(gates: Arc<Gates>) -> impl HttpClient {
+    client_around(move |client, request: Request<Full<Bytes>>| {
+        let gates = gates.clone();
         async move {
             let token_call = request.uri().path() == "/v2/oauth2";
             if token_call {
@@ -360,6 +329,26 @@ fn start_doomed(
     }
 }
 
+/// A process started again on `backend` after a crash, four hours on (its token expired).
+async fn restarted(
+    sim: &Simulator,
+    backend: &impl Backend,
+) -> (
+    WithingsAuth,
+    tower_withings::WithingsAuthService<impl HttpClient>,
+) {
+    let clock = ManualClock::new();
+    let auth = auth_builder(sim, &clock)
+        .shared_store(backend.open().await)
+        .lease_poll(Duration::from_millis(20))
+        .build(transport::plain_http_client());
+    let service = auth
+        .layer()
+        .layer(client_around(|client, request| client.request(request)));
+    clock.advance(EXPIRED);
+    (auth, service)
+}
+
 async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant<B: Backend>(
     backend: &B,
 ) {
@@ -416,13 +405,7 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant<B: 
         // A restarted process on the same file gets the user going again. Its token is
         // expired, so it must refresh from what is stored (after a lease left by the dead
         // process lapses).
-        let clock = ManualClock::new();
-        let auth = auth_builder(&sim, &clock)
-            .shared_store(backend.open().await)
-            .lease_poll(Duration::from_millis(20))
-            .build(transport::plain_http_client());
-        let service = auth.layer().layer(transport::plain_http_client());
-        clock.advance(EXPIRED);
+        let (_auth, service) = restarted(&sim, backend).await;
         let first = service.clone().oneshot(getmeas(&sim, user)).await;
         if step.withings_rotated() && !step.saved() {
             // The dead process spent the stored refresh token seconds ago: Withings answers
@@ -444,13 +427,7 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant<B: 
             // ... and once the window has passed, the grant is re-obtained from the stored
             // pair (a second restart: the first one's backoff is real time).
             sim.advance(Duration::from_secs(11));
-            let clock = ManualClock::new();
-            let auth = auth_builder(&sim, &clock)
-                .shared_store(backend.open().await)
-                .lease_poll(Duration::from_millis(20))
-                .build(transport::plain_http_client());
-            let service = auth.layer().layer(transport::plain_http_client());
-            clock.advance(EXPIRED);
+            let (_auth, service) = restarted(&sim, backend).await;
             expect_ok(&service, &sim, user).await;
         } else {
             assert_eq!(
@@ -469,22 +446,6 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant<B: 
 }
 
 for_backends! {
-    #[cfg(feature = "sqlite")]
-    sqlite_dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing =>
-        dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing =>
-        dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing =>
-        dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant =>
-        dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant =>
-        dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant =>
-        dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant::<crate::backend::Redis>,
+    dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing: [sqlite, postgres, redis],
+    dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant: [sqlite, postgres, redis],
 }

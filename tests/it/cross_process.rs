@@ -504,34 +504,10 @@ async fn dead_lease_holder_is_outlived<B: Backend>(backend: &B) {
 }
 
 for_backends! {
-    #[cfg(feature = "sqlite")]
-    sqlite_instances_refresh_once => instances_refresh_once::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_instances_refresh_once => instances_refresh_once::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_instances_refresh_once => instances_refresh_once::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_os_processes_refresh_once => os_processes_refresh_once::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_os_processes_refresh_once => os_processes_refresh_once::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_os_processes_refresh_once => os_processes_refresh_once::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_os_processes_refresh_short_lived_tokens_once =>
-        os_processes_refresh_short_lived_tokens_once::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_os_processes_refresh_short_lived_tokens_once =>
-        os_processes_refresh_short_lived_tokens_once::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_os_processes_refresh_short_lived_tokens_once =>
-        os_processes_refresh_short_lived_tokens_once::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_dead_lease_holder_is_outlived => dead_lease_holder_is_outlived::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_dead_lease_holder_is_outlived =>
-        dead_lease_holder_is_outlived::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_dead_lease_holder_is_outlived => dead_lease_holder_is_outlived::<crate::backend::Redis>,
+    instances_refresh_once: [sqlite, postgres, redis],
+    os_processes_refresh_once: [sqlite, postgres, redis],
+    os_processes_refresh_short_lived_tokens_once: [sqlite, postgres, redis],
+    dead_lease_holder_is_outlived: [sqlite, postgres, redis],
 }
 
 /// A process killed in the middle of a write transaction leaves the last committed pair, and

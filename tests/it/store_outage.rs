@@ -109,17 +109,17 @@ async fn assert_grant_alive(store: &dyn TokenStore, sim: &Simulator, what: &str)
 }
 
 /// What each scenario starts from: a simulator, a handle on the backend's faulty store with
-/// the default user's grant imported, its layer, and a checker store the faults never touch.
-struct Setup {
-    sim: Simulator,
-    /// Kept alive for the scenario's length (the service holds only the refresher).
-    _auth: WithingsAuth,
-    clock: ManualClock,
-    service: Service,
-    check: Arc<dyn TokenStore>,
-}
-
-async fn setup<B: Backend>(backend: &B) -> Setup {
+/// the default user's grant imported (keep it for the scenario's length), its clock and its
+/// layer, and a checker store the faults never touch.
+async fn setup<B: Backend>(
+    backend: &B,
+) -> (
+    Simulator,
+    WithingsAuth,
+    ManualClock,
+    Service,
+    Arc<dyn TokenStore>,
+) {
     let sim = simulator().await;
     let clock = ManualClock::new();
     let auth = auth_builder(&sim, &clock)
@@ -129,13 +129,7 @@ async fn setup<B: Backend>(backend: &B) -> Setup {
     auth.import(grant(&sim, &clock, USER.0)).await.unwrap();
     let service = auth.layer().layer(transport::plain_http_client());
     let check = backend.open().await;
-    Setup {
-        sim,
-        _auth: auth,
-        clock,
-        service,
-        check,
-    }
+    (sim, auth, clock, service, check)
 }
 
 /// Starts a request whose refresh is in flight at Withings (answer held 400 ms), and returns
@@ -163,13 +157,7 @@ async fn refresh_in_flight(
 /// one token call per expiry, the stored grant always alive.
 #[cfg(any(feature = "postgres", feature = "redis"))]
 async fn connections_killed_again_and_again_the_layer_recovers_by_itself<B: Backend>(backend: &B) {
-    let Setup {
-        sim,
-        clock,
-        service,
-        check,
-        ..
-    } = setup(backend).await;
+    let (sim, _auth, clock, service, check) = setup(backend).await;
     let mut failures = Vec::new();
     for round in 1..=5u64 {
         let killed = backend.kill_connections().await;
@@ -206,108 +194,98 @@ async fn connections_killed_again_and_again_the_layer_recovers_by_itself<B: Back
     eprintln!("failed attempts per round: {failures:?}");
 }
 
-/// A server that stops answering (connections stay open, nothing comes back: a network
-/// partition, a hung host). Each store call must give up with a typed error rather than hold
-/// the user's refresh (and every request waiting on it) for as long as TCP keeps the
-/// connection. When the server answers again the layer recovers by itself; a save that timed
-/// out but was then delivered and committed is adopted, not requested again from Withings.
-async fn a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user<B: Backend>(backend: &B) {
-    let Setup {
-        sim,
-        clock,
-        service,
-        check,
-        ..
-    } = setup(backend).await;
+/// Which fault an outage scenario runs under.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// The server is gone ([`Backend::down`]).
+    Down,
+    /// The server stops answering ([`Backend::freeze`]).
+    Frozen,
+}
+
+impl Outage {
+    async fn begin(self, backend: &impl Backend) {
+        match self {
+            Outage::Down => backend.down().await,
+            Outage::Frozen => backend.freeze().await,
+        }
+    }
+
+    async fn end(self, backend: &impl Backend) {
+        match self {
+            Outage::Down => backend.up().await,
+            Outage::Frozen => backend.thaw().await,
+        }
+    }
+}
+
+/// The outage begins between refreshes: a valid token needs no store; on an expired one two
+/// concurrent requests get typed store errors and no token call is made. It ends: the layer
+/// recovers by itself. It begins again while Withings rotates: the save fails, a request
+/// meanwhile fails too, and once it ends the pair Withings granted is saved without a second
+/// token call (for a frozen server, a held write delivered late is adopted). Each store call
+/// must give up rather than hold the user's refresh (and every request waiting on it) for
+/// as long as TCP keeps a connection. Returns the pair finally stored.
+async fn outage_between_and_during_refreshes<B: Backend>(backend: &B, outage: Outage) -> Token {
+    let (sim, _auth, clock, service, check) = setup(backend).await;
     // A bound on waiting, not a measurement: a hang fails the test instead of blocking it.
     let stuck = Duration::from_secs(20);
+    let what = |moment: &str| format!("{outage:?}, {moment}");
 
-    backend.freeze().await;
+    outage.begin(backend).await;
     assert_ok(call(&service, &sim).await, "a valid token needs no store");
     clock.advance(EXPIRED);
     let (a, b) = tokio::time::timeout(stuck, async {
         tokio::join!(call(&service, &sim), call(&service, &sim))
     })
     .await
-    .expect("requests hang on a store that does not answer: the user is stuck");
+    .expect("requests hang on a store that is out: the user is stuck");
     for outcome in [a, b] {
-        assert_store_error(&outcome.expect_err("the store does not answer"), "frozen");
+        let error = outcome.expect_err("the store is out");
+        assert_store_error(&error, &what("between refreshes"));
     }
     assert_eq!(sim.counters().refreshes, 0, "no refresh without the store");
-    backend.thaw().await;
-    let first = recovers(&service, &sim, "answering again").await;
+    outage.end(backend).await;
+    let first = recovers(&service, &sim, &what("over")).await;
     assert_eq!(sim.counters().successful_refreshes, 1);
-    assert_grant_alive(&*check, &sim, "answering again").await;
+    assert_grant_alive(&*check, &sim, &what("over")).await;
 
-    // Frozen while Withings rotates: the save gets no answer and gives up; a held write is
-    // delivered when the server answers again.
     clock.advance(EXPIRED);
     let task = refresh_in_flight(&service, &sim).await;
-    backend.freeze().await;
+    outage.begin(backend).await;
     let outcome = tokio::time::timeout(stuck, task)
         .await
         .expect("the refresh hangs on a save that gets no answer")
         .unwrap();
-    assert_save_failed(outcome, "the save got no answer");
-    backend.thaw().await;
-    let second = recovers(&service, &sim, "answering again after the save").await;
+    assert_save_failed(outcome, &what("saving"));
+    let still = tokio::time::timeout(stuck, call(&service, &sim)).await;
+    assert_store_error(
+        &still.expect("a hang").expect_err("still out"),
+        &what("still out"),
+    );
+    outage.end(backend).await;
+    let second = recovers(&service, &sim, &what("over after the save")).await;
     let c = sim.counters();
     assert_eq!(
         c.refreshes, 2,
         "the granted pair was kept, not re-requested: {c:?}"
     );
-    let stored = assert_grant_alive(&*check, &sim, "after the held save").await;
+    assert_eq!(c.successful_refreshes, 2, "{c:?}");
+    let stored = assert_grant_alive(&*check, &sim, &what("after the failed save")).await;
     assert!(sim.is_access_token_valid(stored.access_token.expose()));
-    eprintln!("after answering again: {first:?}, {second:?}");
+    eprintln!("{outage:?}: first attempts after it: {first:?}, {second:?}");
+    stored
 }
 
-/// The server is down between refreshes (typed errors, no token call), back, then down while
-/// Withings rotates (the save fails, the new pair is kept and saved on the retry, no second
-/// token call). Returns the pair finally stored.
-async fn unreachable_for_a_while_then_back_the_layer_recovers_by_itself<B: Backend>(
-    backend: &B,
-) -> Token {
-    let Setup {
-        sim,
-        clock,
-        service,
-        check,
-        ..
-    } = setup(backend).await;
+/// A server that stops answering (connections stay open, nothing comes back: a network
+/// partition, a hung host): typed errors, never a stuck user.
+async fn a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user<B: Backend>(backend: &B) {
+    outage_between_and_during_refreshes(backend, Outage::Frozen).await;
+}
 
-    backend.down().await;
-    for _ in 0..3 {
-        assert_ok(call(&service, &sim).await, "a valid token needs no store");
-    }
-    clock.advance(EXPIRED);
-    for attempt in 0..3 {
-        let error = call(&service, &sim).await.expect_err("the store is down");
-        assert_store_error(&error, &format!("attempt {attempt}"));
-    }
-    assert_eq!(sim.counters().refreshes, 0, "no refresh without the store");
-    backend.up().await;
-    let first = recovers(&service, &sim, "back up").await;
-    assert_eq!(sim.counters().successful_refreshes, 1);
-    assert_grant_alive(&*check, &sim, "back up").await;
-
-    clock.advance(EXPIRED);
-    let task = refresh_in_flight(&service, &sim).await;
-    backend.down().await;
-    assert_save_failed(task.await.unwrap(), "saving with the store down");
-    let error = call(&service, &sim).await.expect_err("still down");
-    assert_store_error(&error, "still down");
-    backend.up().await;
-    let second = recovers(&service, &sim, "back up after a failed save").await;
-    let c = sim.counters();
-    assert_eq!(
-        c.refreshes, 2,
-        "the granted pair was saved, not re-requested: {c:?}"
-    );
-    assert_eq!(c.successful_refreshes, 2, "{c:?}");
-    let stored = assert_grant_alive(&*check, &sim, "after the failed save").await;
-    assert!(sim.is_access_token_valid(stored.access_token.expose()));
-    eprintln!("first attempts after coming back: {first:?}, {second:?}");
-    stored
+/// A server unreachable for a while (connections refused), then back.
+async fn unreachable_for_a_while_then_back_the_layer_recovers_by_itself<B: Backend>(backend: &B) {
+    outage_between_and_during_refreshes(backend, Outage::Down).await;
 }
 
 /// The server is SIGKILLed between refreshes and while Withings rotates, and restarted each
@@ -315,7 +293,7 @@ async fn unreachable_for_a_while_then_back_the_layer_recovers_by_itself<B: Backe
 /// survives one more SIGKILL: it was durable when the layer published it.
 #[cfg(feature = "redis")]
 async fn killed_and_restarted_mid_run_loses_nothing<B: Backend>(backend: &B) {
-    let stored = unreachable_for_a_while_then_back_the_layer_recovers_by_itself(backend).await;
+    let stored = outage_between_and_during_refreshes(backend, Outage::Down).await;
     backend.down().await;
     backend.up().await;
     let after = backend
@@ -339,13 +317,7 @@ async fn postgres_backend_killed_inside_each_store_operation() {
     let Some(mut db) = Postgres::fresh().await else {
         return;
     };
-    let Setup {
-        sim,
-        clock,
-        service,
-        check,
-        ..
-    } = setup(&db).await;
+    let (sim, _auth, clock, service, check) = setup(&db).await;
     let t = db.table.clone();
     let cases = [
         (
@@ -425,31 +397,8 @@ async fn postgres_backend_killed_inside_each_store_operation() {
 }
 
 for_backends! {
-    #[cfg(feature = "postgres")]
-    postgres_connections_killed_again_and_again_the_layer_recovers_by_itself =>
-        connections_killed_again_and_again_the_layer_recovers_by_itself::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_connections_killed_again_and_again_the_layer_recovers_by_itself =>
-        connections_killed_again_and_again_the_layer_recovers_by_itself::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_that_stops_answering_is_a_typed_error_not_a_stuck_user =>
-        a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_that_stops_answering_is_a_typed_error_not_a_stuck_user =>
-        a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_that_stops_answering_is_a_typed_error_not_a_stuck_user =>
-        a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user::<crate::backend::Redis>,
-    #[cfg(feature = "sqlite")]
-    sqlite_unreachable_for_a_while_then_back_the_layer_recovers_by_itself =>
-        unreachable_for_a_while_then_back_the_layer_recovers_by_itself::<crate::backend::Sqlite>,
-    #[cfg(feature = "postgres")]
-    postgres_unreachable_for_a_while_then_back_the_layer_recovers_by_itself =>
-        unreachable_for_a_while_then_back_the_layer_recovers_by_itself::<crate::backend::Postgres>,
-    #[cfg(feature = "redis")]
-    redis_unreachable_for_a_while_then_back_the_layer_recovers_by_itself =>
-        unreachable_for_a_while_then_back_the_layer_recovers_by_itself::<crate::backend::Redis>,
-    #[cfg(feature = "redis")]
-    redis_server_killed_and_restarted_mid_run_loses_nothing =>
-        killed_and_restarted_mid_run_loses_nothing::<crate::backend::RedisProcess>,
+    connections_killed_again_and_again_the_layer_recovers_by_itself: [postgres, redis],
+    a_store_that_stops_answering_is_a_typed_error_not_a_stuck_user: [sqlite, postgres, redis],
+    unreachable_for_a_while_then_back_the_layer_recovers_by_itself: [sqlite, postgres, redis],
+    killed_and_restarted_mid_run_loses_nothing: [redis_process],
 }

@@ -3,7 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{random_hex, redis_unreachable, redis_url, token};
+use crate::store_support::{
+    assert_bad_records_reported, assert_no_lease_from_a_dead_store, random_hex, redis_unreachable,
+    redis_url, token,
+};
 use redis::AsyncCommands;
 use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
@@ -171,18 +174,6 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
     // A list where a hash belongs.
     let _: () = conn.rpush(format!("{p}token:15"), "x").await.unwrap();
 
-    for user in [11u64, 12, 13, 14, 15] {
-        match store.load(UserId(user)).await {
-            Err(Error::CorruptRecord {
-                user: named,
-                reason,
-            }) => {
-                assert_eq!(named, UserId(user));
-                assert!(!reason.contains("secret-"), "{reason}");
-            }
-            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
-        }
-    }
     match store
         .compare_and_save(&Secret::new("x"), &token(11, "new"), SystemTime::now())
         .await
@@ -196,17 +187,12 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
         .await
         .unwrap();
 
-    let good = store.load(UserId(10)).await.unwrap().unwrap();
-    assert!(good.token.refresh_token == Secret::new("refresh-good"));
-    let listed = store.list().await.unwrap();
-    assert_eq!(
-        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
-        vec![UserId(10)],
-        "list skips unreadable keys"
-    );
-    let all = store.list_all().await.unwrap();
-    assert_eq!(all.len(), 6);
-    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 5);
+    assert_bad_records_reported(
+        &store,
+        &[11, 12, 13, 14, 15],
+        store.list_all().await.unwrap(),
+    )
+    .await;
 
     // A new authorization replaces garbage.
     store
@@ -266,14 +252,7 @@ async fn a_server_that_dies_is_an_error_never_a_lease() {
     tokio::time::timeout(Duration::from_secs(20), async {
         // The first call finds the connection broken; later ones fail reconnecting.
         for _ in 0..2 {
-            match store.try_lock(UserId(2), Duration::from_secs(30)).await {
-                Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
-                other => panic!("expected Err(Store) with the server gone, got {other:?}"),
-            }
-            assert!(matches!(
-                store.load(UserId(1)).await,
-                Err(Error::Store { .. })
-            ));
+            assert_no_lease_from_a_dead_store(&*store).await;
         }
     })
     .await
