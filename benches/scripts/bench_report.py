@@ -10,19 +10,10 @@ target/criterion. Missing results are shown as "-".
 """
 
 import json
-import os
-import sys
-from pathlib import Path
+
+from criterion_home import criterion_dir
 
 LATENCY_MS = 20.0
-
-
-def criterion_dir():
-    if len(sys.argv) > 1:
-        return Path(sys.argv[1])
-    if os.environ.get("CRITERION_HOME"):
-        return Path(os.environ["CRITERION_HOME"])
-    return Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "criterion"
 
 
 ROOT = criterion_dir()

@@ -11,9 +11,10 @@ contention/calls.json (token-endpoint calls). No plotting library: the SVG is wr
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
+
+from criterion_home import criterion_dir
 
 NS = [1, 100, 1000, 10000]
 LATENCY_MS = 20.0
@@ -23,14 +24,6 @@ STRATEGIES = [
     ("serial", "async mutex held across the refresh", "#ff7f0e", False),
     ("uncoordinated", "uncoordinated (every request refreshes)", "#d62728", False),
 ]
-
-
-def criterion_dir():
-    if len(sys.argv) > 1:
-        return Path(sys.argv[1])
-    if os.environ.get("CRITERION_HOME"):
-        return Path(os.environ["CRITERION_HOME"])
-    return Path(os.environ.get("CARGO_TARGET_DIR", "target")) / "criterion"
 
 
 def median_ms(root, strategy, n):

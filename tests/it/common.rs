@@ -199,41 +199,46 @@ impl Events {
     }
 }
 
-/// What a test store does in front of the real store it wraps. Each hook gets the inner
-/// store and the call's arguments; by default it passes the call on. `put`,
-/// `mark_needs_reauthorization` and `list` always pass on.
-pub trait StoreHooks<S: TokenStore>: Send + Sync + 'static {
-    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
-        inner.load(user)
+/// A store call as test hooks see it.
+#[derive(Clone, Copy)]
+pub enum Call<'a> {
+    Load,
+    /// `compare_and_save` of this pair.
+    Save(&'a Token),
+    Lock,
+    Unlock,
+}
+
+/// What the inner store answered a [`Call`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A load or an unlock went through.
+    Done,
+    /// `compare_and_save`: whether it saved.
+    Saved(bool),
+    /// `try_lock`: whether another holder had the lease.
+    Lock { held: bool },
+    /// The inner store failed.
+    Failed,
+}
+
+/// What a test store does around each call of the real store it wraps: `before` runs first
+/// (an error fails the call without reaching the store), `after` once the store answered (an
+/// error replaces the answer). `put`, `mark_needs_reauthorization` and `list` pass on.
+pub trait StoreHooks: Send + Sync + 'static {
+    fn before<'a>(&'a self, _call: Call<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
     }
-    fn compare_and_save<'a>(
-        &'a self,
-        inner: &'a S,
-        spent: &'a Secret,
-        token: &'a Token,
-        at: std::time::SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        inner.compare_and_save(spent, token, at)
+    fn after<'a>(&'a self, _call: Call<'a>, _answer: Answer) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
     }
     /// `false`: leases are the trait's in-process default, not the inner store's.
     fn inner_leases(&self) -> bool {
         true
     }
-    fn try_lock<'a>(
-        &'a self,
-        inner: &'a S,
-        user: UserId,
-        lease: Duration,
-    ) -> StoreFuture<'a, LockAttempt> {
-        inner.try_lock(user, lease)
-    }
-    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
-        inner.unlock(user, lease)
-    }
 }
 
-/// A real store with test hooks in front of it; derefs to the hooks (their state and
-/// controls).
+/// A real store with test hooks around it; derefs to the hooks (their state and controls).
 #[derive(Default)]
 pub struct Hooked<S, H> {
     pub inner: S,
@@ -247,9 +252,27 @@ impl<S, H> std::ops::Deref for Hooked<S, H> {
     }
 }
 
-impl<S: TokenStore, H: StoreHooks<S>> TokenStore for Hooked<S, H> {
+impl<S: TokenStore, H: StoreHooks> Hooked<S, H> {
+    /// `before`, the inner call (made only then: some stores start work when called), `after`.
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        call: Call<'a>,
+        inner: impl FnOnce() -> StoreFuture<'a, T> + Send + 'a,
+        answer: fn(&T) -> Answer,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move {
+            self.hooks.before(call).await?;
+            let result = inner().await;
+            let answered = result.as_ref().map_or(Answer::Failed, answer);
+            self.hooks.after(call, answered).await?;
+            result
+        })
+    }
+}
+
+impl<S: TokenStore, H: StoreHooks> TokenStore for Hooked<S, H> {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        self.hooks.load(&self.inner, user)
+        self.around(Call::Load, move || self.inner.load(user), |_| Answer::Done)
     }
     fn put<'a>(&'a self, token: &'a Token, at: std::time::SystemTime) -> StoreFuture<'a, ()> {
         self.inner.put(token, at)
@@ -260,7 +283,8 @@ impl<S: TokenStore, H: StoreHooks<S>> TokenStore for Hooked<S, H> {
         token: &'a Token,
         at: std::time::SystemTime,
     ) -> StoreFuture<'a, bool> {
-        self.hooks.compare_and_save(&self.inner, spent, token, at)
+        let save = move || self.inner.compare_and_save(spent, token, at);
+        self.around(Call::Save(token), save, |saved| Answer::Saved(*saved))
     }
     fn mark_needs_reauthorization<'a>(
         &'a self,
@@ -273,13 +297,20 @@ impl<S: TokenStore, H: StoreHooks<S>> TokenStore for Hooked<S, H> {
         if !self.hooks.inner_leases() {
             return Box::pin(async { Ok(LockAttempt::Acquired(Lease::new())) });
         }
-        self.hooks.try_lock(&self.inner, user, lease)
+        let held = |a: &LockAttempt| Answer::Lock {
+            held: matches!(a, LockAttempt::Held),
+        };
+        self.around(Call::Lock, move || self.inner.try_lock(user, lease), held)
     }
     fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
         if !self.hooks.inner_leases() {
             return Box::pin(async { Ok(()) });
         }
-        self.hooks.unlock(&self.inner, user, lease)
+        self.around(
+            Call::Unlock,
+            move || self.inner.unlock(user, lease),
+            |_| Answer::Done,
+        )
     }
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         self.inner.list()
@@ -301,30 +332,57 @@ pub struct Instrumented {
     pub save_delay_ms: std::sync::atomic::AtomicU64,
 }
 
-impl StoreHooks<MemoryStore> for Instrumented {
-    fn compare_and_save<'a>(
-        &'a self,
-        inner: &'a MemoryStore,
-        spent: &'a Secret,
-        token: &'a Token,
-        at: std::time::SystemTime,
-    ) -> StoreFuture<'a, bool> {
+impl StoreHooks for Instrumented {
+    fn before<'a>(&'a self, call: Call<'a>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(tower_withings::Error::store("save", "disk full (injected)"));
+            if let Call::Save(_) = call {
+                if self.fail_saves.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(tower_withings::Error::store("save", "disk full (injected)"));
+                }
+                let delay = self.save_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            let delay = self.save_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            let saved = inner.compare_and_save(spent, token, at).await?;
-            if saved {
-                self.events
-                    .push(format!("saved {}", token.access_token.expose()));
-            }
-            Ok(saved)
+            Ok(())
         })
+    }
+    fn after<'a>(&'a self, call: Call<'a>, answer: Answer) -> StoreFuture<'a, ()> {
+        if let (Call::Save(token), Answer::Saved(true)) = (call, answer) {
+            self.events
+                .push(format!("saved {}", token.access_token.expose()));
+        }
+        Box::pin(async { Ok(()) })
     }
     fn inner_leases(&self) -> bool {
         false // as the memory store before it had: the in-process default
+    }
+}
+
+/// Hooks that log every lease attempt: whether another holder had it (`true`), and what
+/// `probe` read at that moment (say, the simulator's token calls).
+pub struct LeaseLog {
+    probe: Box<dyn Fn() -> u64 + Send + Sync>,
+    attempts: Mutex<Vec<(bool, u64)>>,
+}
+
+impl LeaseLog {
+    pub fn new(probe: impl Fn() -> u64 + Send + Sync + 'static) -> Arc<LeaseLog> {
+        Arc::new(LeaseLog {
+            probe: Box::new(probe),
+            attempts: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn attempts(&self) -> Vec<(bool, u64)> {
+        self.attempts.lock().unwrap().clone()
+    }
+}
+
+impl StoreHooks for Arc<LeaseLog> {
+    fn after<'a>(&'a self, _call: Call<'a>, answer: Answer) -> StoreFuture<'a, ()> {
+        if let Answer::Lock { held } = answer {
+            self.attempts.lock().unwrap().push((held, (self.probe)()));
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -337,23 +395,44 @@ pub struct Sent {
     pub body: Bytes,
 }
 
-/// The real HTTP client, recording every request it sends (and logging `sent <token>`).
-pub fn recording_client(
-    sent: Arc<Mutex<Vec<Sent>>>,
-    events: Events,
-) -> impl tower::Service<
-    Request<Full<Bytes>>,
-    Response = http::Response<hyper::body::Incoming>,
-    Error = hyper_util::client::legacy::Error,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
+type Req = Request<Full<Bytes>>;
+type Resp = http::Response<hyper::body::Incoming>;
+type HttpError = hyper_util::client::legacy::Error;
+
+/// What the tests' wrappers of the real HTTP client are (a trait alias).
+pub trait HttpClient:
+    tower::Service<Req, Response = Resp, Error = HttpError, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> HttpClient for T where
+    T: tower::Service<Req, Response = Resp, Error = HttpError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The real HTTP client with `around` in front of it: `around` gets the client and each
+/// request, and answers it (usually by sending it, before and after looking at something).
+pub fn client_around<F, Fut>(around: F) -> impl HttpClient
+where
+    F: Fn(Client<HttpConnector, Full<Bytes>>, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, HttpError>> + Send + 'static,
+{
     let client = http();
-    tower::service_fn(move |request: Request<Full<Bytes>>| {
-        let client = client.clone();
-        let sent = sent.clone();
-        let events = events.clone();
+    tower::service_fn(move |request| around(client.clone(), request))
+}
+
+/// The real HTTP client, recording every request it sends (and logging `sent <token>`).
+pub fn recording_client(sent: Arc<Mutex<Vec<Sent>>>, events: Events) -> impl HttpClient {
+    client_around(move |client, request: Req| {
+        let (sent, events) = (sent.clone(), events.clone());
         async move {
             let (parts, body) = request.into_parts();
             let body = body.collect().await.unwrap().to_bytes();

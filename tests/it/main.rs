@@ -4,25 +4,25 @@
 //! `tests/examples.rs` (needs the examples' required features), `tests/soak.rs` (a long
 //! load run kept apart from the suite's timing).
 
+/// The durable stores behind one trait, for scenarios written once.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+mod backend;
 #[cfg(feature = "sim")]
 mod common;
-#[cfg(all(
-    feature = "sim",
-    any(feature = "sqlite", feature = "postgres", feature = "redis")
-))]
-mod cross_process_common;
 mod store_support;
 
 #[cfg(feature = "sim")]
 mod budget;
-#[cfg(all(feature = "sim", feature = "sqlite"))]
+#[cfg(all(
+    feature = "sim",
+    any(feature = "sqlite", feature = "postgres", feature = "redis")
+))]
 mod cancellation;
-#[cfg(all(feature = "sim", feature = "postgres"))]
-mod cross_process_postgres;
-#[cfg(all(feature = "sim", feature = "redis"))]
-mod cross_process_redis;
-#[cfg(all(feature = "sim", feature = "sqlite"))]
-mod cross_process_sqlite;
+#[cfg(all(
+    feature = "sim",
+    any(feature = "sqlite", feature = "postgres", feature = "redis")
+))]
+mod cross_process;
 #[cfg(feature = "sim")]
 mod layer;
 #[cfg(feature = "sim")]
@@ -44,7 +44,10 @@ mod stacks;
 mod store_faults;
 #[cfg(feature = "testkit")]
 mod store_memory;
-#[cfg(all(feature = "sim", any(feature = "postgres", feature = "redis")))]
+#[cfg(all(
+    feature = "sim",
+    any(feature = "sqlite", feature = "postgres", feature = "redis")
+))]
 mod store_outage;
 #[cfg(all(feature = "postgres", feature = "testkit"))]
 mod store_postgres;

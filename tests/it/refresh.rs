@@ -10,10 +10,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use tower_withings::store::{MemoryStore, StoreFuture, StoredToken, TokenStore};
+use tower_withings::sim::Simulator;
+use tower_withings::store::{MemoryStore, StoreFuture, TokenStore};
 use tower_withings::{
     Clock, Credentials, Endpoints, Error, ManualClock, Secret, Token, UserId, WithingsAuth,
-    transport,
+    WithingsAuthBuilder, transport,
 };
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
@@ -109,15 +110,13 @@ impl Pausing {
     }
 }
 
-impl StoreHooks<MemoryStore> for Pausing {
-    fn load<'a>(
-        &'a self,
-        inner: &'a MemoryStore,
-        user: UserId,
-    ) -> StoreFuture<'a, Option<StoredToken>> {
+impl StoreHooks for Pausing {
+    fn after<'a>(&'a self, call: Call<'a>, _answer: Answer) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let record = inner.load(user).await?;
-            let hold = self.hold_next_load.lock().unwrap().take();
+            let hold = match call {
+                Call::Load => self.hold_next_load.lock().unwrap().take(),
+                _ => None,
+            };
             if let Some((paused, release, fail)) = hold {
                 paused.send(()).unwrap();
                 release.await.unwrap();
@@ -125,7 +124,7 @@ impl StoreHooks<MemoryStore> for Pausing {
                     return Err(Error::store("load", "connection lost (injected)"));
                 }
             }
-            Ok(record)
+            Ok(())
         })
     }
     fn inner_leases(&self) -> bool {
@@ -133,18 +132,32 @@ impl StoreHooks<MemoryStore> for Pausing {
     }
 }
 
+/// A simulator, a handle (as `configure` makes it) on a pausing store, and the default user's
+/// pair imported.
+async fn pausing_rig(
+    configure: impl FnOnce(WithingsAuthBuilder) -> WithingsAuthBuilder,
+) -> (
+    Simulator,
+    ManualClock,
+    Arc<PausingStore>,
+    WithingsAuth,
+    Token,
+) {
+    let sim = simulator().await;
+    let clock = ManualClock::new();
+    let store = Arc::new(PausingStore::default());
+    let auth = configure(auth_builder(&sim, &clock).shared_store(store.clone()))
+        .build(transport::plain_http_client());
+    let held = grant(&sim, &clock, USER.0);
+    auth.import(held.clone()).await.unwrap();
+    (sim, clock, store, auth, held)
+}
+
 /// A refresh that read the store, paused, and an import (a new login) lands meanwhile: when
 /// the refresh goes on, the new authorization is what requests use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
-    let sim = simulator().await;
-    let clock = ManualClock::new();
-    let store = Arc::new(PausingStore::default());
-    let auth = auth_builder(&sim, &clock)
-        .shared_store(store.clone())
-        .build(transport::plain_http_client());
-    let held = grant(&sim, &clock, USER.0);
-    auth.import(held.clone()).await.unwrap();
+    let (sim, clock, store, auth, held) = pausing_rig(|b| b).await;
     // Another process rotated the pair: the store has a newer one than this handle holds.
     clock.advance(Duration::from_secs(10_800 - 200));
     let mut rotated = grant(&sim, &clock, USER.0);
@@ -192,14 +205,8 @@ async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
 /// the new authorization into backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_refresh_failure_does_not_back_off_a_new_authorization() {
-    let sim = simulator().await;
-    let clock = ManualClock::new();
-    let store = Arc::new(PausingStore::default());
-    let auth = auth_builder(&sim, &clock)
-        .shared_store(store.clone())
-        .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
-        .build(transport::plain_http_client());
-    auth.import(grant(&sim, &clock, USER.0)).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let (sim, clock, store, auth, _) = pausing_rig(|b| b.backoff(hour, hour)).await;
     clock.advance(EXPIRED);
     let service = auth.layer().layer(transport::plain_http_client());
     let (paused, release) = store.pause_next_load(true);

@@ -739,12 +739,13 @@ async fn same_refresh_within_10_seconds_gets_601() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// On tokio's paused clock: the latency is slept on it, and measured on it, not on the wall.
+#[tokio::test(start_paused = true)]
 async fn concurrent_refreshes_one_wins_one_gets_601() {
     let h = H::new().await;
     h.sim.set_token_latency(Duration::from_millis(200));
     let g = h.sim.issue_grant(CLIENT, 7, "user.metrics");
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let (a, b) = tokio::join!(h.refresh(&g.refresh_token), h.refresh(&g.refresh_token));
     assert!(started.elapsed() >= Duration::from_millis(200));
     let mut statuses = [a.st(), b.st()];
@@ -829,7 +830,8 @@ async fn deactivated_user() {
     assert_eq!(h.sim.counters().served_401, 0);
 }
 
-#[tokio::test]
+/// On tokio's paused clock: an injected delay is slept on it, and measured on it.
+#[tokio::test(start_paused = true)]
 async fn injected_faults() {
     let h = H::new().await;
     let g = h.sim.issue_grant(CLIENT, 300, "user.metrics,user.activity");
@@ -917,12 +919,15 @@ async fn injected_faults() {
     // Delay, then normal service.
     h.sim
         .inject(Target::Data, Fault::Delay(Duration::from_millis(300)), 1);
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(h.getmeas(&t.access).await.st(), 0);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(h.getmeas(&t.access).await.st(), 0);
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the delay was for one call"
+    );
 
     // Faults queue in order.
     h.sim.inject(Target::Data, Fault::HttpStatus(503), 1);

@@ -8,16 +8,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use crate::common::*;
 use crate::store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::Simulator;
-use tower_withings::store::{
-    Lease, LockAttempt, SqliteStore, StoreFuture, StoredToken, TokenStore,
-};
-use tower_withings::{Error, ManualClock, Secret, Token, UserId, WithingsAuth, transport};
+use tower_withings::store::{LockAttempt, SqliteStore, StoreFuture, StoredToken, TokenStore};
+use tower_withings::{Error, ManualClock, Token, WithingsAuth, transport};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -61,43 +59,19 @@ struct Faults {
     loads: std::sync::atomic::AtomicU64,
 }
 
-impl<S: TokenStore> StoreHooks<S> for Faults {
-    fn load<'a>(&'a self, inner: &'a S, user: UserId) -> StoreFuture<'a, Option<StoredToken>> {
-        Box::pin(async move {
-            let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let key = if n % 2 == 0 { "load" } else { "reload" };
-            self.plan.check(key, "load")?;
-            inner.load(user).await
-        })
-    }
-    fn compare_and_save<'a>(
-        &'a self,
-        inner: &'a S,
-        spent: &'a Secret,
-        token: &'a Token,
-        at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.plan.check("save", "save")?;
-            inner.compare_and_save(spent, token, at).await
-        })
-    }
-    fn try_lock<'a>(
-        &'a self,
-        inner: &'a S,
-        user: UserId,
-        lease: Duration,
-    ) -> StoreFuture<'a, LockAttempt> {
-        Box::pin(async move {
-            self.plan.check("lock", "lock")?;
-            inner.try_lock(user, lease).await
-        })
-    }
-    fn unlock<'a>(&'a self, inner: &'a S, user: UserId, lease: Lease) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.plan.check("unlock", "unlock")?;
-            inner.unlock(user, lease).await
-        })
+impl StoreHooks for Faults {
+    fn before<'a>(&'a self, call: Call<'a>) -> StoreFuture<'a, ()> {
+        let (key, operation) = match call {
+            Call::Load => {
+                let n = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (if n % 2 == 0 { "load" } else { "reload" }, "load")
+            }
+            Call::Save(_) => ("save", "save"),
+            Call::Lock => ("lock", "lock"),
+            Call::Unlock => ("unlock", "unlock"),
+        };
+        let checked = self.plan.check(key, operation);
+        Box::pin(async move { checked })
     }
 }
 
@@ -242,28 +216,29 @@ async fn assert_recovers(s: &Setup, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_be_read_is_a_typed_error_and_nothing_is_refreshed() {
-    let s = setup().await;
-    s.clock.advance(EXPIRED);
     // Every read fails (the backend is down for reads).
-    s.plan.set("load", 0, u32::MAX);
-    s.plan.set("reload", 0, u32::MAX);
-    let errors = all_fail(&s, 20).await;
-    assert_store_error(&errors, "load", "reads down");
-    assert_nothing_happened(&s, "reads down").await;
-    s.plan.heal();
-    assert_recovers(&s, "reads down").await;
+    reads_fail_then_recover(&["load", "reload"], "reads down").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_read_under_the_lease_releases_it_and_calls_nobody() {
+    // The first read works, the one under the lease fails.
+    reads_fail_then_recover(&["reload"], "read under the lease").await;
+}
+
+/// On an expired token, with the reads `failing` always failing: every request is a load
+/// error, nothing reaches Withings or changes; healed, the layer recovers.
+async fn reads_fail_then_recover(failing: &[&'static str], what: &str) {
     let s = setup().await;
     s.clock.advance(EXPIRED);
-    s.plan.set("reload", 0, u32::MAX); // the first read works, the one under the lease fails
+    for read in failing {
+        s.plan.set(read, 0, u32::MAX);
+    }
     let errors = all_fail(&s, 20).await;
-    assert_store_error(&errors, "load", "read under the lease");
-    assert_nothing_happened(&s, "read under the lease").await;
+    assert_store_error(&errors, "load", what);
+    assert_nothing_happened(&s, what).await;
     s.plan.heal();
-    assert_recovers(&s, "read under the lease").await;
+    assert_recovers(&s, what).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +295,6 @@ async fn a_failed_unlock_still_publishes_and_the_lease_lapses_for_others() {
     s.plan.set("unlock", 0, 1);
     let service = s.auth.layer().layer(transport::plain_http_client());
     // The refresh succeeded and was saved: the failed release is only logged.
-    let before_lease = Instant::now();
     expect_ok(&service, &s.sim, USER).await;
     assert_eq!(s.sim.counters().successful_refreshes, 1);
     let saved = on_disk(&s.path).await;
@@ -329,17 +303,26 @@ async fn a_failed_unlock_still_publishes_and_the_lease_lapses_for_others() {
     // Another process that must refresh waits for the orphaned lease to lapse (1.5 s after it
     // was taken), then refreshes from the saved pair.
     let clock = ManualClock::new();
+    let log = LeaseLog::new(|| 0);
     let other = auth_builder(&s.sim, &clock)
-        .store(SqliteStore::open(&s.path).await.unwrap())
+        .store(Hooked {
+            inner: SqliteStore::open(&s.path).await.unwrap(),
+            hooks: log.clone(),
+        })
         .lease_poll(Duration::from_millis(20))
         .build(transport::plain_http_client());
     other.refresh(USER).await.unwrap();
-    let waited = before_lease.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1_450),
-        "the orphaned lease was ignored after {waited:?}"
+    let attempts: Vec<bool> = log.attempts().iter().map(|a| a.0).collect();
+    assert_eq!(
+        attempts.first(),
+        Some(&true),
+        "the orphaned lease was found held: {attempts:?}"
     );
-    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert_eq!(
+        attempts.last(),
+        Some(&false),
+        "refreshed once it lapsed: {attempts:?}"
+    );
     assert_eq!(s.sim.counters().successful_refreshes, 2);
     let service = other.layer().layer(transport::plain_http_client());
     expect_ok(&service, &s.sim, USER).await;

@@ -3,10 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
+use crate::store_support::{
+    assert_bad_records_reported, assert_no_lease_from_a_dead_store, postgres_unreachable,
+    postgres_url, random_hex, token,
+};
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
-use tower_withings::{Error, Secret, Token, UserId};
+use tower_withings::{Error, UserId};
 
 /// A store on a fresh table, or `None` (after a loud skip) when PostgreSQL is not running
 /// outside CI.
@@ -35,16 +38,6 @@ async fn drop_tables(store: &PostgresStore) {
         ))
         .await
         .expect("drop the test tables");
-}
-
-fn token(user: u64, tag: &str) -> Token {
-    Token {
-        user_id: UserId(user),
-        access_token: Secret::new(format!("access-{tag}")),
-        refresh_token: Secret::new(format!("refresh-{tag}")),
-        expires_at: SystemTime::now() + Duration::from_secs(10_800),
-        scope: "user.metrics".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,29 +95,7 @@ async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
             .await
             .unwrap();
     }
-    for user in [11u64, 12, 13] {
-        match store.load(UserId(user)).await {
-            Err(Error::CorruptRecord {
-                user: named,
-                reason,
-            }) => {
-                assert_eq!(named, UserId(user));
-                assert!(!reason.contains("secret-"), "{reason}");
-            }
-            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
-        }
-    }
-    let good = store.load(UserId(10)).await.unwrap().unwrap();
-    assert!(good.token.refresh_token == Secret::new("refresh-good"));
-    let listed = store.list().await.unwrap();
-    assert_eq!(
-        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
-        vec![UserId(10)],
-        "list skips unreadable rows"
-    );
-    let all = store.list_all().await.unwrap();
-    assert_eq!(all.len(), 4);
-    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 3);
+    assert_bad_records_reported(&store, &[11, 12, 13], store.list_all().await.unwrap()).await;
     drop(client);
     drop_tables(&store).await;
 }
@@ -143,14 +114,7 @@ async fn an_unreachable_database_is_an_error_never_a_lease() {
         .build()
         .await
         .unwrap();
-    match store.try_lock(UserId(1), Duration::from_secs(30)).await {
-        Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
-        other => panic!("expected Err(Store), got {other:?}"),
-    }
-    assert!(matches!(
-        store.load(UserId(1)).await,
-        Err(Error::Store { .. })
-    ));
+    assert_no_lease_from_a_dead_store(&store).await;
     assert!(matches!(
         store.put(&token(1, "x"), SystemTime::now()).await,
         Err(Error::Store { .. })

@@ -1,14 +1,16 @@
 //! `RedisStore` against a real Redis: the conformance kit, two connections, garbage keys, and
 //! a server that is unreachable or dies. Each run uses its own key prefix (deleted at the end).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use crate::store_support::{in_ci, random_hex, redis_unreachable, redis_url};
+use crate::store_support::{
+    assert_bad_records_reported, assert_no_lease_from_a_dead_store, random_hex, redis_unreachable,
+    redis_url, token,
+};
 use redis::AsyncCommands;
 use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
-use tower_withings::{Error, Secret, Token, UserId};
+use tower_withings::{Error, Secret, UserId};
 
 fn test_prefix() -> String {
     format!("withings-test-{}:", random_hex(6))
@@ -44,16 +46,6 @@ async fn clean(store: &RedisStore) {
     let keys: Vec<String> = conn.keys(format!("{}*", store.prefix())).await.unwrap();
     if !keys.is_empty() {
         let _: () = conn.del(keys).await.unwrap();
-    }
-}
-
-fn token(user: u64, tag: &str) -> Token {
-    Token {
-        user_id: UserId(user),
-        access_token: Secret::new(format!("access-{tag}")),
-        refresh_token: Secret::new(format!("refresh-{tag}")),
-        expires_at: SystemTime::now() + Duration::from_secs(10_800),
-        scope: "user.metrics".into(),
     }
 }
 
@@ -182,18 +174,6 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
     // A list where a hash belongs.
     let _: () = conn.rpush(format!("{p}token:15"), "x").await.unwrap();
 
-    for user in [11u64, 12, 13, 14, 15] {
-        match store.load(UserId(user)).await {
-            Err(Error::CorruptRecord {
-                user: named,
-                reason,
-            }) => {
-                assert_eq!(named, UserId(user));
-                assert!(!reason.contains("secret-"), "{reason}");
-            }
-            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
-        }
-    }
     match store
         .compare_and_save(&Secret::new("x"), &token(11, "new"), SystemTime::now())
         .await
@@ -207,17 +187,12 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
         .await
         .unwrap();
 
-    let good = store.load(UserId(10)).await.unwrap().unwrap();
-    assert!(good.token.refresh_token == Secret::new("refresh-good"));
-    let listed = store.list().await.unwrap();
-    assert_eq!(
-        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
-        vec![UserId(10)],
-        "list skips unreadable keys"
-    );
-    let all = store.list_all().await.unwrap();
-    assert_eq!(all.len(), 6);
-    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 5);
+    assert_bad_records_reported(
+        &store,
+        &[11, 12, 13, 14, 15],
+        store.list_all().await.unwrap(),
+    )
+    .await;
 
     // A new authorization replaces garbage.
     store
@@ -261,83 +236,25 @@ async fn an_unreachable_server_is_an_error() {
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
 
-/// A private redis-server on a free port, killed on drop.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_own_redis() -> Option<OwnRedis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match child {
-        Ok(child) => Some(OwnRedis { child, port }),
-        Err(error) => {
-            let message = format!("cannot run redis-server ({error}); install redis-server");
-            assert!(!in_ci(), "CI=true and {message}");
-            eprintln!("!!! SKIPPED: {message}");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_is_an_error_never_a_lease() {
-    let Some(mut server) = start_own_redis() else {
+    use crate::backend::{Backend, RedisProcess};
+    let Some(server) = RedisProcess::fresh().await else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{}", server.port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match RedisStore::builder(&url)
-            .response_timeout(Duration::from_secs(1))
-            .connect()
-            .await
-        {
-            Ok(store) => break store,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            Err(error) => panic!("own redis-server did not start: {error}"),
-        }
-    };
+    let store = server.open_faulty().await;
     assert!(matches!(
         store.try_lock(UserId(1), Duration::from_secs(30)).await,
         Ok(LockAttempt::Acquired(_))
     ));
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    let started = Instant::now();
-    // The first call finds the connection broken; later ones fail reconnecting.
-    for _ in 0..2 {
-        match store.try_lock(UserId(2), Duration::from_secs(30)).await {
-            Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
-            other => panic!("expected Err(Store) with the server gone, got {other:?}"),
+    server.down().await;
+    // A bound on waiting, not a measurement: the errors must come, not hang.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // The first call finds the connection broken; later ones fail reconnecting.
+        for _ in 0..2 {
+            assert_no_lease_from_a_dead_store(&*store).await;
         }
-        assert!(matches!(
-            store.load(UserId(1)).await,
-            Err(Error::Store { .. })
-        ));
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "errors must come promptly, took {:?}",
-        started.elapsed()
-    );
+    })
+    .await
+    .expect("store errors come promptly once the server is gone");
 }

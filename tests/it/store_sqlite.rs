@@ -3,21 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::TempDir;
+use crate::store_support::{TempDir, assert_bad_records_reported, token};
 use rusqlite::{Connection, params};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
-use tower_withings::{Error, Secret, Token, UserId};
-
-fn token(user: u64, tag: &str) -> Token {
-    Token {
-        user_id: UserId(user),
-        access_token: Secret::new(format!("access-{tag}")),
-        refresh_token: Secret::new(format!("refresh-{tag}")),
-        expires_at: SystemTime::now() + Duration::from_secs(10_800),
-        scope: "user.metrics".into(),
-    }
-}
+use tower_withings::{Error, Secret, UserId};
 
 #[tokio::test]
 async fn sqlite_store_conforms() {
@@ -129,47 +119,12 @@ async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
     )
     .unwrap();
 
-    for user in [11, 12, 13, 14] {
-        match store.load(UserId(user)).await {
-            Err(Error::CorruptRecord {
-                user: named,
-                reason,
-            }) => {
-                assert_eq!(named, UserId(user));
-                assert!(!reason.contains("secret-"), "{reason}");
-                let shown = Error::CorruptRecord {
-                    user: named,
-                    reason,
-                }
-                .to_string();
-                assert!(shown.contains(&user.to_string()), "{shown}");
-            }
-            other => panic!("user {user}: expected CorruptRecord, got {other:?}"),
-        }
-    }
-    let good = store.load(UserId(10)).await.unwrap().unwrap();
-    assert!(good.token.refresh_token == Secret::new("refresh-good"));
+    assert_bad_records_reported(&store, &[11, 12, 13, 14], store.list_all().await.unwrap()).await;
     // The good user still refreshes normally.
-    assert!(
-        store
-            .compare_and_save(
-                &good.token.refresh_token,
-                &token(10, "good-2"),
-                SystemTime::now()
-            )
-            .await
-            .unwrap()
-    );
-
-    let listed = store.list().await.unwrap();
-    assert_eq!(
-        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
-        vec![UserId(10)],
-        "list skips unreadable rows"
-    );
-    let all = store.list_all().await.unwrap();
-    assert_eq!(all.len(), 5, "list_all reports each row with a user id");
-    assert_eq!(all.iter().filter(|r| r.is_err()).count(), 4);
+    let good = store.load(UserId(10)).await.unwrap().unwrap();
+    let next = token(10, "good-2");
+    let saved = store.compare_and_save(&good.token.refresh_token, &next, SystemTime::now());
+    assert!(saved.await.unwrap());
 
     // A new authorization repairs a bad row.
     store

@@ -85,3 +85,74 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A pair for `user` whose tokens name `tag` (`access-{tag}`, `refresh-{tag}`), expiring in
+/// 3 h: what the store tests put and compare.
+pub fn token(user: u64, tag: &str) -> tower_withings::Token {
+    use tower_withings::{Secret, Token, UserId};
+    Token {
+        user_id: UserId(user),
+        access_token: Secret::new(format!("access-{tag}")),
+        refresh_token: Secret::new(format!("refresh-{tag}")),
+        expires_at: std::time::SystemTime::now() + std::time::Duration::from_secs(10_800),
+        scope: "user.metrics".into(),
+    }
+}
+
+/// Bad records were written for the `bad` users beside user 10's good one (`token(10,
+/// "good")`): each bad one loads as a `CorruptRecord` naming its user and no secret, the
+/// good one still loads, `list` skips the bad ones, and `all` (the store's `list_all`)
+/// reports each of them.
+pub async fn assert_bad_records_reported(
+    store: &dyn tower_withings::store::TokenStore,
+    bad: &[u64],
+    all: Vec<Result<tower_withings::store::StoredToken, tower_withings::Error>>,
+) {
+    use tower_withings::{Error, Secret, UserId};
+    for &user in bad {
+        match store.load(UserId(user)).await {
+            Err(Error::CorruptRecord {
+                user: named,
+                reason,
+            }) => {
+                assert_eq!(named, UserId(user));
+                assert!(
+                    !reason.contains("secret-"),
+                    "user {user}: a secret in the reason"
+                );
+                let shown = Error::CorruptRecord {
+                    user: named,
+                    reason,
+                }
+                .to_string();
+                assert!(shown.contains(&user.to_string()), "{shown}");
+            }
+            Err(other) => panic!("user {user}: expected CorruptRecord, got {other:?}"),
+            Ok(_) => panic!("user {user}: expected CorruptRecord, got a record"),
+        }
+    }
+    let good = store.load(UserId(10)).await.unwrap().unwrap();
+    assert!(good.token.refresh_token == Secret::new("refresh-good"));
+    let listed = store.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.token.user_id).collect::<Vec<_>>(),
+        vec![UserId(10)],
+        "list skips unreadable records"
+    );
+    assert_eq!(all.len(), bad.len() + 1, "list_all reports each record");
+    assert_eq!(all.iter().filter(|r| r.is_err()).count(), bad.len());
+}
+
+/// A store whose backend is down or locked: taking a lease is an error (never a lease), and
+/// so is a read.
+pub async fn assert_no_lease_from_a_dead_store(store: &dyn tower_withings::store::TokenStore) {
+    use tower_withings::{Error, UserId};
+    let lease = std::time::Duration::from_secs(30);
+    match store.try_lock(UserId(2), lease).await {
+        Err(Error::Store { operation, .. }) => assert_eq!(operation, "lock"),
+        Err(other) => panic!("expected Err(Store) from a dead store, got {other:?}"),
+        Ok(attempt) => panic!("a dead store gave a lease attempt: {attempt:?}"),
+    }
+    let loaded = store.load(UserId(1)).await;
+    assert!(matches!(loaded, Err(Error::Store { .. })), "{loaded:?}");
+}

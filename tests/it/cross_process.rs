@@ -1,4 +1,5 @@
-//! Cross-process single-flight scenarios, shared by `cross_process_{sqlite,postgres,redis}.rs`.
+//! One refresh per user across processes, each scenario written once and instantiated per
+//! [`Backend`] at the end of this file (SQLite file, PostgreSQL database, Redis server).
 //!
 //! * In one test process: several independent `WithingsAuth` instances, each with its own store
 //!   instance (own SQLite connection, own pool, own Redis connection) on one backend.
@@ -22,19 +23,9 @@ use tower_withings::{
     Clock, Credentials, Endpoints, ManualClock, Secret, Token, UserId, WithingsAuth,
 };
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, simulator};
+use crate::backend::{Backend, for_backends, open_spec};
+use crate::common::{CLIENT_ID, CLIENT_SECRET, Hooked, LeaseLog, simulator};
 use crate::store_support::random_user;
-
-/// Where the stores of one scenario live. Each `open` makes an independent store instance.
-#[derive(Debug, Clone)]
-pub enum Backend {
-    #[cfg(feature = "sqlite")]
-    Sqlite(std::path::PathBuf),
-    #[cfg(feature = "postgres")]
-    Postgres { url: String, table: String },
-    #[cfg(feature = "redis")]
-    Redis { url: String, prefix: String },
-}
 
 /// Environment variables of the child role.
 pub const ENV_ROLE: &str = "TOWER_WITHINGS_CHILD_ROLE";
@@ -48,132 +39,12 @@ const ENV_LEASE_MS: &str = "TOWER_WITHINGS_CHILD_LEASE_MS";
 /// manual clock four hours ahead.
 const ENV_SYSTEM_CLOCK: &str = "TOWER_WITHINGS_CHILD_SYSTEM_CLOCK";
 
-impl Backend {
-    /// A fresh SQLite file in `dir`.
-    #[cfg(feature = "sqlite")]
-    pub fn sqlite(dir: &crate::store_support::TempDir) -> Self {
-        Backend::Sqlite(dir.file("tokens.sqlite3"))
-    }
+/// The entry point of child processes; a no-op when run as a normal test.
+const CHILD: &str = "cross_process::child_process_entry";
 
-    /// A fresh table on the test database.
-    #[cfg(feature = "postgres")]
-    pub fn postgres() -> Self {
-        Backend::Postgres {
-            url: crate::store_support::postgres_url(),
-            table: format!("withings_xp_{}", crate::store_support::random_hex(6)),
-        }
-    }
-
-    /// A fresh key prefix on the test server.
-    #[cfg(feature = "redis")]
-    pub fn redis() -> Self {
-        Backend::Redis {
-            url: crate::store_support::redis_url(),
-            prefix: format!("withings-xp-{}:", crate::store_support::random_hex(6)),
-        }
-    }
-
-    /// A new, independent store instance on this backend.
-    pub async fn open(&self) -> Result<Arc<dyn TokenStore>, tower_withings::Error> {
-        Ok(match self {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(path) => {
-                Arc::new(tower_withings::store::SqliteStore::open(path).await?)
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { url, table } => Arc::new(
-                tower_withings::store::PostgresStore::builder(url)
-                    .table(table)
-                    .max_connections(4)
-                    .build()
-                    .await?,
-            ),
-            #[cfg(feature = "redis")]
-            Backend::Redis { url, prefix } => Arc::new(
-                tower_withings::store::RedisStore::builder(url)
-                    .prefix(prefix.as_str())
-                    .connect()
-                    .await?,
-            ),
-        })
-    }
-
-    /// Removes what the scenario wrote (the SQLite file goes with its temp dir).
-    pub async fn cleanup(&self) {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(_) => {}
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { url, table } => {
-                let store = tower_withings::store::PostgresStore::builder(url)
-                    .table(table)
-                    .create_tables(false)
-                    .build()
-                    .await
-                    .expect("pool");
-                let client = store.pool().get().await.expect("connection");
-                client
-                    .batch_execute(&format!(
-                        "DROP TABLE IF EXISTS \"{table}\"; DROP TABLE IF EXISTS \"{table}_leases\";"
-                    ))
-                    .await
-                    .expect("drop tables");
-            }
-            #[cfg(feature = "redis")]
-            Backend::Redis { url, prefix } => {
-                use redis::AsyncCommands;
-                let mut conn = redis::Client::open(url.as_str())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
-                let keys: Vec<String> = conn.keys(format!("{prefix}*")).await.unwrap();
-                if !keys.is_empty() {
-                    let _: () = conn.del(keys).await.unwrap();
-                }
-            }
-        }
-    }
-
-    /// The SQLite file, for a SQLite backend.
-    #[cfg(feature = "sqlite")]
-    #[allow(unreachable_patterns)]
-    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
-        match self {
-            Backend::Sqlite(path) => Some(path),
-            _ => None,
-        }
-    }
-
-    fn spec(&self) -> String {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(path) => format!("sqlite\n{}", path.display()),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres { url, table } => format!("postgres\n{url}\n{table}"),
-            #[cfg(feature = "redis")]
-            Backend::Redis { url, prefix } => format!("redis\n{url}\n{prefix}"),
-        }
-    }
-
-    fn from_spec(spec: &str) -> Self {
-        let parts: Vec<&str> = spec.split('\n').collect();
-        match parts.as_slice() {
-            #[cfg(feature = "sqlite")]
-            ["sqlite", path] => Backend::Sqlite(std::path::PathBuf::from(path)),
-            #[cfg(feature = "postgres")]
-            ["postgres", url, table] => Backend::Postgres {
-                url: (*url).to_owned(),
-                table: (*table).to_owned(),
-            },
-            #[cfg(feature = "redis")]
-            ["redis", url, prefix] => Backend::Redis {
-                url: (*url).to_owned(),
-                prefix: (*prefix).to_owned(),
-            },
-            _ => panic!("bad backend spec {spec:?}"),
-        }
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_entry() {
+    child_role().await;
 }
 
 /// One independent `WithingsAuth`, as one process or replica would build it, with its clock.
@@ -265,11 +136,8 @@ fn assert_one_refresh(sim: &Simulator, what: &str) {
 /// `instances` independent `WithingsAuth`s in this process, each on its own store instance,
 /// fire `per_instance` concurrent requests each for one user whose token expired: exactly one
 /// refresh reaches Withings and every request succeeds.
-pub async fn refresh_once_across_instances(
-    backend: &Backend,
-    instances: usize,
-    per_instance: usize,
-) {
+async fn instances_refresh_once<B: Backend>(backend: &B) {
+    let (instances, per_instance) = (4, 8);
     let sim = simulator().await;
     let api = sim.api_base();
     let user = random_user();
@@ -277,7 +145,7 @@ pub async fn refresh_once_across_instances(
 
     let mut auths = Vec::new();
     for _ in 0..instances {
-        let store = backend.open().await.expect("open a store instance");
+        let store = backend.open().await;
         auths.push(instance(&api, store, None));
     }
     let (first, first_clock) = &auths[0];
@@ -335,12 +203,12 @@ pub async fn child_role() -> bool {
     let Ok(role) = std::env::var(ENV_ROLE) else {
         return false;
     };
-    let backend = Backend::from_spec(&std::env::var(ENV_BACKEND).expect("backend"));
+    let spec = std::env::var(ENV_BACKEND).expect("backend");
     let user: u64 = std::env::var(ENV_USER)
         .expect("user")
         .parse()
         .expect("user id");
-    let store = backend.open().await.expect("child opens its store");
+    let store = open_spec(&spec).await.expect("child opens its store");
     match role.as_str() {
         "requests" => {
             let api = std::env::var(ENV_API).expect("api");
@@ -398,7 +266,9 @@ pub async fn child_role() -> bool {
         }
         #[cfg(feature = "sqlite")]
         "hold-write" => {
-            let path = backend.sqlite_path().expect("hold-write is for SQLite");
+            let path = spec
+                .strip_prefix("sqlite\n")
+                .expect("hold-write is for SQLite");
             let conn = rusqlite::Connection::open(path).expect("raw connection");
             conn.execute_batch("BEGIN IMMEDIATE").expect("write lock");
             conn.execute(
@@ -415,23 +285,17 @@ pub async fn child_role() -> bool {
     true
 }
 
-/// A child process: this test binary running only `child_test` in `role`.
+/// A child process: this test binary running only [`child_process_entry`] in `role`.
 pub struct ChildProcess {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ChildProcess {
-    pub fn spawn(
-        child_test: &str,
-        role: &str,
-        backend: &Backend,
-        user: u64,
-        extra: &[(&str, String)],
-    ) -> Self {
+    pub fn spawn(role: &str, backend: &impl Backend, user: u64, extra: &[(&str, String)]) -> Self {
         let mut command = Command::new(std::env::current_exe().expect("test binary"));
         command
-            .args([child_test, "--exact", "--nocapture", "--test-threads=1"])
+            .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
             .env(ENV_ROLE, role)
             .env(ENV_BACKEND, backend.spec())
             .env(ENV_USER, user.to_string())
@@ -504,38 +368,21 @@ impl Drop for ChildProcess {
 /// `processes` OS processes (this test binary in the `requests` role), each with its own
 /// `WithingsAuth` and store instance, fire `per_process` concurrent requests each at the same
 /// moment for one user whose token expired: exactly one refresh reaches Withings.
-pub async fn refresh_once_across_processes(
-    backend: &Backend,
-    child_test: &str,
-    processes: usize,
-    per_process: usize,
-) {
+async fn os_processes_refresh_once<B: Backend>(backend: &B) {
+    let (processes, per_process) = (3, 8);
     let sim = simulator().await;
     let user = random_user();
     let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
     let now = SystemTime::now();
     let token = imported(user, &grant, now);
-    run_children(
-        &sim,
-        backend,
-        child_test,
-        processes,
-        per_process,
-        token,
-        now,
-        &[],
-    )
-    .await;
+    run_children(&sim, backend, processes, per_process, token, now, &[]).await;
 }
 
 /// As [`refresh_once_across_processes`], on the system clock, with access tokens living 3 s
 /// (shorter than the refresh skew): the pair one process stores is adopted by the others,
 /// never refreshed again.
-pub async fn short_lived_tokens_refresh_once_across_processes(
-    backend: &Backend,
-    child_test: &str,
-    processes: usize,
-) {
+async fn os_processes_refresh_short_lived_tokens_once<B: Backend>(backend: &B) {
+    let processes = 8;
     let sim = simulator().await;
     sim.set_access_token_ttl(Duration::from_secs(3));
     let user = random_user();
@@ -543,17 +390,13 @@ pub async fn short_lived_tokens_refresh_once_across_processes(
     let granted = SystemTime::now() - Duration::from_secs(10);
     let token = imported(user, &grant, granted); // expired 7 s ago
     let extra = [(ENV_SYSTEM_CLOCK, "1".to_owned())];
-    run_children(
-        &sim, backend, child_test, processes, 4, token, granted, &extra,
-    )
-    .await;
+    run_children(&sim, backend, processes, 4, token, granted, &extra).await;
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_children(
     sim: &Simulator,
-    backend: &Backend,
-    child_test: &str,
+    backend: &impl Backend,
     processes: usize,
     per_process: usize,
     token: Token,
@@ -562,7 +405,7 @@ async fn run_children(
 ) {
     let api = sim.api_base();
     let user = token.user_id.0;
-    let store = backend.open().await.expect("open the store");
+    let store = backend.open().await;
     store.put(&token, granted).await.expect("import");
 
     // Children take a moment to start; they all begin at the same wall-clock instant.
@@ -579,7 +422,7 @@ async fn run_children(
                 (ENV_START_AT, start_at.to_string()),
             ];
             env.extend(extra.iter().cloned());
-            ChildProcess::spawn(child_test, "requests", backend, user, &env)
+            ChildProcess::spawn("requests", backend, user, &env)
         })
         .collect();
     let mut started = 0;
@@ -604,12 +447,12 @@ async fn run_children(
 
 /// A process takes the user's refresh lease and is killed (SIGKILL) before releasing it. The
 /// survivors wait until the lease lapses, then refresh exactly once.
-pub async fn dead_lease_holder_is_outlived(backend: &Backend, child_test: &str) {
+async fn dead_lease_holder_is_outlived<B: Backend>(backend: &B) {
     let sim = simulator().await;
     let api = sim.api_base();
     let user = random_user();
     let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
-    let store = backend.open().await.expect("open the store");
+    let store = backend.open().await;
     store
         .put(
             &imported(user, &grant, SystemTime::now()),
@@ -619,8 +462,8 @@ pub async fn dead_lease_holder_is_outlived(backend: &Backend, child_test: &str) 
         .expect("import");
 
     let lease = Duration::from_millis(2_000);
+    let sim = Arc::new(sim);
     let holder = ChildProcess::spawn(
-        child_test,
         "hold-lease",
         backend,
         user,
@@ -629,81 +472,72 @@ pub async fn dead_lease_holder_is_outlived(backend: &Backend, child_test: &str) 
     holder
         .line_starting("LEASE-HELD", Duration::from_secs(30))
         .await;
-    let held_since = Instant::now();
     holder.kill();
 
-    let (auth_a, clock_a) = instance(&api, backend.open().await.unwrap(), None);
-    let (auth_b, clock_b) = instance(&api, backend.open().await.unwrap(), None);
-    clock_a.advance(Duration::from_secs(4 * 3600));
-    clock_b.advance(Duration::from_secs(4 * 3600));
-    let (a, b) = tokio::join!(getmeas(&auth_a, &api, user), getmeas(&auth_b, &api, user));
-    let waited = held_since.elapsed();
+    let watch = {
+        let sim = sim.clone();
+        LeaseLog::new(move || sim.counters().refreshes)
+    };
+    let survivor = async || {
+        let store = Hooked {
+            inner: backend.open().await,
+            hooks: watch.clone(),
+        };
+        let (auth, clock) = instance(&api, Arc::new(store), None);
+        clock.advance(Duration::from_secs(4 * 3600));
+        getmeas(&auth, &api, user).await
+    };
+    let (a, b) = tokio::join!(survivor(), survivor());
     assert_eq!(a, Ok(0), "instance A after the holder died");
     assert_eq!(b, Ok(0), "instance B after the holder died");
-    assert!(
-        waited >= lease - Duration::from_millis(300),
-        "the survivors refreshed after {waited:?}, before the dead holder's {lease:?} lease lapsed"
+    let attempts = watch.attempts();
+    assert_eq!(
+        attempts.first().map(|a| a.0),
+        Some(true),
+        "the first survivor to try found the dead holder's lease held: {attempts:?}"
     );
+    let first_acquired = attempts.iter().position(|a| !a.0).expect("a lease taken");
     assert!(
-        waited < lease + Duration::from_secs(5),
-        "the survivors waited {waited:?} for a {lease:?} lease"
+        attempts[..first_acquired].iter().all(|a| a.1 == 0),
+        "no token call while the dead holder's lease stood: {attempts:?}"
     );
     assert_one_refresh(&sim, "after the lease holder died");
 }
 
-/// A fresh namespace on a server backend, or `None` (after a loud skip) outside CI when the
-/// server is not running.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-pub async fn reachable(backend: Backend) -> Option<Backend> {
-    match backend.open().await {
-        Ok(_) => Some(backend),
-        Err(error) => {
-            match backend {
-                #[cfg(feature = "postgres")]
-                Backend::Postgres { .. } => crate::store_support::postgres_unreachable(&error),
-                #[cfg(feature = "redis")]
-                Backend::Redis { .. } => crate::store_support::redis_unreachable(&error),
-                #[allow(unreachable_patterns)]
-                _ => unreachable!("a server backend"),
-            }
-            None
-        }
-    }
+for_backends! {
+    instances_refresh_once: [sqlite, postgres, redis],
+    os_processes_refresh_once: [sqlite, postgres, redis],
+    os_processes_refresh_short_lived_tokens_once: [sqlite, postgres, redis],
+    dead_lease_holder_is_outlived: [sqlite, postgres, redis],
 }
 
-/// The scenarios of a server backend (PostgreSQL, Redis), each a test of the given name:
-/// instances, OS processes, a dead lease holder; each on a fresh namespace, removed after.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-macro_rules! server_scenarios {
-    ($backend:expr, $child:expr, $instances:ident, $processes:ident, $dead_holder:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $instances() {
-            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
-                return;
-            };
-            $crate::cross_process_common::refresh_once_across_instances(&backend, 4, 8).await;
-            backend.cleanup().await;
-        }
+/// A process killed in the middle of a write transaction leaves the last committed pair, and
+/// no lock behind. SQLite's own: a write transaction held open in a file.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_killed_writer_leaves_the_committed_pair() {
+    use tower_withings::store::SqliteStore;
+    let backend = crate::backend::Sqlite::fresh().await.unwrap();
+    let store = SqliteStore::open(backend.path()).await.unwrap();
+    let user = random_user();
+    let token = crate::store_support::token(user, "committed");
+    store.put(&token, SystemTime::now()).await.unwrap();
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $processes() {
-            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
-                return;
-            };
-            $crate::cross_process_common::refresh_once_across_processes(&backend, $child, 3, 8)
-                .await;
-            backend.cleanup().await;
-        }
+    let writer = ChildProcess::spawn("hold-write", &backend, user, &[]);
+    writer
+        .line_starting("WRITE-HELD", Duration::from_secs(30))
+        .await;
+    writer.kill();
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $dead_holder() {
-            let Some(backend) = $crate::cross_process_common::reachable($backend).await else {
-                return;
-            };
-            $crate::cross_process_common::dead_lease_holder_is_outlived(&backend, $child).await;
-            backend.cleanup().await;
-        }
-    };
+    let stored = store.load(UserId(user)).await.unwrap().unwrap();
+    assert!(
+        stored.token.refresh_token == token.refresh_token,
+        "rolled back"
+    );
+    assert!(matches!(
+        store.try_lock(UserId(user), Duration::from_secs(5)).await,
+        Ok(LockAttempt::Acquired(_))
+    ));
+    let reopened = SqliteStore::open(backend.path()).await.unwrap();
+    assert!(reopened.load(UserId(user)).await.unwrap().is_some());
 }
-#[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) use server_scenarios;
