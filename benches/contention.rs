@@ -217,6 +217,7 @@ impl Strategy {
                 let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
                     .clock(clock.clone())
                     .store(MemoryStore::new())
+                    .rate_budget(tower_withings::RateBudget::unlimited())
                     .build(endpoint.client());
                 let now = tower_withings::Clock::now(&clock);
                 auth.import(token(USER, now, TTL)).await.expect("import");

@@ -31,7 +31,7 @@ use tokio::runtime::Runtime;
 use tower::{BoxError, Layer, Service};
 use tower_http::auth::AddAuthorizationLayer;
 use tower_withings::store::MemoryStore;
-use tower_withings::{Credentials, Token, UserId, WithingsAuth};
+use tower_withings::{Credentials, RateBudget, Token, UserId, WithingsAuth};
 
 const USER: UserId = UserId(46_865_875);
 
@@ -234,10 +234,18 @@ fn hot_path(c: &mut Criterion) {
         .expect("a runtime");
     let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
     let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
+    // `withings`: the budget off, as the baselines have none. `withings_budget`: the
+    // in-process budget on (a limit never reached), to price taking a slot per request.
     let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
         .store(MemoryStore::new())
+        .rate_budget(RateBudget::unlimited())
         .build(endpoint.client());
     rt.block_on(auth.import(valid.clone())).expect("import");
+    let budgeted = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+        .store(MemoryStore::new())
+        .rate_budget(RateBudget::new(u32::MAX / 2, Duration::from_secs(60)))
+        .build(endpoint.client());
+    rt.block_on(budgeted.import(valid.clone())).expect("import");
     let access = valid.access_token.expose().to_owned();
     let mut paired_rows = Vec::new();
 
@@ -285,7 +293,26 @@ fn hot_path(c: &mut Criterion) {
             auth.layer().layer(inner.clone()),
             len,
         );
+        bench_stack(
+            &mut group,
+            &rt,
+            shape,
+            "withings_budget",
+            budgeted.layer().layer(inner.clone()),
+            len,
+        );
         group.finish();
+
+        let mut off = auth.layer().layer(inner.clone());
+        let mut on = budgeted.layer().layer(inner.clone());
+        let ratios = interleaved(&rt, &mut off, &mut on, PAIRED_ROUNDS, |_| {
+            (0..PAIRED_REQUESTS).map(|_| getmeas(USER)).collect()
+        });
+        paired_rows.push(ratio_row(
+            "hot_path withings_budget/withings time,",
+            shape,
+            &ratios,
+        ));
 
         let mut floor = AddAuthorizationLayer::bearer(&access)
             .as_sensitive(true)

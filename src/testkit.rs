@@ -29,6 +29,11 @@
 //!   (a 300 ms lease, then a wait past it) and the lapsed holder's unlock does not release its
 //!   successor's lease, and 16 concurrent lockers of one user get exactly one `Acquired`.
 //!
+//! - the request budget, for a store whose [`TokenStore::budget`] offers a ledger: grants stop
+//!   at the limit, a refusal says when to retry (within a window and a hold), `usage` counts
+//!   what was granted, a pause stops every grant, apps are independent, and (through two
+//!   handles) 40 racing reservations of one slot each against a limit of 10 get exactly 10.
+//!
 //! Every run uses fresh random user ids (above 10^12), so runs against a shared server do not
 //! collide. The records it writes are left in the store, but for the one `delete` removes.
 
@@ -38,7 +43,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
-use crate::store::{Lease, LockAttempt, StoredToken, TokenStore};
+use crate::store::{Lease, LockAttempt, SlotAsk, StoredToken, TokenStore};
 use crate::token::{Token, UserId};
 
 /// How far a stored time may be from the one written.
@@ -60,12 +65,136 @@ pub async fn check_store<S: TokenStore + ?Sized>(store: &S) {
     lock_basics(store, users.id(6), users.id(7)).await;
     lease_expiry(store, users.id(8)).await;
     racing_lockers(store, users.id(9)).await;
+    budget_ledger(store).await;
 }
 
 /// Every check of [`check_store`] but the leases: for a store used by one process only, which
 /// keeps the default [`TokenStore::try_lock`] (it grants every lease).
 pub async fn check_single_process_store<S: TokenStore + ?Sized>(store: &S) {
     records(store, &Users::new()).await;
+    budget_ledger(store).await;
+}
+
+fn slot_ask(app: &str, want: u32, limit: u32) -> SlotAsk {
+    SlotAsk {
+        app: app.to_owned(),
+        want,
+        limit,
+        window: Duration::from_secs(60),
+        hold: Duration::from_millis(250),
+    }
+}
+
+/// The budget ledger's rules, if the store has one.
+async fn budget_ledger<S: TokenStore + ?Sized>(store: &S) {
+    let Some(ledger) = store.budget() else {
+        return;
+    };
+    let app = format!("testkit-{}", Lease::new().owner);
+    let grant = ledger
+        .reserve(&slot_ask(&app, 2, 3))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        grant.granted, 2,
+        "a ledger with room granted {} of 2 slots",
+        grant.granted
+    );
+    let grant = ledger
+        .reserve(&slot_ask(&app, 2, 3))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        grant.granted, 1,
+        "a ledger with one slot left granted {}",
+        grant.granted
+    );
+    let grant = ledger
+        .reserve(&slot_ask(&app, 1, 3))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        grant.granted, 0,
+        "a full ledger granted a slot past the limit"
+    );
+    let longest = Duration::from_secs(60) + Duration::from_millis(250) + TIME_TOLERANCE;
+    assert!(
+        grant.retry_in > Duration::ZERO && grant.retry_in <= longest,
+        "a refusal said to retry in {:?} (expected within the window and the hold)",
+        grant.retry_in
+    );
+    let usage = ledger
+        .usage(&app, Duration::from_secs(60))
+        .await
+        .expect("usage");
+    assert_eq!(
+        usage.used, 3,
+        "usage counted {} of the 3 slots granted",
+        usage.used
+    );
+    assert_eq!(
+        usage.paused_for, None,
+        "an app never paused reads as paused"
+    );
+    let other = format!("{app}-other");
+    let grant = ledger
+        .reserve(&slot_ask(&other, 1, 3))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        grant.granted, 1,
+        "one app's full window refused another app"
+    );
+    ledger
+        .pause(&other, Duration::from_secs(30))
+        .await
+        .expect("pause");
+    let grant = ledger
+        .reserve(&slot_ask(&other, 1, 3))
+        .await
+        .expect("reserve");
+    assert_eq!(grant.granted, 0, "a paused app was granted a slot");
+    assert!(
+        grant.retry_in > Duration::from_secs(20) && grant.retry_in <= Duration::from_secs(31),
+        "a 30 s pause said to retry in {:?}",
+        grant.retry_in
+    );
+    let paused = ledger
+        .usage(&other, Duration::from_secs(60))
+        .await
+        .expect("usage")
+        .paused_for;
+    assert!(paused.is_some(), "usage of a paused app shows no pause");
+}
+
+/// Reservations racing through two handles never grant more than the limit in all.
+async fn shared_budget<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a: &A, b: &B) {
+    let (Some(first), Some(second)) = (a.budget(), b.budget()) else {
+        return;
+    };
+    let app = format!("testkit-{}", Lease::new().owner);
+    let ask = slot_ask(&app, 1, 10);
+    let ask = &ask;
+    let grants = join_all((0..40).map(|i| {
+        Box::pin(async move {
+            if i % 2 == 0 {
+                first.reserve(ask).await
+            } else {
+                second.reserve(ask).await
+            }
+        }) as Pin<Box<dyn Future<Output = _> + Send + '_>>
+    }))
+    .await;
+    let granted: u32 = grants
+        .into_iter()
+        .map(|g: Result<crate::store::SlotGrant, crate::Error>| {
+            g.expect("reserve through two handles").granted
+        })
+        .sum();
+    assert_eq!(
+        granted, 10,
+        "40 reservations through two handles against a limit of 10 granted {granted}"
+    );
 }
 
 async fn records<S: TokenStore + ?Sized>(store: &S, users: &Users) {
@@ -183,6 +312,7 @@ pub async fn check_shared_stores<A: TokenStore + ?Sized, B: TokenStore + ?Sized>
         "{RACERS} lockers racing through two handles: expected exactly one Acquired, got {}",
         winners.len()
     );
+    shared_budget(a, b).await;
 }
 
 async fn unknown_user<S: TokenStore + ?Sized>(store: &S, user: UserId) {
