@@ -4,9 +4,9 @@
 //!    `WINDOW` (120 per minute at Withings; here `N` per 10 s so a run takes seconds); 1, 4 and
 //!    16 senders send as fast as they can for `WINDOWS` windows, in one process (one handle,
 //!    memory store) and across OS processes (up to 4, each its own handle on one SQLite file).
-//!    Reported: requests per window in steady state, as a share of `N` (from the simulator's
-//!    own arrival log: arrivals after the first `N`, over the time from the first to the last
-//!    arrival), and the 601s (must be zero). A slot counts for a hold (a fortieth of the window,
+//!    Reported: requests per window as a share of `N` (from the simulator's own arrival log:
+//!    the mean count in a window, over every window position within the run), and the 601s
+//!    (must be zero). A slot counts for a hold (a fortieth of the window,
 //!    at least 250 ms) before its window starts, so the ceiling is `W / (W + hold)`: 97.6 %.
 //! 2. **What a slot costs.** Per backend, one reservation round trip to its ledger (µs), and
 //!    per request through the layer to a no-op service with the budget on that store, minus
@@ -210,9 +210,7 @@ fn throughput(rt: &tokio::runtime::Runtime, senders: usize, processes: usize) ->
         let _ = std::fs::remove_file(&path);
         all
     };
-    let (arrivals, span) = (sim.arrivals(), sim.arrival_span());
-    let steady = (arrivals.saturating_sub(N as usize)) as f64 / span.as_secs_f64().max(1e-9)
-        * WINDOW.as_secs_f64();
+    let steady = sim.mean_window(WINDOW, WINDOW * WINDOWS);
     let share = steady / f64::from(N);
     let served_601 = sim.counters().served_601;
     let place = if processes == 0 {
@@ -282,8 +280,9 @@ fn slot_costs(rt: &tokio::runtime::Runtime) -> Vec<String> {
     let mut rows = Vec::new();
     for (name, store) in stores {
         let ledger: &dyn BudgetLedger = store.budget().expect("a ledger");
+        let app = format!("bench-{run}-{name}");
         let ask = SlotAsk {
-            app: format!("bench-{run}-{name}"),
+            app: &app,
             want: 1,
             limit: u32::MAX / 2,
             window: Duration::from_secs(60),

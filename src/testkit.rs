@@ -75,9 +75,9 @@ pub async fn check_single_process_store<S: TokenStore + ?Sized>(store: &S) {
     budget_ledger(store).await;
 }
 
-fn slot_ask(app: &str, want: u32, limit: u32) -> SlotAsk {
+fn slot_ask(app: &str, want: u32, limit: u32) -> SlotAsk<'_> {
     SlotAsk {
-        app: app.to_owned(),
+        app,
         want,
         limit,
         window: Duration::from_secs(60),

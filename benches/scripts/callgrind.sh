@@ -17,8 +17,8 @@ bench="${1:?usage: callgrind.sh hot_path|loopback [N]}"
 case "$bench" in
 hot_path)
     n="${2:-20000}" var=HOT_PATH_CALLGRIND warm=16 digits=2
-    cases="empty/bare empty/add_authorization empty/rwlock_token empty/replay_floor empty/withings
-           json_1k/bare json_1k/add_authorization json_1k/rwlock_token json_1k/replay_floor json_1k/withings"
+    cases="empty/bare empty/add_authorization empty/rwlock_token empty/replay_floor empty/withings empty/withings_budget
+           json_1k/bare json_1k/add_authorization json_1k/rwlock_token json_1k/replay_floor json_1k/withings json_1k/withings_budget"
     ;;
 loopback)
     n="${2:-2000}" var=LOOPBACK_CALLGRIND warm=64 digits=3

@@ -17,9 +17,9 @@ use crate::store::StoreFuture;
 
 /// A reservation asked of a [`BudgetLedger`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotAsk {
+pub struct SlotAsk<'a> {
     /// Whose budget: the Withings client id (Withings counts per app).
-    pub app: String,
+    pub app: &'a str,
     /// How many slots the holder would like now (at least 1).
     pub want: u32,
     /// At most this many slots in any `window`.
@@ -62,7 +62,7 @@ pub struct BudgetUsage {
 /// - [`pause`](Self::pause) stops every grant for `wait` (the longest pause asked wins).
 pub trait BudgetLedger: Send + Sync {
     /// Reserves up to `ask.want` slots.
-    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant>;
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant>;
 
     /// Stops all grants of `app` for `wait`.
     fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()>;
@@ -72,7 +72,7 @@ pub trait BudgetLedger: Send + Sync {
 
     /// The same as [`reserve`](Self::reserve) without waiting, for in-memory ledgers (then the
     /// budget takes one slot per request and keeps no block). `None`: not available.
-    fn reserve_now(&self, ask: &SlotAsk) -> Option<SlotGrant> {
+    fn reserve_now(&self, ask: &SlotAsk<'_>) -> Option<SlotGrant> {
         let _ = ask;
         None
     }
@@ -83,7 +83,7 @@ pub trait BudgetLedger: Send + Sync {
 /// `oldest`, and the app is paused until `paused_until`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decide(
-    ask: &SlotAsk,
+    ask: &SlotAsk<'_>,
     now: i64,
     counted: i64,
     oldest: Option<i64>,
@@ -112,31 +112,56 @@ pub(crate) fn window_millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
-/// One app's sliding window: entries `(stamp, count)`, oldest first.
+/// One app's sliding window: entries `(stamp, count)`, oldest first. Times are microseconds
+/// on one monotonic clock (see [`micros`]), so the hot path compares integers.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
-    entries: VecDeque<(Instant, u32)>,
+    entries: VecDeque<(u64, u32)>,
     counted: u32,
-    paused_until: Option<Instant>,
+    /// 0: not paused.
+    paused_until: u64,
+}
+
+/// `at` in microseconds on the process' window clock: from a fixed base, offset by 2^62 so
+/// that instants before the base (another runtime's paused clock) still order correctly.
+/// Read from tokio's clock, so tests on a paused runtime move it too.
+pub(crate) fn micros(at: Instant) -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    let at = at.into_std();
+    let zero = 1u64 << 62;
+    match at.checked_duration_since(base) {
+        Some(after) => zero.saturating_add(us(after)),
+        None => zero.saturating_sub(us(base.duration_since(at))),
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 impl Window {
-    pub(crate) fn reserve(&mut self, ask: &SlotAsk, now: Instant) -> SlotGrant {
-        self.prune(ask.window, now);
-        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+    pub(crate) fn reserve(&mut self, ask: &SlotAsk<'_>, now: Instant) -> SlotGrant {
+        let now = micros(now);
+        let window = us(ask.window);
+        self.prune(window, now);
+        if self.paused_until > now {
             return SlotGrant {
                 granted: 0,
-                retry_in: until - now,
+                retry_in: Duration::from_micros(self.paused_until - now),
             };
         }
         let granted = ask.want.min(ask.limit.saturating_sub(self.counted));
         if granted > 0 {
-            let stamp = now + ask.hold;
+            let hold = us(ask.hold);
+            let stamp = now.saturating_add(hold);
             // Entries closer than an eighth of `hold` merge, stamped with the later time (which
             // only counts the earlier slots a little longer): the window holds at most a few
             // hundred entries however many requests pass.
             match self.entries.back_mut() {
-                Some((last, count)) if stamp.saturating_duration_since(*last) < ask.hold / 8 => {
+                Some((last, count)) if stamp.saturating_sub(*last) < hold / 8 => {
                     *last = stamp;
                     *count += granted;
                 }
@@ -147,7 +172,7 @@ impl Window {
         let retry_in = if granted < ask.want {
             self.entries
                 .front()
-                .map(|(stamp, _)| (*stamp + ask.window).saturating_duration_since(now))
+                .map(|(stamp, _)| Duration::from_micros((stamp + window).saturating_sub(now)))
                 .unwrap_or(ask.window)
         } else {
             Duration::ZERO
@@ -156,28 +181,23 @@ impl Window {
     }
 
     pub(crate) fn pause(&mut self, now: Instant, wait: Duration) {
-        let until = now
-            .checked_add(wait)
-            .unwrap_or(now + Duration::from_secs(3600));
-        if self.paused_until.is_none_or(|current| current < until) {
-            self.paused_until = Some(until);
-        }
+        let until = micros(now).saturating_add(us(wait));
+        self.paused_until = self.paused_until.max(until);
     }
 
     pub(crate) fn usage(&mut self, window: Duration, now: Instant) -> BudgetUsage {
-        self.prune(window, now);
+        let now = micros(now);
+        self.prune(us(window), now);
         BudgetUsage {
             used: self.counted,
-            paused_for: self
-                .paused_until
-                .filter(|until| *until > now)
-                .map(|until| until - now),
+            paused_for: (self.paused_until > now)
+                .then(|| Duration::from_micros(self.paused_until - now)),
         }
     }
 
-    fn prune(&mut self, window: Duration, now: Instant) {
+    fn prune(&mut self, window: u64, now: u64) {
         while let Some((stamp, count)) = self.entries.front().copied() {
-            if stamp + window > now {
+            if stamp.saturating_add(window) > now {
                 break;
             }
             self.entries.pop_front();
@@ -214,8 +234,8 @@ impl LocalLedger {
 }
 
 impl BudgetLedger for LocalLedger {
-    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
-        let grant = self.with(&ask.app, |w| w.reserve(ask, Instant::now()));
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
+        let grant = self.with(ask.app, |w| w.reserve(ask, Instant::now()));
         Box::pin(async move { Ok(grant) })
     }
 
@@ -229,8 +249,8 @@ impl BudgetLedger for LocalLedger {
         Box::pin(async move { Ok(usage) })
     }
 
-    fn reserve_now(&self, ask: &SlotAsk) -> Option<SlotGrant> {
-        Some(self.with(&ask.app, |w| w.reserve(ask, Instant::now())))
+    fn reserve_now(&self, ask: &SlotAsk<'_>) -> Option<SlotGrant> {
+        Some(self.with(ask.app, |w| w.reserve(ask, Instant::now())))
     }
 }
 
@@ -238,9 +258,9 @@ impl BudgetLedger for LocalLedger {
 mod tests {
     use super::*;
 
-    fn ask(want: u32) -> SlotAsk {
+    fn ask(want: u32) -> SlotAsk<'static> {
         SlotAsk {
-            app: "app".into(),
+            app: "app",
             want,
             limit: 10,
             window: Duration::from_secs(60),
@@ -279,15 +299,13 @@ mod tests {
         w.pause(start, Duration::from_secs(9));
         w.pause(start, Duration::from_secs(3)); // a shorter pause does not shorten it
         let grant = w.reserve(&ask(1), start + Duration::from_secs(1));
+        // The window clock counts whole microseconds.
+        let off = grant.retry_in.abs_diff(Duration::from_secs(8));
+        assert_eq!(grant.granted, 0);
+        assert!(off <= Duration::from_micros(1), "{grant:?}");
         assert_eq!(
-            grant,
-            SlotGrant {
-                granted: 0,
-                retry_in: Duration::from_secs(8)
-            }
-        );
-        assert_eq!(
-            w.reserve(&ask(1), start + Duration::from_secs(9)).granted,
+            w.reserve(&ask(1), start + Duration::from_millis(9_001))
+                .granted,
             1
         );
     }

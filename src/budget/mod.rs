@@ -234,9 +234,9 @@ impl Budget {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ask(&self, want: u32) -> SlotAsk {
+    fn ask(&self, want: u32) -> SlotAsk<'_> {
         SlotAsk {
-            app: self.app.clone(),
+            app: &self.app,
             want,
             limit: self.config.limit.unwrap_or(u32::MAX),
             window: self.config.window,
@@ -260,13 +260,23 @@ impl Budget {
             true
         } else {
             queue.pool = 0;
+            // A count in memory answers at once (a shared ledger is for the dispatcher): a
+            // block sized by recent demand, so that most requests only look at the pool.
+            let want = 1 + self.next_block(&mut queue);
             let grant = match (self.engine, self.store.budget()) {
-                (Engine::Own, _) => Some(queue.own.reserve(&self.ask(1), now)),
-                // A ledger in memory: one slot per request, no block kept.
-                (Engine::InMemory, Some(ledger)) => ledger.reserve_now(&self.ask(1)),
+                (Engine::Own, _) => Some(queue.own.reserve(&self.ask(want), now)),
+                (Engine::InMemory, Some(ledger)) => ledger.reserve_now(&self.ask(want)),
                 _ => None,
             };
-            grant.is_some_and(|g| g.granted == 1)
+            match grant {
+                Some(grant) if grant.granted > 0 => {
+                    queue.pool = grant.granted - 1;
+                    queue.send_by = Some(now + self.config.hold() / 2);
+                    queue.taken_since += 1;
+                    true
+                }
+                _ => false,
+            }
         };
         drop(queue);
         if taken {
@@ -379,8 +389,8 @@ impl Budget {
         queue.waiting() > 0 && granted < waiting
     }
 
-    /// Slots to ask beyond the waiters, for the pool: only from a shared ledger (one round
-    /// trip per block). As many as were taken since the last ask if that was under half a
+    /// Slots to ask beyond the waiters, for the pool (a shared ledger: one round trip per
+    /// block; one in memory: one lock of the ledger per block). As many as were taken since the last ask if that was under half a
     /// hold ago (a steady sender), else none (a one-off request, a process about to exit:
     /// nothing wasted); at most a sixteenth of the limit.
     fn next_block(&self, queue: &mut Queue) -> u32 {
@@ -390,7 +400,7 @@ impl Budget {
             .is_some_and(|at| now.duration_since(at) < self.config.hold() / 2);
         let taken = std::mem::take(&mut queue.taken_since);
         queue.last_refill = Some(now);
-        if self.engine != Engine::Shared || !recent {
+        if self.engine == Engine::Off || !recent {
             return 0;
         }
         let cap = (self.config.limit.unwrap_or(u32::MAX) / 16).max(1);
@@ -427,7 +437,7 @@ impl Budget {
         }
     }
 
-    fn reserve_own(&self, ask: &SlotAsk, now: Instant) -> SlotGrant {
+    fn reserve_own(&self, ask: &SlotAsk<'_>, now: Instant) -> SlotGrant {
         self.lock().own.reserve(ask, now)
     }
 

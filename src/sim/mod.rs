@@ -492,6 +492,32 @@ impl Simulator {
         busiest
     }
 
+    /// The mean number of arrivals in a `window`, over every window start (in steps of a
+    /// hundredth of the window) from the first logged arrival to `over` later minus one window:
+    /// the sustained rate a sender got, start-up burst and last partial window left out.
+    pub fn mean_window(&self, window: Duration, over: Duration) -> f64 {
+        let st = self.shared.lock();
+        let Some(first) = st.arrivals.first().copied() else {
+            return 0.0;
+        };
+        let step = (window / 100).max(Duration::from_micros(1));
+        let (mut start, mut samples, mut total) = (Duration::ZERO, 0u64, 0u64);
+        while start + window <= over {
+            let (from, to) = (first + start, first + start + window);
+            total += st
+                .arrivals
+                .iter()
+                .filter(|t| **t >= from && **t < to)
+                .count() as u64;
+            samples += 1;
+            start += step;
+        }
+        if samples == 0 {
+            return 0.0;
+        }
+        total as f64 / samples as f64
+    }
+
     /// The time from the first to the last logged arrival.
     pub fn arrival_span(&self) -> Duration {
         let st = self.shared.lock();

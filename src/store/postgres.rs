@@ -484,7 +484,7 @@ impl PostgresStore {
 /// reservations of one app take turns), drops the slots out of the window, counts the rest and
 /// inserts the grant, all on the database server's clock.
 impl BudgetLedger for PostgresStore {
-    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
             let sql = &self.sql.budget;
             let mut client = self.client("budget").await?;

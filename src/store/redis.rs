@@ -460,14 +460,14 @@ fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
 /// The request budget on the same server: every replica shares it. Each call is one Lua
 /// script (atomic), on the server's clock (`TIME`).
 impl BudgetLedger for RedisStore {
-    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let (granted, retry): (i64, i64) = self
                 .scripts
                 .budget
                 .reserve
-                .key(&self.budget_keys(&ask.app))
+                .key(&self.budget_keys(ask.app))
                 .arg(ledger::window_millis(ask.window))
                 .arg(ask.want)
                 .arg(ask.limit)

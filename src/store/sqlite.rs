@@ -393,9 +393,22 @@ fn wall_millis() -> Result<i64, Error> {
 /// reservation is one `BEGIN IMMEDIATE` transaction (SQLite's write lock), stamped with the
 /// system clock all those processes share.
 impl BudgetLedger for SqliteStore {
-    fn reserve<'a>(&'a self, ask: &'a SlotAsk) -> StoreFuture<'a, SlotGrant> {
-        let ask = ask.clone();
+    fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
+        let (app, want, limit, window, hold) = (
+            ask.app.to_owned(),
+            ask.want,
+            ask.limit,
+            ask.window,
+            ask.hold,
+        );
         Box::pin(self.call("budget", move |conn| {
+            let ask = SlotAsk {
+                app: &app,
+                want,
+                limit,
+                window,
+                hold,
+            };
             let failed = |e| Error::store("budget", e);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -412,9 +425,9 @@ impl BudgetLedger for SqliteStore {
                     "SELECT COALESCE(SUM(count), 0), MIN(stamp_ms) FROM withings_budget_slots
                      WHERE app = ?1",
                 )
-                .and_then(|mut s| s.query_row([&ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
+                .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
                 .map_err(failed)?;
-            let paused = paused_until(&tx, &ask.app)?;
+            let paused = paused_until(&tx, ask.app)?;
             let grant = ledger::decide(&ask, now, counted, oldest, paused);
             if grant.granted > 0 {
                 let stamp = now.saturating_add(ledger::window_millis(ask.hold));
