@@ -262,10 +262,15 @@ impl Budget {
             queue.pool = 0;
             // A count in memory answers at once (a shared ledger is for the dispatcher): a
             // block sized by recent demand, so that most requests only look at the pool.
-            let want = 1 + self.next_block(&mut queue);
             let grant = match (self.engine, self.store.budget()) {
-                (Engine::Own, _) => Some(queue.own.reserve(&self.ask(want), now)),
-                (Engine::InMemory, Some(ledger)) => ledger.reserve_now(&self.ask(want)),
+                (Engine::Own, _) => {
+                    let want = 1 + self.next_block(&mut queue);
+                    Some(queue.own.reserve(&self.ask(want), now))
+                }
+                (Engine::InMemory, Some(ledger)) => {
+                    let want = 1 + self.next_block(&mut queue);
+                    ledger.reserve_now(&self.ask(want))
+                }
                 _ => None,
             };
             match grant {
