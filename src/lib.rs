@@ -63,15 +63,20 @@
 //!   status 0.
 //!
 //! ```
-//! # async fn example(response: http::Response<tower_withings::WithingsBody<http_body_util::Full<bytes::Bytes>>>)
-//! # -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let sent = br#"{"status":601,"body":{"wait_seconds":9},"error":"Too many request"}"#;
+//! # let response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(sent)));
 //! use http_body_util::BodyExt;
+//! use tower_withings::{Error, parse_response};
 //!
 //! let bytes = response.into_body().collect().await?.to_bytes();
-//! let body = tower_withings::parse_response(&bytes)?; // Err(Error::RateLimited { .. }) on a 601
-//! # let _ = body; Ok(()) }
-//! # let bytes = bytes::Bytes::from_static(br#"{"status":2554,"body":{},"error":"Not implemented"}"#);
-//! # assert!(matches!(tower_withings::parse_response(&bytes), Err(tower_withings::Error::NotImplemented)));
+//! match parse_response(&bytes) {
+//!     Ok(body) => println!("{body}"), // status 0: the `body` value
+//!     Err(Error::RateLimited { wait }) => assert_eq!(wait.map(|w| w.as_secs()), Some(9)),
+//!     Err(other) => return Err(other.into()),
+//! }
+//! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
