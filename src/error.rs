@@ -30,6 +30,21 @@ pub enum Error {
         /// The body status Withings sent.
         status: i64,
     },
+    /// Withings refused the access token (status 100, 101, 102, 200, 401, or HTTP 401) and the
+    /// request could not be sent again: its body cannot be sent twice (a stream, or a layer that
+    /// never replays). Nothing is wrong with the user's authorization: the token is being
+    /// refreshed in the background, and the same request sent again gets the new one.
+    ///
+    /// What the layer and the reqwest middleware return by default for such a refusal;
+    /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)
+    /// gives the refused response instead, marked [`NotReplayed`](crate::NotReplayed).
+    #[error(
+        "Withings refused the access token (status {status}) and the request could not be replayed (its body cannot be sent twice): the token is being refreshed; send the request again"
+    )]
+    NotReplayed {
+        /// The body status Withings sent (401 for an HTTP 401).
+        status: i64,
+    },
     /// Status 503 `invalid refresh_token`: rotated away, expired, or the user unlinked the app or
     /// was deleted.
     #[error(
@@ -285,7 +300,8 @@ impl Error {
             | Error::MalformedResponse { .. }
             | Error::Transport(_)
             | Error::TokenEndpointTimeout(_)
-            | Error::RefreshInterrupted(_) => ErrorKind::Transient,
+            | Error::RefreshInterrupted(_)
+            | Error::NotReplayed { .. } => ErrorKind::Transient,
             Error::Store { .. } | Error::CorruptRecord { .. } => ErrorKind::Store,
             Error::InvalidClient { .. }
             | Error::RedirectUriMismatch
@@ -319,6 +335,7 @@ impl Error {
                 | Error::MalformedResponse { .. }
                 | Error::Store { .. }
                 | Error::RefreshInterrupted(_)
+                | Error::NotReplayed { .. }
         )
     }
 }
@@ -371,6 +388,7 @@ mod tests {
             (Error::AccessRevoked(user), ErrorKind::Auth),
             (Error::RateLimited { wait: None }, ErrorKind::Rate),
             (Error::Timeout, ErrorKind::Transient),
+            (Error::NotReplayed { status: 401 }, ErrorKind::Transient),
             (Error::store("save", "disk full"), ErrorKind::Store),
             (
                 Error::InvalidClient {
@@ -385,6 +403,8 @@ mod tests {
         }
         // Transient and rate-limited failures are the ones worth retrying unchanged.
         assert!(Error::Timeout.is_transient() && Error::RateLimited { wait: None }.is_transient());
+        // A refusal that could not be replayed: the token is being refreshed, send it again.
+        assert!(Error::NotReplayed { status: 401 }.is_transient());
     }
 
     #[test]

@@ -45,6 +45,39 @@
 //! ```
 //!
 //! The layer spawns its refresh tasks with `tokio::spawn`: use it inside a Tokio runtime.
+//!
+//! # What a call returns
+//!
+//! - `Err` holds a [`BoxError`]: either the inner service's error or an [`Error`]
+//!   (`error.downcast_ref::<Error>()`), whose [`kind`](Error::kind) says what to do about it.
+//! - A refused token is refreshed (once per user) and the request replayed once; a second
+//!   refusal is [`Error::AccessTokenInvalid`]. A request whose body cannot be sent twice (a
+//!   stream) is not replayed: it fails with [`Error::NotReplayed`] (transient: the token is being
+//!   refreshed, send the request again), or, from a layer made with
+//!   [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response), comes back as
+//!   Withings sent it, marked [`NotReplayed`].
+//! - Any other Withings body status (601, 2554, 503 …) comes back `Ok` by default, the body
+//!   intact: collect the body and read it in one line with [`parse_response`], which gives the
+//!   `body` value or the typed error. A layer made with
+//!   [`status_errors`](WithingsAuthLayer::status_errors) returns that error itself, so `Ok` means
+//!   status 0.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # let sent = br#"{"status":601,"body":{"wait_seconds":9},"error":"Too many request"}"#;
+//! # let response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(sent)));
+//! use http_body_util::BodyExt;
+//! use tower_withings::{Error, parse_response};
+//!
+//! let bytes = response.into_body().collect().await?.to_bytes();
+//! match parse_response(&bytes) {
+//!     Ok(body) => println!("{body}"), // status 0: the `body` value
+//!     Err(Error::RateLimited { wait }) => assert_eq!(wait.map(|w| w.as_secs()), Some(9)),
+//!     Err(other) => return Err(other.into()),
+//! }
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -89,6 +122,7 @@ pub use layer::{WithingsAuthLayer, WithingsAuthService};
 pub use metrics::MetricsSnapshot;
 pub use oauth::{AuthorizeRequest, Callback, OAuthClient, RedirectPolicy};
 pub use secret::Secret;
+pub use status::parse_response;
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "redis")]

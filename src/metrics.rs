@@ -7,7 +7,7 @@
 //! | `withings_requests_total` | counter | | requests the layer sent to the API host |
 //! | `withings_refusals_total` | counter | | responses refusing the token (HTTP 401, body status 100/101/102/200/401) |
 //! | `withings_replays_total` | counter | | requests sent again after a refusal |
-//! | `withings_not_replayed_total` | counter | | refusals given back because the body could not be sent twice |
+//! | `withings_not_replayed_total` | counter | | refusals not replayed because the body could not be sent twice (`Error::NotReplayed`, or the response with `not_replayed_as_response`) |
 //! | `withings_token_calls_total` | counter | | refreshes sent to Withings' token endpoint |
 //! | `withings_refreshes_adopted_total` | counter | | pairs another process saved, used instead of refreshing |
 //! | `withings_refresh_waits_total` | counter | | requests that waited for a refresh already running |
@@ -72,7 +72,8 @@ pub struct MetricsSnapshot {
     pub refreshes_failed: u64,
     /// Requests re-sent after an auth failure.
     pub replays: u64,
-    /// Auth failures returned as they were because the request body could not be replayed.
+    /// Auth failures not replayed because the request body could not be sent twice (returned
+    /// as `Error::NotReplayed`, or as they came with `not_replayed_as_response`).
     pub not_replayed: u64,
     /// Requests that waited for a refresh another request had started.
     pub waited: u64,

@@ -50,9 +50,15 @@
 //!   [`reqwest::Request::try_clone`], a body in memory (`.body("…")`, `.form(…)`, `.json(…)`,
 //!   or none). A second refusal is [`Error::AccessTokenInvalid`]: no loops.
 //! - A streaming body (`reqwest::Body::wrap_stream`, `Body::wrap`) cannot be sent twice: its
-//!   refusal comes back at once as it came, `Ok` with the Withings body intact and a
-//!   [`NotReplayed`](crate::NotReplayed) extension (`response.extensions()`), while the token is
-//!   refreshed in the background for the next request; as with the layer's streaming bodies.
+//!   refusal fails at once with [`Error::NotReplayed`] (send the request again), while the token
+//!   is refreshed in the background for the next request; as with the layer's streaming bodies.
+//!   [`WithingsMiddleware::not_replayed_as_response`] gives the refusal back instead, `Ok` with
+//!   the Withings body intact and a [`NotReplayed`](crate::NotReplayed) extension
+//!   (`response.extensions()`).
+//! - A Withings body status other than 0 (`601`, `2554`, …) comes back `Ok` by default: read it
+//!   with [`crate::parse_response`] on the bytes (`response.bytes().await?`).
+//!   [`WithingsMiddleware::status_errors`] makes it the typed error instead, as the layer's
+//!   [`status_errors`](crate::WithingsAuthLayer::status_errors) does.
 //! - Everything the crate fails with is `reqwest_middleware::Error::Middleware` holding a
 //!   [`crate::Error`] (`downcast_ref::<tower_withings::Error>()`); what reqwest or a later
 //!   middleware fails with comes back as it was.
@@ -73,7 +79,7 @@ use tower::Service;
 use crate::body::WithingsBody;
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
-use crate::layer::{self, CloneBody};
+use crate::layer::{self, CloneBody, ResponseMode};
 use crate::refresh::Refresher;
 use crate::token::UserId;
 
@@ -83,19 +89,47 @@ use crate::token::UserId;
 pub struct WithingsMiddleware {
     refresher: Arc<Refresher>,
     user: Option<UserId>,
+    mode: ResponseMode,
 }
 
 impl std::fmt::Debug for WithingsMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WithingsMiddleware")
             .field("user", &self.user)
+            .field("status_errors", &self.mode.status_errors)
+            .field(
+                "not_replayed_as_response",
+                &self.mode.not_replayed_as_response,
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl WithingsMiddleware {
     pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
-        WithingsMiddleware { refresher, user }
+        WithingsMiddleware {
+            refresher,
+            user,
+            mode: ResponseMode::default(),
+        }
+    }
+
+    /// Opt-in, as [`WithingsAuthLayer::status_errors`](crate::WithingsAuthLayer::status_errors):
+    /// an answer whose Withings body status is not 0 is
+    /// `Err(reqwest_middleware::Error::Middleware(…))` holding the [`crate::Error`] the status
+    /// table gives it, so `Ok` means status 0.
+    pub fn status_errors(mut self) -> Self {
+        self.mode.status_errors = true;
+        self
+    }
+
+    /// Opt-in, as
+    /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response):
+    /// a refusal of a request with a streaming body comes back `Ok`, as it came and marked
+    /// [`NotReplayed`](crate::NotReplayed), instead of [`Error::NotReplayed`].
+    pub fn not_replayed_as_response(mut self) -> Self {
+        self.mode.not_replayed_as_response = true;
+        self
     }
 }
 
@@ -132,8 +166,15 @@ impl Middleware for WithingsMiddleware {
             next,
             chain: &chain,
         };
-        let outcome =
-            layer::send_api(&self.refresher, ReqwestBodies, self.user, attempts, request).await;
+        let outcome = layer::send_api(
+            &self.refresher,
+            ReqwestBodies,
+            self.mode,
+            self.user,
+            attempts,
+            request,
+        )
+        .await;
         *extensions = chain.into_inner().unwrap_or_else(PoisonError::into_inner);
         match outcome {
             Ok(response) => Ok(from_http(response)),

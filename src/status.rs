@@ -144,7 +144,28 @@ impl Envelope {
     }
 }
 
-/// Parses a complete Withings response body into its `body` value or the classified error.
+/// Parses a complete Withings response body into its `body` value or the classified error
+/// (by [`classify`], the table the layer's
+/// [`status_errors`](crate::WithingsAuthLayer::status_errors) uses too). Also at the crate
+/// root: `tower_withings::parse_response`.
+///
+/// The one line that reads a response's status when the layer hands every body status back
+/// `Ok` (its default):
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_withings::{Error, parse_response};
+///
+/// // let bytes = response.into_body().collect().await?.to_bytes();
+/// let bytes = Bytes::from_static(br#"{"status":601,"body":{"wait_seconds":9},"error":"Too many request"}"#);
+/// match parse_response(&bytes) {
+///     Ok(body) => println!("{body}"),
+///     Err(Error::RateLimited { wait }) => assert_eq!(wait.unwrap().as_secs(), 9),
+///     Err(other) => panic!("{other}"),
+/// }
+/// let ok = Bytes::from_static(br#"{"status":0,"body":{"measuregrps":[]}}"#);
+/// assert!(parse_response(&ok).unwrap()["measuregrps"].is_array());
+/// ```
 pub fn parse_response(bytes: &Bytes) -> Result<Value, Error> {
     Envelope::parse(bytes)?.into_result()
 }

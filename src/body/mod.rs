@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
 
+use crate::error::Error;
 use crate::status::{Envelope, Peek, StatusScan};
 
 mod decode;
@@ -19,8 +20,10 @@ use decode::{Coding, Decoding};
 /// A request body the layer can send a second time after a refresh.
 ///
 /// Bodies held in memory replay byte for byte; streams cannot, and return `None`: the caller
-/// then gets the original auth-failure response, marked with [`NotReplayed`]. Implement it for
-/// your own body type if it can be cloned.
+/// then gets [`Error::NotReplayed`] (or the original auth-failure response, marked with
+/// [`NotReplayed`], from a layer made with
+/// [`not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)).
+/// Implement it for your own body type if it can be cloned.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a request body `WithingsAuthLayer` can take: it does not implement `ReplayBody`",
     label = "the layer needs to know whether this body can be sent twice",
@@ -68,11 +71,68 @@ impl ReplayBody for hyper::body::Incoming {
     }
 }
 
-/// Set on a response that reports an auth failure but was not replayed, saying why.
+/// Set on a response that reports an auth failure but was not replayed, saying why: what a
+/// layer made with [`not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)
+/// gives back instead of [`Error::NotReplayed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotReplayed {
     /// Why it was not replayed.
     pub reason: &'static str,
+}
+
+/// How much of an error body the layer reads, at most, for Withings' message
+/// ([`WithingsAuthLayer::status_errors`](crate::WithingsAuthLayer::status_errors)): Withings'
+/// error bodies are a few hundred bytes.
+pub(crate) const ERROR_BODY_LIMIT: usize = 16 * 1024;
+
+/// The typed error of an answer whose body `status` (already peeked) is not 0, for
+/// `status_errors`: the one status table ([`crate::status::classify`]) with the body's `error`
+/// message and `wait_seconds`, read from at most [`ERROR_BODY_LIMIT`] bytes and
+/// [`PEEK_FRAMES`] frames of an uncompressed body; otherwise (a longer, compressed, failing or
+/// unparsable body) from the status number alone. The body is dropped.
+pub(crate) async fn status_error<B>(response: http::Response<WithingsBody<B>>, status: i64) -> Error
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    let identity = response
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .is_none_or(|coding| coding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let mut body = response.into_body();
+    let mut text = BytesMut::new();
+    let mut complete = false;
+    if identity {
+        for _ in 0..PEEK_FRAMES {
+            match body.frame().await {
+                None => complete = true,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if text.len() + data.len() <= ERROR_BODY_LIMIT => {
+                        text.extend_from_slice(&data);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(_) => complete = true, // trailers: the data has ended
+                },
+                Some(Err(_)) => {}
+            }
+            break;
+        }
+    }
+    if complete {
+        if let Ok(envelope) = Envelope::parse(&text) {
+            if envelope.status == status {
+                if let Err(error) = envelope.into_result() {
+                    return error;
+                }
+            }
+        }
+    }
+    let wait = crate::status::find_wait_seconds(&text);
+    crate::status::classify(status, "", wait).unwrap_or(Error::UnknownStatus {
+        status,
+        message: String::new(),
+    })
 }
 
 /// How much of a body the layer reads, at most, looking for its `status`: of the bytes as sent
@@ -453,6 +513,48 @@ mod tests {
         assert_eq!((status, &bytes[..]), (None, &b"<html>"[..]));
         let (status, bytes) = status_and_bytes(Empty::<Bytes>::new()).await;
         assert_eq!((status, bytes.len()), (None, 0));
+    }
+
+    /// `status_errors`' error: the message of a small body decides (here between two 503s);
+    /// a body longer than the limit, or compressed, is classified from the number alone.
+    #[tokio::test]
+    async fn a_status_error_reads_the_message_of_small_bodies_only() {
+        let response = |headers: HeaderMap, body: Chunks| {
+            let mut response = http::Response::new(WithingsBody::new(body));
+            *response.headers_mut() = headers;
+            response
+        };
+        let deactivated = chunks(&[
+            b"{\"status\":503,\"body\":{},",
+            b"\"error\":\"User is temporarily deactivated\"}",
+        ]);
+        let error = status_error(response(HeaderMap::new(), deactivated), 503).await;
+        assert!(matches!(error, Error::UserDeactivated), "{error:?}");
+        let wait = chunks(&[b"{\"status\":601,\"body\":{\"wait_seconds\":7}}"]);
+        let error = status_error(response(HeaderMap::new(), wait), 601).await;
+        assert!(
+            matches!(error, Error::RateLimited { wait: Some(w) } if w.as_secs() == 7),
+            "{error:?}"
+        );
+        // Longer than the limit: the message is past what is read.
+        let mut long = b"{\"status\":503,\"body\":\"".to_vec();
+        long.resize(ERROR_BODY_LIMIT + 1, b'x');
+        long.extend_from_slice(b"\",\"error\":\"User is temporarily deactivated\"}");
+        let error = status_error(response(HeaderMap::new(), cut(&long, 1000)), 503).await;
+        assert!(
+            matches!(error, Error::InvalidParams { status: 503, .. }),
+            "{error:?}"
+        );
+        // Compressed: not read at all.
+        let sent = encode(
+            "gzip",
+            b"{\"status\":503,\"error\":\"User is temporarily deactivated\"}",
+        );
+        let error = status_error(response(headers("gzip"), cut(&sent, 4)), 503).await;
+        assert!(
+            matches!(error, Error::InvalidParams { status: 503, .. }),
+            "{error:?}"
+        );
     }
 
     /// `plain` encoded in `coding` ("gzip", "x-gzip", "deflate" (zlib), "deflate-raw", "br").

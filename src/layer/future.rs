@@ -17,9 +17,9 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::authorize;
 use super::replay::{CloneBody, Replay, RequestCopy};
-use crate::body::{StatusReader, WithingsBody};
+use super::{ResponseMode, authorize};
+use crate::body::{StatusReader, WithingsBody, status_error};
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
 use crate::refresh::{Lookup, Reason, Refresher};
@@ -103,6 +103,7 @@ where
     pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
         refresher: Arc<Refresher>,
         policy: P,
+        mode: ResponseMode,
         user: UserId,
         service: S,
         request: Request<B>,
@@ -110,7 +111,9 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Slow {
-                fut: Box::pin(send_fresh(refresher, policy, user, service, request, need)),
+                fut: Box::pin(send_fresh(
+                    refresher, policy, mode, user, service, request, need,
+                )),
             },
             replay: None,
         }
@@ -166,10 +169,19 @@ where
                     let refresher = this.replay.as_ref().map(|r| &r.refresher);
                     match poll_refusal(parts.status, &mut body, cx, refresher) {
                         // Usually the first chunk is already there: no move to Peeking.
-                        Poll::Ready(None) => {
-                            return Poll::Ready(Ok(Response::from_parts(parts, body.into_body())));
+                        Poll::Ready(Verdict::Answer(status)) => {
+                            let response = Response::from_parts(parts, body.into_body());
+                            match error_status(this.replay, status) {
+                                None => return Poll::Ready(Ok(response)),
+                                Some(status) => {
+                                    this.state.set(failing(response, status));
+                                    continue;
+                                }
+                            }
                         }
-                        Poll::Ready(Some(_)) => Response::from_parts(parts, body.into_body()),
+                        Poll::Ready(Verdict::Refused(status)) => {
+                            (Response::from_parts(parts, body.into_body()), status)
+                        }
                         Poll::Pending => {
                             this.state.set(State::Peeking {
                                 response: Box::new((parts, body)),
@@ -191,8 +203,14 @@ where
                     let (parts, body) = *response;
                     let response = Response::from_parts(parts, body.into_body());
                     match refusal {
-                        None => return Poll::Ready(Ok(response)),
-                        Some(_) => response,
+                        Verdict::Answer(status) => match error_status(this.replay, status) {
+                            None => return Poll::Ready(Ok(response)),
+                            Some(status) => {
+                                this.state.set(failing(response, status));
+                                continue;
+                            }
+                        },
+                        Verdict::Refused(status) => (response, status),
                     }
                 }
                 StateProj::Slow { fut } => {
@@ -203,13 +221,14 @@ where
                 StateProj::Done => return Poll::Ready(Err(Error::PolledAfterCompletion.into())),
             };
             // Withings refused the token (the state is `Done`): refresh and replay, if this request
-            // can be; a body that cannot be sent twice gets its response at once.
+            // can be; a body that cannot be sent twice gets its answer at once (`give_back`).
             crate::metrics::emit("withings_refusals_total");
+            let (refused, status) = refused;
             let Some(mut replay) = this.replay.take() else {
                 return Poll::Ready(Ok(refused));
             };
             let Some(copy) = replay.copy.take() else {
-                return Poll::Ready(Ok(replay.give_back(refused)));
+                return Poll::Ready(replay.give_back(refused, status));
             };
             drop(refused);
             this.state.set(State::Slow {
@@ -220,40 +239,83 @@ where
     }
 }
 
-/// The one classification of a response: `Some(status)` when it refuses the token (HTTP 401,
-/// or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), `None` when it goes to the
-/// caller as it is. Reads at most the body's first bytes, which stay in `body`.
+/// What [`poll_refusal`] found a response to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Withings refused the token: this body status (401 for an HTTP 401).
+    Refused(i64),
+    /// An answer for the caller, with its Withings body status when it has one (HTTP 200 and
+    /// a status found in the first bytes).
+    Answer(Option<i64>),
+}
+
+/// The one classification of a response: [`Verdict::Refused`] when it refuses the token (HTTP
+/// 401, or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), else an answer for the
+/// caller, with its body status. Reads at most the body's first bytes, which stay in `body`.
 ///
 /// A body status 601 is a rate limit, never a token failure: no refresh; the response goes to
-/// the caller as it came, and the app's budget stops everyone for its `wait_seconds`.
+/// the caller (as it came, or as `Error::RateLimited` with `status_errors`), and the app's
+/// budget stops everyone for its `wait_seconds`.
 fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
     status: StatusCode,
     body: &mut StatusReader<B>,
     cx: &mut Context<'_>,
     refresher: Option<&Arc<Refresher>>,
-) -> Poll<Option<i64>> {
+) -> Poll<Verdict> {
     match status {
-        StatusCode::UNAUTHORIZED => Poll::Ready(Some(401)),
+        StatusCode::UNAUTHORIZED => Poll::Ready(Verdict::Refused(401)),
         StatusCode::OK => body.poll_status(cx).map(|status| {
             if status == Some(RATE_LIMITED) {
                 if let Some(refresher) = refresher {
                     refresher.oauth.budget().rate_limited(body.wait_seconds());
                 }
             }
-            status.filter(|s| is_access_token_failure(*s))
+            match status {
+                Some(status) if is_access_token_failure(status) => Verdict::Refused(status),
+                status => Verdict::Answer(status),
+            }
         }),
-        _ => Poll::Ready(None),
+        _ => Poll::Ready(Verdict::Answer(None)),
+    }
+}
+
+/// The body status that makes an answer an error for this request's layer, if any.
+fn error_status<S, B>(replay: &Option<Box<Replay<S, B>>>, status: Option<i64>) -> Option<i64> {
+    replay.as_ref()?.mode.error_status(status)
+}
+
+/// The state that fails with the typed error of an answer's body `status` (its message may be
+/// further in the body, hence a future).
+fn failing<F, ResB>(response: Response<WithingsBody<ResB>>, status: i64) -> State<F, ResB>
+where
+    ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    State::Slow {
+        fut: Box::pin(async move { Err(status_error(response, status).await.into()) }),
+    }
+}
+
+/// What the caller gets for an answer: the response, or with `status_errors` and a non-zero
+/// body status, its typed error.
+pub(super) async fn answer<B: Body<Data = Bytes> + Unpin>(
+    response: Response<WithingsBody<B>>,
+    status: Option<i64>,
+    mode: ResponseMode,
+) -> Result<Response<WithingsBody<B>>, BoxError> {
+    match mode.error_status(status) {
+        None => Ok(response),
+        Some(status) => Err(status_error(response, status).await.into()),
     }
 }
 
 /// The body status of a rate-limited call.
 const RATE_LIMITED: i64 = 601;
 
-/// [`poll_refusal`] for async code: the response (body intact) and the refusal, if any.
+/// [`poll_refusal`] for async code: the response (body intact) and what it is.
 pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
     response: Response<B>,
     refresher: &Arc<Refresher>,
-) -> (Response<WithingsBody<B>>, Option<i64>) {
+) -> (Response<WithingsBody<B>>, Verdict) {
     let (parts, body) = response.into_parts();
     let mut body = StatusReader::new(&parts.headers, body);
     let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(refresher))).await;
@@ -276,6 +338,7 @@ pub(super) enum Need {
 pub(super) async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
     policy: P,
+    mode: ResponseMode,
     user: UserId,
     mut service: S,
     mut request: Request<B>,
@@ -312,13 +375,14 @@ where
     // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
     match inspect(response, &refresher).await {
-        (response, None) => Ok(response),
-        (refused, Some(_)) => {
+        (response, Verdict::Answer(status)) => answer(response, status, mode).await,
+        (refused, Verdict::Refused(status)) => {
             let replay = Replay {
                 refresher,
                 user,
                 generation,
                 copy: None,
+                mode,
                 service,
             };
             match copy {
@@ -326,7 +390,7 @@ where
                     drop(refused);
                     replay.resend(copy).await
                 }
-                None => Ok(replay.give_back(refused)),
+                None => replay.give_back(refused, status),
             }
         }
     }
@@ -556,23 +620,69 @@ mod tests {
         assert_eq!(auth.metrics().replays, 1);
     }
 
-    /// `never_replay`: any body type, and a refusal comes back at once, marked.
+    /// `never_replay`: any body type, and a refusal fails at once with `Error::NotReplayed`
+    /// (or, with `not_replayed_as_response`, comes back marked).
     #[tokio::test]
     async fn never_replay_takes_any_body_and_gives_the_refusal_back() {
         let clock = ManualClock::new();
         let auth = auth(&clock);
         auth.import(token(&clock, "a")).await.unwrap();
-        let layer = auth.layer().never_replay();
-        let (mut service, mut handle) =
-            mock::spawn_with::<AxumReq, Response<TestBody>, _, _>(|mock| layer.layer(mock));
-        assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
-        let fut = service.call(axum_request());
-        let (_, reply) = handle.next_request().await.unwrap();
-        reply.send_response(Response::new(TestBody::json(REFUSED)));
-        let response = fut.await.unwrap();
-        assert!(response.extensions().get::<crate::NotReplayed>().is_some());
+        for as_response in [false, true] {
+            let mut layer = auth.layer().never_replay();
+            if as_response {
+                layer = layer.not_replayed_as_response();
+            }
+            let (mut service, mut handle) =
+                mock::spawn_with::<AxumReq, Response<TestBody>, _, _>(|mock| layer.layer(mock));
+            assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+            let fut = service.call(axum_request());
+            let (_, reply) = handle.next_request().await.unwrap();
+            reply.send_response(Response::new(TestBody::json(REFUSED)));
+            match fut.await {
+                Ok(response) if as_response => {
+                    assert!(response.extensions().get::<crate::NotReplayed>().is_some());
+                }
+                Err(error) if !as_response => assert!(
+                    matches!(
+                        error.downcast_ref(),
+                        Some(Error::NotReplayed { status: 401 })
+                    ),
+                    "{error}"
+                ),
+                Ok(_) => panic!("a response, not the error"),
+                Err(error) => panic!("{error}"),
+            }
+        }
         assert_eq!(auth.metrics().replays, 0);
-        assert_eq!(auth.metrics().not_replayed, 1);
+        assert_eq!(auth.metrics().not_replayed, 2);
+    }
+
+    /// `status_errors` on the hot path, whether the status is in the first poll or a later
+    /// one (`Peeking`): the error, and the future is done after it.
+    #[tokio::test]
+    async fn status_errors_fail_with_the_table_s_error_and_are_done_after() {
+        const NOT_IMPLEMENTED: &str = r#"{"status":2554,"body":{},"error":"Not implemented"}"#;
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        for late in [false, true] {
+            let layer = auth.layer().status_errors();
+            let (mut service, mut handle) =
+                mock::spawn_with::<Req, Response<TestBody>, _, _>(|mock| layer.layer(mock));
+            assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
+            let mut fut = pin!(service.call(request(&format!("{API}/measure"))));
+            let body = TestBody {
+                late,
+                ..TestBody::json(NOT_IMPLEMENTED)
+            };
+            answer(&mut handle, StatusCode::OK, body).await;
+            let error = fut.as_mut().await.unwrap_err();
+            assert!(
+                matches!(error.downcast_ref(), Some(Error::NotImplemented)),
+                "{error}"
+            );
+            assert_done(fut);
+        }
     }
 
     #[tokio::test]

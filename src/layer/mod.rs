@@ -9,8 +9,9 @@
 //! - The layer keeps a copy of each request so that a refused one can be sent again after the
 //!   refresh; its [`CloneBody`] policy copies the body. By default the body must be a
 //!   [`ReplayBody`]: `Full`, `Empty` and `String` replay; boxed bodies and hyper's `Incoming`
-//!   are streams that do not (the refused response then comes back at once, marked
-//!   [`NotReplayed`](crate::NotReplayed)). For any other body type (`axum::body::Body`,
+//!   are streams that do not (a refusal then fails at once with [`Error::NotReplayed`], or comes
+//!   back marked [`NotReplayed`](crate::NotReplayed) with
+//!   [`WithingsAuthLayer::not_replayed_as_response`]). For any other body type (`axum::body::Body`,
 //!   `reqwest::Body`), say how with [`WithingsAuthLayer::clone_body_with`] or
 //!   [`WithingsAuthLayer::never_replay`].
 //! - The response body must be `Unpin` and carry `Bytes`, because the layer reads its first
@@ -20,6 +21,18 @@
 //!   with `Default::default()` (tower-http's `TimeoutLayer`) also need that body to have a
 //!   default, which boxed bodies have and `Incoming` has not: that is why the crate example
 //!   boxes the body below the layer.
+//!
+//! # What the caller gets back
+//!
+//! | Withings answered | default | opt-in |
+//! |---|---|---|
+//! | `"status":0` | `Ok`, the body intact | — |
+//! | a refusal (HTTP 401, `"status"` 100/101/102/200/401), replayed | the replay's answer (this table again); refused twice: [`Error::AccessTokenInvalid`] | — |
+//! | a refusal that could not be replayed (a stream) | [`Error::NotReplayed`]; the token is refreshed for the next request | [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response): `Ok`, as sent, marked [`NotReplayed`](crate::NotReplayed) |
+//! | any other status (601, 2554, 503 …) | `Ok`, the body intact: read it with [`crate::parse_response`] | [`status_errors`](WithingsAuthLayer::status_errors): `Err` with the status table's [`Error`] |
+//! | not a Withings body (HTML, a proxy's HTTP 502) | `Ok`, untouched | the same |
+//!
+//! A 601 pauses the app's request budget in every case.
 
 pub mod future;
 mod replay;
@@ -55,6 +68,27 @@ pub struct WithingsAuthLayer<P = ReplayBodies> {
     refresher: Arc<Refresher>,
     user: Option<UserId>,
     policy: P,
+    mode: ResponseMode,
+}
+
+/// What the caller gets back for the answers that are not plain successes: the layer's two
+/// opt-ins ([`WithingsAuthLayer::status_errors`], [`WithingsAuthLayer::not_replayed_as_response`]),
+/// shared with the reqwest middleware. Both off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ResponseMode {
+    /// A non-zero body status (after the refusal and replay logic) is `Err`, classified by
+    /// [`crate::status::classify`].
+    pub(crate) status_errors: bool,
+    /// A refusal that could not be replayed is the response as it came, marked
+    /// [`NotReplayed`](crate::NotReplayed), rather than [`Error::NotReplayed`].
+    pub(crate) not_replayed_as_response: bool,
+}
+
+impl ResponseMode {
+    /// The body status that makes this answer an error, if any (only with `status_errors`).
+    pub(crate) fn error_status(self, status: Option<i64>) -> Option<i64> {
+        status.filter(|status| self.status_errors && *status != 0)
+    }
 }
 
 impl WithingsAuthLayer {
@@ -63,6 +97,7 @@ impl WithingsAuthLayer {
             refresher,
             user,
             policy: ReplayBodies,
+            mode: ResponseMode::default(),
         }
     }
 }
@@ -74,7 +109,50 @@ impl<P> WithingsAuthLayer<P> {
             refresher: self.refresher,
             user: self.user,
             policy,
+            mode: self.mode,
         }
+    }
+
+    /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
+    /// [`Error`] the [status table](crate::status::classify) gives it (`2554` →
+    /// [`Error::NotImplemented`], `601` → [`Error::RateLimited`], `503 Invalid Params` →
+    /// [`Error::InvalidParams`], …), so `Ok` means status 0.
+    ///
+    /// It applies to the answer the caller would get, after the refusal and replay logic (a
+    /// refused token is still refreshed and replayed first; a 601 still pauses the request
+    /// budget). The status number comes from the first bytes, as always; to take Withings'
+    /// message, which decides between some errors (status 503), the rest of an error body is
+    /// read, at most 16 KiB of it (error bodies are a few hundred bytes); past that, or in a
+    /// compressed body, the error is classified from the number alone. Status 0, a body that is
+    /// not a Withings envelope (HTML, `status` not a number), a real HTTP error status (a proxy's
+    /// 502) and any request the layer does not authorize (other hosts, token calls) still come
+    /// back `Ok`, untouched.
+    ///
+    /// Without it (the default), the body status is yours to read, in one line once the body is
+    /// collected: [`crate::parse_response`].
+    ///
+    /// ```
+    /// # use tower_withings::{Credentials, WithingsAuth, transport};
+    /// # let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
+    /// #     .build(transport::plain_http_client());
+    /// let layer = auth.layer().status_errors(); // Ok(response) now means `"status":0`
+    /// # let _ = layer;
+    /// ```
+    pub fn status_errors(mut self) -> Self {
+        self.mode.status_errors = true;
+        self
+    }
+
+    /// Opt-in: a refused request that could not be replayed (its body is a stream, or the
+    /// layer [never replays](Self::never_replay)) comes back `Ok`, as Withings sent it (HTTP 401,
+    /// or HTTP 200 with `"status":401` in the body) and marked [`NotReplayed`](crate::NotReplayed),
+    /// for callers who want that body. By default it is `Err(`[`Error::NotReplayed`]`)`.
+    /// Either way the token is refreshed at once, in the background, for the next request.
+    ///
+    /// It takes precedence over [`status_errors`](Self::status_errors) for those refusals.
+    pub fn not_replayed_as_response(mut self) -> Self {
+        self.mode.not_replayed_as_response = true;
+        self
     }
 
     /// Copies request bodies with `clone`; `None` means "do not replay this one". For body
@@ -95,8 +173,10 @@ impl<P> WithingsAuthLayer<P> {
         self.clone_body(CloneBodyFn(clone))
     }
 
-    /// Never replays: any body type goes through, and a refused request comes back at once,
-    /// marked [`NotReplayed`](crate::NotReplayed), while the token is refreshed for the next.
+    /// Never replays: any body type goes through, and a refused request fails at once with
+    /// [`Error::NotReplayed`] (or, with [`not_replayed_as_response`](Self::not_replayed_as_response),
+    /// comes back marked [`NotReplayed`](crate::NotReplayed)), while the token is refreshed for
+    /// the next.
     pub fn never_replay(self) -> WithingsAuthLayer<NeverReplay> {
         self.clone_body(NeverReplay)
     }
@@ -110,6 +190,7 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
             refresher: Arc::clone(&self.refresher),
             user: self.user,
             policy: self.policy.clone(),
+            mode: self.mode,
             inner,
         }
     }
@@ -122,6 +203,7 @@ pub struct WithingsAuthService<S, P = ReplayBodies> {
     refresher: Arc<Refresher>,
     user: Option<UserId>,
     policy: P,
+    mode: ResponseMode,
     inner: S,
 }
 
@@ -193,6 +275,7 @@ where
                     user,
                     generation,
                     copy: RequestCopy::of(&request, &self.policy, own_user),
+                    mode: self.mode,
                     service: self.inner.clone(),
                 });
                 authorize(&mut request, header);
@@ -234,6 +317,7 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
         ResponseFuture::slow(
             Arc::clone(&self.refresher),
             policy,
+            self.mode,
             user,
             service,
             request,
@@ -255,11 +339,13 @@ pub(crate) fn is_api_request(refresher: &Refresher, uri: &Uri) -> bool {
 /// [`is_api_request`]), as one async function over a service that need not be `Clone` or
 /// `'static`: for clients that are not a tower stack (the reqwest middleware calls it with the
 /// next middleware as `service`). The same user choice, lookup, refresh, classification and
-/// single replay; `service` is called once, or twice when a refused request is replayed.
+/// single replay, and what `mode` asks of the answer; `service` is called once, or twice when a
+/// refused request is replayed.
 #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 pub(crate) async fn send_api<S, P, B, ResB>(
     refresher: &Arc<Refresher>,
     policy: P,
+    mode: ResponseMode,
     bound_user: Option<UserId>,
     mut service: S,
     request: Request<B>,
@@ -278,13 +364,14 @@ where
     match refresher.lookup(user, refresher.now()) {
         Lookup::Usable { header, generation } => {
             let need = Need::Slot { header, generation };
-            future::send_fresh(refresher, policy, user, service, request, need).await
+            future::send_fresh(refresher, policy, mode, user, service, request, need).await
         }
         Lookup::Terminal(error) => Err(error.into()),
         Lookup::Stale(stale) => {
             future::send_fresh(
                 refresher,
                 policy,
+                mode,
                 user,
                 service,
                 request,

@@ -13,8 +13,8 @@ use http::{
 use http_body::Body;
 use tower::{Service, ServiceExt};
 
-use super::authorize;
-use super::future::inspect;
+use super::future::{Verdict, answer, inspect};
+use super::{ResponseMode, authorize};
 use crate::body::{NotReplayed, ReplayBody, WithingsBody};
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
@@ -52,8 +52,10 @@ enum ExtensionsCopy {
 /// [`WithingsAuthLayer::clone_body`](super::WithingsAuthLayer::clone_body) and its shortcuts.
 ///
 /// - [`ReplayBodies`] (the default) asks the body type: [`ReplayBody`].
-/// - [`NeverReplay`] keeps no copy: a refusal comes back at once, marked
-///   [`NotReplayed`], and the next request gets the refreshed token. Any body type goes through.
+/// - [`NeverReplay`] keeps no copy: a refusal fails at once with [`Error::NotReplayed`] (or
+///   comes back marked [`NotReplayed`], with
+///   [`not_replayed_as_response`](super::WithingsAuthLayer::not_replayed_as_response)), and the
+///   next request gets the refreshed token. Any body type goes through.
 /// - [`CloneBodyFn`], your own function: for a body type of another crate (the orphan rule
 ///   keeps you from implementing [`ReplayBody`] for `axum::body::Body`).
 #[diagnostic::on_unimplemented(
@@ -190,24 +192,34 @@ pub(super) struct Replay<S, B> {
     pub(super) generation: u64,
     /// The request as first sent, if its body can be sent twice.
     pub(super) copy: Option<RequestCopy<B>>,
+    /// What the caller gets for a refusal given back, and for a non-zero body status.
+    pub(super) mode: ResponseMode,
     pub(super) service: S,
 }
 
 impl<S, B> Replay<S, B> {
-    /// The refusal of a request whose body cannot be sent twice: it goes back at once, as it
-    /// came and marked [`NotReplayed`], while a detached task refreshes for the next request
-    /// (the caller neither waits for it nor, by going away, aborts it).
-    pub(super) fn give_back<R>(&self, mut refused: Response<R>) -> Response<R> {
+    /// The refusal (body `status`) of a request whose body cannot be sent twice: the caller
+    /// gets it at once, as [`Error::NotReplayed`] or (`not_replayed_as_response`) as it came,
+    /// marked [`NotReplayed`], while a detached task refreshes for the next request (the caller
+    /// neither waits for it nor, by going away, aborts it).
+    pub(super) fn give_back<R>(
+        &self,
+        mut refused: Response<R>,
+        status: i64,
+    ) -> Result<Response<R>, BoxError> {
         Metrics::bump(
             &self.refresher.metrics.not_replayed,
             "withings_not_replayed_total",
         );
         self.refresher
             .kick(self.user, Some(self.generation), Reason::Reactive);
+        if !self.mode.not_replayed_as_response {
+            return Err(Error::NotReplayed { status }.into());
+        }
         refused.extensions_mut().insert(NotReplayed {
             reason: "the request body is a stream and cannot be sent twice",
         });
-        refused
+        Ok(refused)
     }
 }
 
@@ -226,6 +238,7 @@ where
             refresher,
             user,
             generation,
+            mode,
             mut service,
             ..
         } = self;
@@ -242,8 +255,8 @@ where
         tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
         let response = service.call(request).await.map_err(Into::into)?;
         match inspect(response, &refresher).await {
-            (_, Some(status)) => Err(Error::AccessTokenInvalid { status }.into()),
-            (response, None) => Ok(response),
+            (_, Verdict::Refused(status)) => Err(Error::AccessTokenInvalid { status }.into()),
+            (response, Verdict::Answer(status)) => answer(response, status, mode).await,
         }
     }
 }

@@ -255,6 +255,196 @@ async fn other_statuses_pass_through_untouched() {
     assert_eq!(rig.sim.counters().refreshes, 0);
 }
 
+/// In the default mode a body status is the caller's to read, in one line:
+/// `tower_withings::parse_response(&bytes)` gives the same typed error `status_errors()` would.
+#[tokio::test]
+async fn by_default_a_body_status_is_read_with_parse_response() {
+    let rig = rig().await;
+    let service = rig.auth.layer().layer(transport::plain_http_client());
+    rig.sim.inject(
+        Target::Data,
+        Fault::BodyStatus {
+            status: 2554,
+            error: "Not implemented".into(),
+            wait_seconds: None,
+        },
+        1,
+    );
+    let response = service
+        .clone()
+        .oneshot(getmeas(&rig.sim, USER))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let error = tower_withings::parse_response(&bytes).unwrap_err();
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = tower_withings::parse_response(&bytes).unwrap();
+    assert!(body.get("measuregrps").is_some(), "{body}");
+}
+
+/// What a test expects of an error.
+type Expected = fn(&Error) -> bool;
+
+fn body_status(status: i64, error: &str, wait_seconds: Option<u64>) -> Fault {
+    Fault::BodyStatus {
+        status,
+        error: error.into(),
+        wait_seconds,
+    }
+}
+
+/// `status_errors()`: a non-zero body status is an `Err` from the one status table (its
+/// message read from the small error body); status 0, a body that is not Withings JSON and a
+/// real HTTP status still come back `Ok`, untouched. Nothing is refreshed or replayed.
+#[tokio::test]
+async fn status_errors_turns_body_statuses_into_typed_errors() {
+    let rig = rig().await;
+    let service = rig
+        .auth
+        .layer()
+        .status_errors()
+        .layer(transport::plain_http_client());
+    let cases: [(Fault, Expected); 6] = [
+        (body_status(2554, "Not implemented", None), |e| {
+            matches!(e, Error::NotImplemented)
+        }),
+        (
+            body_status(601, "Too many request", Some(3)),
+            |e| matches!(e, Error::RateLimited { wait: Some(w) } if *w == Duration::from_secs(3)),
+        ),
+        (body_status(214, "Unauthorized", None), |e| {
+            matches!(e, Error::Unauthorized { status: 214 })
+        }),
+        // The message decides, so it is read from the body.
+        (
+            body_status(503, "User is temporarily deactivated", None),
+            |e| matches!(e, Error::UserDeactivated),
+        ),
+        (
+            body_status(503, "Invalid Params: meastype", None),
+            |e| matches!(e, Error::InvalidParams { status: 503, message } if message.contains("meastype")),
+        ),
+        (
+            body_status(9999, "mystery", None),
+            |e| matches!(e, Error::UnknownStatus { status: 9999, message } if message == "mystery"),
+        ),
+    ];
+    for (fault, expected) in cases {
+        rig.sim.inject(Target::Data, fault.clone(), 1);
+        let error = service
+            .clone()
+            .oneshot(getmeas(&rig.sim, USER))
+            .await
+            .expect_err("a typed error");
+        let error = auth_error(error);
+        assert!(expected(&error), "{fault:?}: {error:?}");
+    }
+    assert_eq!(
+        rig.auth.metrics().rate_limited,
+        1,
+        "601 still paused the budget"
+    );
+    // Status 0: Ok, the body intact.
+    let response = service
+        .clone()
+        .oneshot(getmeas(&rig.sim, USER))
+        .await
+        .unwrap();
+    let body = json(response).await;
+    assert_eq!(body["status"], 0);
+    assert!(body["body"].get("measuregrps").is_some(), "{body}");
+    // Not Withings JSON, and a real HTTP error: Ok, as they came.
+    rig.sim.inject(Target::Data, Fault::NonJson, 1);
+    let response = service
+        .clone()
+        .oneshot(getmeas(&rig.sim, USER))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(bytes.starts_with(b"<"), "{bytes:?}");
+    rig.sim.inject(Target::Data, Fault::HttpStatus(503), 1);
+    let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rig.auth.metrics().refreshes_started, 0);
+    assert_eq!(rig.auth.metrics().replays, 0);
+    assert_eq!(rig.sim.counters().refreshes, 0);
+}
+
+/// `status_errors()` applies to the answer the caller gets, whichever path it took: after a
+/// refresh (slow path), after a refusal and its replay, and to a compressed body.
+#[tokio::test]
+async fn status_errors_applies_after_a_refresh_a_replay_and_to_compressed_bodies() {
+    let rig = rig().await;
+    let service = rig
+        .auth
+        .layer()
+        .status_errors()
+        .layer(transport::plain_http_client());
+    let not_implemented = || body_status(2554, "Not implemented", None);
+    // Expired: refreshed first, then the answer is classified.
+    rig.clock.advance(EXPIRED);
+    rig.sim.inject(Target::Data, not_implemented(), 1);
+    let error = auth_error(
+        service
+            .clone()
+            .oneshot(getmeas(&rig.sim, USER))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    assert_eq!(rig.sim.counters().refreshes, 1);
+    // Refused, refreshed, replayed: the replay's answer is classified.
+    rig.sim
+        .inject(Target::Data, body_status(401, "invalid_token", None), 1);
+    rig.sim.inject(Target::Data, not_implemented(), 1);
+    let error = auth_error(
+        service
+            .clone()
+            .oneshot(getmeas(&rig.sim, USER))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    assert_eq!(rig.auth.metrics().replays, 1);
+    assert_eq!(rig.sim.counters().refreshes, 2);
+    // Compressed: classified from the status number (the message stays compressed).
+    rig.sim.set_response_encoding(Some("gzip"));
+    rig.sim.inject(Target::Data, not_implemented(), 1);
+    let error = auth_error(
+        service
+            .clone()
+            .oneshot(getmeas(&rig.sim, USER))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(rig.sim.counters().refreshes, 2);
+}
+
+/// With both opt-ins, a refusal that could not be replayed is given back as a response (the
+/// opt-in that asks for it wins); it is not turned into a status error.
+#[tokio::test]
+async fn not_replayed_as_response_wins_over_status_errors() {
+    let rig = rig().await;
+    let service = rig
+        .auth
+        .layer()
+        .status_errors()
+        .not_replayed_as_response()
+        .layer(streaming_client());
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
+    assert!(response.extensions().get::<NotReplayed>().is_some());
+    assert_eq!(json(response).await["status"], 401);
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+}
+
 /// A rig whose store logs saves and whose HTTP client logs sends, in one event log.
 async fn instrumented() -> (
     Rig,
@@ -508,31 +698,93 @@ async fn form_bodies_replay_byte_identically() {
     assert_ne!(sent[0].bearer, sent[1].bearer);
 }
 
-#[tokio::test]
-async fn a_streaming_body_is_not_replayed_and_says_why() {
-    use http_body_util::combinators::BoxBody;
-    let rig = rig().await;
+/// A client whose request body is a stream (a `BoxBody`, which cannot be sent twice): it reads
+/// the body and sends it with the real client.
+fn streaming_client() -> impl tower::Service<
+    Request<StreamBody>,
+    Response = Response<hyper::body::Incoming>,
+    Error = hyper_util::client::legacy::Error,
+    Future: Send,
+> + Clone
++ Send
++ 'static {
     let client = http();
-    let inner = tower::service_fn(
-        move |request: Request<BoxBody<Bytes, std::convert::Infallible>>| {
-            let client = client.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                client
-                    .request(Request::from_parts(parts, Full::new(body)))
-                    .await
-            }
-        },
-    );
-    let service = rig.auth.layer().layer(inner);
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
-    let mut request = Request::post(format!("{}/measure", rig.sim.api_base()))
+    tower::service_fn(move |request: Request<StreamBody>| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            client
+                .request(Request::from_parts(parts, Full::new(body)))
+                .await
+        }
+    })
+}
+
+type StreamBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// `POST {api}/measure action=getmeas` for the default user, with a streaming body.
+fn streaming_getmeas(sim: &Simulator) -> Request<StreamBody> {
+    let mut request = Request::post(format!("{}/measure", sim.api_base()))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from_static(b"action=getmeas")).boxed())
         .unwrap();
     request.extensions_mut().insert(USER);
-    let response = service.oneshot(request).await.unwrap();
+    request
+}
+
+/// A refused request whose body is a stream cannot be replayed: by default the caller gets a
+/// typed error saying so (retrying helps), never an `Ok` carrying a 401 body, and the token is
+/// refreshed, once, for the next request.
+#[tokio::test]
+async fn a_streaming_body_is_not_replayed_and_says_why() {
+    let rig = rig().await;
+    let service = rig.auth.layer().layer(streaming_client());
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let error = auth_error(
+        service
+            .clone()
+            .oneshot(streaming_getmeas(&rig.sim))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(error, Error::NotReplayed { status: 401 }),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), tower_withings::ErrorKind::Transient);
+    assert!(error.is_transient());
+    assert!(
+        error.to_string().contains("send the request again"),
+        "{error}"
+    );
+    assert_eq!(rig.sim.counters().data_calls, 1);
+    assert_eq!(rig.auth.metrics().not_replayed, 1);
+    assert_eq!(rig.auth.metrics().replays, 0);
+    // Refreshed for the next request, in the background: sent again, it goes through.
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
+    assert_eq!(json(response).await["status"], 0);
+    assert_eq!(rig.sim.counters().refreshes, 1);
+    assert_eq!(rig.auth.metrics().refreshes_started, 1);
+}
+
+/// `not_replayed_as_response()`: the old behaviour, for callers who want the body: the refusal
+/// comes back `Ok`, as Withings sent it and marked `NotReplayed`; one refresh all the same.
+#[tokio::test]
+async fn not_replayed_as_response_gives_the_refusal_back_marked() {
+    let rig = rig().await;
+    let service = rig
+        .auth
+        .layer()
+        .not_replayed_as_response()
+        .layer(streaming_client());
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let response = service
+        .clone()
+        .oneshot(streaming_getmeas(&rig.sim))
+        .await
+        .unwrap();
     let marker = response.extensions().get::<NotReplayed>().copied();
     assert!(
         marker.is_some_and(|m| m.reason.contains("stream")),
@@ -544,13 +796,14 @@ async fn a_streaming_body_is_not_replayed_and_says_why() {
         "the original response, intact"
     );
     assert_eq!(rig.auth.metrics().not_replayed, 1);
-    // Refreshed for the next request, in the background.
     wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
+    assert_eq!(json(response).await["status"], 0);
+    assert_eq!(rig.sim.counters().refreshes, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_body_gets_its_refusal_without_waiting_for_the_refresh() {
-    use http_body_util::combinators::BoxBody;
     let sim = simulator().await;
     let clock = ManualClock::new();
     // Token calls wait here until the test lets them through (and never time out meanwhile).
@@ -569,34 +822,19 @@ async fn a_streaming_body_gets_its_refusal_without_waiting_for_the_refresh() {
         .build(token_endpoint);
     let token = grant(&sim, &clock, USER.0);
     auth.import(token.clone()).await.unwrap();
-    let client = http();
-    let inner = tower::service_fn(
-        move |request: Request<BoxBody<Bytes, std::convert::Infallible>>| {
-            let client = client.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                client
-                    .request(Request::from_parts(parts, Full::new(body)))
-                    .await
-            }
-        },
-    );
-    let service = auth.layer().layer(inner);
+    let service = auth.layer().layer(streaming_client());
     sim.revoke_access_token(token.access_token.expose());
-    let mut request = Request::post(format!("{}/measure", sim.api_base()))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"action=getmeas")).boxed())
-        .unwrap();
-    request.extensions_mut().insert(USER);
+    let request = streaming_getmeas(&sim);
     let caller = tokio::spawn(service.oneshot(request));
     // The refresh cannot finish before the gate opens: the caller must not wait for it.
     wait_until(|| async { caller.is_finished() }).await;
-    let response = caller.await.unwrap().unwrap();
+    let error = auth_error(caller.await.unwrap().unwrap_err());
     assert_eq!(sim.counters().successful_refreshes, 0, "still in flight");
     assert_eq!(auth.metrics().refreshes_failed, 0);
-    assert!(response.extensions().get::<NotReplayed>().is_some());
-    assert_eq!(json(response).await["status"], 401, "the original response");
+    assert!(
+        matches!(error, Error::NotReplayed { status: 401 }),
+        "{error:?}"
+    );
     assert_eq!(auth.metrics().not_replayed, 1);
     // The refresh the caller did not wait for goes on and is saved.
     gate.add_permits(1);

@@ -285,27 +285,61 @@ async fn tokens_go_only_to_the_api_host() {
     assert_eq!(elsewhere.counters().data_calls, 1);
 }
 
-/// A streaming body cannot be sent twice: the refusal comes back at once, `Ok`, intact and
-/// marked `NotReplayed` (as the layer does), while the token is refreshed for the next request.
+/// A streaming body cannot be sent twice: by default its refusal is a typed error (as with the
+/// layer) saying the request can be sent again, while the token is refreshed, once, for the
+/// next request.
 #[tokio::test]
 async fn a_streaming_body_is_not_replayed_and_says_why() {
     let rig = rig().await;
     let (client, _) = client(&rig);
     rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let request = streaming_getmeas(&client, &rig.sim);
+    assert!(
+        request.try_clone().is_none(),
+        "reqwest cannot clone it either"
+    );
+    let error = auth_error(request.send().await.unwrap_err());
+    assert!(
+        matches!(error, Error::NotReplayed { status: 401 }),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), tower_withings::ErrorKind::Transient);
+    assert_eq!(rig.sim.counters().data_calls, 1);
+    assert_eq!(rig.auth.metrics().not_replayed, 1);
+    assert_eq!(rig.auth.metrics().replays, 0);
+    // Refreshed for the next request, in the background.
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
+    assert_eq!(body_json(response).await["status"], 0);
+    assert_eq!(rig.sim.counters().refreshes, 1);
+}
+
+/// `POST {api}/measure action=getmeas` for the default user, with a streaming body.
+fn streaming_getmeas(
+    client: &ClientWithMiddleware,
+    sim: &Simulator,
+) -> ::reqwest_middleware::RequestBuilder {
     let stream = http_body_util::Full::new(bytes::Bytes::from_static(b"action=getmeas"));
-    let request = client
-        .post(format!("{}/measure", rig.sim.api_base()))
+    client
+        .post(format!("{}/measure", sim.api_base()))
         .header(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
         .body(reqwest::Body::wrap(stream))
-        .with_extension(USER);
-    assert!(
-        request.try_clone().is_none(),
-        "reqwest cannot clone it either"
-    );
-    let response = request.send().await.unwrap();
+        .with_extension(USER)
+}
+
+/// `not_replayed_as_response()` on the middleware: the old behaviour, `Ok` with the Withings
+/// body intact and a `NotReplayed` extension; one refresh all the same.
+#[tokio::test]
+async fn not_replayed_as_response_gives_the_refusal_back_marked() {
+    let rig = rig().await;
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(rig.auth.reqwest_middleware().not_replayed_as_response())
+        .build();
+    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
     let marker = response.extensions().get::<NotReplayed>().copied();
     assert!(
         marker.is_some_and(|m| m.reason.contains("stream")),
@@ -316,14 +350,48 @@ async fn a_streaming_body_is_not_replayed_and_says_why() {
         401,
         "the original response, intact"
     );
-    assert_eq!(rig.sim.counters().data_calls, 1);
     assert_eq!(rig.auth.metrics().not_replayed, 1);
-    assert_eq!(rig.auth.metrics().replays, 0);
-    // Refreshed for the next request, in the background.
     wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
-    let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
-    assert_eq!(body_json(response).await["status"], 0);
     assert_eq!(rig.sim.counters().refreshes, 1);
+}
+
+/// `status_errors()` on the middleware: a non-zero body status is a typed error; status 0 and
+/// a non-JSON body come back `Ok`, untouched.
+#[tokio::test]
+async fn status_errors_turns_body_statuses_into_typed_errors() {
+    let rig = rig().await;
+    let strict = ClientBuilder::new(reqwest::Client::new())
+        .with(rig.auth.reqwest_middleware().status_errors())
+        .build();
+    let fault = |status: i64, error: &str| Fault::BodyStatus {
+        status,
+        error: error.into(),
+        wait_seconds: None,
+    };
+    rig.sim
+        .inject(Target::Data, fault(2554, "Not implemented"), 1);
+    let error = auth_error(getmeas(&strict, &rig.sim, USER).send().await.unwrap_err());
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    rig.sim
+        .inject(Target::Data, fault(601, "Too many request"), 1);
+    let error = auth_error(getmeas(&strict, &rig.sim, USER).send().await.unwrap_err());
+    assert!(matches!(error, Error::RateLimited { .. }), "{error:?}");
+    let response = getmeas(&strict, &rig.sim, USER).send().await.unwrap();
+    let body = body_json(response).await;
+    assert_eq!(body["status"], 0);
+    assert!(body["body"].get("measuregrps").is_some(), "{body}");
+    rig.sim.inject(Target::Data, Fault::NonJson, 1);
+    let response = getmeas(&strict, &rig.sim, USER).send().await.unwrap();
+    assert!(response.text().await.unwrap().starts_with('<'));
+    // The default middleware leaves body statuses to the caller.
+    let (plain, _) = client(&rig);
+    rig.sim
+        .inject(Target::Data, fault(2554, "Not implemented"), 1);
+    let response = getmeas(&plain, &rig.sim, USER).send().await.unwrap();
+    let bytes = response.bytes().await.unwrap();
+    let error = tower_withings::parse_response(&bytes).unwrap_err();
+    assert!(matches!(error, Error::NotImplemented), "{error:?}");
+    assert_eq!(rig.sim.counters().refreshes, 0);
 }
 
 #[tokio::test]
