@@ -1,13 +1,13 @@
 //! The `withings` binary, driven as a user would: login through stdin against the simulator,
 //! then users, call, refresh, import; and each documented error with its exit code.
 //!
-//! Its own binary: it needs `CARGO_BIN_EXE_withings` (the `cli` feature's binary) and
+//! In the `withings-cli` package: it needs `CARGO_BIN_EXE_withings` (this package's binary) and
 //! drives that binary as separate processes.
-#![cfg(feature = "cli")]
 
-// Shared with `tests/it`; this binary uses only part of it.
+// The library's test helpers (`tests/it/common.rs`), shared with its `tests/it`; this binary
+// uses only part of them.
 #[allow(dead_code)]
-#[path = "it/common.rs"]
+#[path = "../../tests/it/common.rs"]
 mod common;
 
 use std::process::Stdio;
