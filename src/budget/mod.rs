@@ -7,7 +7,7 @@
 //! (sliding, as the server counts). A request without a slot waits, asynchronously and in order
 //! of arrival (token calls first: a refresh that waits behind data calls can let a token
 //! expire), up to the budget's deadline, then fails with
-//! [`Error::BudgetExhausted`](crate::Error::BudgetExhausted) instead of earning a 601.
+//! [`Error::BudgetExhausted`] instead of earning a 601.
 //!
 //! The count lives where the token store keeps its data ([`TokenStore::budget`]): in the
 //! [`MemoryStore`](crate::store::MemoryStore) for the handles sharing it, in the SQLite file for
