@@ -13,7 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_withings::sim::{SimConfig, Simulator};
 use tower_withings::{
-    Callback, Credentials, Endpoints, ManualClock, Scope, UserId, WithingsAuth, transport,
+    Callback, Credentials, Endpoints, ManualClock, RateBudget, Scope, UserId, WithingsAuth,
+    transport,
 };
 
 use crate::Failure;
@@ -69,6 +70,10 @@ async fn story(store_spec: &str) -> Result<(), String> {
         .endpoints(endpoints)
         .clock(clock.clone())
         .shared_store(store)
+        // The simulator sets no app-wide limit, and the story sends about 400 calls within a
+        // second: under the default 120-per-minute budget steps 5 and 6 would wait out the
+        // budget's 60 s deadline and fail. Real apps keep the default (`withings budget`).
+        .rate_budget(RateBudget::unlimited())
         .build(transport::plain_http_client());
 
     // 1. Authorize: the URL the user's browser is sent to.

@@ -1,13 +1,13 @@
 //! The `withings` binary, driven as a user would: login through stdin against the simulator,
 //! then users, call, refresh, import; and each documented error with its exit code.
 //!
-//! Its own binary: it needs `CARGO_BIN_EXE_withings` (the `cli` feature's binary) and
+//! In the `withings-cli` package: it needs `CARGO_BIN_EXE_withings` (this package's binary) and
 //! drives that binary as separate processes.
-#![cfg(feature = "cli")]
 
-// Shared with `tests/it`; this binary uses only part of it.
+// The library's test helpers (`tests/it/common.rs`), shared with its `tests/it`; this binary
+// uses only part of them.
 #[allow(dead_code)]
-#[path = "it/common.rs"]
+#[path = "../../tests/it/common.rs"]
 mod common;
 
 use std::process::Stdio;
@@ -559,4 +559,55 @@ async fn sim_serves_its_test_app_until_sigterm_and_restarts_on_the_same_port() {
         let status = child.wait().await.unwrap();
         assert_eq!(status.code(), Some(0), "run {run}: SIGTERM is a clean stop");
     }
+}
+
+/// `withings demo`, the README's main job: the whole story on embedded defaults (its own
+/// simulator and store, no credentials), every step printed, exit 0. Its 400 calls within a
+/// second must not wait on the default request budget.
+#[tokio::test]
+async fn demo_tells_the_whole_story_and_exits_0() {
+    let child = Command::new(env!("CARGO_BIN_EXE_withings"))
+        .env_remove("WITHINGS_CLIENT_ID")
+        .env_remove("WITHINGS_CLIENT_SECRET")
+        .env_remove("WITHINGS_STORE")
+        .arg("demo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(50), child.wait_with_output())
+        .await
+        .expect("the demo finishes well within the budget's 60 s deadline")
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    let steps: Vec<&str> = out
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "simulator",
+            "store",
+            "step",
+            "step",
+            "step",
+            "step",
+            "step",
+            "step",
+            "summary"
+        ]
+    );
+    assert!(out.contains("200 answered, 1 refresh"), "{out}");
+    assert!(out.contains("200 replayed"), "{out}");
 }
