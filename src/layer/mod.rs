@@ -328,6 +328,7 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
 
 /// Whether `uri` is a Withings API call that gets a token: the configured API host (scheme,
 /// host, port, base path), and neither the token nor the signature endpoint.
+#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 pub(crate) fn is_api_request(refresher: &Refresher, uri: &Uri) -> bool {
     refresher
         .endpoints()
