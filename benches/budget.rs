@@ -30,8 +30,7 @@ use tower::{Layer, ServiceExt};
 use tower_withings::sim::{AppRateLimit, Simulator};
 use tower_withings::store::{BudgetLedger, MemoryStore, SlotAsk, TokenStore};
 use tower_withings::{
-    Credentials, Endpoints, PostgresStore, RateBudget, RedisStore, SqliteStore, Token, UserId,
-    WithingsAuth, transport,
+    Credentials, Endpoints, RateBudget, SqliteStore, Token, UserId, WithingsAuth, transport,
 };
 
 use common::{Noop, getmeas, token, write_result};
@@ -239,41 +238,11 @@ fn slot_costs(rt: &tokio::runtime::Runtime) -> Vec<String> {
     let run = std::process::id();
     let dir = std::env::temp_dir().join(format!("tower-withings-bench-budget-{run}"));
     std::fs::create_dir_all(&dir).expect("dir");
-    let postgres = std::env::var("TOWER_WITHINGS_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let redis = std::env::var("TOWER_WITHINGS_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let stores: Vec<(&str, Arc<dyn TokenStore>)> = rt.block_on(async {
-        vec![
-            (
-                "memory",
-                Arc::new(MemoryStore::new()) as Arc<dyn TokenStore>,
-            ),
-            (
-                "sqlite",
-                Arc::new(SqliteStore::open(dir.join("b.db")).await.expect("sqlite")),
-            ),
-            (
-                "postgres",
-                Arc::new(
-                    PostgresStore::builder(&postgres)
-                        .table(format!("withings_bench_budget_{run}"))
-                        .build()
-                        .await
-                        .expect("postgres"),
-                ),
-            ),
-            (
-                "redis",
-                Arc::new(
-                    RedisStore::builder(&redis)
-                        .prefix(format!("withings-bench-budget-{run}:"))
-                        .connect()
-                        .await
-                        .expect("redis"),
-                ),
-            ),
-        ]
+        let mut stores: Vec<(&str, Arc<dyn TokenStore>)> =
+            vec![("memory", Arc::new(MemoryStore::new()))];
+        stores.extend(common::durable_stores(&dir, &format!("bench_budget_{run}")).await);
+        stores
     });
     const RESERVES: u32 = 2_000;
     const REQUESTS: u32 = 20_000;

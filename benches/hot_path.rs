@@ -236,16 +236,16 @@ fn hot_path(c: &mut Criterion) {
     let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
     // `withings`: the budget off, as the baselines have none. `withings_budget`: the
     // in-process budget on (a limit never reached), to price taking a slot per request.
-    let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
-        .store(MemoryStore::new())
-        .rate_budget(RateBudget::unlimited())
-        .build(endpoint.client());
-    rt.block_on(auth.import(valid.clone())).expect("import");
-    let budgeted = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
-        .store(MemoryStore::new())
-        .rate_budget(RateBudget::new(u32::MAX / 2, Duration::from_secs(60)))
-        .build(endpoint.client());
-    rt.block_on(budgeted.import(valid.clone())).expect("import");
+    let handle = |budget: RateBudget| {
+        let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+            .store(MemoryStore::new())
+            .rate_budget(budget)
+            .build(endpoint.client());
+        rt.block_on(auth.import(valid.clone())).expect("import");
+        auth
+    };
+    let auth = handle(RateBudget::unlimited());
+    let budgeted = handle(RateBudget::new(u32::MAX / 2, Duration::from_secs(60)));
     let access = valid.access_token.expose().to_owned();
     let mut paired_rows = Vec::new();
 

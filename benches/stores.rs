@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower_withings::store::{LockAttempt, TokenStore};
-use tower_withings::{PostgresStore, RedisStore, Secret, SqliteStore, Token, UserId};
+use tower_withings::{Secret, Token, UserId};
 
 fn url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
@@ -26,41 +26,8 @@ fn stores(c: &mut Criterion) {
     let run = std::process::id();
     let dir = std::env::temp_dir().join(format!("tower-withings-bench-{run}"));
     std::fs::create_dir_all(&dir).unwrap();
+    let backends = runtime.block_on(common::durable_stores(&dir, &format!("bench_{run}")));
     let table = format!("withings_bench_{run}");
-    let backends: Vec<(&str, Arc<dyn TokenStore>)> = runtime.block_on(async {
-        let postgres = url(
-            "TOWER_WITHINGS_POSTGRES_URL",
-            "postgres://postgres@127.0.0.1:5432/test",
-        );
-        let redis = url("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
-        vec![
-            (
-                "sqlite",
-                Arc::new(SqliteStore::open(dir.join("bench.db")).await.unwrap())
-                    as Arc<dyn TokenStore>,
-            ),
-            (
-                "postgres",
-                Arc::new(
-                    PostgresStore::builder(&postgres)
-                        .table(table.clone())
-                        .build()
-                        .await
-                        .unwrap(),
-                ),
-            ),
-            (
-                "redis",
-                Arc::new(
-                    RedisStore::builder(&redis)
-                        .prefix(format!("withings-bench-{run}:"))
-                        .connect()
-                        .await
-                        .unwrap(),
-                ),
-            ),
-        ]
-    });
 
     let mut group = c.benchmark_group("stores");
     for (name, store) in &backends {
@@ -121,7 +88,7 @@ fn stores(c: &mut Criterion) {
                 {
                     tokio::spawn(connection);
                     let _ = client
-                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases"))
+                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases, {table}_budget, {table}_pause"))
                         .await;
                 }
             }
@@ -131,7 +98,7 @@ fn stores(c: &mut Criterion) {
                     && let Ok(mut connection) = client.get_multiplexed_async_connection().await
                 {
                     let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("withings-bench-{run}:*"))
+                        .arg(format!("withings-bench_{run}:*"))
                         .query_async(&mut connection)
                         .await
                         .unwrap_or_default();

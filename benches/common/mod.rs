@@ -330,3 +330,34 @@ where
         }
     }
 }
+
+/// The three durable stores on this machine kind's servers (`TOWER_WITHINGS_POSTGRES_URL`,
+/// `TOWER_WITHINGS_REDIS_URL` to point elsewhere), each in a namespace of its own named by
+/// `tag`: a SQLite file in `dir`, a PostgreSQL table, a Redis key prefix.
+#[cfg(all(feature = "sqlite", feature = "postgres", feature = "redis"))]
+#[allow(dead_code)] // only the benches of every durable store use it
+pub async fn durable_stores(
+    dir: &std::path::Path,
+    tag: &str,
+) -> Vec<(&'static str, std::sync::Arc<dyn tower_withings::TokenStore>)> {
+    use std::sync::Arc;
+    use tower_withings::{PostgresStore, RedisStore, SqliteStore};
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let postgres = var(
+        "TOWER_WITHINGS_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    let redis = var("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
+    let sqlite = SqliteStore::open(dir.join(format!("{tag}.db")));
+    let postgres = PostgresStore::builder(&postgres)
+        .table(format!("withings_{tag}"))
+        .build();
+    let redis = RedisStore::builder(&redis)
+        .prefix(format!("withings-{tag}:"))
+        .connect();
+    vec![
+        ("sqlite", Arc::new(sqlite.await.expect("SQLite"))),
+        ("postgres", Arc::new(postgres.await.expect("PostgreSQL"))),
+        ("redis", Arc::new(redis.await.expect("Redis"))),
+    ]
+}

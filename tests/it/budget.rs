@@ -219,42 +219,20 @@ async fn handles_on_one_memory_store_share_its_budget() {
     handles_share_one_budget(vec![store.clone(), store.clone(), store.clone(), store]).await;
 }
 
-#[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_handles_on_postgres_share_one_budget() {
-    let table = format!("withings_budget_{}", crate::store_support::random_hex(6));
-    let mut stores: Vec<Arc<dyn TokenStore>> = Vec::new();
+/// Four handles, each with its own instance of one durable store (own connection, pool or
+/// SQLite connection), share one budget.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+async fn four_handles_share_one_budget<B: crate::backend::Backend>(backend: &B) {
+    let mut stores = Vec::new();
     for _ in 0..4 {
-        let store = tower_withings::PostgresStore::builder(&crate::store_support::postgres_url())
-            .table(&table)
-            .build()
-            .await
-            .unwrap_or_else(|e| {
-                crate::store_support::postgres_unreachable(&e);
-                panic!("PostgreSQL: {e}")
-            });
-        stores.push(Arc::new(store));
+        stores.push(backend.open().await);
     }
     handles_share_one_budget(stores).await;
 }
 
-#[cfg(feature = "redis")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_handles_on_redis_share_one_budget() {
-    let prefix = format!("withings-budget-{}:", crate::store_support::random_hex(6));
-    let mut stores: Vec<Arc<dyn TokenStore>> = Vec::new();
-    for _ in 0..4 {
-        let store = tower_withings::RedisStore::builder(&crate::store_support::redis_url())
-            .prefix(prefix.clone())
-            .connect()
-            .await
-            .unwrap_or_else(|e| {
-                crate::store_support::redis_unreachable(&e);
-                panic!("Redis: {e}")
-            });
-        stores.push(Arc::new(store));
-    }
-    handles_share_one_budget(stores).await;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+crate::backend::for_backends! {
+    four_handles_share_one_budget: [sqlite, postgres, redis],
 }
 
 // ---- four OS processes on one SQLite file ----
