@@ -79,7 +79,7 @@ use tower::Service;
 use crate::body::WithingsBody;
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
-use crate::layer::{self, CloneBody, ResponseMode};
+use crate::layer::{self, CloneBody, Destination, ResponseMode};
 use crate::refresh::Refresher;
 use crate::token::UserId;
 
@@ -142,18 +142,21 @@ impl Middleware for WithingsMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let uri: Option<Uri> = request.url().as_str().parse().ok();
-        let Some(uri) = uri.filter(|uri| self.refresher.endpoints().api_path(uri).is_some()) else {
+        let destination = uri.map_or(Destination::Elsewhere, |uri| {
+            layer::destination(&self.refresher, &uri)
+        });
+        match destination {
             // Not for Withings: on as it is, no token, nothing converted, nothing counted.
-            return next.run(request, extensions).await;
-        };
-        if !layer::is_api_request(&self.refresher, &uri) {
-            // The token or signature endpoint: not ours to authorize, but Withings counts it.
-            let budget = self.refresher.oauth.budget();
-            budget
-                .take(Priority::Data)
-                .await
-                .map_err(|e| middleware_error(e.into()))?;
-            return next.run(request, extensions).await;
+            Destination::Elsewhere => return next.run(request, extensions).await,
+            Destination::TokenEndpoint => {
+                let budget = self.refresher.oauth.budget();
+                budget
+                    .take(Priority::Data)
+                    .await
+                    .map_err(|e| middleware_error(e.into()))?;
+                return next.run(request, extensions).await;
+            }
+            Destination::Api => {}
         }
         // The request as the layer sees it (its reqwest extensions, the timeout among them,
         // ride along), with the chain's `UserId` where the layer looks for it.

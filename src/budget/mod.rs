@@ -136,7 +136,6 @@ pub(crate) struct BudgetCounters {
     pub wait_micros: AtomicU64,
     pub exhausted: AtomicU64,
     pub rate_limited: AtomicU64,
-    pub ledger_failures: AtomicU64,
 }
 
 /// The running budget of one handle.
@@ -434,9 +433,6 @@ impl Budget {
                 // again this process counts for itself (other processes cannot see it, so a
                 // 601 may follow; its pause then holds everyone back).
                 tracing::warn!(%error, "the request budget's ledger failed; counting in-process until it is back");
-                self.counters
-                    .ledger_failures
-                    .fetch_add(1, Ordering::Relaxed);
                 self.reserve_own(&ask, now)
             }
         }

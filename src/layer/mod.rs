@@ -248,16 +248,18 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let refresher = &self.refresher;
-        let Some(path) = refresher.endpoints().api_path(request.uri()) else {
-            return ResponseFuture::passthrough(self.inner.call(request));
-        };
-        if path == TOKEN_PATH || path == SIGNATURE_PATH {
-            // Not ours to authorize, but Withings counts it against the app's budget.
-            if refresher.oauth.budget().try_take(Priority::Data) {
+        match destination(refresher, request.uri()) {
+            Destination::Elsewhere => {
                 return ResponseFuture::passthrough(self.inner.call(request));
             }
-            let refresher = Arc::clone(refresher);
-            return ResponseFuture::counted(refresher, self.readied(), request);
+            Destination::TokenEndpoint => {
+                if refresher.oauth.budget().try_take(Priority::Data) {
+                    return ResponseFuture::passthrough(self.inner.call(request));
+                }
+                let refresher = Arc::clone(refresher);
+                return ResponseFuture::counted(refresher, self.readied(), request);
+            }
+            Destination::Api => {}
         }
         let own_user = request.extensions().get::<UserId>().copied();
         let Some(user) = own_user.or(self.user) else {
@@ -326,18 +328,27 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     }
 }
 
-/// Whether `uri` is a Withings API call that gets a token: the configured API host (scheme,
-/// host, port, base path), and neither the token nor the signature endpoint.
-#[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
-pub(crate) fn is_api_request(refresher: &Refresher, uri: &Uri) -> bool {
-    refresher
-        .endpoints()
-        .api_path(uri)
-        .is_some_and(|path| path != TOKEN_PATH && path != SIGNATURE_PATH)
+/// Where a request goes, as far as the layer (and the reqwest middleware) is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Destination {
+    /// Not the configured API host (scheme, host, port, base path): untouched, not counted.
+    Elsewhere,
+    /// The token or signature endpoint: no token, but Withings counts it against the budget.
+    TokenEndpoint,
+    /// A Withings API call: it gets the user's token.
+    Api,
+}
+
+pub(crate) fn destination(refresher: &Refresher, uri: &Uri) -> Destination {
+    match refresher.endpoints().api_path(uri) {
+        None => Destination::Elsewhere,
+        Some(path) if path == TOKEN_PATH || path == SIGNATURE_PATH => Destination::TokenEndpoint,
+        Some(_) => Destination::Api,
+    }
 }
 
 /// What [`WithingsAuthService::call`] and its future do with an API request (one that passed
-/// [`is_api_request`]), as one async function over a service that need not be `Clone` or
+/// [`destination`] as [`Destination::Api`]), as one async function over a service that need not be `Clone` or
 /// `'static`: for clients that are not a tower stack (the reqwest middleware calls it with the
 /// next middleware as `service`). The same user choice, lookup, refresh, classification and
 /// single replay, and what `mode` asks of the answer; `service` is called once, or twice when a

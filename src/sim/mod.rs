@@ -518,15 +518,6 @@ impl Simulator {
         total as f64 / samples as f64
     }
 
-    /// The time from the first to the last logged arrival.
-    pub fn arrival_span(&self) -> Duration {
-        let st = self.shared.lock();
-        match (st.arrivals.first(), st.arrivals.last()) {
-            (Some(first), Some(last)) => last.duration_since(*first),
-            _ => Duration::ZERO,
-        }
-    }
-
     /// How many requests arrived while the arrival log was kept.
     pub fn arrivals(&self) -> usize {
         self.shared.lock().arrivals.len()
