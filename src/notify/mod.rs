@@ -47,13 +47,17 @@
 
 mod appli;
 mod client;
+mod dedupe;
 mod form;
+mod network;
+mod queue;
 mod receiver;
+mod stats;
 
 pub use appli::{Appli, ParseAppliError};
 pub use client::{Ensured, NOTIFY_PATH, NotifyClient, Subscription};
 pub use form::{Action, FormError, Notification};
-pub use receiver::{
-    Network, Notifications, NotifyReceiver, NotifyReceiverBuilder, ParseNetworkError, PeerAddr,
-    ReceiverFuture, ReceiverStats,
-};
+pub use network::{Network, ParseNetworkError, PeerAddr};
+pub use queue::Notifications;
+pub use receiver::{NotifyReceiver, NotifyReceiverBuilder, ReceiverFuture};
+pub use stats::ReceiverStats;

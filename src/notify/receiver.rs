@@ -1,14 +1,11 @@
 //! The callback Withings POSTs notifications to: a tower `Service` for any server.
 
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,234 +14,18 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tower::Service;
 
-use super::{Action, Appli, Notification};
+use super::dedupe::{Dedupe, Key, Reservation, Reserved};
+use super::network::{Network, PeerAddr};
+use super::queue::Notifications;
+use super::stats::{ReceiverStats, Stats, bump};
+use super::{Action, Notification};
 use crate::auth::WithingsAuth;
 use crate::error::{BoxError, Error};
 use crate::secret::Secret;
 use crate::store::TokenStore;
 use crate::token::UserId;
-
-/// The peer address of the connection a request came in on, for
-/// [`allow_network`](NotifyReceiverBuilder::allow_network). Insert it as a request extension
-/// (a `SocketAddr` extension is read too). With axum, copy it from `ConnectInfo`:
-///
-/// ```
-/// use std::net::SocketAddr;
-///
-/// use axum::extract::ConnectInfo;
-/// use tower_withings::notify::{NotifyReceiver, PeerAddr};
-///
-/// let (receiver, _notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
-///     .allow_network("203.0.113.0/24".parse().unwrap())
-///     .build()
-///     .unwrap();
-/// let receiver = tower::ServiceBuilder::new()
-///     .map_request(|mut request: axum::extract::Request| {
-///         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().copied();
-///         if let Some(ConnectInfo(peer)) = peer {
-///             request.extensions_mut().insert(PeerAddr(peer));
-///         }
-///         request
-///     })
-///     .service(receiver);
-/// let app: axum::Router = axum::Router::new().route_service("/withings/notify/{secret}", receiver);
-/// // Serve it with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
-/// # let _ = app;
-/// ```
-///
-/// Behind a reverse proxy the peer is the proxy: insert the client address your proxy
-/// vouches for instead (never an `X-Forwarded-For` header anyone can send).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// An IP network (`203.0.113.0/24`, `2001:db8::/32`, or one address) for the source
-/// allow-list. IPv4-mapped IPv6 peers (`::ffff:203.0.113.9`) match IPv4 networks.
-///
-/// ```
-/// use tower_withings::notify::Network;
-///
-/// let net: Network = "203.0.113.0/24".parse().unwrap();
-/// assert!(net.contains("203.0.113.9".parse().unwrap()));
-/// assert!(net.contains("::ffff:203.0.113.9".parse().unwrap()));
-/// assert!(!net.contains("203.0.114.1".parse().unwrap()));
-/// assert!("10.0.0.0/33".parse::<Network>().is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// Why a string is not a [`Network`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseNetworkError(String);
-
-impl fmt::Display for ParseNetworkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not an IP network: write an address or address/prefix, e.g. 203.0.113.0/24",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for ParseNetworkError {}
-
-impl Network {
-    /// The network of `addr` with a `prefix`-bit mask (at most 32 for IPv4, 128 for IPv6).
-    pub fn new(addr: IpAddr, prefix: u8) -> Option<Network> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return None;
-        }
-        let canonical = addr.to_canonical();
-        let prefix = if addr.is_ipv6() && canonical.is_ipv4() {
-            prefix.checked_sub(96)?
-        } else {
-            prefix
-        };
-        Some(Network {
-            addr: canonical,
-            prefix,
-        })
-    }
-
-    /// Whether `ip` is in this network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Network {
-    type Err = ParseNetworkError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseNetworkError(crate::error::shorten(s));
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s.trim(), None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let prefix = match prefix {
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse().map_err(|_| bad())?
-            }
-            Some(_) => return Err(bad()),
-            None if addr.is_ipv4() => 32,
-            None => 128,
-        };
-        Network::new(addr, prefix).ok_or_else(bad)
-    }
-}
-
-/// The app's end of the receiver's bounded queue: every notification the receiver answered
-/// 2xx for arrives here, once.
-///
-/// The queue lives in memory: what it still holds when it is dropped (or the process dies) is
-/// lost, though Withings was told it arrived. To stop, [`close`](Self::close) it (the receiver
-/// then answers 503, so Withings retries later), then read what is left until `recv` says
-/// `None`.
-#[derive(Debug)]
-pub struct Notifications {
-    rx: mpsc::Receiver<Notification>,
-}
-
-impl Notifications {
-    /// The next notification; `None` once every [`NotifyReceiver`] clone is dropped and the
-    /// queue is empty.
-    pub async fn recv(&mut self) -> Option<Notification> {
-        self.rx.recv().await
-    }
-
-    /// Stops taking notifications: from now on the receiver answers 503 (Withings retries
-    /// later), while those already queued can still be read.
-    pub fn close(&mut self) {
-        self.rx.close();
-    }
-
-    /// A notification if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Notification> {
-        self.rx.try_recv().ok()
-    }
-
-    /// How many notifications wait in the queue.
-    pub fn len(&self) -> usize {
-        self.rx.len()
-    }
-
-    /// Whether the queue is empty.
-    pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-
-    /// The tokio channel itself (e.g. for `tokio_stream::wrappers::ReceiverStream`).
-    pub fn into_inner(self) -> mpsc::Receiver<Notification> {
-        self.rx
-    }
-}
-
-/// What a receiver has answered so far (see [`NotifyReceiver::stats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReceiverStats {
-    /// Notifications put in the queue (answered 200).
-    pub delivered: u64,
-    /// Repeats of a notification already delivered (answered 200, not queued again).
-    pub duplicates: u64,
-    /// Verification requests (`HEAD`, `GET`) answered 200.
-    pub checks: u64,
-    /// Answered 503 because the queue was full or closed (Withings retries).
-    pub queue_full: u64,
-    /// Answered 503 because the answer could not be made in time, or the store failed while
-    /// marking a user who unlinked (Withings retries).
-    pub unavailable: u64,
-    /// Wrong or missing secret (answered 404).
-    pub wrong_secret: u64,
-    /// Source not in the allow-list (answered 403).
-    pub forbidden_source: u64,
-    /// Not a notification form (answered 400, 405 or 415).
-    pub malformed: u64,
-    /// Body over the size cap (answered 413).
-    pub too_large: u64,
-    /// Users marked as needing re-authorization after `action=unlink` or `delete`.
-    pub users_marked: u64,
-}
-
-#[derive(Debug, Default)]
-struct Stats {
-    delivered: AtomicU64,
-    duplicates: AtomicU64,
-    checks: AtomicU64,
-    queue_full: AtomicU64,
-    unavailable: AtomicU64,
-    wrong_secret: AtomicU64,
-    forbidden_source: AtomicU64,
-    malformed: AtomicU64,
-    too_large: AtomicU64,
-    users_marked: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
 
 /// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`].
 pub struct NotifyReceiverBuilder {
@@ -377,7 +158,7 @@ impl NotifyReceiverBuilder {
                 stats: Stats::default(),
             }),
         };
-        Ok((receiver, Notifications { rx }))
+        Ok((receiver, Notifications::new(rx)))
     }
 }
 
@@ -501,20 +282,7 @@ impl NotifyReceiver {
 
     /// What the receiver has answered so far.
     pub fn stats(&self) -> ReceiverStats {
-        let s = &self.inner.stats;
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ReceiverStats {
-            delivered: read(&s.delivered),
-            duplicates: read(&s.duplicates),
-            checks: read(&s.checks),
-            queue_full: read(&s.queue_full),
-            unavailable: read(&s.unavailable),
-            wrong_secret: read(&s.wrong_secret),
-            forbidden_source: read(&s.forbidden_source),
-            malformed: read(&s.malformed),
-            too_large: read(&s.too_large),
-            users_marked: read(&s.users_marked),
-        }
+        self.inner.stats.snapshot()
     }
 }
 
@@ -711,221 +479,5 @@ impl Inner {
                 retry_later("not accepting notifications now, retry\n")
             }
         }
-    }
-}
-
-/// What identifies one notification among Withings' retries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    user: UserId,
-    appli: Appli,
-    startdate: Option<u64>,
-    enddate: Option<u64>,
-    date: Option<String>,
-    action: Option<Action>,
-}
-
-impl Key {
-    fn of(n: &Notification) -> Key {
-        Key {
-            user: n.user,
-            appli: n.appli,
-            startdate: n.startdate,
-            enddate: n.enddate,
-            date: n.date.clone(),
-            action: n.action.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seen {
-    InFlight,
-    Delivered(Instant),
-}
-
-/// Notifications delivered lately (bounded in time and number) and those being handled.
-struct Dedupe {
-    window: Duration,
-    capacity: usize,
-    seen: HashMap<Key, Seen>,
-    /// Delivered keys, oldest first.
-    order: VecDeque<(Instant, Key)>,
-}
-
-enum Reserved<'a> {
-    Fresh(Reservation<'a>),
-    Duplicate,
-    Busy,
-}
-
-/// A notification being handled; forgotten on drop unless committed (a 503, a timeout or a
-/// dropped connection lets the retry through).
-struct Reservation<'a> {
-    dedupe: &'a Mutex<Dedupe>,
-    key: Option<Key>,
-}
-
-fn lock(dedupe: &Mutex<Dedupe>) -> MutexGuard<'_, Dedupe> {
-    // Updated in single steps: a panic elsewhere cannot leave it torn.
-    dedupe.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl<'a> Reservation<'a> {
-    fn take(dedupe: &'a Mutex<Dedupe>, key: Key) -> Reserved<'a> {
-        let mut d = lock(dedupe);
-        d.expire(Instant::now());
-        match d.seen.get(&key) {
-            Some(Seen::Delivered(_)) => return Reserved::Duplicate,
-            Some(Seen::InFlight) => return Reserved::Busy,
-            None => {}
-        }
-        if d.seen.len() >= d.capacity {
-            // Forget the oldest delivered one; if all are in flight, there is no room.
-            match d.order.pop_front() {
-                Some((_, oldest)) => {
-                    d.seen.remove(&oldest);
-                }
-                None => return Reserved::Busy,
-            }
-        }
-        d.seen.insert(key.clone(), Seen::InFlight);
-        Reserved::Fresh(Reservation {
-            dedupe,
-            key: Some(key),
-        })
-    }
-
-    fn commit(mut self) {
-        if let Some(key) = self.key.take() {
-            let now = Instant::now();
-            let mut d = lock(self.dedupe);
-            d.seen.insert(key.clone(), Seen::Delivered(now));
-            d.order.push_back((now, key));
-        }
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let mut d = lock(self.dedupe);
-            if d.seen.get(&key) == Some(&Seen::InFlight) {
-                d.seen.remove(&key);
-            }
-        }
-    }
-}
-
-impl Dedupe {
-    fn new(window: Duration, capacity: usize) -> Dedupe {
-        Dedupe {
-            window,
-            capacity,
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if now.saturating_duration_since(*at) < self.window {
-                break;
-            }
-            if let Some((at, key)) = self.order.pop_front()
-                && self.seen.get(&key) == Some(&Seen::Delivered(at))
-            {
-                self.seen.remove(&key);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(n: u64) -> Key {
-        Key {
-            user: UserId(n),
-            appli: Appli::Weight,
-            startdate: Some(1),
-            enddate: Some(2),
-            date: None,
-            action: None,
-        }
-    }
-
-    #[test]
-    fn dedupe_is_bounded_and_releases_what_was_not_committed() {
-        let dedupe = Mutex::new(Dedupe::new(Duration::from_secs(60), 3));
-        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
-            panic!()
-        };
-        // In flight: a concurrent repeat must wait.
-        assert!(matches!(Reservation::take(&dedupe, key(1)), Reserved::Busy));
-        drop(r); // not committed (e.g. queue full): the retry gets through
-        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
-            panic!()
-        };
-        r.commit();
-        assert!(matches!(
-            Reservation::take(&dedupe, key(1)),
-            Reserved::Duplicate
-        ));
-        for n in 2..10 {
-            let Reserved::Fresh(r) = Reservation::take(&dedupe, key(n)) else {
-                panic!("{n}")
-            };
-            r.commit();
-            assert!(lock(&dedupe).seen.len() <= 3);
-        }
-        // The oldest were forgotten.
-        assert!(matches!(
-            Reservation::take(&dedupe, key(1)),
-            Reserved::Fresh(_)
-        ));
-    }
-
-    #[test]
-    fn dedupe_forgets_after_the_window() {
-        let dedupe = Mutex::new(Dedupe::new(Duration::ZERO, 10));
-        let Reserved::Fresh(r) = Reservation::take(&dedupe, key(1)) else {
-            panic!()
-        };
-        r.commit();
-        assert!(matches!(
-            Reservation::take(&dedupe, key(1)),
-            Reserved::Fresh(_)
-        ));
-    }
-
-    #[test]
-    fn networks() {
-        let net: Network = "10.1.0.0/16".parse().unwrap();
-        assert!(net.contains("10.1.200.3".parse().unwrap()));
-        assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(!net.contains("::1".parse().unwrap()));
-        let any: Network = "0.0.0.0/0".parse().unwrap();
-        assert!(any.contains("192.0.2.1".parse().unwrap()));
-        let one: Network = "192.0.2.7".parse().unwrap();
-        assert!(one.contains("192.0.2.7".parse().unwrap()));
-        assert!(!one.contains("192.0.2.8".parse().unwrap()));
-        let v6: Network = "2001:db8::/32".parse().unwrap();
-        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
-        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
-        let mapped: Network = "::ffff:10.0.0.0/104".parse().unwrap();
-        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
-        for bad in [
-            "",
-            "10.0.0.0/",
-            "10.0.0.0/33",
-            "::/129",
-            "x/8",
-            "10.0.0.0/+8",
-        ] {
-            assert!(bad.parse::<Network>().is_err(), "{bad}");
-        }
-        assert!("::ffff:10.0.0.0/8".parse::<Network>().is_err());
     }
 }
