@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tower_withings::UserId;
 use tower_withings::store::TokenStore;
-use withings_sim::{DEFAULT_USER_ID, Simulator};
+use withings_sim::{DEFAULT_USER_ID, SimGrant, Simulator};
 
 const CLIENT_ID: &str = "test-client-id";
 const CLIENT_SECRET: &str = "test-client-secret-0f9e8d7c";
@@ -159,6 +159,29 @@ impl Cli {
         finish(command, stdin).await
     }
 
+    /// `withings import` (flags) of a pair the simulator issues for `user` with `scope`:
+    /// exit 0 and the user's id printed. Returns the pair.
+    async fn import(&self, sim: &Simulator, user: u64, scope: &str) -> SimGrant {
+        let g = sim.issue_grant(CLIENT_ID, UserId(user), scope);
+        let id = user.to_string();
+        let args = [
+            "import",
+            "--user",
+            &id,
+            "--access-token",
+            &g.access_token,
+            "--refresh-token",
+            &g.refresh_token,
+            "--expires-in",
+            "10800",
+            "--scope",
+            scope,
+        ];
+        let (code, out, err) = self.run(&args, "").await;
+        assert_eq!((code, out.trim()), (0, id.as_str()), "{err}");
+        g
+    }
+
     /// `withings login` with this secret, the code typed in after `delay` on `sim`'s clock.
     async fn login(&self, secret: &str, sim: &Simulator, delay: Duration) -> (i32, String, String) {
         let mut command = self.command(secret);
@@ -231,26 +254,7 @@ async fn login_then_users_call_and_refresh() {
 async fn import_from_flags_and_from_withings_json() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, UserId(77), "user.metrics");
-    let (code, out, err) = cli
-        .run(
-            &[
-                "import",
-                "--user",
-                "77",
-                "--access-token",
-                &g.access_token,
-                "--refresh-token",
-                &g.refresh_token,
-                "--expires-in",
-                "10800",
-                "--scope",
-                "user.metrics",
-            ],
-            "",
-        )
-        .await;
-    assert_eq!((code, out.trim()), (0, "77"), "{err}");
+    cli.import(&sim, 77, "user.metrics").await;
     let (code, _, err) = cli
         .run(&["call", "/measure", "getmeas", "--user", "77"], "")
         .await;
@@ -318,22 +322,7 @@ async fn errors_are_one_line_with_documented_exit_codes() {
     );
 
     // Withings unreachable: 4.
-    let g = sim.issue_grant(CLIENT_ID, UserId(5), "user.metrics");
-    cli.run(
-        &[
-            "import",
-            "--user",
-            "5",
-            "--access-token",
-            &g.access_token,
-            "--refresh-token",
-            &g.refresh_token,
-            "--expires-in",
-            "10800",
-        ],
-        "",
-    )
-    .await;
+    cli.import(&sim, 5, "user.metrics").await;
     let (code, _, err) = cli
         .run(
             &["--api-base", "http://127.0.0.1:9", "refresh", "--user", "5"],
@@ -372,24 +361,7 @@ async fn notify_receiver() -> String {
 async fn notify_subscribe_list_and_revoke() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, UserId(77), "user.metrics,user.activity");
-    let (code, _, err) = cli
-        .run(
-            &[
-                "import",
-                "--user",
-                "77",
-                "--access-token",
-                &g.access_token,
-                "--refresh-token",
-                &g.refresh_token,
-                "--expires-in",
-                "10800",
-            ],
-            "",
-        )
-        .await;
-    assert_eq!(code, 0, "{err}");
+    cli.import(&sim, 77, "user.metrics,user.activity").await;
     let url = notify_receiver().await;
     let subscribe = |applis: &'static str| {
         let url = url.clone();
@@ -495,19 +467,7 @@ async fn notify_subscribe_list_and_revoke() {
 async fn the_request_budget_is_shared_by_every_command_through_the_store() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, UserId(79), "user.metrics");
-    let import = [
-        "import",
-        "--user",
-        "79",
-        "--access-token",
-        &g.access_token,
-        "--refresh-token",
-        &g.refresh_token,
-        "--expires-in",
-        "10800",
-    ];
-    assert_eq!(cli.run(&import, "").await.0, 0);
+    cli.import(&sim, 79, "user.metrics").await;
     let call = [
         "--requests-per-minute",
         "3",
@@ -659,19 +619,7 @@ async fn sim_lines_drive_every_command_and_it_restarts_on_the_same_port() {
 async fn plain_http_names_the_flag_and_store_only_commands_need_neither_it_nor_credentials() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, UserId(81), "user.metrics");
-    let import = [
-        "import",
-        "--user",
-        "81",
-        "--access-token",
-        &g.access_token,
-        "--refresh-token",
-        &g.refresh_token,
-        "--expires-in",
-        "10800",
-    ];
-    assert_eq!(cli.run(&import, "").await.0, 0);
+    cli.import(&sim, 81, "user.metrics").await;
     // The hosts and the store, nothing else.
     let bare = |args: &[&str]| {
         let mut command = withings();
@@ -705,7 +653,7 @@ async fn plain_http_names_the_flag_and_store_only_commands_need_neither_it_nor_c
 
     let (code, out, err) = finish(bare(&["users"]), "").await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("81\t"), "{out}");
+    assert!(out.starts_with("81\tuser.metrics\t"), "{out}");
     let mut command = bare(&["budget"]);
     command.env("WITHINGS_CLIENT_ID", CLIENT_ID);
     let (code, out, err) = finish(command, "").await;

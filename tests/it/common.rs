@@ -160,6 +160,12 @@ pub async fn rig() -> Rig {
     rig_with(|b| b).await
 }
 
+/// Whether `user`'s stored record is marked for re-authorization (it must be stored).
+pub async fn needs_reauthorization(auth: &WithingsAuth, user: UserId) -> bool {
+    let record = auth.store().load(user).await.unwrap();
+    record.expect("a stored record").needs_reauthorization
+}
+
 /// [`rig`] with a 2 s backoff after a failed refresh.
 pub async fn rig_2s() -> Rig {
     rig_with(|b| b.backoff(Duration::from_secs(2), Duration::from_secs(2))).await

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tower_withings::{Clock, Error, Event, Reauthorization, Token, UserId};
 use withings_sim::{Fault, Target};
 
-use crate::common::{Rig, USER, rig_2s};
+use crate::common::{Rig, USER, needs_reauthorization, rig_2s};
 
 fn no_token_in(event: &Event, token: &Token) {
     let shown = format!("{event:?}");
@@ -109,15 +109,7 @@ async fn a_deactivated_user_is_told_apart_from_a_failure() {
         Err(Error::UserDeactivated)
     ));
     assert_eq!(sim.counters().refreshes, calls, "a refresh was sent");
-    assert!(
-        !auth
-            .store()
-            .load(USER)
-            .await
-            .unwrap()
-            .unwrap()
-            .needs_reauthorization
-    );
+    assert!(!needs_reauthorization(&auth, USER).await);
 }
 
 /// `forget` deletes the record and the in-memory state: the next request finds nothing.

@@ -9,7 +9,7 @@ use tower_withings::{
     WithingsAuth, transport,
 };
 
-use crate::common::{CLIENT_ID, Rig, USER, rig_2s};
+use crate::common::{CLIENT_ID, Rig, USER, needs_reauthorization, rig_2s};
 
 fn state(users: &[UserStatus]) -> UserState {
     users.iter().find(|u| u.user == USER).expect("listed").state
@@ -21,12 +21,12 @@ async fn users_say_what_each_authorization_is_good_for() {
         sim,
         clock,
         auth,
-        token: _token,
+        token,
     } = rig_2s().await;
     let users = auth.users().await.unwrap();
     assert_eq!(state(&users), UserState::Ok);
     assert_eq!(users[0].refresh_token_age, Duration::ZERO);
-    assert!(!format!("{users:?}").contains(_token.access_token.expose()));
+    assert!(!format!("{users:?}").contains(token.access_token.expose()));
 
     clock.advance(Duration::from_secs(3 * 3600 - 60));
     let users = auth.users().await.unwrap();
@@ -48,10 +48,7 @@ async fn users_say_what_each_authorization_is_good_for() {
 #[tokio::test]
 async fn the_keeper_refreshes_only_old_refresh_tokens() {
     let Rig {
-        sim,
-        clock,
-        auth,
-        token: _token,
+        sim, clock, auth, ..
     } = rig_2s().await;
     let old = UserId(1_001);
     let grant = sim.issue_grant(CLIENT_ID, old, "user.metrics");
@@ -118,14 +115,7 @@ async fn revoke_is_signed_and_marks_the_user() {
     assert_eq!(sim.counters().nonces, nonces + 1, "signed: one nonce");
     assert!(!sim.is_refresh_token_valid(token.refresh_token.expose()));
     assert!(!sim.is_access_token_valid(token.access_token.expose()));
-    assert!(
-        auth.store()
-            .load(USER)
-            .await
-            .unwrap()
-            .unwrap()
-            .needs_reauthorization
-    );
+    assert!(needs_reauthorization(&auth, USER).await);
     assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
 }
 
@@ -143,15 +133,7 @@ async fn a_refused_revoke_marks_nothing() {
     assert!(matches!(error, Error::InvalidClient { .. }), "{error:?}");
     assert!(!error.to_string().contains("wrong-secret"), "{error}");
     assert!(sim.is_refresh_token_valid(token.refresh_token.expose()));
-    assert!(
-        !auth
-            .store()
-            .load(USER)
-            .await
-            .unwrap()
-            .unwrap()
-            .needs_reauthorization
-    );
+    assert!(!needs_reauthorization(&auth, USER).await);
 }
 
 #[tokio::test]
