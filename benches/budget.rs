@@ -27,11 +27,11 @@ use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::{AppRateLimit, Simulator};
 use tower_withings::store::{BudgetLedger, MemoryStore, SlotAsk, TokenStore};
 use tower_withings::{
     Credentials, Endpoints, RateBudget, SqliteStore, Token, UserId, WithingsAuth, transport,
 };
+use withings_sim::{AppRateLimit, Simulator};
 
 use common::{Noop, getmeas, token, write_result};
 
@@ -137,7 +137,7 @@ fn child(path: String) {
 fn grants(sim: &Simulator) -> Vec<Token> {
     (1..=USERS)
         .map(|id| {
-            let g = sim.issue_grant(CLIENT_ID, id, "user.metrics");
+            let g = sim.issue_grant(CLIENT_ID, UserId(id), "user.metrics");
             let mut t = token(
                 UserId(id),
                 SystemTime::now(),

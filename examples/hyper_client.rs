@@ -13,7 +13,7 @@
 //! By default it runs against the bundled Withings simulator (no account, no network):
 //!
 //! ```text
-//! cargo run --example hyper_client --features sim,rustls
+//! cargo run --example hyper_client --features rustls
 //! ```
 //!
 //! Against real Withings, with your app's credentials and a callback URL registered for it (you
@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! WITHINGS_CLIENT_ID=… WITHINGS_CLIENT_SECRET=… WITHINGS_REDIRECT_URI=https://your.app/callback \
-//!     cargo run --example hyper_client --features sim,rustls -- --real
+//!     cargo run --example hyper_client --features rustls -- --real
 //! ```
 //!
 //! `RUST_LOG` picks what is logged (default `tower_http=debug`).
@@ -36,8 +36,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tower_withings::sim::{Fault, Simulator, Target};
 use tower_withings::{Callback, Credentials, Endpoints, Scope, UserId, WithingsAuth, transport};
+use withings_sim::{Fault, Simulator, Target};
 
 const CLIENT_ID: &str = "example-app";
 const CLIENT_SECRET: &str = "example-app-secret";

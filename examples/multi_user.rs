@@ -9,7 +9,7 @@
 //! Runs against the bundled Withings simulator (no account, no network):
 //!
 //! ```text
-//! cargo run --example multi_user --features sim,rustls
+//! cargo run --example multi_user --features rustls
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,10 +20,10 @@ use http::{Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, Service, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::{
     Callback, Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, transport,
 };
+use withings_sim::Simulator;
 
 const CLIENT_ID: &str = "example-app";
 const CLIENT_SECRET: &str = "example-app-secret";
@@ -31,7 +31,7 @@ const CLIENT_SECRET: &str = "example-app-secret";
 /// the redirect the simulator sends the browser to.
 const REDIRECT_URI: &str = "https://app.example.com/withings/callback";
 /// Three people who use the app (Withings user ids).
-const PEOPLE: [u64; 3] = [1001, 1002, 1003];
+const PEOPLE: [UserId; 3] = [UserId(1001), UserId(1002), UserId(1003)];
 /// Calls per person in each round.
 const CALLS: usize = 10;
 

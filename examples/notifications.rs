@@ -13,7 +13,7 @@
 //! start and every 10 seconds:
 //!
 //! ```text
-//! cargo run --example notifications --features sim,rustls
+//! cargo run --example notifications --features rustls
 //! # PORT=… picks another port than 3001; Ctrl-C stops
 //! ```
 //!
@@ -32,10 +32,10 @@ use http::header;
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, ServiceExt};
 use tower_withings::notify::{Appli, Notification, NotifyClient, NotifyReceiver};
-use tower_withings::sim::{DEMO_USER_ID, Simulator};
 use tower_withings::{
-    Credentials, Endpoints, RedirectPolicy, Secret, Token, UserId, WithingsAuth, transport,
+    Credentials, Endpoints, RedirectPolicy, Secret, Token, WithingsAuth, transport,
 };
+use withings_sim::{DEMO_USER_ID, Simulator};
 
 const CLIENT_ID: &str = "notifications-example";
 const CLIENT_SECRET: &str = "notifications-example-secret";
@@ -70,7 +70,7 @@ pub async fn run(
     let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(endpoints.clone())
         .build(transport::https_client());
-    let user = UserId(DEMO_USER_ID);
+    let user = DEMO_USER_ID;
     auth.import(demo_token(sim)).await?;
 
     // The receiver. A real app keeps its secret (it is part of every subscription's URL) and
@@ -209,7 +209,7 @@ where
 fn demo_token(sim: &Simulator) -> Token {
     let grant = sim.issue_grant(CLIENT_ID, DEMO_USER_ID, "user.metrics");
     Token {
-        user_id: UserId(DEMO_USER_ID),
+        user_id: DEMO_USER_ID,
         access_token: Secret::new(grant.access_token),
         refresh_token: Secret::new(grant.refresh_token),
         expires_at: SystemTime::now() + Duration::from_secs(grant.expires_in),

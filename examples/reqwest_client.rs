@@ -13,15 +13,15 @@
 //! Runs against the bundled Withings simulator on loopback (no account, no network):
 //!
 //! ```text
-//! cargo run --example reqwest_client --features sim,reqwest
+//! cargo run --example reqwest_client --features reqwest
 //! ```
 
 use std::process::ExitCode;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower::BoxError;
-use tower_withings::sim::Simulator;
 use tower_withings::{Callback, Credentials, Error, Scope, UserId, WithingsAuth, transport};
+use withings_sim::Simulator;
 
 const CLIENT_ID: &str = "example-app";
 const CLIENT_SECRET: &str = "example-app-secret";

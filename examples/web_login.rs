@@ -10,7 +10,7 @@
 //! `main` runs it against the bundled Withings simulator, which approves every login at once:
 //!
 //! ```text
-//! cargo run --example web_login --features sim,rustls
+//! cargo run --example web_login --features rustls
 //! # then open http://127.0.0.1:3000/ in a browser (PORT=… picks another port)
 //! ```
 //!
@@ -29,11 +29,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{BoxError, Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::{
     AuthorizeRequest, Callback, Credentials, Endpoints, Error, RedirectPolicy, Scope, UserId,
     WithingsAuth, WithingsAuthService, transport,
 };
+use withings_sim::Simulator;
 
 const CLIENT_ID: &str = "web-login-example";
 const CLIENT_SECRET: &str = "web-login-example-secret";

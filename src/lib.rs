@@ -98,9 +98,6 @@ mod refresh;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 pub mod secret;
-#[cfg(feature = "sim")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
-pub mod sim;
 pub mod status;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -12,7 +12,7 @@
 //!
 //! Its own binary: it re-runs itself as the child it SIGKILLs, and a kill must never take
 //! other tests down with it.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
+#![cfg(feature = "sqlite")]
 
 // Shared with `tests/it`; this binary uses only part of it.
 #[allow(dead_code)]
@@ -204,7 +204,7 @@ async fn sigkill_at_random_moments_loses_no_grant() {
     let dir = TempDir::new("crash");
     let db = dir.file("tokens.sqlite3");
     let user = common::USER;
-    let first = grant(&sim, &ManualClock::new(), user.0);
+    let first = grant(&sim, &ManualClock::new(), user);
     SqliteStore::open(&db)
         .await
         .unwrap()

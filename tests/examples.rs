@@ -1,7 +1,7 @@
 //! The examples, run as tests against the simulator: each example file is compiled into this
 //! test as a module, and its own `run()` (or, for the web app, its router) is called. `main`
 //! and what only it uses are dead code here. Its own binary: `[[test]] examples` carries the
-//! examples' required features (`sim`, `rustls`); `reqwest_client` is compiled in with feature
+//! examples' required feature (`rustls`); `reqwest_client` is compiled in with feature
 //! `reqwest` too.
 
 #[allow(dead_code)]
@@ -28,8 +28,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use tower_withings::sim::{DEFAULT_USER_ID, Simulator};
 use url::Url;
+use withings_sim::{DEFAULT_USER_ID, Simulator};
 
 #[tokio::test]
 async fn hyper_client_example_runs() {
@@ -222,7 +222,7 @@ async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_example_prints_the_callback_then_each_notification() {
-    use tower_withings::sim::DEMO_USER_ID;
+    use withings_sim::DEMO_USER_ID;
     let sim = Simulator::start().await.unwrap();
     let (out_tx, mut out) = tokio::sync::mpsc::unbounded_channel();
     let (log_tx, mut log) = tokio::sync::mpsc::unbounded_channel();

@@ -2,7 +2,7 @@
 //!
 //! Its own test binary (not a module of the shared one): it installs a global recorder, which
 //! a process can have only once and which would count every other test's requests too.
-#![cfg(all(feature = "metrics", feature = "sim"))]
+#![cfg(feature = "metrics")]
 
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::{
     Clock, Credentials, ManualClock, Secret, Token, UserId, WithingsAuth, transport,
 };
+use withings_sim::Simulator;
 
 #[tokio::test]
 async fn a_refused_token_is_counted_refreshed_and_replayed_without_user_labels() {
@@ -32,7 +32,7 @@ async fn a_refused_token_is_counted_refreshed_and_replayed_without_user_labels()
         .clock(clock.clone())
         .build(transport::plain_http_client());
     let user = UserId(46_865_875);
-    let grant = sim.issue_grant("id", user.0, "user.metrics");
+    let grant = sim.issue_grant("id", user, "user.metrics");
     auth.import(Token {
         user_id: user,
         access_token: Secret::new(grant.access_token.clone()),

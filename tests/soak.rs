@@ -10,7 +10,6 @@
 //!
 //! Its own binary: a minute of sustained load, kept apart so it neither shares the suite
 //! binary's threads nor skews the other tests' timing.
-#![cfg(feature = "sim")]
 
 // Shared with `tests/it`; this binary uses only part of it.
 #[allow(dead_code)]
@@ -24,8 +23,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::{Fault, SimConfig, Simulator, Target};
 use tower_withings::{Credentials, SystemClock, UserId, WithingsAuth, transport};
+use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const USERS: u64 = 1_000;
 const WORKERS: usize = 128;
@@ -72,7 +71,7 @@ async fn sustained_load_across_expiries_loses_nothing() {
         .rate_budget(tower_withings::RateBudget::unlimited())
         .build(transport::plain_http_client());
     for id in 1..=USERS {
-        let g = sim.issue_grant(CLIENT_ID, id, "user.metrics");
+        let g = sim.issue_grant(CLIENT_ID, UserId(id), "user.metrics");
         auth.import(tower_withings::Token {
             user_id: UserId(id),
             access_token: g.access_token.into(),

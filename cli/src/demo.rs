@@ -11,11 +11,11 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::{SimConfig, Simulator};
 use tower_withings::{
     Callback, Credentials, Endpoints, ManualClock, RateBudget, Scope, UserId, WithingsAuth,
     transport,
 };
+use withings_sim::{SimConfig, Simulator};
 
 use crate::Failure;
 

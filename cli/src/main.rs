@@ -67,7 +67,12 @@ struct Cli {
     #[arg(long, env = "WITHINGS_STORE", global = true)]
     store: Option<String>,
     /// Allow plain http, only to 127.0.0.0/8 or ::1 (local simulators).
-    #[arg(long, global = true)]
+    #[arg(
+        long,
+        env = "WITHINGS_ALLOW_HTTP_LOOPBACK",
+        global = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     allow_http_loopback: bool,
     /// The app's request budget: at most this many requests to Withings in any 60 s, shared
     /// through --store by every command and process using it (0: no budget).
@@ -91,7 +96,7 @@ enum Command {
     /// stdin, stores the tokens, prints the Withings user id.
     Login {
         /// One of the app's registered callback URLs.
-        #[arg(long)]
+        #[arg(long, env = "WITHINGS_REDIRECT_URI")]
         redirect_uri: String,
         /// Comma-separated scopes.
         #[arg(long, value_delimiter = ',', default_value = "user.metrics")]
@@ -121,7 +126,8 @@ enum Command {
         #[arg(long, conflicts_with_all = ["user", "access_token", "refresh_token", "expires_in"])]
         json: bool,
     },
-    /// One line per stored user: id, scope, expiry, status. Never a token.
+    /// One line per stored user: id, scope, expiry, status. Never a token. Reads the store
+    /// only: no client credentials needed.
     Users,
     /// Call the API through the layer (refresh and replay included); prints the JSON `body`.
     Call {
@@ -167,10 +173,16 @@ enum Command {
     /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
     /// concurrent calls across a forced expiry and a revocation.
     Demo,
-    /// A local Withings simulator on 127.0.0.1, for apps in any language: prints
-    /// `WITHINGS_API_BASE=…` (the account pages are on the same address), then the test app's
-    /// `WITHINGS_CLIENT_ID=… WITHINGS_CLIENT_SECRET=… WITHINGS_REDIRECT_URI=…`, one line each;
-    /// serves until Ctrl-C or SIGTERM. State lives in memory: a restart starts afresh.
+    /// A local Withings simulator on 127.0.0.1, for apps in any language and for the other
+    /// commands: prints one `NAME=value` line per variable they read, then serves until Ctrl-C
+    /// or SIGTERM.
+    ///
+    /// The lines: WITHINGS_API_BASE and WITHINGS_ACCOUNT_BASE (the same address),
+    /// WITHINGS_ALLOW_HTTP_LOOPBACK, the test app's WITHINGS_CLIENT_ID, WITHINGS_CLIENT_SECRET and
+    /// WITHINGS_REDIRECT_URI, and WITHINGS_STORE (a fresh SQLite file, deleted when the
+    /// simulator stops, so simulated tokens never mix with real ones). To point every command
+    /// at it: `withings sim > sim.env &` then `set -a; . ./sim.env; set +a`. State lives in
+    /// memory: a restart starts afresh.
     Sim {
         /// The port to listen on (0: any free one).
         #[arg(long, default_value_t = 0)]
@@ -226,40 +238,69 @@ const SIM_REDIRECT_URI: &str = "https://app.example.com/withings/callback";
 
 /// `withings sim`: a simulator on `port` until Ctrl-C or SIGTERM.
 async fn sim(port: u16) -> CliResult<()> {
-    use tower_withings::sim::{DEFAULT_USER_ID, SimConfig, Simulator};
+    use withings_sim::{DEFAULT_USER_ID, SimConfig, Simulator};
     let sim = Simulator::start_on(port, SimConfig::default())
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
     sim.register_client(SIM_CLIENT_ID, SIM_CLIENT_SECRET, &[SIM_REDIRECT_URI]);
-    println!("WITHINGS_API_BASE={}", sim.api_base());
-    println!(
-        "WITHINGS_CLIENT_ID={SIM_CLIENT_ID} WITHINGS_CLIENT_SECRET={SIM_CLIENT_SECRET} \
-         WITHINGS_REDIRECT_URI={SIM_REDIRECT_URI}"
-    );
+    // Listening for the signals before the lines are out: a program that read them may stop
+    // the simulator at once.
+    let stop =
+        shutdown_signal().map_err(|e| Failure::usage(format!("cannot wait for signals: {e}")))?;
+    // The commands pointed at this simulator keep their tokens in a store of its own.
+    let scratch = std::env::temp_dir().join(format!(
+        "withings-sim-{}-{}",
+        sim.addr().port(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&scratch).map_err(|e| Failure {
+        code: 5,
+        message: format!("cannot create {}: {e}", scratch.display()),
+    })?;
+    let lines = [
+        ("WITHINGS_API_BASE", sim.api_base()),
+        ("WITHINGS_ACCOUNT_BASE", sim.account_base()),
+        ("WITHINGS_ALLOW_HTTP_LOOPBACK", "true".to_owned()),
+        ("WITHINGS_CLIENT_ID", SIM_CLIENT_ID.to_owned()),
+        ("WITHINGS_CLIENT_SECRET", SIM_CLIENT_SECRET.to_owned()),
+        ("WITHINGS_REDIRECT_URI", SIM_REDIRECT_URI.to_owned()),
+        (
+            "WITHINGS_STORE",
+            scratch.join("tokens.db").to_string_lossy().into_owned(),
+        ),
+    ];
+    for (name, value) in lines {
+        println!("{name}={value}");
+    }
     eprintln!(
         "withings sim: authorize2 approves at once as user {DEFAULT_USER_ID} (mode=demo: {}); \
          Ctrl-C or SIGTERM stops it",
         Simulator::DEMO_USER_ID
     );
-    let stopped = shutdown_signal()
-        .await
-        .map_err(|e| Failure::usage(format!("cannot wait for signals: {e}")));
+    stop.await;
     drop(sim);
-    stopped
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
-/// Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn shutdown_signal() -> std::io::Result<()> {
+/// Ctrl-C (SIGINT) or, on Unix, SIGTERM: the handlers are in place when this returns.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted,
-            _ = term.recv() => Ok(()),
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// A failure: one line for the terminal and its exit code.
@@ -325,7 +366,11 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Sim { port } => return sim(port).await,
         _ => {}
     }
-    let auth = connect(&cli).await?;
+    let reach = match cli.command {
+        Command::Users | Command::Budget => Reach::StoreOnly,
+        _ => Reach::Withings,
+    };
+    let auth = connect(&cli, reach).await?;
     match cli.command {
         Command::Login {
             redirect_uri,
@@ -456,32 +501,65 @@ async fn notify(
     Ok(())
 }
 
+/// What a command reaches besides the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The store only (`users`, `budget`): nothing is sent, so neither the hosts nor the client
+    /// secret matter.
+    StoreOnly,
+    /// Withings (or the simulator standing in for it).
+    Withings,
+}
+
 /// The handle for the configured app, store and hosts.
-async fn connect(cli: &Cli) -> CliResult<WithingsAuth> {
-    let (Some(id), Some(secret)) = (&cli.client_id, &cli.client_secret) else {
-        return Err(Failure::usage(
-            "no client credentials: set WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or --client-id/--client-secret)",
-        ));
-    };
-    let endpoints = if cli.allow_http_loopback {
-        Endpoints::loopback(&cli.api_base, &cli.account_base)?
-    } else {
-        Endpoints::custom(&cli.api_base, &cli.account_base)?
+async fn connect(cli: &Cli, reach: Reach) -> CliResult<WithingsAuth> {
+    let builder = match reach {
+        Reach::Withings => {
+            let (Some(id), Some(secret)) = (&cli.client_id, &cli.client_secret) else {
+                return Err(Failure::usage(
+                    "no client credentials: set WITHINGS_CLIENT_ID and WITHINGS_CLIENT_SECRET (or --client-id/--client-secret)",
+                ));
+            };
+            let policy = if cli.allow_http_loopback {
+                RedirectPolicy::AllowLoopback
+            } else {
+                RedirectPolicy::Withings
+            };
+            WithingsAuth::builder(Credentials::new(id.clone(), secret.clone()))
+                .endpoints(endpoints(cli)?)
+                .redirect_policy(policy)
+        }
+        Reach::StoreOnly => {
+            // No secret and the default hosts: this handle never sends anything. The client id
+            // names the app whose request budget `budget` reads.
+            let id = cli.client_id.clone().unwrap_or_default();
+            WithingsAuth::builder(Credentials::new(id, String::new()))
+        }
     };
     let store = store::open(cli.store.as_deref()).await?;
-    let policy = if cli.allow_http_loopback {
-        RedirectPolicy::AllowLoopback
-    } else {
-        RedirectPolicy::Withings
-    };
-    Ok(
-        WithingsAuth::builder(Credentials::new(id.clone(), secret.clone()))
-            .endpoints(endpoints)
-            .redirect_policy(policy)
-            .shared_store(store)
-            .rate_budget(rate_budget(cli))
-            .build(transport::https_client()),
-    )
+    Ok(builder
+        .shared_store(store)
+        .rate_budget(rate_budget(cli))
+        .build(transport::https_client()))
+}
+
+/// The configured hosts; plain http only with `--allow-http-loopback`, which a refusal names.
+fn endpoints(cli: &Cli) -> CliResult<Endpoints> {
+    if cli.allow_http_loopback {
+        return Ok(Endpoints::loopback(&cli.api_base, &cli.account_base)?);
+    }
+    Endpoints::custom(&cli.api_base, &cli.account_base).map_err(|error| {
+        let plain_http = [&cli.api_base, &cli.account_base]
+            .iter()
+            .any(|base| base.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")));
+        let mut failure = Failure::from(error);
+        if plain_http {
+            failure.message.push_str(
+                " (for a local simulator: --allow-http-loopback or WITHINGS_ALLOW_HTTP_LOOPBACK=true)",
+            );
+        }
+        failure
+    })
 }
 
 fn rate_budget(cli: &Cli) -> RateBudget {
@@ -493,6 +571,11 @@ fn rate_budget(cli: &Cli) -> RateBudget {
 }
 
 async fn budget(auth: &WithingsAuth) -> CliResult<()> {
+    if auth.oauth().client_id().is_empty() {
+        return Err(Failure::usage(
+            "no client id: set WITHINGS_CLIENT_ID (or --client-id); the budget is the app's",
+        ));
+    }
     let config = auth.rate_budget();
     let (Some(limit), Some(usage)) = (config.limit(), auth.budget_usage().await?) else {
         println!("budget unlimited");

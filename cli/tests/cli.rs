@@ -2,22 +2,113 @@
 //! then users, call, refresh, import; and each documented error with its exit code.
 //!
 //! In the `withings-cli` package: it needs `CARGO_BIN_EXE_withings` (this package's binary) and
-//! drives that binary as separate processes.
+//! drives that binary as separate processes, each with only the environment a test gives it.
 
-// The library's test helpers (`tests/it/common.rs`), shared with its `tests/it`; this binary
-// uses only part of them.
-#[allow(dead_code)]
-#[path = "../../tests/it/common.rs"]
-mod common;
-
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use tower_withings::sim::{DEFAULT_USER_ID, Simulator};
+use tower_withings::UserId;
 use tower_withings::store::TokenStore;
+use withings_sim::{DEFAULT_USER_ID, SimGrant, Simulator};
+
+const CLIENT_ID: &str = "test-client-id";
+const CLIENT_SECRET: &str = "test-client-secret-0f9e8d7c";
+const REDIRECT_URI: &str = "https://app.example.com/withings/callback";
+
+/// A simulator that knows the test app and its callback URL.
+async fn simulator() -> Simulator {
+    let sim = Simulator::start().await.expect("simulator starts");
+    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    sim
+}
+
+/// GETs `url` as a browser would, without following a redirect: the status and `Location`.
+async fn browser_get(url: &str) -> (StatusCode, Option<String>) {
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let request = Request::get(url).body(Empty::new()).unwrap();
+    let response = client
+        .request(request)
+        .await
+        .expect("GET reaches the simulator");
+    let location = response.headers().get(header::LOCATION);
+    let location = location.map(|v| v.to_str().unwrap().to_owned());
+    (response.status(), location)
+}
+
+/// The `withings` binary with nothing from the test's own environment.
+fn withings() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_withings"));
+    command
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `command` to the end with `stdin`: (exit code, stdout, stderr).
+async fn finish(mut command: Command, stdin: &str) -> (i32, String, String) {
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the CLI finishes")
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// `withings login` in `command`: reads the URL it prints, approves in the "browser", lets
+/// `sim`'s clock move by `delay` (if given), and types the redirected URL. Returns the
+/// authorize URL and what the command did: (exit code, stdout, stderr).
+async fn login(
+    mut command: Command,
+    sim: Option<(&Simulator, Duration)>,
+) -> (String, (i32, String, String)) {
+    let mut child = command.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).await.unwrap() > 0,
+            "no URL printed: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("http") {
+            break line.trim().to_owned();
+        }
+    };
+    let (status, location) = browser_get(&url).await;
+    assert_eq!(status, StatusCode::FOUND, "{url}");
+    if let Some((sim, delay)) = sim {
+        sim.advance(delay);
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let typed = format!("{}\n", location.unwrap());
+    stdin.write_all(typed.as_bytes()).await.unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    let out = String::from_utf8(output.stdout).unwrap();
+    (url, (code, out, seen + &rest))
+}
 
 struct Cli {
     api: String,
@@ -50,82 +141,58 @@ impl Cli {
     }
 
     fn command(&self, secret: &str) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_withings"));
+        let mut command = withings();
         command
             .env("WITHINGS_CLIENT_ID", CLIENT_ID)
             .env("WITHINGS_CLIENT_SECRET", secret)
             .env("WITHINGS_API_BASE", &self.api)
             .env("WITHINGS_ACCOUNT_BASE", &self.api)
             .env("WITHINGS_STORE", &self.store)
-            .arg("--allow-http-loopback")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .arg("--allow-http-loopback");
         command
     }
 
     /// Runs a command to the end: (exit code, stdout, stderr).
     async fn run(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        let mut child = self.command(CLIENT_SECRET).args(args).spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.as_bytes()).await.unwrap();
-        drop(input);
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .expect("the CLI finishes")
-            .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        let mut command = self.command(CLIENT_SECRET);
+        command.args(args);
+        finish(command, stdin).await
     }
 
-    /// `withings login`: reads the URL it prints, approves in the "browser", optionally lets
-    /// time pass, and types the redirected URL.
+    /// `withings import` (flags) of a pair the simulator issues for `user` with `scope`:
+    /// exit 0 and the user's id printed. Returns the pair.
+    async fn import(&self, sim: &Simulator, user: u64, scope: &str) -> SimGrant {
+        let g = sim.issue_grant(CLIENT_ID, UserId(user), scope);
+        let id = user.to_string();
+        let args = [
+            "import",
+            "--user",
+            &id,
+            "--access-token",
+            &g.access_token,
+            "--refresh-token",
+            &g.refresh_token,
+            "--expires-in",
+            "10800",
+            "--scope",
+            scope,
+        ];
+        let (code, out, err) = self.run(&args, "").await;
+        assert_eq!((code, out.trim()), (0, id.as_str()), "{err}");
+        g
+    }
+
+    /// `withings login` with this secret, the code typed in after `delay` on `sim`'s clock.
     async fn login(&self, secret: &str, sim: &Simulator, delay: Duration) -> (i32, String, String) {
-        let mut child = self
-            .command(secret)
-            .args([
-                "login",
-                "--redirect-uri",
-                REDIRECT_URI,
-                "--scope",
-                "user.metrics,user.activity",
-            ])
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        let url = loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).await.unwrap() > 0,
-                "no URL printed: {seen}"
-            );
-            seen.push_str(&line);
-            if line.starts_with("http") {
-                break line.trim().to_owned();
-            }
-        };
-        let (status, location, _) = browser_get(&url).await;
-        assert_eq!(status, http::StatusCode::FOUND);
-        sim.advance(delay);
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{}\n", location.unwrap()).as_bytes())
-            .await
-            .unwrap();
-        drop(stdin);
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).await.unwrap();
-        let output = child.wait_with_output().await.unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8(output.stdout).unwrap(),
-            seen + &rest,
-        )
+        let mut command = self.command(secret);
+        command.args([
+            "login",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--scope",
+            "user.metrics,user.activity",
+        ]);
+        login(command, Some((sim, delay))).await.1
     }
 }
 
@@ -171,12 +238,7 @@ async fn login_then_users_call_and_refresh() {
 
     // Nothing secret was printed anywhere, and the token file is owner-only.
     let store = tower_withings::SqliteStore::open(&cli.store).await.unwrap();
-    let token = store
-        .load(tower_withings::UserId(DEFAULT_USER_ID))
-        .await
-        .unwrap()
-        .unwrap()
-        .token;
+    let token = store.load(DEFAULT_USER_ID).await.unwrap().unwrap().token;
     let (_, users_out, users_err) = cli.run(&["users"], "").await;
     for text in [&users_out, &users_err, &out, &err] {
         assert!(!text.contains(token.access_token.expose()));
@@ -192,32 +254,13 @@ async fn login_then_users_call_and_refresh() {
 async fn import_from_flags_and_from_withings_json() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, 77, "user.metrics");
-    let (code, out, err) = cli
-        .run(
-            &[
-                "import",
-                "--user",
-                "77",
-                "--access-token",
-                &g.access_token,
-                "--refresh-token",
-                &g.refresh_token,
-                "--expires-in",
-                "10800",
-                "--scope",
-                "user.metrics",
-            ],
-            "",
-        )
-        .await;
-    assert_eq!((code, out.trim()), (0, "77"), "{err}");
+    cli.import(&sim, 77, "user.metrics").await;
     let (code, _, err) = cli
         .run(&["call", "/measure", "getmeas", "--user", "77"], "")
         .await;
     assert_eq!(code, 0, "{err}");
 
-    let g = sim.issue_grant(CLIENT_ID, 78, "user.metrics");
+    let g = sim.issue_grant(CLIENT_ID, UserId(78), "user.metrics");
     let json = format!(
         r#"{{"status":0,"body":{{"userid":"78","access_token":"{}","refresh_token":"{}","expires_in":10800,"scope":"user.metrics"}}}}"#,
         g.access_token, g.refresh_token
@@ -279,22 +322,7 @@ async fn errors_are_one_line_with_documented_exit_codes() {
     );
 
     // Withings unreachable: 4.
-    let g = sim.issue_grant(CLIENT_ID, 5, "user.metrics");
-    cli.run(
-        &[
-            "import",
-            "--user",
-            "5",
-            "--access-token",
-            &g.access_token,
-            "--refresh-token",
-            &g.refresh_token,
-            "--expires-in",
-            "10800",
-        ],
-        "",
-    )
-    .await;
+    cli.import(&sim, 5, "user.metrics").await;
     let (code, _, err) = cli
         .run(
             &["--api-base", "http://127.0.0.1:9", "refresh", "--user", "5"],
@@ -333,24 +361,7 @@ async fn notify_receiver() -> String {
 async fn notify_subscribe_list_and_revoke() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, 77, "user.metrics,user.activity");
-    let (code, _, err) = cli
-        .run(
-            &[
-                "import",
-                "--user",
-                "77",
-                "--access-token",
-                &g.access_token,
-                "--refresh-token",
-                &g.refresh_token,
-                "--expires-in",
-                "10800",
-            ],
-            "",
-        )
-        .await;
-    assert_eq!(code, 0, "{err}");
+    cli.import(&sim, 77, "user.metrics,user.activity").await;
     let url = notify_receiver().await;
     let subscribe = |applis: &'static str| {
         let url = url.clone();
@@ -456,19 +467,7 @@ async fn notify_subscribe_list_and_revoke() {
 async fn the_request_budget_is_shared_by_every_command_through_the_store() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
-    let g = sim.issue_grant(CLIENT_ID, 79, "user.metrics");
-    let import = [
-        "import",
-        "--user",
-        "79",
-        "--access-token",
-        &g.access_token,
-        "--refresh-token",
-        &g.refresh_token,
-        "--expires-in",
-        "10800",
-    ];
-    assert_eq!(cli.run(&import, "").await.0, 0);
+    cli.import(&sim, 79, "user.metrics").await;
     let call = [
         "--requests-per-minute",
         "3",
@@ -500,65 +499,170 @@ async fn the_request_budget_is_shared_by_every_command_through_the_store() {
     assert_eq!((code, out.trim()), (0, "budget unlimited"));
 }
 
-/// `withings sim --port P`: a simulator other programs use. It prints its base URL and the
-/// test app's credentials (one line each), those credentials work for the whole web flow,
-/// SIGTERM stops it with exit 0, and it starts again on the same port, afresh.
+/// The variables `withings sim` prints, one `NAME=value` line each, in this order.
+const SIM_VARIABLES: [&str; 7] = [
+    "WITHINGS_API_BASE",
+    "WITHINGS_ACCOUNT_BASE",
+    "WITHINGS_ALLOW_HTTP_LOOPBACK",
+    "WITHINGS_CLIENT_ID",
+    "WITHINGS_CLIENT_SECRET",
+    "WITHINGS_REDIRECT_URI",
+    "WITHINGS_STORE",
+];
+
+/// `withings sim --port P` running, and the variables it printed.
+struct SimProcess {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    vars: BTreeMap<String, String>,
+}
+
+impl SimProcess {
+    async fn start(port: u16) -> SimProcess {
+        let mut command = withings();
+        command
+            .args(["sim", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut vars = BTreeMap::new();
+        for name in SIM_VARIABLES {
+            let line = stdout.next_line().await.unwrap().expect("a variable line");
+            let (key, value) = line.split_once('=').expect("NAME=value");
+            assert_eq!(key, name, "{line}");
+            assert!(
+                !value.is_empty() && !value.contains(char::is_whitespace),
+                "{line}"
+            );
+            vars.insert(key.to_owned(), value.to_owned());
+        }
+        SimProcess {
+            child,
+            stdout,
+            vars,
+        }
+    }
+
+    /// `withings <args>` with only the printed variables.
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = withings();
+        command.envs(&self.vars).args(args);
+        finish(command, "").await
+    }
+
+    /// SIGTERM: exit 0, nothing more printed, its store gone.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(killed.unwrap().success());
+        let status = self.child.wait().await.unwrap();
+        assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+        let more = self.stdout.next_line().await.unwrap();
+        assert_eq!(more, None, "one line per variable, nothing more");
+        let store = std::path::Path::new(&self.vars["WITHINGS_STORE"]);
+        assert!(!store.exists(), "{}", store.display());
+    }
+}
+
+/// `withings sim --port P`: its printed lines alone drive the other commands (login shows the
+/// simulator's authorize page, users, call, budget); SIGTERM stops it with exit 0, and it
+/// starts again on the same port, afresh (new store, no user).
 #[tokio::test]
-async fn sim_serves_its_test_app_until_sigterm_and_restarts_on_the_same_port() {
+async fn sim_lines_drive_every_command_and_it_restarts_on_the_same_port() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
+    let user = DEFAULT_USER_ID.to_string();
     for run in 0..2 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_withings"))
-            .env_remove("WITHINGS_CLIENT_ID")
-            .env_remove("WITHINGS_CLIENT_SECRET")
-            .args(["sim", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = lines.next_line().await.unwrap().expect("the base URL line");
-        let api = format!("http://127.0.0.1:{port}");
-        assert_eq!(base, format!("WITHINGS_API_BASE={api}"), "run {run}");
-        let app = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the credentials line");
-        let app: std::collections::BTreeMap<&str, &str> = app
-            .split_whitespace()
-            .filter_map(|pair| pair.split_once('='))
-            .collect();
-        let keys: Vec<&str> = app.keys().copied().collect();
-        assert_eq!(
-            keys,
-            [
-                "WITHINGS_CLIENT_ID",
-                "WITHINGS_CLIENT_SECRET",
-                "WITHINGS_REDIRECT_URI"
-            ]
+        let sim = SimProcess::start(port).await;
+        let base = format!("http://127.0.0.1:{port}");
+        assert_eq!(sim.vars["WITHINGS_API_BASE"], base, "run {run}");
+        assert_eq!(sim.vars["WITHINGS_ACCOUNT_BASE"], base, "run {run}");
+        assert_eq!(sim.vars["WITHINGS_REDIRECT_URI"], REDIRECT_URI);
+        let (code, out, _) = sim.run(&["users"]).await;
+        assert_eq!((code, out.as_str()), (0, ""), "run {run}: a fresh store");
+
+        let mut command = withings();
+        command
+            .envs(&sim.vars)
+            .args(["login", "--scope", "user.metrics"]);
+        let (url, (code, out, err)) = login(command, None).await;
+        assert!(
+            url.starts_with(&format!("{base}/oauth2_user/authorize2?")),
+            "{url}"
         );
-        assert_eq!(app["WITHINGS_REDIRECT_URI"], REDIRECT_URI);
-        // The printed app is registered: a user logs in and the code is exchanged.
-        let oauth = tower_withings::OAuthClient::builder(tower_withings::Credentials::new(
-            app["WITHINGS_CLIENT_ID"],
-            app["WITHINGS_CLIENT_SECRET"],
-        ))
-        .endpoints(tower_withings::Endpoints::loopback(&api, &api).unwrap())
-        .build(tower_withings::transport::plain_http_client());
-        let token = login(&oauth, &[tower_withings::Scope::UserMetrics]).await;
-        assert_eq!(token.user_id, tower_withings::UserId(DEFAULT_USER_ID));
-        let pid = child.id().expect("still running").to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await;
-        assert!(killed.unwrap().success());
-        let status = child.wait().await.unwrap();
-        assert_eq!(status.code(), Some(0), "run {run}: SIGTERM is a clean stop");
+        assert_eq!((code, out.trim()), (0, user.as_str()), "{err}");
+
+        let (code, out, err) = sim.run(&["users"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.starts_with(&format!("{user}\tuser.metrics\t")), "{out}");
+        let call = ["call", "/measure", "getmeas", "--user", &user];
+        let (code, out, err) = sim.run(&call).await;
+        assert_eq!(code, 0, "{err}");
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(body["measuregrps"].is_array(), "{out}");
+        let (code, out, err) = sim.run(&["budget"]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("budget "), "{out}");
+        sim.stop().await;
     }
+}
+
+/// Plain http without `--allow-http-loopback` is refused with a message that names the flag;
+/// `WITHINGS_ALLOW_HTTP_LOOPBACK` does what the flag does; `users` and `budget`, which send
+/// nothing, need neither, and `users` needs no client credentials.
+#[tokio::test]
+async fn plain_http_names_the_flag_and_store_only_commands_need_neither_it_nor_credentials() {
+    let sim = simulator().await;
+    let cli = Cli::new(&sim);
+    cli.import(&sim, 81, "user.metrics").await;
+    // The hosts and the store, nothing else.
+    let bare = |args: &[&str]| {
+        let mut command = withings();
+        command
+            .env("WITHINGS_API_BASE", &cli.api)
+            .env("WITHINGS_ACCOUNT_BASE", &cli.api)
+            .env("WITHINGS_STORE", &cli.store)
+            .args(args);
+        command
+    };
+    let call = ["call", "/measure", "getmeas", "--user", "81"];
+    let mut command = bare(&call);
+    command
+        .env("WITHINGS_CLIENT_ID", CLIENT_ID)
+        .env("WITHINGS_CLIENT_SECRET", CLIENT_SECRET);
+    let (code, _, err) = finish(command, "").await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("plain http is refused"), "{err}");
+    assert!(err.contains("--allow-http-loopback"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(sim.counters().data_calls, 0);
+
+    let mut command = bare(&call);
+    command
+        .env("WITHINGS_CLIENT_ID", CLIENT_ID)
+        .env("WITHINGS_CLIENT_SECRET", CLIENT_SECRET)
+        .env("WITHINGS_ALLOW_HTTP_LOOPBACK", "true");
+    let (code, _, err) = finish(command, "").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sim.counters().data_calls, 1);
+
+    let (code, out, err) = finish(bare(&["users"]), "").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("81\tuser.metrics\t"), "{out}");
+    let mut command = bare(&["budget"]);
+    command.env("WITHINGS_CLIENT_ID", CLIENT_ID);
+    let (code, out, err) = finish(command, "").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("budget 1/"), "{out}");
+    // The budget is the app's: without a client id there is none to read.
+    let (code, _, err) = finish(bare(&["budget"]), "").await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("WITHINGS_CLIENT_ID"), "{err}");
 }
 
 /// `withings demo`, the README's main job: the whole story on embedded defaults (its own
@@ -566,17 +670,7 @@ async fn sim_serves_its_test_app_until_sigterm_and_restarts_on_the_same_port() {
 /// second must not wait on the default request budget.
 #[tokio::test]
 async fn demo_tells_the_whole_story_and_exits_0() {
-    let child = Command::new(env!("CARGO_BIN_EXE_withings"))
-        .env_remove("WITHINGS_CLIENT_ID")
-        .env_remove("WITHINGS_CLIENT_SECRET")
-        .env_remove("WITHINGS_STORE")
-        .arg("demo")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = withings().arg("demo").stdin(Stdio::null()).spawn().unwrap();
     let output = tokio::time::timeout(Duration::from_secs(50), child.wait_with_output())
         .await
         .expect("the demo finishes well within the budget's 60 s deadline")

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::{AppRateLimit, Simulator};
 use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::{Error, ManualClock, RateBudget, UserId, WithingsAuth, transport};
+use withings_sim::{AppRateLimit, Simulator};
 
 use crate::common::{auth_builder, grant, json, rig_with, simulator};
 
@@ -84,7 +84,7 @@ async fn users(
 ) -> Vec<UserId> {
     let mut users = Vec::new();
     for id in 0..count {
-        let token = grant(sim, clock, 7000 + id);
+        let token = grant(sim, clock, UserId(7000 + id));
         users.push(token.user_id);
         auth.import(token).await.unwrap();
     }

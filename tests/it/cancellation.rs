@@ -26,9 +26,9 @@ use http::Request;
 use http_body_util::Full;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::store::{StoreFuture, StoredToken, TokenStore};
 use tower_withings::{Credentials, Endpoints, Error, ManualClock, UserId, WithingsAuth, transport};
+use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -199,7 +199,7 @@ async fn dropping_the_caller_at_any_await_point_of_a_refresh_loses_nothing<B: Ba
         let auth = auth_builder(&sim, &clock)
             .store(store)
             .build(gated_client(gates.clone()));
-        let old = grant(&sim, &clock, user.0);
+        let old = grant(&sim, &clock, user);
         auth.import(old.clone()).await.unwrap();
         let service = auth.layer().layer(transport::plain_http_client());
         clock.advance(EXPIRED);
@@ -355,7 +355,7 @@ async fn dropping_the_runtime_at_any_await_point_of_a_refresh_loses_no_grant<B: 
     for step in STEPS {
         let user = UserId(random_user());
         let sim = simulator().await;
-        let old = grant(&sim, &ManualClock::new(), user.0);
+        let old = grant(&sim, &ManualClock::new(), user);
         backend
             .open()
             .await

@@ -7,11 +7,11 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tower_withings::sim::Simulator;
 use tower_withings::{
     AuthorizeRequest, Callback, ClientAuth, Credentials, Endpoints, OAuthClient, Scope, Token,
     transport,
 };
+use withings_sim::Simulator;
 
 pub const CLIENT_ID: &str = "test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret-0f9e8d7c";
@@ -102,11 +102,11 @@ pub async fn data_call(
 
 use std::sync::{Arc, Mutex};
 
-use tower_withings::sim::DEFAULT_USER_ID;
 use tower_withings::store::{
     Lease, LockAttempt, MemoryStore, StoreFuture, StoredToken, TokenStore,
 };
 use tower_withings::{ManualClock, Secret, UserId, WithingsAuth, WithingsAuthBuilder};
+use withings_sim::DEFAULT_USER_ID;
 
 /// A `WithingsAuth` builder pointed at the simulator, with a manual clock, no backoff and no
 /// request budget (the simulator has no app limit unless a test sets one; `budget.rs` tests
@@ -121,11 +121,11 @@ pub fn auth_builder(sim: &Simulator, clock: &ManualClock) -> WithingsAuthBuilder
 }
 
 /// A token the simulator issued for `user`, as the client would hold it at `clock`'s now.
-pub fn grant(sim: &Simulator, clock: &ManualClock, user: u64) -> Token {
+pub fn grant(sim: &Simulator, clock: &ManualClock, user: UserId) -> Token {
     use tower_withings::Clock;
     let g = sim.issue_grant(CLIENT_ID, user, "user.metrics,user.activity");
     Token {
-        user_id: UserId(user),
+        user_id: user,
         access_token: Secret::new(g.access_token),
         refresh_token: Secret::new(g.refresh_token),
         expires_at: clock.now() + Duration::from_secs(g.expires_in),
@@ -160,7 +160,18 @@ pub async fn rig() -> Rig {
     rig_with(|b| b).await
 }
 
-pub const USER: UserId = UserId(DEFAULT_USER_ID);
+/// Whether `user`'s stored record is marked for re-authorization (it must be stored).
+pub async fn needs_reauthorization(auth: &WithingsAuth, user: UserId) -> bool {
+    let record = auth.store().load(user).await.unwrap();
+    record.expect("a stored record").needs_reauthorization
+}
+
+/// [`rig`] with a 2 s backoff after a failed refresh.
+pub async fn rig_2s() -> Rig {
+    rig_with(|b| b.backoff(Duration::from_secs(2), Duration::from_secs(2))).await
+}
+
+pub const USER: UserId = DEFAULT_USER_ID;
 
 /// `POST {api}/measure action=getmeas` for `user`.
 pub fn getmeas(sim: &Simulator, user: UserId) -> Request<Full<Bytes>> {

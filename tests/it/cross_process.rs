@@ -17,11 +17,11 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::store::{LockAttempt, TokenStore};
 use tower_withings::{
     Clock, Credentials, Endpoints, ManualClock, Secret, Token, UserId, WithingsAuth,
 };
+use withings_sim::Simulator;
 
 use crate::backend::{Backend, for_backends, open_spec};
 use crate::common::{CLIENT_ID, CLIENT_SECRET, Hooked, LeaseLog, simulator};
@@ -78,7 +78,7 @@ pub fn instance_on(
 }
 
 /// The simulator's grant as the pair the app would have stored, expiring 3 h after `now`.
-fn imported(user: u64, grant: &tower_withings::sim::SimGrant, now: SystemTime) -> Token {
+fn imported(user: u64, grant: &withings_sim::SimGrant, now: SystemTime) -> Token {
     Token {
         user_id: UserId(user),
         access_token: Secret::new(grant.access_token.clone()),
@@ -141,7 +141,7 @@ async fn instances_refresh_once<B: Backend>(backend: &B) {
     let sim = simulator().await;
     let api = sim.api_base();
     let user = random_user();
-    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let grant = sim.issue_grant(CLIENT_ID, UserId(user), "user.metrics");
 
     let mut auths = Vec::new();
     for _ in 0..instances {
@@ -372,7 +372,7 @@ async fn os_processes_refresh_once<B: Backend>(backend: &B) {
     let (processes, per_process) = (3, 8);
     let sim = simulator().await;
     let user = random_user();
-    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let grant = sim.issue_grant(CLIENT_ID, UserId(user), "user.metrics");
     let now = SystemTime::now();
     let token = imported(user, &grant, now);
     run_children(&sim, backend, processes, per_process, token, now, &[]).await;
@@ -386,7 +386,7 @@ async fn os_processes_refresh_short_lived_tokens_once<B: Backend>(backend: &B) {
     let sim = simulator().await;
     sim.set_access_token_ttl(Duration::from_secs(3));
     let user = random_user();
-    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let grant = sim.issue_grant(CLIENT_ID, UserId(user), "user.metrics");
     let granted = SystemTime::now() - Duration::from_secs(10);
     let token = imported(user, &grant, granted); // expired 7 s ago
     let extra = [(ENV_SYSTEM_CLOCK, "1".to_owned())];
@@ -451,7 +451,7 @@ async fn dead_lease_holder_is_outlived<B: Backend>(backend: &B) {
     let sim = simulator().await;
     let api = sim.api_base();
     let user = random_user();
-    let grant = sim.issue_grant(CLIENT_ID, user, "user.metrics");
+    let grant = sim.issue_grant(CLIENT_ID, UserId(user), "user.metrics");
     let store = backend.open().await;
     store
         .put(

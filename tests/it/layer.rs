@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceBuilder, ServiceExt};
-use tower_withings::sim::{Fault, SimConfig, Simulator, Target};
 use tower_withings::store::TokenStore;
 use tower_withings::{Error, ManualClock, NotReplayed, UserId, transport};
+use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -639,7 +639,7 @@ async fn the_next_healthy_refresh_succeeds_after_a_failure() {
 async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
     let rig = rig().await;
     let service = rig.auth.layer().layer(transport::plain_http_client());
-    rig.sim.revoke_user(USER.0);
+    rig.sim.revoke_user(USER);
     let error = service
         .clone()
         .oneshot(getmeas(&rig.sim, USER))
@@ -664,7 +664,7 @@ async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
     assert_eq!(rig.sim.counters().refreshes, 1);
 
     // A new authorization brings the user back.
-    let fresh = grant(&rig.sim, &rig.clock, USER.0);
+    let fresh = grant(&rig.sim, &rig.clock, USER);
     rig.auth.import(fresh).await.unwrap();
     expect_ok(&service, &rig.sim, USER).await;
 }
@@ -820,7 +820,7 @@ async fn a_streaming_body_gets_its_refusal_without_waiting_for_the_refresh() {
     let auth = auth_builder(&sim, &clock)
         .token_timeout(Duration::from_secs(600))
         .build(token_endpoint);
-    let token = grant(&sim, &clock, USER.0);
+    let token = grant(&sim, &clock, USER);
     auth.import(token.clone()).await.unwrap();
     let service = auth.layer().layer(streaming_client());
     sim.revoke_access_token(token.access_token.expose());
@@ -962,7 +962,7 @@ async fn https_api_host_is_never_reached_over_plain_http() {
     ))
     .clock(clock.clone())
     .build(transport::plain_http_client());
-    auth.import(grant(&sim, &clock, USER.0)).await.unwrap();
+    auth.import(grant(&sim, &clock, USER)).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let inner = tower::service_fn(move |request: Request<Full<Bytes>>| {
@@ -1058,7 +1058,7 @@ async fn ten_thousand_users_refresh_independently() {
     let service = rig.auth.layer().layer(transport::plain_http_client());
     let mut originals = Vec::new();
     for id in 1..=USERS {
-        let token = grant(&rig.sim, &rig.clock, id);
+        let token = grant(&rig.sim, &rig.clock, UserId(id));
         originals.push(token.refresh_token.clone());
         rig.auth.import(token).await.unwrap();
     }
@@ -1162,10 +1162,10 @@ async fn a_601_on_refresh_adopts_the_pair_another_process_saved() {
     let sim = simulator().await;
     let clock = ManualClock::new();
     let store = Arc::new(tower_withings::MemoryStore::new());
-    let old = grant(&sim, &clock, USER.0);
+    let old = grant(&sim, &clock, USER);
     store.put(&old, std::time::SystemTime::now()).await.unwrap();
     clock.advance(EXPIRED);
-    let theirs = grant(&sim, &clock, USER.0);
+    let theirs = grant(&sim, &clock, USER);
     // The token endpoint as this process sees it: meanwhile another process spent the same
     // refresh token and saved its pair; Withings answers this one with 601.
     let (other_store, spent, their_pair) =

@@ -7,47 +7,30 @@
 /// The durable stores behind one trait, for scenarios written once.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod backend;
-#[cfg(feature = "sim")]
 mod common;
 mod store_support;
 
-#[cfg(feature = "sim")]
 mod budget;
-#[cfg(all(
-    feature = "sim",
-    any(feature = "sqlite", feature = "postgres", feature = "redis")
-))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod cancellation;
-#[cfg(all(
-    feature = "sim",
-    any(feature = "sqlite", feature = "postgres", feature = "redis")
-))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod cross_process;
-#[cfg(feature = "sim")]
+mod events;
 mod layer;
-#[cfg(feature = "sim")]
 mod notify;
-#[cfg(feature = "sim")]
 mod oauth_flow;
 mod properties;
-#[cfg(feature = "sim")]
 mod refresh;
-#[cfg(all(feature = "sim", feature = "reqwest"))]
+#[cfg(feature = "reqwest")]
 mod reqwest_middleware;
-#[cfg(feature = "sim")]
 mod secrecy;
-#[cfg(feature = "sim")]
 mod sim;
-#[cfg(feature = "sim")]
 mod stacks;
-#[cfg(all(feature = "sim", feature = "sqlite"))]
+#[cfg(feature = "sqlite")]
 mod store_faults;
 #[cfg(feature = "testkit")]
 mod store_memory;
-#[cfg(all(
-    feature = "sim",
-    any(feature = "sqlite", feature = "postgres", feature = "redis")
-))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod store_outage;
 #[cfg(all(feature = "postgres", feature = "testkit"))]
 mod store_postgres;
@@ -55,3 +38,4 @@ mod store_postgres;
 mod store_redis;
 #[cfg(all(feature = "sqlite", feature = "testkit"))]
 mod store_sqlite;
+mod users;

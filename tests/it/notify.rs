@@ -19,8 +19,8 @@ use tower_withings::notify::{
     Action, Appli, FormError, Network, Notification, Notifications, NotifyClient, NotifyReceiver,
     NotifyReceiverBuilder, PeerAddr,
 };
-use tower_withings::sim::{Fault, Target};
 use tower_withings::{Error, RedirectPolicy, UserId, transport};
+use withings_sim::{Fault, Target};
 
 /// A receiver served by axum on a random loopback port.
 struct Served {
@@ -124,7 +124,7 @@ async fn subscribe_then_new_data_is_notified_and_fetched_through_the_layer() {
     assert_eq!(served.receiver.stats().checks, 2);
 
     // The user steps on the scale: Withings notifies, the app fetches the new data.
-    let date = rig.sim.add_measure(USER.0, 1, 72_500, -3);
+    let date = rig.sim.add_measure(USER, 1, 72_500, -3);
     let n = next(&mut served.notifications).await;
     assert_eq!(n.user, USER);
     assert_eq!(n.appli, Appli::Weight);
@@ -139,7 +139,7 @@ async fn subscribe_then_new_data_is_notified_and_fetched_through_the_layer() {
     wait_until(|| async { rig.sim.notify_counters().deliveries == 1 }).await;
     assert_eq!(rig.sim.notify_counters().delivery_failures, 0);
     // A temperature is another category: nobody subscribed, nothing sent.
-    rig.sim.add_measure(USER.0, 71, 3_690, -2);
+    rig.sim.add_measure(USER, 71, 3_690, -2);
     assert_eq!(rig.sim.notify_counters().delivery_attempts, 1);
 
     // get, list, update, revoke.
@@ -206,7 +206,7 @@ async fn a_callback_failing_withings_head_check_is_a_typed_refusal_not_retried()
     let counters = rig.sim.notify_counters();
     assert_eq!(counters.callback_checks, 1, "permanent: not retried");
     assert_eq!(counters.callback_check_failures, 1);
-    assert!(rig.sim.subscriptions(USER.0).is_empty());
+    assert!(rig.sim.subscriptions(USER).is_empty());
 
     // Our receiver, but a callback URL with the wrong secret: its HEAD gets 404, refused too.
     let served = serve(receiver()).await;
@@ -222,7 +222,7 @@ async fn a_callback_failing_withings_head_check_is_a_typed_refusal_not_retried()
         .subscribe(USER, &served.url, Appli::Weight, None)
         .await
         .unwrap();
-    assert_eq!(rig.sim.subscriptions(USER.0).len(), 1);
+    assert_eq!(rig.sim.subscriptions(USER).len(), 1);
 
     // URLs Withings would refuse never leave: checked before any call.
     let calls = rig.sim.counters().data_calls;
@@ -284,7 +284,7 @@ async fn ensure_subscribed_retries_transient_refusals() {
     assert!(error.is_transient(), "{error:?}");
     assert_eq!(rig.sim.counters().data_calls - calls, 8, "4 attempts");
     rig.sim.clear_faults();
-    assert_eq!(rig.sim.subscriptions(USER.0).len(), 1);
+    assert_eq!(rig.sim.subscriptions(USER).len(), 1);
 }
 
 #[tokio::test]
@@ -325,10 +325,10 @@ async fn a_full_queue_answers_503_and_the_simulator_redelivers() {
         .await
         .unwrap();
 
-    let first = rig.sim.add_measure(USER.0, 1, 71_000, -3);
+    let first = rig.sim.add_measure(USER, 1, 71_000, -3);
     wait_until(|| async { served.receiver.stats().delivered == 1 }).await;
     rig.sim.advance(Duration::from_secs(60));
-    let second = rig.sim.add_measure(USER.0, 1, 71_200, -3);
+    let second = rig.sim.add_measure(USER, 1, 71_200, -3);
     // The app reads nothing yet: the second is refused with 503, and retried.
     wait_until(|| async { rig.sim.notify_counters().delivery_failures >= 2 }).await;
     assert_eq!(served.receiver.stats().delivered, 1);
@@ -358,12 +358,12 @@ async fn a_closed_queue_answers_503_and_keeps_what_it_acknowledged() {
         .ensure_subscribed(USER, &served.url, &[Appli::Weight])
         .await
         .unwrap();
-    let acknowledged = rig.sim.add_measure(USER.0, 1, 71_000, -3);
+    let acknowledged = rig.sim.add_measure(USER, 1, 71_000, -3);
     wait_until(|| async { served.receiver.stats().delivered == 1 }).await;
 
     served.notifications.close();
     rig.sim.advance(Duration::from_secs(60));
-    rig.sim.add_measure(USER.0, 1, 71_200, -3);
+    rig.sim.add_measure(USER, 1, 71_200, -3);
     wait_until(|| async { rig.sim.notify_counters().delivery_failures == 1 }).await;
     assert_eq!(served.receiver.stats().delivered, 1);
     // What was acknowledged before the close is still there, then the queue ends.
@@ -386,14 +386,14 @@ async fn a_callback_that_keeps_failing_loses_its_subscription() {
         .unwrap();
     // The app stopped reading (its queue is gone): 503, never 200-and-drop.
     drop(served.notifications);
-    rig.sim.add_measure(USER.0, 1, 70_000, -3);
+    rig.sim.add_measure(USER, 1, 70_000, -3);
     wait_until(|| async { rig.sim.notify_counters().subscriptions_removed == 1 }).await;
     let counters = rig.sim.notify_counters();
     assert_eq!(counters.delivery_failures, 3, "{counters:?}");
     assert_eq!(counters.deliveries, 0, "{counters:?}");
     assert_eq!(served.receiver.stats().queue_full, 3);
     assert_eq!(served.receiver.stats().delivered, 0);
-    assert!(rig.sim.subscriptions(USER.0).is_empty());
+    assert!(rig.sim.subscriptions(USER).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,14 +405,14 @@ async fn a_notification_sent_again_reaches_the_app_once() {
         .ensure_subscribed(USER, &served.url, &[Appli::Weight])
         .await
         .unwrap();
-    let date = rig.sim.add_measure(USER.0, 1, 70_100, -3);
+    let date = rig.sim.add_measure(USER, 1, 70_100, -3);
     assert_eq!(next(&mut served.notifications).await.startdate, Some(date));
     wait_until(|| async { served.receiver.stats().duplicates == 2 }).await;
     assert_eq!(rig.sim.notify_counters().duplicates_sent, 2);
     assert!(served.notifications.try_recv().is_none(), "delivered once");
     // A new notification (another range) is delivered.
     rig.sim.advance(Duration::from_secs(60));
-    let later = rig.sim.add_measure(USER.0, 1, 70_200, -3);
+    let later = rig.sim.add_measure(USER, 1, 70_200, -3);
     assert_eq!(next(&mut served.notifications).await.startdate, Some(later));
     wait_until(|| async { served.receiver.stats().duplicates == 4 }).await;
     assert_eq!(served.receiver.stats().delivered, 2);
@@ -434,7 +434,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
     )
     .await;
 
-    rig.sim.unlink_user(USER.0);
+    rig.sim.unlink_user(USER);
     let n = next(&mut served.notifications).await;
     assert_eq!((n.user, n.appli), (USER, Appli::User));
     assert_eq!(n.action, Some(Action::Unlink));
@@ -486,10 +486,10 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
     assert_eq!(rig.sim.counters().data_calls, calls);
     assert_eq!(rig.sim.counters().refreshes, 0);
     // Unlinking removed the subscriptions on Withings' side.
-    assert!(rig.sim.subscriptions(USER.0).is_empty());
+    assert!(rig.sim.subscriptions(USER).is_empty());
     // A new authorization brings the user back.
     rig.auth
-        .import(grant(&rig.sim, &rig.clock, USER.0))
+        .import(grant(&rig.sim, &rig.clock, USER))
         .await
         .unwrap();
     expect_ok(&client, &rig.sim, USER).await;
@@ -675,7 +675,7 @@ async fn the_allow_list_behind_axum_connect_info() {
         .await
         .unwrap();
     rig.sim
-        .send_notification(USER.0, 44, 1_700_000_000, 1_700_030_000);
+        .send_notification(USER, 44, 1_700_000_000, 1_700_030_000);
     let n = tokio::time::timeout(Duration::from_secs(5), notifications.recv())
         .await
         .unwrap()

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use crate::common::*;
-use tower_withings::sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
 use tower_withings::{
     AuthorizeRequest, Callback, ClientAuth, Credentials, Error, OAuthClient, RedirectPolicy, Scope,
-    UserId, status, transport,
+    status, transport,
 };
+use withings_sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
 
 #[tokio::test]
 async fn the_four_steps_of_the_web_flow() {
@@ -39,7 +39,7 @@ async fn the_four_steps_of_the_web_flow() {
     // 3. the code buys a token pair.
     let before = std::time::SystemTime::now();
     let token = client.exchange_code(&callback, &request).await.unwrap();
-    assert_eq!(token.user_id, UserId(DEFAULT_USER_ID));
+    assert_eq!(token.user_id, DEFAULT_USER_ID);
     assert_eq!(token.scope, "user.metrics,user.activity");
     let lifetime = token.expires_at.duration_since(before).unwrap();
     assert!(lifetime > Duration::from_secs(10_790) && lifetime <= Duration::from_secs(10_801));
@@ -117,7 +117,7 @@ async fn demo_mode_logs_in_the_demo_user() {
     assert!(request.url().contains("mode=demo"));
     let callback = approve(&request).await;
     let token = client.exchange_code(&callback, &request).await.unwrap();
-    assert_eq!(token.user_id, UserId(DEMO_USER_ID));
+    assert_eq!(token.user_id, DEMO_USER_ID);
 }
 
 #[tokio::test]

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::store::{MemoryStore, StoreFuture, TokenStore};
 use tower_withings::{
     Clock, Credentials, Endpoints, Error, ManualClock, Secret, Token, UserId, WithingsAuth,
     WithingsAuthBuilder, transport,
 };
+use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -62,7 +62,7 @@ async fn a_short_lived_pair_stored_by_another_handle_is_adopted() {
     };
     let (first, second) = (handle(), handle());
     first
-        .import(grant(&sim, &clock, USER.0))
+        .import(grant(&sim, &clock, USER))
         .await
         .expect("import");
     clock.advance(Duration::from_secs(2)); // past half of 3 s
@@ -148,7 +148,7 @@ async fn pausing_rig(
     let store = Arc::new(PausingStore::default());
     let auth = configure(auth_builder(&sim, &clock).shared_store(store.clone()))
         .build(transport::plain_http_client());
-    let held = grant(&sim, &clock, USER.0);
+    let held = grant(&sim, &clock, USER);
     auth.import(held.clone()).await.unwrap();
     (sim, clock, store, auth, held)
 }
@@ -160,7 +160,7 @@ async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
     let (sim, clock, store, auth, held) = pausing_rig(|b| b).await;
     // Another process rotated the pair: the store has a newer one than this handle holds.
     clock.advance(Duration::from_secs(10_800 - 200));
-    let mut rotated = grant(&sim, &clock, USER.0);
+    let mut rotated = grant(&sim, &clock, USER);
     rotated.expires_at = clock.now() + Duration::from_secs(10_800);
     assert!(
         store
@@ -177,7 +177,7 @@ async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
     let request = tokio::spawn(service.clone().oneshot(getmeas(&sim, USER)));
     paused.await.unwrap(); // the refresh read `rotated` and is about to adopt it
 
-    let login = grant(&sim, &clock, USER.0);
+    let login = grant(&sim, &clock, USER);
     auth.import(login.clone()).await.unwrap();
     release.send(()).unwrap();
     let response = request
@@ -212,7 +212,7 @@ async fn a_stale_refresh_failure_does_not_back_off_a_new_authorization() {
     let (paused, release) = store.pause_next_load(true);
     let request = tokio::spawn(service.clone().oneshot(getmeas(&sim, USER)));
     paused.await.unwrap();
-    auth.import(grant(&sim, &clock, USER.0)).await.unwrap();
+    auth.import(grant(&sim, &clock, USER)).await.unwrap();
     release.send(()).unwrap();
     // The paused refresh fails; the request still has the new login's token.
     let response = request.await.unwrap().expect("answered with the new login");
@@ -335,7 +335,7 @@ async fn idle_users_are_evicted_and_reloaded_from_the_store() {
     let users: Vec<UserId> = (0..50).map(|i| UserId(5_000 + i)).collect();
     for user in &users {
         rig.auth
-            .import(grant(&rig.sim, &rig.clock, user.0))
+            .import(grant(&rig.sim, &rig.clock, *user))
             .await
             .unwrap();
         expect_ok(&service, &rig.sim, *user).await;
@@ -346,7 +346,7 @@ async fn idle_users_are_evicted_and_reloaded_from_the_store() {
     for new_user in [9_998, 9_999] {
         rig.clock.advance(Duration::from_secs(700));
         rig.auth
-            .import(grant(&rig.sim, &rig.clock, new_user))
+            .import(grant(&rig.sim, &rig.clock, UserId(new_user)))
             .await
             .unwrap();
     }
@@ -365,7 +365,7 @@ async fn idle_users_are_evicted_and_reloaded_from_the_store() {
 #[tokio::test]
 async fn an_unsendable_access_token_is_refused_at_import() {
     let rig = rig().await;
-    let mut bad = grant(&rig.sim, &rig.clock, USER.0);
+    let mut bad = grant(&rig.sim, &rig.clock, USER);
     bad.access_token = Secret::new("line\r\nbreak");
     let error = rig.auth.import(bad).await.unwrap_err();
     assert!(

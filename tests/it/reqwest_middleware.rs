@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::common::*;
 use ::reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use http::Extensions;
-use tower_withings::sim::{Fault, Simulator, Target};
 use tower_withings::store::TokenStore;
 use tower_withings::{Error, NotReplayed, UserId};
+use withings_sim::{Fault, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 

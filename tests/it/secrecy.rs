@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_withings::sim::{Fault, Target};
 use tower_withings::store::TokenStore;
 use tower_withings::{Scope, Secret, transport};
+use withings_sim::{Fault, Target};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -109,7 +109,7 @@ async fn nothing_secret_reaches_logs_debug_or_errors() {
     rig.sim.inject(Target::TokenEndpoint, Fault::Truncated, 1);
     let error = failing_call().await;
     shown.push(format!("{error} {error:?}"));
-    rig.sim.revoke_user(user.0);
+    rig.sim.revoke_user(user);
     let error = failing_call().await;
     shown.push(format!("{error} {error:?}"));
     shown.push(format!("{:?}", rig.auth.store().list().await.unwrap()));

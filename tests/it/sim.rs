@@ -11,9 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use sha2::Sha256;
-use tower_withings::sim::{
-    Counters, DEFAULT_USER_ID, DEMO_USER_ID, Fault, SimConfig, Simulator, Target,
-};
+use tower_withings::UserId;
+use withings_sim::{Counters, DEFAULT_USER_ID, DEMO_USER_ID, Fault, SimConfig, Simulator, Target};
 
 const CLIENT: &str = "app-client-id";
 const SECRET: &str = "app-secret";
@@ -639,7 +638,7 @@ async fn signed_mode_nonce_and_signature() {
     let nonce = r.body_str("nonce");
     assert!(!nonce.is_empty());
 
-    let grant = h.sim.issue_grant(CLIENT, 42, "user.metrics");
+    let grant = h.sim.issue_grant(CLIENT, UserId(42), "user.metrics");
     let signed_refresh = |nonce: String, sig: String, refresh: String| {
         let h = &h;
         async move {
@@ -710,7 +709,7 @@ async fn signed_mode_nonce_and_signature() {
 #[tokio::test]
 async fn same_refresh_within_10_seconds_gets_601() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 7, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(7), "user.metrics");
     let t = h.refresh_ok(&g.refresh_token).await;
     let r = h.refresh(&g.refresh_token).await;
     r.assert_err(601, "Same arguments in less than 10 seconds");
@@ -744,7 +743,7 @@ async fn same_refresh_within_10_seconds_gets_601() {
 async fn concurrent_refreshes_one_wins_one_gets_601() {
     let h = H::new().await;
     h.sim.set_token_latency(Duration::from_millis(200));
-    let g = h.sim.issue_grant(CLIENT, 7, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(7), "user.metrics");
     let started = tokio::time::Instant::now();
     let (a, b) = tokio::join!(h.refresh(&g.refresh_token), h.refresh(&g.refresh_token));
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -756,9 +755,9 @@ async fn concurrent_refreshes_one_wins_one_gets_601() {
 #[tokio::test]
 async fn refresh_token_dies_after_delete_and_revoke() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 100, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(100), "user.metrics");
     assert_eq!(h.getmeas(&g.access_token).await.st(), 0);
-    h.sim.delete_user(100);
+    h.sim.delete_user(UserId(100));
     h.refresh(&g.refresh_token)
         .await
         .assert_err(503, INVALID_REFRESH);
@@ -767,8 +766,8 @@ async fn refresh_token_dies_after_delete_and_revoke() {
         .assert_err(401, INVALID_TOKEN);
 
     // revoke_user: the user unlinked the app.
-    let g = h.sim.issue_grant(CLIENT, 101, "user.metrics");
-    h.sim.revoke_user(101);
+    let g = h.sim.issue_grant(CLIENT, UserId(101), "user.metrics");
+    h.sim.revoke_user(UserId(101));
     h.getmeas(&g.access_token)
         .await
         .assert_err(401, INVALID_TOKEN);
@@ -778,8 +777,8 @@ async fn refresh_token_dies_after_delete_and_revoke() {
 
     // The disconnect page only affects that client.
     h.sim.register_client("other", "other-secret", &[CALLBACK]);
-    let mine = h.sim.issue_grant(CLIENT, 102, "user.metrics");
-    let theirs = h.sim.issue_grant("other", 102, "user.metrics");
+    let mine = h.sim.issue_grant(CLIENT, UserId(102), "user.metrics");
+    let theirs = h.sim.issue_grant("other", UserId(102), "user.metrics");
     let r = h
         .get(&format!(
             "/partner/disconnect_partner/{CLIENT}?selecteduser=102"
@@ -802,7 +801,7 @@ async fn refresh_token_dies_after_delete_and_revoke() {
         .await
         .assert_err(503, INVALID_REFRESH);
     // A single revoked access token.
-    let g = h.sim.issue_grant(CLIENT, 103, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(103), "user.metrics");
     h.sim.revoke_access_token(&g.access_token);
     h.getmeas(&g.access_token)
         .await
@@ -814,15 +813,15 @@ async fn refresh_token_dies_after_delete_and_revoke() {
 #[tokio::test]
 async fn deactivated_user() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 200, "user.metrics");
-    h.sim.deactivate_user(200);
+    let g = h.sim.issue_grant(CLIENT, UserId(200), "user.metrics");
+    h.sim.deactivate_user(UserId(200));
     h.getmeas(&g.access_token)
         .await
         .assert_err(503, "User is temporarily deactivated");
     h.refresh(&g.refresh_token)
         .await
         .assert_err(503, "User is temporarily deactivated");
-    h.sim.reactivate_user(200);
+    h.sim.reactivate_user(UserId(200));
     assert_eq!(h.getmeas(&g.access_token).await.st(), 0);
     h.sim.advance(Duration::from_secs(10));
     let t = h.refresh_ok(&g.refresh_token).await;
@@ -834,7 +833,9 @@ async fn deactivated_user() {
 #[tokio::test(start_paused = true)]
 async fn injected_faults() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 300, "user.metrics,user.activity");
+    let g = h
+        .sim
+        .issue_grant(CLIENT, UserId(300), "user.metrics,user.activity");
 
     // Real HTTP error, twice, then normal service.
     h.sim.inject(Target::Data, Fault::HttpStatus(502), 2);
@@ -1035,7 +1036,7 @@ async fn authorize2_approving_user_and_demo_mode() {
         DEMO_USER_ID.to_string()
     );
     assert_eq!(Simulator::DEMO_USER_ID, DEMO_USER_ID);
-    h.sim.set_approving_user(555);
+    h.sim.set_approving_user(UserId(555));
     assert_eq!(exchange_userid(None).await, "555");
 }
 
@@ -1072,8 +1073,8 @@ async fn logout_redirects_only_to_our_authorize2() {
 #[tokio::test]
 async fn access_token_header_wins_over_parameter() {
     let h = H::new().await;
-    let good = h.sim.issue_grant(CLIENT, 400, "user.metrics");
-    let dead = h.sim.issue_grant(CLIENT, 401, "user.metrics");
+    let good = h.sim.issue_grant(CLIENT, UserId(400), "user.metrics");
+    let dead = h.sim.issue_grant(CLIENT, UserId(401), "user.metrics");
     h.sim.revoke_access_token(&dead.access_token);
 
     let call = |header: Option<&str>, param_in_body: Option<&str>, param_in_query: Option<&str>| {
@@ -1153,7 +1154,7 @@ async fn access_token_header_wins_over_parameter() {
 #[tokio::test]
 async fn authorization_header_on_token_endpoints_is_counted() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 500, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(500), "user.metrics");
     let mut req = h.form_request(
         "/v2/oauth2",
         &[
@@ -1188,7 +1189,9 @@ async fn data_endpoints_scopes_actions_and_expiry() {
         ..SimConfig::default()
     })
     .await;
-    let g = h.sim.issue_grant(CLIENT, 600, "user.metrics,user.activity");
+    let g = h
+        .sim
+        .issue_grant(CLIENT, UserId(600), "user.metrics,user.activity");
     assert_eq!(g.expires_in, 60);
     let ok = [
         ("/measure", "getmeas", "measuregrps"),
@@ -1219,7 +1222,7 @@ async fn data_endpoints_scopes_actions_and_expiry() {
     h.data("/v2/sleep", "", &g.access_token)
         .await
         .assert_err(2554, "Not implemented");
-    let info = h.sim.issue_grant(CLIENT, 600, "user.info");
+    let info = h.sim.issue_grant(CLIENT, UserId(600), "user.info");
     let r = h.data("/v2/user", "getdevice", &info.access_token).await;
     assert_eq!(r.st(), 0);
     assert_eq!(r.json()["body"]["devices"][0]["model"], "Body+");
@@ -1231,7 +1234,7 @@ async fn data_endpoints_scopes_actions_and_expiry() {
     assert_eq!(h.get("/").await.status, StatusCode::NOT_FOUND);
     // Access tokens expire on the simulator clock; set_access_token_ttl affects new tokens.
     h.sim.set_access_token_ttl(Duration::from_secs(3600));
-    let long = h.sim.issue_grant(CLIENT, 600, "user.metrics");
+    let long = h.sim.issue_grant(CLIENT, UserId(600), "user.metrics");
     assert_eq!(long.expires_in, 3600);
     h.sim.advance(Duration::from_secs(61));
     h.getmeas(&g.access_token)
@@ -1245,7 +1248,7 @@ async fn data_endpoints_scopes_actions_and_expiry() {
 #[tokio::test]
 async fn getmeas_filters_types_and_notify_subscriptions() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 700, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(700), "user.metrics");
     let r = h
         .post(
             "/measure",
@@ -1368,7 +1371,7 @@ async fn getmeas_filters_types_and_notify_subscriptions() {
 async fn optional_data_rate_limit() {
     let h = H::new().await;
     h.sim.set_data_rate_limit(Some(2));
-    let g = h.sim.issue_grant(CLIENT, 800, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(800), "user.metrics");
     assert_eq!(h.getmeas(&g.access_token).await.st(), 0);
     assert_eq!(h.getmeas(&g.access_token).await.st(), 0);
     h.getmeas(&g.access_token)
@@ -1382,7 +1385,7 @@ async fn optional_data_rate_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_requests() {
     let h = H::new().await;
-    let g = h.sim.issue_grant(CLIENT, 900, "user.metrics");
+    let g = h.sim.issue_grant(CLIENT, UserId(900), "user.metrics");
     let url = h.url("/measure");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..1000 {

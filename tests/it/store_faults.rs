@@ -13,9 +13,9 @@ use std::time::Duration;
 use crate::common::*;
 use crate::store_support::TempDir;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::store::{LockAttempt, SqliteStore, StoreFuture, StoredToken, TokenStore};
 use tower_withings::{Error, ManualClock, Token, WithingsAuth, transport};
+use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
@@ -105,7 +105,7 @@ async fn setup() -> Setup {
         .lease_poll(Duration::from_millis(20))
         .store(store)
         .build(transport::plain_http_client());
-    let old = grant(&sim, &clock, USER.0);
+    let old = grant(&sim, &clock, USER);
     auth.import(old.clone()).await.unwrap();
     Setup {
         _dir: dir,
@@ -348,7 +348,7 @@ async fn a_write_lock_held_elsewhere_fails_the_lease_not_the_user() {
     let auth = auth_builder(&sim, &clock)
         .store(store)
         .build(transport::plain_http_client());
-    let old = grant(&sim, &clock, USER.0);
+    let old = grant(&sim, &clock, USER);
     auth.import(old.clone()).await.unwrap();
     let service = auth.layer().layer(transport::plain_http_client());
 

@@ -14,9 +14,9 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::{Layer, ServiceExt};
-use tower_withings::sim::Simulator;
 use tower_withings::store::TokenStore;
 use tower_withings::{Error, ManualClock, Token, WithingsAuth, WithingsAuthService, transport};
+use withings_sim::Simulator;
 
 use crate::backend::{Backend, for_backends};
 use crate::common::*;
@@ -126,7 +126,7 @@ async fn setup<B: Backend>(
         .shared_store(backend.open_faulty().await)
         .lease_poll(Duration::from_millis(20))
         .build(transport::plain_http_client());
-    auth.import(grant(&sim, &clock, USER.0)).await.unwrap();
+    auth.import(grant(&sim, &clock, USER)).await.unwrap();
     let service = auth.layer().layer(transport::plain_http_client());
     let check = backend.open().await;
     (sim, auth, clock, service, check)

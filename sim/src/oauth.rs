@@ -75,9 +75,9 @@ pub(crate) fn authorize(shared: &Shared, req: &Req) -> Reply {
         );
     }
     let userid = if req.query("mode") == Some("demo") {
-        DEMO_USER_ID
+        DEMO_USER_ID.0
     } else {
-        st.config.approving_user
+        st.config.approving_user.0
     };
     let code = st.new_code(client_id, redirect_uri, scope, userid);
     let (base, fragment) = match redirect_uri.split_once('#') {

@@ -46,17 +46,22 @@
 //! The simulator keeps its own clock (`SystemTime::now()` plus an offset moved by
 //! [`Simulator::advance`]), so tests never have to sleep through lifetimes.
 //!
-//! It is an independent implementation: it shares no code with the client side of this crate.
+//! It is an independent implementation: it shares no code with the client side of
+//! `tower-withings`, only its types in this API ([`UserId`], [`Endpoints`]).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use tower_withings::sim::Simulator;
+//! use tower_withings::UserId;
+//! use withings_sim::Simulator;
 //! let sim = Simulator::start().await?;
 //! sim.register_client("my-app", "my-secret", &["https://app.example.com/callback"]);
-//! let grant = sim.issue_grant("my-app", 46865875, "user.info,user.metrics");
+//! let grant = sim.issue_grant("my-app", UserId(46865875), "user.info,user.metrics");
 //! println!("API at {} with token {}", sim.api_base(), grant.access_token);
 //! # Ok(()) }
 //! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod data;
 mod encoding;
@@ -70,14 +75,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
+use tower_withings::{Endpoints, UserId};
 
 use state::State;
 
 /// The user `authorize2` approves as unless [`Simulator::set_approving_user`] says otherwise.
-pub const DEFAULT_USER_ID: u64 = 46_865_875;
+pub const DEFAULT_USER_ID: UserId = UserId(46_865_875);
 
 /// The user `authorize2` approves as when called with `mode=demo`.
-pub const DEMO_USER_ID: u64 = 33_791_324;
+pub const DEMO_USER_ID: UserId = UserId(33_791_324);
 
 /// How long an authorization code stays valid (Withings FAQ: 30 seconds).
 pub const CODE_TTL: Duration = Duration::from_secs(30);
@@ -120,7 +126,7 @@ pub struct AppRateLimit {
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use tower_withings::sim::SimConfig;
+/// # use withings_sim::SimConfig;
 /// let config = SimConfig { access_token_ttl: Duration::from_secs(60), ..SimConfig::default() };
 /// # assert_eq!(config.token_latency, Duration::ZERO);
 /// ```
@@ -132,7 +138,7 @@ pub struct SimConfig {
     /// tokens rotated) *before* the delay, like a slow network on the way back. Default 0.
     pub token_latency: Duration,
     /// The user `authorize2` approves as (without `mode=demo`). Default [`DEFAULT_USER_ID`].
-    pub approving_user: u64,
+    pub approving_user: UserId,
     /// If set, each client may make at most this many data calls per simulated minute; the
     /// excess gets status 601 "Too many request". Default `None` (no limit).
     pub data_rate_limit_per_minute: Option<u32>,
@@ -340,7 +346,7 @@ impl Drop for Simulator {
 
 impl Simulator {
     /// The user `authorize2` approves as when called with `mode=demo`.
-    pub const DEMO_USER_ID: u64 = DEMO_USER_ID;
+    pub const DEMO_USER_ID: UserId = DEMO_USER_ID;
 
     /// Starts a simulator with [`SimConfig::default()`]. Must be called inside a Tokio runtime.
     ///
@@ -400,13 +406,13 @@ impl Simulator {
         format!("http://{}", self.shared.addr)
     }
 
-    /// [`Endpoints`](crate::Endpoints) pointing a [`WithingsAuth`](crate::WithingsAuth) at this
+    /// [`Endpoints`] pointing a [`WithingsAuth`](tower_withings::WithingsAuth) at this
     /// simulator (plain http, loopback only):
     /// `WithingsAuth::builder(credentials).endpoints(sim.endpoints())`. Requests must use
     /// [`api_base`](Self::api_base) as it is (`127.0.0.1`, not `localhost`): only that host
     /// gets a token.
-    pub fn endpoints(&self) -> crate::Endpoints {
-        crate::Endpoints::loopback(&self.api_base(), &self.account_base())
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints::loopback(&self.api_base(), &self.account_base())
             .expect("the simulator's own base URLs are loopback http URLs")
     }
 
@@ -430,17 +436,17 @@ impl Simulator {
     }
 
     /// Sets the user `authorize2` approves as (without `mode=demo`).
-    pub fn set_approving_user(&self, userid: u64) {
-        self.shared.lock().config.approving_user = userid;
+    pub fn set_approving_user(&self, user: UserId) {
+        self.shared.lock().config.approving_user = user;
     }
 
-    /// Seeds a token pair directly, as if a code exchange had happened for `userid` with
+    /// Seeds a token pair directly, as if a code exchange had happened for `user` with
     /// `scope` (comma-separated). The client does not need to be registered, but refreshing
     /// requires it to be. Not counted in [`Counters`].
-    pub fn issue_grant(&self, client_id: &str, userid: u64, scope: &str) -> SimGrant {
+    pub fn issue_grant(&self, client_id: &str, user: UserId, scope: &str) -> SimGrant {
         self.shared
             .lock()
-            .issue_pair(client_id, userid, scope, None)
+            .issue_pair(client_id, user.0, scope, None)
     }
 
     /// The simulator's clock: `SystemTime::now()` plus everything passed to
@@ -553,31 +559,31 @@ impl Simulator {
     /// removed, with no notification (a revocation on Withings' side;
     /// [`unlink_user`](Self::unlink_user) also notifies). New authorizations work again
     /// afterwards.
-    pub fn revoke_user(&self, userid: u64) {
-        self.shared.lock().revoke_user(userid, None);
+    pub fn revoke_user(&self, user: UserId) {
+        self.shared.lock().revoke_user(user.0, None);
     }
 
     /// The user asked for account deletion: data calls and refreshes get
     /// 503 "User is temporarily deactivated" until [`reactivate_user`](Self::reactivate_user).
-    pub fn deactivate_user(&self, userid: u64) {
-        self.shared.lock().user_mut(userid).deactivated = true;
+    pub fn deactivate_user(&self, user: UserId) {
+        self.shared.lock().user_mut(user.0).deactivated = true;
     }
 
     /// The user changed their mind: undoes [`deactivate_user`](Self::deactivate_user).
-    pub fn reactivate_user(&self, userid: u64) {
-        self.shared.lock().user_mut(userid).deactivated = false;
+    pub fn reactivate_user(&self, user: UserId) {
+        self.shared.lock().user_mut(user.0).deactivated = false;
     }
 
     /// The account is gone for good: refreshes fail with "invalid refresh_token" and data calls
     /// with status 401, for every token of this user, present or future. The user's
     /// `appli=46` subscriptions are sent `action=delete`, then every subscription of theirs is
     /// removed.
-    pub fn delete_user(&self, userid: u64) {
+    pub fn delete_user(&self, user: UserId) {
         let deliveries = {
             let mut st = self.shared.lock();
-            st.user_mut(userid).deleted = true;
-            let deliveries = st.user_event(userid, "delete", None);
-            st.subscriptions.retain(|s| s.userid != userid);
+            st.user_mut(user.0).deleted = true;
+            let deliveries = st.user_event(user.0, "delete", None);
+            st.subscriptions.retain(|s| s.userid != user.0);
             deliveries
         };
         notify::spawn(&self.shared, deliveries);
@@ -587,58 +593,59 @@ impl Simulator {
     /// are sent `action=unlink` (retried like any notification), then everything
     /// [`revoke_user`](Self::revoke_user) does happens: every token dies and every
     /// subscription of theirs is removed.
-    pub fn unlink_user(&self, userid: u64) {
+    pub fn unlink_user(&self, user: UserId) {
         let deliveries = {
             let mut st = self.shared.lock();
-            let deliveries = st.user_event(userid, "unlink", None);
-            st.revoke_user(userid, None);
+            let deliveries = st.user_event(user.0, "unlink", None);
+            st.revoke_user(user.0, None);
             deliveries
         };
         notify::spawn(&self.shared, deliveries);
     }
 
-    /// A new measure group for `userid` (`meastype` as in getmeas: 1 weight in `value`·10^`unit`
+    /// A new measure group for `user` (`meastype` as in getmeas: 1 weight in `value`·10^`unit`
     /// kg, 9/10/11 blood pressure and pulse, 12/71/73 temperature…), dated the simulator's now:
     /// getmeas returns it from now on, and every subscription of the user for its category
     /// (1, 4 for 9/10/11/54/91, 58 for 12/71/73) is notified with `startdate` = its date and
     /// `enddate` = date + 1. Returns the date (Unix seconds).
     ///
     /// ```no_run
-    /// # async fn demo(sim: tower_withings::sim::Simulator) {
-    /// let date = sim.add_measure(46865875, 1, 72_500, -3); // 72.5 kg
+    /// # use tower_withings::UserId;
+    /// # async fn demo(sim: withings_sim::Simulator) {
+    /// let date = sim.add_measure(UserId(46865875), 1, 72_500, -3); // 72.5 kg
     /// # let _ = date; }
     /// ```
-    pub fn add_measure(&self, userid: u64, meastype: i64, value: i64, unit: i64) -> u64 {
+    pub fn add_measure(&self, user: UserId, meastype: i64, value: i64, unit: i64) -> u64 {
         let (date, deliveries) = self
             .shared
             .lock()
-            .add_measure(userid, meastype, value, unit);
+            .add_measure(user.0, meastype, value, unit);
         notify::spawn(&self.shared, deliveries);
         date
     }
 
-    /// Today's activity for `userid` (`steps`): getactivity returns it, and `appli=16`
+    /// Today's activity for `user` (`steps`): getactivity returns it, and `appli=16`
     /// subscriptions are notified with today's range. Returns `(startdate, enddate)`.
-    pub fn add_activity(&self, userid: u64, steps: u64) -> (u64, u64) {
-        let (range, deliveries) = self.shared.lock().add_activity(userid, steps);
+    pub fn add_activity(&self, user: UserId, steps: u64) -> (u64, u64) {
+        let (range, deliveries) = self.shared.lock().add_activity(user.0, steps);
         notify::spawn(&self.shared, deliveries);
         range
     }
 
     /// Sends a data notification for `appli` with this range to every subscription of
-    /// `userid` for it, without adding data (e.g. sleep, ECG).
-    pub fn send_notification(&self, userid: u64, appli: i64, startdate: u64, enddate: u64) {
+    /// `user` for it, without adding data (e.g. sleep, ECG).
+    pub fn send_notification(&self, user: UserId, appli: i64, startdate: u64, enddate: u64) {
         let deliveries = self
             .shared
             .lock()
-            .data_notifications(userid, appli, startdate, enddate);
+            .data_notifications(user.0, appli, startdate, enddate);
         notify::spawn(&self.shared, deliveries);
     }
 
-    /// The subscriptions of `userid`, every app's.
-    pub fn subscriptions(&self, userid: u64) -> Vec<SimSubscription> {
+    /// The subscriptions of `user`, every app's.
+    pub fn subscriptions(&self, user: UserId) -> Vec<SimSubscription> {
         (self.shared.lock().subscriptions.iter())
-            .filter(|s| s.userid == userid)
+            .filter(|s| s.userid == user.0)
             .map(|s| SimSubscription {
                 client_id: s.client_id.clone(),
                 callbackurl: s.callbackurl.clone(),
@@ -720,34 +727,7 @@ mod tests {
     }
 }
 
-/// A handle on a fresh simulator with one imported user, for the crate's own unit tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::time::Duration;
-
-    use super::Simulator;
-    use crate::{Clock, Credentials, ManualClock, Secret, Token, UserId, WithingsAuth, transport};
-
-    pub(crate) const USER: UserId = UserId(46_865_875);
-
-    pub(crate) async fn setup() -> (Simulator, ManualClock, WithingsAuth, Token) {
-        let sim = Simulator::start().await.unwrap();
-        sim.register_client("id", "secret", &["https://app.example.com/cb"]);
-        let clock = ManualClock::new();
-        let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
-            .endpoints(sim.endpoints())
-            .clock(clock.clone())
-            .backoff(Duration::from_secs(2), Duration::from_secs(2))
-            .build(transport::plain_http_client());
-        let grant = sim.issue_grant("id", USER.0, "user.metrics");
-        let token = Token {
-            user_id: USER,
-            access_token: Secret::new(grant.access_token),
-            refresh_token: Secret::new(grant.refresh_token),
-            expires_at: clock.now() + Duration::from_secs(grant.expires_in),
-            scope: "user.metrics".into(),
-        };
-        auth.import(token.clone()).await.unwrap();
-        (sim, clock, auth, token)
-    }
-}
+/// The README's example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
