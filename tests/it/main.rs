@@ -23,6 +23,7 @@ mod cancellation;
     any(feature = "sqlite", feature = "postgres", feature = "redis")
 ))]
 mod cross_process;
+mod data;
 #[cfg(feature = "sim")]
 mod layer;
 #[cfg(feature = "sim")]
