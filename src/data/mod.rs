@@ -81,7 +81,7 @@ pub use fetch::{Fetch, FetchPlan, NoWindow};
 pub use heart::{BloodPressure, Ecg, EcgSignal, HeartList, HeartRecord};
 pub use measure::{GetMeas, Measure, MeasureGroup};
 pub use measure_type::{MeasureInfo, MeasureKind, MeasureType, ParseMeasureTypeError};
-pub use page::{Context, Offset, Row};
+pub use page::{Context, Offset, Page, PageMeta, Row, decode_page};
 #[cfg(feature = "reqwest")]
 pub use reqwest::ReqwestService;
 pub use select::{Days, Selection, Window};

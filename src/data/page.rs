@@ -85,9 +85,30 @@ pub trait Row: Sized + Send + 'static {
 }
 
 /// A decoded page: its rows (or their errors), in order, and its meta.
-pub(crate) struct Page<T> {
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The rows, duplicates collapsed; a row that could not be read is its error.
     pub rows: Vec<Result<T, RowError>>,
+    /// `more`, `offset` and the body's other fields.
     pub meta: PageMeta,
+}
+
+/// Decodes one whole answer of `Q` (bytes as Withings sent them) into its typed page: what
+/// [`DataClient`](super::DataClient) does with each page, for answers obtained otherwise
+/// (a cache, a recorded capture). A non-zero body status is the crate's typed error.
+///
+/// ```
+/// use tower_withings::data::{GetMeas, decode_page};
+///
+/// let answer = br#"{"status":0,"body":{"measuregrps":[{"grpid":1,"date":1,"measures":[{"value":326,"type":88,"unit":-2}]}],"more":0}}"#;
+/// let page = decode_page::<GetMeas>(answer).unwrap();
+/// let group = page.rows[0].as_ref().unwrap();
+/// assert_eq!(group.measures[0].value.to_string(), "3.26");
+/// assert!(!page.meta.more);
+/// ```
+pub fn decode_page<Q: super::Query>(bytes: &[u8]) -> Result<Page<Q::Row>, Error> {
+    decode(bytes, Q::ROWS, 1)
 }
 
 /// Decodes a whole answer: the envelope's status through the crate's status table, then the
