@@ -50,7 +50,6 @@ pub type RowStream<T> = Pin<Box<dyn Stream<Item = Result<T, DataError>> + Send>>
 ///
 /// ```no_run
 /// use futures_util::StreamExt;
-/// use http_body_util::BodyExt;
 /// use jiff::Timestamp;
 /// use tower::ServiceBuilder;
 /// use tower_withings::data::{DataClient, GetMeas, MeasureType};
@@ -60,11 +59,10 @@ pub type RowStream<T> = Pin<Box<dyn Stream<Item = Result<T, DataError>> + Send>>
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
 ///     .store(MemoryStore::new())
-///     .build(transport::https_client());
+///     .build(transport::plain_http_client()); // use an https client in production
 /// let stack = ServiceBuilder::new()
 ///     .layer(auth.layer())
-///     .map_response(|r: http::Response<_>| r.map(|b| b.boxed()))
-///     .service(transport::https_client());
+///     .service(transport::plain_http_client());
 /// let data = DataClient::new(stack, &Endpoints::withings());
 ///
 /// let query = GetMeas::since(Timestamp::UNIX_EPOCH).types(&[MeasureType::Weight, MeasureType::FatRatio]);
