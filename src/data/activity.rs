@@ -209,8 +209,7 @@ impl Row for ActivityDay {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let a: RawActivity =
-            serde_json::from_str(raw).map_err(|e| format!("not an activity day ({e})"))?;
+        let a: RawActivity = super::page::read_row(raw, "not an activity day")?;
         let date = a
             .date
             .as_deref()
@@ -400,8 +399,7 @@ impl Row for IntradaySample {
     }
 
     fn decode(raw: &str, key: Option<&str>, _: &mut Context) -> Result<Self, String> {
-        let s: RawSample =
-            serde_json::from_str(raw).map_err(|e| format!("not an intraday sample ({e})"))?;
+        let s: RawSample = super::page::read_row(raw, "not an intraday sample")?;
         let at = key
             .and_then(|k| k.trim().parse::<i64>().ok())
             .or(s.timestamp)

@@ -70,7 +70,7 @@ pub type RowStream<T> = Pin<Box<dyn Stream<Item = Result<T, DataError>> + Send>>
 /// while let Some(group) = groups.next().await {
 ///     let group = group?;
 ///     for m in &group.measures {
-///         println!("{} {} {}", group.date, m.measure_type, m.value);
+///         println!("{:?} {} {}", group.date, m.measure_type, m.value);
 ///     }
 /// }
 /// # Ok(()) }

@@ -121,8 +121,7 @@ impl Row for HeartRecord {
     }
 
     fn decode(raw: &str, _: Option<&str>, _: &mut Context) -> Result<Self, String> {
-        let h: RawHeart =
-            serde_json::from_str(raw).map_err(|e| format!("not a heart record ({e})"))?;
+        let h: RawHeart = super::page::read_row(raw, "not a heart record")?;
         Ok(HeartRecord {
             timestamp: h.timestamp.and_then(instant),
             modified: h.modified.and_then(instant),

@@ -65,8 +65,12 @@ impl GetMeas {
 
     /// Only these types, in one call (`meastypes=1,6,…`). Empty: every type.
     pub fn types(mut self, types: &[MeasureType]) -> Self {
-        self.types = types.to_vec();
-        self.types.dedup();
+        self.types.clear();
+        for t in types {
+            if !self.types.contains(t) {
+                self.types.push(*t);
+            }
+        }
         self
     }
 
@@ -116,7 +120,7 @@ pub struct MeasureGroup {
     /// `grpid`: the group's identity.
     pub grpid: i64,
     /// When the measures were taken (`date`).
-    pub date: Timestamp,
+    pub date: Option<Timestamp>,
     /// When Withings stored it (`created`).
     pub created: Option<Timestamp>,
     /// When it last changed (`modified`; the `lastupdate` cursor is the largest of these).
@@ -223,13 +227,8 @@ impl Row for MeasureGroup {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let g: RawGroup =
-            serde_json::from_str(raw).map_err(|e| format!("not a measure group ({e})"))?;
+        let g: RawGroup = super::page::read_row(raw, "not a measure group")?;
         let grpid = g.grpid.ok_or("no integer `grpid`")?;
-        let date = g
-            .date
-            .and_then(instant)
-            .ok_or("no `date` in Unix seconds")?;
         let mut measures: Vec<Measure> =
             Vec::with_capacity(g.measures.as_ref().map_or(0, Vec::len));
         for (i, m) in g.measures.unwrap_or_default().into_iter().enumerate() {
@@ -255,7 +254,7 @@ impl Row for MeasureGroup {
         }
         Ok(MeasureGroup {
             grpid,
-            date,
+            date: g.date.and_then(instant),
             created: g.created.and_then(instant),
             modified: g.modified.and_then(instant),
             attrib: g.attrib,

@@ -84,6 +84,20 @@ pub trait Row: Sized + Send + 'static {
     fn decode(raw: &str, key: Option<&str>, cx: &mut Context) -> Result<Self, String>;
 }
 
+/// Reads one row's JSON into its raw struct; the error says what the row is not and where,
+/// never what it holds (serde's messages quote values).
+pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
+    serde_json::from_str(raw).map_err(|e| {
+        let why = match e.classify() {
+            serde_json::error::Category::Data => "a field of the wrong shape",
+            serde_json::error::Category::Syntax => "malformed JSON",
+            serde_json::error::Category::Eof => "truncated JSON",
+            serde_json::error::Category::Io => "unreadable",
+        };
+        format!("{not}: {why} at column {}", e.column())
+    })
+}
+
 /// A decoded page: its rows (or their errors), in order, and its meta.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -468,5 +482,48 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, Error::MalformedResponse { .. }), "{e:?}");
+    }
+
+    fn decode_all(bytes: &[u8]) {
+        use crate::data::*;
+        let _ = decode::<MeasureGroup>(bytes, "measuregrps", 1);
+        let _ = decode::<ActivityDay>(bytes, "measuregrps", 1);
+        let _ = decode::<IntradaySample>(bytes, "measuregrps", 1);
+        let _ = decode::<Workout>(bytes, "measuregrps", 1);
+        let _ = decode::<SleepSegment>(bytes, "measuregrps", 1);
+        let _ = decode::<SleepSummary>(bytes, "measuregrps", 1);
+        let _ = decode::<HeartRecord>(bytes, "measuregrps", 1);
+        let _ = decode::<Device>(bytes, "measuregrps", 1);
+        let _ = decode_body::<Goals>(bytes);
+        let _ = decode_body::<EcgSignal>(bytes);
+    }
+
+    proptest::proptest! {
+        /// No bytes make a decoder panic: any answer is rows, row errors or a typed error.
+        #[test]
+        fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            decode_all(&bytes);
+        }
+
+        /// Answers made of Withings' own words in any order reach deep into the row readers.
+        #[test]
+        fn any_json_like_answer_decodes_without_panicking(
+            tokens in proptest::collection::vec(proptest::sample::select(vec![
+                "{", "}", "[", "]", ":", ",", "\"grpid\"", "\"measures\"", "\"value\"",
+                "\"type\"", "\"unit\"", "\"date\"", "\"position\"", "\"id\"", "\"data\"",
+                "\"series\"", "\"more\"", "\"offset\"", "\"timezone\"", "\"Europe/Paris\"",
+                "\"hr\"", "\"ecg\"", "\"goals\"", "\"weight\"", "\"signal\"", "1", "-3", "40",
+                "-2147483649", "1e400", "0.5", "99999999999999999999", "null", "false", "true",
+                "\"x\"", "\"2023-10-20\"", "\"1700000000\"",
+            ]), 0..60),
+        ) {
+            let mut text = String::from(r#"{"status":0,"body":{"measuregrps":["#);
+            text.push_str(&tokens.concat());
+            decode_all(text.as_bytes());
+            text.push_str("]}}");
+            decode_all(text.as_bytes());
+            let body = format!(r#"{{"status":0,"body":{}}}"#, tokens.concat());
+            decode_all(body.as_bytes());
+        }
     }
 }

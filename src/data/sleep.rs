@@ -82,7 +82,7 @@ pub type Samples = Vec<(Timestamp, f64)>;
 #[non_exhaustive]
 pub struct SleepSegment {
     /// Start.
-    pub start: Timestamp,
+    pub start: Option<Timestamp>,
     /// End.
     pub end: Option<Timestamp>,
     /// State.
@@ -213,13 +213,9 @@ impl Row for SleepSegment {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let s: RawSegment =
-            serde_json::from_str(raw).map_err(|e| format!("not a sleep segment ({e})"))?;
+        let s: RawSegment = super::page::read_row(raw, "not a sleep segment")?;
         Ok(SleepSegment {
-            start: s
-                .startdate
-                .and_then(instant)
-                .ok_or("no `startdate` in Unix seconds")?,
+            start: s.startdate.and_then(instant),
             end: s.enddate.and_then(instant),
             state: s.state,
             device: cx.meta.model.map(SleepModel::from_code),
@@ -453,8 +449,7 @@ impl Row for SleepSummary {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let s: RawSummary =
-            serde_json::from_str(raw).map_err(|e| format!("not a sleep summary ({e})"))?;
+        let s: RawSummary = super::page::read_row(raw, "not a sleep summary")?;
         let id = s.id.ok_or("no integer `id`")?;
         let zone = cx.zone(s.timezone);
         Ok(SleepSummary {

@@ -199,8 +199,7 @@ impl Row for Workout {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let w: RawWorkout =
-            serde_json::from_str(raw).map_err(|e| format!("not a workout ({e})"))?;
+        let w: RawWorkout = super::page::read_row(raw, "not a workout")?;
         let id = w.id.ok_or("no integer `id`")?;
         let zone = cx.zone(w.timezone);
         Ok(Workout {
