@@ -90,3 +90,8 @@ pub use time::{LocalDay, Zone};
 pub use user::{Battery, Device, GetDevices, Goals};
 pub use value::Exact;
 pub use workout::{GetWorkouts, Workout, WorkoutData};
+
+/// The time crate of this module's API (`Timestamp`, `civil::Date`), for apps without it.
+pub use jiff;
+/// The decimal crate of [`Exact::decimal`], for apps without it.
+pub use rust_decimal;
