@@ -31,8 +31,9 @@ use super::state::{AddedActivity, AddedMeasure, State, unix_secs};
 pub(crate) const CALLBACK_STATUS: i64 = 293;
 pub(crate) const CALLBACK_UNREACHABLE: &str = "Invalid Params: the callback URL is either unknown or invalid (it did not answer HEAD with 2xx in time)";
 
-/// The appli codes Withings documents; others are refused at subscribe time.
-pub(crate) const KNOWN_APPLI: [i64; 12] = [1, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58];
+/// The appli codes Withings documents (2 temperature on its notification page, 58 glucose in
+/// the maintained peers: withings-data.md §5); others are refused at subscribe time.
+pub(crate) const KNOWN_APPLI: [i64; 13] = [1, 2, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58];
 
 /// The category of user events (`action=unlink`, `delete`, `update`).
 const USER_APPLI: i64 = 46;
@@ -52,7 +53,8 @@ pub(crate) struct Delivery {
 pub(crate) fn appli_of_meastype(meastype: i64) -> i64 {
     match meastype {
         9 | 10 | 11 | 54 | 91 => 4,
-        12 | 71 | 73 => 58,
+        12 | 71 | 73 => 2,
+        119 => 58,
         _ => 1,
     }
 }
