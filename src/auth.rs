@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::budget::{Budget, BudgetUsage, RateBudget};
+use crate::budget::{Budget, RateBudget};
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
 use crate::layer::WithingsAuthLayer;
 use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
-use crate::refresh::{Reason, RefreshPolicy, Refresher, bearer_header};
+use crate::refresh::{Known, Reason, RefreshPolicy, Refresher, bearer_header};
+use crate::store::BudgetUsage;
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
 use crate::transport::HttpClient;
@@ -386,9 +387,10 @@ impl WithingsAuth {
                 let user = record.token.user_id;
                 let known = refresher.known_state(user);
                 let state = match (record.needs_reauthorization, known) {
-                    (true, Some(UserState::Revoked)) => UserState::Revoked,
+                    (true, Some(Known::Revoked)) => UserState::Revoked,
                     (true, _) => UserState::NeedsReauthorization,
-                    (false, Some(known)) => known,
+                    (false, Some(Known::Revoked)) => UserState::Revoked,
+                    (false, Some(Known::Deactivated)) => UserState::Deactivated,
                     (false, None)
                         if !refresher
                             .policy

@@ -5,7 +5,7 @@ use brotli_decompressor::StandardAlloc;
 use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
 
-use super::PEEK_LIMIT;
+use super::limits::PEEK_LIMIT;
 
 /// How a response body is encoded, as far as reading its status goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,11 +13,9 @@
 //! [`MemoryStore`](crate::store::MemoryStore) for the handles sharing it, in the SQLite file for
 //! every process on one machine, in PostgreSQL or Redis for every replica. A store that offers
 //! no ledger (a custom one) gets an in-process budget per handle. A shared ledger is asked
-//! for slots in small blocks, not once per request (see [`ledger`]).
+//! for slots in small blocks, not once per request (see [`BudgetLedger`](crate::store::BudgetLedger)).
 //!
 //! [`TokenStore::budget`]: crate::store::TokenStore::budget
-
-pub mod ledger;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +27,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::store::TokenStore;
-pub use ledger::BudgetUsage;
-use ledger::{SlotAsk, SlotGrant, Window};
+use crate::store::{BudgetUsage, SlotAsk, SlotGrant, Window};
 
 /// How many requests the app may send to Withings: at most `limit` in any `window`, each
 /// request waiting up to `deadline` for a slot. Default: 120 per 60 s, 60 s deadline.

@@ -6,24 +6,24 @@
 //! body whose status is not in its first chunk, a refresh, or a replay allocate a state of
 //! their own.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, response::Parts};
+use http::{HeaderValue, Request, Response, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use super::bearer::authorize;
+use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
 use super::replay::{CloneBody, Replay, RequestCopy};
-use super::{ResponseMode, authorize};
 use crate::body::{StatusReader, WithingsBody, status_error};
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
 use crate::refresh::{Lookup, Reason, Refresher};
-use crate::status::is_access_token_failure;
 use crate::token::UserId;
 
 type BoxResponse<ResB> =
@@ -239,46 +239,6 @@ where
     }
 }
 
-/// What [`poll_refusal`] found a response to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// Withings refused the token: this body status (401 for an HTTP 401).
-    Refused(i64),
-    /// An answer for the caller, with its Withings body status when it has one (HTTP 200 and
-    /// a status found in the first bytes).
-    Answer(Option<i64>),
-}
-
-/// The one classification of a response: [`Verdict::Refused`] when it refuses the token (HTTP
-/// 401, or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), else an answer for the
-/// caller, with its body status. Reads at most the body's first bytes, which stay in `body`.
-///
-/// A body status 601 is a rate limit, never a token failure: no refresh; the response goes to
-/// the caller (as it came, or as `Error::RateLimited` with `status_errors`), and the app's
-/// budget stops everyone for its `wait_seconds`.
-fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
-    status: StatusCode,
-    body: &mut StatusReader<B>,
-    cx: &mut Context<'_>,
-    refresher: Option<&Arc<Refresher>>,
-) -> Poll<Verdict> {
-    match status {
-        StatusCode::UNAUTHORIZED => Poll::Ready(Verdict::Refused(401)),
-        StatusCode::OK => body.poll_status(cx).map(|status| {
-            if status == Some(RATE_LIMITED) {
-                if let Some(refresher) = refresher {
-                    refresher.oauth.budget().rate_limited(body.wait_seconds());
-                }
-            }
-            match status {
-                Some(status) if is_access_token_failure(status) => Verdict::Refused(status),
-                status => Verdict::Answer(status),
-            }
-        }),
-        _ => Poll::Ready(Verdict::Answer(None)),
-    }
-}
-
 /// The body status that makes an answer an error for this request's layer, if any.
 fn error_status<S, B>(replay: &Option<Box<Replay<S, B>>>, status: Option<i64>) -> Option<i64> {
     replay.as_ref()?.mode.error_status(status)
@@ -293,33 +253,6 @@ where
     State::Slow {
         fut: Box::pin(async move { Err(status_error(response, status).await.into()) }),
     }
-}
-
-/// What the caller gets for an answer: the response, or with `status_errors` and a non-zero
-/// body status, its typed error.
-pub(super) async fn answer<B: Body<Data = Bytes> + Unpin>(
-    response: Response<WithingsBody<B>>,
-    status: Option<i64>,
-    mode: ResponseMode,
-) -> Result<Response<WithingsBody<B>>, BoxError> {
-    match mode.error_status(status) {
-        None => Ok(response),
-        Some(status) => Err(status_error(response, status).await.into()),
-    }
-}
-
-/// The body status of a rate-limited call.
-const RATE_LIMITED: i64 = 601;
-
-/// [`poll_refusal`] for async code: the response (body intact) and what it is.
-pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
-    response: Response<B>,
-    refresher: &Arc<Refresher>,
-) -> (Response<WithingsBody<B>>, Verdict) {
-    let (parts, body) = response.into_parts();
-    let mut body = StatusReader::new(&parts.headers, body);
-    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(refresher))).await;
-    (Response::from_parts(parts, body.into_body()), refusal)
 }
 
 /// What the slow path waits for before it sends.
@@ -404,7 +337,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use http::header;
+    use http::{StatusCode, header};
     use http_body::Frame;
     use http_body_util::Full;
     use tower::Layer;

@@ -34,6 +34,8 @@
 //!
 //! A 601 pauses the app's request budget in every case.
 
+mod bearer;
+mod classify;
 pub mod future;
 mod replay;
 
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use tower::{Layer, Service};
 
@@ -53,6 +55,8 @@ use crate::error::{BoxError, Error};
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
 use crate::refresh::{Lookup, Refresher};
 use crate::token::UserId;
+use bearer::authorize;
+pub(crate) use classify::ResponseMode;
 use future::{Need, ResponseFuture};
 pub use replay::{CloneBody, CloneBodyFn, NeverReplay, ReplayBodies};
 use replay::{Replay, RequestCopy};
@@ -69,26 +73,6 @@ pub struct WithingsAuthLayer<P = ReplayBodies> {
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
-}
-
-/// What the caller gets back for the answers that are not plain successes: the layer's two
-/// opt-ins ([`WithingsAuthLayer::status_errors`], [`WithingsAuthLayer::not_replayed_as_response`]),
-/// shared with the reqwest middleware. Both off by default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ResponseMode {
-    /// A non-zero body status (after the refusal and replay logic) is `Err`, classified by
-    /// [`crate::status::classify`].
-    pub(crate) status_errors: bool,
-    /// A refusal that could not be replayed is the response as it came, marked
-    /// [`NotReplayed`](crate::NotReplayed), rather than [`Error::NotReplayed`].
-    pub(crate) not_replayed_as_response: bool,
-}
-
-impl ResponseMode {
-    /// The body status that makes this answer an error, if any (only with `status_errors`).
-    pub(crate) fn error_status(self, status: Option<i64>) -> Option<i64> {
-        status.filter(|status| self.status_errors && *status != 0)
-    }
 }
 
 impl WithingsAuthLayer {
@@ -391,63 +375,5 @@ where
             )
             .await
         }
-    }
-}
-
-/// Sets the bearer header and drops any legacy `access_token` query parameter, so a stale
-/// token in the URL can never override the header.
-fn authorize<B>(request: &mut Request<B>, header: HeaderValue) {
-    if request
-        .uri()
-        .query()
-        .is_some_and(|q| q.contains("access_token"))
-    {
-        *request.uri_mut() = without_access_token(request.uri());
-    }
-    request.headers_mut().insert(header::AUTHORIZATION, header);
-}
-
-fn without_access_token(uri: &Uri) -> Uri {
-    let query = uri.query().unwrap_or_default();
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "access_token"
-        })
-        .collect();
-    let path_and_query = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_token_query_parameter_is_removed() {
-        let strip = |u: &str| without_access_token(&u.parse().unwrap()).to_string();
-        assert_eq!(
-            strip("https://h/measure?action=getmeas&access_token=old&x=1"),
-            "https://h/measure?action=getmeas&x=1"
-        );
-        assert_eq!(
-            strip("https://h/measure?access_token=old"),
-            "https://h/measure"
-        );
-        assert_eq!(
-            strip("https://h/m?access%5Ftoken=old&a=b"),
-            "https://h/m?a=b"
-        );
-        assert_eq!(
-            strip("https://h/m?my_access_token=keep"),
-            "https://h/m?my_access_token=keep"
-        );
     }
 }

@@ -13,8 +13,8 @@ use http::{
 use http_body::Body;
 use tower::{Service, ServiceExt};
 
-use super::future::{Verdict, answer, inspect};
-use super::{ResponseMode, authorize};
+use super::bearer::authorize;
+use super::classify::{ResponseMode, Verdict, answer, inspect};
 use crate::body::{NotReplayed, ReplayBody, WithingsBody};
 use crate::budget::Priority;
 use crate::error::{BoxError, Error};
