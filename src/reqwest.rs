@@ -77,7 +77,7 @@ use reqwest_middleware::{Middleware, Next};
 use tower::Service;
 
 use crate::body::WithingsBody;
-use crate::budget::Priority;
+use crate::budget::{Budget, Lane, Priority};
 use crate::error::{BoxError, Error};
 use crate::layer::{self, CloneBody, Destination, ResponseMode};
 use crate::refresh::Refresher;
@@ -88,6 +88,8 @@ use crate::token::UserId;
 #[derive(Clone)]
 pub struct WithingsMiddleware {
     refresher: Arc<Refresher>,
+    /// The app's request budget: every attempt this middleware sends takes a slot.
+    budget: Arc<Budget>,
     user: Option<UserId>,
     mode: ResponseMode,
 }
@@ -106,9 +108,14 @@ impl std::fmt::Debug for WithingsMiddleware {
 }
 
 impl WithingsMiddleware {
-    pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
+    pub(crate) fn new(
+        refresher: Arc<Refresher>,
+        budget: Arc<Budget>,
+        user: Option<UserId>,
+    ) -> Self {
         WithingsMiddleware {
             refresher,
+            budget,
             user,
             mode: ResponseMode::default(),
         }
@@ -148,13 +155,13 @@ impl Middleware for WithingsMiddleware {
         match destination {
             // Not for Withings: on as it is, no token, nothing converted, nothing counted.
             Destination::Elsewhere => return next.run(request, extensions).await,
+            // No token, but Withings counts it: one attempt, within the budget.
             Destination::TokenEndpoint => {
-                let budget = self.refresher.oauth.budget();
-                budget
-                    .take(Priority::Data)
-                    .await
-                    .map_err(|e| middleware_error(e.into()))?;
-                return next.run(request, extensions).await;
+                let chain = Mutex::new(std::mem::take(extensions));
+                let lane = Priority::Lane(chain_lane(&chain));
+                let outcome = send_one(&self.budget, lane, next, request, &chain).await;
+                *extensions = chain.into_inner().unwrap_or_else(PoisonError::into_inner);
+                return outcome;
             }
             Destination::Api => {}
         }
@@ -164,13 +171,18 @@ impl Middleware for WithingsMiddleware {
         if let Some(user) = extensions.get::<UserId>().copied() {
             request.extensions_mut().insert(user);
         }
+        if let Some(lane) = extensions.get::<Lane>().copied() {
+            request.extensions_mut().insert(lane);
+        }
         let chain = Mutex::new(std::mem::take(extensions));
         let attempts = Attempts {
             next,
             chain: &chain,
+            budget: &self.budget,
         };
         let outcome = layer::send_api(
             &self.refresher,
+            &self.budget,
             ReqwestBodies,
             self.mode,
             self.user,
@@ -192,6 +204,7 @@ struct Attempts<'a> {
     next: Next<'a>,
     /// The chain's extensions, handed to each attempt in turn.
     chain: &'a Mutex<Extensions>,
+    budget: &'a Arc<Budget>,
 }
 
 impl<'a> Service<http::Request<reqwest::Body>> for Attempts<'a> {
@@ -204,27 +217,39 @@ impl<'a> Service<http::Request<reqwest::Body>> for Attempts<'a> {
     }
 
     fn call(&mut self, request: http::Request<reqwest::Body>) -> Self::Future {
-        let next = self.next.clone();
-        let chain = self.chain;
+        let (next, chain, budget) = (self.next.clone(), self.chain, self.budget);
+        let lane = Priority::of(&request);
         Box::pin(async move {
             let request = Request::try_from(request)?;
-            let response = send_one(next, request, chain).await?;
+            let response = send_one(budget, lane, next, request, chain).await?;
             Ok(to_http(response))
         })
     }
 }
 
-/// Sends one attempt down the rest of the chain: the only place this middleware sends an API
-/// request. Its budget slot was taken just before, by the layer's request path.
+/// Sends one attempt down the rest of the chain, once it has a slot of the budget (in its
+/// lane): the only place this middleware sends a request to the API host.
 async fn send_one(
+    budget: &Arc<Budget>,
+    lane: Priority,
     next: Next<'_>,
     request: Request,
     chain: &Mutex<Extensions>,
 ) -> reqwest_middleware::Result<Response> {
+    budget
+        .take(lane)
+        .await
+        .map_err(reqwest_middleware::Error::middleware)?;
     let mut extensions = std::mem::take(&mut *chain.lock().unwrap_or_else(PoisonError::into_inner));
     let outcome = next.run(request, &mut extensions).await;
     *chain.lock().unwrap_or_else(PoisonError::into_inner) = extensions;
     outcome
+}
+
+/// The lane the chain's extensions name (`.with_extension(Lane::…)`), else the default.
+fn chain_lane(chain: &Mutex<Extensions>) -> Lane {
+    let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
+    chain.get().copied().unwrap_or_default()
 }
 
 /// Request bodies copied for a replay by reqwest's own rule ([`Request::try_clone`]): a body

@@ -10,8 +10,8 @@ use http::{Response, StatusCode};
 use http_body::Body;
 
 use crate::body::{StatusReader, WithingsBody, status_error};
+use crate::budget::{Budget, RATE_LIMITED};
 use crate::error::BoxError;
-use crate::refresh::Refresher;
 use crate::status::is_access_token_failure;
 
 /// What the caller gets back for the answers that are not plain successes: the layer's two
@@ -55,14 +55,14 @@ pub(super) fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
     status: StatusCode,
     body: &mut StatusReader<B>,
     cx: &mut Context<'_>,
-    refresher: Option<&Arc<Refresher>>,
+    budget: Option<&Arc<Budget>>,
 ) -> Poll<Verdict> {
     match status {
         StatusCode::UNAUTHORIZED => Poll::Ready(Verdict::Refused(401)),
         StatusCode::OK => body.poll_status(cx).map(|status| {
             if status == Some(RATE_LIMITED) {
-                if let Some(refresher) = refresher {
-                    refresher.oauth.budget().rate_limited(body.wait_seconds());
+                if let Some(budget) = budget {
+                    budget.rate_limited(body.wait_seconds());
                 }
             }
             match status {
@@ -87,16 +87,13 @@ pub(super) async fn answer<B: Body<Data = Bytes> + Unpin>(
     }
 }
 
-/// The body status of a rate-limited call.
-const RATE_LIMITED: i64 = 601;
-
 /// [`poll_refusal`] for async code: the response (body intact) and what it is.
 pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
     response: Response<B>,
-    refresher: &Arc<Refresher>,
+    budget: &Arc<Budget>,
 ) -> (Response<WithingsBody<B>>, Verdict) {
     let (parts, body) = response.into_parts();
     let mut body = StatusReader::new(&parts.headers, body);
-    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(refresher))).await;
+    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(budget))).await;
     (Response::from_parts(parts, body.into_body()), refusal)
 }

@@ -21,9 +21,9 @@ use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
 use super::replay::{CloneBody, Replay, RequestCopy};
 use crate::body::{StatusReader, WithingsBody, status_error};
-use crate::budget::Priority;
+use crate::budget::{Budget, BudgetFuture, BudgetService};
 use crate::error::{BoxError, Error};
-use crate::refresh::{Lookup, Reason, Refresher};
+use crate::refresh::{Reason, Refresher};
 use crate::token::UserId;
 
 type BoxResponse<ResB> =
@@ -39,9 +39,9 @@ pin_project! {
         ResB: Body,
     {
         #[pin]
-        state: State<S::Future, ResB>,
+        state: State<BudgetFuture<S::Future, S::Response>, ResB>,
         // Boxed: most requests never replay, and the future stays small to move.
-        replay: Option<Box<Replay<S, B>>>,
+        replay: Option<Box<Replay<BudgetService<S>, B>>>,
     }
 }
 
@@ -68,7 +68,7 @@ where
     S: Service<Request<B>>,
     ResB: Body,
 {
-    pub(super) fn passthrough(fut: S::Future) -> Self {
+    pub(super) fn passthrough(fut: BudgetFuture<S::Future, S::Response>) -> Self {
         ResponseFuture {
             state: State::Passthrough { fut },
             replay: None,
@@ -82,7 +82,10 @@ where
         }
     }
 
-    pub(super) fn calling(fut: S::Future, replay: Box<Replay<S, B>>) -> Self {
+    pub(super) fn calling(
+        fut: BudgetFuture<S::Future, S::Response>,
+        replay: Box<Replay<BudgetService<S>, B>>,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             replay: Some(replay),
@@ -92,43 +95,34 @@ where
 
 impl<S, B, ResB> ResponseFuture<S, B, ResB>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+    S: Service<
+            Request<B>,
+            Response = Response<ResB>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
-    /// The slow path: get a usable token (load or refresh) and a budget slot, send, and
-    /// replay once if refused.
+    /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
     pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
         refresher: Arc<Refresher>,
         policy: P,
         mode: ResponseMode,
         user: UserId,
-        service: S,
+        service: BudgetService<S>,
         request: Request<B>,
         need: Need,
     ) -> Self {
+        let budget = Arc::clone(service.budget());
         ResponseFuture {
             state: State::Slow {
                 fut: Box::pin(send_fresh(
-                    refresher, policy, mode, user, service, request, need,
+                    refresher, budget, policy, mode, user, service, request, need,
                 )),
             },
-            replay: None,
-        }
-    }
-
-    /// A request to the API host that is not ours to authorize (the token endpoints): it only
-    /// waits for a budget slot, which Withings counts all the same.
-    pub(super) fn counted(refresher: Arc<Refresher>, mut service: S, request: Request<B>) -> Self {
-        let fut = async move {
-            refresher.oauth.budget().take(Priority::Data).await?;
-            let response = service.call(request).await.map_err(Into::into)?;
-            Ok(response.map(WithingsBody::new))
-        };
-        ResponseFuture {
-            state: State::Slow { fut: Box::pin(fut) },
             replay: None,
         }
     }
@@ -136,7 +130,12 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+    S: Service<
+            Request<B>,
+            Response = Response<ResB>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
     B: Send + 'static,
@@ -151,7 +150,7 @@ where
                 StateProj::Passthrough { fut } => {
                     let output = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let response = output.map_err(Into::into)?;
+                    let response = output?;
                     return Poll::Ready(Ok(response.map(WithingsBody::new)));
                 }
                 StateProj::Failed { .. } => {
@@ -164,10 +163,10 @@ where
                 StateProj::Calling { fut } => {
                     let output = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let (parts, body) = output.map_err(Into::into)?.into_parts();
+                    let (parts, body) = output?.into_parts();
                     let mut body = StatusReader::new(&parts.headers, body);
-                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
-                    match poll_refusal(parts.status, &mut body, cx, refresher) {
+                    let budget = this.replay.as_ref().map(|r| r.service.budget());
+                    match poll_refusal(parts.status, &mut body, cx, budget) {
                         // Usually the first chunk is already there: no move to Peeking.
                         Poll::Ready(Verdict::Answer(status)) => {
                             let response = Response::from_parts(parts, body.into_body());
@@ -192,8 +191,8 @@ where
                 }
                 StateProj::Peeking { response } => {
                     let (parts, body) = &mut **response;
-                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
-                    let refusal = ready!(poll_refusal(parts.status, body, cx, refresher));
+                    let budget = this.replay.as_ref().map(|r| r.service.budget());
+                    let refusal = ready!(poll_refusal(parts.status, body, cx, budget));
                     let StateOwned::Peeking { response } =
                         this.state.as_mut().project_replace(State::Done)
                     else {
@@ -231,8 +230,9 @@ where
                 return Poll::Ready(replay.give_back(refused, status));
             };
             drop(refused);
+            let budget = Arc::clone(replay.service.budget());
             this.state.set(State::Slow {
-                fut: Box::pin((*replay).resend(copy)),
+                fut: Box::pin((*replay).resend(copy, budget)),
             });
             // The next turn polls the replay.
         }
@@ -255,21 +255,23 @@ where
     }
 }
 
-/// What the slow path waits for before it sends.
+/// What the slow path needs before it sends.
 pub(super) enum Need {
     /// A token: none is loaded (`None`), or the one of this generation is expiring.
     Token(Option<u64>),
-    /// A budget slot; the token was usable when the request came.
-    Slot {
+    /// Nothing: the token was usable when the request came.
+    Usable {
         header: HeaderValue,
         generation: u64,
     },
 }
 
-/// The slow path: get a usable token (load or refresh) and a budget slot, send, and replay
-/// once if refused. The slot comes last, right before the send.
+/// The slow path: get a usable token (load or refresh), send through `service` (which takes
+/// the budget slot), and replay once if refused. A 601 answer pauses `budget`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send_fresh<S, P, B, ResB>(
     refresher: Arc<Refresher>,
+    budget: Arc<Budget>,
     policy: P,
     mode: ResponseMode,
     user: UserId,
@@ -292,14 +294,7 @@ where
             let snapshot = refresher.renew_user(user, stale, reason).await?;
             (snapshot.header()?.clone(), snapshot.generation)
         }
-        Need::Slot { header, generation } => (header, generation),
-    };
-    refresher.oauth.budget().take(Priority::Data).await?;
-    // After a wait for a slot another request may have refreshed: send the newest token.
-    let (header, generation) = match refresher.lookup(user, refresher.now()) {
-        Lookup::Usable { header, generation } => (header, generation),
-        Lookup::Terminal(error) => return Err(error.into()),
-        Lookup::Stale(_) => (header, generation),
+        Need::Usable { header, generation } => (header, generation),
     };
     let own_user = request.extensions().get::<UserId>().copied();
     let copy = RequestCopy::of(&request, &policy, own_user);
@@ -307,7 +302,7 @@ where
     crate::metrics::emit("withings_requests_total");
     // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
-    match inspect(response, &refresher).await {
+    match inspect(response, &budget).await {
         (response, Verdict::Answer(status)) => answer(response, status, mode).await,
         (refused, Verdict::Refused(status)) => {
             let replay = Replay {
@@ -321,7 +316,7 @@ where
             match copy {
                 Some(copy) => {
                     drop(refused);
-                    replay.resend(copy).await
+                    replay.resend(copy, budget).await
                 }
                 None => replay.give_back(refused, status),
             }

@@ -2,7 +2,10 @@
 //!
 //! Laid out as tower's `retry`: this file is the layer and the service (what happens when a
 //! request goes out), [`future`] the response future (what happens when the answer comes back),
-//! `replay.rs` what a replay keeps of the request and how it sends it again.
+//! `classify.rs` the one classification of an answer, `bearer.rs` the header, `replay.rs` what a
+//! replay keeps of the request and how it sends it again. Below the layer sits the request
+//! budget ([`BudgetService`]), unless the layer is made
+//! [`without_budget`](WithingsAuthLayer::without_budget).
 //!
 //! # What the layer asks of the stack below it
 //!
@@ -50,7 +53,7 @@ use tower::{Layer, Service};
 #[cfg(doc)]
 use crate::body::ReplayBody;
 use crate::body::WithingsBody;
-use crate::budget::Priority;
+use crate::budget::{Budget, BudgetService};
 use crate::error::{BoxError, Error};
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
 use crate::refresh::{Lookup, Refresher};
@@ -70,15 +73,24 @@ use replay::{Replay, RequestCopy};
 #[derive(Debug, Clone)]
 pub struct WithingsAuthLayer<P = ReplayBodies> {
     refresher: Arc<Refresher>,
+    budget: Arc<Budget>,
+    /// The inner service is wrapped in the request budget (unless `without_budget`).
+    budgeted: bool,
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
 }
 
 impl WithingsAuthLayer {
-    pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
+    pub(crate) fn new(
+        refresher: Arc<Refresher>,
+        budget: Arc<Budget>,
+        user: Option<UserId>,
+    ) -> Self {
         WithingsAuthLayer {
             refresher,
+            budget,
+            budgeted: true,
             user,
             policy: ReplayBodies,
             mode: ResponseMode::default(),
@@ -91,10 +103,22 @@ impl<P> WithingsAuthLayer<P> {
     pub fn clone_body<Q>(self, policy: Q) -> WithingsAuthLayer<Q> {
         WithingsAuthLayer {
             refresher: self.refresher,
+            budget: self.budget,
+            budgeted: self.budgeted,
             user: self.user,
             policy,
             mode: self.mode,
         }
+    }
+
+    /// Leaves the request budget out: the layer sends straight to the inner service, which
+    /// must then hold [`WithingsAuth::budget_layer`](crate::WithingsAuth::budget_layer)
+    /// itself (say, under a retry layer, so that every retry takes a slot). By default the
+    /// inner service is wrapped in it: no request of the layer, replays included, goes past
+    /// the budget. A 601 still pauses the budget either way.
+    pub fn without_budget(mut self) -> Self {
+        self.budgeted = false;
+        self
     }
 
     /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
@@ -175,7 +199,7 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
             user: self.user,
             policy: self.policy.clone(),
             mode: self.mode,
-            inner,
+            inner: BudgetService::new(Arc::clone(&self.budget), self.budgeted, inner),
         }
     }
 }
@@ -188,23 +212,25 @@ pub struct WithingsAuthService<S, P = ReplayBodies> {
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
-    inner: S,
+    /// The inner service in the request budget (counting, unless the layer was made
+    /// `without_budget`).
+    inner: BudgetService<S>,
 }
 
 impl<S, P> WithingsAuthService<S, P> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
 
     /// The wrapped service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        self.inner.get_mut()
     }
 
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -234,14 +260,11 @@ where
         let refresher = &self.refresher;
         match destination(refresher, request.uri()) {
             Destination::Elsewhere => {
-                return ResponseFuture::passthrough(self.inner.call(request));
+                return ResponseFuture::passthrough(self.inner.call_uncounted(request));
             }
+            // No token, but Withings counts it: the budget does.
             Destination::TokenEndpoint => {
-                if refresher.oauth.budget().try_take(Priority::Data) {
-                    return ResponseFuture::passthrough(self.inner.call(request));
-                }
-                let refresher = Arc::clone(refresher);
-                return ResponseFuture::counted(refresher, self.readied(), request);
+                return ResponseFuture::passthrough(self.inner.call_counted(request));
             }
             Destination::Api => {}
         }
@@ -251,10 +274,8 @@ where
         };
         let now = refresher.now();
         match refresher.lookup(user, now) {
-            Lookup::Usable { header, generation }
-                if refresher.oauth.budget().try_take(Priority::Data) =>
-            {
-                // The hot path: a good token and a budget slot at hand, no refresh.
+            Lookup::Usable { header, generation } => {
+                // The hot path: a good token, no refresh (the budget below takes the slot).
                 crate::metrics::emit("withings_requests_total");
                 let replay = Box::new(Replay {
                     refresher: Arc::clone(refresher),
@@ -265,13 +286,10 @@ where
                     service: self.inner.clone(),
                 });
                 authorize(&mut request, header);
-                ResponseFuture::calling(self.inner.call(request), replay)
+                ResponseFuture::calling(self.inner.call_counted(request), replay)
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),
-            // Slow paths: wait for a budget slot, or refresh (or load) first.
-            Lookup::Usable { header, generation } => {
-                self.slow(user, request, Need::Slot { header, generation })
-            }
+            // The slow path: refresh (or load) first.
             Lookup::Stale(stale) => self.slow(user, request, Need::Token(stale)),
         }
     }
@@ -279,7 +297,7 @@ where
 
 impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     /// The service `poll_ready` readied, for a future to call later; a clone takes its place.
-    fn readied(&mut self) -> S {
+    fn readied(&mut self) -> BudgetService<S> {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
     }
@@ -291,8 +309,12 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
         need: Need,
     ) -> ResponseFuture<S, B, ResB>
     where
-        S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
-            + Send
+        S: Service<
+                Request<B>,
+                Response = Response<ResB>,
+                Error: Into<BoxError>,
+                Future: Send + 'static,
+            > + Send
             + 'static,
         P: CloneBody<B> + Send + 'static,
         B: Send + 'static,
@@ -338,8 +360,10 @@ pub(crate) fn destination(refresher: &Refresher, uri: &Uri) -> Destination {
 /// single replay, and what `mode` asks of the answer; `service` is called once, or twice when a
 /// refused request is replayed.
 #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_api<S, P, B, ResB>(
     refresher: &Arc<Refresher>,
+    budget: &Arc<Budget>,
     policy: P,
     mode: ResponseMode,
     bound_user: Option<UserId>,
@@ -356,24 +380,14 @@ where
     tower::ServiceExt::ready(&mut service)
         .await
         .map_err(Into::into)?;
-    let refresher = Arc::clone(refresher);
-    match refresher.lookup(user, refresher.now()) {
-        Lookup::Usable { header, generation } => {
-            let need = Need::Slot { header, generation };
-            future::send_fresh(refresher, policy, mode, user, service, request, need).await
-        }
-        Lookup::Terminal(error) => Err(error.into()),
-        Lookup::Stale(stale) => {
-            future::send_fresh(
-                refresher,
-                policy,
-                mode,
-                user,
-                service,
-                request,
-                Need::Token(stale),
-            )
-            .await
-        }
-    }
+    let (refresher, budget) = (Arc::clone(refresher), Arc::clone(budget));
+    let need = match refresher.lookup(user, refresher.now()) {
+        Lookup::Usable { header, generation } => Need::Usable { header, generation },
+        Lookup::Terminal(error) => return Err(error.into()),
+        Lookup::Stale(stale) => Need::Token(stale),
+    };
+    future::send_fresh(
+        refresher, budget, policy, mode, user, service, request, need,
+    )
+    .await
 }

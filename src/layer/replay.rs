@@ -16,7 +16,7 @@ use tower::{Service, ServiceExt};
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect};
 use crate::body::{NotReplayed, ReplayBody, WithingsBody};
-use crate::budget::Priority;
+use crate::budget::Budget;
 use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
 use crate::refresh::{Reason, Refresher};
@@ -230,9 +230,11 @@ where
 {
     /// After Withings refused the token: one refresh (shared, skipped if a newer token already
     /// exists) and one replay of `copy`. A second refusal is an error, never a loop.
+    /// `service` takes the budget slot; a 601 answer pauses `budget`.
     pub(super) async fn resend(
         self,
         copy: RequestCopy<B>,
+        budget: Arc<Budget>,
     ) -> Result<Response<WithingsBody<ResB>>, BoxError> {
         let Replay {
             refresher,
@@ -248,13 +250,11 @@ where
         let mut request = copy.into_request();
         authorize(&mut request, snapshot.header()?.clone());
         let service = service.ready().await.map_err(Into::into)?;
-        // The slot last, right before the send.
-        refresher.oauth.budget().take(Priority::Data).await?;
         crate::metrics::emit("withings_requests_total");
         Metrics::bump(&refresher.metrics.replays, "withings_replays_total");
         tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
         let response = service.call(request).await.map_err(Into::into)?;
-        match inspect(response, &refresher).await {
+        match inspect(response, &budget).await {
             (_, Verdict::Refused(status)) => Err(Error::AccessTokenInvalid { status }.into()),
             (response, Verdict::Answer(status)) => answer(response, status, mode).await,
         }

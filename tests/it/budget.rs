@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
+use tower_withings::budget::Lane;
 use tower_withings::sim::{AppRateLimit, Simulator};
 use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::{Error, ManualClock, RateBudget, UserId, WithingsAuth, transport};
@@ -331,4 +332,131 @@ async fn four_processes_on_one_sqlite_file_share_one_budget() {
         "{}",
         sim.busiest_window(WINDOW)
     );
+}
+
+#[tokio::test]
+async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
+    // Another sender (outside this budget) used the app's requests: Withings answers the
+    // refresh's token call 601.
+    let generous = RateBudget::per_minute(1000).deadline(Duration::from_millis(300));
+    let rig = rig_with(|b| b.rate_budget(generous)).await;
+    rig.sim.set_app_rate_limit(Some(AppRateLimit {
+        limit: 2,
+        window: Duration::from_secs(60),
+    }));
+    let user = [crate::common::USER];
+    assert_eq!(
+        send_all(&rig.auth, &rig.sim.api_base(), &user, 2).await.ok,
+        2
+    );
+    assert!(rig.auth.refresh(crate::common::USER).await.is_err());
+    assert_eq!(rig.sim.counters().served_601, 1);
+    assert_eq!(rig.auth.metrics().rate_limited, 1);
+    // The budget waits out `wait_seconds` (about 60 s): the next data call is not sent.
+    let after = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
+    assert_eq!(after.exhausted, 1);
+    assert_eq!(rig.sim.arrivals(), 3);
+    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
+    assert!(
+        usage
+            .paused_for
+            .is_some_and(|p| p > Duration::from_secs(30)),
+        "{usage:?}"
+    );
+}
+
+/// Sends one request through `service` tagged with `lane` (none: the default lane).
+async fn tagged<S>(service: S, api: &str, lane: Option<Lane>) -> Result<(), tower::BoxError>
+where
+    S: tower::Service<Request<Full<Bytes>>, Error = tower::BoxError>,
+{
+    let mut request = Request::post(format!("{api}/measure"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
+        .unwrap();
+    request.extensions_mut().insert(crate::common::USER);
+    if let Some(lane) = lane {
+        request.extensions_mut().insert(lane);
+    }
+    service.oneshot(request).await.map(drop)
+}
+
+#[tokio::test]
+async fn lanes_are_served_in_order_and_each_in_order_of_arrival() {
+    // One slot per window: every request after the first waits for the next one.
+    let budget = RateBudget::new(1, Duration::from_millis(400)).deadline(Duration::from_secs(60));
+    let rig = rig_with(|b| b.rate_budget(budget)).await;
+    let api = rig.sim.api_base();
+    let service = rig.auth.layer().layer(transport::plain_http_client());
+    tagged(service.clone(), &api, None).await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut sends = tokio::task::JoinSet::new();
+    let lanes = [
+        ("backfill 1", Some(Lane::Backfill)),
+        ("sweep", Some(Lane::Sweep)),
+        ("backfill 2", Some(Lane::Backfill)),
+        ("notification", Some(Lane::Notification)),
+        ("untagged", None),
+        ("interactive", Some(Lane::Interactive)),
+    ];
+    for (name, lane) in lanes {
+        let (service, api, order) = (service.clone(), api.clone(), Arc::clone(&order));
+        sends.spawn(async move {
+            tagged(service, &api, lane).await.unwrap();
+            order.lock().unwrap().push(name);
+        });
+        // Each waits before the next arrives.
+        while rig.auth.metrics().budget_waits < sends.len() as u64 {
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.expect("no panic");
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        [
+            "untagged",
+            "interactive",
+            "notification",
+            "sweep",
+            "backfill 1",
+            "backfill 2"
+        ]
+    );
+    assert_eq!(rig.sim.counters().data_calls, 7);
+}
+
+#[tokio::test]
+async fn without_budget_the_layer_counts_nothing_and_the_budget_layer_counts_below_it() {
+    let budget = RateBudget::new(2, Duration::from_secs(60)).deadline(Duration::from_millis(200));
+    let rig = rig_with(|b| b.rate_budget(budget)).await;
+    let api = rig.sim.api_base();
+    let bare = rig
+        .auth
+        .layer()
+        .without_budget()
+        .layer(transport::plain_http_client());
+    for _ in 0..3 {
+        tagged(bare.clone(), &api, None).await.unwrap();
+    }
+    assert_eq!(rig.auth.metrics().budget_slots, 0);
+    // The app placed the budget itself: the same limit, every request counted.
+    let placed = rig.auth.layer().without_budget().layer(
+        rig.auth
+            .budget_layer()
+            .layer(transport::plain_http_client()),
+    );
+    let mut exhausted = 0;
+    for _ in 0..3 {
+        if let Err(error) = tagged(placed.clone(), &api, None).await {
+            assert!(matches!(
+                error.downcast_ref::<Error>(),
+                Some(Error::BudgetExhausted { .. })
+            ));
+            exhausted += 1;
+        }
+    }
+    assert_eq!((rig.auth.metrics().budget_slots, exhausted), (2, 1));
+    assert_eq!(rig.sim.counters().data_calls, 5);
 }
