@@ -153,6 +153,12 @@ impl Middleware for WithingsMiddleware {
             layer::destination(&self.refresher, &uri)
         });
         match destination {
+            // Meant for Withings (it names a user) but not to the API host: not sent.
+            Destination::Elsewhere if extensions.get::<UserId>().is_some() => {
+                let uri: Uri = request.url().as_str().parse().unwrap_or_default();
+                let error = layer::not_api_host(&self.refresher, &uri);
+                return Err(reqwest_middleware::Error::middleware(error));
+            }
             // Not for Withings: on as it is, no token, nothing converted, nothing counted.
             Destination::Elsewhere => return next.run(request, extensions).await,
             // No token, but Withings counts it: one attempt, within the budget.

@@ -42,6 +42,8 @@ pub(super) enum Verdict {
     /// An answer for the caller, with its Withings body status when it has one (HTTP 200 and
     /// a status found in the first bytes).
     Answer(Option<i64>),
+    /// HTTP 404: the API host has no endpoint at this path (a wrong path, not an outage).
+    NotFound,
 }
 
 /// The one classification of a response: [`Verdict::Refused`] when it refuses the token (HTTP
@@ -70,6 +72,7 @@ pub(super) fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
                 status => Verdict::Answer(status),
             }
         }),
+        StatusCode::NOT_FOUND => Poll::Ready(Verdict::NotFound),
         _ => Poll::Ready(Verdict::Answer(None)),
     }
 }

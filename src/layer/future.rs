@@ -181,6 +181,9 @@ where
                         Poll::Ready(Verdict::Refused(status)) => {
                             (Response::from_parts(parts, body.into_body()), status)
                         }
+                        Poll::Ready(Verdict::NotFound) => {
+                            return Poll::Ready(Err(Error::EndpointNotFound.into()));
+                        }
                         Poll::Pending => {
                             this.state.set(State::Peeking {
                                 response: Box::new((parts, body)),
@@ -210,6 +213,9 @@ where
                             }
                         },
                         Verdict::Refused(status) => (response, status),
+                        Verdict::NotFound => {
+                            return Poll::Ready(Err(Error::EndpointNotFound.into()));
+                        }
                     }
                 }
                 StateProj::Slow { fut } => {
@@ -304,6 +310,7 @@ where
     let response = service.call(request).await.map_err(Into::into)?;
     match inspect(response, &budget).await {
         (response, Verdict::Answer(status)) => answer(response, status, mode).await,
+        (_, Verdict::NotFound) => Err(Error::EndpointNotFound.into()),
         (refused, Verdict::Refused(status)) => {
             let replay = Replay {
                 refresher,
@@ -449,7 +456,13 @@ mod tests {
     #[tokio::test]
     async fn passthrough_is_done_after_completion() {
         let auth = auth(&ManualClock::new());
-        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        // Another host, and the request names no user (one that does is refused unsent).
+        let elsewhere = || {
+            let mut request = request("https://example.com/elsewhere");
+            request.extensions_mut().remove::<UserId>();
+            request
+        };
+        let (fut, mut handle) = send(&auth, elsewhere());
         let mut fut = pin!(fut);
         assert_eq!(
             answer(&mut handle, StatusCode::OK, TestBody::json(OK)).await,
@@ -458,7 +471,7 @@ mod tests {
         assert!(fut.as_mut().await.is_ok());
         assert_done(fut);
         // An inner error completes it too.
-        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let (fut, mut handle) = send(&auth, elsewhere());
         let mut fut = pin!(fut);
         handle.next_request().await.unwrap().1.send_error("down");
         assert!(fut.as_mut().await.is_err());

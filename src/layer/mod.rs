@@ -34,6 +34,8 @@
 //! | a refusal that could not be replayed (a stream) | [`Error::NotReplayed`]; the token is refreshed for the next request | [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response): `Ok`, as sent, marked [`NotReplayed`](crate::NotReplayed) |
 //! | any other status (601, 2554, 503 …) | `Ok`, the body intact: read it with [`crate::parse_response`] | [`status_errors`](WithingsAuthLayer::status_errors): `Err` with the status table's [`Error`] |
 //! | not a Withings body (HTML, a proxy's HTTP 502) | `Ok`, untouched | the same |
+//! | HTTP 404 from the API host (a wrong path) | [`Error::EndpointNotFound`] | the same |
+//! | a request naming a user ([`UserId`] extension) to another host | [`Error::NotApiHost`], nothing sent | the same |
 //!
 //! A 601 pauses the app's request budget in every case.
 
@@ -68,7 +70,9 @@ use replay::{Replay, RequestCopy};
 /// once per user when it expires or Withings refuses it, and replaying the request once.
 ///
 /// Made by [`crate::WithingsAuth::layer`]. Requests to any other host, and to the token and
-/// signature endpoints, pass through untouched: the token goes nowhere else. See the
+/// signature endpoints, pass through untouched: the token goes nowhere else (a request to
+/// another host that names a user fails with [`Error::NotApiHost`], unsent: it was meant for
+/// Withings). See the
 /// [module docs](self) for what the layer needs of the request and response bodies.
 #[derive(Debug, Clone)]
 pub struct WithingsAuthLayer<P = ReplayBodies> {
@@ -259,6 +263,11 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let refresher = &self.refresher;
         match destination(refresher, request.uri()) {
+            // A request naming a user is meant for Withings: say where it went instead of
+            // sending it without a token.
+            Destination::Elsewhere if request.extensions().get::<UserId>().is_some() => {
+                return ResponseFuture::failed(not_api_host(refresher, request.uri()));
+            }
             Destination::Elsewhere => {
                 return ResponseFuture::passthrough(self.inner.call_uncounted(request));
             }
@@ -350,6 +359,18 @@ pub(crate) fn destination(refresher: &Refresher, uri: &Uri) -> Destination {
         None => Destination::Elsewhere,
         Some(path) if path == TOKEN_PATH || path == SIGNATURE_PATH => Destination::TokenEndpoint,
         Some(_) => Destination::Api,
+    }
+}
+
+/// The error for a request naming a user that went to `uri`, not the API host.
+pub(crate) fn not_api_host(refresher: &Refresher, uri: &Uri) -> Error {
+    let host = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => "a URL without a host".to_owned(),
+    };
+    Error::NotApiHost {
+        host,
+        api: refresher.endpoints().api_base().to_owned(),
     }
 }
 

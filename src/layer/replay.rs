@@ -257,6 +257,7 @@ where
         match inspect(response, &budget).await {
             (_, Verdict::Refused(status)) => Err(Error::AccessTokenInvalid { status }.into()),
             (response, Verdict::Answer(status)) => answer(response, status, mode).await,
+            (_, Verdict::NotFound) => Err(Error::EndpointNotFound.into()),
         }
     }
 }
