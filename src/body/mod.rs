@@ -691,7 +691,13 @@ mod tests {
             assert!(sent.len() < PEEK_LIMIT, "{coding}: {}", sent.len());
             let mut decoding = Decoding::new(Coding::of(&headers(coding)));
             decoding.run(&sent);
-            assert_eq!(decoding.decoded(), PEEK_LIMIT, "{coding}");
+            if coding == "br" {
+                // Its first meta-block needs a ring buffer of the whole 4 MiB window: the
+                // decoder may not reserve it (past the peek's bound) and stops at once.
+                assert_eq!(decoding.decoded(), 0, "{coding}");
+            } else {
+                assert_eq!(decoding.decoded(), PEEK_LIMIT, "{coding}");
+            }
             assert!(decoding.capacity() <= PEEK_LIMIT, "{coding}");
             assert!(decoding.stopped(), "{coding}");
             // And as a body: no status, every byte given back.
