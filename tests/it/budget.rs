@@ -334,6 +334,107 @@ async fn four_processes_on_one_sqlite_file_share_one_budget() {
     );
 }
 
+// ---- a holder SIGKILLed mid-window ----
+
+const ENV_HOLDER: &str = "TOWER_WITHINGS_BUDGET_HOLDER";
+
+/// The holder role: sends more data calls than the budget allows, at once, through its own
+/// handle on the SQLite file (so it holds every slot of the window and has waiters queued),
+/// says so, and keeps sending until it is killed.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_budget_holder() {
+    let Ok(path) = std::env::var(ENV_HOLDER) else {
+        return;
+    };
+    let api = std::env::var(ENV_API).expect("api");
+    let user = UserId(std::env::var(ENV_USERS).expect("user").parse().expect("id"));
+    let store = tower_withings::SqliteStore::open(&path)
+        .await
+        .expect("store");
+    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
+        crate::common::CLIENT_ID,
+        crate::common::CLIENT_SECRET,
+    ))
+    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
+    .store(store)
+    .rate_budget(budget())
+    .build(transport::plain_http_client());
+    let holding = {
+        let (auth, api) = (auth.clone(), api.clone());
+        tokio::spawn(async move { send_all(&auth, &api, &[user], 3 * N as usize).await })
+    };
+    while auth.metrics().budget_slots < u64::from(N) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("holding");
+    let _ = holding.await;
+    std::future::pending::<()>().await;
+}
+
+/// A process holding every slot of the window, with requests queued, is SIGKILLed: the
+/// others stay within the limit and are served once its entries age out.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblocked() {
+    use std::io::BufRead;
+    let dir = crate::store_support::TempDir::new("budget-holder");
+    let path = dir.file("tokens.sqlite3");
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    let clock = ManualClock::new();
+    let other = auth_builder(&sim, &clock)
+        .store(tower_withings::SqliteStore::open(&path).await.unwrap())
+        .rate_budget(budget())
+        .build(transport::plain_http_client());
+    let users = users(&other, &sim, &clock, 2).await;
+    let mut holder = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "budget::sqlite_budget_holder",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_HOLDER, &path)
+        .env(ENV_API, sim.api_base())
+        .env(ENV_USERS, users[0].0.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the holder");
+    let stdout = holder.stdout.take().expect("its stdout");
+    tokio::task::spawn_blocking(move || {
+        let lines = std::io::BufReader::new(stdout).lines();
+        for line in lines {
+            if line.expect("a line").contains("holding") {
+                return;
+            }
+        }
+        panic!("the holder ended without holding");
+    })
+    .await
+    .unwrap();
+    // SIGKILL: no destructor, no release of anything it reserved.
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reaped");
+    let held = sim.arrivals();
+    assert!(held >= N as usize, "{held} arrivals");
+    let outcomes = send_all(&other, &sim.api_base(), &users, N as usize).await;
+    assert_eq!(
+        outcomes,
+        Outcomes {
+            ok: 2 * N as usize,
+            ..Outcomes::default()
+        }
+    );
+    assert_eq!(sim.counters().served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+}
+
 #[tokio::test]
 async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
     // Another sender (outside this budget) used the app's requests: Withings answers the
