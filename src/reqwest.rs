@@ -79,7 +79,7 @@ use tower::Service;
 use crate::body::WithingsBody;
 use crate::budget::{Budget, Lane, Priority};
 use crate::error::{BoxError, Error};
-use crate::layer::{self, CloneBody, Destination, ResponseMode};
+use crate::layer::{self, CloneBody, Destination, ResponseMode, Shared};
 use crate::refresh::Refresher;
 use crate::token::UserId;
 
@@ -87,9 +87,9 @@ use crate::token::UserId;
 /// refresher and store (see the [module docs](self)). Cheap to clone.
 #[derive(Clone)]
 pub struct WithingsMiddleware {
-    refresher: Arc<Refresher>,
-    /// The app's request budget: every attempt this middleware sends takes a slot.
-    budget: Arc<Budget>,
+    /// The handle's refresher, and its request budget: every attempt this middleware sends
+    /// takes a slot.
+    shared: Arc<Shared>,
     user: Option<UserId>,
     mode: ResponseMode,
 }
@@ -114,8 +114,7 @@ impl WithingsMiddleware {
         user: Option<UserId>,
     ) -> Self {
         WithingsMiddleware {
-            refresher,
-            budget,
+            shared: Arc::new(Shared { refresher, budget }),
             user,
             mode: ResponseMode::default(),
         }
@@ -150,13 +149,13 @@ impl Middleware for WithingsMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         let uri: Option<Uri> = request.url().as_str().parse().ok();
         let destination = uri.map_or(Destination::Elsewhere, |uri| {
-            layer::destination(&self.refresher, &uri)
+            layer::destination(&self.shared.refresher, &uri)
         });
         match destination {
             // Meant for Withings (it names a user) but not to the API host: not sent.
             Destination::Elsewhere if extensions.get::<UserId>().is_some() => {
                 let uri: Uri = request.url().as_str().parse().unwrap_or_default();
-                let error = layer::not_api_host(&self.refresher, &uri);
+                let error = layer::not_api_host(&self.shared.refresher, &uri);
                 return Err(reqwest_middleware::Error::middleware(error));
             }
             // Not for Withings: on as it is, no token, nothing converted, nothing counted.
@@ -165,7 +164,7 @@ impl Middleware for WithingsMiddleware {
             Destination::TokenEndpoint => {
                 let chain = Mutex::new(std::mem::take(extensions));
                 let lane = Priority::Lane(chain_lane(&chain));
-                let outcome = send_one(&self.budget, lane, next, request, &chain).await;
+                let outcome = send_one(&self.shared.budget, lane, next, request, &chain).await;
                 *extensions = chain.into_inner().unwrap_or_else(PoisonError::into_inner);
                 return outcome;
             }
@@ -184,11 +183,10 @@ impl Middleware for WithingsMiddleware {
         let attempts = Attempts {
             next,
             chain: &chain,
-            budget: &self.budget,
+            budget: &self.shared.budget,
         };
         let outcome = layer::send_api(
-            &self.refresher,
-            &self.budget,
+            &self.shared,
             ReqwestBodies,
             self.mode,
             self.user,

@@ -98,9 +98,9 @@ impl<S> BudgetService<S> {
         self.inner
     }
 
-    /// The budget a 601 pauses.
-    pub(crate) fn budget(&self) -> &Arc<Budget> {
-        &self.budget
+    /// False when the app placed the budget elsewhere.
+    pub(crate) fn counting(&self) -> bool {
+        self.counting
     }
 
     /// Sends a request the caller knows is not for Withings: uncounted.

@@ -20,10 +20,11 @@ use tower::Service;
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
 use super::replay::{CloneBody, Replay, RequestCopy};
+use super::shared::Shared;
 use crate::body::{StatusReader, WithingsBody, status_error};
-use crate::budget::{Budget, BudgetFuture, BudgetService};
+use crate::budget::{BudgetFuture, BudgetService};
 use crate::error::{BoxError, Error};
-use crate::refresh::{Reason, Refresher};
+use crate::refresh::Reason;
 use crate::token::UserId;
 
 type BoxResponse<ResB> =
@@ -41,7 +42,7 @@ pin_project! {
         #[pin]
         state: State<BudgetFuture<S::Future, S::Response>, ResB>,
         // Boxed: most requests never replay, and the future stays small to move.
-        replay: Option<Box<Replay<BudgetService<S>, B>>>,
+        replay: Option<Box<Replay<S, B>>>,
     }
 }
 
@@ -84,7 +85,7 @@ where
 
     pub(super) fn calling(
         fut: BudgetFuture<S::Future, S::Response>,
-        replay: Box<Replay<BudgetService<S>, B>>,
+        replay: Box<Replay<S, B>>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
@@ -108,7 +109,7 @@ where
 {
     /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
     pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
-        refresher: Arc<Refresher>,
+        shared: Arc<Shared>,
         policy: P,
         mode: ResponseMode,
         user: UserId,
@@ -116,11 +117,10 @@ where
         request: Request<B>,
         need: Need,
     ) -> Self {
-        let budget = Arc::clone(service.budget());
         ResponseFuture {
             state: State::Slow {
                 fut: Box::pin(send_fresh(
-                    refresher, budget, policy, mode, user, service, request, need,
+                    shared, policy, mode, user, service, request, need,
                 )),
             },
             replay: None,
@@ -165,7 +165,7 @@ where
                     this.state.set(State::Done);
                     let (parts, body) = output?.into_parts();
                     let mut body = StatusReader::new(&parts.headers, body);
-                    let budget = this.replay.as_ref().map(|r| r.service.budget());
+                    let budget = this.replay.as_ref().map(|r| &r.shared.budget);
                     match poll_refusal(parts.status, &mut body, cx, budget) {
                         // Usually the first chunk is already there: no move to Peeking.
                         Poll::Ready(Verdict::Answer(status)) => {
@@ -194,7 +194,7 @@ where
                 }
                 StateProj::Peeking { response } => {
                     let (parts, body) = &mut **response;
-                    let budget = this.replay.as_ref().map(|r| r.service.budget());
+                    let budget = this.replay.as_ref().map(|r| &r.shared.budget);
                     let refusal = ready!(poll_refusal(parts.status, body, cx, budget));
                     let StateOwned::Peeking { response } =
                         this.state.as_mut().project_replace(State::Done)
@@ -236,9 +236,11 @@ where
                 return Poll::Ready(replay.give_back(refused, status));
             };
             drop(refused);
-            let budget = Arc::clone(replay.service.budget());
+            // The replay goes through the budget too (unless the layer was made without it).
+            let (budget, counting) = (Arc::clone(&replay.shared.budget), replay.budgeted);
+            let replay = replay.through(|service| BudgetService::new(budget, counting, service));
             this.state.set(State::Slow {
-                fut: Box::pin((*replay).resend(copy, budget)),
+                fut: Box::pin(replay.resend(copy)),
             });
             // The next turn polls the replay.
         }
@@ -274,10 +276,8 @@ pub(super) enum Need {
 
 /// The slow path: get a usable token (load or refresh), send through `service` (which takes
 /// the budget slot), and replay once if refused. A 601 answer pauses `budget`.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn send_fresh<S, P, B, ResB>(
-    refresher: Arc<Refresher>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
     policy: P,
     mode: ResponseMode,
     user: UserId,
@@ -297,7 +297,7 @@ where
             } else {
                 Reason::Load
             };
-            let snapshot = refresher.renew_user(user, stale, reason).await?;
+            let snapshot = shared.refresher.renew_user(user, stale, reason).await?;
             (snapshot.header()?.clone(), snapshot.generation)
         }
         Need::Usable { header, generation } => (header, generation),
@@ -308,12 +308,13 @@ where
     crate::metrics::emit("withings_requests_total");
     // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
-    match inspect(response, &budget).await {
+    match inspect(response, &shared.budget).await {
         (response, Verdict::Answer(status)) => answer(response, status, mode).await,
         (_, Verdict::NotFound) => Err(Error::EndpointNotFound.into()),
         (refused, Verdict::Refused(status)) => {
             let replay = Replay {
-                refresher,
+                shared,
+                budgeted: true,
                 user,
                 generation,
                 copy: None,
@@ -323,7 +324,7 @@ where
             match copy {
                 Some(copy) => {
                     drop(refused);
-                    replay.resend(copy, budget).await
+                    replay.resend(copy).await
                 }
                 None => replay.give_back(refused, status),
             }

@@ -43,6 +43,7 @@ mod bearer;
 mod classify;
 pub mod future;
 mod replay;
+mod shared;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -65,6 +66,7 @@ pub(crate) use classify::ResponseMode;
 use future::{Need, ResponseFuture};
 pub use replay::{CloneBody, CloneBodyFn, NeverReplay, ReplayBodies};
 use replay::{Replay, RequestCopy};
+pub(crate) use shared::Shared;
 
 /// Adds the right Withings user's bearer token to every Withings API request, refreshing it
 /// once per user when it expires or Withings refuses it, and replaying the request once.
@@ -76,8 +78,7 @@ use replay::{Replay, RequestCopy};
 /// [module docs](self) for what the layer needs of the request and response bodies.
 #[derive(Debug, Clone)]
 pub struct WithingsAuthLayer<P = ReplayBodies> {
-    refresher: Arc<Refresher>,
-    budget: Arc<Budget>,
+    shared: Arc<Shared>,
     /// The inner service is wrapped in the request budget (unless `without_budget`).
     budgeted: bool,
     user: Option<UserId>,
@@ -92,8 +93,7 @@ impl WithingsAuthLayer {
         user: Option<UserId>,
     ) -> Self {
         WithingsAuthLayer {
-            refresher,
-            budget,
+            shared: Arc::new(Shared { refresher, budget }),
             budgeted: true,
             user,
             policy: ReplayBodies,
@@ -106,8 +106,7 @@ impl<P> WithingsAuthLayer<P> {
     /// Copies request bodies for a replay with `policy` (default [`ReplayBodies`]).
     pub fn clone_body<Q>(self, policy: Q) -> WithingsAuthLayer<Q> {
         WithingsAuthLayer {
-            refresher: self.refresher,
-            budget: self.budget,
+            shared: self.shared,
             budgeted: self.budgeted,
             user: self.user,
             policy,
@@ -199,11 +198,11 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         WithingsAuthService {
-            refresher: Arc::clone(&self.refresher),
+            shared: Arc::clone(&self.shared),
             user: self.user,
             policy: self.policy.clone(),
             mode: self.mode,
-            inner: BudgetService::new(Arc::clone(&self.budget), self.budgeted, inner),
+            inner: BudgetService::new(Arc::clone(&self.shared.budget), self.budgeted, inner),
         }
     }
 }
@@ -212,7 +211,7 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
 /// service's error or a [`crate::Error`] (downcast to tell them apart).
 #[derive(Debug, Clone)]
 pub struct WithingsAuthService<S, P = ReplayBodies> {
-    refresher: Arc<Refresher>,
+    shared: Arc<Shared>,
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
@@ -261,7 +260,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let refresher = &self.refresher;
+        let refresher = &self.shared.refresher;
         match destination(refresher, request.uri()) {
             // A request naming a user is meant for Withings: say where it went instead of
             // sending it without a token.
@@ -287,12 +286,13 @@ where
                 // The hot path: a good token, no refresh (the budget below takes the slot).
                 crate::metrics::emit("withings_requests_total");
                 let replay = Box::new(Replay {
-                    refresher: Arc::clone(refresher),
+                    shared: Arc::clone(&self.shared),
+                    budgeted: self.inner.counting(),
                     user,
                     generation,
                     copy: RequestCopy::of(&request, &self.policy, own_user),
                     mode: self.mode,
-                    service: self.inner.clone(),
+                    service: self.inner.get_ref().clone(),
                 });
                 authorize(&mut request, header);
                 ResponseFuture::calling(self.inner.call_counted(request), replay)
@@ -332,7 +332,7 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
         let service = self.readied();
         let policy = self.policy.clone();
         ResponseFuture::slow(
-            Arc::clone(&self.refresher),
+            Arc::clone(&self.shared),
             policy,
             self.mode,
             user,
@@ -381,10 +381,8 @@ pub(crate) fn not_api_host(refresher: &Refresher, uri: &Uri) -> Error {
 /// single replay, and what `mode` asks of the answer; `service` is called once, or twice when a
 /// refused request is replayed.
 #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send_api<S, P, B, ResB>(
-    refresher: &Arc<Refresher>,
-    budget: &Arc<Budget>,
+    shared: &Arc<Shared>,
     policy: P,
     mode: ResponseMode,
     bound_user: Option<UserId>,
@@ -401,14 +399,20 @@ where
     tower::ServiceExt::ready(&mut service)
         .await
         .map_err(Into::into)?;
-    let (refresher, budget) = (Arc::clone(refresher), Arc::clone(budget));
+    let refresher = &shared.refresher;
     let need = match refresher.lookup(user, refresher.now()) {
         Lookup::Usable { header, generation } => Need::Usable { header, generation },
         Lookup::Terminal(error) => return Err(error.into()),
         Lookup::Stale(stale) => Need::Token(stale),
     };
     future::send_fresh(
-        refresher, budget, policy, mode, user, service, request, need,
+        Arc::clone(shared),
+        policy,
+        mode,
+        user,
+        service,
+        request,
+        need,
     )
     .await
 }
