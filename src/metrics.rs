@@ -19,7 +19,7 @@
 //! | `withings_budget_waits_total` | counter | | requests that waited for a slot |
 //! | `withings_budget_wait_seconds` | histogram | | how long they waited |
 //! | `withings_budget_exhausted_total` | counter | | requests that got no slot within the deadline (`BudgetExhausted`) |
-//! | `withings_rate_limited_total` | counter | | data calls Withings answered with status 601 |
+//! | `withings_rate_limited_total` | counter | | calls (data or token) Withings answered with status 601 |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,7 +85,7 @@ pub struct MetricsSnapshot {
     pub budget_wait_time: std::time::Duration,
     /// Requests that got no slot within the deadline (`Error::BudgetExhausted`).
     pub budget_exhausted: u64,
-    /// Data calls Withings answered with status 601.
+    /// Calls (data or token) Withings answered with status 601.
     pub rate_limited: u64,
 }
 

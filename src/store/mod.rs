@@ -9,6 +9,8 @@
 //! never per request, so dynamic dispatch costs nothing that matters, and [`crate::WithingsAuth`]
 //! stays one concrete type whatever the backend.
 
+mod future;
+mod ledger;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -19,8 +21,6 @@ mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,13 +32,12 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
-pub use crate::budget::ledger::{BudgetLedger, BudgetUsage, LocalLedger, SlotAsk, SlotGrant};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
-
-/// The future a [`TokenStore`] method returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+pub use future::StoreFuture;
+pub(crate) use ledger::Window;
+pub use ledger::{BudgetLedger, BudgetUsage, LocalLedger, SlotAsk, SlotGrant};
 
 /// What a store keeps for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
