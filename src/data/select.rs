@@ -9,6 +9,8 @@
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
+use super::client::Form;
+
 /// A span of instants, `start` to `end` (Unix seconds on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
@@ -21,14 +23,8 @@ pub struct Window {
 impl Window {
     /// `start..end`; the two are swapped if given in the wrong order.
     pub fn new(start: Timestamp, end: Timestamp) -> Self {
-        if end < start {
-            Window {
-                start: end,
-                end: start,
-            }
-        } else {
-            Window { start, end }
-        }
+        let (start, end) = ordered(start, end);
+        Window { start, end }
     }
 
     /// The window cut into consecutive pieces of at most `max` each (the 24 h endpoints
@@ -36,6 +32,7 @@ impl Window {
     ///
     /// ```
     /// use jiff::{SignedDuration, Timestamp};
+
     /// use tower_withings::data::Window;
     ///
     /// let start = Timestamp::from_second(1_700_000_000).unwrap();
@@ -79,14 +76,8 @@ pub struct Days {
 impl Days {
     /// `first..=last`; swapped if given in the wrong order.
     pub fn new(first: Date, last: Date) -> Self {
-        if last < first {
-            Days {
-                first: last,
-                last: first,
-            }
-        } else {
-            Days { first, last }
-        }
+        let (first, last) = ordered(first, last);
+        Days { first, last }
     }
 }
 
@@ -100,37 +91,168 @@ pub enum Selection<W> {
     Since(Timestamp),
 }
 
+/// The two in order, earlier first.
+fn ordered<T: Ord>(a: T, b: T) -> (T, T) {
+    if b < a { (b, a) } else { (a, b) }
+}
+
 pub(crate) fn unix(t: Timestamp) -> String {
     t.as_second().to_string()
 }
 
-pub(crate) fn ymd(d: Date) -> String {
-    d.to_string()
+/// A window's parameters on the wire: Unix seconds or local days.
+pub(crate) trait Span: Copy {
+    /// Adds the window's parameters to `form`.
+    fn push(self, form: &mut Form);
 }
 
-impl Selection<Window> {
-    pub(crate) fn push(&self, form: &mut Vec<(&'static str, String)>) {
-        match self {
-            Selection::Window(w) => {
-                form.push(("startdate", unix(w.start)));
-                form.push(("enddate", unix(w.end)));
-            }
-            Selection::Since(t) => form.push(("lastupdate", unix(*t))),
+impl Span for Window {
+    fn push(self, form: &mut Form) {
+        form.push(("startdate", unix(self.start)));
+        form.push(("enddate", unix(self.end)));
+    }
+}
+
+impl Span for Days {
+    fn push(self, form: &mut Form) {
+        form.push(("startdateymd", self.first.to_string()));
+        form.push(("enddateymd", self.last.to_string()));
+    }
+}
+
+impl<W> Selection<W> {
+    /// Adds the window's parameters, or `lastupdate`, to `form`.
+    pub(crate) fn push(&self, form: &mut Form)
+    where
+        W: Span,
+    {
+        match *self {
+            Selection::Window(w) => w.push(form),
+            Selection::Since(t) => form.push(("lastupdate", unix(t))),
         }
     }
 }
 
-impl Selection<Days> {
-    pub(crate) fn push(&self, form: &mut Vec<(&'static str, String)>) {
-        match self {
-            Selection::Window(d) => {
-                form.push(("startdateymd", ymd(d.first)));
-                form.push(("enddateymd", ymd(d.last)));
-            }
-            Selection::Since(t) => form.push(("lastupdate", unix(*t))),
-        }
+/// `data_fields`, when some are asked for.
+pub(crate) fn push_fields(form: &mut Form, fields: &[String]) {
+    if !fields.is_empty() {
+        form.push(("data_fields", fields.join(",")));
     }
 }
+
+/// Declares a paged request selected by local days (`days`) or `since`, with `data_fields`
+/// (`fields`): one call of `$action` to `$path`, whose rows are under `$rows`.
+macro_rules! days_or_since {
+    (
+        $(#[$meta:meta])*
+        $name:ident { action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            selection: $crate::data::Selection<$crate::data::Days>,
+            fields: Vec<String>,
+        }
+
+        impl $name {
+            /// Rows on the local days `first..=last` (each record's own day).
+            pub fn days(first: ::jiff::civil::Date, last: ::jiff::civil::Date) -> Self {
+                $name {
+                    selection: $crate::data::Selection::Window($crate::data::Days::new(first, last)),
+                    fields: Vec::new(),
+                }
+            }
+
+            /// Rows created or changed after `since` (`lastupdate`).
+            pub fn since(since: ::jiff::Timestamp) -> Self {
+                $name {
+                    selection: $crate::data::Selection::Since(since),
+                    fields: Vec::new(),
+                }
+            }
+
+            /// Only these fields (`data_fields`): the answer then holds only them.
+            pub fn fields(mut self, fields: &[&str]) -> Self {
+                self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
+                self
+            }
+
+            /// The selection.
+            pub fn selection(&self) -> $crate::data::Selection<$crate::data::Days> {
+                self.selection
+            }
+        }
+
+        impl $crate::data::Query for $name {
+            type Row = $row;
+            const PATH: &'static str = $path;
+            const ROWS: &'static str = $rows;
+            const PAGED: bool = true;
+
+            fn calls(&self) -> Vec<$crate::data::Form> {
+                let mut f = $crate::data::client::form($action);
+                self.selection.push(&mut f);
+                $crate::data::select::push_fields(&mut f, &self.fields);
+                vec![f]
+            }
+        }
+    };
+}
+pub(crate) use days_or_since;
+
+/// Declares a request for a window of instants on a 24 h endpoint (no `since`, no paging),
+/// with `data_fields` (`fields`): the window is split into calls of at most
+/// [`MAX_CALL_WINDOW`](crate::data::MAX_CALL_WINDOW), each one `$action` to `$path`.
+macro_rules! split_window {
+    (
+        $(#[$meta:meta])*
+        $name:ident { action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            window: $crate::data::Window,
+            fields: Vec<String>,
+        }
+
+        impl $name {
+            /// Rows in `start..=end`.
+            pub fn window(start: ::jiff::Timestamp, end: ::jiff::Timestamp) -> Self {
+                $name {
+                    window: $crate::data::Window::new(start, end),
+                    fields: Vec::new(),
+                }
+            }
+
+            /// Only these fields (`data_fields`).
+            pub fn fields(mut self, fields: &[&str]) -> Self {
+                self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
+                self
+            }
+        }
+
+        impl $crate::data::Query for $name {
+            type Row = $row;
+            const PATH: &'static str = $path;
+            const ROWS: &'static str = $rows;
+            const PAGED: bool = false;
+
+            fn calls(&self) -> Vec<$crate::data::Form> {
+                self.window
+                    .split($crate::data::MAX_CALL_WINDOW)
+                    .into_iter()
+                    .map(|w| {
+                        let mut f = $crate::data::client::form($action);
+                        $crate::data::select::Span::push(w, &mut f);
+                        $crate::data::select::push_fields(&mut f, &self.fields);
+                        f
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use split_window;
 
 #[cfg(test)]
 mod tests {
