@@ -1,15 +1,15 @@
 //! `POST /v2/measure`: daily activity (`getactivity`) and intraday samples
 //! (`getintradayactivity`).
 
+use jiff::Timestamp;
 use jiff::civil::Date;
-use jiff::{SignedDuration, Timestamp};
 
 use super::lenient::lenient;
 use super::page::{Context, Row, read_row};
-use super::select::{days_or_since, split_window};
+use super::select::request;
 use super::time::{LocalDay, instant};
 
-days_or_since! {
+request! {
     /// `getactivity`: one row per local day and source, by days or changed since an instant.
     ///
     /// ```
@@ -19,7 +19,9 @@ days_or_since! {
     /// let query = GetActivity::days(date(2023, 10, 20), date(2023, 10, 21)).fields(&["steps", "distance"]);
     /// # let _ = query;
     /// ```
-    GetActivity { action: "getactivity", path: "/v2/measure", rows: "activities" => ActivityDay }
+    GetActivity by days_or_since {
+        action: "getactivity", path: "/v2/measure", rows: "activities" => ActivityDay
+    }
 }
 
 /// One day of activity from one source. Today's row keeps changing until the day ends.
@@ -166,10 +168,7 @@ impl Row for ActivityDay {
     }
 }
 
-/// The longest window the 24 h endpoints answer in one call.
-pub const MAX_CALL_WINDOW: SignedDuration = SignedDuration::from_hours(24);
-
-split_window! {
+request! {
     /// `getintradayactivity`: samples in a window, split into ≤24 h calls (a longer window would
     /// silently return only its first 24 h). No `since`: this endpoint has no `lastupdate`.
     ///
@@ -181,7 +180,9 @@ split_window! {
     /// let end = Timestamp::from_second(1_700_000_000 + 2 * 86_400).unwrap();
     /// assert_eq!(GetIntradayActivity::window(start, end).calls().len(), 2);
     /// ```
-    GetIntradayActivity { action: "getintradayactivity", path: "/v2/measure", rows: "series" => IntradaySample }
+    GetIntradayActivity by window {
+        action: "getintradayactivity", path: "/v2/measure", rows: "series" => IntradaySample
+    }
 }
 
 /// One intraday sample, keyed by its start instant.

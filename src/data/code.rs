@@ -91,17 +91,17 @@ macro_rules! code_traits {
 
         impl<'de> ::serde::Deserialize<'de> for $name {
             fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                match $crate::data::lenient::int(d)? {
+                match <Option<i64> as $crate::data::lenient::Field>::read(d)? {
                     Some(code) => Ok($name::from_code(code)),
                     None => Err(::serde::de::Error::custom("expected an integer code")),
                 }
             }
         }
 
-        /// An integer code in any lenient shape (`null`/`false` are `None`).
-        impl $crate::data::lenient::Field for Option<$name> {
-            fn read<'de, D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Ok($crate::data::lenient::int(d)?.map($name::from_code))
+        /// An integer code in any lenient shape.
+        impl $crate::data::lenient::FromScalar for $name {
+            fn from_scalar(s: $crate::data::lenient::Scalar) -> Option<Self> {
+                <i64 as $crate::data::lenient::FromScalar>::from_scalar(s).map($name::from_code)
             }
         }
     };

@@ -75,28 +75,13 @@ pub(crate) use lenient;
 /// read to its end.
 macro_rules! otherwise_nothing {
     ($($shape:ident)+) => { $( $crate::data::lenient::otherwise_nothing!(@ $shape); )+ };
-    (@bool) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-    (@i64) => {
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-    (@u64) => {
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-    (@f64) => {
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
-        }
-    };
-    (@str) => {
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+    (@bool) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_bool bool); };
+    (@i64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_i64 i64); };
+    (@u64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_u64 u64); };
+    (@f64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_f64 f64); };
+    (@str) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_str &str); };
+    (@scalar $visit:ident $ty:ty) => {
+        fn $visit<E>(self, _: $ty) -> Result<Self::Value, E> {
             Ok(Default::default())
         }
     };
@@ -112,13 +97,19 @@ macro_rules! otherwise_nothing {
         }
     };
     (@seq) => {
-        fn visit_seq<A: ::serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A>(self, mut seq: A) -> Result<Self::Value, A::Error>
+        where
+            A: ::serde::de::SeqAccess<'de>,
+        {
             while seq.next_element::<::serde::de::IgnoredAny>()?.is_some() {}
             Ok(Default::default())
         }
     };
     (@map) => {
-        fn visit_map<A: ::serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: ::serde::de::MapAccess<'de>,
+        {
             while map
                 .next_entry::<::serde::de::IgnoredAny, ::serde::de::IgnoredAny>()?
                 .is_some()
@@ -129,72 +120,67 @@ macro_rules! otherwise_nothing {
 }
 pub(crate) use otherwise_nothing;
 
-/// An integer: from an integer, an integral float, or a decimal string; `None` for `null`,
-/// `false`, `true`, `[]`, `{}` and anything else.
-pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(Scalar::read(d)?.number().and_then(Number::as_int))
+/// A value a JSON scalar can stand for; a scalar of the wrong kind is `None`. `Option` of such
+/// a value is a [`Field`].
+pub(crate) trait FromScalar: Sized {
+    /// The value `s` stands for, if any.
+    fn from_scalar(s: Scalar) -> Option<Self>;
 }
 
-/// A number: integer or float (or a numeric string); `None` otherwise.
-pub(crate) fn float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(Scalar::read(d)?.number().map(Number::as_float))
-}
-
-/// A string: a string, or a number written out; `None` for `null`, booleans, arrays, objects.
-pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Scalar::read(d)? {
-        Scalar::Str(s) => Some(s),
-        Scalar::Int(i) => Some(i.to_string()),
-        Scalar::Big(u) => Some(u.to_string()),
-        Scalar::Float(f) => Some(f.to_string()),
-        Scalar::Bool(_) | Scalar::Nothing => None,
-    })
-}
-
-/// A boolean: `true`/`false`, or an integer (non-zero is true); `None` otherwise.
-pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Ok(match Scalar::read(d)?.number() {
-        Some(Number::Bool(b)) => Some(b),
-        Some(n) => n.as_int().map(|i| i != 0),
-        None => None,
-    })
-}
-
-impl Field for Option<i64> {
+impl<T: FromScalar> Field for Option<T> {
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        int(d)
+        Ok(T::from_scalar(d.deserialize_any(ScalarVisitor)?))
     }
 }
 
-impl Field for Option<f64> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        float(d)
+/// An integer, an integral float, or a decimal string; not `true`/`false`.
+impl FromScalar for i64 {
+    fn from_scalar(s: Scalar) -> Option<i64> {
+        s.number()?.as_int()
     }
 }
 
-impl Field for Option<String> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        string(d)
+/// A number, or a numeric string (`true`/`false` are 1 and 0).
+impl FromScalar for f64 {
+    fn from_scalar(s: Scalar) -> Option<f64> {
+        s.number().map(Number::as_float)
     }
 }
 
-impl Field for Option<bool> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        boolean(d)
+/// A string, or a number written out; not `true`/`false`.
+impl FromScalar for String {
+    fn from_scalar(s: Scalar) -> Option<String> {
+        match s {
+            Scalar::Str(s) => Some(s),
+            Scalar::Int(i) => Some(i.to_string()),
+            Scalar::Big(u) => Some(u.to_string()),
+            Scalar::Float(f) => Some(f.to_string()),
+            Scalar::Bool(_) | Scalar::Nothing => None,
+        }
     }
 }
 
-/// Unix seconds, as an integer in any lenient shape.
-impl Field for Option<Timestamp> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(int(d)?.and_then(instant))
+/// `true`/`false`, or an integer (non-zero is true).
+impl FromScalar for bool {
+    fn from_scalar(s: Scalar) -> Option<bool> {
+        match s.number()? {
+            Number::Bool(b) => Some(b),
+            n => n.as_int().map(|i| i != 0),
+        }
+    }
+}
+
+/// Unix seconds.
+impl FromScalar for Timestamp {
+    fn from_scalar(s: Scalar) -> Option<Timestamp> {
+        i64::from_scalar(s).and_then(instant)
     }
 }
 
 /// A `YYYY-MM-DD` day.
-impl Field for Option<Date> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(string(d)?.as_deref().and_then(day))
+impl FromScalar for Date {
+    fn from_scalar(s: Scalar) -> Option<Date> {
+        day(&String::from_scalar(s)?)
     }
 }
 
@@ -207,7 +193,7 @@ impl Field for Vec<i64> {
 
 /// One JSON value as sent, when it is a scalar.
 #[derive(Default)]
-enum Scalar {
+pub(crate) enum Scalar {
     Int(i64),
     /// An integer above `i64::MAX`.
     Big(u64),
@@ -227,10 +213,6 @@ enum Number {
 }
 
 impl Scalar {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
-        d.deserialize_any(ScalarVisitor)
-    }
-
     /// The number it is or spells (a string is trimmed, then read as an integer or a float).
     fn number(self) -> Option<Number> {
         match self {
@@ -351,18 +333,13 @@ where
 
 #[cfg(test)]
 mod tests {
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    struct Row {
-        #[serde(default, deserialize_with = "super::int")]
-        i: Option<i64>,
-        #[serde(default, deserialize_with = "super::string")]
-        s: Option<String>,
-        #[serde(default, deserialize_with = "super::float")]
-        f: Option<f64>,
-        #[serde(default, deserialize_with = "super::boolean")]
-        b: Option<bool>,
+    lenient! {
+        struct Row {
+            i: Option<i64>,
+            s: Option<String>,
+            f: Option<f64>,
+            b: Option<bool>,
+        }
     }
 
     fn row(json: &str) -> Row {

@@ -9,7 +9,7 @@
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
-use super::client::Form;
+use super::client::{Form, form};
 
 /// A span of instants, `start` to `end` (Unix seconds on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,7 +32,6 @@ impl Window {
     ///
     /// ```
     /// use jiff::{SignedDuration, Timestamp};
-
     /// use tower_withings::data::Window;
     ///
     /// let start = Timestamp::from_second(1_700_000_000).unwrap();
@@ -134,42 +133,68 @@ impl<W> Selection<W> {
 }
 
 /// `data_fields`, when some are asked for.
-pub(crate) fn push_fields(form: &mut Form, fields: &[String]) {
+fn push_fields(form: &mut Form, fields: &[String]) {
     if !fields.is_empty() {
         form.push(("data_fields", fields.join(",")));
     }
 }
 
-/// Declares a paged request selected by local days (`days`) or `since`, with `data_fields`
-/// (`fields`): one call of `$action` to `$path`, whose rows are under `$rows`.
-macro_rules! days_or_since {
+/// The longest window the 24 h endpoints answer in one call.
+pub const MAX_CALL_WINDOW: SignedDuration = SignedDuration::from_hours(24);
+
+/// How a request's selection becomes its calls.
+pub(crate) trait Calls: Copy {
+    /// Whether the answers page with `more`/`offset`.
+    const PAGED: bool;
+    /// The form of each call: `action`, the selection, `data_fields`.
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form>;
+}
+
+/// Local days or `since`: one call, paged.
+impl Calls for Selection<Days> {
+    const PAGED: bool = true;
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form> {
+        let mut f = form(action);
+        self.push(&mut f);
+        push_fields(&mut f, fields);
+        vec![f]
+    }
+}
+
+/// A window on a 24 h endpoint: one call per piece of at most [`MAX_CALL_WINDOW`], no paging.
+impl Calls for Window {
+    const PAGED: bool = false;
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form> {
+        self.split(MAX_CALL_WINDOW)
+            .into_iter()
+            .map(|piece| {
+                let mut f = form(action);
+                piece.push(&mut f);
+                push_fields(&mut f, fields);
+                f
+            })
+            .collect()
+    }
+}
+
+/// Declares a request with `data_fields` (`fields`) selected `by days_or_since` (constructors
+/// `days` and `since`) or `by window` (constructor `window`); see [`Calls`] for its calls.
+macro_rules! request {
     (
         $(#[$meta:meta])*
-        $name:ident { action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty }
+        $name:ident by $by:ident {
+            action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty
+        }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name {
-            selection: $crate::data::Selection<$crate::data::Days>,
+            selection: $crate::data::select::request!(@selection $by),
             fields: Vec<String>,
         }
 
         impl $name {
-            /// Rows on the local days `first..=last` (each record's own day).
-            pub fn days(first: ::jiff::civil::Date, last: ::jiff::civil::Date) -> Self {
-                $name {
-                    selection: $crate::data::Selection::Window($crate::data::Days::new(first, last)),
-                    fields: Vec::new(),
-                }
-            }
-
-            /// Rows created or changed after `since` (`lastupdate`).
-            pub fn since(since: ::jiff::Timestamp) -> Self {
-                $name {
-                    selection: $crate::data::Selection::Since(since),
-                    fields: Vec::new(),
-                }
-            }
+            $crate::data::select::request!(@constructors $by);
 
             /// Only these fields (`data_fields`): the answer then holds only them.
             pub fn fields(mut self, fields: &[&str]) -> Self {
@@ -177,9 +202,8 @@ macro_rules! days_or_since {
                 self
             }
 
-            /// The selection.
-            pub fn selection(&self) -> $crate::data::Selection<$crate::data::Days> {
-                self.selection
+            fn with(selection: $crate::data::select::request!(@selection $by)) -> Self {
+                $name { selection, fields: Vec::new() }
             }
         }
 
@@ -187,72 +211,40 @@ macro_rules! days_or_since {
             type Row = $row;
             const PATH: &'static str = $path;
             const ROWS: &'static str = $rows;
-            const PAGED: bool = true;
+            const PAGED: bool =
+                <$crate::data::select::request!(@selection $by) as $crate::data::select::Calls>::PAGED;
 
             fn calls(&self) -> Vec<$crate::data::Form> {
-                let mut f = $crate::data::client::form($action);
-                self.selection.push(&mut f);
-                $crate::data::select::push_fields(&mut f, &self.fields);
-                vec![f]
+                $crate::data::select::Calls::calls(self.selection, $action, &self.fields)
             }
         }
     };
-}
-pub(crate) use days_or_since;
-
-/// Declares a request for a window of instants on a 24 h endpoint (no `since`, no paging),
-/// with `data_fields` (`fields`): the window is split into calls of at most
-/// [`MAX_CALL_WINDOW`](crate::data::MAX_CALL_WINDOW), each one `$action` to `$path`.
-macro_rules! split_window {
-    (
-        $(#[$meta:meta])*
-        $name:ident { action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct $name {
-            window: $crate::data::Window,
-            fields: Vec<String>,
+    (@selection days_or_since) => { $crate::data::Selection<$crate::data::Days> };
+    (@selection window) => { $crate::data::Window };
+    (@constructors days_or_since) => {
+        /// Rows on the local days `first..=last` (each record's own day).
+        pub fn days(first: ::jiff::civil::Date, last: ::jiff::civil::Date) -> Self {
+            Self::with($crate::data::Selection::Window($crate::data::Days::new(first, last)))
         }
 
-        impl $name {
-            /// Rows in `start..=end`.
-            pub fn window(start: ::jiff::Timestamp, end: ::jiff::Timestamp) -> Self {
-                $name {
-                    window: $crate::data::Window::new(start, end),
-                    fields: Vec::new(),
-                }
-            }
-
-            /// Only these fields (`data_fields`).
-            pub fn fields(mut self, fields: &[&str]) -> Self {
-                self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
-                self
-            }
+        /// Rows created or changed after `since` (`lastupdate`).
+        pub fn since(since: ::jiff::Timestamp) -> Self {
+            Self::with($crate::data::Selection::Since(since))
         }
 
-        impl $crate::data::Query for $name {
-            type Row = $row;
-            const PATH: &'static str = $path;
-            const ROWS: &'static str = $rows;
-            const PAGED: bool = false;
-
-            fn calls(&self) -> Vec<$crate::data::Form> {
-                self.window
-                    .split($crate::data::MAX_CALL_WINDOW)
-                    .into_iter()
-                    .map(|w| {
-                        let mut f = $crate::data::client::form($action);
-                        $crate::data::select::Span::push(w, &mut f);
-                        $crate::data::select::push_fields(&mut f, &self.fields);
-                        f
-                    })
-                    .collect()
-            }
+        /// The selection.
+        pub fn selection(&self) -> $crate::data::Selection<$crate::data::Days> {
+            self.selection
+        }
+    };
+    (@constructors window) => {
+        /// Rows in `start..=end`.
+        pub fn window(start: ::jiff::Timestamp, end: ::jiff::Timestamp) -> Self {
+            Self::with($crate::data::Window::new(start, end))
         }
     };
 }
-pub(crate) use split_window;
+pub(crate) use request;
 
 #[cfg(test)]
 mod tests {

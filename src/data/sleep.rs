@@ -11,10 +11,10 @@ use serde::de::{MapAccess, Visitor};
 use super::code::{SleepModel, SleepState};
 use super::lenient::{self, Field, lenient, otherwise_nothing};
 use super::page::{Context, Row, read_row};
-use super::select::{days_or_since, split_window};
+use super::select::request;
 use super::time::{LocalDay, instant};
 
-split_window! {
+request! {
     /// Sleep `get`: segments (state over time) in a window, split into ≤24 h calls (a longer
     /// window silently returns only its first 24 h, withings-data.md T4). No `since`: the
     /// endpoint has no `lastupdate`. `fields` asks for series too (`hr`, `rr`, `snoring`, …).
@@ -27,7 +27,9 @@ split_window! {
     /// let end = Timestamp::from_second(1_700_000_000 + 3 * 86_400).unwrap();
     /// assert_eq!(GetSleep::window(start, end).calls().len(), 3); // three calls of 24 h
     /// ```
-    GetSleep { action: "get", path: "/v2/sleep", rows: "series" => SleepSegment }
+    GetSleep by window {
+        action: "get", path: "/v2/sleep", rows: "series" => SleepSegment
+    }
 }
 
 /// Samples of one series: `(instant, value)` in the order sent.
@@ -153,7 +155,7 @@ impl Row for SleepSegment {
     }
 }
 
-days_or_since! {
+request! {
     /// Sleep `getsummary`: one row per night (or nap), by local days (the wake-up day) or
     /// changed since an instant. Summaries are edited days later: read by `since` to see the
     /// edits. `fields` names `data` fields.
@@ -165,7 +167,9 @@ days_or_since! {
     /// let query = GetSleepSummary::days(date(2021, 4, 17), date(2021, 4, 18)).fields(&["sleep_score"]);
     /// # let _ = query;
     /// ```
-    GetSleepSummary { action: "getsummary", path: "/v2/sleep", rows: "series" => SleepSummary }
+    GetSleepSummary by days_or_since {
+        action: "getsummary", path: "/v2/sleep", rows: "series" => SleepSummary
+    }
 }
 
 /// One sleep summary; its identity is `id`. Its `day` is the local wake-up day.

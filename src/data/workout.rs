@@ -6,10 +6,10 @@ use jiff::civil::Date;
 use super::code::{Attrib, WorkoutCategory};
 use super::lenient::lenient;
 use super::page::{Context, Row, read_row};
-use super::select::days_or_since;
+use super::select::request;
 use super::time::LocalDay;
 
-days_or_since! {
+request! {
     /// `getworkouts`: by local days, or changed since an instant. `fields` names `data` fields.
     ///
     /// ```
@@ -19,7 +19,9 @@ days_or_since! {
     /// let query = GetWorkouts::since(Timestamp::from_second(1_693_000_000).unwrap());
     /// # let _ = query;
     /// ```
-    GetWorkouts { action: "getworkouts", path: "/v2/measure", rows: "series" => Workout }
+    GetWorkouts by days_or_since {
+        action: "getworkouts", path: "/v2/measure", rows: "series" => Workout
+    }
 }
 
 /// One workout; its identity is `id`.
