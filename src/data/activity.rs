@@ -11,6 +11,7 @@ use super::time::{LocalDay, instant};
 
 request! {
     /// `getactivity`: one row per local day and source, by days or changed since an instant.
+    /// `fields` limits the answer to those fields.
     ///
     /// ```
     /// use jiff::civil::date;
@@ -171,6 +172,7 @@ impl Row for ActivityDay {
 request! {
     /// `getintradayactivity`: samples in a window, split into ≤24 h calls (a longer window would
     /// silently return only its first 24 h). No `since`: this endpoint has no `lastupdate`.
+    /// `fields` limits the samples to those fields.
     ///
     /// ```
     /// use jiff::Timestamp;

@@ -196,7 +196,7 @@ macro_rules! request {
         impl $name {
             $crate::data::select::request!(@constructors $by);
 
-            /// Only these fields (`data_fields`): the answer then holds only them.
+            /// `data_fields`: the fields to ask for (what they do is in the type's documentation).
             pub fn fields(mut self, fields: &[&str]) -> Self {
                 self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
                 self

@@ -158,7 +158,7 @@ impl Row for SleepSegment {
 request! {
     /// Sleep `getsummary`: one row per night (or nap), by local days (the wake-up day) or
     /// changed since an instant. Summaries are edited days later: read by `since` to see the
-    /// edits. `fields` names `data` fields.
+    /// edits. `fields` limits `data` to those fields.
     ///
     /// ```
     /// use jiff::civil::date;

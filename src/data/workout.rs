@@ -10,7 +10,8 @@ use super::select::request;
 use super::time::LocalDay;
 
 request! {
-    /// `getworkouts`: by local days, or changed since an instant. `fields` names `data` fields.
+    /// `getworkouts`: by local days, or changed since an instant. `fields` limits `data` to those
+    /// fields.
     ///
     /// ```
     /// use jiff::Timestamp;
