@@ -359,5 +359,14 @@ mod tests {
         assert_eq!((r.i, r.s, r.f, r.b), (None, None, None, None));
         let r = row(r#"{}"#);
         assert_eq!((r.i, r.s), (None, None));
+        let r = row(r#"{"i":" 12.0 ","s":18446744073709551615,"f":true,"b":"0"}"#);
+        assert_eq!(r.i, Some(12));
+        assert_eq!(r.s.as_deref(), Some("18446744073709551615"));
+        assert_eq!((r.f, r.b), (Some(1.0), Some(false)));
+        let r = row(r#"{"i":18446744073709551615,"s":" x ","f":"1e400","b":0.5}"#);
+        assert_eq!(
+            (r.i, r.s.as_deref(), r.f, r.b),
+            (None, Some(" x "), None, None)
+        );
     }
 }
