@@ -13,6 +13,7 @@
 //! | `withings_refresh_waits_total` | counter | | requests that waited for a refresh already running |
 //! | `withings_refreshes_total` | counter | `reason` (load, proactive, reactive, forced), `outcome` (ok, error) | refresh tasks, by why and how they ended |
 //! | `withings_refresh_duration_seconds` | histogram | `outcome` | how long a refresh task took |
+//! | `withings_refresh_failures_total` | counter | | refresh tasks that ended in an error |
 //! | `withings_lease_waits_total` | counter | | times a refresh found another process holding the user's lease |
 //! | `withings_store_duration_seconds` | histogram | `operation` (load, save, lock) | token store calls made by refreshes |
 //! | `withings_budget_slots_total` | counter | | request-budget slots taken (one per request sent to the API host) |

@@ -33,6 +33,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Beside the crate (from git until it is published, see the README), the app names reqwest
+//! itself; tower-withings picks no TLS stack for it (reqwest's default is rustls):
+//!
+//! ```toml
+//! tower-withings = { git = "https://github.com/tower-withings/tower-withings", default-features = false, features = ["sqlite", "reqwest"] }
+//! reqwest = "0.13"
+//! reqwest-middleware = "0.5"
+//! ```
+//!
 //! # Not a second implementation
 //!
 //! A request is sent by the tower layer's own request path, with the rest of the middleware

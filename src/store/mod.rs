@@ -8,6 +8,19 @@
 //! The layer holds its store as `Arc<dyn TokenStore>`: the store is reached once per refresh,
 //! never per request, so dynamic dispatch costs nothing that matters, and [`crate::WithingsAuth`]
 //! stays one concrete type whatever the backend.
+//!
+//! # Which one
+//!
+//! | store | feature | for | cross-process refresh lock |
+//! |---|---|---|---|
+//! | `MemoryStore` | always | tests; one process that can re-authorize after a restart | in-process leases |
+//! | `SqliteStore` | `sqlite` (default) | one machine, one or several processes; one file created 0600, WAL | lease row taken in `BEGIN IMMEDIATE` |
+//! | `PostgresStore` | `postgres` | replicas sharing a database; table created if missing (`PostgresStore::schema_sql` for migrations) | lease row expiring on the server's clock |
+//! | `RedisStore` | `redis` | replicas sharing a cache; keys `withings:token:<id>`, `withings:lock:<id>`, `withings:budget:<client id>` | `SET NX PX` with an owner, Lua compare-and-delete |
+//!
+//! Every store above also counts the app's request budget ([`crate::budget`]). Your own
+//! backend: implement [`TokenStore`] and run `tower_withings::testkit::check_store` on it
+//! (feature `testkit`; see `examples/custom_store.rs`).
 
 mod future;
 mod ledger;
