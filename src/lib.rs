@@ -104,6 +104,7 @@ pub mod secret;
 pub mod sim;
 pub mod status;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -286,9 +286,7 @@ impl<S: HttpClient> Walk<S> {
                     offset: next.0,
                 })
             }
-            Some(_) if *pages >= self.client.page_cap => {
-                Some(DataError::PageCap { pages: *pages })
-            }
+            Some(_) if *pages >= self.client.page_cap => Some(DataError::PageCap { pages: *pages }),
             Some(next) => {
                 if let Some(previous) = offset.replace(next) {
                     sent.insert(previous);

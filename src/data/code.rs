@@ -337,7 +337,10 @@ mod tests {
         assert_eq!(WorkoutCategory::from_code(559).to_string(), "unknown (559)");
         let s: SleepState = serde_json::from_str("15").unwrap();
         assert_eq!(s, SleepState::OutOfBed);
-        assert_eq!(serde_json::to_string(&Attrib::Unknown(17_000)).unwrap(), "17000");
+        assert_eq!(
+            serde_json::to_string(&Attrib::Unknown(17_000)).unwrap(),
+            "17000"
+        );
         assert!(serde_json::from_str::<Attrib>("false").is_err());
     }
 }

@@ -189,11 +189,24 @@ mod tests {
         assert_eq!(measures(2), [12, 71, 73]);
         assert_eq!(measures(4), [9, 10, 11, 54]);
         assert_eq!(measures(58), [119]);
-        assert_eq!(FetchPlan::for_appli(Appli::from_code(16)), FetchPlan::ActivityAndWorkouts);
-        assert_eq!(FetchPlan::for_appli(Appli::from_code(44)), FetchPlan::SleepSummary);
-        assert_eq!(FetchPlan::for_appli(Appli::from_code(54)), FetchPlan::HeartList);
+        assert_eq!(
+            FetchPlan::for_appli(Appli::from_code(16)),
+            FetchPlan::ActivityAndWorkouts
+        );
+        assert_eq!(
+            FetchPlan::for_appli(Appli::from_code(44)),
+            FetchPlan::SleepSummary
+        );
+        assert_eq!(
+            FetchPlan::for_appli(Appli::from_code(54)),
+            FetchPlan::HeartList
+        );
         for a in [46, 50, 51, 52, 53, 55, 999] {
-            assert_eq!(FetchPlan::for_appli(Appli::from_code(a)), FetchPlan::Nothing, "{a}");
+            assert_eq!(
+                FetchPlan::for_appli(Appli::from_code(a)),
+                FetchPlan::Nothing,
+                "{a}"
+            );
         }
     }
 
@@ -213,7 +226,9 @@ mod tests {
     }
 
     fn get<'a>(form: &'a [(&'static str, String)], key: &str) -> Option<&'a str> {
-        form.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        form.iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]

@@ -230,10 +230,13 @@ impl Row for MeasureGroup {
             .date
             .and_then(instant)
             .ok_or("no `date` in Unix seconds")?;
-        let mut measures: Vec<Measure> = Vec::with_capacity(g.measures.as_ref().map_or(0, Vec::len));
+        let mut measures: Vec<Measure> =
+            Vec::with_capacity(g.measures.as_ref().map_or(0, Vec::len));
         for (i, m) in g.measures.unwrap_or_default().into_iter().enumerate() {
             let (Some(value), Some(t), Some(unit)) = (m.value, m.measure_type, m.unit) else {
-                return Err(format!("measure {i} lacks an integer `value`, `type` or `unit`"));
+                return Err(format!(
+                    "measure {i} lacks an integer `value`, `type` or `unit`"
+                ));
             };
             let unit = i32::try_from(unit).map_err(|_| format!("measure {i} has unit {unit}"))?;
             let measure = Measure {

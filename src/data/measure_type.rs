@@ -266,7 +266,10 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), n, "a code twice in the table");
         for row in MeasureType::TABLE {
-            assert_eq!(MeasureType::from_code(row.measure_type.code()), row.measure_type);
+            assert_eq!(
+                MeasureType::from_code(row.measure_type.code()),
+                row.measure_type
+            );
             assert_eq!(row.name.parse::<MeasureType>().unwrap(), row.measure_type);
         }
         assert_eq!(MeasureType::from_code(137).name(), "qt_interval");
@@ -276,7 +279,10 @@ mod tests {
         assert_eq!(MeasureType::AfibEcg.unit(), None);
         assert_eq!(MeasureType::AfibEcg.kind(), MeasureKind::Classification);
         for code in [123, 135, 139, 155, 173, 226, 227] {
-            assert!(!matches!(MeasureType::from_code(code), MeasureType::Unknown(_)));
+            assert!(!matches!(
+                MeasureType::from_code(code),
+                MeasureType::Unknown(_)
+            ));
         }
         assert_eq!(MeasureType::from_code(78), MeasureType::Unknown(78));
         assert_eq!(MeasureType::from_code(78).name(), "unknown");

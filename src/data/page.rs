@@ -165,7 +165,11 @@ fn classify_json(e: &serde_json::Error) -> String {
     } else if e.is_syntax() {
         "body is not JSON".into()
     } else {
-        format!("unexpected shape at line {} column {}", e.line(), e.column())
+        format!(
+            "unexpected shape at line {} column {}",
+            e.line(),
+            e.column()
+        )
     }
 }
 
@@ -239,20 +243,13 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 k if k == self.field => page.rows = map.next_value_seed(RowsSeed)?,
-                "more" => {
-                    page.meta.more = map.next_value_seed(LBool)?
-                        == Some(true)
-                }
+                "more" => page.meta.more = map.next_value_seed(LBool)? == Some(true),
                 "offset" => {
                     let raw: &'de RawValue = map.next_value()?;
                     page.meta.offset = offset(raw);
                 }
-                "timezone" => {
-                    page.meta.timezone = map.next_value_seed(LString)?
-                }
-                "updatetime" => {
-                    page.meta.updatetime = map.next_value_seed(LInt)?
-                }
+                "timezone" => page.meta.timezone = map.next_value_seed(LString)?,
+                "updatetime" => page.meta.updatetime = map.next_value_seed(LInt)?,
                 "model" => page.meta.model = map.next_value_seed(LInt)?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -386,13 +383,37 @@ mod tests {
     #[test]
     fn more_and_offset_in_every_shape() {
         for (json, more, offset) in [
-            (r#"{"status":0,"body":{"series":[],"more":1,"offset":17}}"#, true, Some("17")),
-            (r#"{"status":0,"body":{"series":[],"more":0,"offset":0}}"#, false, Some("0")),
-            (r#"{"status":0,"body":{"series":[],"more":true,"offset":"a b"}}"#, true, Some("a b")),
-            (r#"{"status":0,"body":{"series":[],"more":false}}"#, false, None),
+            (
+                r#"{"status":0,"body":{"series":[],"more":1,"offset":17}}"#,
+                true,
+                Some("17"),
+            ),
+            (
+                r#"{"status":0,"body":{"series":[],"more":0,"offset":0}}"#,
+                false,
+                Some("0"),
+            ),
+            (
+                r#"{"status":0,"body":{"series":[],"more":true,"offset":"a b"}}"#,
+                true,
+                Some("a b"),
+            ),
+            (
+                r#"{"status":0,"body":{"series":[],"more":false}}"#,
+                false,
+                None,
+            ),
             (r#"{"status":0,"body":{"series":[]}}"#, false, None),
-            (r#"{"status":0,"body":{"more":null,"offset":null}}"#, false, None),
-            (r#"{"status":0,"body":{"more":"1","offset":1.50}}"#, true, Some("1.50")),
+            (
+                r#"{"status":0,"body":{"more":null,"offset":null}}"#,
+                false,
+                None,
+            ),
+            (
+                r#"{"status":0,"body":{"more":"1","offset":1.50}}"#,
+                true,
+                Some("1.50"),
+            ),
         ] {
             let p = page(json);
             assert_eq!(p.meta.more, more, "{json}");
@@ -420,8 +441,7 @@ mod tests {
         let e = decode::<Id>(b"<html>", "series", 1).err().unwrap();
         assert!(matches!(e, Error::MalformedResponse { .. }), "{e:?}");
         // Status 0 not first: still read.
-        let p = decode::<Id>(br#"{"body":{"series":[{"id":4}]},"status":0}"#, "series", 1)
-            .unwrap();
+        let p = decode::<Id>(br#"{"body":{"series":[{"id":4}]},"status":0}"#, "series", 1).unwrap();
         assert_eq!(p.rows, vec![Ok(Id(4))]);
         let e = decode::<Id>(br#"{"status":0,"body":{"series":[{"id":4}"#, "series", 1)
             .err()

@@ -59,14 +59,21 @@ impl tower::Service<Request<Full<Bytes>>> for ReqwestService {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let user = parts.extensions.get::<UserId>().copied();
-            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let request = reqwest::Request::try_from(Request::from_parts(parts, bytes))
                 .map_err(Error::transport)?;
             let mut extensions = Extensions::new();
             if let Some(user) = user {
                 extensions.insert(user);
             }
-            match client.execute_with_extensions(request, &mut extensions).await {
+            match client
+                .execute_with_extensions(request, &mut extensions)
+                .await
+            {
                 Ok(response) => Ok(Response::from(response)),
                 Err(reqwest_middleware::Error::Middleware(error)) => {
                     Err(match error.downcast::<Error>() {

@@ -148,12 +148,18 @@ mod tests {
         let w = Window::new(at(0), at(86_401));
         assert_eq!(
             w.split(day),
-            vec![Window::new(at(0), at(86_400)), Window::new(at(86_400), at(86_401))]
+            vec![
+                Window::new(at(0), at(86_400)),
+                Window::new(at(86_400), at(86_401))
+            ]
         );
         let w = Window::new(at(5), at(5));
         assert_eq!(w.split(day), vec![w]);
         let w = Window::new(at(10), at(0));
         assert_eq!((w.start, w.end), (at(0), at(10)));
-        assert_eq!(Window::new(at(0), at(10)).split(SignedDuration::ZERO).len(), 10);
+        assert_eq!(
+            Window::new(at(0), at(10)).split(SignedDuration::ZERO).len(),
+            10
+        );
     }
 }

@@ -129,8 +129,7 @@ fn samples<'de, D: Deserializer<'de>>(d: D) -> Result<Samples, D::Error> {
             let mut out = Vec::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 let value: Num = map.next_value()?;
-                if let (Some(at), Some(v)) = (key.trim().parse().ok().and_then(instant), value.0)
-                {
+                if let (Some(at), Some(v)) = (key.trim().parse().ok().and_then(instant), value.0) {
                     out.push((at, v));
                 }
             }

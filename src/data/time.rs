@@ -74,7 +74,13 @@ impl LocalDay {
     pub fn bounds(&self) -> Option<(Timestamp, Timestamp)> {
         let tz = self.zone.as_ref()?.tz()?;
         let start = self.date.to_zoned(tz.clone()).ok()?.timestamp();
-        let end = self.date.tomorrow().ok()?.to_zoned(tz.clone()).ok()?.timestamp();
+        let end = self
+            .date
+            .tomorrow()
+            .ok()?
+            .to_zoned(tz.clone())
+            .ok()?
+            .timestamp();
         Some((start, end))
     }
 }

@@ -111,8 +111,7 @@ impl Row for Device {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let d: RawDevice =
-            serde_json::from_str(raw).map_err(|e| format!("not a device ({e})"))?;
+        let d: RawDevice = serde_json::from_str(raw).map_err(|e| format!("not a device ({e})"))?;
         Ok(Device {
             deviceid: d.deviceid.ok_or("no `deviceid`")?,
             hash_deviceid: d.hash_deviceid,

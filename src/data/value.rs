@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(Exact::new(1, -40).decimal(), None);
         assert_eq!(Exact::new(1, -40).to_string().len(), 42);
         assert_eq!(Exact::new(i64::MAX, 30).decimal(), None);
-        assert_eq!(Exact::new(i64::MIN, -1).to_string(), "-922337203685477580.8");
+        assert_eq!(
+            Exact::new(i64::MIN, -1).to_string(),
+            "-922337203685477580.8"
+        );
         assert_eq!(Exact::new(56300, -3).to_f64(), 56.3);
         assert_eq!(Exact::new(326, -2).to_f64(), 3.26);
     }
