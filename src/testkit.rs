@@ -44,6 +44,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
 use crate::store::{Lease, LockAttempt, SlotAsk, StoredToken, TokenStore};
+pub use crate::sync::check::check_sync_state;
 use crate::token::{Token, UserId};
 
 /// How far a stored time may be from the one written.

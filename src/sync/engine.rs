@@ -128,6 +128,9 @@ impl SyncConfig {
 pub enum Step {
     /// Work was done in this lane.
     Worked(SyncLane),
+    /// Work in this lane failed (an error event says why) or found its lease taken; it is
+    /// retried later.
+    Failed(SyncLane),
     /// Nothing to do now.
     Idle,
 }
@@ -250,7 +253,11 @@ impl<S: HttpClient> SyncEngine<S> {
     pub fn intake(&self) -> Intake {
         Intake::new(self.inner.store.clone())
             .expect("checked when the engine was built")
-            .with_gate(self.inner.gate.clone(), self.inner.clock.clone())
+            .with_engine(
+                self.inner.gate.clone(),
+                self.inner.events.clone(),
+                self.inner.clock.clone(),
+            )
     }
 
     /// Events from now on.
@@ -336,31 +343,57 @@ impl<S: HttpClient> SyncEngine<S> {
     /// One unit of work, in lane order: a pending notification, else a due sweep, else a
     /// backfill chunk. Users take turns within a lane.
     pub async fn step(&self) -> Result<Step, Error> {
-        if self.notification_step().await? {
-            return Ok(Step::Worked(SyncLane::Notification));
+        let step = |lane, outcome| match outcome {
+            Outcome::Done => Step::Worked(lane),
+            Outcome::Busy | Outcome::Failed => Step::Failed(lane),
+        };
+        if let Some(outcome) = self.notification_step().await? {
+            return Ok(step(SyncLane::Notification, outcome));
         }
         let users = self.users().await?;
-        if self.sweep_step(&users).await? {
-            return Ok(Step::Worked(SyncLane::Sweep));
+        if let Some(outcome) = self.sweep_step(&users).await? {
+            return Ok(step(SyncLane::Sweep, outcome));
         }
-        if self.backfill_step(&users).await? {
-            return Ok(Step::Worked(SyncLane::Backfill));
+        if let Some(outcome) = self.backfill_step(&users).await? {
+            return Ok(step(SyncLane::Backfill, outcome));
         }
         Ok(Step::Idle)
     }
 
     /// Catches up and returns: every pending notification, a sweep of every (user, stream)
     /// (due or not), every backfill chunk.
-    pub async fn run_once(&self) -> Result<(), Error> {
-        while self.notification_step().await? {}
+    /// Stops at the first failure (the failure is an event; the work stays for the next
+    /// run); `Ok(true)` if everything was done.
+    pub async fn run_once(&self) -> Result<bool, Error> {
+        let mut all_done = true;
+        let mut inbox_rounds = self.state().inbox_depth().await?;
+        while inbox_rounds > 0 {
+            inbox_rounds -= 1;
+            match self.notification_step().await? {
+                None => break,
+                Some(Outcome::Done) => {}
+                Some(_) => all_done = false,
+            }
+        }
         let users = self.users().await?;
         for user in &users {
             for stream in self.inner.config.streams.clone() {
-                self.live(*user, stream, SyncLane::Sweep).await?;
+                if !matches!(
+                    self.live(*user, stream, SyncLane::Sweep).await?,
+                    Outcome::Done
+                ) {
+                    all_done = false;
+                }
             }
         }
-        while self.backfill_step(&users).await? {}
-        Ok(())
+        loop {
+            match self.backfill_step(&users).await? {
+                None => break,
+                Some(Outcome::Done) => {}
+                Some(_) => return Ok(false),
+            }
+        }
+        Ok(all_done)
     }
 
     /// Runs until `shutdown` completes, idling `idle` between rounds with nothing to do.
@@ -377,7 +410,7 @@ impl<S: HttpClient> SyncEngine<S> {
             };
             match step {
                 Ok(Step::Worked(_)) => {}
-                Ok(Step::Idle) | Err(_) => tokio::select! {
+                Ok(Step::Idle | Step::Failed(_)) | Err(_) => tokio::select! {
                     _ = &mut shutdown => return Ok(()),
                     _ = tokio::time::sleep(idle) => {}
                 },
@@ -393,10 +426,10 @@ impl<S: HttpClient> SyncEngine<S> {
         at
     }
 
-    async fn notification_step(&self) -> Result<bool, Error> {
+    async fn notification_step(&self) -> Result<Option<Outcome>, Error> {
         let pending = self.state().inbox(64).await?;
         if pending.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         // Round robin over the users with pending entries, oldest entry first per user.
         let mut users: Vec<UserId> = Vec::new();
@@ -408,30 +441,27 @@ impl<S: HttpClient> SyncEngine<S> {
         users.sort();
         let user = users[self.turn(SyncLane::Notification, users.len())];
         let Some(entry) = pending.into_iter().find(|e| e.user == user) else {
-            return Ok(false);
+            return Ok(None);
         };
         if self.state().stopped(user).await?.is_some()
             || !self.inner.config.streams.contains(&entry.stream)
         {
             self.state().inbox_ack(&entry).await?;
-            return Ok(true);
+            return Ok(Some(Outcome::Done));
         }
-        match self
+        let outcome = self
             .live(user, entry.stream, SyncLane::Notification)
-            .await?
-        {
-            Outcome::Done => {
-                self.state().inbox_ack(&entry).await?;
-            }
-            // Left in the inbox: retried at a later step.
-            Outcome::Busy | Outcome::Failed => {}
+            .await?;
+        // Otherwise left in the inbox: retried at a later step.
+        if matches!(outcome, Outcome::Done) {
+            self.state().inbox_ack(&entry).await?;
         }
-        Ok(true)
+        Ok(Some(outcome))
     }
 
-    async fn sweep_step(&self, users: &[UserId]) -> Result<bool, Error> {
+    async fn sweep_step(&self, users: &[UserId]) -> Result<Option<Outcome>, Error> {
         if users.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let now = self.now();
         let every = i64::try_from(self.inner.config.sweep_every.as_secs()).unwrap_or(i64::MAX);
@@ -442,17 +472,16 @@ impl<S: HttpClient> SyncEngine<S> {
                 let st = self.state().load(user, stream).await?;
                 let due = st.swept_at.is_none_or(|s| now.saturating_sub(s) >= every);
                 if due {
-                    self.live(user, stream, SyncLane::Sweep).await?;
-                    return Ok(true);
+                    return Ok(Some(self.live(user, stream, SyncLane::Sweep).await?));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
-    async fn backfill_step(&self, users: &[UserId]) -> Result<bool, Error> {
+    async fn backfill_step(&self, users: &[UserId]) -> Result<Option<Outcome>, Error> {
         if users.is_empty() {
-            return Ok(false);
+            return Ok(None);
         }
         let start = self.turn(SyncLane::Backfill, users.len());
         for i in 0..users.len() {
@@ -460,12 +489,11 @@ impl<S: HttpClient> SyncEngine<S> {
             for stream in self.inner.config.streams.clone() {
                 let st = self.state().load(user, stream).await?;
                 if st.backfill.is_some_and(|b| !b.done()) {
-                    self.backfill_chunk(user, stream).await?;
-                    return Ok(true);
+                    return Ok(Some(self.backfill_chunk(user, stream).await?));
                 }
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Where a new user's live reads start and where their backfill ends.

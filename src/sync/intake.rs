@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use tokio::sync::broadcast;
+
+use super::events::SyncEvent;
 use super::lane::Gate;
 use super::stream::SyncStream;
 use crate::clock::{Clock, SystemClock};
@@ -31,6 +34,7 @@ pub enum Accepted {
 pub struct Intake {
     store: Arc<dyn TokenStore>,
     gate: Option<Arc<Gate>>,
+    events: Option<broadcast::Sender<SyncEvent>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -53,12 +57,19 @@ impl Intake {
         Ok(Intake {
             store,
             gate: None,
+            events: None,
             clock: Arc::new(SystemClock),
         })
     }
 
-    pub(crate) fn with_gate(mut self, gate: Arc<Gate>, clock: Arc<dyn Clock>) -> Intake {
+    pub(crate) fn with_engine(
+        mut self,
+        gate: Arc<Gate>,
+        events: broadcast::Sender<SyncEvent>,
+        clock: Arc<dyn Clock>,
+    ) -> Intake {
         self.gate = Some(gate);
+        self.events = Some(events);
         self.clock = clock;
         self
     }
@@ -78,6 +89,12 @@ impl Intake {
                     state.stop(n.user, reason).await?;
                     if let Some(gate) = &self.gate {
                         gate.stop(n.user);
+                    }
+                    if let Some(events) = &self.events {
+                        let _ = events.send(SyncEvent::Stopped {
+                            user: n.user,
+                            reason: reason.to_owned(),
+                        });
                     }
                     Ok(Accepted::Stopped)
                 }

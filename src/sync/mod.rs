@@ -22,6 +22,8 @@
 //!   and answers, without calling Withings.
 
 mod change;
+#[cfg(feature = "testkit")]
+pub(crate) mod check;
 mod engine;
 mod events;
 mod intake;

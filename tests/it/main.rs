@@ -55,3 +55,7 @@ mod store_postgres;
 mod store_redis;
 #[cfg(all(feature = "sqlite", feature = "testkit"))]
 mod store_sqlite;
+#[cfg(feature = "sim")]
+mod sync;
+#[cfg(feature = "testkit")]
+mod sync_state;
