@@ -20,3 +20,31 @@ async fn sqlite_sync_state_conforms_across_two_instances() {
     let b = SqliteStore::open(&path).await.unwrap();
     check_sync_state(&a, &b).await;
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sync_state_conforms_across_two_handles() {
+    use crate::store_support::{postgres_unreachable, postgres_url, random_hex};
+    use tower_withings::store::PostgresStore;
+    let table = format!("withings_sync_test_{}", random_hex(6));
+    let open = || {
+        PostgresStore::builder(&postgres_url())
+            .table(&table)
+            .build()
+    };
+    let a = match open().await {
+        Ok(store) => store,
+        Err(error) => return postgres_unreachable(&error),
+    };
+    let b = open().await.unwrap();
+    check_sync_state(&a, &b).await;
+    let client = a.pool().get().await.unwrap();
+    for suffix in [
+        "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+    ] {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
+            .await
+            .unwrap();
+    }
+}
