@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+mod sync;
+
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
@@ -647,6 +649,10 @@ impl TokenStore for RedisStore {
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
         Some(self)
     }
 

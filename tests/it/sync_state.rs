@@ -48,3 +48,36 @@ async fn postgres_sync_state_conforms_across_two_handles() {
             .unwrap();
     }
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sync_state_conforms_across_two_handles() {
+    use crate::store_support::{random_hex, redis_unreachable, redis_url};
+    use tower_withings::store::RedisStore;
+    let prefix = format!("withings-sync-test-{}:", random_hex(6));
+    let open = || {
+        RedisStore::builder(&redis_url())
+            .prefix(prefix.clone())
+            .connect()
+    };
+    let a = match open().await {
+        Ok(store) => store,
+        Err(error) => return redis_unreachable(&error),
+    };
+    let b = open().await.unwrap();
+    check_sync_state(&a, &b).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
