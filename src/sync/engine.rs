@@ -135,6 +135,41 @@ pub enum Step {
     Idle,
 }
 
+/// One (user, stream) as [`SyncEngine::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamStatus {
+    /// Which stream.
+    pub stream: SyncStream,
+    /// Its stored state.
+    pub state: StreamState,
+    /// How far the cursor is behind the engine's clock (`None` before the first read).
+    pub lag: Option<Duration>,
+}
+
+/// One user as [`SyncEngine::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserSync {
+    /// Who.
+    pub user: UserId,
+    /// Why their sync is stopped, if it is.
+    pub stopped: Option<String>,
+    /// Their streams with stored state.
+    pub streams: Vec<StreamStatus>,
+}
+
+/// What [`SyncEngine::status`] returns: each stored user's streams, cursors and lag, and
+/// the inbox depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStatus {
+    /// Every user in the token store, by id.
+    pub users: Vec<UserSync>,
+    /// Pending inbox entries.
+    pub inbox_depth: u64,
+}
+
 /// How a job ended.
 enum Outcome {
     Done,
@@ -319,6 +354,40 @@ impl<S: HttpClient> SyncEngine<S> {
     /// [`WithingsAuth::forget`](crate::WithingsAuth::forget)).
     pub async fn forget(&self, user: UserId) -> Result<(), Error> {
         self.state().forget(user).await
+    }
+
+    /// Each stored user's streams, cursors and lag (by the engine's clock), and the inbox
+    /// depth.
+    pub async fn status(&self) -> Result<SyncStatus, Error> {
+        let now = self.now();
+        let mut users = Vec::new();
+        let mut records = self.inner.store.list().await?;
+        records.sort_by_key(|r| r.token.user_id);
+        for record in records {
+            let user = record.token.user_id;
+            let streams = self
+                .state()
+                .streams(user)
+                .await?
+                .into_iter()
+                .map(|(stream, state)| StreamStatus {
+                    stream,
+                    state,
+                    lag: state.cursor.map(|c| {
+                        Duration::from_secs(u64::try_from(now.saturating_sub(c)).unwrap_or(0))
+                    }),
+                })
+                .collect();
+            users.push(UserSync {
+                user,
+                stopped: self.state().stopped(user).await?,
+                streams,
+            });
+        }
+        Ok(SyncStatus {
+            users,
+            inbox_depth: self.state().inbox_depth().await?,
+        })
     }
 
     /// The users to sync: every stored user whose refresh token still works and whose sync

@@ -34,7 +34,7 @@ mod state;
 mod stream;
 
 pub use change::{Change, ChangeKind, Record, RecordKey};
-pub use engine::{Backfill, Step, SyncConfig, SyncEngine};
+pub use engine::{Backfill, Step, StreamStatus, SyncConfig, SyncEngine, SyncStatus, UserSync};
 pub use events::{SyncEvent, SyncMetrics};
 pub use intake::{Accepted, Intake};
 pub use lane::{SyncLane, tag_lane};

@@ -57,5 +57,6 @@ mod store_redis;
 mod store_sqlite;
 #[cfg(feature = "sim")]
 mod sync;
+mod sync_history;
 #[cfg(feature = "testkit")]
 mod sync_state;
