@@ -505,3 +505,81 @@ async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
     all.dedup();
     assert_eq!(all.len(), 3, "the three groups, none lost");
 }
+
+#[tokio::test]
+async fn a_notification_answered_before_a_crash_is_still_processed() {
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use tower::ServiceExt;
+    use tower_withings::notify::NotifyReceiver;
+
+    let (_dir, path) = sqlite_store("sync-inbox").await;
+    let store: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let s = setup(store).await;
+    let sink = Arc::new(Recorder::default());
+    let before = engine(&s, sink.clone(), measures_only());
+    assert!(before.run_once().await.unwrap());
+    let (receiver, notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+        .intake(before.intake())
+        .queue(1)
+        .build()
+        .unwrap();
+    let date = s.sim.add_measure(USER, 1, 91_250, -3);
+    s.sim.reset_counters();
+    let callback = receiver.callback_url("https://app.example.com/withings/notify");
+    let path_only = callback
+        .expose()
+        .trim_start_matches("https://app.example.com")
+        .to_owned();
+    for _ in 0..3 {
+        // A full queue is no reason to refuse: the inbox holds the notification.
+        let post = Request::post(path_only.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(format!(
+                "userid={USER}&appli=1&startdate={date}&enddate={}",
+                date + 1
+            ))))
+            .unwrap();
+        assert_eq!(
+            receiver.clone().oneshot(post).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(s.sim.counters().data_calls, 0, "the receiver called nobody");
+    // The process dies: the receiver, its in-memory queue and the engine are gone.
+    drop((receiver, notifications, before));
+
+    let store2: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store2.sync_state().unwrap().inbox_depth().await.unwrap(),
+        1,
+        "one coalesced entry"
+    );
+    let auth2 = auth_builder_for(&s.clock, &store2, &s).await;
+    let after = Setup {
+        sim: s.sim,
+        clock: s.clock.clone(),
+        auth: auth2,
+        store: store2,
+    };
+    let engine2 = engine(&after, sink.clone(), measures_only());
+    assert_eq!(
+        engine2.step().await.unwrap(),
+        Step::Worked(SyncLane::Notification)
+    );
+    assert!(sink.values.lock().unwrap().values().any(|v| v == "91.25"));
+    let status = engine2.status().await.unwrap();
+    assert_eq!(status.inbox_depth, 0);
+    let measures = &status.users[0].streams[0];
+    assert_eq!(measures.stream, SyncStream::Measures);
+    assert_eq!(measures.state.cursor, Some(i64::try_from(date).unwrap()));
+}
