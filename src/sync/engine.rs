@@ -189,7 +189,24 @@ struct Inner<S> {
     events: broadcast::Sender<SyncEvent>,
     /// Round-robin positions per lane.
     turn: Mutex<[usize; 3]>,
+    /// What the engine remembers between steps, so an idle step does not read every
+    /// (user, stream) from the store.
+    schedule: Mutex<Schedule>,
 }
+
+/// In-memory scheduling hints (the store stays the truth: a job re-reads it under its lease).
+#[derive(Default)]
+struct Schedule {
+    /// The users, and when (engine clock, s) they were listed.
+    users: Option<(i64, Vec<UserId>)>,
+    /// When each (user, stream) is next due for a sweep.
+    sweep_due: HashMap<(UserId, SyncStream), i64>,
+    /// (user, stream)s whose backfill is done.
+    backfilled: std::collections::HashSet<(UserId, SyncStream)>,
+}
+
+/// How long the user list is reused by [`SyncEngine::step`].
+const USERS_TTL: i64 = 30;
 
 /// The sync engine. Cheap to clone; every clone drives the same state.
 ///
@@ -279,6 +296,7 @@ impl<S: HttpClient> SyncEngine<S> {
                 counters: Counters::default(),
                 events: broadcast::channel(1024).0,
                 turn: Mutex::new([0; 3]),
+                schedule: Mutex::new(Schedule::default()),
             }),
         })
     }
@@ -390,6 +408,32 @@ impl<S: HttpClient> SyncEngine<S> {
         })
     }
 
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.inner
+            .schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`users`](Self::users), listed again at most every 30 s; users stopped in this process
+    /// since are left out at once.
+    async fn cached_users(&self) -> Result<Vec<UserId>, Error> {
+        let now = self.now();
+        let cached = self.schedule().users.clone();
+        let users = match cached {
+            Some((at, users)) if now.saturating_sub(at) < USERS_TTL && at <= now => users,
+            _ => {
+                let users = self.users().await?;
+                self.schedule().users = Some((now, users.clone()));
+                users
+            }
+        };
+        Ok(users
+            .into_iter()
+            .filter(|u| !self.inner.gate.is_stopped(*u))
+            .collect())
+    }
+
     /// The users to sync: every stored user whose refresh token still works and whose sync
     /// is not stopped.
     async fn users(&self) -> Result<Vec<UserId>, Error> {
@@ -419,7 +463,7 @@ impl<S: HttpClient> SyncEngine<S> {
         if let Some(outcome) = self.notification_step().await? {
             return Ok(step(SyncLane::Notification, outcome));
         }
-        let users = self.users().await?;
+        let users = self.cached_users().await?;
         if let Some(outcome) = self.sweep_step(&users).await? {
             return Ok(step(SyncLane::Sweep, outcome));
         }
@@ -447,8 +491,12 @@ impl<S: HttpClient> SyncEngine<S> {
         let users = self.users().await?;
         for user in &users {
             for stream in self.inner.config.streams.clone() {
+                if self.inner.gate.is_stopped(*user) {
+                    all_done = false;
+                    break;
+                }
                 if !matches!(
-                    self.live(*user, stream, SyncLane::Sweep).await?,
+                    self.live(*user, stream, SyncLane::Sweep, true).await?,
                     Outcome::Done
                 ) {
                     all_done = false;
@@ -512,14 +560,21 @@ impl<S: HttpClient> SyncEngine<S> {
         let Some(entry) = pending.into_iter().find(|e| e.user == user) else {
             return Ok(None);
         };
-        if self.state().stopped(user).await?.is_some()
+        let linked = self
+            .inner
+            .store
+            .load(user)
+            .await?
+            .is_some_and(|r| !r.needs_reauthorization);
+        if !linked
+            || self.is_stopped(user).await?
             || !self.inner.config.streams.contains(&entry.stream)
         {
             self.state().inbox_ack(&entry).await?;
             return Ok(Some(Outcome::Done));
         }
         let outcome = self
-            .live(user, entry.stream, SyncLane::Notification)
+            .live(user, entry.stream, SyncLane::Notification, true)
             .await?;
         // Otherwise left in the inbox: retried at a later step.
         if matches!(outcome, Outcome::Done) {
@@ -537,11 +592,22 @@ impl<S: HttpClient> SyncEngine<S> {
         let start = self.turn(SyncLane::Sweep, users.len());
         for i in 0..users.len() {
             let user = users[(start + i) % users.len()];
+            if self.inner.gate.is_stopped(user) {
+                continue;
+            }
             for stream in self.inner.config.streams.clone() {
-                let st = self.state().load(user, stream).await?;
-                let due = st.swept_at.is_none_or(|s| now.saturating_sub(s) >= every);
-                if due {
-                    return Ok(Some(self.live(user, stream, SyncLane::Sweep).await?));
+                let known = self.schedule().sweep_due.get(&(user, stream)).copied();
+                let due = match known {
+                    Some(due) => due,
+                    None => {
+                        let st = self.state().load(user, stream).await?;
+                        let due = st.swept_at.map_or(now, |s| s.saturating_add(every));
+                        self.schedule().sweep_due.insert((user, stream), due);
+                        due
+                    }
+                };
+                if due <= now {
+                    return Ok(Some(self.live(user, stream, SyncLane::Sweep, false).await?));
                 }
             }
         }
@@ -555,14 +621,37 @@ impl<S: HttpClient> SyncEngine<S> {
         let start = self.turn(SyncLane::Backfill, users.len());
         for i in 0..users.len() {
             let user = users[(start + i) % users.len()];
+            if self.inner.gate.is_stopped(user) {
+                continue;
+            }
             for stream in self.inner.config.streams.clone() {
+                if self.schedule().backfilled.contains(&(user, stream)) {
+                    continue;
+                }
                 let st = self.state().load(user, stream).await?;
-                if st.backfill.is_some_and(|b| !b.done()) {
-                    return Ok(Some(self.backfill_chunk(user, stream).await?));
+                match st.backfill {
+                    Some(b) if b.done() => {
+                        self.schedule().backfilled.insert((user, stream));
+                    }
+                    Some(_) => return Ok(Some(self.backfill_chunk(user, stream).await?)),
+                    // Not started: the first live read seeds it.
+                    None => {}
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Whether `user`'s sync is stopped, here or (through the store) by another process.
+    async fn is_stopped(&self, user: UserId) -> Result<bool, Error> {
+        if self.inner.gate.is_stopped(user) {
+            return Ok(true);
+        }
+        if self.state().stopped(user).await?.is_some() {
+            self.inner.gate.stop(user);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Where a new user's live reads start and where their backfill ends.
@@ -585,21 +674,40 @@ impl<S: HttpClient> SyncEngine<S> {
         user: UserId,
         stream: SyncStream,
         lane: SyncLane,
+        force: bool,
     ) -> Result<Outcome, Error> {
         let ttl = self.inner.config.lease_ttl;
         let Some(lease) = self.state().lease(user, stream, ttl).await? else {
             return Ok(Outcome::Busy);
         };
-        let outcome = self.live_leased(&lease, lane).await;
+        let outcome = self.live_leased(&lease, lane, force).await;
         self.state().release(&lease).await?;
         outcome
     }
 
-    async fn live_leased(&self, lease: &SyncLease, lane: SyncLane) -> Result<Outcome, Error> {
+    async fn live_leased(
+        &self,
+        lease: &SyncLease,
+        lane: SyncLane,
+        force: bool,
+    ) -> Result<Outcome, Error> {
         let (user, stream) = (lease.user, lease.stream);
         let ttl = self.inner.config.lease_ttl;
         let now = self.now();
+        if self.is_stopped(user).await? {
+            return Ok(Outcome::Busy);
+        }
         let mut st = self.state().load(user, stream).await?;
+        let every = i64::try_from(self.inner.config.sweep_every.as_secs()).unwrap_or(i64::MAX);
+        if lane == SyncLane::Sweep && !force {
+            // Another process may have swept it since this one looked.
+            if let Some(swept) = st.swept_at.filter(|s| now.saturating_sub(*s) < every) {
+                self.schedule()
+                    .sweep_due
+                    .insert((user, stream), swept.saturating_add(every));
+                return Ok(Outcome::Done);
+            }
+        }
         if st.cursor.is_none() {
             // A new (user, stream): the live reads start at the newest backfill chunk's start
             // (a lower bound, days back); from the first record on the cursor is only ever a
@@ -664,6 +772,9 @@ impl<S: HttpClient> SyncEngine<S> {
             return Ok(Outcome::Busy);
         };
         let outcome = async {
+            if self.is_stopped(user).await? {
+                return Ok(Outcome::Busy);
+            }
             let st: StreamState = self.state().load(user, stream).await?;
             let Some(progress) = st.backfill.filter(|b| !b.done()) else {
                 return Ok(Outcome::Done);
