@@ -402,10 +402,9 @@ impl<S: HttpClient> SyncEngine<S> {
                 streams,
             });
         }
-        Ok(SyncStatus {
-            users,
-            inbox_depth: self.state().inbox_depth().await?,
-        })
+        let inbox_depth = self.state().inbox_depth().await?;
+        super::events::inbox_depth(inbox_depth);
+        Ok(SyncStatus { users, inbox_depth })
     }
 
     fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
@@ -810,7 +809,11 @@ impl<S: HttpClient> SyncEngine<S> {
             if !self.state().commit(&lease, ttl, commit).await? {
                 return Ok(Outcome::Busy);
             }
-            Counters::add(&self.inner.counters.backfill_chunks, 1);
+            Counters::add(
+                &self.inner.counters.backfill_chunks,
+                1,
+                "withings_sync_backfill_chunks_total",
+            );
             self.emit(SyncEvent::BackfillProgress {
                 user,
                 stream,
@@ -1035,12 +1038,20 @@ impl<S: HttpClient> SyncEngine<S> {
         match accepted {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                Counters::add(&self.inner.counters.sink_failures, 1);
+                Counters::add(
+                    &self.inner.counters.sink_failures,
+                    1,
+                    "withings_sync_sink_failures_total",
+                );
                 self.failed(user, stream, &format!("the sink refused a batch: {error}"));
                 return Ok(None);
             }
             Err(_) => {
-                Counters::add(&self.inner.counters.sink_failures, 1);
+                Counters::add(
+                    &self.inner.counters.sink_failures,
+                    1,
+                    "withings_sync_sink_failures_total",
+                );
                 self.failed(user, stream, &"the sink panicked on a batch");
                 return Ok(None);
             }
@@ -1055,6 +1066,7 @@ impl<S: HttpClient> SyncEngine<S> {
         Counters::add(
             &self.inner.counters.changes_delivered,
             u64::try_from(entries.len()).unwrap_or(u64::MAX),
+            "withings_sync_changes_total",
         );
         self.emit(SyncEvent::Delivered {
             user,

@@ -1,5 +1,14 @@
 //! What the sync tells the app: [`SyncEvent`]s on a broadcast channel and counters in
-//! [`SyncMetrics`].
+//! [`SyncMetrics`]; with feature `metrics`, the same counts through the `metrics` facade
+//! (no user id is a label):
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `withings_sync_changes_total` | counter | | changes the sink accepted |
+//! | `withings_sync_requests_total` | counter | `lane` (notification, sweep, backfill) | requests the sync sent |
+//! | `withings_sync_sink_failures_total` | counter | | batches the sink refused or panicked on |
+//! | `withings_sync_backfill_chunks_total` | counter | | backfill chunks done |
+//! | `withings_sync_inbox_depth` | gauge | | pending inbox entries, at each `SyncEngine::status` |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -95,7 +104,28 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
+    /// Adds `n` to `counter` and, with feature `metrics`, to the facade's `name`.
+    pub fn add(counter: &AtomicU64, n: u64, name: &'static str) {
         counter.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        metrics::counter!(name).increment(n);
+        #[cfg(not(feature = "metrics"))]
+        let _ = name;
     }
+}
+
+/// One request sent in `lane`, to the facade.
+pub(crate) fn request_sent(lane: SyncLane) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("withings_sync_requests_total", "lane" => lane.name()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = lane;
+}
+
+/// The inbox depth, to the facade.
+pub(crate) fn inbox_depth(depth: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("withings_sync_inbox_depth").set(depth as f64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = depth;
 }

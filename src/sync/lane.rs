@@ -118,6 +118,7 @@ where
         }
         tag_lane(&mut request, self.lane);
         self.gate.sent[self.lane.index()].fetch_add(1, Ordering::Relaxed);
+        super::events::request_sent(self.lane);
         let future = self.inner.call(request);
         Box::pin(async move { future.await.map_err(Into::into) })
     }
