@@ -583,3 +583,34 @@ async fn a_notification_answered_before_a_crash_is_still_processed() {
     assert_eq!(measures.stream, SyncStream::Measures);
     assert_eq!(measures.state.cursor, Some(i64::try_from(date).unwrap()));
 }
+
+#[tokio::test]
+async fn every_stream_the_simulator_serves_reaches_the_sink() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let mut streams = SyncStream::DEFAULT.to_vec();
+    streams.push(SyncStream::Heart);
+    let engine = engine(&s, sink.clone(), SyncConfig::default().streams(&streams));
+    let mut events = engine.events();
+    assert!(engine.run_once().await.unwrap());
+    let keys = sink.keys();
+    for stream in &streams {
+        let prefix = format!("{USER}/{stream}/");
+        assert!(
+            keys.iter().any(|k| k.starts_with(&prefix)),
+            "nothing for {stream}: {keys:?}"
+        );
+    }
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, SyncEvent::Failed { .. } | SyncEvent::BadRows { .. }),
+            "{e:?}"
+        );
+    }
+    // A second catch-up delivers nothing new: every version is already in the sink.
+    let before = keys.len();
+    assert!(engine.run_once().await.unwrap());
+    assert_eq!(sink.keys().len(), before);
+    let status = engine.status().await.unwrap();
+    assert_eq!(status.users[0].streams.len(), streams.len());
+}
