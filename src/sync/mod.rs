@@ -20,6 +20,59 @@
 //!   ([`SyncLane`]); an unlink or a refused refresh token stops the user's sync at once.
 //! - **Intake** ([`Intake`]): the notification receiver stores each notification durably
 //!   and answers, without calling Withings.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::{Arc, Mutex};
+//! use std::time::{Duration, SystemTime};
+//!
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower_withings::store::{MemoryStore, TokenStore};
+//! use tower_withings::sync::{Batch, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream};
+//! use tower_withings::{Endpoints, Secret, Token, UserId};
+//!
+//! /// The app's side: here a list; in an app, an upsert into its own table.
+//! #[derive(Default)]
+//! struct Table(Mutex<Vec<String>>);
+//!
+//! impl Sink for Table {
+//!     fn accept<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a> {
+//!         Box::pin(async move {
+//!             let mut rows = self.0.lock().unwrap();
+//!             rows.extend(batch.changes.iter().map(|c| format!("{} v{}", c.key, c.version)));
+//!             Ok(()) // durable: the cursor may move past these changes
+//!         })
+//!     }
+//! }
+//!
+//! // A weight taken an hour ago, uploaded a minute ago.
+//! let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+//! let (date, modified) = (now - 3_600, now - 60);
+//! // Any tower service will do; in an app it is the stack with `auth.layer()` in it.
+//! let withings = tower::service_fn(move |_: http::Request<Full<Bytes>>| async move {
+//!     let page = format!(r#"{{"status":0,"body":{{"more":0,"measuregrps":[{{"grpid":7,
+//!         "date":{date},"modified":{modified},"measures":[{{"value":56300,"type":1,"unit":-3}}]}}]}}}}"#);
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(page))))
+//! });
+//! let store = Arc::new(MemoryStore::new()); // the same store as the tokens
+//! # let token = Token { user_id: UserId(1), access_token: Secret::new("a"),
+//! #     refresh_token: Secret::new("r"), expires_at: SystemTime::now() + Duration::from_secs(60),
+//! #     scope: "user.metrics".into() };
+//! # store.put(&token, SystemTime::now()).await.unwrap();
+//! let table = Arc::new(Table::default());
+//! let config = SyncConfig::default().streams(&[SyncStream::Measures]);
+//! let engine =
+//!     SyncEngine::new(withings, &Endpoints::withings(), store.clone(), table.clone(), config)
+//!         .unwrap();
+//! assert!(engine.run_once().await.unwrap()); // catch up: sweep, then backfill
+//! assert_eq!(table.0.lock().unwrap()[0], format!("1/measures/7 v{modified}"));
+//! let state = store.sync_state().unwrap();
+//! let cursor = state.load(UserId(1), SyncStream::Measures).await.unwrap().cursor;
+//! assert_eq!(cursor, Some(modified as i64)); // the `modified` Withings gave
+//! # }
+//! ```
 
 mod change;
 #[cfg(feature = "testkit")]
