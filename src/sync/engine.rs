@@ -66,6 +66,9 @@ pub struct SyncConfig {
     /// The reconcile pass: re-list records dated within this window at each sweep, diff by
     /// key, emit deletes. Off (`None`) by default; it costs a window read per sweep.
     pub reconcile: Option<Duration>,
+    /// Concurrent loops in [`SyncEngine::run`] (default 4): how many (user, stream) jobs one
+    /// process works on at once; the request budget paces them all.
+    pub workers: usize,
 }
 
 impl Default for SyncConfig {
@@ -80,6 +83,7 @@ impl Default for SyncConfig {
             batch_size: 500,
             lease_ttl: Duration::from_secs(30),
             reconcile: None,
+            workers: 4,
         }
     }
 }
@@ -113,6 +117,11 @@ impl SyncConfig {
     /// The lease.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+    /// Concurrent loops in [`SyncEngine::run`] (at least 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
         self
     }
     /// Turns the reconcile pass on over this window.
@@ -512,22 +521,32 @@ impl<S: HttpClient> SyncEngine<S> {
         Ok(all_done)
     }
 
-    /// Runs until `shutdown` completes, idling `idle` between rounds with nothing to do.
+    /// Runs [`SyncConfig::workers`] loops of [`step`](Self::step) until `shutdown`
+    /// completes, each idling `idle` when it finds nothing to do (or its work failed). The
+    /// leases keep the loops (and other processes) off each other's (user, stream).
     pub async fn run(
         &self,
         idle: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        let shutdown = shutdown.boxed().shared();
+        let loops =
+            (0..self.inner.config.workers.max(1)).map(|_| self.worker(idle, shutdown.clone()));
+        futures_util::future::join_all(loops).await;
+        Ok(())
+    }
+
+    async fn worker(&self, idle: Duration, shutdown: impl std::future::Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let step = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => return,
                 step = self.step() => step,
             };
             match step {
                 Ok(Step::Worked(_)) => {}
                 Ok(Step::Idle | Step::Failed(_)) | Err(_) => tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
+                    _ = &mut shutdown => return,
                     _ = tokio::time::sleep(idle) => {}
                 },
             }

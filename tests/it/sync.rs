@@ -614,3 +614,31 @@ async fn every_stream_the_simulator_serves_reaches_the_sink() {
     let status = engine.status().await.unwrap();
     assert_eq!(status.users[0].streams.len(), streams.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_the_inbox_until_shutdown() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only().workers(3));
+    assert!(engine.run_once().await.unwrap());
+    let date = s.sim.add_measure(USER, 1, 65_400, -3);
+    let n = notification(format!(
+        "userid={USER}&appli=1&startdate={date}&enddate={}",
+        date + 1
+    ));
+    engine.intake().accept(&n).await.unwrap();
+    let watched = sink.clone();
+    let delivered = async move {
+        while watched.keys().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.run(Duration::from_millis(10), delivered),
+    )
+    .await
+    .expect("run returns at shutdown")
+    .unwrap();
+    assert!(sink.values.lock().unwrap().values().any(|v| v == "65.4"));
+}
