@@ -380,7 +380,12 @@ impl<S: HttpClient> SyncEngine<S> {
     /// Removes `user`'s cursors, versions, leases and inbox (their tokens stay: see
     /// [`WithingsAuth::forget`](crate::WithingsAuth::forget)).
     pub async fn forget(&self, user: UserId) -> Result<(), Error> {
-        self.state().forget(user).await
+        self.state().forget(user).await?;
+        let mut schedule = self.schedule();
+        schedule.sweep_due.retain(|(u, _), _| *u != user);
+        schedule.backfilled.retain(|(u, _)| *u != user);
+        schedule.users = None;
+        Ok(())
     }
 
     /// Each stored user's streams, cursors and lag (by the engine's clock), and the inbox
