@@ -374,6 +374,7 @@ impl<S: HttpClient> SyncEngine<S> {
     /// Lets a stopped user sync again (after they authorized anew).
     pub async fn resume(&self, user: UserId) -> Result<bool, Error> {
         self.inner.gate.resume(user);
+        self.schedule().users = None;
         self.state().resume(user).await
     }
 
