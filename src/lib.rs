@@ -127,6 +127,7 @@ pub mod reqwest;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -171,6 +171,12 @@ pub trait TokenStore: Send + Sync + 'static {
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         None
     }
+
+    /// Where the sync ([`crate::sync`]) keeps its cursors, leases, versions and inbox, in the
+    /// same store as the tokens. The default `None`: this store cannot hold a sync.
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
+        None
+    }
 }
 
 /// Marks `user`'s stored record as needing re-authorization, whatever pair it holds now: the
@@ -238,5 +244,8 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         (**self).budget()
+    }
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
+        (**self).sync_state()
     }
 }

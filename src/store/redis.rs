@@ -8,6 +8,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::ledger;
+
+mod sync;
+
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
@@ -647,6 +650,10 @@ impl TokenStore for RedisStore {
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
         Some(self)
     }
 
