@@ -4,7 +4,7 @@
 //! and the repeats are within the unaccepted batches: at most one batch per kill.
 //!
 //! Its own binary: it re-runs itself as the child it kills.
-#![cfg(all(feature = "sim", feature = "sqlite"))]
+#![cfg(feature = "sqlite")]
 
 #[allow(dead_code)]
 #[path = "it/common.rs"]
@@ -170,19 +170,19 @@ async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, di
     let user = common::USER;
     store
         .put(
-            &grant(&sim, &ManualClock::new(), user.0),
+            &grant(&sim, &ManualClock::new(), user),
             std::time::SystemTime::now(),
         )
         .await
         .unwrap();
     for i in 0..10 {
-        sim.add_measure(user.0, 1, 70_000 + i, -3);
+        sim.add_measure(user, 1, 70_000 + i, -3);
     }
     let out = dir.file("table.txt");
     for kill in 0..KILLS {
         // New data between crashes, so live reads have work each time.
-        sim.add_measure(user.0, 1, 80_000 + kill as i64, -3);
-        sim.add_measure(user.0, 6, 2_000 + kill as i64, -2);
+        sim.add_measure(user, 1, 80_000 + kill as i64, -3);
+        sim.add_measure(user, 6, 2_000 + kill as i64, -2);
         let child = Syncing::spawn(&sim.api_base(), store_spec, &out);
         child.wait_for("READY", Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(random_below(250))).await;

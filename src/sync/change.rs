@@ -107,7 +107,7 @@ impl Record {
             Record::Measures(g) => (
                 g.grpid.to_string(),
                 secs(g.modified).or(secs(g.created)),
-                Some(g.date.as_second()),
+                secs(g.date),
             ),
             Record::Activity(a) => {
                 let k = a.identity();
@@ -147,12 +147,12 @@ impl Record {
             Record::Sleep(s) => (
                 format!(
                     "{}/{}",
-                    s.start.as_second(),
+                    or_dash(&secs(s.start)),
                     s.state
                         .map_or_else(|| "-".to_owned(), |st| st.code().to_string())
                 ),
                 None,
-                Some(s.start.as_second()),
+                secs(s.start),
             ),
             Record::Heart(h) => (
                 h.ecg.and_then(|e| e.signalid).map_or_else(

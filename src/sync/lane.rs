@@ -13,6 +13,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::Service;
 
+use crate::budget::Lane;
 use crate::error::{BoxError, Error};
 use crate::token::UserId;
 
@@ -44,14 +45,22 @@ impl SyncLane {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
+
+    /// The request budget's lane this sync lane draws on.
+    pub fn budget_lane(self) -> Lane {
+        match self {
+            SyncLane::Notification => Lane::Notification,
+            SyncLane::Sweep => Lane::Sweep,
+            SyncLane::Backfill => Lane::Backfill,
+        }
+    }
 }
 
 /// Tags `request` with its lane: **the one place** where the sync's requests meet the request
-/// budget's lanes. Today it inserts the [`SyncLane`] as a request extension; when the budget
-/// layer's own `Lane` extension lands, this function sets that one (notification → the
-/// budget's highest sync lane, then sweep, then backfill).
+/// budget's lanes ([`Lane`]), so notification fetches are served ahead of sweeps, and sweeps
+/// ahead of backfill, after token calls and the app's own interactive requests.
 pub fn tag_lane<B>(request: &mut Request<B>, lane: SyncLane) {
-    request.extensions_mut().insert(lane);
+    request.extensions_mut().insert(lane.budget_lane());
 }
 
 /// Requests sent per lane, and the users this process stopped (no request leaves for them).
@@ -121,5 +130,23 @@ where
         super::events::request_sent(self.lane);
         let future = self.inner.call(request);
         Box::pin(async move { future.await.map_err(Into::into) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sync_request_names_its_budget_lane() {
+        for (lane, expected) in [
+            (SyncLane::Notification, Lane::Notification),
+            (SyncLane::Sweep, Lane::Sweep),
+            (SyncLane::Backfill, Lane::Backfill),
+        ] {
+            let mut request = Request::new(());
+            tag_lane(&mut request, lane);
+            assert_eq!(request.extensions().get::<Lane>(), Some(&expected));
+        }
     }
 }

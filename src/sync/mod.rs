@@ -21,6 +21,50 @@
 //! - **Intake** ([`Intake`]): the notification receiver stores each notification durably
 //!   and answers, without calling Withings.
 //!
+//! # What the sync guarantees, and what it does not
+//!
+//! `tower_withings::sync` keeps the app's copy of each linked user's Withings data up to date:
+//! notifications, a daily safety-net sweep, and a backfill of new users, delivered to a `Sink`
+//! the app implements.
+//!
+//! It guarantees:
+//!
+//! - **Nothing accepted is lost, nothing skipped.** A cursor moves only after the sink accepted
+//!   every change of a complete read up to it, and only to a modification time Withings gave
+//!   (`modified`), never the client's clock or a measurement date. A crash, a sink error or a
+//!   sink panic re-delivers at most the batch the sink had not accepted.
+//! - **Versions only go up.** Per record (user, stream, id), the sink never sees an older
+//!   version after a newer one, also with several processes on one store: one worker per
+//!   (user, stream) holds a lease (reclaimed within 30 s when its holder dies), and the highest
+//!   version delivered per record is kept in the store. Applying a batch twice is harmless
+//!   (upserts by key).
+//! - **Inbox first.** With `NotifyReceiverBuilder::intake`, a notification is stored durably
+//!   before Withings gets its 200; a crash right after the answer loses nothing. Bursts for one
+//!   user and stream become one fetch. The receiver never calls Withings.
+//! - **Missed notifications are caught** by the sweep within `sweep_every` (24 h by default).
+//! - **Backfill is checkpointed** per chunk (30 days): a crash redoes at most one chunk.
+//! - **Unlink means silence.** After an unlink or delete notification, or a refresh token
+//!   Withings refuses for good, no further request is made for that user, and an event says so.
+//! - **Values are exact**: records are the typed rows of `tower_withings::data`
+//!   (`56300 × 10^-3` is `56.3`).
+//!
+//! It does not:
+//!
+//! - **See deletions by itself.** Withings' `lastupdate` never reports them. Turn on
+//!   `SyncConfig::reconcile(Some(window))` to re-list a window at each sweep and emit deletes;
+//!   deletions older than the window stay unseen.
+//! - **Order deliveries across keys or streams.** Only per key do versions go up.
+//! - **Fence a sink that stalls past its lease** on its own: each batch carries the lease's
+//!   `fence`; a sink that must stay ordered even then keeps the highest fence per (user, stream)
+//!   and refuses lower ones.
+//! - **Read window streams by modification time.** Intraday activity, sleep segments and the
+//!   heart list have no `lastupdate`; they are re-read over a window with a 1 h overlap, and an
+//!   edit outside that window is not seen. They are not synced by default.
+//! - **Detect a change that keeps its `modified`.** A record is delivered again only when its
+//!   `modified` moves past the version the sink already has.
+//! - **Guarantee real time.** A notification is fetched as soon as the notification lane is
+//!   free; Withings itself delivers most notifications within two minutes, without a guarantee.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

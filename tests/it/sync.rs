@@ -10,17 +10,17 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use tower::ServiceBuilder;
 use tower_withings::notify::Notification;
-use tower_withings::sim::Simulator;
 use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::sync::{
     Accepted, Backfill, Batch, ChangeKind, Record, Sink, SinkFuture, Step, SyncConfig, SyncEngine,
     SyncEvent, SyncLane, SyncStream,
 };
 use tower_withings::{ManualClock, UserId, WithingsAuth, transport};
+use withings_sim::Simulator;
 
 use crate::common::{auth_builder, grant, simulator};
 
-const USER: u64 = 31_337;
+const USER: UserId = UserId(31_337);
 
 /// What the app's sink saw: every accepted change as (key, version, deleted), and any
 /// version that went down for a key.
@@ -204,11 +204,7 @@ async fn a_notification_reaches_the_sink_and_moves_the_cursor() {
         "the value, exact"
     );
     let state = s.store.sync_state().unwrap();
-    let cursor = state
-        .load(UserId(USER), SyncStream::Measures)
-        .await
-        .unwrap()
-        .cursor;
+    let cursor = state.load(USER, SyncStream::Measures).await.unwrap().cursor;
     assert_eq!(
         cursor,
         Some(i64::try_from(date).unwrap()),
@@ -265,22 +261,16 @@ async fn after_an_unlink_the_simulator_sees_zero_calls_for_the_user() {
     );
     let mut stopped = false;
     while let Ok(e) = events.try_recv() {
-        stopped |= matches!(
-            e,
-            SyncEvent::Stopped {
-                user: UserId(USER),
-                ..
-            }
-        );
+        stopped |= matches!(e, SyncEvent::Stopped { user: USER, .. });
     }
     assert!(stopped, "the unlink is an event");
     // Forget removes the cursors and inbox; resume lets the user sync again.
-    engine.forget(UserId(USER)).await.unwrap();
+    engine.forget(USER).await.unwrap();
     assert!(
         s.store
             .sync_state()
             .unwrap()
-            .streams(UserId(USER))
+            .streams(USER)
             .await
             .unwrap()
             .is_empty()
@@ -296,7 +286,7 @@ async fn a_refused_refresh_token_stops_the_user() {
     engine.run_once().await.unwrap();
     let state = s.store.sync_state().unwrap();
     assert!(
-        state.stopped(UserId(USER)).await.unwrap().is_some(),
+        state.stopped(USER).await.unwrap().is_some(),
         "the user's sync stopped"
     );
     s.sim.reset_counters();
@@ -421,11 +411,7 @@ async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() 
         let (x, y) = tokio::join!(one.run_once(), two.run_once());
         x.unwrap();
         y.unwrap();
-        let cursor = state
-            .load(UserId(USER), SyncStream::Measures)
-            .await
-            .unwrap()
-            .cursor;
+        let cursor = state.load(USER, SyncStream::Measures).await.unwrap().cursor;
         assert!(
             cursor >= last,
             "the cursor went back: {last:?} then {cursor:?}"
@@ -472,7 +458,7 @@ async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
     );
     let state = s.store.sync_state().unwrap();
     let progress = state
-        .load(UserId(USER), SyncStream::Measures)
+        .load(USER, SyncStream::Measures)
         .await
         .unwrap()
         .backfill
@@ -493,7 +479,7 @@ async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
         "the failed chunk again, then the two left"
     );
     let progress = state
-        .load(UserId(USER), SyncStream::Measures)
+        .load(USER, SyncStream::Measures)
         .await
         .unwrap()
         .backfill
