@@ -230,7 +230,7 @@ fn service(
     per_page: usize,
     groups: usize,
     served: Arc<Served>,
-) -> impl tower_withings::transport::HttpClient<ResponseBody = Full<Bytes>> + Clone {
+) -> impl tower_withings::transport::HttpClient<ResponseBody = Full<Bytes>> {
     tower::service_fn(move |request: Request<Full<Bytes>>| {
         let served = served.clone();
         async move {
