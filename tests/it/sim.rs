@@ -1353,7 +1353,8 @@ async fn getmeas_filters_types_and_notify_subscriptions() {
         vec![
             ("action", s("subscribe")),
             ("callbackurl", local.clone()),
-            ("appli", s("2")),
+            // Undocumented (2 is temperature, since the notification page says so).
+            ("appli", s("3")),
         ],
         vec![("action", s("subscribe")), ("callbackurl", local.clone())],
     ] {
