@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Shared;
-use super::history::{History, TIMEZONE, mix};
+use super::history::{History, TIMEZONE, V2, mix};
 use super::notify::{CALLBACK_STATUS, CALLBACK_UNREACHABLE, KNOWN_APPLI};
 use super::oauth::{DEACTIVATED, NOT_IMPLEMENTED};
 use super::server::{Reply, Req, err_json, ok_json};
@@ -208,19 +208,33 @@ fn serve(st: &mut State, userid: u64, action: &str, req: &Req) -> Result<Value, 
             req,
             &config,
             &pager,
-            &h.activities,
+            &h.v2().activities,
             "activities",
             Fields::Top,
         ),
         ("/v2/measure", "getintradayactivity") => Ok(intraday(now, req, h)),
-        ("/v2/measure", _) => by_day(req, &config, &pager, &h.workouts, "series", Fields::Data),
-        ("/v2/sleep", "get") => Ok(sleep_get(now, req, h)),
-        ("/v2/sleep", _) => by_day(req, &config, &pager, &h.summaries, "series", Fields::Data),
+        ("/v2/measure", _) => by_day(
+            req,
+            &config,
+            &pager,
+            &h.v2().workouts,
+            "series",
+            Fields::Data,
+        ),
+        ("/v2/sleep", "get") => Ok(sleep_get(now, req, h.v2())),
+        ("/v2/sleep", _) => by_day(
+            req,
+            &config,
+            &pager,
+            &h.v2().summaries,
+            "series",
+            Fields::Data,
+        ),
         ("/v2/user", "get") => Ok(user_get(userid)),
         ("/v2/user", "getgoals") => Ok(json!({"goals": h.goals.clone().unwrap_or(json!([]))})),
-        ("/v2/user", _) => Ok(json!({"devices": h.devices})),
-        ("/v2/heart", "get") => heart_get(req, h),
-        (_, _) => heart_list(req, &pager, h),
+        ("/v2/user", _) => Ok(json!({"devices": h.v2().devices})),
+        ("/v2/heart", "get") => heart_get(req, h.v2()),
+        (_, _) => heart_list(req, &pager, h.v2()),
     }
 }
 
@@ -477,7 +491,7 @@ fn intraday(now: u64, req: &Req, h: &History) -> Value {
 
 /// sleep get: the segments starting in the first 24 h of the window (without dates, the last
 /// night); an array, as captured (the document says object).
-fn sleep_get(now: u64, req: &Req, h: &History) -> Value {
+fn sleep_get(now: u64, req: &Req, h: &V2) -> Value {
     let (from, to) = if req.param("startdate").is_none() && req.param("enddate").is_none() {
         let last = h.summaries.iter().rev().find(|s| s["model"] == 32);
         last.map_or((now.saturating_sub(DAY), now), |s| {
@@ -520,7 +534,7 @@ fn user_get(userid: u64) -> Value {
 }
 
 /// heart get: the signal of `signalid` (without one, the latest ECG's).
-fn heart_get(req: &Req, h: &History) -> Result<Value, Reply> {
+fn heart_get(req: &Req, h: &V2) -> Result<Value, Reply> {
     let ecg = match req.param("signalid") {
         Some(raw) => {
             let id: u64 = raw
@@ -552,7 +566,7 @@ fn heart_get(req: &Req, h: &History) -> Result<Value, Reply> {
 }
 
 /// heart list: a window on `timestamp` (no `lastupdate`), newest first, `more` a boolean.
-fn heart_list(req: &Req, pager: &Pager, h: &History) -> Result<Value, Reply> {
+fn heart_list(req: &Req, pager: &Pager, h: &V2) -> Result<Value, Reply> {
     let (start, end) = (secs_param(req, "startdate"), secs_param(req, "enddate"));
     let selected: Vec<&Value> = (h.ecgs.iter().rev())
         .filter(|e| {

@@ -78,10 +78,25 @@ struct Dev {
     hash: String,
 }
 
-/// One user's data.
+/// One user's data. The v2 rows are drawn only when first asked for: ten thousand users
+/// reading their weights cost ten thousand small histories.
 pub(crate) struct History {
     /// Measure groups, in no particular order.
     pub(crate) groups: Vec<SimGroup>,
+    /// The v2 rows, once drawn.
+    v2: Option<V2>,
+    /// getgoals `goals` (`None`: the user set none, served as `[]`).
+    pub(crate) goals: Option<Value>,
+    /// Where the history begins and ends (Unix seconds).
+    pub(crate) span: (u64, u64),
+    /// Seeds everything drawn for this user.
+    pub(crate) salt: u64,
+    userid: u64,
+    next_grpid: u64,
+}
+
+/// The v2 rows of a user.
+pub(crate) struct V2 {
     /// getactivity rows, one per day, oldest first.
     pub(crate) activities: Vec<Value>,
     /// getworkouts rows, oldest first.
@@ -94,13 +109,6 @@ pub(crate) struct History {
     pub(crate) ecgs: Vec<Value>,
     /// getdevice rows.
     pub(crate) devices: Vec<Value>,
-    /// getgoals `goals` (`None`: the user set none, served as `[]`).
-    pub(crate) goals: Option<Value>,
-    /// Where intraday samples begin and end (Unix seconds).
-    pub(crate) span: (u64, u64),
-    /// Seeds the intraday samples.
-    pub(crate) salt: u64,
-    next_grpid: u64,
 }
 
 /// A user's weight in grams before the day-to-day drift: distinct for user ids that differ by
@@ -121,60 +129,19 @@ impl History {
         let mut rng = Rng::new(salt);
         let days = u64::from(config.days);
         let per_day = u64::from(config.groups_per_day);
-        let hex = |n: u64| format!("{:040x}", mix(n ^ salt));
-        let devs = [
-            Dev {
-                kind: "Scale",
-                model: "Body+",
-                model_id: 5,
-                battery: "high",
-                id: hex(1),
-                hash: hex(11),
-            },
-            Dev {
-                kind: "Blood Pressure Monitor",
-                model: "BPM Core",
-                model_id: 44,
-                battery: "unknown",
-                id: hex(2),
-                hash: hex(12),
-            },
-            Dev {
-                kind: "Activity Tracker",
-                model: "ScanWatch 2",
-                model_id: 93,
-                battery: "medium",
-                id: hex(3),
-                hash: hex(13),
-            },
-            Dev {
-                kind: "Sleep Monitor",
-                model: "",
-                model_id: 63,
-                battery: "low",
-                id: hex(4),
-                hash: hex(14),
-            },
-        ];
+        let devs = devices(salt);
         let start = anchor.saturating_sub(days * DAY);
         let mut h = History {
             groups: Vec::new(),
-            activities: Vec::new(),
-            workouts: Vec::new(),
-            summaries: Vec::new(),
-            segments: Vec::new(),
-            ecgs: Vec::new(),
-            devices: Vec::new(),
+            v2: None,
             goals: None,
             span: (start, anchor),
             salt,
+            userid,
             next_grpid: 5_000_000_000 + (userid % 1_000_000) * 10_000_000,
         };
         let latest = anchor.saturating_sub(60);
         let span = DAY / (per_day + 1);
-        let mut workout_id = 3_000_000_000 + (userid % 1_000_000) * 100_000;
-        let mut summary_id = 2_000_000_000 + (userid % 1_000_000) * 100_000;
-        let mut signal_id = 100_000_000 + (userid % 1_000_000) * 10_000;
         let mut extra = 0u64;
         for d in 0..days {
             // Day `d` ends `days - 1 - d` days before the anchor.
@@ -215,17 +182,51 @@ impl History {
                 }
                 h.groups.push(group);
             }
-            h.day(
-                d,
-                end,
-                &mut rng,
-                &devs,
-                &mut workout_id,
-                &mut summary_id,
-                &mut signal_id,
-            );
         }
-        h.devices = devs
+        // One user in four set no goals: Withings then sends `goals: []`.
+        if mix(salt ^ 0x60A1) % 4 != 0 {
+            h.goals = Some(json!({
+                "steps": 10_000,
+                "sleep": 28_800,
+                "weight": {"value": base_weight(userid) - 2_000, "unit": -3},
+            }));
+        }
+        h
+    }
+
+    /// The v2 rows, drawn the first time.
+    pub(crate) fn v2(&mut self) -> &mut V2 {
+        let v2 = match self.v2.take() {
+            Some(v2) => v2,
+            None => self.draw_v2(),
+        };
+        self.v2.insert(v2)
+    }
+
+    fn draw_v2(&self) -> V2 {
+        let (start, anchor) = self.span;
+        let days = (anchor - start) / DAY;
+        let userid = self.userid;
+        let devs = devices(self.salt);
+        let mut rng = Rng::new(self.salt ^ 0x7632_7632);
+        let mut v2 = V2 {
+            activities: Vec::new(),
+            workouts: Vec::new(),
+            summaries: Vec::new(),
+            segments: Vec::new(),
+            ecgs: Vec::new(),
+            devices: Vec::new(),
+        };
+        let mut ids = Ids {
+            workout: 3_000_000_000 + (userid % 1_000_000) * 100_000,
+            summary: 2_000_000_000 + (userid % 1_000_000) * 100_000,
+            signal: 100_000_000 + (userid % 1_000_000) * 10_000,
+        };
+        for d in 0..days {
+            let end = anchor.saturating_sub((days - 1 - d) * DAY);
+            v2.day(d, end, anchor, &mut rng, &devs, &mut ids);
+        }
+        v2.devices = devs
             .iter()
             .enumerate()
             .map(|(i, dev)| {
@@ -242,15 +243,7 @@ impl History {
                 })
             })
             .collect();
-        // One user in four set no goals: Withings then sends `goals: []`.
-        if mix(salt ^ 0x60A1) % 4 != 0 {
-            h.goals = Some(json!({
-                "steps": 10_000,
-                "sleep": 28_800,
-                "weight": {"value": base_weight(userid) - 2_000, "unit": -3},
-            }));
-        }
-        h
+        v2
     }
 
     /// A fresh group id for this user.
@@ -371,24 +364,52 @@ impl History {
         }
     }
 
+    /// Intraday samples every 5 minutes in `[from, to)` (within the history and before `now`).
+    pub(crate) fn intraday(&self, from: u64, to: u64, now: u64) -> serde_json::Map<String, Value> {
+        let mut series = serde_json::Map::new();
+        let first = from.max(self.span.0);
+        let mut at = first.div_ceil(300) * 300;
+        while at < to && at <= now {
+            let r = mix(self.salt ^ at);
+            series.insert(
+                at.to_string(),
+                json!({
+                    "deviceid": Value::Null,
+                    "hash_deviceid": Value::Null,
+                    "model": "ScanWatch 2",
+                    "model_id": 93,
+                    "duration": 300,
+                    "steps": r % 400,
+                    "elevation": (r >> 9) % 3,
+                    "calories": ((r >> 12) % 200) as f64 / 10.0,
+                    "distance": ((r >> 20) % 3_000) as f64 / 10.0,
+                    "stroke": 0,
+                    "pool_lap": 0,
+                    "heart_rate": 55 + (r >> 30) % 60,
+                    "spo2_auto": 94 + (r >> 40) % 6,
+                }),
+            );
+            at += 300;
+        }
+        series
+    }
+}
+
+/// The next ids of v2 rows.
+struct Ids {
+    workout: u64,
+    summary: u64,
+    signal: u64,
+}
+
+impl V2 {
     /// Day `d`'s activity, workout, night and ECG; the day ends at `end`.
-    #[allow(clippy::too_many_arguments)]
-    fn day(
-        &mut self,
-        d: u64,
-        end: u64,
-        rng: &mut Rng,
-        devs: &[Dev],
-        workout_id: &mut u64,
-        summary_id: &mut u64,
-        signal_id: &mut u64,
-    ) {
+    fn day(&mut self, d: u64, end: u64, anchor: u64, rng: &mut Rng, devs: &[Dev], ids: &mut Ids) {
         let watch = &devs[2];
         let day_start = end.saturating_sub(DAY);
         let steps = 3_000 + rng.below(12_000);
         // A day's row keeps changing until the day is over, and sometimes after.
-        let modified =
-            if rng.chance(10) { end + DAY } else { end }.min(self.span.1.saturating_sub(60));
+        let modified = if rng.chance(10) { end + DAY } else { end }.min(anchor.saturating_sub(60));
         let external = rng.chance(15);
         let metric = |x: u64| json!(x);
         self.activities.push(json!({
@@ -408,7 +429,7 @@ impl History {
             "intense": metric(rng.below(900)),
             "active": metric(600 + rng.below(2_000)),
             "calories": (steps * 41) as f64 / 1_000.0,
-            "totalcalories": 1_800.0 + (steps * 41) as f64 / 1_000.0,
+            "totalcalories": (1_800_000 + steps * 41) as f64 / 1_000.0,
             "hr_average": 60 + rng.below(20),
             "hr_min": 45 + rng.below(10),
             "hr_max": 120 + rng.below(60),
@@ -419,14 +440,14 @@ impl History {
             "modified": modified,
         }));
         if d % 3 == 1 {
-            *workout_id += 1;
+            ids.workout += 1;
             let start = day_start + 17 * 3_600 + rng.below(3_600);
             let length = 1_200 + rng.below(3_600);
             let category = rng.pick(&[1, 2, 16, 187, 559, 9_999]);
             let manual = rng.chance(25);
             let edited = rng.chance(20);
             self.workouts.push(json!({
-                "id": *workout_id,
+                "id": ids.workout,
                 "category": category,
                 "timezone": TIMEZONE,
                 "model": if manual { 1_055 } else { watch.model_id },
@@ -435,7 +456,7 @@ impl History {
                 "enddate": start + length,
                 "date": ymd(start),
                 "modified": if edited { start + 6 * DAY } else { start + length + 120 }
-                    .min(self.span.1.saturating_sub(60)),
+                    .min(anchor.saturating_sub(60)),
                 "deviceid": if manual { Value::Null } else { json!(watch.id) },
                 "data": {
                     "calories": 100 + rng.below(400),
@@ -499,18 +520,18 @@ impl History {
         let late = rng.chance(10);
         let created = if late { wake + 2 * DAY } else { wake + 600 };
         let edited = rng.chance(15);
-        *summary_id += 1;
+        ids.summary += 1;
         self.summaries.push(json!({
-            "id": *summary_id,
+            "id": ids.summary,
             "timezone": TIMEZONE,
             "model": 32,
             "model_id": 63,
             "startdate": bed,
             "enddate": wake,
             "date": ymd(wake),
-            "created": created.min(self.span.1.saturating_sub(60)),
+            "created": created.min(anchor.saturating_sub(60)),
             "modified": if edited { created + 7 * DAY } else { created }
-                .min(self.span.1.saturating_sub(60)),
+                .min(anchor.saturating_sub(60)),
             "hash_deviceid": devs[3].hash,
             "completed": true,
             "data": {
@@ -532,31 +553,31 @@ impl History {
         }));
         if d % 6 == 4 {
             // A nap the same local day: a second summary with the same `date`.
-            *summary_id += 1;
+            ids.summary += 1;
             let nap = wake + 6 * 3_600;
             self.summaries.push(json!({
-                "id": *summary_id,
+                "id": ids.summary,
                 "timezone": TIMEZONE,
                 "model": 16,
                 "model_id": watch.model_id,
                 "startdate": nap,
                 "enddate": nap + 1_800,
                 "date": ymd(wake),
-                "created": (nap + 2_400).min(self.span.1.saturating_sub(60)),
-                "modified": (nap + 2_400).min(self.span.1.saturating_sub(60)),
+                "created": (nap + 2_400).min(anchor.saturating_sub(60)),
+                "modified": (nap + 2_400).min(anchor.saturating_sub(60)),
                 "hash_deviceid": watch.hash,
                 "completed": true,
                 "data": {"lightsleepduration": 1_500, "wakeupduration": 300},
             }));
         }
         if d % 5 == 2 {
-            *signal_id += 1;
+            ids.signal += 1;
             let bpm = rng.chance(50);
             let at = day_start + 12 * 3_600 + rng.below(3_600);
             let mut row = json!({
                 "deviceid": if bpm { &devs[1].id } else { &watch.id },
                 "model": if bpm { 44 } else { watch.model_id },
-                "ecg": {"signalid": *signal_id, "afib": rng.pick(&[0, 0, 1, 2])},
+                "ecg": {"signalid": ids.signal, "afib": rng.pick(&[0, 0, 1, 2])},
                 "heart_rate": 60 + rng.below(30),
                 "timestamp": at,
                 "modified": at + 60,
@@ -569,36 +590,45 @@ impl History {
             self.ecgs.push(row);
         }
     }
+}
 
-    /// Intraday samples every 5 minutes in `[from, to)` (within the history and before `now`).
-    pub(crate) fn intraday(&self, from: u64, to: u64, now: u64) -> serde_json::Map<String, Value> {
-        let mut series = serde_json::Map::new();
-        let first = from.max(self.span.0);
-        let mut at = first.div_ceil(300) * 300;
-        while at < to && at <= now {
-            let r = mix(self.salt ^ at);
-            series.insert(
-                at.to_string(),
-                json!({
-                    "deviceid": Value::Null,
-                    "hash_deviceid": Value::Null,
-                    "model": "ScanWatch 2",
-                    "model_id": 93,
-                    "duration": 300,
-                    "steps": r % 400,
-                    "elevation": (r >> 9) % 3,
-                    "calories": ((r >> 12) % 200) as f64 / 10.0,
-                    "distance": ((r >> 20) % 3_000) as f64 / 10.0,
-                    "stroke": 0,
-                    "pool_lap": 0,
-                    "heart_rate": 55 + (r >> 30) % 60,
-                    "spo2_auto": 94 + (r >> 40) % 6,
-                }),
-            );
-            at += 300;
-        }
-        series
-    }
+/// The simulated user's four devices.
+fn devices(salt: u64) -> [Dev; 4] {
+    let hex = |n: u64| format!("{:040x}", mix(n ^ salt));
+    [
+        Dev {
+            kind: "Scale",
+            model: "Body+",
+            model_id: 5,
+            battery: "high",
+            id: hex(1),
+            hash: hex(11),
+        },
+        Dev {
+            kind: "Blood Pressure Monitor",
+            model: "BPM Core",
+            model_id: 44,
+            battery: "unknown",
+            id: hex(2),
+            hash: hex(12),
+        },
+        Dev {
+            kind: "Activity Tracker",
+            model: "ScanWatch 2",
+            model_id: 93,
+            battery: "medium",
+            id: hex(3),
+            hash: hex(13),
+        },
+        Dev {
+            kind: "Sleep Monitor",
+            model: "",
+            model_id: 63,
+            battery: "low",
+            id: hex(4),
+            hash: hex(14),
+        },
+    ]
 }
 
 /// The kinds of a day's groups after its first, in turn.

@@ -794,7 +794,7 @@ impl Simulator {
     /// The rows of `series` `user` has now, as served (every field; oldest first).
     pub fn rows(&self, user: UserId, series: Series) -> Vec<serde_json::Value> {
         let mut st = self.shared.lock();
-        let h = st.history(user.0);
+        let h = st.history(user.0).v2();
         match series {
             Series::Activity => h.activities.clone(),
             Series::Workouts => h.workouts.clone(),

@@ -211,7 +211,7 @@ impl State {
         let now = unix_secs(self.now());
         let start = now - now % 86_400;
         let today = ymd(now);
-        let rows = &mut self.history(userid).activities;
+        let rows = &mut self.history(userid).v2().activities;
         match rows.iter_mut().find(|r| r["date"] == today.as_str()) {
             Some(row) => {
                 row["steps"] = steps.into();
