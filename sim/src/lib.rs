@@ -39,6 +39,16 @@
 //! the user's `appli=46` subscriptions. Callbacks are reached over plain http only (loopback
 //! receivers); [`Simulator::notify_counters`] counts checks, deliveries and failures.
 //!
+//! The data endpoints answer from a seeded history per user ([`HistoryConfig`]): getmeas,
+//! getactivity, getintradayactivity, getworkouts, sleep get and getsummary, heart list and get,
+//! getdevice and getgoals, with the shapes and traps of real answers (rows out of date order,
+//! late uploads, edits, unknown codes, segmental measures by `position`, opaque offsets, `more`
+//! an integer on getmeas and a boolean on v2, an empty answer when `lastupdate` and a window
+//! are mixed, 24 h caps on sleep get and intraday). [`Simulator::add_group`],
+//! [`edit_group`](Simulator::edit_group) and [`delete_group`](Simulator::delete_group) change
+//! it; [`Simulator::measure_groups`] and [`Simulator::rows`] show what it holds;
+//! [`Simulator::calls`] counts calls per user and action.
+//!
 //! Data answers are compressed when the request's `Accept-Encoding` allows (`br`, `gzip` or
 //! `deflate`, in that order of preference on equal `q`), as a web server in front of the API
 //! would; [`Simulator::set_response_encoding`] forces a coding whatever the request says.
