@@ -87,6 +87,7 @@ pub mod body;
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod events;
 pub mod layer;

@@ -202,8 +202,9 @@ enum NotifyCommand {
         /// The callback URL (https, a host name, port 80 or 443, at most 255 characters).
         #[arg(long)]
         callback: String,
-        /// Comma-separated appli codes or names: 1 weight, 4 heart, 16 activity, 44 sleep,
-        /// 46 user, 50 bed_in, 51 bed_out, 52 inflate, 54 ecg, 55 ecg_failed, 58 temperature.
+        /// Comma-separated appli codes or names: 1 weight, 2 temperature, 4 heart, 16 activity,
+        /// 44 sleep, 46 user, 50 bed_in, 51 bed_out, 52 inflate, 54 ecg, 55 ecg_failed,
+        /// 58 glucose.
         #[arg(long, value_delimiter = ',', required = true)]
         appli: Vec<Appli>,
     },

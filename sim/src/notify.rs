@@ -33,7 +33,8 @@ use super::{SimGroup, SimMeasure};
 pub(crate) const CALLBACK_STATUS: i64 = 293;
 pub(crate) const CALLBACK_UNREACHABLE: &str = "Invalid Params: the callback URL is either unknown or invalid (it did not answer HEAD with 2xx in time)";
 
-/// The appli codes Withings documents; others are refused at subscribe time.
+/// The appli codes Withings documents (2 temperature on its notification page, 58 glucose in
+/// the maintained peers: withings-data.md §5); others are refused at subscribe time.
 pub(crate) const KNOWN_APPLI: [i64; 13] = [1, 2, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58];
 
 /// The category of user events (`action=unlink`, `delete`, `update`).

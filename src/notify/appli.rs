@@ -7,6 +7,12 @@ use std::str::FromStr;
 
 /// A notification category (`appli` on the wire), as Withings documents them.
 ///
+/// Codes from Withings' notification pages (developer guide, "notification content"): 2 is
+/// temperature there; 58 is glucose (measure type 119) as the maintained peers read it
+/// (aiowithings `GLUCOSE = 58`, open-wearables `applis.py`), Withings' own wording being
+/// unconfirmed (withings-data.md §5). What each one means to fetch is
+/// [`tower_withings::data::FetchPlan`](crate::data::FetchPlan).
+///
 /// A code this crate does not know parses as [`Appli::Unknown`], so a category Withings adds
 /// later never breaks parsing. Two values are equal when their codes are: `Appli::Unknown(1)`
 /// equals [`Appli::Weight`] (but [`Appli::from_code`] never makes the former).
@@ -25,6 +31,8 @@ use std::str::FromStr;
 pub enum Appli {
     /// 1: weight and body composition (scales, `getmeas`).
     Weight,
+    /// 2: temperature (`getmeas` types 12, 71, 73).
+    Temperature,
     /// 4: heart rate, blood pressure (`getmeas`).
     Heart,
     /// 16: activity (steps, distance, calories: `getactivity`, `getintradayactivity`).
@@ -45,16 +53,17 @@ pub enum Appli {
     Ecg,
     /// 55: an ECG measurement failed.
     EcgFailed,
-    /// 58: temperature (`getmeas`).
-    Temperature,
+    /// 58: glucose (`getmeas` type 119).
+    Glucose,
     /// A code this crate does not know yet.
     Unknown(u16),
 }
 
 impl Appli {
     /// Every category Withings documents (not [`Appli::Unknown`]).
-    pub const ALL: [Appli; 12] = [
+    pub const ALL: [Appli; 13] = [
         Appli::Weight,
+        Appli::Temperature,
         Appli::Heart,
         Appli::Activity,
         Appli::Sleep,
@@ -65,13 +74,14 @@ impl Appli {
         Appli::NoAccount,
         Appli::Ecg,
         Appli::EcgFailed,
-        Appli::Temperature,
+        Appli::Glucose,
     ];
 
     /// The wire code, e.g. 44 for [`Appli::Sleep`].
     pub fn code(self) -> u16 {
         match self {
             Appli::Weight => 1,
+            Appli::Temperature => 2,
             Appli::Heart => 4,
             Appli::Activity => 16,
             Appli::Sleep => 44,
@@ -82,7 +92,7 @@ impl Appli {
             Appli::NoAccount => 53,
             Appli::Ecg => 54,
             Appli::EcgFailed => 55,
-            Appli::Temperature => 58,
+            Appli::Glucose => 58,
             Appli::Unknown(code) => code,
         }
     }
@@ -99,6 +109,7 @@ impl Appli {
     pub fn name(self) -> &'static str {
         match Appli::from_code(self.code()) {
             Appli::Weight => "weight",
+            Appli::Temperature => "temperature",
             Appli::Heart => "heart",
             Appli::Activity => "activity",
             Appli::Sleep => "sleep",
@@ -109,7 +120,7 @@ impl Appli {
             Appli::NoAccount => "no_account",
             Appli::Ecg => "ecg",
             Appli::EcgFailed => "ecg_failed",
-            Appli::Temperature => "temperature",
+            Appli::Glucose => "glucose",
             Appli::Unknown(_) => "unknown",
         }
     }
@@ -168,7 +179,7 @@ impl fmt::Display for ParseAppliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?} is not a notification appli: use a code (1, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58) or a name (weight, heart, activity, sleep, user, bed_in, bed_out, inflate, no_account, ecg, ecg_failed, temperature)",
+            "{:?} is not a notification appli: use a code (1, 2, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58) or a name (weight, temperature, heart, activity, sleep, user, bed_in, bed_out, inflate, no_account, ecg, ecg_failed, glucose)",
             self.0
         )
     }
@@ -209,6 +220,10 @@ mod tests {
         assert_eq!(Appli::Unknown(1), Appli::Weight);
         assert_eq!(Appli::Unknown(1).name(), "weight");
         assert!("nope".parse::<Appli>().is_err());
+        // Withings' table: 2 is temperature, 58 glucose (withings-data.md §5).
+        assert_eq!(Appli::from_code(2), Appli::Temperature);
+        assert_eq!(Appli::from_code(58), Appli::Glucose);
+        assert_eq!(Appli::Glucose.name(), "glucose");
         assert!("70000".parse::<Appli>().is_err());
     }
 }

@@ -15,6 +15,7 @@ mod budget;
 mod cancellation;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod cross_process;
+mod data;
 mod events;
 mod layer;
 mod notify;
