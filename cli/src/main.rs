@@ -3,6 +3,7 @@
 //! Every command goes through the same `WithingsAuth` and `WithingsAuthLayer` a server would use,
 //! so `call` refreshes and replays exactly as the library does.
 
+mod data;
 mod demo;
 mod store;
 
@@ -141,6 +142,8 @@ enum Command {
         #[arg(long)]
         user: UserId,
     },
+    #[command(flatten)]
+    Data(data::DataCommand),
     /// Refresh a user's token now.
     Refresh {
         /// The Withings user.
@@ -372,6 +375,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         _ => Reach::Withings,
     };
     let auth = connect(&cli, reach).await?;
+    let hosts = endpoints(&cli);
     match cli.command {
         Command::Login {
             redirect_uri,
@@ -440,6 +444,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             }
         }
         Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
+        Command::Data(command) => data::run(&auth, &hosts?, command).await,
         Command::Demo | Command::Sim { .. } => unreachable!("handled above"),
     }
 }
