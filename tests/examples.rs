@@ -20,6 +20,9 @@ mod reqwest_client;
 #[allow(dead_code)]
 #[path = "../examples/web_login.rs"]
 mod web_login;
+#[allow(dead_code)]
+#[path = "../examples/weight_history.rs"]
+mod weight_history;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -34,6 +37,38 @@ use withings_sim::{DEFAULT_USER_ID, HistoryConfig, Simulator};
 #[tokio::test]
 async fn hyper_client_example_runs() {
     hyper_client::run().await.unwrap();
+}
+
+/// Every weight the simulator holds for the user, one line each, exact, across pages.
+#[tokio::test]
+async fn weight_history_example_prints_every_weight_once() {
+    let sim = weight_history::simulator().await.unwrap();
+    let mut out = Vec::new();
+    let printed = weight_history::run(&sim, &mut out).await.unwrap();
+    let mut lines: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut want: Vec<String> = (sim.measure_groups(DEFAULT_USER_ID).iter())
+        .filter(|g| g.category == 1)
+        .filter_map(|g| {
+            let m = g.measures.iter().find(|m| m.meastype == 1)?;
+            let date = jiff::Timestamp::from_second(i64::try_from(g.date).unwrap()).unwrap();
+            let kg = tower_withings::data::Exact::new(m.value, i32::try_from(m.unit).unwrap());
+            Some(format!("weight: {date} {kg} kg"))
+        })
+        .collect();
+    assert_eq!(printed, lines.len());
+    assert!(want.len() > 365, "a year of weighings: {}", want.len());
+    assert!(
+        sim.calls(DEFAULT_USER_ID, "/measure", "getmeas") > 1,
+        "several pages"
+    );
+    lines.sort();
+    want.sort();
+    assert_eq!(lines, want);
+    assert!(lines[0].starts_with("weight: 20"), "{}", lines[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
