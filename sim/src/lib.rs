@@ -198,7 +198,7 @@ pub struct SimConfig {
 pub struct HistoryConfig {
     /// Seeds every user's history (mixed with the user id). Default 1.
     pub seed: u64,
-    /// Days of history, ending at the anchor. Default 30.
+    /// Days of history, ending at the anchor. Default 14.
     pub days: u32,
     /// Measure groups per day. Default 2.
     pub groups_per_day: u32,
@@ -219,7 +219,7 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
             seed: 1,
-            days: 30,
+            days: 14,
             groups_per_day: 2,
             page_size: 50,
             anchor: None,
