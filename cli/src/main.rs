@@ -185,7 +185,8 @@ enum Command {
     /// WITHINGS_REDIRECT_URI, and WITHINGS_STORE (a fresh SQLite file, deleted when the
     /// simulator stops, so simulated tokens never mix with real ones). To point every command
     /// at it: `withings sim > sim.env &` then `set -a; . ./sim.env; set +a`. State lives in
-    /// memory: a restart starts afresh.
+    /// memory: a restart starts afresh. Every user has 90 days of seeded data (measures,
+    /// activity, workouts, sleep, ECGs) for the data commands.
     Sim {
         /// The port to listen on (0: any free one).
         #[arg(long, default_value_t = 0)]
@@ -242,8 +243,17 @@ const SIM_REDIRECT_URI: &str = "https://app.example.com/withings/callback";
 
 /// `withings sim`: a simulator on `port` until Ctrl-C or SIGTERM.
 async fn sim(port: u16) -> CliResult<()> {
-    use withings_sim::{DEFAULT_USER_ID, SimConfig, Simulator};
-    let sim = Simulator::start_on(port, SimConfig::default())
+    use withings_sim::{DEFAULT_USER_ID, HistoryConfig, SimConfig, Simulator};
+    // Three months of data per user, served in pages of 50: enough to page through.
+    let history = HistoryConfig {
+        days: 90,
+        ..HistoryConfig::default()
+    };
+    let config = SimConfig {
+        history,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start_on(port, config)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
     sim.register_client(SIM_CLIENT_ID, SIM_CLIENT_SECRET, &[SIM_REDIRECT_URI]);

@@ -198,7 +198,8 @@ pub struct SimConfig {
 pub struct HistoryConfig {
     /// Seeds every user's history (mixed with the user id). Default 1.
     pub seed: u64,
-    /// Days of history, ending at the anchor. Default 14.
+    /// Days of history, ending at the anchor. Default 7 (small: suites that start thousands
+    /// of users stay fast; tests and `withings sim` that want more say so).
     pub days: u32,
     /// Measure groups per day. Default 2.
     pub groups_per_day: u32,
@@ -219,7 +220,7 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
             seed: 1,
-            days: 14,
+            days: 7,
             groups_per_day: 2,
             page_size: 50,
             anchor: None,
