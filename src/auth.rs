@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::budget::{Budget, BudgetUsage, RateBudget};
+use crate::budget::{self, Budget, BudgetLayer, RateBudget};
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
 use crate::layer::WithingsAuthLayer;
 use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
-use crate::refresh::{Reason, RefreshPolicy, Refresher, bearer_header};
+use crate::refresh::{Known, Reason, RefreshPolicy, Refresher, bearer_header};
+use crate::store::BudgetUsage;
 use crate::store::{MemoryStore, TokenStore};
 use crate::token::{Scope, Token, UserId};
 use crate::transport::HttpClient;
@@ -95,6 +96,8 @@ impl Drop for Keeper {
 #[derive(Debug, Clone)]
 pub struct WithingsAuth {
     pub(crate) refresher: Arc<Refresher>,
+    /// The app's request budget: under every layer this handle makes, around its token calls.
+    budget: Arc<Budget>,
 }
 
 /// Configures a [`WithingsAuth`].
@@ -207,14 +210,22 @@ impl WithingsAuthBuilder {
     /// Builds the handle; token requests go through `http_client`.
     pub fn build(mut self, http_client: impl HttpClient) -> WithingsAuth {
         self.policy.lease = self.token_timeout * 3;
-        let budget = Budget::new(self.budget, self.oauth.client_id(), Arc::clone(&self.store));
-        let oauth = self
-            .oauth
-            .timeout(self.token_timeout)
-            .budget(Arc::new(budget))
-            .build(http_client);
+        let oauth = self.oauth.timeout(self.token_timeout);
+        let budget = Arc::new(Budget::new(
+            self.budget,
+            oauth.client_id(),
+            Arc::clone(&self.store),
+            oauth.configured_endpoints().clone(),
+        ));
+        // A token call waits for its slot at most as long as the call itself may take, so a
+        // refresh lease (three timeouts) outlives the wait and the call.
+        let wait = self.budget.wait_deadline().min(oauth.configured_timeout());
+        let oauth = oauth.build_with(http_client, |timed| {
+            budget::token_client(Arc::clone(&budget), wait, timed)
+        });
         WithingsAuth {
             refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
+            budget,
         }
     }
 }
@@ -241,12 +252,23 @@ impl WithingsAuth {
 
     /// A layer that finds the user in each request's [`UserId`] extension.
     pub fn layer(&self) -> WithingsAuthLayer {
-        WithingsAuthLayer::new(Arc::clone(&self.refresher), None)
+        WithingsAuthLayer::new(Arc::clone(&self.refresher), Arc::clone(&self.budget), None)
     }
 
     /// A layer bound to one user; a request's own [`UserId`] extension still wins.
     pub fn layer_for(&self, user: UserId) -> WithingsAuthLayer {
-        WithingsAuthLayer::new(Arc::clone(&self.refresher), Some(user))
+        WithingsAuthLayer::new(
+            Arc::clone(&self.refresher),
+            Arc::clone(&self.budget),
+            Some(user),
+        )
+    }
+
+    /// The request budget alone, for a stack that places it itself (under a retry layer, say);
+    /// [`layer`](Self::layer) already includes it unless made
+    /// [`without_budget`](WithingsAuthLayer::without_budget).
+    pub fn budget_layer(&self) -> BudgetLayer {
+        BudgetLayer::new(Arc::clone(&self.budget))
     }
 
     /// The same as [`layer`](Self::layer) for reqwest: a `reqwest_middleware::Middleware` on
@@ -255,7 +277,11 @@ impl WithingsAuth {
     #[cfg(feature = "reqwest")]
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn reqwest_middleware(&self) -> crate::reqwest::WithingsMiddleware {
-        crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), None)
+        crate::reqwest::WithingsMiddleware::new(
+            Arc::clone(&self.refresher),
+            Arc::clone(&self.budget),
+            None,
+        )
     }
 
     /// [`reqwest_middleware`](Self::reqwest_middleware) bound to one user; a request's own
@@ -263,7 +289,11 @@ impl WithingsAuth {
     #[cfg(feature = "reqwest")]
     #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
     pub fn reqwest_middleware_for(&self, user: UserId) -> crate::reqwest::WithingsMiddleware {
-        crate::reqwest::WithingsMiddleware::new(Arc::clone(&self.refresher), Some(user))
+        crate::reqwest::WithingsMiddleware::new(
+            Arc::clone(&self.refresher),
+            Arc::clone(&self.budget),
+            Some(user),
+        )
     }
 
     /// The protocol client (URLs, code exchange, refresh) this handle uses.
@@ -386,9 +416,10 @@ impl WithingsAuth {
                 let user = record.token.user_id;
                 let known = refresher.known_state(user);
                 let state = match (record.needs_reauthorization, known) {
-                    (true, Some(UserState::Revoked)) => UserState::Revoked,
+                    (true, Some(Known::Revoked)) => UserState::Revoked,
                     (true, _) => UserState::NeedsReauthorization,
-                    (false, Some(known)) => known,
+                    (false, Some(Known::Revoked)) => UserState::Revoked,
+                    (false, Some(Known::Deactivated)) => UserState::Deactivated,
                     (false, None)
                         if !refresher
                             .policy
@@ -455,18 +486,16 @@ impl WithingsAuth {
     /// (`None` when the budget is off). Read from the store's ledger when it has one, so it is
     /// the whole app's.
     pub async fn budget_usage(&self) -> Result<Option<BudgetUsage>, Error> {
-        self.refresher.oauth.budget().usage().await
+        self.budget.usage().await
     }
 
     /// The request budget this handle keeps.
     pub fn rate_budget(&self) -> RateBudget {
-        self.refresher.oauth.budget().config()
+        self.budget.config()
     }
 
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.refresher
-            .metrics
-            .snapshot(&self.refresher.oauth.budget().counters)
+        self.refresher.metrics.snapshot(&self.budget.counters)
     }
 }

@@ -175,6 +175,22 @@ pub enum Error {
         "no Withings user for this request: add a UserId request extension or bind the layer to a user"
     )]
     NoUser,
+    /// A request naming a Withings user ([`UserId`] extension) went to a host other than the
+    /// configured API host: it was not sent (a token goes to the API host only).
+    #[error(
+        "a request for a Withings user went to {host}, not to the configured API host {api}: nothing was sent; use the API base of your Endpoints (localhost and 127.0.0.1 are different hosts)"
+    )]
+    NotApiHost {
+        /// Where the request went (scheme, host, port).
+        host: String,
+        /// The configured API base.
+        api: String,
+    },
+    /// HTTP 404 from the API host: Withings has no endpoint at that path.
+    #[error(
+        "HTTP 404 from the Withings API host: no endpoint at this path; check the service path (e.g. /measure, /v2/measure)"
+    )]
+    EndpointNotFound,
     /// No token is stored for this user.
     #[error("no token stored for Withings user {0}: run the authorization flow first")]
     UnknownUser(UserId),
@@ -309,10 +325,12 @@ impl Error {
             | Error::BaseUrl { .. }
             | Error::NoScope
             | Error::NoUser
+            | Error::NotApiHost { .. }
             | Error::CallbackUrl { .. } => ErrorKind::Config,
             Error::InvalidParams { .. }
             | Error::Unauthorized { .. }
             | Error::NotImplemented
+            | Error::EndpointNotFound
             | Error::UserDeactivated
             | Error::UnknownStatus { .. }
             | Error::CallbackRefused { .. }

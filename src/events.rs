@@ -5,6 +5,20 @@
 //! `tokio::sync::broadcast` channel: every receiver sees every event sent after it subscribed;
 //! one that falls more than [`CAPACITY`] events behind is told how many it missed
 //! (`RecvError::Lagged(n)`) and goes on from the oldest kept. No event ever carries a token.
+//!
+//! The events: [`Event::TokenRotated`] (the new pair's generation and expiry),
+//! [`Event::NeedsReauthorization`] (refresh token refused, access revoked, an answer for
+//! another user: the [`Reauthorization`] says which), [`Event::RefreshFailed`] (with the
+//! backoff before the next try) and [`Event::UserDeactivated`].
+//!
+//! Beside the stream, [`WithingsAuth`](crate::WithingsAuth) has the operations around one
+//! user's authorization: [`users`](crate::WithingsAuth::users) lists each user's state (ok,
+//! expiring, needs re-authorization, revoked, deactivated) and refresh-token age;
+//! [`keeper`](crate::WithingsAuth::keeper) (off unless started) refreshes, one at a time, users
+//! whose refresh token is older than 300 days, so a user who never calls keeps access past the
+//! token's one-year life; [`revoke`](crate::WithingsAuth::revoke) revokes the app's access at
+//! Withings (signed) and marks the user (`withings revoke`);
+//! [`forget`](crate::WithingsAuth::forget) deletes a user's tokens (`withings forget`).
 
 use std::time::{Duration, SystemTime};
 

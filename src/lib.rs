@@ -49,18 +49,28 @@
 //! # What a call returns
 //!
 //! - `Err` holds a [`BoxError`]: either the inner service's error or an [`Error`]
-//!   (`error.downcast_ref::<Error>()`), whose [`kind`](Error::kind) says what to do about it.
-//! - A refused token is refreshed (once per user) and the request replayed once; a second
-//!   refusal is [`Error::AccessTokenInvalid`]. A request whose body cannot be sent twice (a
-//!   stream) is not replayed: it fails with [`Error::NotReplayed`] (transient: the token is being
-//!   refreshed, send the request again), or, from a layer made with
+//!   (`error.downcast_ref::<Error>()`), whose [`kind`](Error::kind) (auth, rate, transient,
+//!   store, config, usage) says what to do about it without matching every variant.
+//! - A refused token (HTTP 401, or `"status"` 100, 101, 102, 200 or 401 in an HTTP 200 body) is
+//!   refreshed (once per user) and the request replayed once; a second refusal is
+//!   [`Error::AccessTokenInvalid`], never a loop. A request whose body cannot be sent twice (a
+//!   stream: a boxed body, hyper's `Incoming`, reqwest's `Body::wrap_stream`, or any body under
+//!   a layer made with [`never_replay`](WithingsAuthLayer::never_replay)) is not replayed: it
+//!   fails at once with [`Error::NotReplayed`] (kind `Transient`: the token is being refreshed in
+//!   the background, send the request again), or, from a layer made with
 //!   [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response), comes back as
 //!   Withings sent it, marked [`NotReplayed`].
-//! - Any other Withings body status (601, 2554, 503 …) comes back `Ok` by default, the body
-//!   intact: collect the body and read it in one line with [`parse_response`], which gives the
-//!   `body` value or the typed error. A layer made with
-//!   [`status_errors`](WithingsAuthLayer::status_errors) returns that error itself, so `Ok` means
-//!   status 0.
+//! - Any other Withings body status (601, 2554, 503 `Invalid Params` …) comes back `Ok` by
+//!   default, the body intact: collect the body and read it in one line with
+//!   [`parse_response`], which gives the `body` value or the typed error from the same table
+//!   the layer uses. A layer made with [`status_errors`](WithingsAuthLayer::status_errors)
+//!   returns that error itself, so `Ok` means status 0 (`601` → [`Error::RateLimited`], `2554` →
+//!   [`Error::NotImplemented`], `503 User is temporarily deactivated` →
+//!   [`Error::UserDeactivated`], …). The status number comes from the body's first bytes; the
+//!   message, which decides between some errors, is read from at most 16 KiB of the (small)
+//!   error body, else the number alone decides. Bodies that are not Withings JSON and real HTTP
+//!   errors from a proxy still come back `Ok`. Either way a 601 pauses the app's request budget
+//!   ([`budget`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -78,6 +88,22 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `sqlite` | yes | `SqliteStore` (bundled SQLite: nothing to install) |
+//! | `rustls` | | `transport::https_client()`: hyper-rustls with Mozilla's roots |
+//! | `postgres` | | `PostgresStore` (tokio-postgres, deadpool pool) |
+//! | `redis` | | `RedisStore` |
+//! | `testkit` | | the store conformance kit, `testkit::check_store` |
+//! | `reqwest` | | `auth.reqwest_middleware()`: the layer as a reqwest-middleware `Middleware` (reqwest without default features: no TLS stack of its own, no openssl) |
+//! | `metrics` | | counters and histograms through the `metrics` facade (requests, refusals, replays, refreshes by reason and outcome, refresh and store latency, lease waits, the budget's slots, waits and 601s; no user id as a label) |
+//!
+//! Without `rustls`, bring your own client: anything that is `Service<http::Request<B>>`. The
+//! `withings` command line is not a feature but the `withings-cli` package (`cli/`), with
+//! features of its own (`postgres`, `redis`); the simulator is the `withings-sim` package.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -101,6 +127,7 @@ pub mod reqwest;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

@@ -13,13 +13,14 @@
 //! | `withings_refresh_waits_total` | counter | | requests that waited for a refresh already running |
 //! | `withings_refreshes_total` | counter | `reason` (load, proactive, reactive, forced), `outcome` (ok, error) | refresh tasks, by why and how they ended |
 //! | `withings_refresh_duration_seconds` | histogram | `outcome` | how long a refresh task took |
+//! | `withings_refresh_failures_total` | counter | | refresh tasks that ended in an error |
 //! | `withings_lease_waits_total` | counter | | times a refresh found another process holding the user's lease |
 //! | `withings_store_duration_seconds` | histogram | `operation` (load, save, lock) | token store calls made by refreshes |
 //! | `withings_budget_slots_total` | counter | | request-budget slots taken (one per request sent to the API host) |
 //! | `withings_budget_waits_total` | counter | | requests that waited for a slot |
 //! | `withings_budget_wait_seconds` | histogram | | how long they waited |
 //! | `withings_budget_exhausted_total` | counter | | requests that got no slot within the deadline (`BudgetExhausted`) |
-//! | `withings_rate_limited_total` | counter | | data calls Withings answered with status 601 |
+//! | `withings_rate_limited_total` | counter | | calls (data or token) Withings answered with status 601 |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,7 +86,7 @@ pub struct MetricsSnapshot {
     pub budget_wait_time: std::time::Duration,
     /// Requests that got no slot within the deadline (`Error::BudgetExhausted`).
     pub budget_exhausted: u64,
-    /// Data calls Withings answered with status 601.
+    /// Calls (data or token) Withings answered with status 601.
     pub rate_limited: u64,
 }
 

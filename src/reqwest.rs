@@ -33,6 +33,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Beside the crate (from git until it is published, see the README), the app names reqwest
+//! itself; tower-withings picks no TLS stack for it (reqwest's default is rustls):
+//!
+//! ```toml
+//! tower-withings = { git = "https://github.com/tower-withings/tower-withings", default-features = false, features = ["sqlite", "reqwest"] }
+//! reqwest = "0.13"
+//! reqwest-middleware = "0.5"
+//! ```
+//!
 //! # Not a second implementation
 //!
 //! A request is sent by the tower layer's own request path, with the rest of the middleware
@@ -77,9 +86,9 @@ use reqwest_middleware::{Middleware, Next};
 use tower::Service;
 
 use crate::body::WithingsBody;
-use crate::budget::Priority;
+use crate::budget::{Budget, Lane, Priority};
 use crate::error::{BoxError, Error};
-use crate::layer::{self, CloneBody, Destination, ResponseMode};
+use crate::layer::{self, CloneBody, Destination, ResponseMode, Shared};
 use crate::refresh::Refresher;
 use crate::token::UserId;
 
@@ -87,7 +96,9 @@ use crate::token::UserId;
 /// refresher and store (see the [module docs](self)). Cheap to clone.
 #[derive(Clone)]
 pub struct WithingsMiddleware {
-    refresher: Arc<Refresher>,
+    /// The handle's refresher, and its request budget: every attempt this middleware sends
+    /// takes a slot.
+    shared: Arc<Shared>,
     user: Option<UserId>,
     mode: ResponseMode,
 }
@@ -106,9 +117,13 @@ impl std::fmt::Debug for WithingsMiddleware {
 }
 
 impl WithingsMiddleware {
-    pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
+    pub(crate) fn new(
+        refresher: Arc<Refresher>,
+        budget: Arc<Budget>,
+        user: Option<UserId>,
+    ) -> Self {
         WithingsMiddleware {
-            refresher,
+            shared: Arc::new(Shared { refresher, budget }),
             user,
             mode: ResponseMode::default(),
         }
@@ -143,18 +158,24 @@ impl Middleware for WithingsMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         let uri: Option<Uri> = request.url().as_str().parse().ok();
         let destination = uri.map_or(Destination::Elsewhere, |uri| {
-            layer::destination(&self.refresher, &uri)
+            layer::destination(&self.shared.refresher, &uri)
         });
         match destination {
+            // Meant for Withings (it names a user) but not to the API host: not sent.
+            Destination::Elsewhere if extensions.get::<UserId>().is_some() => {
+                let uri: Uri = request.url().as_str().parse().unwrap_or_default();
+                let error = layer::not_api_host(&self.shared.refresher, &uri);
+                return Err(reqwest_middleware::Error::middleware(error));
+            }
             // Not for Withings: on as it is, no token, nothing converted, nothing counted.
             Destination::Elsewhere => return next.run(request, extensions).await,
+            // No token, but Withings counts it: one attempt, within the budget.
             Destination::TokenEndpoint => {
-                let budget = self.refresher.oauth.budget();
-                budget
-                    .take(Priority::Data)
-                    .await
-                    .map_err(|e| middleware_error(e.into()))?;
-                return next.run(request, extensions).await;
+                let chain = Mutex::new(std::mem::take(extensions));
+                let lane = Priority::Lane(chain_lane(&chain));
+                let outcome = send_one(&self.shared.budget, lane, next, request, &chain).await;
+                *extensions = chain.into_inner().unwrap_or_else(PoisonError::into_inner);
+                return outcome;
             }
             Destination::Api => {}
         }
@@ -164,13 +185,17 @@ impl Middleware for WithingsMiddleware {
         if let Some(user) = extensions.get::<UserId>().copied() {
             request.extensions_mut().insert(user);
         }
+        if let Some(lane) = extensions.get::<Lane>().copied() {
+            request.extensions_mut().insert(lane);
+        }
         let chain = Mutex::new(std::mem::take(extensions));
         let attempts = Attempts {
             next,
             chain: &chain,
+            budget: &self.shared.budget,
         };
         let outcome = layer::send_api(
-            &self.refresher,
+            &self.shared,
             ReqwestBodies,
             self.mode,
             self.user,
@@ -192,6 +217,7 @@ struct Attempts<'a> {
     next: Next<'a>,
     /// The chain's extensions, handed to each attempt in turn.
     chain: &'a Mutex<Extensions>,
+    budget: &'a Arc<Budget>,
 }
 
 impl<'a> Service<http::Request<reqwest::Body>> for Attempts<'a> {
@@ -204,27 +230,39 @@ impl<'a> Service<http::Request<reqwest::Body>> for Attempts<'a> {
     }
 
     fn call(&mut self, request: http::Request<reqwest::Body>) -> Self::Future {
-        let next = self.next.clone();
-        let chain = self.chain;
+        let (next, chain, budget) = (self.next.clone(), self.chain, self.budget);
+        let lane = Priority::of(&request);
         Box::pin(async move {
             let request = Request::try_from(request)?;
-            let response = send_one(next, request, chain).await?;
+            let response = send_one(budget, lane, next, request, chain).await?;
             Ok(to_http(response))
         })
     }
 }
 
-/// Sends one attempt down the rest of the chain: the only place this middleware sends an API
-/// request. Its budget slot was taken just before, by the layer's request path.
+/// Sends one attempt down the rest of the chain, once it has a slot of the budget (in its
+/// lane): the only place this middleware sends a request to the API host.
 async fn send_one(
+    budget: &Arc<Budget>,
+    lane: Priority,
     next: Next<'_>,
     request: Request,
     chain: &Mutex<Extensions>,
 ) -> reqwest_middleware::Result<Response> {
+    budget
+        .take(lane)
+        .await
+        .map_err(reqwest_middleware::Error::middleware)?;
     let mut extensions = std::mem::take(&mut *chain.lock().unwrap_or_else(PoisonError::into_inner));
     let outcome = next.run(request, &mut extensions).await;
     *chain.lock().unwrap_or_else(PoisonError::into_inner) = extensions;
     outcome
+}
+
+/// The lane the chain's extensions name (`.with_extension(Lane::…)`), else the default.
+fn chain_lane(chain: &Mutex<Extensions>) -> Lane {
+    let chain = chain.lock().unwrap_or_else(PoisonError::into_inner);
+    chain.get().copied().unwrap_or_default()
 }
 
 /// Request bodies copied for a replay by reqwest's own rule ([`Request::try_clone`]): a body

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -163,10 +162,11 @@ impl Envelope {
 ///     Err(Error::RateLimited { wait }) => assert_eq!(wait.unwrap().as_secs(), 9),
 ///     Err(other) => panic!("{other}"),
 /// }
-/// let ok = Bytes::from_static(br#"{"status":0,"body":{"measuregrps":[]}}"#);
-/// assert!(parse_response(&ok).unwrap()["measuregrps"].is_array());
+/// // Any bytes will do: a `Vec<u8>`, a slice.
+/// let ok: &[u8] = br#"{"status":0,"body":{"measuregrps":[]}}"#;
+/// assert!(parse_response(ok).unwrap()["measuregrps"].is_array());
 /// ```
-pub fn parse_response(bytes: &Bytes) -> Result<Value, Error> {
+pub fn parse_response(bytes: &[u8]) -> Result<Value, Error> {
     Envelope::parse(bytes)?.into_result()
 }
 

@@ -34,6 +34,10 @@
 //!   what was granted, a pause stops every grant, apps are independent, and (through two
 //!   handles) 40 racing reservations of one slot each against a limit of 10 get exactly 10.
 //!
+//! - the sync's state, for a store whose [`TokenStore::sync_state`] offers it: run
+//!   [`check_sync_state`] on two handles (leases and fences, the cursor only rising, versions
+//!   only going up, the coalescing inbox, stop and forget).
+//!
 //! Every run uses fresh random user ids (above 10^12), so runs against a shared server do not
 //! collide. The records it writes are left in the store, but for the one `delete` removes.
 
@@ -44,6 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::secret::Secret;
 use crate::store::{Lease, LockAttempt, SlotAsk, StoredToken, TokenStore};
+pub use crate::sync::check::check_sync_state;
 use crate::token::{Token, UserId};
 
 /// How far a stored time may be from the one written.

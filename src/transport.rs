@@ -77,17 +77,17 @@ pub(crate) fn boxed<S: HttpClient>(service: S) -> Transport {
     ))
 }
 
-/// Sends `request` through `transport`, failing with a typed error after `timeout`.
-pub(crate) async fn send(
-    transport: &Transport,
-    request: Request<Full<Bytes>>,
-    timeout: Duration,
-) -> Result<Response<Bytes>, Error> {
-    let call = transport.clone().oneshot(request);
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::TokenEndpointTimeout(timeout)),
-    }
+/// `transport` failing with a typed error after `timeout`.
+pub(crate) fn timed(transport: Transport, timeout: Duration) -> Transport {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let call = transport.clone().oneshot(request);
+        async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::TokenEndpointTimeout(timeout)),
+            }
+        }
+    }))
 }
 
 /// A plain-http hyper client, for the simulator and other loopback servers.

@@ -1,11 +1,11 @@
 //! Decoding the start of a compressed response body, only as far as the status needs: at most
 //! [`PEEK_LIMIT`] bytes out, each raw byte fed once. The caller still gets the raw bytes.
 
-use brotli_decompressor::StandardAlloc;
+use brotli_decompressor::{Allocator, StandardAlloc};
 use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
 
-use super::PEEK_LIMIT;
+use super::limits::PEEK_LIMIT;
 
 /// How a response body is encoded, as far as reading its status goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,48 @@ impl Coding {
     }
 }
 
-type BrotliState = brotli_decompressor::BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>;
+type BrotliState = brotli_decompressor::BrotliState<PeekAlloc, StandardAlloc, StandardAlloc>;
+
+/// The largest block of bytes the brotli decoder may reserve: the peek's bound plus the ring
+/// buffer's slack (566 bytes). Its ring buffer is as large as the stream's window (up to 16 MiB
+/// by RFC 7932) unless the stream is one small final meta-block; a larger window is refused,
+/// which fails the side decoding (status unknown, the response passes untouched), instead of
+/// reserving megabytes to read 64 KiB.
+const BROTLI_BLOCK_LIMIT: usize = PEEK_LIMIT + 1024;
+
+/// The brotli decoder's byte allocator: the standard one, refusing (with an empty block, which
+/// the decoder reports as an allocation failure) any block over [`BROTLI_BLOCK_LIMIT`].
+#[derive(Debug, Default)]
+struct PeekAlloc {
+    /// The largest block asked for, and the largest handed out (for the tests).
+    #[cfg(test)]
+    asked: usize,
+    #[cfg(test)]
+    largest: usize,
+}
+
+impl Allocator<u8> for PeekAlloc {
+    type AllocatedMemory = <StandardAlloc as Allocator<u8>>::AllocatedMemory;
+
+    fn alloc_cell(&mut self, len: usize) -> Self::AllocatedMemory {
+        #[cfg(test)]
+        {
+            self.asked = self.asked.max(len);
+        }
+        if len > BROTLI_BLOCK_LIMIT {
+            return StandardAlloc::default().alloc_cell(0);
+        }
+        #[cfg(test)]
+        {
+            self.largest = self.largest.max(len);
+        }
+        StandardAlloc::default().alloc_cell(len)
+    }
+
+    fn free_cell(&mut self, data: Self::AllocatedMemory) {
+        StandardAlloc::default().free_cell(data);
+    }
+}
 
 /// Decodes the start of a compressed body, into at most [`PEEK_LIMIT`] bytes.
 pub(super) struct Decoding {
@@ -102,9 +143,10 @@ impl Decoding {
     pub(super) fn new(coding: Coding) -> Self {
         let stage = match coding {
             Coding::Gzip => Stage::GzipHeader(GzipHeader::default()),
-            // RFC 7932 windows only (up to 16 MiB), not the large-window extension.
+            // RFC 7932 windows only (up to 16 MiB), not the large-window extension; and no
+            // block over the peek's bound (`PeekAlloc`).
             Coding::Brotli => Stage::Brotli(Box::new(BrotliState::new_strict(
-                StandardAlloc::default(),
+                PeekAlloc::default(),
                 StandardAlloc::default(),
                 StandardAlloc::default(),
             ))),
@@ -303,5 +345,53 @@ impl GzipHeader {
             }
             self.part += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brotli(text: &[u8], window_bits: u32) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = brotli::CompressorWriter::new(Vec::new(), 4096, 5, window_bits);
+        w.write_all(text).unwrap();
+        w.into_inner()
+    }
+
+    /// The largest block the brotli decoder asked for, and the largest it got.
+    fn blocks(decoding: &Decoding) -> (usize, usize) {
+        match &decoding.stage {
+            Stage::Brotli(state) => (state.alloc_u8.asked, state.alloc_u8.largest),
+            _ => (0, 0),
+        }
+    }
+
+    /// A body of several meta-blocks with a 16 MiB window would have the decoder reserve the
+    /// whole window; it reserves at most the peek's bound and gives up instead.
+    #[test]
+    fn the_brotli_decoder_reserves_no_more_than_the_peek_s_bound() {
+        // Text that does not compress much, so the stream has several meta-blocks.
+        let mut text = br#"{"status":0,"body":{"measuregrps":["#.to_vec();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        while text.len() < 1 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.extend_from_slice(format!("{x},").as_bytes());
+        }
+        let raw = brotli(&text, 24);
+        let mut decoding = Decoding::new(Coding::Brotli);
+        decoding.run(&raw);
+        assert!(decoding.stopped(), "{decoding:?}");
+        let (asked, got) = blocks(&decoding);
+        assert!(asked > 1 << 20, "the stream asks for its window: {asked}");
+        assert!(got <= BROTLI_BLOCK_LIMIT, "{got}");
+        // A small body, whatever its window, still decodes within the bound.
+        let small = br#"{"status":401,"body":{},"error":"invalid_token"}"#;
+        let mut decoding = Decoding::new(Coding::Brotli);
+        decoding.run(&brotli(small, 24));
+        assert_eq!(decoding.text(), small);
+        assert!(blocks(&decoding).1 <= BROTLI_BLOCK_LIMIT);
     }
 }

@@ -14,8 +14,10 @@ use crate::error::Error;
 use crate::status::{Envelope, Peek, StatusScan};
 
 mod decode;
+mod limits;
 
 use decode::{Coding, Decoding};
+pub(crate) use limits::{ERROR_BODY_LIMIT, PEEK_FRAMES, PEEK_FRAMES_PER_POLL, PEEK_LIMIT};
 
 /// A request body the layer can send a second time after a refresh.
 ///
@@ -80,11 +82,6 @@ pub struct NotReplayed {
     pub reason: &'static str,
 }
 
-/// How much of an error body the layer reads, at most, for Withings' message
-/// ([`WithingsAuthLayer::status_errors`](crate::WithingsAuthLayer::status_errors)): Withings'
-/// error bodies are a few hundred bytes.
-pub(crate) const ERROR_BODY_LIMIT: usize = 16 * 1024;
-
 /// The typed error of an answer whose body `status` (already peeked) is not 0, for
 /// `status_errors`: the one status table ([`crate::status::classify`]) with the body's `error`
 /// message and `wait_seconds`, read from at most [`ERROR_BODY_LIMIT`] bytes and
@@ -134,20 +131,6 @@ where
         message: String::new(),
     })
 }
-
-/// How much of a body the layer reads, at most, looking for its `status`: of the bytes as sent
-/// and, for a compressed body, of the decoded bytes too. Withings puts the status first, so
-/// normally only the first chunk is looked at; a body whose status is not first is read whole
-/// only if it fits.
-pub(crate) const PEEK_LIMIT: usize = 64 * 1024;
-
-/// How many frames the layer reads, at most, looking for the status (a stream of empty or
-/// one-byte frames ends the peek too).
-pub(crate) const PEEK_FRAMES: u32 = 1024;
-
-/// How many frames one poll reads before yielding to the executor, so that a timeout around
-/// the layer can fire while a slow or endless body is being looked at.
-pub(crate) const PEEK_FRAMES_PER_POLL: u32 = 32;
 
 /// The response body handed to the caller: exactly the bytes the server sent.
 ///
@@ -708,7 +691,13 @@ mod tests {
             assert!(sent.len() < PEEK_LIMIT, "{coding}: {}", sent.len());
             let mut decoding = Decoding::new(Coding::of(&headers(coding)));
             decoding.run(&sent);
-            assert_eq!(decoding.decoded(), PEEK_LIMIT, "{coding}");
+            if coding == "br" {
+                // Its first meta-block needs a ring buffer of the whole 4 MiB window: the
+                // decoder may not reserve it (past the peek's bound) and stops at once.
+                assert_eq!(decoding.decoded(), 0, "{coding}");
+            } else {
+                assert_eq!(decoding.decoded(), PEEK_LIMIT, "{coding}");
+            }
             assert!(decoding.capacity() <= PEEK_LIMIT, "{coding}");
             assert!(decoding.stopped(), "{coding}");
             // And as a body: no status, every byte given back.

@@ -4,20 +4,67 @@
 //!
 //! Every request the crate sends to the API host (a layer's request, its replay, a token call)
 //! first takes a slot of the app's [`RateBudget`]: never more than `limit` in any `window`
-//! (sliding, as the server counts). A request without a slot waits, asynchronously and in order
-//! of arrival (token calls first: a refresh that waits behind data calls can let a token
-//! expire), up to the budget's deadline, then fails with
-//! [`Error::BudgetExhausted`] instead of earning a 601.
+//! (sliding, as the server counts). A request without a slot waits, asynchronously, in its
+//! [`Lane`] (token calls first: a refresh that waits behind data calls can let a token expire;
+//! then the lanes in order, each in order of arrival), up to the budget's deadline, then fails
+//! with [`Error::BudgetExhausted`] instead of earning a 601.
+//!
+//! The budget is its own layer, [`BudgetService`], which
+//! [`WithingsAuthLayer`](crate::WithingsAuthLayer) puts under itself unless made
+//! [`without_budget`](crate::WithingsAuthLayer::without_budget); the reqwest middleware and
+//! the token calls take their slots the same way.
 //!
 //! The count lives where the token store keeps its data ([`TokenStore::budget`]): in the
 //! [`MemoryStore`](crate::store::MemoryStore) for the handles sharing it, in the SQLite file for
 //! every process on one machine, in PostgreSQL or Redis for every replica. A store that offers
 //! no ledger (a custom one) gets an in-process budget per handle. A shared ledger is asked
-//! for slots in small blocks, not once per request (see [`ledger`]).
+//! for slots in small blocks, sized by how fast this process sends (see
+//! [`BudgetLedger`](crate::store::BudgetLedger)), so a busy process makes no store round trip
+//! per request and a one-off CLI call wastes nothing.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_withings::budget::{Lane, RateBudget};
+//! use tower_withings::{Credentials, WithingsAuth, transport};
+//!
+//! let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
+//!     // An enterprise plan; a request rather fails after 5 s than waits a minute.
+//!     .rate_budget(RateBudget::per_minute(600).deadline(Duration::from_secs(5)))
+//!     .build(transport::plain_http_client());
+//! assert_eq!(auth.rate_budget().limit(), Some(600));
+//!
+//! // A request names its lane as an extension (default `Lane::Interactive`).
+//! let request = http::Request::post("https://wbsapi.withings.net/measure")
+//!     .extension(Lane::Backfill)
+//!     .body(())
+//!     .unwrap();
+//! # let _ = request;
+//! ```
+//!
+//! - **How it counts.** A slot counts from its reservation plus a short hold (a fortieth of the
+//!   window, at least 250 ms) through the window after it, so requests still on their way and a
+//!   process that died holding slots are covered: no window ever holds more than `limit`. The
+//!   cost is that a saturated app gets about 97.5 % of `limit` (`benches/budget.rs`).
+//! - **A 601 anyway** (another app instance without the budget, or a plan smaller than
+//!   configured) pauses the budget, app-wide, for its `wait_seconds` (a tenth of the window if
+//!   it gives none, an hour at most), whether a data call or a token call got it. On a data
+//!   call it is a rate limit, never a token failure: nothing is refreshed and the response comes
+//!   back as Withings sent it ([`crate::parse_response`] makes it [`Error::RateLimited`]; a
+//!   layer made with [`status_errors`](crate::WithingsAuthLayer::status_errors) returns that
+//!   error itself).
+//! - **If the store is unreachable**, each process counts for itself until it answers again (a
+//!   store outage must not stop the app's traffic). The `withings_budget_*` metrics and
+//!   [`WithingsAuth::metrics`](crate::WithingsAuth::metrics) show slots taken, waits, their total
+//!   time, exhaustions and 601s.
+//! - [`RateBudget::unlimited`] turns it off; [`RateBudget::new`] takes a shorter window for
+//!   tests. The simulator enforces one like Withings
+//!   (`sim.set_app_rate_limit(Some(AppRateLimit { limit, window }))`, with
+//!   `sim.busiest_window(w)` to check the result).
+//! - On the command line: `--requests-per-minute N` (env `WITHINGS_REQUESTS_PER_MINUTE`, default
+//!   120, 0 for none) and `--budget-deadline SECONDS` (default 60) on every command, shared
+//!   through `--store` like the tokens; `withings budget` prints the window's use.
 //!
 //! [`TokenStore::budget`]: crate::store::TokenStore::budget
-
-pub mod ledger;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,10 +74,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::config::Endpoints;
 use crate::error::Error;
 use crate::store::TokenStore;
-pub use ledger::BudgetUsage;
-use ledger::{SlotAsk, SlotGrant, Window};
+use crate::store::{BudgetUsage, SlotAsk, SlotGrant, Window};
+
+mod lane;
+mod service;
+
+pub use lane::Lane;
+pub(crate) use lane::Priority;
+pub use service::{BudgetFuture, BudgetLayer, BudgetService};
+pub(crate) use service::{RATE_LIMITED, token_client};
 
 /// How many requests the app may send to Withings: at most `limit` in any `window`, each
 /// request waiting up to `deadline` for a slot. Default: 120 per 60 s, 60 s deadline.
@@ -121,13 +176,6 @@ impl Default for RateBudget {
     }
 }
 
-/// Who asks for a slot: token calls go first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Priority {
-    Token,
-    Data,
-}
-
 /// The budget's counters (read through [`crate::WithingsAuth::metrics`]).
 #[derive(Debug, Default)]
 pub(crate) struct BudgetCounters {
@@ -146,6 +194,8 @@ pub(crate) struct Budget {
     engine: Engine,
     /// The store whose ledger counts (if it has one).
     store: Arc<dyn TokenStore>,
+    /// Where Withings is: requests to its API host are counted, others pass.
+    endpoints: Endpoints,
     queue: Mutex<Queue>,
     pub counters: BudgetCounters,
 }
@@ -183,24 +233,41 @@ struct Queue {
     taken_since: u32,
     /// The in-process count, when the store has no ledger.
     own: Window,
-    token: VecDeque<oneshot::Sender<()>>,
-    data: VecDeque<oneshot::Sender<()>>,
+    /// Who waits, one queue per [`Priority`], the first served first.
+    lanes: [VecDeque<oneshot::Sender<()>>; Priority::COUNT],
     dispatching: bool,
 }
 
 impl Queue {
     fn waiting(&self) -> usize {
-        self.token.len() + self.data.len()
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    /// Someone waits in `priority`'s lane or one served before it.
+    fn ahead_of(&self, priority: Priority) -> bool {
+        self.lanes[..=priority.index()]
+            .iter()
+            .any(|lane| !lane.is_empty())
+    }
+
+    fn any_waiting(&self) -> bool {
+        self.lanes.iter().any(|lane| !lane.is_empty())
     }
 }
 
 impl Budget {
-    pub(crate) fn new(config: RateBudget, app: &str, store: Arc<dyn TokenStore>) -> Self {
+    pub(crate) fn new(
+        config: RateBudget,
+        app: &str,
+        store: Arc<dyn TokenStore>,
+        endpoints: Endpoints,
+    ) -> Self {
         let mut budget = Budget {
             config,
             app: app.to_owned(),
             engine: Engine::Off,
             store,
+            endpoints,
             queue: Mutex::default(),
             counters: BudgetCounters::default(),
         };
@@ -215,13 +282,20 @@ impl Budget {
         budget
     }
 
-    /// No budget at all (an [`OAuthClient`](crate::oauth::OAuthClient) on its own).
+    /// No budget at all.
+    #[cfg(test)]
     pub(crate) fn off() -> Self {
         Self::new(
             RateBudget::unlimited(),
             "",
             Arc::new(crate::store::MemoryStore::new()),
+            Endpoints::default(),
         )
+    }
+
+    /// True for a request Withings counts: one to the configured API host.
+    pub(crate) fn counts(&self, uri: &http::Uri) -> bool {
+        self.engine != Engine::Off && self.endpoints.api_path(uri).is_some()
     }
 
     pub(crate) fn config(&self) -> RateBudget {
@@ -244,12 +318,13 @@ impl Budget {
     }
 
     /// Takes a slot now if one is at hand and nobody is queued ahead; never waits.
-    pub(crate) fn try_take(&self, priority: Priority) -> bool {
+    /// `priority` is only asked for when someone is queued.
+    pub(crate) fn try_take(&self, priority: impl FnOnce() -> Priority) -> bool {
         if self.engine == Engine::Off {
             return true;
         }
         let mut queue = self.lock();
-        if !queue.token.is_empty() || (priority == Priority::Data && !queue.data.is_empty()) {
+        if queue.any_waiting() && queue.ahead_of(priority()) {
             return false;
         }
         let now = Instant::now();
@@ -302,16 +377,13 @@ impl Budget {
         priority: Priority,
         deadline: Duration,
     ) -> Result<(), Error> {
-        if self.try_take(priority) {
+        if self.try_take(|| priority) {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
         {
             let mut queue = self.lock();
-            match priority {
-                Priority::Token => queue.token.push_back(tx),
-                Priority::Data => queue.data.push_back(tx),
-            }
+            queue.lanes[priority.index()].push_back(tx);
             if !queue.dispatching {
                 queue.dispatching = true;
                 tokio::spawn(Arc::clone(self).dispatch());
@@ -348,8 +420,9 @@ impl Budget {
         loop {
             let (waiting, want) = {
                 let mut queue = self.lock();
-                queue.token.retain(|tx| !tx.is_closed());
-                queue.data.retain(|tx| !tx.is_closed());
+                for lane in &mut queue.lanes {
+                    lane.retain(|tx| !tx.is_closed());
+                }
                 let waiting = queue.waiting();
                 if waiting == 0 {
                     queue.dispatching = false;
@@ -377,7 +450,7 @@ impl Budget {
         let mut queue = self.lock();
         let mut left = granted;
         while left > 0 {
-            let Some(tx) = queue.token.pop_front().or_else(|| queue.data.pop_front()) else {
+            let Some(tx) = queue.lanes.iter_mut().find_map(VecDeque::pop_front) else {
                 break;
             };
             if tx.send(()).is_ok() {
@@ -442,7 +515,7 @@ impl Budget {
         self.lock().own.reserve(ask, now)
     }
 
-    /// Withings answered 601 to a data call: everyone waits `wait` (when Withings said how
+    /// Withings answered 601 (to a data call or a token call): everyone waits `wait` (when Withings said how
     /// long), else a tenth of the window, app-wide.
     pub(crate) fn rate_limited(self: &Arc<Self>, wait: Option<Duration>) {
         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -492,19 +565,20 @@ mod tests {
 
     fn budget(limit: u32, window: Duration) -> Arc<Budget> {
         let config = RateBudget::new(limit, window).deadline(Duration::from_secs(600));
-        Arc::new(Budget::new(config, "app", Arc::new(MemoryStore::new())))
+        let store = Arc::new(MemoryStore::new());
+        Arc::new(Budget::new(config, "app", store, Default::default()))
     }
 
     #[tokio::test(start_paused = true)]
     async fn token_calls_go_before_queued_data_calls_which_keep_their_order() {
         let budget = budget(1, Duration::from_secs(10));
-        assert!(budget.try_take(Priority::Data));
+        assert!(budget.try_take(|| Priority::DATA));
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (name, priority) in [
-            ("data 1", Priority::Data),
-            ("data 2", Priority::Data),
-            ("data 3", Priority::Data),
+            ("data 1", Priority::DATA),
+            ("data 2", Priority::DATA),
+            ("data 3", Priority::DATA),
             ("token", Priority::Token),
         ] {
             let (budget, order) = (Arc::clone(&budget), Arc::clone(&order));
@@ -528,12 +602,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_gives_up_leaves_its_slot_to_the_next() {
         let budget = budget(1, Duration::from_secs(10));
-        assert!(budget.try_take(Priority::Data));
+        assert!(budget.try_take(|| Priority::DATA));
         let impatient = {
             let budget = Arc::clone(&budget);
             tokio::spawn(async move {
                 budget
-                    .take_within(Priority::Data, Duration::from_secs(1))
+                    .take_within(Priority::DATA, Duration::from_secs(1))
                     .await
             })
         };
@@ -541,7 +615,7 @@ mod tests {
         let started = Instant::now();
         let patient = {
             let budget = Arc::clone(&budget);
-            tokio::spawn(async move { budget.take(Priority::Data).await })
+            tokio::spawn(async move { budget.take(Priority::DATA).await })
         };
         assert!(matches!(
             impatient.await.unwrap(),
@@ -560,7 +634,7 @@ mod tests {
         let budget = budget(100, Duration::from_secs(60));
         budget.rate_limited(Some(Duration::from_secs(5)));
         tokio::task::yield_now().await; // the pause reaches the ledger
-        assert!(!budget.try_take(Priority::Token));
+        assert!(!budget.try_take(|| Priority::Token));
         let started = Instant::now();
         budget.take(Priority::Token).await.unwrap();
         assert!(started.elapsed() >= Duration::from_secs(5));
@@ -574,7 +648,7 @@ mod tests {
     #[test]
     fn unlimited_takes_no_lock_and_counts_nothing() {
         let budget = Budget::off();
-        assert!((0..1000).all(|_| budget.try_take(Priority::Data)));
+        assert!((0..1000).all(|_| budget.try_take(|| Priority::DATA)));
         assert_eq!(budget.counters.slots.load(Ordering::Relaxed), 0);
     }
 

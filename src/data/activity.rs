@@ -1,73 +1,27 @@
 //! `POST /v2/measure`: daily activity (`getactivity`) and intraday samples
 //! (`getintradayactivity`).
 
+use jiff::Timestamp;
 use jiff::civil::Date;
-use jiff::{SignedDuration, Timestamp};
-use serde::Deserialize;
 
-use super::client::{Form, Query, csv, form};
-use super::lenient;
-use super::page::{Context, Row};
-use super::select::{Days, Selection, Window, unix};
-use super::time::{LocalDay, day, instant};
+use super::lenient::lenient;
+use super::page::{Context, Row, read_row};
+use super::select::request;
+use super::time::{LocalDay, instant};
 
-/// `getactivity`: one row per local day and source, by days or changed since an instant.
-///
-/// ```
-/// use jiff::civil::date;
-/// use tower_withings::data::GetActivity;
-///
-/// let query = GetActivity::days(date(2023, 10, 20), date(2023, 10, 21)).fields(&["steps", "distance"]);
-/// # let _ = query;
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetActivity {
-    selection: Selection<Days>,
-    fields: Vec<String>,
-}
-
-impl GetActivity {
-    /// Days `first..=last` (local to each record).
-    pub fn days(first: Date, last: Date) -> Self {
-        GetActivity {
-            selection: Selection::Window(Days::new(first, last)),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Days created or changed after `since` (`lastupdate`).
-    pub fn since(since: Timestamp) -> Self {
-        GetActivity {
-            selection: Selection::Since(since),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Only these fields (`data_fields`): the answer then holds only them.
-    pub fn fields(mut self, fields: &[&str]) -> Self {
-        self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
-        self
-    }
-
-    /// The selection.
-    pub fn selection(&self) -> Selection<Days> {
-        self.selection
-    }
-}
-
-impl Query for GetActivity {
-    type Row = ActivityDay;
-    const PATH: &'static str = "/v2/measure";
-    const ROWS: &'static str = "activities";
-    const PAGED: bool = true;
-
-    fn calls(&self) -> Vec<Form> {
-        let mut f = form("getactivity");
-        self.selection.push(&mut f);
-        if !self.fields.is_empty() {
-            f.push(("data_fields", csv(self.fields.iter().cloned())));
-        }
-        vec![f]
+request! {
+    /// `getactivity`: one row per local day and source, by days or changed since an instant.
+    /// `fields` limits the answer to those fields.
+    ///
+    /// ```
+    /// use jiff::civil::date;
+    /// use tower_withings::data::GetActivity;
+    ///
+    /// let query = GetActivity::days(date(2023, 10, 20), date(2023, 10, 21)).fields(&["steps", "distance"]);
+    /// # let _ = query;
+    /// ```
+    GetActivity by days_or_since {
+        action: "getactivity", path: "/v2/measure", rows: "activities" => ActivityDay
     }
 }
 
@@ -145,60 +99,35 @@ impl ActivityDay {
     }
 }
 
-#[derive(Deserialize)]
-struct RawActivity {
-    #[serde(default, deserialize_with = "lenient::string")]
-    date: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    timezone: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modified: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    hash_deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    brand: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::boolean")]
-    is_tracker: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    model: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modelid: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    model_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    steps: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    distance: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    elevation: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    soft: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    moderate: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    intense: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    active: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    calories: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    totalcalories: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_average: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_min: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_max: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_zone_0: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_zone_1: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_zone_2: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hr_zone_3: Option<i64>,
+lenient! {
+    struct RawActivity {
+        date: Option<Date>,
+        timezone: Option<String>,
+        modified: Option<Timestamp>,
+        deviceid: Option<String>,
+        hash_deviceid: Option<String>,
+        brand: Option<i64>,
+        is_tracker: Option<bool>,
+        model: Option<String>,
+        modelid: Option<i64>,
+        model_id: Option<i64>,
+        steps: Option<i64>,
+        distance: Option<f64>,
+        elevation: Option<f64>,
+        soft: Option<i64>,
+        moderate: Option<i64>,
+        intense: Option<i64>,
+        active: Option<i64>,
+        calories: Option<f64>,
+        totalcalories: Option<f64>,
+        hr_average: Option<i64>,
+        hr_min: Option<i64>,
+        hr_max: Option<i64>,
+        hr_zone_0: Option<i64>,
+        hr_zone_1: Option<i64>,
+        hr_zone_2: Option<i64>,
+        hr_zone_3: Option<i64>,
+    }
 }
 
 impl Row for ActivityDay {
@@ -209,18 +138,14 @@ impl Row for ActivityDay {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let a: RawActivity = super::page::read_row(raw, "not an activity day")?;
-        let date = a
-            .date
-            .as_deref()
-            .and_then(day)
-            .ok_or("no `date` as YYYY-MM-DD")?;
+        let a: RawActivity = read_row(raw, "not an activity day")?;
+        let date = a.date.ok_or("no `date` as YYYY-MM-DD")?;
         Ok(ActivityDay {
             day: LocalDay {
                 date,
                 zone: cx.zone(a.timezone),
             },
-            modified: a.modified.and_then(instant),
+            modified: a.modified,
             deviceid: a.deviceid,
             hash_deviceid: a.hash_deviceid,
             brand: a.brand,
@@ -244,62 +169,21 @@ impl Row for ActivityDay {
     }
 }
 
-/// The longest window the 24 h endpoints answer in one call.
-pub const MAX_CALL_WINDOW: SignedDuration = SignedDuration::from_hours(24);
-
-/// `getintradayactivity`: samples in a window, split into ≤24 h calls (a longer window would
-/// silently return only its first 24 h). No `since`: this endpoint has no `lastupdate`.
-///
-/// ```
-/// use jiff::Timestamp;
-/// use tower_withings::data::{GetIntradayActivity, Query};
-///
-/// let start = Timestamp::from_second(1_700_000_000).unwrap();
-/// let end = Timestamp::from_second(1_700_000_000 + 2 * 86_400).unwrap();
-/// assert_eq!(GetIntradayActivity::window(start, end).calls().len(), 2);
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetIntradayActivity {
-    window: Window,
-    fields: Vec<String>,
-}
-
-impl GetIntradayActivity {
-    /// Samples in `start..=end`.
-    pub fn window(start: Timestamp, end: Timestamp) -> Self {
-        GetIntradayActivity {
-            window: Window::new(start, end),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Only these fields (`data_fields`).
-    pub fn fields(mut self, fields: &[&str]) -> Self {
-        self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
-        self
-    }
-}
-
-impl Query for GetIntradayActivity {
-    type Row = IntradaySample;
-    const PATH: &'static str = "/v2/measure";
-    const ROWS: &'static str = "series";
-    const PAGED: bool = false;
-
-    fn calls(&self) -> Vec<Form> {
-        self.window
-            .split(MAX_CALL_WINDOW)
-            .into_iter()
-            .map(|w| {
-                let mut f = form("getintradayactivity");
-                f.push(("startdate", unix(w.start)));
-                f.push(("enddate", unix(w.end)));
-                if !self.fields.is_empty() {
-                    f.push(("data_fields", csv(self.fields.iter().cloned())));
-                }
-                f
-            })
-            .collect()
+request! {
+    /// `getintradayactivity`: samples in a window, split into ≤24 h calls (a longer window would
+    /// silently return only its first 24 h). No `since`: this endpoint has no `lastupdate`.
+    /// `fields` limits the samples to those fields.
+    ///
+    /// ```
+    /// use jiff::Timestamp;
+    /// use tower_withings::data::{GetIntradayActivity, Query};
+    ///
+    /// let start = Timestamp::from_second(1_700_000_000).unwrap();
+    /// let end = Timestamp::from_second(1_700_000_000 + 2 * 86_400).unwrap();
+    /// assert_eq!(GetIntradayActivity::window(start, end).calls().len(), 2);
+    /// ```
+    GetIntradayActivity by window {
+        action: "getintradayactivity", path: "/v2/measure", rows: "series" => IntradaySample
     }
 }
 
@@ -347,48 +231,29 @@ pub struct IntradaySample {
     pub chest_movement_rate: Option<f64>,
 }
 
-#[derive(Deserialize)]
-struct RawSample {
-    #[serde(default, deserialize_with = "lenient::int")]
-    timestamp: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    duration: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    model: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    model_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modelid: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    steps: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    elevation: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    calories: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    distance: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    stroke: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    pool_lap: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    heart_rate: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    spo2_auto: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    rmssd: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    sdnn1: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    hrv_quality: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    core_body_temperature: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    rr: Option<f64>,
-    #[serde(default, deserialize_with = "lenient::float")]
-    chest_movement_rate: Option<f64>,
+lenient! {
+    struct RawSample {
+        timestamp: Option<i64>,
+        duration: Option<i64>,
+        deviceid: Option<String>,
+        model: Option<String>,
+        model_id: Option<i64>,
+        modelid: Option<i64>,
+        steps: Option<i64>,
+        elevation: Option<f64>,
+        calories: Option<f64>,
+        distance: Option<f64>,
+        stroke: Option<i64>,
+        pool_lap: Option<i64>,
+        heart_rate: Option<i64>,
+        spo2_auto: Option<f64>,
+        rmssd: Option<f64>,
+        sdnn1: Option<f64>,
+        hrv_quality: Option<i64>,
+        core_body_temperature: Option<f64>,
+        rr: Option<f64>,
+        chest_movement_rate: Option<f64>,
+    }
 }
 
 impl Row for IntradaySample {
@@ -399,7 +264,7 @@ impl Row for IntradaySample {
     }
 
     fn decode(raw: &str, key: Option<&str>, _: &mut Context) -> Result<Self, String> {
-        let s: RawSample = super::page::read_row(raw, "not an intraday sample")?;
+        let s: RawSample = read_row(raw, "not an intraday sample")?;
         let at = key
             .and_then(|k| k.trim().parse::<i64>().ok())
             .or(s.timestamp)

@@ -4,19 +4,12 @@
 //! (withings-data.md T8); here a code this crate has not heard of is kept, compared and
 //! printed like any other.
 
-use serde::{Deserializer, Serialize, Serializer};
-
 /// What every code enum can do: go to and from its wire integer.
 pub trait Code: Copy + Eq + std::hash::Hash + std::fmt::Debug {
     /// The enum for a wire code; unknown codes are kept as `Unknown(code)`.
     fn from_code(code: i64) -> Self;
     /// The wire code.
     fn code(self) -> i64;
-}
-
-/// `Option<T>` from an integer code in any lenient shape (`null`/`false` are `None`).
-pub(crate) fn lenient<'de, D: Deserializer<'de>, T: Code>(d: D) -> Result<Option<T>, D::Error> {
-    Ok(super::lenient::int(d)?.map(T::from_code))
 }
 
 /// Declares a code enum: variants with their codes and short names, plus `Unknown(i64)`.
@@ -63,6 +56,15 @@ macro_rules! codes {
             }
         }
 
+        $crate::data::code::code_traits!($name);
+    };
+}
+
+/// What every code enum has besides its table: [`Code`], `Display` (`unknown (n)` for
+/// unknown codes), serde as the bare integer, and a lenient field reader. The enum has
+/// `code`, `from_code` and `name`.
+macro_rules! code_traits {
+    ($name:ident) => {
         impl $crate::data::code::Code for $name {
             fn from_code(code: i64) -> Self {
                 $name::from_code(code)
@@ -83,30 +85,28 @@ macro_rules! codes {
 
         impl ::serde::Serialize for $name {
             fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                $crate::data::code::serialize_code(self.code(), s)
+                s.serialize_i64(self.code())
             }
         }
 
         impl<'de> ::serde::Deserialize<'de> for $name {
             fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                $crate::data::code::deserialize_code(d).map($name::from_code)
+                match <Option<i64> as $crate::data::lenient::Field>::read(d)? {
+                    Some(code) => Ok($name::from_code(code)),
+                    None => Err(::serde::de::Error::custom("expected an integer code")),
+                }
+            }
+        }
+
+        /// An integer code in any lenient shape.
+        impl $crate::data::lenient::FromScalar for $name {
+            fn from_scalar(s: $crate::data::lenient::Scalar) -> Option<Self> {
+                <i64 as $crate::data::lenient::FromScalar>::from_scalar(s).map($name::from_code)
             }
         }
     };
 }
-
-#[doc(hidden)]
-pub fn serialize_code<S: Serializer>(code: i64, s: S) -> Result<S::Ok, S::Error> {
-    code.serialize(s)
-}
-
-#[doc(hidden)]
-pub fn deserialize_code<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    match super::lenient::int(d)? {
-        Some(code) => Ok(code),
-        None => Err(serde::de::Error::custom("expected an integer code")),
-    }
-}
+pub(crate) use code_traits;
 
 codes! {
     /// How a measure group was attributed to the user (`attrib`, withings-data.md §4.3).

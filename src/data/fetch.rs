@@ -233,30 +233,28 @@ mod tests {
 
     #[test]
     fn a_notification_gives_the_requests_for_exactly_its_window() {
-        let f = forms("userid=1&appli=58&startdate=1700000000&enddate=1700000600");
-        assert_eq!(f.len(), 1);
-        assert_eq!(get(&f[0], "action"), Some("getmeas"));
-        assert_eq!(get(&f[0], "meastype"), Some("119"));
-        assert_eq!(get(&f[0], "startdate"), Some("1700000000"));
-        assert_eq!(get(&f[0], "enddate"), Some("1700000600"));
-        assert_eq!(get(&f[0], "lastupdate"), None);
-
-        let f = forms("userid=1&appli=2&startdate=1700000000&enddate=1700000600");
-        assert_eq!(get(&f[0], "meastypes"), Some("12,71,73"));
-
-        let f = forms("userid=1&appli=16&startdate=1700000000&enddate=1700000600");
-        assert_eq!(f.len(), 2);
-        assert_eq!(get(&f[0], "action"), Some("getactivity"));
-        assert_eq!(get(&f[1], "action"), Some("getworkouts"));
-        // 2023-11-14T22:13:20Z, widened by a day each side.
-        assert_eq!(get(&f[0], "startdateymd"), Some("2023-11-13"));
-        assert_eq!(get(&f[0], "enddateymd"), Some("2023-11-15"));
-
-        let f = forms("userid=1&appli=44&startdate=1700000000&enddate=1700000600");
-        assert_eq!(get(&f[0], "action"), Some("getsummary"));
-        let f = forms("userid=1&appli=54&startdate=1700000000&enddate=1700000600");
-        assert_eq!(get(&f[0], "action"), Some("list"));
-        assert_eq!(get(&f[0], "startdate"), Some("1700000000"));
+        let window = "startdate=1700000000&enddate=1700000600";
+        // (appli, calls, call, parameter, value); 2023-11-14T22:13:20Z is the window's start,
+        // the local-day endpoints widen it by a day each side.
+        for (appli, calls, call, key, value) in [
+            (58, 1, 0, "action", Some("getmeas")),
+            (58, 1, 0, "meastype", Some("119")),
+            (58, 1, 0, "startdate", Some("1700000000")),
+            (58, 1, 0, "enddate", Some("1700000600")),
+            (58, 1, 0, "lastupdate", None),
+            (2, 1, 0, "meastypes", Some("12,71,73")),
+            (16, 2, 0, "action", Some("getactivity")),
+            (16, 2, 1, "action", Some("getworkouts")),
+            (16, 2, 0, "startdateymd", Some("2023-11-13")),
+            (16, 2, 0, "enddateymd", Some("2023-11-15")),
+            (44, 1, 0, "action", Some("getsummary")),
+            (54, 1, 0, "action", Some("list")),
+            (54, 1, 0, "startdate", Some("1700000000")),
+        ] {
+            let f = forms(&format!("userid=1&appli={appli}&{window}"));
+            assert_eq!(f.len(), calls, "appli {appli}");
+            assert_eq!(get(&f[call], key), value, "appli {appli} {key}");
+        }
 
         assert!(forms("userid=1&appli=46&action=unlink").is_empty());
         assert!(forms("userid=1&appli=50&date=1700000000").is_empty());

@@ -1,15 +1,13 @@
 //! `POST /v2/heart`: ECG records (`list`) and one recording's signal (`get`).
 
 use jiff::Timestamp;
-use serde::Deserialize;
 
 use super::client::{DataClient, Form, Query, form};
-use super::code::{self, Afib, HeartModel};
+use super::code::{Afib, HeartModel};
 use super::error::DataError;
-use super::lenient;
-use super::page::{Context, Row};
-use super::select::{Window, unix};
-use super::time::instant;
+use super::lenient::lenient;
+use super::page::{Context, Row, read_row};
+use super::select::{Span, Window};
 use crate::token::UserId;
 use crate::transport::HttpClient;
 
@@ -45,8 +43,7 @@ impl Query for HeartList {
 
     fn calls(&self) -> Vec<Form> {
         let mut f = form("list");
-        f.push(("startdate", unix(self.window.start)));
-        f.push(("enddate", unix(self.window.end)));
+        self.window.push(&mut f);
         vec![f]
     }
 }
@@ -71,46 +68,40 @@ pub struct HeartRecord {
     pub blood_pressure: Option<BloodPressure>,
 }
 
-/// An ECG's reference and result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct Ecg {
-    /// `signalid`: fetch the signal with [`DataClient::ecg_signal`].
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub signalid: Option<i64>,
-    /// The atrial fibrillation result.
-    #[serde(default, deserialize_with = "code::lenient")]
-    pub afib: Option<Afib>,
+lenient! {
+    /// An ECG's reference and result.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub struct Ecg {
+        /// `signalid`: fetch the signal with [`DataClient::ecg_signal`].
+        pub signalid: Option<i64>,
+        /// The atrial fibrillation result.
+        pub afib: Option<Afib>,
+    }
 }
 
-/// A blood pressure (mmHg).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct BloodPressure {
-    /// Diastole.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub diastole: Option<i64>,
-    /// Systole.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub systole: Option<i64>,
+lenient! {
+    /// A blood pressure (mmHg).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub struct BloodPressure {
+        /// Diastole.
+        pub diastole: Option<i64>,
+        /// Systole.
+        pub systole: Option<i64>,
+    }
 }
 
-#[derive(Deserialize)]
-struct RawHeart {
-    #[serde(default, deserialize_with = "lenient::int")]
-    timestamp: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modified: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "code::lenient")]
-    model: Option<HeartModel>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    heart_rate: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::object")]
-    ecg: Option<Ecg>,
-    #[serde(default, deserialize_with = "lenient::object")]
-    bloodpressure: Option<BloodPressure>,
+lenient! {
+    struct RawHeart {
+        timestamp: Option<Timestamp>,
+        modified: Option<Timestamp>,
+        deviceid: Option<String>,
+        model: Option<HeartModel>,
+        heart_rate: Option<i64>,
+        ecg: Option<Ecg>,
+        bloodpressure: Option<BloodPressure>,
+    }
 }
 
 impl Row for HeartRecord {
@@ -121,10 +112,10 @@ impl Row for HeartRecord {
     }
 
     fn decode(raw: &str, _: Option<&str>, _: &mut Context) -> Result<Self, String> {
-        let h: RawHeart = super::page::read_row(raw, "not a heart record")?;
+        let h: RawHeart = read_row(raw, "not a heart record")?;
         Ok(HeartRecord {
-            timestamp: h.timestamp.and_then(instant),
-            modified: h.modified.and_then(instant),
+            timestamp: h.timestamp,
+            modified: h.modified,
             deviceid: h.deviceid,
             model: h.model,
             heart_rate: h.heart_rate,
@@ -134,25 +125,22 @@ impl Row for HeartRecord {
     }
 }
 
-/// One ECG recording (`get`): the signal in µV, 20–30 s long.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[non_exhaustive]
-pub struct EcgSignal {
-    /// Samples, µV.
-    #[serde(default, deserialize_with = "lenient::list")]
-    pub signal: Vec<i64>,
-    /// Hz (300 or 500).
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub sampling_frequency: Option<i64>,
-    /// Where the device was worn.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub wearposition: Option<i64>,
-    /// The device.
-    #[serde(default, deserialize_with = "code::lenient")]
-    pub model: Option<HeartModel>,
-    /// bpm.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub heart_rate: Option<i64>,
+lenient! {
+    /// One ECG recording (`get`): the signal in µV, 20–30 s long.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct EcgSignal {
+        /// Samples, µV.
+        pub signal: Vec<i64>,
+        /// Hz (300 or 500).
+        pub sampling_frequency: Option<i64>,
+        /// Where the device was worn.
+        pub wearposition: Option<i64>,
+        /// The device.
+        pub model: Option<HeartModel>,
+        /// bpm.
+        pub heart_rate: Option<i64>,
+    }
 }
 
 impl<S: HttpClient> DataClient<S> {

@@ -1,36 +1,208 @@
 //! Field decoders that accept what Withings actually sends, not only what its document says.
 //!
 //! Integers have come as `false`, strings as `null`, objects as `[]` (withings-data.md T11):
-//! each helper turns the unexpected shape into `None` instead of failing the row.
+//! each reader turns the unexpected shape into "no value" instead of failing the row. A struct
+//! declared with [`lenient!`] reads every field through its type's [`Field`] reader.
 
 use std::fmt;
+use std::marker::PhantomData;
 
+use jiff::Timestamp;
+use jiff::civil::Date;
 use serde::Deserializer;
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-/// An integer: from an integer, an integral float, or a decimal string; `None` for `null`,
-/// `false`, `true`, `[]`, `{}` and anything else.
-pub(crate) fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    d.deserialize_any(Num).map(|n| n.and_then(Number::as_int))
+use super::time::{day, instant};
+
+/// How a field of a [`lenient!`] struct is read: the unexpected shapes are its `None` (or
+/// empty) value, never an error.
+pub(crate) trait Field: Sized {
+    /// Reads the field's value.
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
 }
 
-/// A number: integer or float (or a numeric string); `None` otherwise.
-pub(crate) fn float<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    d.deserialize_any(Num).map(|n| n.map(Number::as_float))
+/// The `deserialize_with` of every [`lenient!`] field.
+pub(crate) fn field<'de, D: Deserializer<'de>, T: Field>(d: D) -> Result<T, D::Error> {
+    T::read(d)
 }
 
-/// A string: a string, or a number written out; `None` for `null`, booleans, arrays, objects.
-pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_any(Text)
+/// A [`Field`] reader as a seed, for values read by hand from a map.
+pub(crate) fn read<T: Field>() -> Read<T> {
+    Read(PhantomData)
 }
 
-/// A boolean: `true`/`false`, or an integer (non-zero is true); `None` otherwise.
-pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    d.deserialize_any(Num).map(|n| match n {
-        Some(Number::Bool(b)) => Some(b),
-        Some(n) => n.as_int().map(|i| i != 0),
-        None => None,
-    })
+/// See [`read`].
+pub(crate) struct Read<T>(PhantomData<T>);
+
+impl<'de, T: Field> DeserializeSeed<'de> for Read<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::read(d)
+    }
+}
+
+/// Declares a struct read leniently: each field through its type's [`Field`] reader, absent
+/// fields `Default`, unknown fields ignored. `Option` of the struct is then a field too: a
+/// nested object, `None` for `[]`, `null` or `false` (`goals: []`, T11).
+macro_rules! lenient {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(::serde::Deserialize)]
+        $vis struct $name {
+            $(
+                $(#[$fmeta])*
+                #[serde(default, deserialize_with = "crate::data::lenient::field")]
+                $fvis $field: $ty,
+            )*
+        }
+
+        impl $crate::data::lenient::Field for Option<$name> {
+            fn read<'de, D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::data::lenient::object(d)
+            }
+        }
+    };
+}
+pub(crate) use lenient;
+
+/// The `visit_*` methods of a lenient visitor for the shapes it does not take (`bool`, `i64`,
+/// `u64`, `f64`, `str`, `null`, `seq`, `map`): each gives the value's `Default`, what it skips
+/// read to its end.
+macro_rules! otherwise_nothing {
+    ($($shape:ident)+) => { $( $crate::data::lenient::otherwise_nothing!(@ $shape); )+ };
+    (@bool) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_bool bool); };
+    (@i64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_i64 i64); };
+    (@u64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_u64 u64); };
+    (@f64) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_f64 f64); };
+    (@str) => { $crate::data::lenient::otherwise_nothing!(@scalar visit_str &str); };
+    (@scalar $visit:ident $ty:ty) => {
+        fn $visit<E>(self, _: $ty) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+    (@null) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_some<D: ::serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    };
+    (@seq) => {
+        fn visit_seq<A>(self, mut seq: A) -> Result<Self::Value, A::Error>
+        where
+            A: ::serde::de::SeqAccess<'de>,
+        {
+            while seq.next_element::<::serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Default::default())
+        }
+    };
+    (@map) => {
+        fn visit_map<A>(self, mut map: A) -> Result<Self::Value, A::Error>
+        where
+            A: ::serde::de::MapAccess<'de>,
+        {
+            while map
+                .next_entry::<::serde::de::IgnoredAny, ::serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(Default::default())
+        }
+    };
+}
+pub(crate) use otherwise_nothing;
+
+/// A value a JSON scalar can stand for; a scalar of the wrong kind is `None`. `Option` of such
+/// a value is a [`Field`].
+pub(crate) trait FromScalar: Sized {
+    /// The value `s` stands for, if any.
+    fn from_scalar(s: Scalar) -> Option<Self>;
+}
+
+impl<T: FromScalar> Field for Option<T> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(T::from_scalar(d.deserialize_any(ScalarVisitor)?))
+    }
+}
+
+/// An integer, an integral float, or a decimal string; not `true`/`false`.
+impl FromScalar for i64 {
+    fn from_scalar(s: Scalar) -> Option<i64> {
+        s.number()?.as_int()
+    }
+}
+
+/// A number, or a numeric string (`true`/`false` are 1 and 0).
+impl FromScalar for f64 {
+    fn from_scalar(s: Scalar) -> Option<f64> {
+        s.number().map(Number::as_float)
+    }
+}
+
+/// A string, or a number written out; not `true`/`false`.
+impl FromScalar for String {
+    fn from_scalar(s: Scalar) -> Option<String> {
+        match s {
+            Scalar::Str(s) => Some(s),
+            Scalar::Int(i) => Some(i.to_string()),
+            Scalar::Big(u) => Some(u.to_string()),
+            Scalar::Float(f) => Some(f.to_string()),
+            Scalar::Bool(_) | Scalar::Nothing => None,
+        }
+    }
+}
+
+/// `true`/`false`, or an integer (non-zero is true).
+impl FromScalar for bool {
+    fn from_scalar(s: Scalar) -> Option<bool> {
+        match s.number()? {
+            Number::Bool(b) => Some(b),
+            n => n.as_int().map(|i| i != 0),
+        }
+    }
+}
+
+/// Unix seconds.
+impl FromScalar for Timestamp {
+    fn from_scalar(s: Scalar) -> Option<Timestamp> {
+        i64::from_scalar(s).and_then(instant)
+    }
+}
+
+/// A `YYYY-MM-DD` day.
+impl FromScalar for Date {
+    fn from_scalar(s: Scalar) -> Option<Date> {
+        day(&String::from_scalar(s)?)
+    }
+}
+
+/// Integers (an ECG signal); see [`list`].
+impl Field for Vec<i64> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        list(d)
+    }
+}
+
+/// One JSON value as sent, when it is a scalar.
+#[derive(Default)]
+pub(crate) enum Scalar {
+    Int(i64),
+    /// An integer above `i64::MAX`.
+    Big(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    /// `null`, an array or an object.
+    #[default]
+    Nothing,
 }
 
 #[derive(Clone, Copy)]
@@ -38,6 +210,29 @@ enum Number {
     Int(i64),
     Float(f64),
     Bool(bool),
+}
+
+impl Scalar {
+    /// The number it is or spells (a string is trimmed, then read as an integer or a float).
+    fn number(self) -> Option<Number> {
+        match self {
+            Scalar::Int(i) => Some(Number::Int(i)),
+            Scalar::Float(f) => f.is_finite().then_some(Number::Float(f)),
+            Scalar::Bool(b) => Some(Number::Bool(b)),
+            Scalar::Str(s) => {
+                let s = s.trim();
+                match s.parse::<i64>() {
+                    Ok(i) => Some(Number::Int(i)),
+                    Err(_) => s
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .map(Number::Float),
+                }
+            }
+            Scalar::Big(_) | Scalar::Nothing => None,
+        }
+    }
 }
 
 impl Number {
@@ -58,99 +253,33 @@ impl Number {
     }
 }
 
-struct Num;
+struct ScalarVisitor;
 
-impl<'de> Visitor<'de> for Num {
-    type Value = Option<Number>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number")
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(Number::Int(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v).ok().map(Number::Int))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(v.is_finite().then_some(Number::Float(v)))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(Number::Bool(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        let v = v.trim();
-        Ok(match v.parse::<i64>() {
-            Ok(i) => Some(Number::Int(i)),
-            Err(_) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(Number::Float),
-        })
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-struct Text;
-
-impl<'de> Visitor<'de> for Text {
-    type Value = Option<String>;
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
+        f.write_str("a scalar")
     }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_owned()))
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
     }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(v))
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(i64::try_from(v).map_or(Scalar::Big(v), Scalar::Int))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
+    otherwise_nothing!(null seq map);
 }
 
 /// An object decoded as `T`, or `None` for `[]`, `null`, `false` (`goals: []`, T11).
@@ -159,7 +288,7 @@ where
     D: Deserializer<'de>,
     T: de::Deserialize<'de>,
 {
-    struct Obj<T>(std::marker::PhantomData<T>);
+    struct Obj<T>(PhantomData<T>);
     impl<'de, T: de::Deserialize<'de>> Visitor<'de> for Obj<T> {
         type Value = Option<T>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -168,36 +297,9 @@ where
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
             T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        otherwise_nothing!(seq null bool i64 u64 f64 str);
     }
-    d.deserialize_any(Obj(std::marker::PhantomData))
+    d.deserialize_any(Obj(PhantomData))
 }
 
 /// A list of `T`, or empty for `null`/`false`/`{}`; elements that do not decode are skipped.
@@ -206,18 +308,6 @@ where
     D: Deserializer<'de>,
     T: de::DeserializeOwned,
 {
-    let raw: Option<Vec<Box<serde_json::value::RawValue>>> =
-        object_or_seq(d).map_err(de::Error::custom)?;
-    Ok(raw
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| serde_json::from_str(r.get()).ok())
-        .collect())
-}
-
-fn object_or_seq<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Vec<Box<serde_json::value::RawValue>>>, D::Error> {
     struct Seq;
     impl<'de> Visitor<'de> for Seq {
         type Value = Option<Vec<Box<serde_json::value::RawValue>>>;
@@ -231,52 +321,25 @@ fn object_or_seq<'de, D: Deserializer<'de>>(
             }
             Ok(Some(out))
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        otherwise_nothing!(map null bool i64 u64 f64 str);
     }
-    d.deserialize_any(Seq)
+    let raw = d.deserialize_any(Seq).map_err(de::Error::custom)?;
+    Ok(raw
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_str(r.get()).ok())
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    struct Row {
-        #[serde(default, deserialize_with = "super::int")]
-        i: Option<i64>,
-        #[serde(default, deserialize_with = "super::string")]
-        s: Option<String>,
-        #[serde(default, deserialize_with = "super::float")]
-        f: Option<f64>,
-        #[serde(default, deserialize_with = "super::boolean")]
-        b: Option<bool>,
+    lenient! {
+        struct Row {
+            i: Option<i64>,
+            s: Option<String>,
+            f: Option<f64>,
+            b: Option<bool>,
+        }
     }
 
     fn row(json: &str) -> Row {
@@ -296,5 +359,14 @@ mod tests {
         assert_eq!((r.i, r.s, r.f, r.b), (None, None, None, None));
         let r = row(r#"{}"#);
         assert_eq!((r.i, r.s), (None, None));
+        let r = row(r#"{"i":" 12.0 ","s":18446744073709551615,"f":true,"b":"0"}"#);
+        assert_eq!(r.i, Some(12));
+        assert_eq!(r.s.as_deref(), Some("18446744073709551615"));
+        assert_eq!((r.f, r.b), (Some(1.0), Some(false)));
+        let r = row(r#"{"i":18446744073709551615,"s":" x ","f":"1e400","b":0.5}"#);
+        assert_eq!(
+            (r.i, r.s.as_deref(), r.f, r.b),
+            (None, Some(" x "), None, None)
+        );
     }
 }

@@ -4,12 +4,12 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::client::{Form, Query, csv, form};
-use super::code::{self, Attrib, Category};
-use super::lenient;
+use super::code::{Attrib, Category};
+use super::lenient::{Field, lenient};
 use super::measure_type::MeasureType;
-use super::page::{Context, Row};
+use super::page::{Context, Row, read_row};
 use super::select::{Selection, Window};
-use super::time::{Zone, instant};
+use super::time::Zone;
 use super::value::Exact;
 
 /// `getmeas`: measure groups in a window of measure dates, or created or changed since an
@@ -175,48 +175,41 @@ impl Measure {
     }
 }
 
-#[derive(Deserialize)]
-struct RawGroup {
-    #[serde(default, deserialize_with = "lenient::int")]
-    grpid: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    date: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    created: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modified: Option<i64>,
-    #[serde(default, deserialize_with = "code::lenient")]
-    attrib: Option<Attrib>,
-    #[serde(default, deserialize_with = "code::lenient")]
-    category: Option<Category>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    hash_deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    model: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modelid: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    model_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    timezone: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    comment: Option<String>,
-    #[serde(default)]
-    measures: Option<Vec<RawMeasure>>,
+lenient! {
+    struct RawGroup {
+        grpid: Option<i64>,
+        date: Option<Timestamp>,
+        created: Option<Timestamp>,
+        modified: Option<Timestamp>,
+        attrib: Option<Attrib>,
+        category: Option<Category>,
+        deviceid: Option<String>,
+        hash_deviceid: Option<String>,
+        model: Option<String>,
+        modelid: Option<i64>,
+        model_id: Option<i64>,
+        timezone: Option<String>,
+        comment: Option<String>,
+        measures: Option<Vec<RawMeasure>>,
+    }
 }
 
-#[derive(Deserialize)]
-struct RawMeasure {
-    #[serde(default, deserialize_with = "lenient::int")]
-    value: Option<i64>,
-    #[serde(rename = "type", default, deserialize_with = "lenient::int")]
-    measure_type: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    unit: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    position: Option<i64>,
+lenient! {
+    struct RawMeasure {
+        value: Option<i64>,
+        #[serde(rename = "type")]
+        measure_type: Option<i64>,
+        unit: Option<i64>,
+        position: Option<i64>,
+    }
+}
+
+/// Read strictly, unlike every other field: `measures` that are not a list of objects fail
+/// their group, which is never stored without them.
+impl Field for Option<Vec<RawMeasure>> {
+    fn read<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::deserialize(d)
+    }
 }
 
 impl Row for MeasureGroup {
@@ -227,7 +220,7 @@ impl Row for MeasureGroup {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let g: RawGroup = super::page::read_row(raw, "not a measure group")?;
+        let g: RawGroup = read_row(raw, "not a measure group")?;
         let grpid = g.grpid.ok_or("no integer `grpid`")?;
         let mut measures: Vec<Measure> =
             Vec::with_capacity(g.measures.as_ref().map_or(0, Vec::len));
@@ -254,9 +247,9 @@ impl Row for MeasureGroup {
         }
         Ok(MeasureGroup {
             grpid,
-            date: g.date.and_then(instant),
-            created: g.created.and_then(instant),
-            modified: g.modified.and_then(instant),
+            date: g.date,
+            created: g.created,
+            modified: g.modified,
             attrib: g.attrib,
             category: g.category,
             deviceid: g.deviceid,

@@ -188,23 +188,7 @@ impl MeasureType {
     }
 }
 
-impl super::code::Code for MeasureType {
-    fn from_code(code: i64) -> Self {
-        MeasureType::from_code(code)
-    }
-    fn code(self) -> i64 {
-        MeasureType::code(self)
-    }
-}
-
-impl std::fmt::Display for MeasureType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MeasureType::Unknown(code) => write!(f, "unknown ({code})"),
-            known => f.write_str(known.name()),
-        }
-    }
-}
+super::code::code_traits!(MeasureType);
 
 /// Why a string is not a [`MeasureType`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,18 +220,6 @@ impl std::str::FromStr for MeasureType {
             .find(|row| row.name.eq_ignore_ascii_case(s))
             .map(|row| row.measure_type)
             .ok_or_else(|| ParseMeasureTypeError(crate::error::shorten(s)))
-    }
-}
-
-impl serde::Serialize for MeasureType {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(self.code())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MeasureType {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::code::deserialize_code(d).map(MeasureType::from_code)
     }
 }
 

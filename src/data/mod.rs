@@ -69,9 +69,7 @@ mod user;
 mod value;
 mod workout;
 
-pub use activity::{
-    ActivityDay, ActivityKey, GetActivity, GetIntradayActivity, IntradaySample, MAX_CALL_WINDOW,
-};
+pub use activity::{ActivityDay, ActivityKey, GetActivity, GetIntradayActivity, IntradaySample};
 pub use client::{
     DEFAULT_MAX_PAGE_BYTES, DEFAULT_PAGE_CAP, DataClient, Form, Query, RowStream, collect,
 };
@@ -84,7 +82,7 @@ pub use measure_type::{MeasureInfo, MeasureKind, MeasureType, ParseMeasureTypeEr
 pub use page::{Context, Offset, Page, PageMeta, Row, decode_page};
 #[cfg(feature = "reqwest")]
 pub use reqwest::ReqwestService;
-pub use select::{Days, Selection, Window};
+pub use select::{Days, MAX_CALL_WINDOW, Selection, Window};
 pub use sleep::{GetSleep, GetSleepSummary, Samples, SleepSegment, SleepSummary, SleepSummaryData};
 pub use time::{LocalDay, Zone};
 pub use user::{Battery, Device, GetDevices, Goals};

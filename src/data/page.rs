@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
+use jiff::civil::Date;
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
 use serde_json::value::RawValue;
 
 use super::error::RowError;
-use super::time::Zone;
+use super::lenient::{otherwise_nothing, read};
+use super::time::{LocalDay, Zone};
 use crate::error::Error;
 use crate::status::{self, Peek};
 
@@ -66,6 +69,12 @@ impl Context {
         let zone = Zone::new(name);
         self.zones.push(zone.clone());
         Some(zone)
+    }
+
+    /// A row's local day: `date` in the zone of `timezone` (else the page's).
+    pub(crate) fn day(&mut self, date: Option<Date>, timezone: Option<String>) -> Option<LocalDay> {
+        let zone = self.zone(timezone);
+        date.map(|date| LocalDay { date, zone })
     }
 }
 
@@ -208,6 +217,7 @@ fn classify_json(e: &serde_json::Error) -> String {
     }
 }
 
+#[derive(Default)]
 struct RawPage<'de> {
     rows: Vec<(Option<String>, &'de RawValue)>,
     meta: PageMeta,
@@ -215,77 +225,58 @@ struct RawPage<'de> {
 
 fn parse<'de>(bytes: &'de [u8], field: &str) -> Result<RawPage<'de>, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let page = EnvelopeSeed { field }
+    let page = PageSeed { field, body: false }
         .deserialize(&mut de)
         .map_err(|e| malformed(&classify_json(&e)))?;
     de.end().map_err(|e| malformed(&classify_json(&e)))?;
     Ok(page)
 }
 
-struct EnvelopeSeed<'f> {
+/// Reads an answer (`body: false`: only its `body` is read) or its body (the rows under
+/// `field`, `more`, `offset` and the meta; `[]` or `null` is an empty page).
+struct PageSeed<'f> {
     field: &'f str,
+    body: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
     type Value = RawPage<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
-    type Value = RawPage<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Withings answer")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut page = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == "body" {
-                page = Some(map.next_value_seed(BodySeed { field: self.field })?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
+        if self.body {
+            d.deserialize_any(self)
+        } else {
+            d.deserialize_map(self)
         }
-        Ok(page.unwrap_or(RawPage {
-            rows: Vec::new(),
-            meta: PageMeta::default(),
-        }))
     }
 }
 
-struct BodySeed<'f> {
-    field: &'f str,
-}
-
-impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
-    type Value = RawPage<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for BodySeed<'_> {
+impl<'de> Visitor<'de> for PageSeed<'_> {
     type Value = RawPage<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a Withings body")
+        f.write_str(if self.body {
+            "a Withings body"
+        } else {
+            "a Withings answer"
+        })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut page = RawPage {
-            rows: Vec::new(),
-            meta: PageMeta::default(),
-        };
+        let mut page = RawPage::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                k if k == self.field => page.rows = map.next_value_seed(RowsSeed)?,
-                "more" => page.meta.more = map.next_value_seed(LBool)? == Some(true),
-                "offset" => {
+            match (self.body, key.as_ref()) {
+                (false, "body") => {
+                    page = map.next_value_seed(PageSeed { body: true, ..self })?;
+                }
+                (true, k) if k == self.field => page.rows = map.next_value_seed(RowsSeed)?,
+                (true, "more") => {
+                    page.meta.more = map.next_value_seed(read::<Option<bool>>())? == Some(true)
+                }
+                (true, "offset") => {
                     let raw: &'de RawValue = map.next_value()?;
                     page.meta.offset = offset(raw);
                 }
-                "timezone" => page.meta.timezone = map.next_value_seed(LString)?,
-                "updatetime" => page.meta.updatetime = map.next_value_seed(LInt)?,
-                "model" => page.meta.model = map.next_value_seed(LInt)?,
+                (true, "timezone") => page.meta.timezone = map.next_value_seed(read())?,
+                (true, "updatetime") => page.meta.updatetime = map.next_value_seed(read())?,
+                (true, "model") => page.meta.model = map.next_value_seed(read())?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -293,20 +284,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
         }
         Ok(page)
     }
-    // `body: []` or `null`: no rows.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawPage {
-            rows: Vec::new(),
-            meta: PageMeta::default(),
-        })
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(RawPage {
-            rows: Vec::new(),
-            meta: PageMeta::default(),
-        })
-    }
+    otherwise_nothing!(seq null);
 }
 
 /// The offset as text to send back: a JSON string's content, or a number's digits as sent.
@@ -322,22 +300,6 @@ fn offset(raw: &RawValue) -> Option<Offset> {
         t => Some(Offset(t.to_owned())),
     }
 }
-
-/// Seeds for the lenient readers (a seed is how a map value reaches a plain function).
-macro_rules! seed {
-    ($name:ident, $f:path, $t:ty) => {
-        struct $name;
-        impl<'de> DeserializeSeed<'de> for $name {
-            type Value = Option<$t>;
-            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                $f(d)
-            }
-        }
-    };
-}
-seed!(LBool, super::lenient::boolean, bool);
-seed!(LInt, super::lenient::int, i64);
-seed!(LString, super::lenient::string, String);
 
 struct RowsSeed;
 
@@ -368,24 +330,7 @@ impl<'de> Visitor<'de> for RowsSeed {
         }
         Ok(rows)
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
+    otherwise_nothing!(null bool i64 u64 str);
 }
 
 #[cfg(test)]

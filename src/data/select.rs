@@ -9,6 +9,8 @@
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
+use super::client::{Form, form};
+
 /// A span of instants, `start` to `end` (Unix seconds on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
@@ -21,14 +23,8 @@ pub struct Window {
 impl Window {
     /// `start..end`; the two are swapped if given in the wrong order.
     pub fn new(start: Timestamp, end: Timestamp) -> Self {
-        if end < start {
-            Window {
-                start: end,
-                end: start,
-            }
-        } else {
-            Window { start, end }
-        }
+        let (start, end) = ordered(start, end);
+        Window { start, end }
     }
 
     /// The window cut into consecutive pieces of at most `max` each (the 24 h endpoints
@@ -79,14 +75,8 @@ pub struct Days {
 impl Days {
     /// `first..=last`; swapped if given in the wrong order.
     pub fn new(first: Date, last: Date) -> Self {
-        if last < first {
-            Days {
-                first: last,
-                last: first,
-            }
-        } else {
-            Days { first, last }
-        }
+        let (first, last) = ordered(first, last);
+        Days { first, last }
     }
 }
 
@@ -100,37 +90,161 @@ pub enum Selection<W> {
     Since(Timestamp),
 }
 
+/// The two in order, earlier first.
+fn ordered<T: Ord>(a: T, b: T) -> (T, T) {
+    if b < a { (b, a) } else { (a, b) }
+}
+
 pub(crate) fn unix(t: Timestamp) -> String {
     t.as_second().to_string()
 }
 
-pub(crate) fn ymd(d: Date) -> String {
-    d.to_string()
+/// A window's parameters on the wire: Unix seconds or local days.
+pub(crate) trait Span: Copy {
+    /// Adds the window's parameters to `form`.
+    fn push(self, form: &mut Form);
 }
 
-impl Selection<Window> {
-    pub(crate) fn push(&self, form: &mut Vec<(&'static str, String)>) {
-        match self {
-            Selection::Window(w) => {
-                form.push(("startdate", unix(w.start)));
-                form.push(("enddate", unix(w.end)));
-            }
-            Selection::Since(t) => form.push(("lastupdate", unix(*t))),
+impl Span for Window {
+    fn push(self, form: &mut Form) {
+        form.push(("startdate", unix(self.start)));
+        form.push(("enddate", unix(self.end)));
+    }
+}
+
+impl Span for Days {
+    fn push(self, form: &mut Form) {
+        form.push(("startdateymd", self.first.to_string()));
+        form.push(("enddateymd", self.last.to_string()));
+    }
+}
+
+impl<W> Selection<W> {
+    /// Adds the window's parameters, or `lastupdate`, to `form`.
+    pub(crate) fn push(&self, form: &mut Form)
+    where
+        W: Span,
+    {
+        match *self {
+            Selection::Window(w) => w.push(form),
+            Selection::Since(t) => form.push(("lastupdate", unix(t))),
         }
     }
 }
 
-impl Selection<Days> {
-    pub(crate) fn push(&self, form: &mut Vec<(&'static str, String)>) {
-        match self {
-            Selection::Window(d) => {
-                form.push(("startdateymd", ymd(d.first)));
-                form.push(("enddateymd", ymd(d.last)));
-            }
-            Selection::Since(t) => form.push(("lastupdate", unix(*t))),
-        }
+/// `data_fields`, when some are asked for.
+fn push_fields(form: &mut Form, fields: &[String]) {
+    if !fields.is_empty() {
+        form.push(("data_fields", fields.join(",")));
     }
 }
+
+/// The longest window the 24 h endpoints answer in one call.
+pub const MAX_CALL_WINDOW: SignedDuration = SignedDuration::from_hours(24);
+
+/// How a request's selection becomes its calls.
+pub(crate) trait Calls: Copy {
+    /// Whether the answers page with `more`/`offset`.
+    const PAGED: bool;
+    /// The form of each call: `action`, the selection, `data_fields`.
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form>;
+}
+
+/// Local days or `since`: one call, paged.
+impl Calls for Selection<Days> {
+    const PAGED: bool = true;
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form> {
+        let mut f = form(action);
+        self.push(&mut f);
+        push_fields(&mut f, fields);
+        vec![f]
+    }
+}
+
+/// A window on a 24 h endpoint: one call per piece of at most [`MAX_CALL_WINDOW`], no paging.
+impl Calls for Window {
+    const PAGED: bool = false;
+    fn calls(self, action: &'static str, fields: &[String]) -> Vec<Form> {
+        self.split(MAX_CALL_WINDOW)
+            .into_iter()
+            .map(|piece| {
+                let mut f = form(action);
+                piece.push(&mut f);
+                push_fields(&mut f, fields);
+                f
+            })
+            .collect()
+    }
+}
+
+/// Declares a request with `data_fields` (`fields`) selected `by days_or_since` (constructors
+/// `days` and `since`) or `by window` (constructor `window`); see [`Calls`] for its calls.
+macro_rules! request {
+    (
+        $(#[$meta:meta])*
+        $name:ident by $by:ident {
+            action: $action:literal, path: $path:literal, rows: $rows:literal => $row:ty
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            selection: $crate::data::select::request!(@selection $by),
+            fields: Vec<String>,
+        }
+
+        impl $name {
+            $crate::data::select::request!(@constructors $by);
+
+            /// `data_fields`: the fields to ask for (what they do is in the type's documentation).
+            pub fn fields(mut self, fields: &[&str]) -> Self {
+                self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
+                self
+            }
+
+            fn with(selection: $crate::data::select::request!(@selection $by)) -> Self {
+                $name { selection, fields: Vec::new() }
+            }
+        }
+
+        impl $crate::data::Query for $name {
+            type Row = $row;
+            const PATH: &'static str = $path;
+            const ROWS: &'static str = $rows;
+            const PAGED: bool =
+                <$crate::data::select::request!(@selection $by) as $crate::data::select::Calls>::PAGED;
+
+            fn calls(&self) -> Vec<$crate::data::Form> {
+                $crate::data::select::Calls::calls(self.selection, $action, &self.fields)
+            }
+        }
+    };
+    (@selection days_or_since) => { $crate::data::Selection<$crate::data::Days> };
+    (@selection window) => { $crate::data::Window };
+    (@constructors days_or_since) => {
+        /// Rows on the local days `first..=last` (each record's own day).
+        pub fn days(first: ::jiff::civil::Date, last: ::jiff::civil::Date) -> Self {
+            Self::with($crate::data::Selection::Window($crate::data::Days::new(first, last)))
+        }
+
+        /// Rows created or changed after `since` (`lastupdate`).
+        pub fn since(since: ::jiff::Timestamp) -> Self {
+            Self::with($crate::data::Selection::Since(since))
+        }
+
+        /// The selection.
+        pub fn selection(&self) -> $crate::data::Selection<$crate::data::Days> {
+            self.selection
+        }
+    };
+    (@constructors window) => {
+        /// Rows in `start..=end`.
+        pub fn window(start: ::jiff::Timestamp, end: ::jiff::Timestamp) -> Self {
+            Self::with($crate::data::Window::new(start, end))
+        }
+    };
+}
+pub(crate) use request;
 
 #[cfg(test)]
 mod tests {

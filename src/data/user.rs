@@ -1,13 +1,12 @@
 //! `POST /v2/user`: the user's devices (`getdevice`) and goals (`getgoals`).
 
 use jiff::Timestamp;
-use serde::Deserialize;
 
 use super::client::{DataClient, Form, Query, form};
 use super::error::DataError;
-use super::lenient;
-use super::page::{Context, Row};
-use super::time::{Zone, instant};
+use super::lenient::{Field, lenient};
+use super::page::{Context, Row, read_row};
+use super::time::Zone;
 use super::value::Exact;
 use crate::token::UserId;
 use crate::transport::HttpClient;
@@ -79,28 +78,20 @@ impl Battery {
     }
 }
 
-#[derive(Deserialize)]
-struct RawDevice {
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    hash_deviceid: Option<String>,
-    #[serde(rename = "type", default, deserialize_with = "lenient::string")]
-    kind: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    model: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    model_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modelid: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    battery: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    timezone: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    first_session_date: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    last_session_date: Option<i64>,
+lenient! {
+    struct RawDevice {
+        deviceid: Option<String>,
+        hash_deviceid: Option<String>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        model: Option<String>,
+        model_id: Option<i64>,
+        modelid: Option<i64>,
+        battery: Option<String>,
+        timezone: Option<String>,
+        first_session_date: Option<Timestamp>,
+        last_session_date: Option<Timestamp>,
+    }
 }
 
 impl Row for Device {
@@ -111,7 +102,7 @@ impl Row for Device {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let d: RawDevice = super::page::read_row(raw, "not a device")?;
+        let d: RawDevice = read_row(raw, "not a device")?;
         Ok(Device {
             deviceid: d.deviceid.ok_or("no `deviceid`")?,
             hash_deviceid: d.hash_deviceid,
@@ -120,43 +111,46 @@ impl Row for Device {
             model_id: d.model_id.or(d.modelid),
             battery: d.battery.as_deref().map(Battery::parse),
             timezone: cx.zone(d.timezone),
-            first_session: d.first_session_date.and_then(instant),
-            last_session: d.last_session_date.and_then(instant),
+            first_session: d.first_session_date,
+            last_session: d.last_session_date,
         })
     }
 }
 
-/// The user's goals (`getgoals`); every goal optional.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[non_exhaustive]
-pub struct Goals {
-    /// Steps a day.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub steps: Option<i64>,
-    /// Sleep a night, s.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub sleep: Option<i64>,
-    /// Weight, kg, exact.
-    #[serde(default, deserialize_with = "weight")]
-    pub weight: Option<Exact>,
+lenient! {
+    /// The user's goals (`getgoals`); every goal optional.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    #[non_exhaustive]
+    pub struct Goals {
+        /// Steps a day.
+        pub steps: Option<i64>,
+        /// Sleep a night, s.
+        pub sleep: Option<i64>,
+        /// Weight, kg, exact.
+        pub weight: Option<Exact>,
+    }
 }
 
-fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Exact>, D::Error> {
-    #[derive(Deserialize)]
-    struct W {
-        #[serde(default, deserialize_with = "lenient::int")]
+lenient! {
+    /// A goal weight as sent: `{"value": 56300, "unit": -3}`.
+    struct Weight {
         value: Option<i64>,
-        #[serde(default, deserialize_with = "lenient::int")]
         unit: Option<i64>,
     }
-    let w: Option<W> = lenient::object(d)?;
-    Ok(w.and_then(|w| Some(Exact::new(w.value?, i32::try_from(w.unit?).ok()?))))
 }
 
-#[derive(Deserialize)]
-struct GoalsBody {
-    #[serde(default, deserialize_with = "lenient::object")]
-    goals: Option<Goals>,
+/// The goal weight, exact; `None` unless both numbers are there.
+impl Field for Option<Exact> {
+    fn read<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w: Option<Weight> = Field::read(d)?;
+        Ok(w.and_then(|w| Some(Exact::new(w.value?, i32::try_from(w.unit?).ok()?))))
+    }
+}
+
+lenient! {
+    struct GoalsBody {
+        goals: Option<Goals>,
+    }
 }
 
 impl<S: HttpClient> DataClient<S> {

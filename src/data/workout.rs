@@ -2,67 +2,26 @@
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde::Deserialize;
 
-use super::client::{Form, Query, csv, form};
-use super::code::{self, Attrib, WorkoutCategory};
-use super::lenient;
-use super::page::{Context, Row};
-use super::select::{Days, Selection};
-use super::time::{LocalDay, day, instant};
+use super::code::{Attrib, WorkoutCategory};
+use super::lenient::lenient;
+use super::page::{Context, Row, read_row};
+use super::select::request;
+use super::time::LocalDay;
 
-/// `getworkouts`: by local days, or changed since an instant.
-///
-/// ```
-/// use jiff::Timestamp;
-/// use tower_withings::data::GetWorkouts;
-///
-/// let query = GetWorkouts::since(Timestamp::from_second(1_693_000_000).unwrap());
-/// # let _ = query;
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetWorkouts {
-    selection: Selection<Days>,
-    fields: Vec<String>,
-}
-
-impl GetWorkouts {
-    /// Workouts on days `first..=last`.
-    pub fn days(first: Date, last: Date) -> Self {
-        GetWorkouts {
-            selection: Selection::Window(Days::new(first, last)),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Workouts created or changed after `since`.
-    pub fn since(since: Timestamp) -> Self {
-        GetWorkouts {
-            selection: Selection::Since(since),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Only these `data` fields (`data_fields`).
-    pub fn fields(mut self, fields: &[&str]) -> Self {
-        self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
-        self
-    }
-}
-
-impl Query for GetWorkouts {
-    type Row = Workout;
-    const PATH: &'static str = "/v2/measure";
-    const ROWS: &'static str = "series";
-    const PAGED: bool = true;
-
-    fn calls(&self) -> Vec<Form> {
-        let mut f = form("getworkouts");
-        self.selection.push(&mut f);
-        if !self.fields.is_empty() {
-            f.push(("data_fields", csv(self.fields.iter().cloned())));
-        }
-        vec![f]
+request! {
+    /// `getworkouts`: by local days, or changed since an instant. `fields` limits `data` to those
+    /// fields.
+    ///
+    /// ```
+    /// use jiff::Timestamp;
+    /// use tower_withings::data::GetWorkouts;
+    ///
+    /// let query = GetWorkouts::since(Timestamp::from_second(1_693_000_000).unwrap());
+    /// # let _ = query;
+    /// ```
+    GetWorkouts by days_or_since {
+        action: "getworkouts", path: "/v2/measure", rows: "series" => Workout
     }
 }
 
@@ -92,103 +51,73 @@ pub struct Workout {
     pub data: WorkoutData,
 }
 
-/// A workout's metrics. Numbers that came as `null` or a string are `None`;
-/// `core_body_temperature_status` is text (`unknown`, `usual`, `elevated`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[non_exhaustive]
-pub struct WorkoutData {
-    /// kcal.
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub calories: Option<f64>,
-    /// Intensity (0–100).
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub intensity: Option<i64>,
-    /// Distance entered by hand (m).
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub manual_distance: Option<f64>,
-    /// Calories entered by hand (kcal).
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub manual_calories: Option<f64>,
-    /// bpm.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_average: Option<i64>,
-    /// bpm.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_min: Option<i64>,
-    /// bpm.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_max: Option<i64>,
-    /// s in zone 0.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_zone_0: Option<i64>,
-    /// s in zone 1.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_zone_1: Option<i64>,
-    /// s in zone 2.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_zone_2: Option<i64>,
-    /// s in zone 3.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub hr_zone_3: Option<i64>,
-    /// s.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub pause_duration: Option<i64>,
-    /// s (often null).
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub algo_pause_duration: Option<i64>,
-    /// %.
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub spo2_average: Option<f64>,
-    /// Steps.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub steps: Option<i64>,
-    /// m.
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub distance: Option<f64>,
-    /// m.
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub elevation: Option<f64>,
-    /// Pool laps.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub pool_laps: Option<i64>,
-    /// Strokes.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub strokes: Option<i64>,
-    /// m.
-    #[serde(default, deserialize_with = "lenient::int")]
-    pub pool_length: Option<i64>,
-    /// °C.
-    #[serde(default, deserialize_with = "lenient::float")]
-    pub core_body_temperature_average: Option<f64>,
-    /// `unknown`, `usual`, `elevated`.
-    #[serde(default, deserialize_with = "lenient::string")]
-    pub core_body_temperature_status: Option<String>,
+lenient! {
+    /// A workout's metrics. Numbers that came as `null` or a string are `None`;
+    /// `core_body_temperature_status` is text (`unknown`, `usual`, `elevated`).
+    #[derive(Debug, Clone, Default, PartialEq)]
+    #[non_exhaustive]
+    pub struct WorkoutData {
+        /// kcal.
+        pub calories: Option<f64>,
+        /// Intensity (0–100).
+        pub intensity: Option<i64>,
+        /// Distance entered by hand (m).
+        pub manual_distance: Option<f64>,
+        /// Calories entered by hand (kcal).
+        pub manual_calories: Option<f64>,
+        /// bpm.
+        pub hr_average: Option<i64>,
+        /// bpm.
+        pub hr_min: Option<i64>,
+        /// bpm.
+        pub hr_max: Option<i64>,
+        /// s in zone 0.
+        pub hr_zone_0: Option<i64>,
+        /// s in zone 1.
+        pub hr_zone_1: Option<i64>,
+        /// s in zone 2.
+        pub hr_zone_2: Option<i64>,
+        /// s in zone 3.
+        pub hr_zone_3: Option<i64>,
+        /// s.
+        pub pause_duration: Option<i64>,
+        /// s (often null).
+        pub algo_pause_duration: Option<i64>,
+        /// %.
+        pub spo2_average: Option<f64>,
+        /// Steps.
+        pub steps: Option<i64>,
+        /// m.
+        pub distance: Option<f64>,
+        /// m.
+        pub elevation: Option<f64>,
+        /// Pool laps.
+        pub pool_laps: Option<i64>,
+        /// Strokes.
+        pub strokes: Option<i64>,
+        /// m.
+        pub pool_length: Option<i64>,
+        /// °C.
+        pub core_body_temperature_average: Option<f64>,
+        /// `unknown`, `usual`, `elevated`.
+        pub core_body_temperature_status: Option<String>,
+    }
 }
 
-#[derive(Deserialize)]
-struct RawWorkout {
-    #[serde(default, deserialize_with = "lenient::int")]
-    id: Option<i64>,
-    #[serde(default, deserialize_with = "code::lenient")]
-    category: Option<WorkoutCategory>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    startdate: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    enddate: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    date: Option<String>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    timezone: Option<String>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    modified: Option<i64>,
-    #[serde(default, deserialize_with = "code::lenient")]
-    attrib: Option<Attrib>,
-    #[serde(default, deserialize_with = "lenient::int")]
-    model: Option<i64>,
-    #[serde(default, deserialize_with = "lenient::string")]
-    deviceid: Option<String>,
-    #[serde(default, deserialize_with = "lenient::object")]
-    data: Option<WorkoutData>,
+lenient! {
+    struct RawWorkout {
+        id: Option<i64>,
+        category: Option<WorkoutCategory>,
+        startdate: Option<Timestamp>,
+        enddate: Option<Timestamp>,
+        date: Option<Date>,
+        timezone: Option<String>,
+        modified: Option<Timestamp>,
+        attrib: Option<Attrib>,
+        model: Option<i64>,
+        deviceid: Option<String>,
+        data: Option<WorkoutData>,
+    }
 }
 
 impl Row for Workout {
@@ -199,20 +128,15 @@ impl Row for Workout {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let w: RawWorkout = super::page::read_row(raw, "not a workout")?;
+        let w: RawWorkout = read_row(raw, "not a workout")?;
         let id = w.id.ok_or("no integer `id`")?;
-        let zone = cx.zone(w.timezone);
         Ok(Workout {
             id,
             category: w.category,
-            start: w.startdate.and_then(instant),
-            end: w.enddate.and_then(instant),
-            day: w
-                .date
-                .as_deref()
-                .and_then(day)
-                .map(|date| LocalDay { date, zone }),
-            modified: w.modified.and_then(instant),
+            start: w.startdate,
+            end: w.enddate,
+            day: cx.day(w.date, w.timezone),
+            modified: w.modified,
             attrib: w.attrib,
             model: w.model,
             deviceid: w.deviceid,

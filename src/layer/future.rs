@@ -6,24 +6,25 @@
 //! body whose status is not in its first chunk, a refresh, or a replay allocate a state of
 //! their own.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, response::Parts};
+use http::{HeaderValue, Request, Response, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use super::bearer::authorize;
+use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
 use super::replay::{CloneBody, Replay, RequestCopy};
-use super::{ResponseMode, authorize};
+use super::shared::Shared;
 use crate::body::{StatusReader, WithingsBody, status_error};
-use crate::budget::Priority;
+use crate::budget::{BudgetFuture, BudgetService};
 use crate::error::{BoxError, Error};
-use crate::refresh::{Lookup, Reason, Refresher};
-use crate::status::is_access_token_failure;
+use crate::refresh::Reason;
 use crate::token::UserId;
 
 type BoxResponse<ResB> =
@@ -39,7 +40,7 @@ pin_project! {
         ResB: Body,
     {
         #[pin]
-        state: State<S::Future, ResB>,
+        state: State<BudgetFuture<S::Future, S::Response>, ResB>,
         // Boxed: most requests never replay, and the future stays small to move.
         replay: Option<Box<Replay<S, B>>>,
     }
@@ -68,7 +69,7 @@ where
     S: Service<Request<B>>,
     ResB: Body,
 {
-    pub(super) fn passthrough(fut: S::Future) -> Self {
+    pub(super) fn passthrough(fut: BudgetFuture<S::Future, S::Response>) -> Self {
         ResponseFuture {
             state: State::Passthrough { fut },
             replay: None,
@@ -82,7 +83,10 @@ where
         }
     }
 
-    pub(super) fn calling(fut: S::Future, replay: Box<Replay<S, B>>) -> Self {
+    pub(super) fn calling(
+        fut: BudgetFuture<S::Future, S::Response>,
+        replay: Box<Replay<S, B>>,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling { fut },
             replay: Some(replay),
@@ -92,43 +96,33 @@ where
 
 impl<S, B, ResB> ResponseFuture<S, B, ResB>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+    S: Service<
+            Request<B>,
+            Response = Response<ResB>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
-    /// The slow path: get a usable token (load or refresh) and a budget slot, send, and
-    /// replay once if refused.
+    /// The slow path: get a usable token (load or refresh), send, and replay once if refused.
     pub(super) fn slow<P: CloneBody<B> + Send + 'static>(
-        refresher: Arc<Refresher>,
+        shared: Arc<Shared>,
         policy: P,
         mode: ResponseMode,
         user: UserId,
-        service: S,
+        service: BudgetService<S>,
         request: Request<B>,
         need: Need,
     ) -> Self {
         ResponseFuture {
             state: State::Slow {
                 fut: Box::pin(send_fresh(
-                    refresher, policy, mode, user, service, request, need,
+                    shared, policy, mode, user, service, request, need,
                 )),
             },
-            replay: None,
-        }
-    }
-
-    /// A request to the API host that is not ours to authorize (the token endpoints): it only
-    /// waits for a budget slot, which Withings counts all the same.
-    pub(super) fn counted(refresher: Arc<Refresher>, mut service: S, request: Request<B>) -> Self {
-        let fut = async move {
-            refresher.oauth.budget().take(Priority::Data).await?;
-            let response = service.call(request).await.map_err(Into::into)?;
-            Ok(response.map(WithingsBody::new))
-        };
-        ResponseFuture {
-            state: State::Slow { fut: Box::pin(fut) },
             replay: None,
         }
     }
@@ -136,7 +130,12 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
+    S: Service<
+            Request<B>,
+            Response = Response<ResB>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
         + Send
         + 'static,
     B: Send + 'static,
@@ -151,7 +150,7 @@ where
                 StateProj::Passthrough { fut } => {
                     let output = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let response = output.map_err(Into::into)?;
+                    let response = output?;
                     return Poll::Ready(Ok(response.map(WithingsBody::new)));
                 }
                 StateProj::Failed { .. } => {
@@ -164,10 +163,10 @@ where
                 StateProj::Calling { fut } => {
                     let output = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let (parts, body) = output.map_err(Into::into)?.into_parts();
+                    let (parts, body) = output?.into_parts();
                     let mut body = StatusReader::new(&parts.headers, body);
-                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
-                    match poll_refusal(parts.status, &mut body, cx, refresher) {
+                    let budget = this.replay.as_ref().map(|r| &r.shared.budget);
+                    match poll_refusal(parts.status, &mut body, cx, budget) {
                         // Usually the first chunk is already there: no move to Peeking.
                         Poll::Ready(Verdict::Answer(status)) => {
                             let response = Response::from_parts(parts, body.into_body());
@@ -182,6 +181,9 @@ where
                         Poll::Ready(Verdict::Refused(status)) => {
                             (Response::from_parts(parts, body.into_body()), status)
                         }
+                        Poll::Ready(Verdict::NotFound) => {
+                            return Poll::Ready(Err(Error::EndpointNotFound.into()));
+                        }
                         Poll::Pending => {
                             this.state.set(State::Peeking {
                                 response: Box::new((parts, body)),
@@ -192,8 +194,8 @@ where
                 }
                 StateProj::Peeking { response } => {
                     let (parts, body) = &mut **response;
-                    let refresher = this.replay.as_ref().map(|r| &r.refresher);
-                    let refusal = ready!(poll_refusal(parts.status, body, cx, refresher));
+                    let budget = this.replay.as_ref().map(|r| &r.shared.budget);
+                    let refusal = ready!(poll_refusal(parts.status, body, cx, budget));
                     let StateOwned::Peeking { response } =
                         this.state.as_mut().project_replace(State::Done)
                     else {
@@ -211,6 +213,9 @@ where
                             }
                         },
                         Verdict::Refused(status) => (response, status),
+                        Verdict::NotFound => {
+                            return Poll::Ready(Err(Error::EndpointNotFound.into()));
+                        }
                     }
                 }
                 StateProj::Slow { fut } => {
@@ -231,51 +236,14 @@ where
                 return Poll::Ready(replay.give_back(refused, status));
             };
             drop(refused);
+            // The replay goes through the budget too (unless the layer was made without it).
+            let (budget, counting) = (Arc::clone(&replay.shared.budget), replay.budgeted);
+            let replay = replay.through(|service| BudgetService::new(budget, counting, service));
             this.state.set(State::Slow {
-                fut: Box::pin((*replay).resend(copy)),
+                fut: Box::pin(replay.resend(copy)),
             });
             // The next turn polls the replay.
         }
-    }
-}
-
-/// What [`poll_refusal`] found a response to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// Withings refused the token: this body status (401 for an HTTP 401).
-    Refused(i64),
-    /// An answer for the caller, with its Withings body status when it has one (HTTP 200 and
-    /// a status found in the first bytes).
-    Answer(Option<i64>),
-}
-
-/// The one classification of a response: [`Verdict::Refused`] when it refuses the token (HTTP
-/// 401, or HTTP 200 whose body `status` is 100, 101, 102, 200 or 401), else an answer for the
-/// caller, with its body status. Reads at most the body's first bytes, which stay in `body`.
-///
-/// A body status 601 is a rate limit, never a token failure: no refresh; the response goes to
-/// the caller (as it came, or as `Error::RateLimited` with `status_errors`), and the app's
-/// budget stops everyone for its `wait_seconds`.
-fn poll_refusal<B: Body<Data = Bytes> + Unpin>(
-    status: StatusCode,
-    body: &mut StatusReader<B>,
-    cx: &mut Context<'_>,
-    refresher: Option<&Arc<Refresher>>,
-) -> Poll<Verdict> {
-    match status {
-        StatusCode::UNAUTHORIZED => Poll::Ready(Verdict::Refused(401)),
-        StatusCode::OK => body.poll_status(cx).map(|status| {
-            if status == Some(RATE_LIMITED) {
-                if let Some(refresher) = refresher {
-                    refresher.oauth.budget().rate_limited(body.wait_seconds());
-                }
-            }
-            match status {
-                Some(status) if is_access_token_failure(status) => Verdict::Refused(status),
-                status => Verdict::Answer(status),
-            }
-        }),
-        _ => Poll::Ready(Verdict::Answer(None)),
     }
 }
 
@@ -295,48 +263,21 @@ where
     }
 }
 
-/// What the caller gets for an answer: the response, or with `status_errors` and a non-zero
-/// body status, its typed error.
-pub(super) async fn answer<B: Body<Data = Bytes> + Unpin>(
-    response: Response<WithingsBody<B>>,
-    status: Option<i64>,
-    mode: ResponseMode,
-) -> Result<Response<WithingsBody<B>>, BoxError> {
-    match mode.error_status(status) {
-        None => Ok(response),
-        Some(status) => Err(status_error(response, status).await.into()),
-    }
-}
-
-/// The body status of a rate-limited call.
-const RATE_LIMITED: i64 = 601;
-
-/// [`poll_refusal`] for async code: the response (body intact) and what it is.
-pub(super) async fn inspect<B: Body<Data = Bytes> + Unpin>(
-    response: Response<B>,
-    refresher: &Arc<Refresher>,
-) -> (Response<WithingsBody<B>>, Verdict) {
-    let (parts, body) = response.into_parts();
-    let mut body = StatusReader::new(&parts.headers, body);
-    let refusal = poll_fn(|cx| poll_refusal(parts.status, &mut body, cx, Some(refresher))).await;
-    (Response::from_parts(parts, body.into_body()), refusal)
-}
-
-/// What the slow path waits for before it sends.
+/// What the slow path needs before it sends.
 pub(super) enum Need {
     /// A token: none is loaded (`None`), or the one of this generation is expiring.
     Token(Option<u64>),
-    /// A budget slot; the token was usable when the request came.
-    Slot {
+    /// Nothing: the token was usable when the request came.
+    Usable {
         header: HeaderValue,
         generation: u64,
     },
 }
 
-/// The slow path: get a usable token (load or refresh) and a budget slot, send, and replay
-/// once if refused. The slot comes last, right before the send.
+/// The slow path: get a usable token (load or refresh), send through `service` (which takes
+/// the budget slot), and replay once if refused. A 601 answer pauses `budget`.
 pub(super) async fn send_fresh<S, P, B, ResB>(
-    refresher: Arc<Refresher>,
+    shared: Arc<Shared>,
     policy: P,
     mode: ResponseMode,
     user: UserId,
@@ -356,17 +297,10 @@ where
             } else {
                 Reason::Load
             };
-            let snapshot = refresher.renew_user(user, stale, reason).await?;
+            let snapshot = shared.refresher.renew_user(user, stale, reason).await?;
             (snapshot.header()?.clone(), snapshot.generation)
         }
-        Need::Slot { header, generation } => (header, generation),
-    };
-    refresher.oauth.budget().take(Priority::Data).await?;
-    // After a wait for a slot another request may have refreshed: send the newest token.
-    let (header, generation) = match refresher.lookup(user, refresher.now()) {
-        Lookup::Usable { header, generation } => (header, generation),
-        Lookup::Terminal(error) => return Err(error.into()),
-        Lookup::Stale(_) => (header, generation),
+        Need::Usable { header, generation } => (header, generation),
     };
     let own_user = request.extensions().get::<UserId>().copied();
     let copy = RequestCopy::of(&request, &policy, own_user);
@@ -374,11 +308,13 @@ where
     crate::metrics::emit("withings_requests_total");
     // `service` was readied (`poll_ready`) before it was handed here.
     let response = service.call(request).await.map_err(Into::into)?;
-    match inspect(response, &refresher).await {
+    match inspect(response, &shared.budget).await {
         (response, Verdict::Answer(status)) => answer(response, status, mode).await,
+        (_, Verdict::NotFound) => Err(Error::EndpointNotFound.into()),
         (refused, Verdict::Refused(status)) => {
             let replay = Replay {
-                refresher,
+                shared,
+                budgeted: true,
                 user,
                 generation,
                 copy: None,
@@ -404,7 +340,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use http::header;
+    use http::{StatusCode, header};
     use http_body::Frame;
     use http_body_util::Full;
     use tower::Layer;
@@ -521,7 +457,13 @@ mod tests {
     #[tokio::test]
     async fn passthrough_is_done_after_completion() {
         let auth = auth(&ManualClock::new());
-        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        // Another host, and the request names no user (one that does is refused unsent).
+        let elsewhere = || {
+            let mut request = request("https://example.com/elsewhere");
+            request.extensions_mut().remove::<UserId>();
+            request
+        };
+        let (fut, mut handle) = send(&auth, elsewhere());
         let mut fut = pin!(fut);
         assert_eq!(
             answer(&mut handle, StatusCode::OK, TestBody::json(OK)).await,
@@ -530,7 +472,7 @@ mod tests {
         assert!(fut.as_mut().await.is_ok());
         assert_done(fut);
         // An inner error completes it too.
-        let (fut, mut handle) = send(&auth, request("https://example.com/elsewhere"));
+        let (fut, mut handle) = send(&auth, elsewhere());
         let mut fut = pin!(fut);
         handle.next_request().await.unwrap().1.send_error("down");
         assert!(fut.as_mut().await.is_err());

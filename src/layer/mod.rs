@@ -2,7 +2,10 @@
 //!
 //! Laid out as tower's `retry`: this file is the layer and the service (what happens when a
 //! request goes out), [`future`] the response future (what happens when the answer comes back),
-//! `replay.rs` what a replay keeps of the request and how it sends it again.
+//! `classify.rs` the one classification of an answer, `bearer.rs` the header, `replay.rs` what a
+//! replay keeps of the request and how it sends it again. Below the layer sits the request
+//! budget ([`BudgetService`]), unless the layer is made
+//! [`without_budget`](WithingsAuthLayer::without_budget).
 //!
 //! # What the layer asks of the stack below it
 //!
@@ -31,70 +34,67 @@
 //! | a refusal that could not be replayed (a stream) | [`Error::NotReplayed`]; the token is refreshed for the next request | [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response): `Ok`, as sent, marked [`NotReplayed`](crate::NotReplayed) |
 //! | any other status (601, 2554, 503 …) | `Ok`, the body intact: read it with [`crate::parse_response`] | [`status_errors`](WithingsAuthLayer::status_errors): `Err` with the status table's [`Error`] |
 //! | not a Withings body (HTML, a proxy's HTTP 502) | `Ok`, untouched | the same |
+//! | HTTP 404 from the API host (a wrong path) | [`Error::EndpointNotFound`] | the same |
+//! | a request naming a user ([`UserId`] extension) to another host | [`Error::NotApiHost`], nothing sent | the same |
 //!
 //! A 601 pauses the app's request budget in every case.
 
+mod bearer;
+mod classify;
 pub mod future;
 mod replay;
+mod shared;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use tower::{Layer, Service};
 
 #[cfg(doc)]
 use crate::body::ReplayBody;
 use crate::body::WithingsBody;
-use crate::budget::Priority;
+use crate::budget::{Budget, BudgetService};
 use crate::error::{BoxError, Error};
 use crate::oauth::{SIGNATURE_PATH, TOKEN_PATH};
 use crate::refresh::{Lookup, Refresher};
 use crate::token::UserId;
+use bearer::authorize;
+pub(crate) use classify::ResponseMode;
 use future::{Need, ResponseFuture};
 pub use replay::{CloneBody, CloneBodyFn, NeverReplay, ReplayBodies};
 use replay::{Replay, RequestCopy};
+pub(crate) use shared::Shared;
 
 /// Adds the right Withings user's bearer token to every Withings API request, refreshing it
 /// once per user when it expires or Withings refuses it, and replaying the request once.
 ///
 /// Made by [`crate::WithingsAuth::layer`]. Requests to any other host, and to the token and
-/// signature endpoints, pass through untouched: the token goes nowhere else. See the
+/// signature endpoints, pass through untouched: the token goes nowhere else (a request to
+/// another host that names a user fails with [`Error::NotApiHost`], unsent: it was meant for
+/// Withings). See the
 /// [module docs](self) for what the layer needs of the request and response bodies.
 #[derive(Debug, Clone)]
 pub struct WithingsAuthLayer<P = ReplayBodies> {
-    refresher: Arc<Refresher>,
+    shared: Arc<Shared>,
+    /// The inner service is wrapped in the request budget (unless `without_budget`).
+    budgeted: bool,
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
 }
 
-/// What the caller gets back for the answers that are not plain successes: the layer's two
-/// opt-ins ([`WithingsAuthLayer::status_errors`], [`WithingsAuthLayer::not_replayed_as_response`]),
-/// shared with the reqwest middleware. Both off by default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ResponseMode {
-    /// A non-zero body status (after the refusal and replay logic) is `Err`, classified by
-    /// [`crate::status::classify`].
-    pub(crate) status_errors: bool,
-    /// A refusal that could not be replayed is the response as it came, marked
-    /// [`NotReplayed`](crate::NotReplayed), rather than [`Error::NotReplayed`].
-    pub(crate) not_replayed_as_response: bool,
-}
-
-impl ResponseMode {
-    /// The body status that makes this answer an error, if any (only with `status_errors`).
-    pub(crate) fn error_status(self, status: Option<i64>) -> Option<i64> {
-        status.filter(|status| self.status_errors && *status != 0)
-    }
-}
-
 impl WithingsAuthLayer {
-    pub(crate) fn new(refresher: Arc<Refresher>, user: Option<UserId>) -> Self {
+    pub(crate) fn new(
+        refresher: Arc<Refresher>,
+        budget: Arc<Budget>,
+        user: Option<UserId>,
+    ) -> Self {
         WithingsAuthLayer {
-            refresher,
+            shared: Arc::new(Shared { refresher, budget }),
+            budgeted: true,
             user,
             policy: ReplayBodies,
             mode: ResponseMode::default(),
@@ -106,11 +106,22 @@ impl<P> WithingsAuthLayer<P> {
     /// Copies request bodies for a replay with `policy` (default [`ReplayBodies`]).
     pub fn clone_body<Q>(self, policy: Q) -> WithingsAuthLayer<Q> {
         WithingsAuthLayer {
-            refresher: self.refresher,
+            shared: self.shared,
+            budgeted: self.budgeted,
             user: self.user,
             policy,
             mode: self.mode,
         }
+    }
+
+    /// Leaves the request budget out: the layer sends straight to the inner service, which
+    /// must then hold [`WithingsAuth::budget_layer`](crate::WithingsAuth::budget_layer)
+    /// itself (say, under a retry layer, so that every retry takes a slot). By default the
+    /// inner service is wrapped in it: no request of the layer, replays included, goes past
+    /// the budget. A 601 still pauses the budget either way.
+    pub fn without_budget(mut self) -> Self {
+        self.budgeted = false;
+        self
     }
 
     /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
@@ -187,11 +198,11 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         WithingsAuthService {
-            refresher: Arc::clone(&self.refresher),
+            shared: Arc::clone(&self.shared),
             user: self.user,
             policy: self.policy.clone(),
             mode: self.mode,
-            inner,
+            inner: BudgetService::new(Arc::clone(&self.shared.budget), self.budgeted, inner),
         }
     }
 }
@@ -200,27 +211,29 @@ impl<S, P: Clone> Layer<S> for WithingsAuthLayer<P> {
 /// service's error or a [`crate::Error`] (downcast to tell them apart).
 #[derive(Debug, Clone)]
 pub struct WithingsAuthService<S, P = ReplayBodies> {
-    refresher: Arc<Refresher>,
+    shared: Arc<Shared>,
     user: Option<UserId>,
     policy: P,
     mode: ResponseMode,
-    inner: S,
+    /// The inner service in the request budget (counting, unless the layer was made
+    /// `without_budget`).
+    inner: BudgetService<S>,
 }
 
 impl<S, P> WithingsAuthService<S, P> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        self.inner.get_ref()
     }
 
     /// The wrapped service, mutably.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        self.inner.get_mut()
     }
 
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
-        self.inner
+        self.inner.into_inner()
     }
 }
 
@@ -247,17 +260,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let refresher = &self.refresher;
+        let refresher = &self.shared.refresher;
         match destination(refresher, request.uri()) {
-            Destination::Elsewhere => {
-                return ResponseFuture::passthrough(self.inner.call(request));
+            // A request naming a user is meant for Withings: say where it went instead of
+            // sending it without a token.
+            Destination::Elsewhere if request.extensions().get::<UserId>().is_some() => {
+                return ResponseFuture::failed(not_api_host(refresher, request.uri()));
             }
+            Destination::Elsewhere => {
+                return ResponseFuture::passthrough(self.inner.call_uncounted(request));
+            }
+            // No token, but Withings counts it: the budget does.
             Destination::TokenEndpoint => {
-                if refresher.oauth.budget().try_take(Priority::Data) {
-                    return ResponseFuture::passthrough(self.inner.call(request));
-                }
-                let refresher = Arc::clone(refresher);
-                return ResponseFuture::counted(refresher, self.readied(), request);
+                return ResponseFuture::passthrough(self.inner.call_counted(request));
             }
             Destination::Api => {}
         }
@@ -267,27 +282,23 @@ where
         };
         let now = refresher.now();
         match refresher.lookup(user, now) {
-            Lookup::Usable { header, generation }
-                if refresher.oauth.budget().try_take(Priority::Data) =>
-            {
-                // The hot path: a good token and a budget slot at hand, no refresh.
+            Lookup::Usable { header, generation } => {
+                // The hot path: a good token, no refresh (the budget below takes the slot).
                 crate::metrics::emit("withings_requests_total");
                 let replay = Box::new(Replay {
-                    refresher: Arc::clone(refresher),
+                    shared: Arc::clone(&self.shared),
+                    budgeted: self.inner.counting(),
                     user,
                     generation,
                     copy: RequestCopy::of(&request, &self.policy, own_user),
                     mode: self.mode,
-                    service: self.inner.clone(),
+                    service: self.inner.get_ref().clone(),
                 });
                 authorize(&mut request, header);
-                ResponseFuture::calling(self.inner.call(request), replay)
+                ResponseFuture::calling(self.inner.call_counted(request), replay)
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),
-            // Slow paths: wait for a budget slot, or refresh (or load) first.
-            Lookup::Usable { header, generation } => {
-                self.slow(user, request, Need::Slot { header, generation })
-            }
+            // The slow path: refresh (or load) first.
             Lookup::Stale(stale) => self.slow(user, request, Need::Token(stale)),
         }
     }
@@ -295,7 +306,7 @@ where
 
 impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     /// The service `poll_ready` readied, for a future to call later; a clone takes its place.
-    fn readied(&mut self) -> S {
+    fn readied(&mut self) -> BudgetService<S> {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
     }
@@ -307,8 +318,12 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
         need: Need,
     ) -> ResponseFuture<S, B, ResB>
     where
-        S: Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send>
-            + Send
+        S: Service<
+                Request<B>,
+                Response = Response<ResB>,
+                Error: Into<BoxError>,
+                Future: Send + 'static,
+            > + Send
             + 'static,
         P: CloneBody<B> + Send + 'static,
         B: Send + 'static,
@@ -317,7 +332,7 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
         let service = self.readied();
         let policy = self.policy.clone();
         ResponseFuture::slow(
-            Arc::clone(&self.refresher),
+            Arc::clone(&self.shared),
             policy,
             self.mode,
             user,
@@ -347,6 +362,18 @@ pub(crate) fn destination(refresher: &Refresher, uri: &Uri) -> Destination {
     }
 }
 
+/// The error for a request naming a user that went to `uri`, not the API host.
+pub(crate) fn not_api_host(refresher: &Refresher, uri: &Uri) -> Error {
+    let host = match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => "a URL without a host".to_owned(),
+    };
+    Error::NotApiHost {
+        host,
+        api: refresher.endpoints().api_base().to_owned(),
+    }
+}
+
 /// What [`WithingsAuthService::call`] and its future do with an API request (one that passed
 /// [`destination`] as [`Destination::Api`]), as one async function over a service that need not be `Clone` or
 /// `'static`: for clients that are not a tower stack (the reqwest middleware calls it with the
@@ -355,7 +382,7 @@ pub(crate) fn destination(refresher: &Refresher, uri: &Uri) -> Destination {
 /// refused request is replayed.
 #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
 pub(crate) async fn send_api<S, P, B, ResB>(
-    refresher: &Arc<Refresher>,
+    shared: &Arc<Shared>,
     policy: P,
     mode: ResponseMode,
     bound_user: Option<UserId>,
@@ -372,82 +399,20 @@ where
     tower::ServiceExt::ready(&mut service)
         .await
         .map_err(Into::into)?;
-    let refresher = Arc::clone(refresher);
-    match refresher.lookup(user, refresher.now()) {
-        Lookup::Usable { header, generation } => {
-            let need = Need::Slot { header, generation };
-            future::send_fresh(refresher, policy, mode, user, service, request, need).await
-        }
-        Lookup::Terminal(error) => Err(error.into()),
-        Lookup::Stale(stale) => {
-            future::send_fresh(
-                refresher,
-                policy,
-                mode,
-                user,
-                service,
-                request,
-                Need::Token(stale),
-            )
-            .await
-        }
-    }
-}
-
-/// Sets the bearer header and drops any legacy `access_token` query parameter, so a stale
-/// token in the URL can never override the header.
-fn authorize<B>(request: &mut Request<B>, header: HeaderValue) {
-    if request
-        .uri()
-        .query()
-        .is_some_and(|q| q.contains("access_token"))
-    {
-        *request.uri_mut() = without_access_token(request.uri());
-    }
-    request.headers_mut().insert(header::AUTHORIZATION, header);
-}
-
-fn without_access_token(uri: &Uri) -> Uri {
-    let query = uri.query().unwrap_or_default();
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or_default();
-            percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "access_token"
-        })
-        .collect();
-    let path_and_query = if kept.is_empty() {
-        uri.path().to_owned()
-    } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
+    let refresher = &shared.refresher;
+    let need = match refresher.lookup(user, refresher.now()) {
+        Lookup::Usable { header, generation } => Need::Usable { header, generation },
+        Lookup::Terminal(error) => return Err(error.into()),
+        Lookup::Stale(stale) => Need::Token(stale),
     };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_token_query_parameter_is_removed() {
-        let strip = |u: &str| without_access_token(&u.parse().unwrap()).to_string();
-        assert_eq!(
-            strip("https://h/measure?action=getmeas&access_token=old&x=1"),
-            "https://h/measure?action=getmeas&x=1"
-        );
-        assert_eq!(
-            strip("https://h/measure?access_token=old"),
-            "https://h/measure"
-        );
-        assert_eq!(
-            strip("https://h/m?access%5Ftoken=old&a=b"),
-            "https://h/m?a=b"
-        );
-        assert_eq!(
-            strip("https://h/m?my_access_token=keep"),
-            "https://h/m?my_access_token=keep"
-        );
-    }
+    future::send_fresh(
+        Arc::clone(shared),
+        policy,
+        mode,
+        user,
+        service,
+        request,
+        need,
+    )
+    .await
 }

@@ -13,13 +13,13 @@ use http::{
 use http_body::Body;
 use tower::{Service, ServiceExt};
 
-use super::future::{Verdict, answer, inspect};
-use super::{ResponseMode, authorize};
+use super::bearer::authorize;
+use super::classify::{ResponseMode, Verdict, answer, inspect};
+use super::shared::Shared;
 use crate::body::{NotReplayed, ReplayBody, WithingsBody};
-use crate::budget::Priority;
 use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
-use crate::refresh::{Reason, Refresher};
+use crate::refresh::Reason;
 use crate::token::UserId;
 
 /// How many header values are copied inline (a form API call has one or two); a request with
@@ -186,7 +186,9 @@ impl ExtensionsCopy {
 
 /// What a replay needs, kept from the first send.
 pub(super) struct Replay<S, B> {
-    pub(super) refresher: Arc<Refresher>,
+    pub(super) shared: Arc<Shared>,
+    /// The replay goes through the request budget (the layer was not made `without_budget`).
+    pub(super) budgeted: bool,
     pub(super) user: UserId,
     /// The token generation the first send used.
     pub(super) generation: u64,
@@ -195,6 +197,21 @@ pub(super) struct Replay<S, B> {
     /// What the caller gets for a refusal given back, and for a non-zero body status.
     pub(super) mode: ResponseMode,
     pub(super) service: S,
+}
+
+impl<S, B> Replay<S, B> {
+    /// The same replay sending through `service`.
+    pub(super) fn through<T>(self, service: impl FnOnce(S) -> T) -> Replay<T, B> {
+        Replay {
+            shared: self.shared,
+            budgeted: self.budgeted,
+            user: self.user,
+            generation: self.generation,
+            copy: self.copy,
+            mode: self.mode,
+            service: service(self.service),
+        }
+    }
 }
 
 impl<S, B> Replay<S, B> {
@@ -208,10 +225,11 @@ impl<S, B> Replay<S, B> {
         status: i64,
     ) -> Result<Response<R>, BoxError> {
         Metrics::bump(
-            &self.refresher.metrics.not_replayed,
+            &self.shared.refresher.metrics.not_replayed,
             "withings_not_replayed_total",
         );
-        self.refresher
+        self.shared
+            .refresher
             .kick(self.user, Some(self.generation), Reason::Reactive);
         if !self.mode.not_replayed_as_response {
             return Err(Error::NotReplayed { status }.into());
@@ -230,33 +248,34 @@ where
 {
     /// After Withings refused the token: one refresh (shared, skipped if a newer token already
     /// exists) and one replay of `copy`. A second refusal is an error, never a loop.
+    /// `service` takes the budget slot; a 601 answer pauses the budget.
     pub(super) async fn resend(
         self,
         copy: RequestCopy<B>,
     ) -> Result<Response<WithingsBody<ResB>>, BoxError> {
         let Replay {
-            refresher,
+            shared,
             user,
             generation,
             mode,
             mut service,
             ..
         } = self;
+        let refresher = &shared.refresher;
         let snapshot = refresher
             .renew_user(user, Some(generation), Reason::Reactive)
             .await?;
         let mut request = copy.into_request();
         authorize(&mut request, snapshot.header()?.clone());
         let service = service.ready().await.map_err(Into::into)?;
-        // The slot last, right before the send.
-        refresher.oauth.budget().take(Priority::Data).await?;
         crate::metrics::emit("withings_requests_total");
         Metrics::bump(&refresher.metrics.replays, "withings_replays_total");
         tracing::debug!(user = %user, generation = snapshot.generation, "replaying after refresh");
         let response = service.call(request).await.map_err(Into::into)?;
-        match inspect(response, &refresher).await {
+        match inspect(response, &shared.budget).await {
             (_, Verdict::Refused(status)) => Err(Error::AccessTokenInvalid { status }.into()),
             (response, Verdict::Answer(status)) => answer(response, status, mode).await,
+            (_, Verdict::NotFound) => Err(Error::EndpointNotFound.into()),
         }
     }
 }

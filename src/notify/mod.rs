@@ -5,17 +5,32 @@
 //!
 //! - [`NotifyClient`] manages subscriptions (`POST {api}/notify` with `action=subscribe`,
 //!   `get`, `list`, `update`, `revoke`), each call through the user's [`crate::WithingsAuthLayer`],
-//!   and [`NotifyClient::ensure_subscribed`] makes sure a user has the subscriptions the app
-//!   needs (idempotent, retried on transient refusals). Callback URLs are checked with
-//!   Withings' rules before anything is sent.
-//! - [`NotifyReceiver`] is the callback: a tower `Service` for any server that answers
-//!   Withings' `HEAD` check, authenticates the sender by a secret in the URL, parses the form
-//!   into a [`Notification`] and hands it to the app through a bounded queue
-//!   ([`Notifications`]), answering within Withings' 2 s: 200 once queued, 503 (so Withings
-//!   retries) when it cannot be, never 200 and then dropped. Withings' retries of a delivered
-//!   notification are acknowledged but not delivered twice. An `action=unlink` or `delete`
-//!   marks the user in the token store, so the layer fails fast for them with
-//!   [`crate::Error::NeedsReauthorization`], and is delivered so the app is told.
+//!   and [`NotifyClient::ensure_subscribed`] lists what exists and subscribes only what is
+//!   missing (call it at every start; transient refusals retried with bounded backoff).
+//!   Callback URLs are checked with Withings' rules before anything is sent (https, a host
+//!   name, not localhost, port 80 or 443, at most 255 characters); a callback that fails
+//!   Withings' `HEAD` check is [`crate::Error::CallbackRefused`], saying why, not a retry loop.
+//! - [`NotifyReceiver`] is the callback: a tower `Service` for any server (axum's
+//!   `route_service`, hyper, …). It answers Withings' `HEAD`/`GET` check with 200,
+//!   authenticates the sender by a secret in the callback URL's last path segment (compared in
+//!   constant time; wrong or missing → 404, nothing delivered; Withings signs nothing) and
+//!   optionally by source network, parses the form into a [`Notification`] (unknown fields
+//!   ignored, bad forms 400, bodies over 16 KiB 413) and hands it to the app through a bounded
+//!   queue ([`Notifications`]), answering within 1.5 s (Withings waits 2 s): 200 once queued,
+//!   503 (so Withings retries) when it cannot be, never 200 and then dropped. Withings' repeats
+//!   of a delivered notification (same user, appli and range within 15 min) are acknowledged
+//!   but not delivered twice.
+//! - An `action=unlink` or `delete` marks the user before it is acknowledged (the store record
+//!   is marked, never deleted) and is delivered so the app is told. With
+//!   [`.auth(&auth)`](NotifyReceiverBuilder::auth) this process fails the user's requests at
+//!   once with [`crate::Error::AccessRevoked`], sending nothing; other processes sharing the
+//!   store (or a receiver given only the store) fail with
+//!   [`crate::Error::NeedsReauthorization`] at their next refresh.
+//!
+//! The simulator (`withings-sim`) plays Withings' side: the `HEAD` check at subscribe time,
+//! deliveries when a test adds data (`sim.add_measure`, `add_activity`, `send_notification`),
+//! retries and removal of a subscription after repeated failures, `unlink_user` /
+//! `delete_user` events, and counters (`sim.notify_counters()`).
 //!
 //! ```no_run
 //! use std::sync::Arc;

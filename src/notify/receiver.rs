@@ -37,6 +37,7 @@ pub struct NotifyReceiverBuilder {
     dedupe_capacity: usize,
     networks: Vec<Network>,
     marker: Option<Marker>,
+    intake: Option<crate::sync::Intake>,
 }
 
 /// How a revocation is recorded: in the store only, or through a handle (store and memory).
@@ -129,6 +130,16 @@ impl NotifyReceiverBuilder {
         self
     }
 
+    /// Inbox first: each notification is stored durably in the sync's inbox
+    /// ([`SyncEngine::intake`](crate::sync::SyncEngine::intake)) before it is acknowledged;
+    /// a store that fails or is slower than the deadline is a 503, so Withings retries. The
+    /// queue then gets a copy only when it has room (a full queue is no longer a 503: the
+    /// inbox holds the notification).
+    pub fn intake(mut self, intake: crate::sync::Intake) -> Self {
+        self.intake = Some(intake);
+        self
+    }
+
     /// The receiver (the `Service` to mount) and the queue the app reads.
     ///
     /// # Errors
@@ -155,6 +166,7 @@ impl NotifyReceiverBuilder {
                 dedupe: Mutex::new(Dedupe::new(self.dedupe_window, self.dedupe_capacity)),
                 networks: self.networks,
                 marker: self.marker,
+                intake: self.intake,
                 stats: Stats::default(),
             }),
         };
@@ -176,7 +188,8 @@ impl NotifyReceiverBuilder {
 /// - A `POST` form becomes a [`Notification`] in the bounded queue ([`Notifications`]) and is
 ///   answered 200; when the queue is full, 503 so that Withings retries: never a 200 for a
 ///   notification that is then dropped. A repeat of a notification already delivered is
-///   answered 200 and not queued again.
+///   answered 200 and not queued again. With an [`intake`](NotifyReceiverBuilder::intake),
+///   the 200 comes once the notification is durable in the sync's inbox instead.
 /// - Malformed forms are 400, bodies over the cap 413, other methods 405; nothing panics.
 /// - Every answer comes within the [`deadline`](NotifyReceiverBuilder::deadline), whatever the
 ///   app does with the queue.
@@ -229,6 +242,7 @@ struct Inner {
     dedupe: Mutex<Dedupe>,
     networks: Vec<Network>,
     marker: Option<Marker>,
+    intake: Option<crate::sync::Intake>,
     stats: Stats,
 }
 
@@ -259,6 +273,7 @@ impl NotifyReceiver {
             dedupe_capacity: 10_000,
             networks: Vec::new(),
             marker: None,
+            intake: None,
         }
     }
 
@@ -460,6 +475,18 @@ impl Inner {
                     return retry_later("store unavailable, retry\n");
                 }
             }
+        }
+        if let Some(intake) = &self.intake {
+            if let Err(error) = intake.accept(&notification).await {
+                bump(&self.stats.unavailable);
+                tracing::warn!(user = %user, appli = appli.code(), %error, "could not store a notification in the sync inbox; answering 503 so Withings retries");
+                return retry_later("store unavailable, retry\n");
+            }
+            // Durable in the inbox: the queue's copy is a courtesy.
+            let _ = self.tx.try_send(notification);
+            reservation.commit();
+            bump(&self.stats.delivered);
+            return answer(StatusCode::OK, "");
         }
         match self.tx.try_send(notification) {
             Ok(()) => {

@@ -29,7 +29,6 @@ pub fn parse_token_response(
     token_response::parse_token(bytes, received_at)
 }
 
-use crate::budget::{Budget, Priority};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
@@ -37,6 +36,7 @@ use crate::secret::Secret;
 use crate::status;
 use crate::token::{Scope, Token, UserId};
 use crate::transport::{self, HttpClient, Transport};
+use tower::ServiceExt;
 
 /// Path of the token endpoint, below the API base.
 pub const TOKEN_PATH: &str = "/v2/oauth2";
@@ -57,9 +57,8 @@ struct Inner {
     client_auth: ClientAuth,
     redirect_policy: RedirectPolicy,
     clock: Arc<dyn Clock>,
-    timeout: Duration,
+    /// Answers within the token-call timeout (and, in a handle, within the request budget).
     transport: Transport,
-    budget: Arc<Budget>,
 }
 
 impl fmt::Debug for OAuthClient {
@@ -81,19 +80,19 @@ pub struct OAuthClientBuilder {
     redirect_policy: RedirectPolicy,
     clock: Arc<dyn Clock>,
     timeout: Duration,
-    budget: Option<Arc<Budget>>,
 }
 
 impl OAuthClientBuilder {
-    /// Token calls take slots of the app's request budget (set by `WithingsAuth`; an
-    /// `OAuthClient` built on its own has none).
-    pub(crate) fn budget(mut self, budget: Arc<Budget>) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
     pub(crate) fn client_id(&self) -> &str {
         &self.credentials.client_id
+    }
+
+    pub(crate) fn configured_endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    pub(crate) fn configured_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Where Withings is (default: the public cloud).
@@ -128,6 +127,17 @@ impl OAuthClientBuilder {
 
     /// Builds the client; token requests go through `http_client`.
     pub fn build(self, http_client: impl HttpClient) -> OAuthClient {
+        self.build_with(http_client, |timed| timed)
+    }
+
+    /// Builds the client; token requests go through what `around` makes of `http_client`
+    /// answering within the timeout (a handle puts its request budget around it).
+    pub(crate) fn build_with(
+        self,
+        http_client: impl HttpClient,
+        around: impl FnOnce(Transport) -> Transport,
+    ) -> OAuthClient {
+        let transport = transport::boxed(http_client);
         OAuthClient {
             inner: Arc::new(Inner {
                 credentials: self.credentials,
@@ -135,9 +145,7 @@ impl OAuthClientBuilder {
                 client_auth: self.client_auth,
                 redirect_policy: self.redirect_policy,
                 clock: self.clock,
-                timeout: self.timeout,
-                transport: transport::boxed(http_client),
-                budget: self.budget.unwrap_or_else(|| Arc::new(Budget::off())),
+                transport: around(transport::timed(transport, self.timeout)),
             }),
         }
     }
@@ -164,7 +172,6 @@ impl OAuthClient {
             redirect_policy: RedirectPolicy::default(),
             clock: Arc::new(SystemClock),
             timeout: Duration::from_secs(30),
-            budget: None,
         }
     }
 
@@ -176,11 +183,6 @@ impl OAuthClient {
     /// The app's client id.
     pub fn client_id(&self) -> &str {
         &self.inner.credentials.client_id
-    }
-
-    /// The app's request budget its token calls take slots of.
-    pub(crate) fn budget(&self) -> &Arc<Budget> {
-        &self.inner.budget
     }
 
     /// The clock this client reads.
@@ -390,18 +392,13 @@ impl OAuthClient {
 
     /// POSTs a form body (parameters never in the query: Withings ignores them there).
     async fn post_form(&self, path: &str, form: String) -> Result<Bytes, Error> {
-        // A token call waits for its slot at most as long as the call itself may take, so a
-        // refresh lease (three timeouts) outlives the wait and the call.
-        let budget = &self.inner.budget;
-        let wait = budget.config().wait_deadline().min(self.inner.timeout);
-        budget.take_within(Priority::Token, wait).await?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.inner.endpoints.api_url(path))
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(form)))
             .map_err(Error::transport)?;
-        let response = transport::send(&self.inner.transport, request, self.inner.timeout).await?;
+        let response = self.inner.transport.clone().oneshot(request).await?;
         if response.status() != StatusCode::OK {
             return Err(Error::Http {
                 status: response.status(),

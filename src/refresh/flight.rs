@@ -1,7 +1,7 @@
 //! The mechanism: per-user slots and their published snapshots, ordered publication, one
 //! refresh in flight per user with its waiters, and the guard that clears it if it panics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,13 +11,78 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::protocol::bearer_header;
-use super::{Reason, Refresher};
+use super::policy::{Reason, RefreshPolicy, bearer_header};
+use crate::config::Endpoints;
 use crate::error::{Error, ErrorKind};
 use crate::events::Event;
 use crate::metrics::Metrics;
+use crate::oauth::OAuthClient;
 use crate::secret::Secret;
+use crate::store::TokenStore;
 use crate::token::{Token, UserId};
+
+/// Everything a refresh needs, and every user's slot.
+pub(crate) struct Refresher {
+    pub oauth: OAuthClient,
+    pub store: Arc<dyn TokenStore>,
+    pub policy: RefreshPolicy,
+    pub metrics: Metrics,
+    slots: papaya::HashMap<UserId, Arc<Slot>, foldhash::fast::RandomState>,
+    /// What happens to users' authorizations, for [`crate::WithingsAuth::events`].
+    pub events: tokio::sync::broadcast::Sender<crate::events::Event>,
+    /// Unix second after which the next new slot first sweeps out idle ones.
+    next_sweep: AtomicU64,
+}
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refresher")
+            .field("oauth", &self.oauth)
+            .field("policy", &self.policy)
+            .field("users", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refresher {
+    pub(crate) fn new(
+        oauth: OAuthClient,
+        store: Arc<dyn TokenStore>,
+        policy: RefreshPolicy,
+    ) -> Self {
+        Refresher {
+            oauth,
+            store,
+            policy,
+            metrics: Metrics::default(),
+            slots: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            events: tokio::sync::broadcast::channel(crate::events::CAPACITY).0,
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.oauth.clock().now()
+    }
+
+    /// Tells the app's event receivers, if any.
+    pub(crate) fn emit(&self, event: crate::events::Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn endpoints(&self) -> &Endpoints {
+        self.oauth.endpoints()
+    }
+}
+
+/// What this process knows of a user beyond the store ([`Refresher::known_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Known {
+    /// A terminal snapshot says the user revoked the app's access.
+    Revoked,
+    /// The last refresh said the user is temporarily deactivated.
+    Deactivated,
+}
 
 /// What the hot path finds for a user.
 pub(crate) enum Lookup {
@@ -224,21 +289,20 @@ impl Refresher {
 
     /// What this process knows of `user` beyond the store: revoked (a terminal snapshot saying
     /// so) or deactivated (the last refresh said so).
-    pub(crate) fn known_state(&self, user: UserId) -> Option<crate::auth::UserState> {
-        use crate::auth::UserState;
+    pub(crate) fn known_state(&self, user: UserId) -> Option<Known> {
         let slots = self.slots.pin();
         let slot = slots.get(&user)?;
         if let Some(current) = slot.current.load().as_deref()
             && let SnapshotState::Terminal(Error::AccessRevoked(_)) = &current.state
         {
-            return Some(UserState::Revoked);
+            return Some(Known::Revoked);
         }
         let flight = slot.flight();
         match flight.trouble.as_deref() {
             Some(Trouble {
                 last_error: Error::UserDeactivated,
                 ..
-            }) => Some(UserState::Deactivated),
+            }) => Some(Known::Deactivated),
             _ => None,
         }
     }

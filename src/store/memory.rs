@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+mod sync;
+
 use super::{BudgetLedger, Lease, LocalLedger, LockAttempt, StoreFuture, StoredToken, TokenStore};
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -18,6 +20,7 @@ pub struct MemoryStore {
     records: Mutex<HashMap<UserId, StoredToken>>,
     leases: Mutex<HashMap<UserId, (String, Instant)>>,
     budget: LocalLedger,
+    sync: sync::SyncMaps,
 }
 
 impl MemoryStore {
@@ -130,5 +133,9 @@ impl TokenStore for MemoryStore {
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         Some(&self.budget)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
+        Some(self)
     }
 }

@@ -8,7 +8,22 @@
 //! The layer holds its store as `Arc<dyn TokenStore>`: the store is reached once per refresh,
 //! never per request, so dynamic dispatch costs nothing that matters, and [`crate::WithingsAuth`]
 //! stays one concrete type whatever the backend.
+//!
+//! # Which one
+//!
+//! | store | feature | for | cross-process refresh lock |
+//! |---|---|---|---|
+//! | `MemoryStore` | always | tests; one process that can re-authorize after a restart | in-process leases |
+//! | `SqliteStore` | `sqlite` (default) | one machine, one or several processes; one file created 0600, WAL | lease row taken in `BEGIN IMMEDIATE` |
+//! | `PostgresStore` | `postgres` | replicas sharing a database; table created if missing (`PostgresStore::schema_sql` for migrations) | lease row expiring on the server's clock |
+//! | `RedisStore` | `redis` | replicas sharing a cache; keys `withings:token:<id>`, `withings:lock:<id>`, `withings:budget:<client id>` | `SET NX PX` with an owner, Lua compare-and-delete |
+//!
+//! Every store above also counts the app's request budget ([`crate::budget`]). Your own
+//! backend: implement [`TokenStore`] and run `tower_withings::testkit::check_store` on it
+//! (feature `testkit`; see `examples/custom_store.rs`).
 
+mod future;
+mod ledger;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -19,8 +34,6 @@ mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,13 +45,12 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreBuilder};
 
-pub use crate::budget::ledger::{BudgetLedger, BudgetUsage, LocalLedger, SlotAsk, SlotGrant};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
-
-/// The future a [`TokenStore`] method returns.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+pub use future::StoreFuture;
+pub(crate) use ledger::Window;
+pub use ledger::{BudgetLedger, BudgetUsage, LocalLedger, SlotAsk, SlotGrant};
 
 /// What a store keeps for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +171,12 @@ pub trait TokenStore: Send + Sync + 'static {
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         None
     }
+
+    /// Where the sync ([`crate::sync`]) keeps its cursors, leases, versions and inbox, in the
+    /// same store as the tokens. The default `None`: this store cannot hold a sync.
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
+        None
+    }
 }
 
 /// Marks `user`'s stored record as needing re-authorization, whatever pair it holds now: the
@@ -226,5 +244,8 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         (**self).budget()
+    }
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
+        (**self).sync_state()
     }
 }

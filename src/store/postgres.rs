@@ -9,12 +9,15 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+use super::ledger;
+
+mod sync;
+
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
     TokenStore,
 };
-use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -198,6 +201,8 @@ struct Statements {
     lock: String,
     unlock: String,
     budget: BudgetStatements,
+    /// The sync tables exist (created on first use, `sync.rs`).
+    sync_ready: std::sync::atomic::AtomicBool,
 }
 
 /// The request budget's statements: slots in `{table}_budget`, one row per app (its pause,
@@ -237,6 +242,7 @@ impl Statements {
         const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
         Ok(Statements {
             table: table.to_owned(),
+            sync_ready: Default::default(),
             schema: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
     user_id               BIGINT      PRIMARY KEY,
@@ -731,6 +737,10 @@ impl TokenStore for PostgresStore {
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
         Some(self)
     }
 

@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use super::ledger;
+
+mod sync;
+
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
     TokenStore,
 };
-use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -647,6 +650,10 @@ impl TokenStore for RedisStore {
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
         Some(self)
     }
 

@@ -9,12 +9,15 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::ledger;
+
+mod sync;
+
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
     TokenStore,
 };
-use crate::budget::ledger;
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::token::{Token, UserId};
@@ -92,6 +95,8 @@ pub struct SqliteStore {
 struct Worker {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
+    /// The sync tables exist (created on first use, `sync.rs`).
+    sync_ready: std::sync::atomic::AtomicBool,
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -156,7 +161,11 @@ impl SqliteStoreBuilder {
             .await
             .map_err(|_| Error::store("open", WorkerGone))??;
         Ok(SqliteStore {
-            worker: Arc::new(Worker { jobs, path }),
+            worker: Arc::new(Worker {
+                jobs,
+                path,
+                sync_ready: Default::default(),
+            }),
         })
     }
 }
@@ -669,6 +678,10 @@ impl TokenStore for SqliteStore {
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
+        Some(self)
+    }
+
+    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
         Some(self)
     }
 

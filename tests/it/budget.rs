@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
+use tower_withings::budget::Lane;
 use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::{Error, ManualClock, RateBudget, UserId, WithingsAuth, transport};
 use withings_sim::{AppRateLimit, Simulator};
@@ -331,4 +332,233 @@ async fn four_processes_on_one_sqlite_file_share_one_budget() {
         "{}",
         sim.busiest_window(WINDOW)
     );
+}
+
+// ---- a holder SIGKILLed mid-window ----
+
+const ENV_HOLDER: &str = "TOWER_WITHINGS_BUDGET_HOLDER";
+
+/// The holder role: sends more data calls than the budget allows, at once, through its own
+/// handle on the SQLite file (so it holds every slot of the window and has waiters queued),
+/// says so, and keeps sending until it is killed.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_budget_holder() {
+    let Ok(path) = std::env::var(ENV_HOLDER) else {
+        return;
+    };
+    let api = std::env::var(ENV_API).expect("api");
+    let user = UserId(std::env::var(ENV_USERS).expect("user").parse().expect("id"));
+    let store = tower_withings::SqliteStore::open(&path)
+        .await
+        .expect("store");
+    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
+        crate::common::CLIENT_ID,
+        crate::common::CLIENT_SECRET,
+    ))
+    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
+    .store(store)
+    .rate_budget(budget())
+    .build(transport::plain_http_client());
+    let holding = {
+        let (auth, api) = (auth.clone(), api.clone());
+        tokio::spawn(async move { send_all(&auth, &api, &[user], 3 * N as usize).await })
+    };
+    while auth.metrics().budget_slots < u64::from(N) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("holding");
+    let _ = holding.await;
+    std::future::pending::<()>().await;
+}
+
+/// A process holding every slot of the window, with requests queued, is SIGKILLed: the
+/// others stay within the limit and are served once its entries age out.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblocked() {
+    use std::io::BufRead;
+    let dir = crate::store_support::TempDir::new("budget-holder");
+    let path = dir.file("tokens.sqlite3");
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    let clock = ManualClock::new();
+    let other = auth_builder(&sim, &clock)
+        .store(tower_withings::SqliteStore::open(&path).await.unwrap())
+        .rate_budget(budget())
+        .build(transport::plain_http_client());
+    let users = users(&other, &sim, &clock, 2).await;
+    let mut holder = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "budget::sqlite_budget_holder",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_HOLDER, &path)
+        .env(ENV_API, sim.api_base())
+        .env(ENV_USERS, users[0].0.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the holder");
+    let stdout = holder.stdout.take().expect("its stdout");
+    tokio::task::spawn_blocking(move || {
+        let lines = std::io::BufReader::new(stdout).lines();
+        for line in lines {
+            if line.expect("a line").contains("holding") {
+                return;
+            }
+        }
+        panic!("the holder ended without holding");
+    })
+    .await
+    .unwrap();
+    // SIGKILL: no destructor, no release of anything it reserved.
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reaped");
+    // The dead holder's reservations fill the window (some may never have been sent).
+    let held = other.budget_usage().await.unwrap().expect("a budget").used;
+    assert!(held >= N, "{held} slots held");
+    let outcomes = send_all(&other, &sim.api_base(), &users, N as usize).await;
+    assert_eq!(
+        outcomes,
+        Outcomes {
+            ok: 2 * N as usize,
+            ..Outcomes::default()
+        }
+    );
+    assert_eq!(sim.counters().served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+}
+
+#[tokio::test]
+async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
+    // Another sender (outside this budget) used the app's requests: Withings answers the
+    // refresh's token call 601.
+    let generous = RateBudget::per_minute(1000).deadline(Duration::from_millis(300));
+    let rig = rig_with(|b| b.rate_budget(generous)).await;
+    rig.sim.set_app_rate_limit(Some(AppRateLimit {
+        limit: 2,
+        window: Duration::from_secs(60),
+    }));
+    let user = [crate::common::USER];
+    assert_eq!(
+        send_all(&rig.auth, &rig.sim.api_base(), &user, 2).await.ok,
+        2
+    );
+    assert!(rig.auth.refresh(crate::common::USER).await.is_err());
+    assert_eq!(rig.sim.counters().served_601, 1);
+    assert_eq!(rig.auth.metrics().rate_limited, 1);
+    // The budget waits out `wait_seconds` (about 60 s): the next data call is not sent.
+    let after = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
+    assert_eq!(after.exhausted, 1);
+    assert_eq!(rig.sim.arrivals(), 3);
+    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
+    assert!(
+        usage
+            .paused_for
+            .is_some_and(|p| p > Duration::from_secs(30)),
+        "{usage:?}"
+    );
+}
+
+/// Sends one request through `service` tagged with `lane` (none: the default lane).
+async fn tagged<S>(service: S, api: &str, lane: Option<Lane>) -> Result<(), tower::BoxError>
+where
+    S: tower::Service<Request<Full<Bytes>>, Error = tower::BoxError>,
+{
+    let mut request = Request::post(format!("{api}/measure"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
+        .unwrap();
+    request.extensions_mut().insert(crate::common::USER);
+    if let Some(lane) = lane {
+        request.extensions_mut().insert(lane);
+    }
+    service.oneshot(request).await.map(drop)
+}
+
+#[tokio::test]
+async fn lanes_are_served_in_order_and_each_in_order_of_arrival() {
+    // One slot per window: every request after the first waits for the next one.
+    let budget = RateBudget::new(1, Duration::from_millis(400)).deadline(Duration::from_secs(60));
+    let rig = rig_with(|b| b.rate_budget(budget)).await;
+    let api = rig.sim.api_base();
+    let service = rig.auth.layer().layer(transport::plain_http_client());
+    tagged(service.clone(), &api, None).await.unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut sends = tokio::task::JoinSet::new();
+    let lanes = [
+        ("backfill 1", Some(Lane::Backfill)),
+        ("sweep", Some(Lane::Sweep)),
+        ("backfill 2", Some(Lane::Backfill)),
+        ("notification", Some(Lane::Notification)),
+        ("untagged", None),
+        ("interactive", Some(Lane::Interactive)),
+    ];
+    for (name, lane) in lanes {
+        let (service, api, order) = (service.clone(), api.clone(), Arc::clone(&order));
+        sends.spawn(async move {
+            tagged(service, &api, lane).await.unwrap();
+            order.lock().unwrap().push(name);
+        });
+        // Each waits before the next arrives.
+        while rig.auth.metrics().budget_waits < sends.len() as u64 {
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.expect("no panic");
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        [
+            "untagged",
+            "interactive",
+            "notification",
+            "sweep",
+            "backfill 1",
+            "backfill 2"
+        ]
+    );
+    assert_eq!(rig.sim.counters().data_calls, 7);
+}
+
+#[tokio::test]
+async fn without_budget_the_layer_counts_nothing_and_the_budget_layer_counts_below_it() {
+    let budget = RateBudget::new(2, Duration::from_secs(60)).deadline(Duration::from_millis(200));
+    let rig = rig_with(|b| b.rate_budget(budget)).await;
+    let api = rig.sim.api_base();
+    let bare = rig
+        .auth
+        .layer()
+        .without_budget()
+        .layer(transport::plain_http_client());
+    for _ in 0..3 {
+        tagged(bare.clone(), &api, None).await.unwrap();
+    }
+    assert_eq!(rig.auth.metrics().budget_slots, 0);
+    // The app placed the budget itself: the same limit, every request counted.
+    let placed = rig.auth.layer().without_budget().layer(
+        rig.auth
+            .budget_layer()
+            .layer(transport::plain_http_client()),
+    );
+    let mut exhausted = 0;
+    for _ in 0..3 {
+        if let Err(error) = tagged(placed.clone(), &api, None).await {
+            assert!(matches!(
+                error.downcast_ref::<Error>(),
+                Some(Error::BudgetExhausted { .. })
+            ));
+            exhausted += 1;
+        }
+    }
+    assert_eq!((rig.auth.metrics().budget_slots, exhausted), (2, 1));
+    assert_eq!(rig.sim.counters().data_calls, 5);
 }

@@ -934,12 +934,17 @@ async fn tokens_go_only_to_the_api_host() {
         format!("{api}/v2/signature"),
         api.replace("127.0.0.1", "localhost") + "/measure",
     ];
-    for url in &urls {
+    for (i, url) in urls.iter().enumerate() {
         let mut request = Request::post(url.as_str())
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from_static(b"action=getmeas")))
             .unwrap();
-        request.extensions_mut().insert(USER);
+        // A request naming a user to another host is refused unsent (see
+        // `a_request_naming_a_user_to_another_host_is_an_error_not_a_401`): these name none.
+        let elsewhere = i == 0 || i == 3;
+        if !elsewhere {
+            request.extensions_mut().insert(USER);
+        }
         let _ = service.clone().oneshot(request).await.unwrap();
     }
     let sent = sent.lock().unwrap().clone();
@@ -949,6 +954,60 @@ async fn tokens_go_only_to_the_api_host() {
     }
     assert_eq!(rig.sim.counters().bearer_where_none_belongs, 0);
     assert_eq!(elsewhere.counters().data_calls, 1);
+}
+
+#[tokio::test]
+async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
+    let rig = rig().await;
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let service = rig
+        .auth
+        .layer()
+        .layer(recording_client(sent.clone(), Events::default()));
+    let api = rig.sim.api_base();
+    let localhost = api.replace("127.0.0.1", "localhost");
+    let mut request = Request::post(format!("{localhost}/measure"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"action=getmeas")))
+        .unwrap();
+    request.extensions_mut().insert(USER);
+    let error = service.clone().oneshot(request).await.unwrap_err();
+    let error = auth_error(error);
+    assert!(matches!(error, Error::NotApiHost { .. }), "{error}");
+    assert_eq!(error.kind(), tower_withings::ErrorKind::Config);
+    let message = error.to_string();
+    assert!(
+        message.contains(&localhost) && message.contains(&api),
+        "{message}"
+    );
+    assert!(sent.lock().unwrap().is_empty(), "nothing sent");
+    assert_eq!(rig.sim.counters().data_calls, 0);
+}
+
+#[tokio::test]
+async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
+    let rig = rig().await;
+    let service = rig.auth.layer().layer(transport::plain_http_client());
+    for layer_mode in [false, true] {
+        let mut request = Request::post(format!("{}/v2/nothing", rig.sim.api_base()))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(b"action=getmeas")))
+            .unwrap();
+        request.extensions_mut().insert(USER);
+        let result = if layer_mode {
+            let strict = rig.auth.layer().status_errors();
+            strict
+                .layer(transport::plain_http_client())
+                .oneshot(request)
+                .await
+        } else {
+            service.clone().oneshot(request).await
+        };
+        let error = auth_error(result.unwrap_err());
+        assert!(matches!(error, Error::EndpointNotFound), "{error}");
+        assert_eq!(error.kind(), tower_withings::ErrorKind::Usage);
+        assert!(!error.is_transient());
+    }
 }
 
 #[tokio::test]

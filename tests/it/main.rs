@@ -40,4 +40,8 @@ mod store_postgres;
 mod store_redis;
 #[cfg(all(feature = "sqlite", feature = "testkit"))]
 mod store_sqlite;
+mod sync;
+mod sync_history;
+#[cfg(feature = "testkit")]
+mod sync_state;
 mod users;

@@ -264,14 +264,17 @@ async fn tokens_go_only_to_the_api_host() {
         format!("{api}/v2/signature"),
         api.replace("127.0.0.1", "localhost") + "/measure",
     ];
-    for url in &urls {
-        let _ = client
-            .post(url.as_str())
-            .body("action=getmeas")
-            .with_extension(USER)
-            .send()
-            .await
-            .unwrap();
+    for (i, url) in urls.iter().enumerate() {
+        let request = client.post(url.as_str()).body("action=getmeas");
+        // A request naming a user to another host is refused unsent (see
+        // `a_request_naming_a_user_to_another_host_is_an_error_not_a_401`): these name none.
+        let elsewhere = i == 0 || i == 3;
+        let request = if elsewhere {
+            request
+        } else {
+            request.with_extension(USER)
+        };
+        let _ = request.send().await.unwrap();
     }
     // And one to the API, which does get it: the recorder sees bearer headers.
     getmeas(&client, &rig.sim, USER).send().await.unwrap();
@@ -433,4 +436,40 @@ async fn a_bound_middleware_needs_no_extension_and_an_extension_still_wins() {
         .unwrap_err();
     assert!(matches!(auth_error(error), Error::UnknownUser(UserId(999))));
     assert_eq!(rig.sim.counters().data_calls, 1);
+}
+
+#[tokio::test]
+async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
+    let rig = rig().await;
+    let (client, recorder) = client(&rig);
+    let api = rig.sim.api_base();
+    let localhost = api.replace("127.0.0.1", "localhost");
+    let error = client
+        .post(format!("{localhost}/measure"))
+        .body("action=getmeas")
+        .with_extension(USER)
+        .send()
+        .await
+        .unwrap_err();
+    let error = auth_error(error);
+    assert!(matches!(error, Error::NotApiHost { .. }), "{error}");
+    assert!(error.to_string().contains(&localhost), "{error}");
+    assert!(recorder.sent().is_empty(), "nothing sent");
+    assert_eq!(rig.sim.counters().data_calls, 0);
+}
+
+#[tokio::test]
+async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
+    let rig = rig().await;
+    let (client, _) = client(&rig);
+    let error = client
+        .post(format!("{}/v2/nothing", rig.sim.api_base()))
+        .body("action=getmeas")
+        .with_extension(USER)
+        .send()
+        .await
+        .unwrap_err();
+    let error = auth_error(error);
+    assert!(matches!(error, Error::EndpointNotFound), "{error}");
+    assert_eq!(error.kind(), tower_withings::ErrorKind::Usage);
 }

@@ -1353,7 +1353,7 @@ async fn getmeas_filters_types_and_notify_subscriptions() {
         vec![
             ("action", s("subscribe")),
             ("callbackurl", local.clone()),
-            // Undocumented (2 is temperature, since the notification page says so).
+            // 3 is no appli Withings documents (2 is temperature).
             ("appli", s("3")),
         ],
         vec![("action", s("subscribe")), ("callbackurl", local.clone())],

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::store::StoreFuture;
+use super::future::StoreFuture;
 
 /// A reservation asked of a [`BudgetLedger`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct BudgetUsage {
     pub paused_for: Option<Duration>,
 }
 
-/// A shared count of the app's request slots: the engine behind a [`RateBudget`](super::RateBudget)
+/// A shared count of the app's request slots: the engine behind a [`RateBudget`](crate::budget::RateBudget)
 /// shared by every process using one token store. Returned by
 /// [`TokenStore::budget`](crate::store::TokenStore::budget).
 ///

@@ -1,0 +1,465 @@
+//! The sync state of a [`RedisStore`], under the same prefix as the tokens:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `<prefix>sync:s:<user>:<stream>` | hash | `cursor`, `bn`/`bh` (backfill next end, horizon), `swept`, `fence`, `owner`, `lu` (lease until, server ms) |
+//! | `<prefix>sync:v:<user>:<stream>` | hash | record id → `version:deleted:at` |
+//! | `<prefix>sync:ie:<user>:<stream>` | hash | a pending notification: `seq`, `count`, `first` (ms) |
+//! | `<prefix>sync:inbox` | sorted set | `<user>:<stream>` scored by `first` |
+//! | `<prefix>sync:stopped` | hash | user → why their sync stopped |
+//!
+//! Leases, commits and inbox acks are Lua scripts (atomic); lease expiry uses the server's
+//! `TIME`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{Script, Value};
+
+use super::RedisStore;
+use crate::error::Error;
+use crate::store::StoreFuture;
+use crate::store::record;
+use crate::sync::{
+    BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncState, SyncStream,
+    VersionEntry,
+};
+use crate::token::UserId;
+
+const NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local lu = tonumber(redis.call('HGET', KEYS[1], 'lu') or '0')
+if owner and owner ~= '' and lu > now then return -1 end
+local fence = redis.call('HINCRBY', KEYS[1], 'fence', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lu', now + tonumber(ARGV[2]))
+return fence"
+    ))
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'owner', '', 'lu', 0)
+end
+return 1",
+    )
+});
+
+static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] then
+  return 0
+end
+{NOW}
+redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[3]))
+if ARGV[4] ~= '' then
+  local c = redis.call('HGET', KEYS[1], 'cursor')
+  if not c or tonumber(c) < tonumber(ARGV[4]) then redis.call('HSET', KEYS[1], 'cursor', ARGV[4]) end
+end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'bn', ARGV[5], 'bh', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'swept', ARGV[7]) end
+for i = 8, #ARGV, 4 do
+  local id, v, d, at = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local old = redis.call('HGET', KEYS[2], id)
+  local write = true
+  if old then
+    local ov, od, oat = string.match(old, '^(-?%d+):(%d):(.*)$')
+    if ov then
+      ov, od = tonumber(ov), tonumber(od)
+      if ov > v or (ov == v and od >= d) then write = false end
+      if at == '' then at = oat end
+    end
+  end
+  if write then redis.call('HSET', KEYS[2], id, ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. at) end
+end
+return 1"
+    ))
+});
+
+static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('HINCRBY', KEYS[1], 'count', 1)
+else
+  redis.call('HSET', KEYS[1], 'seq', 1, 'count', 1, 'first', ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+return 1",
+    )
+});
+
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HGET', KEYS[1], 'seq') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 1
+end
+return 0",
+    )
+});
+
+fn failed(operation: &'static str) -> impl Fn(redis::RedisError) -> Error {
+    move |e| Error::store(operation, e)
+}
+
+fn parse_version(id: &str, raw: &str) -> Option<VersionEntry> {
+    let mut parts = raw.splitn(3, ':');
+    let version = parts.next()?.parse().ok()?;
+    let deleted = parts.next()? == "1";
+    let at = parts.next().and_then(|a| a.parse().ok());
+    Some(VersionEntry {
+        id: id.to_owned(),
+        version,
+        deleted,
+        at,
+    })
+}
+
+fn field(map: &[(String, String)], name: &str) -> Option<i64> {
+    map.iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+impl RedisStore {
+    fn sync_key(&self, kind: &str, user: UserId, stream: SyncStream) -> String {
+        format!("{}sync:{kind}:{user}:{}", self.prefix, stream.name())
+    }
+
+    fn inbox_key(&self) -> String {
+        format!("{}sync:inbox", self.prefix)
+    }
+
+    fn stopped_key(&self) -> String {
+        format!("{}sync:stopped", self.prefix)
+    }
+
+    async fn stream_state(
+        &self,
+        user: UserId,
+        stream: SyncStream,
+    ) -> Result<Option<StreamState>, Error> {
+        let mut conn = self.conn.clone();
+        let map: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.sync_key("s", user, stream))
+            .query_async(&mut conn)
+            .await
+            .map_err(failed("sync load"))?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StreamState {
+            cursor: field(&map, "cursor"),
+            backfill: field(&map, "bn")
+                .zip(field(&map, "bh"))
+                .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
+            swept_at: field(&map, "swept"),
+            fence: field(&map, "fence")
+                .and_then(|f| u64::try_from(f).ok())
+                .unwrap_or(0),
+        }))
+    }
+}
+
+impl SyncState for RedisStore {
+    fn lease(
+        &self,
+        user: UserId,
+        stream: SyncStream,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Option<SyncLease>> {
+        Box::pin(async move {
+            let owner = SyncLease::new_owner();
+            let mut conn = self.conn.clone();
+            let fence: i64 = LEASE
+                .key(self.sync_key("s", user, stream))
+                .arg(&owner)
+                .arg(record::lease_millis(ttl))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(failed("sync lease"))?;
+            Ok(u64::try_from(fence).ok().map(|fence| SyncLease {
+                user,
+                stream,
+                owner,
+                fence,
+            }))
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a SyncLease) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = RELEASE
+                .key(self.sync_key("s", lease.user, lease.stream))
+                .arg(&lease.owner)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(failed("sync release"))?;
+            Ok(())
+        })
+    }
+
+    fn load(&self, user: UserId, stream: SyncStream) -> StoreFuture<'_, StreamState> {
+        Box::pin(async move { Ok(self.stream_state(user, stream).await?.unwrap_or_default()) })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        lease: &'a SyncLease,
+        ttl: Duration,
+        commit: Commit<'a>,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let opt = |v: Option<i64>| v.map_or_else(String::new, |v| v.to_string());
+            let mut invocation = COMMIT.prepare_invoke();
+            invocation
+                .key(self.sync_key("s", lease.user, lease.stream))
+                .key(self.sync_key("v", lease.user, lease.stream))
+                .arg(&lease.owner)
+                .arg(lease.fence.to_string())
+                .arg(record::lease_millis(ttl))
+                .arg(opt(commit.cursor))
+                .arg(opt(commit.backfill.map(|b| b.next_end)))
+                .arg(opt(commit.backfill.map(|b| b.horizon)))
+                .arg(opt(commit.swept_at));
+            for v in commit.versions {
+                invocation
+                    .arg(&v.id)
+                    .arg(v.version)
+                    .arg(u8::from(v.deleted))
+                    .arg(opt(v.at));
+            }
+            let mut conn = self.conn.clone();
+            let ours: i64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(failed("sync commit"))?;
+            Ok(ours == 1)
+        })
+    }
+
+    fn versions<'a>(
+        &'a self,
+        user: UserId,
+        stream: SyncStream,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<VersionEntry>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.conn.clone();
+            let raw: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.sync_key("v", user, stream))
+                .arg(ids)
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync versions"))?;
+            Ok(ids
+                .iter()
+                .zip(raw)
+                .map(|(id, r)| r.and_then(|r| parse_version(id, &r)))
+                .collect())
+        })
+    }
+
+    fn known(
+        &self,
+        user: UserId,
+        stream: SyncStream,
+        from: i64,
+        to: i64,
+    ) -> StoreFuture<'_, Vec<VersionEntry>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let all: Vec<(String, String)> = redis::cmd("HGETALL")
+                .arg(self.sync_key("v", user, stream))
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync known"))?;
+            let mut known: Vec<VersionEntry> = all
+                .iter()
+                .filter_map(|(id, raw)| parse_version(id, raw))
+                .filter(|e| !e.deleted && e.at.is_some_and(|at| from <= at && at <= to))
+                .collect();
+            known.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(known)
+        })
+    }
+
+    fn inbox_push(&self, user: UserId, stream: SyncStream, now_ms: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: i64 = PUSH
+                .key(self.sync_key("ie", user, stream))
+                .key(self.inbox_key())
+                .arg(format!("{user}:{}", stream.name()))
+                .arg(now_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(failed("sync inbox"))?;
+            Ok(())
+        })
+    }
+
+    fn inbox(&self, limit: usize) -> StoreFuture<'_, Vec<InboxEntry>> {
+        Box::pin(async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.conn.clone();
+            let stop = isize::try_from(limit)
+                .unwrap_or(isize::MAX)
+                .saturating_sub(1);
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.inbox_key())
+                .arg(0)
+                .arg(stop)
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync inbox"))?;
+            let mut all = Vec::new();
+            for member in members {
+                let Some((user, stream)) = member.split_once(':').and_then(|(u, s)| {
+                    Some((UserId(u.parse().ok()?), s.parse::<SyncStream>().ok()?))
+                }) else {
+                    tracing::warn!("skipping an inbox member this release cannot read");
+                    continue;
+                };
+                let map: Vec<(String, String)> = redis::cmd("HGETALL")
+                    .arg(self.sync_key("ie", user, stream))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(failed("sync inbox"))?;
+                let (Some(seq), Some(count), Some(first_ms)) = (
+                    field(&map, "seq"),
+                    field(&map, "count"),
+                    field(&map, "first"),
+                ) else {
+                    continue; // acked between the two reads
+                };
+                all.push(InboxEntry {
+                    user,
+                    stream,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    count: u64::try_from(count).unwrap_or(0),
+                    first_ms,
+                });
+            }
+            Ok(all)
+        })
+    }
+
+    fn inbox_ack<'a>(&'a self, entry: &'a InboxEntry) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let gone: i64 = ACK
+                .key(self.sync_key("ie", entry.user, entry.stream))
+                .key(self.inbox_key())
+                .arg(entry.seq.to_string())
+                .arg(format!("{}:{}", entry.user, entry.stream.name()))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(failed("sync inbox"))?;
+            Ok(gone == 1)
+        })
+    }
+
+    fn inbox_depth(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("ZCARD")
+                .arg(self.inbox_key())
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync inbox"))
+        })
+    }
+
+    fn stop<'a>(&'a self, user: UserId, reason: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hset(self.stopped_key(), user.0.to_string(), reason)
+                .ignore();
+            for stream in SyncStream::ALL {
+                pipe.del(self.sync_key("ie", user, stream)).ignore();
+                pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            let _: Value = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync stop"))?;
+            Ok(())
+        })
+    }
+
+    fn stopped(&self, user: UserId) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            redis::cmd("HGET")
+                .arg(self.stopped_key())
+                .arg(user.0.to_string())
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync stop"))
+        })
+    }
+
+    fn resume(&self, user: UserId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: i64 = redis::cmd("HDEL")
+                .arg(self.stopped_key())
+                .arg(user.0.to_string())
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync resume"))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn forget(&self, user: UserId) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for stream in SyncStream::ALL {
+                for kind in ["s", "v", "ie"] {
+                    pipe.del(self.sync_key(kind, user, stream)).ignore();
+                }
+                pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
+                    .ignore();
+            }
+            pipe.hdel(self.stopped_key(), user.0.to_string()).ignore();
+            let mut conn = self.conn.clone();
+            let _: Value = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(failed("sync forget"))?;
+            Ok(())
+        })
+    }
+
+    fn streams(&self, user: UserId) -> StoreFuture<'_, Vec<(SyncStream, StreamState)>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for stream in SyncStream::ALL {
+                if let Some(state) = self.stream_state(user, stream).await? {
+                    all.push((stream, state));
+                }
+            }
+            Ok(all)
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! [`SyncLane`]: which lane of the request budget a sync request draws on, and the service
+//! wrapper that tags every request the sync sends.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::Service;
+
+use crate::budget::Lane;
+use crate::error::{BoxError, Error};
+use crate::token::UserId;
+
+/// The three lanes, in priority order: notification fetches ahead of sweeps ahead of
+/// backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SyncLane {
+    /// Fetches a notification asked for.
+    Notification,
+    /// The safety-net sweep (and the reconcile pass).
+    Sweep,
+    /// History of new users.
+    Backfill,
+}
+
+impl SyncLane {
+    /// The lanes, highest priority first.
+    pub const ALL: [SyncLane; 3] = [SyncLane::Notification, SyncLane::Sweep, SyncLane::Backfill];
+
+    /// `notification`, `sweep`, `backfill`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncLane::Notification => "notification",
+            SyncLane::Sweep => "sweep",
+            SyncLane::Backfill => "backfill",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The request budget's lane this sync lane draws on.
+    pub fn budget_lane(self) -> Lane {
+        match self {
+            SyncLane::Notification => Lane::Notification,
+            SyncLane::Sweep => Lane::Sweep,
+            SyncLane::Backfill => Lane::Backfill,
+        }
+    }
+}
+
+/// Tags `request` with its lane: **the one place** where the sync's requests meet the request
+/// budget's lanes ([`Lane`]), so notification fetches are served ahead of sweeps, and sweeps
+/// ahead of backfill, after token calls and the app's own interactive requests.
+pub fn tag_lane<B>(request: &mut Request<B>, lane: SyncLane) {
+    request.extensions_mut().insert(lane.budget_lane());
+}
+
+/// Requests sent per lane, and the users this process stopped (no request leaves for them).
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    pub sent: [AtomicU64; 3],
+    pub refused: AtomicU64,
+    stopped: Mutex<HashSet<UserId>>,
+}
+
+impl Gate {
+    pub fn stop(&self, user: UserId) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user);
+    }
+
+    pub fn resume(&self, user: UserId) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user);
+    }
+
+    pub fn is_stopped(&self, user: UserId) -> bool {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&user)
+    }
+}
+
+/// The app's service with every request tagged with one lane and counted; a request for a
+/// user stopped in this process is refused before it leaves ([`Error::AccessRevoked`]).
+#[derive(Clone)]
+pub(crate) struct Laned<S> {
+    pub inner: S,
+    pub lane: SyncLane,
+    pub gate: Arc<Gate>,
+}
+
+type LanedFuture<R> = Pin<Box<dyn Future<Output = Result<R, BoxError>> + Send>>;
+
+impl<S, B> Service<Request<Full<Bytes>>> for Laned<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = LanedFuture<Response<B>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<Full<Bytes>>) -> Self::Future {
+        let user = request.extensions().get::<UserId>().copied();
+        if let Some(user) = user.filter(|u| self.gate.is_stopped(*u)) {
+            self.gate.refused.fetch_add(1, Ordering::Relaxed);
+            return Box::pin(async move { Err(Error::AccessRevoked(user).into()) });
+        }
+        tag_lane(&mut request, self.lane);
+        self.gate.sent[self.lane.index()].fetch_add(1, Ordering::Relaxed);
+        super::events::request_sent(self.lane);
+        let future = self.inner.call(request);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sync_request_names_its_budget_lane() {
+        for (lane, expected) in [
+            (SyncLane::Notification, Lane::Notification),
+            (SyncLane::Sweep, Lane::Sweep),
+            (SyncLane::Backfill, Lane::Backfill),
+        ] {
+            let mut request = Request::new(());
+            tag_lane(&mut request, lane);
+            assert_eq!(request.extensions().get::<Lane>(), Some(&expected));
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The sync engine against the simulator and real stores: notification to sink, the sweep
+//! catching a dropped notification, zero calls after an unlink, crash re-delivery bounds,
+//! two engines on one store, backfill checkpoints.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tower::ServiceBuilder;
+use tower_withings::notify::Notification;
+use tower_withings::store::{MemoryStore, TokenStore};
+use tower_withings::sync::{
+    Accepted, Backfill, Batch, ChangeKind, Record, Sink, SinkFuture, Step, SyncConfig, SyncEngine,
+    SyncEvent, SyncLane, SyncStream,
+};
+use tower_withings::{ManualClock, UserId, WithingsAuth, transport};
+use withings_sim::Simulator;
+
+use crate::common::{auth_builder, grant, simulator};
+
+const USER: UserId = UserId(31_337);
+
+/// What the app's sink saw: every accepted change as (key, version, deleted), and any
+/// version that went down for a key.
+#[derive(Default)]
+struct Recorder {
+    accepted: Mutex<Vec<(String, i64, bool)>>,
+    highest: Mutex<HashMap<String, (i64, bool)>>,
+    violations: Mutex<Vec<String>>,
+    values: Mutex<HashMap<String, String>>,
+    batches: AtomicUsize,
+    /// Refuse (or panic on) the batch with this index.
+    fail_at: Option<usize>,
+    panic: bool,
+}
+
+impl Recorder {
+    fn failing_at(batch: usize, panic: bool) -> Recorder {
+        Recorder {
+            fail_at: Some(batch),
+            panic,
+            ..Recorder::default()
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.0.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Sink for Recorder {
+    fn accept<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let n = self.batches.fetch_add(1, Ordering::SeqCst);
+            if self.fail_at == Some(n) {
+                if self.panic {
+                    panic!("the sink crashed mid-batch");
+                }
+                return Err("the sink's database is down".into());
+            }
+            for c in &batch.changes {
+                let key = c.key.to_string();
+                let rank = c.rank();
+                let mut highest = self.highest.lock().unwrap();
+                if let Some(old) = highest.get(&key) {
+                    if *old > rank {
+                        self.violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("{key}: {old:?} then {rank:?}"));
+                    }
+                }
+                highest.insert(key.clone(), rank);
+                if let ChangeKind::Upsert(record) = &c.kind {
+                    if let Record::Measures(g) = record.as_ref() {
+                        let weight = g
+                            .measures
+                            .first()
+                            .map(|m| m.value.to_string())
+                            .unwrap_or_default();
+                        self.values.lock().unwrap().insert(key.clone(), weight);
+                    }
+                }
+                self.accepted.lock().unwrap().push((
+                    key,
+                    c.version,
+                    matches!(c.kind, ChangeKind::Delete),
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+struct Setup {
+    sim: Simulator,
+    clock: ManualClock,
+    auth: WithingsAuth,
+    store: Arc<dyn TokenStore>,
+}
+
+async fn setup(store: Arc<dyn TokenStore>) -> Setup {
+    let sim = simulator().await;
+    let clock = ManualClock::new();
+    let auth = auth_builder(&sim, &clock)
+        .store(store.clone())
+        .build(transport::plain_http_client());
+    auth.import(grant(&sim, &clock, USER)).await.unwrap();
+    Setup {
+        sim,
+        clock,
+        auth,
+        store,
+    }
+}
+
+fn engine(
+    s: &Setup,
+    sink: Arc<dyn Sink>,
+    config: SyncConfig,
+) -> SyncEngine<impl tower_withings::transport::HttpClient> {
+    let stack = ServiceBuilder::new()
+        .layer(s.auth.layer())
+        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
+        .service(transport::plain_http_client());
+    SyncEngine::with_clock(
+        stack,
+        &s.sim.endpoints(),
+        s.store.clone(),
+        sink,
+        config,
+        Arc::new(s.clock.clone()),
+    )
+    .unwrap()
+}
+
+fn measures_only() -> SyncConfig {
+    SyncConfig::default().streams(&[SyncStream::Measures])
+}
+
+fn notification(form: String) -> Notification {
+    Notification::from_form(form.as_bytes()).unwrap()
+}
+
+async fn sqlite_store(tag: &str) -> (crate::store_support::TempDir, std::path::PathBuf) {
+    let dir = crate::store_support::TempDir::new(tag);
+    let path = dir.file("sync.sqlite3");
+    (dir, path)
+}
+
+#[tokio::test]
+async fn a_notification_reaches_the_sink_and_moves_the_cursor() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only());
+    assert!(engine.run_once().await.unwrap());
+    let history = sink.keys();
+    assert_eq!(
+        history.len(),
+        3,
+        "the simulator's three groups: {history:?}"
+    );
+
+    let date = s.sim.add_measure(USER, 1, 72_500, -3);
+    let intake = engine.intake();
+    let queued = intake
+        .accept(&notification(format!(
+            "userid={USER}&appli=1&startdate={date}&enddate={}",
+            date + 1
+        )))
+        .await
+        .unwrap();
+    assert_eq!(queued, Accepted::Queued(vec![SyncStream::Measures]));
+    // A burst coalesces: the same notification again is one fetch.
+    intake
+        .accept(&notification(format!(
+            "userid={USER}&appli=1&startdate={date}&enddate={}",
+            date + 1
+        )))
+        .await
+        .unwrap();
+    s.sim.reset_counters();
+    assert_eq!(
+        engine.step().await.unwrap(),
+        Step::Worked(SyncLane::Notification)
+    );
+    assert_eq!(s.sim.counters().data_calls, 1, "one fetch for the burst");
+    let keys = sink.keys();
+    assert_eq!(keys.len(), 4);
+    let new = keys.iter().find(|k| !history.contains(k)).unwrap().clone();
+    assert_eq!(
+        sink.values.lock().unwrap()[&new],
+        "72.5",
+        "the value, exact"
+    );
+    let state = s.store.sync_state().unwrap();
+    let cursor = state.load(USER, SyncStream::Measures).await.unwrap().cursor;
+    assert_eq!(
+        cursor,
+        Some(i64::try_from(date).unwrap()),
+        "the cursor is the modified Withings gave"
+    );
+    assert_eq!(state.inbox_depth().await.unwrap(), 0);
+    assert!(sink.violations.lock().unwrap().is_empty());
+    assert_eq!(engine.metrics().changes_delivered, 4);
+}
+
+#[tokio::test]
+async fn a_dropped_notification_is_caught_by_the_sweep() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only());
+    assert!(engine.run_once().await.unwrap());
+    s.sim.add_measure(USER, 1, 80_100, -3); // its notification never arrives
+    assert_eq!(engine.step().await.unwrap(), Step::Idle, "nothing due yet");
+    assert_eq!(sink.keys().len(), 3);
+    s.clock.advance(Duration::from_secs(24 * 3_600));
+    assert_eq!(engine.step().await.unwrap(), Step::Worked(SyncLane::Sweep));
+    assert_eq!(
+        sink.keys().len(),
+        4,
+        "the sweep found the measure within 24 h"
+    );
+    assert!(sink.values.lock().unwrap().values().any(|v| v == "80.1"));
+}
+
+#[tokio::test]
+async fn after_an_unlink_the_simulator_sees_zero_calls_for_the_user() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only());
+    let mut events = engine.events();
+    assert!(engine.run_once().await.unwrap());
+    let intake = engine.intake();
+    let unlink = notification(format!("userid={USER}&appli=46&action=unlink"));
+    assert_eq!(intake.accept(&unlink).await.unwrap(), Accepted::Stopped);
+    let date = s.sim.add_measure(USER, 1, 70_000, -3);
+    let data = notification(format!(
+        "userid={USER}&appli=1&startdate={date}&enddate={}",
+        date + 1
+    ));
+    assert_eq!(intake.accept(&data).await.unwrap(), Accepted::Ignored);
+    s.sim.reset_counters();
+    s.clock.advance(Duration::from_secs(48 * 3_600));
+    engine.run_once().await.unwrap();
+    while engine.step().await.unwrap() != Step::Idle {}
+    assert_eq!(
+        s.sim.counters().data_calls,
+        0,
+        "zero calls after the unlink"
+    );
+    let mut stopped = false;
+    while let Ok(e) = events.try_recv() {
+        stopped |= matches!(e, SyncEvent::Stopped { user: USER, .. });
+    }
+    assert!(stopped, "the unlink is an event");
+    // Forget removes the cursors and inbox; resume lets the user sync again.
+    engine.forget(USER).await.unwrap();
+    assert!(
+        s.store
+            .sync_state()
+            .unwrap()
+            .streams(USER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_refresh_token_stops_the_user() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only());
+    s.sim.revoke_user(USER);
+    engine.run_once().await.unwrap();
+    let state = s.store.sync_state().unwrap();
+    assert!(
+        state.stopped(USER).await.unwrap().is_some(),
+        "the user's sync stopped"
+    );
+    s.sim.reset_counters();
+    s.clock.advance(Duration::from_secs(48 * 3_600));
+    engine.run_once().await.unwrap();
+    assert_eq!(s.sim.counters().data_calls, 0);
+    assert_eq!(s.sim.counters().refreshes, 0);
+}
+
+async fn crash_mid_batch(panic: bool) {
+    let (_dir, path) = sqlite_store(if panic { "sync-panic" } else { "sync-crash" }).await;
+    let store: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let s = setup(store).await;
+    for i in 0..6 {
+        s.sim.add_measure(USER, 1, 70_000 + i, -3);
+    }
+    let config = measures_only().batch_size(2);
+    let failing = Arc::new(Recorder::failing_at(2, panic));
+    let first = engine(&s, failing.clone(), config.clone());
+    assert!(!first.run_once().await.unwrap(), "the sink failed");
+    let accepted = failing.keys();
+    assert_eq!(
+        accepted.len(),
+        4,
+        "two batches of two accepted before the failure"
+    );
+    assert_eq!(first.metrics().sink_failures, 1);
+    drop(first);
+
+    // A restarted process, over a fresh handle on the same file.
+    let store2: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let healthy = Arc::new(Recorder::default());
+    let auth2 = auth_builder_for(&s.clock, &store2, &s).await;
+    let s2 = Setup {
+        sim: s.sim,
+        clock: s.clock.clone(),
+        auth: auth2,
+        store: store2,
+    };
+    let second = engine(&s2, healthy.clone(), config);
+    assert!(second.run_once().await.unwrap());
+    let again = healthy.keys();
+    assert!(
+        again.iter().all(|k| !accepted.contains(k)),
+        "nothing accepted is delivered again"
+    );
+    assert_eq!(
+        accepted.len() + again.len(),
+        9,
+        "nothing lost: 3 + 6 groups"
+    );
+}
+
+async fn auth_builder_for(
+    clock: &ManualClock,
+    store: &Arc<dyn TokenStore>,
+    s: &Setup,
+) -> WithingsAuth {
+    auth_builder(&s.sim, clock)
+        .store(store.clone())
+        .build(transport::plain_http_client())
+}
+
+#[tokio::test]
+async fn a_sink_failing_mid_batch_gets_only_the_unaccepted_batches_again() {
+    crash_mid_batch(false).await;
+}
+
+#[tokio::test]
+async fn a_sink_panicking_mid_batch_gets_only_the_unaccepted_batches_again() {
+    crash_mid_batch(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() {
+    let (_dir, path) = sqlite_store("sync-two").await;
+    let a: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let b: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let s = setup(a).await;
+    let sink = Arc::new(Recorder::default());
+    let one = engine(&s, sink.clone(), measures_only().batch_size(1));
+    // The second engine: its own handle, store handle and stack, the same simulator.
+    let auth2 = auth_builder_for(&s.clock, &b, &s).await;
+    let stack = ServiceBuilder::new()
+        .layer(auth2.layer())
+        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
+        .service(transport::plain_http_client());
+    let two = SyncEngine::with_clock(
+        stack,
+        &s.sim.endpoints(),
+        b.clone(),
+        sink.clone(),
+        measures_only().batch_size(1),
+        Arc::new(s.clock.clone()),
+    )
+    .unwrap();
+    let state = s.store.sync_state().unwrap();
+    let mut last = None;
+    for i in 0..5 {
+        let date = s.sim.add_measure(USER, 1, 60_000 + i, -3);
+        let n = notification(format!(
+            "userid={USER}&appli=1&startdate={date}&enddate={}",
+            date + 1
+        ));
+        one.intake().accept(&n).await.unwrap();
+        let (x, y) = tokio::join!(one.run_once(), two.run_once());
+        x.unwrap();
+        y.unwrap();
+        let cursor = state.load(USER, SyncStream::Measures).await.unwrap().cursor;
+        assert!(
+            cursor >= last,
+            "the cursor went back: {last:?} then {cursor:?}"
+        );
+        last = cursor;
+    }
+    assert!(one.run_once().await.unwrap());
+    assert!(
+        sink.violations.lock().unwrap().is_empty(),
+        "{:?}",
+        sink.violations.lock().unwrap()
+    );
+    let mut keys = sink.keys();
+    let delivered = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), 8, "3 + 5 groups, all delivered");
+    assert_eq!(
+        delivered, 8,
+        "each exactly once: the lease and the versions keep the engines apart"
+    );
+}
+
+#[tokio::test]
+async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
+    let (_dir, path) = sqlite_store("sync-backfill").await;
+    let store: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let s = setup(store).await;
+    let config = measures_only()
+        .backfill(Backfill::Days(5))
+        .chunk(Duration::from_secs(86_400));
+    // Batch 0: the live read (today's group); batch 1: the first chunk's group; batch 2, the
+    // second chunk's group, fails.
+    let failing = Arc::new(Recorder::failing_at(2, false));
+    let first = engine(&s, failing.clone(), config.clone());
+    assert!(!first.run_once().await.unwrap());
+    assert_eq!(
+        first.metrics().backfill_chunks,
+        1,
+        "one chunk checkpointed before the failure"
+    );
+    let state = s.store.sync_state().unwrap();
+    let progress = state
+        .load(USER, SyncStream::Measures)
+        .await
+        .unwrap()
+        .backfill
+        .unwrap();
+    assert_eq!(
+        progress.horizon + 3 * 86_400,
+        progress.next_end,
+        "three chunks left"
+    );
+
+    let healthy = Arc::new(Recorder::default());
+    let second = engine(&s, healthy.clone(), config);
+    assert!(second.run_once().await.unwrap());
+    assert_eq!(second.metrics().backfill_chunks, 3);
+    assert_eq!(
+        second.metrics().requests[2],
+        3,
+        "the failed chunk again, then the two left"
+    );
+    let progress = state
+        .load(USER, SyncStream::Measures)
+        .await
+        .unwrap()
+        .backfill
+        .unwrap();
+    assert!(progress.done());
+    let mut all = failing.keys();
+    all.extend(healthy.keys());
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3, "the three groups, none lost");
+}
+
+#[tokio::test]
+async fn a_notification_answered_before_a_crash_is_still_processed() {
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use tower::ServiceExt;
+    use tower_withings::notify::NotifyReceiver;
+
+    let (_dir, path) = sqlite_store("sync-inbox").await;
+    let store: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    let s = setup(store).await;
+    let sink = Arc::new(Recorder::default());
+    let before = engine(&s, sink.clone(), measures_only());
+    assert!(before.run_once().await.unwrap());
+    let (receiver, notifications) = NotifyReceiver::builder(NotifyReceiver::random_secret())
+        .intake(before.intake())
+        .queue(1)
+        .build()
+        .unwrap();
+    let date = s.sim.add_measure(USER, 1, 91_250, -3);
+    s.sim.reset_counters();
+    let callback = receiver.callback_url("https://app.example.com/withings/notify");
+    let path_only = callback
+        .expose()
+        .trim_start_matches("https://app.example.com")
+        .to_owned();
+    for _ in 0..3 {
+        // A full queue is no reason to refuse: the inbox holds the notification.
+        let post = Request::post(path_only.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(format!(
+                "userid={USER}&appli=1&startdate={date}&enddate={}",
+                date + 1
+            ))))
+            .unwrap();
+        assert_eq!(
+            receiver.clone().oneshot(post).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(s.sim.counters().data_calls, 0, "the receiver called nobody");
+    // The process dies: the receiver, its in-memory queue and the engine are gone.
+    drop((receiver, notifications, before));
+
+    let store2: Arc<dyn TokenStore> = Arc::new(
+        tower_withings::store::SqliteStore::open(&path)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        store2.sync_state().unwrap().inbox_depth().await.unwrap(),
+        1,
+        "one coalesced entry"
+    );
+    let auth2 = auth_builder_for(&s.clock, &store2, &s).await;
+    let after = Setup {
+        sim: s.sim,
+        clock: s.clock.clone(),
+        auth: auth2,
+        store: store2,
+    };
+    let engine2 = engine(&after, sink.clone(), measures_only());
+    assert_eq!(
+        engine2.step().await.unwrap(),
+        Step::Worked(SyncLane::Notification)
+    );
+    assert!(sink.values.lock().unwrap().values().any(|v| v == "91.25"));
+    let status = engine2.status().await.unwrap();
+    assert_eq!(status.inbox_depth, 0);
+    let measures = &status.users[0].streams[0];
+    assert_eq!(measures.stream, SyncStream::Measures);
+    assert_eq!(measures.state.cursor, Some(i64::try_from(date).unwrap()));
+}
+
+#[tokio::test]
+async fn every_stream_the_simulator_serves_reaches_the_sink() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let mut streams = SyncStream::DEFAULT.to_vec();
+    streams.push(SyncStream::Heart);
+    let engine = engine(&s, sink.clone(), SyncConfig::default().streams(&streams));
+    let mut events = engine.events();
+    assert!(engine.run_once().await.unwrap());
+    let keys = sink.keys();
+    for stream in &streams {
+        let prefix = format!("{USER}/{stream}/");
+        assert!(
+            keys.iter().any(|k| k.starts_with(&prefix)),
+            "nothing for {stream}: {keys:?}"
+        );
+    }
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, SyncEvent::Failed { .. } | SyncEvent::BadRows { .. }),
+            "{e:?}"
+        );
+    }
+    // A second catch-up delivers nothing new: every version is already in the sink.
+    let before = keys.len();
+    assert!(engine.run_once().await.unwrap());
+    assert_eq!(sink.keys().len(), before);
+    let status = engine.status().await.unwrap();
+    assert_eq!(status.users[0].streams.len(), streams.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_the_inbox_until_shutdown() {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), measures_only().workers(3));
+    assert!(engine.run_once().await.unwrap());
+    let date = s.sim.add_measure(USER, 1, 65_400, -3);
+    let n = notification(format!(
+        "userid={USER}&appli=1&startdate={date}&enddate={}",
+        date + 1
+    ));
+    engine.intake().accept(&n).await.unwrap();
+    let watched = sink.clone();
+    let delivered = async move {
+        while watched.keys().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.run(Duration::from_millis(10), delivered),
+    )
+    .await
+    .expect("run returns at shutdown")
+    .unwrap();
+    assert!(sink.values.lock().unwrap().values().any(|v| v == "65.4"));
+}

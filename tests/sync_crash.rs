@@ -1,0 +1,252 @@
+//! Sync crashes: a process syncing one user is SIGKILLed at random moments, 20 times, on
+//! SQLite and on PostgreSQL. Its sink appends every accepted change to a file (the app's
+//! durable table). At the end the file holds every group the simulator has (nothing lost),
+//! and the repeats are within the unaccepted batches: at most one batch per kill.
+//!
+//! Its own binary: it re-runs itself as the child it kills.
+#![cfg(feature = "sqlite")]
+
+#[allow(dead_code)]
+#[path = "it/common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "it/store_support.rs"]
+mod store_support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{CLIENT_ID, CLIENT_SECRET, grant, simulator};
+use http_body_util::BodyExt;
+use store_support::TempDir;
+use tower::ServiceBuilder;
+use tower_withings::store::{SqliteStore, TokenStore};
+use tower_withings::sync::{Batch, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream};
+use tower_withings::{Credentials, Endpoints, ManualClock, WithingsAuth, transport};
+
+const CHILD: &str = "sync_crash_child_entry";
+const ENV_ROLE: &str = "TOWER_WITHINGS_SYNC_CRASH_ROLE";
+const ENV_API: &str = "TOWER_WITHINGS_SYNC_CRASH_API";
+const ENV_STORE: &str = "TOWER_WITHINGS_SYNC_CRASH_STORE";
+const ENV_OUT: &str = "TOWER_WITHINGS_SYNC_CRASH_OUT";
+const KILLS: usize = 20;
+const BATCH: usize = 2;
+
+/// The app's table: one line per accepted change, the batch written in one `write` and synced
+/// before `Ok`.
+struct FileSink(std::path::PathBuf);
+
+impl Sink for FileSink {
+    fn accept<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a> {
+        Box::pin(async move {
+            let mut text = String::new();
+            for c in &batch.changes {
+                text.push_str(&format!("{} {}\n", c.key, c.version));
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.0)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            // A wide window for a kill between "written" and "accepted".
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            Ok(())
+        })
+    }
+}
+
+async fn open_store(spec: &str) -> Arc<dyn TokenStore> {
+    match spec.split_once(':') {
+        Some(("sqlite", path)) => Arc::new(SqliteStore::open(path).await.unwrap()),
+        #[cfg(feature = "postgres")]
+        Some(("postgres", table)) => Arc::new(
+            tower_withings::store::PostgresStore::builder(&store_support::postgres_url())
+                .table(table)
+                .build()
+                .await
+                .unwrap(),
+        ),
+        _ => panic!("unknown store {spec}"),
+    }
+}
+
+/// The child: sync until done, say DONE, keep going until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_crash_child_entry() {
+    if std::env::var(ENV_ROLE).as_deref() != Ok("sync-loop") {
+        return;
+    }
+    let api = std::env::var(ENV_API).unwrap();
+    let store = open_store(&std::env::var(ENV_STORE).unwrap()).await;
+    let endpoints = Endpoints::loopback(&api, &api).unwrap();
+    let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
+        .endpoints(endpoints.clone())
+        .store(store.clone())
+        .rate_budget(tower_withings::RateBudget::unlimited())
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .build(transport::plain_http_client());
+    let stack = ServiceBuilder::new()
+        .layer(auth.layer())
+        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
+        .service(transport::plain_http_client());
+    let sink = Arc::new(FileSink(std::env::var(ENV_OUT).unwrap().into()));
+    let config = SyncConfig::default()
+        .streams(&[SyncStream::Measures])
+        .batch_size(BATCH)
+        .lease_ttl(Duration::from_millis(300));
+    let engine = SyncEngine::new(stack, &endpoints, store, sink, config).unwrap();
+    println!("READY");
+    loop {
+        if engine.run_once().await.unwrap_or(false) {
+            println!("DONE");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Syncing {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Syncing {
+    fn spawn(api: &str, store: &str, out: &std::path::Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ENV_ROLE, "sync-loop")
+            .env(ENV_API, api)
+            .env(ENV_STORE, store)
+            .env(ENV_OUT, out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the test binary as a child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Syncing { child, lines }
+    }
+
+    async fn wait_for(&self, word: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.lines.try_recv() {
+                Ok(line) if line.contains(word) => return,
+                Ok(_) => {}
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+                Err(e) => panic!("the child never said {word} ({e:?})"),
+            }
+        }
+    }
+}
+
+impl Drop for Syncing {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes) % n
+}
+
+async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, dir: &TempDir) {
+    let sim = simulator().await;
+    let user = common::USER;
+    store
+        .put(
+            &grant(&sim, &ManualClock::new(), user),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    for i in 0..10 {
+        sim.add_measure(user, 1, 70_000 + i, -3);
+    }
+    let out = dir.file("table.txt");
+    for kill in 0..KILLS {
+        // New data between crashes, so live reads have work each time.
+        sim.add_measure(user, 1, 80_000 + kill as i64, -3);
+        sim.add_measure(user, 6, 2_000 + kill as i64, -2);
+        let child = Syncing::spawn(&sim.api_base(), store_spec, &out);
+        child.wait_for("READY", Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(random_below(250))).await;
+        drop(child); // SIGKILL
+    }
+    let last = Syncing::spawn(&sim.api_base(), store_spec, &out);
+    last.wait_for("DONE", Duration::from_secs(60)).await;
+    drop(last);
+
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for line in text.lines() {
+        let key = line.split(' ').next().unwrap();
+        *seen.entry(key).or_default() += 1;
+    }
+    let groups = 3 + 10 + 2 * KILLS;
+    assert_eq!(
+        seen.len(),
+        groups,
+        "every group reached the table: nothing lost"
+    );
+    let repeats: usize = seen.values().map(|n| n - 1).sum();
+    assert!(
+        repeats <= KILLS * BATCH,
+        "{repeats} repeats: more than one unaccepted batch per kill"
+    );
+    println!("{store_spec}: {KILLS} kills, {groups} groups, {repeats} repeats");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_syncing_on_sqlite_loses_nothing() {
+    if std::env::var(ENV_ROLE).is_ok() {
+        return;
+    }
+    let dir = TempDir::new("sync-crash");
+    let db = dir.file("tokens.sqlite3");
+    let store: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&db).await.unwrap());
+    kill_at_random_moments(&format!("sqlite:{}", db.display()), store, &dir).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_syncing_on_postgres_loses_nothing() {
+    if std::env::var(ENV_ROLE).is_ok() {
+        return;
+    }
+    let table = format!("withings_sync_crash_{}", store_support::random_hex(6));
+    let store = match tower_withings::store::PostgresStore::builder(&store_support::postgres_url())
+        .table(&table)
+        .build()
+        .await
+    {
+        Ok(store) => store,
+        Err(error) => return store_support::postgres_unreachable(&error),
+    };
+    let dir = TempDir::new("sync-crash-pg");
+    kill_at_random_moments(&format!("postgres:{table}"), Arc::new(store.clone()), &dir).await;
+    let client = store.pool().get().await.unwrap();
+    for suffix in [
+        "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+    ] {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
+            .await
+            .unwrap();
+    }
+}
