@@ -161,7 +161,9 @@ impl History {
                 };
                 let mut group = h.group(kind, round, &mut rng, &devs, date, weight);
                 // Most groups reach the cloud within a day; one in ten weeks later.
-                let delay = if rng.chance(10) {
+                let delay = if !config.late_uploads {
+                    60 + rng.below(3_540)
+                } else if rng.chance(10) {
                     3 * DAY + rng.below(37 * DAY)
                 } else if rng.chance(50) {
                     60 + rng.below(3_600)
@@ -169,7 +171,7 @@ impl History {
                     3_600 + rng.below(35 * 3_600)
                 };
                 group.created = (date + delay).min(latest).max(date);
-                group.modified = if rng.chance(8) {
+                group.modified = if config.late_uploads && rng.chance(8) {
                     (group.created + DAY + rng.below(9 * DAY)).min(latest)
                 } else {
                     group.created

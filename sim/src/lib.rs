@@ -214,6 +214,10 @@ pub struct HistoryConfig {
     /// USE WITH") and a peer's users saw (vangorra/python_withings_api#68). `false`: both
     /// filters apply. Default `true`.
     pub mixed_selection_empty: bool,
+    /// Whether measure groups reach the cloud late (one in ten 3 to 40 days after `date`, half
+    /// the others up to 36 h after) and are edited days later. `false`: every group is uploaded
+    /// within the hour and never edited, for tests that count on dates alone. Default `true`.
+    pub late_uploads: bool,
 }
 
 impl Default for HistoryConfig {
@@ -225,6 +229,7 @@ impl Default for HistoryConfig {
             page_size: 50,
             anchor: None,
             mixed_selection_empty: true,
+            late_uploads: true,
         }
     }
 }
