@@ -20,6 +20,9 @@ mod reqwest_client;
 #[allow(dead_code)]
 #[path = "../examples/web_login.rs"]
 mod web_login;
+#[allow(dead_code)]
+#[path = "../examples/weight_history.rs"]
+mod weight_history;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,11 +32,43 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use url::Url;
-use withings_sim::{DEFAULT_USER_ID, Simulator};
+use withings_sim::{DEFAULT_USER_ID, HistoryConfig, Simulator};
 
 #[tokio::test]
 async fn hyper_client_example_runs() {
     hyper_client::run().await.unwrap();
+}
+
+/// Every weight the simulator holds for the user, one line each, exact, across pages.
+#[tokio::test]
+async fn weight_history_example_prints_every_weight_once() {
+    let sim = weight_history::simulator().await.unwrap();
+    let mut out = Vec::new();
+    let printed = weight_history::run(&sim, &mut out).await.unwrap();
+    let mut lines: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut want: Vec<String> = (sim.measure_groups(DEFAULT_USER_ID).iter())
+        .filter(|g| g.category == 1)
+        .filter_map(|g| {
+            let m = g.measures.iter().find(|m| m.meastype == 1)?;
+            let date = jiff::Timestamp::from_second(i64::try_from(g.date).unwrap()).unwrap();
+            let kg = tower_withings::data::Exact::new(m.value, i32::try_from(m.unit).unwrap());
+            Some(format!("weight: {date} {kg} kg"))
+        })
+        .collect();
+    assert_eq!(printed, lines.len());
+    assert!(want.len() > 365, "a year of weighings: {}", want.len());
+    assert!(
+        sim.calls(DEFAULT_USER_ID, "/measure", "getmeas") > 1,
+        "several pages"
+    );
+    lines.sort();
+    want.sort();
+    assert_eq!(lines, want);
+    assert!(lines[0].starts_with("weight: 20"), "{}", lines[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +173,13 @@ async fn web_login_logs_a_browser_in_and_shows_its_data() {
     assert_eq!(page.url.path(), "/me");
     let expected = format!("Withings user {DEFAULT_USER_ID}: latest weight ");
     assert!(page.body.starts_with(&expected), "{}", page.body);
-    assert!(page.body.contains(" kg (3 weighings)"), "{}", page.body);
+    // Every weighing of the simulated history fits in the first page.
+    let weighings = (sim.measure_groups(DEFAULT_USER_ID).iter())
+        .filter(|g| g.measures.iter().any(|m| m.meastype == 1))
+        .count();
+    assert!(weighings < HistoryConfig::default().page_size);
+    let count = format!(" kg ({weighings} weighings)");
+    assert!(page.body.contains(&count), "{}", page.body);
 
     // The session stays logged in: the next pages need no new login.
     let page = browser.get(&format!("{base}/")).await;

@@ -3,6 +3,7 @@
 //! Every command goes through the same `WithingsAuth` and `WithingsAuthLayer` a server would use,
 //! so `call` refreshes and replays exactly as the library does.
 
+mod data;
 mod demo;
 mod store;
 
@@ -141,6 +142,8 @@ enum Command {
         #[arg(long)]
         user: UserId,
     },
+    #[command(flatten)]
+    Data(data::DataCommand),
     /// Refresh a user's token now.
     Refresh {
         /// The Withings user.
@@ -182,7 +185,8 @@ enum Command {
     /// WITHINGS_REDIRECT_URI, and WITHINGS_STORE (a fresh SQLite file, deleted when the
     /// simulator stops, so simulated tokens never mix with real ones). To point every command
     /// at it: `withings sim > sim.env &` then `set -a; . ./sim.env; set +a`. State lives in
-    /// memory: a restart starts afresh.
+    /// memory: a restart starts afresh. Every user has 90 days of seeded data (measures,
+    /// activity, workouts, sleep, ECGs) for the data commands.
     Sim {
         /// The port to listen on (0: any free one).
         #[arg(long, default_value_t = 0)]
@@ -239,8 +243,17 @@ const SIM_REDIRECT_URI: &str = "https://app.example.com/withings/callback";
 
 /// `withings sim`: a simulator on `port` until Ctrl-C or SIGTERM.
 async fn sim(port: u16) -> CliResult<()> {
-    use withings_sim::{DEFAULT_USER_ID, SimConfig, Simulator};
-    let sim = Simulator::start_on(port, SimConfig::default())
+    use withings_sim::{DEFAULT_USER_ID, HistoryConfig, SimConfig, Simulator};
+    // Three months of data per user, served in pages of 50: enough to page through.
+    let history = HistoryConfig {
+        days: 90,
+        ..HistoryConfig::default()
+    };
+    let config = SimConfig {
+        history,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start_on(port, config)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
     sim.register_client(SIM_CLIENT_ID, SIM_CLIENT_SECRET, &[SIM_REDIRECT_URI]);
@@ -372,6 +385,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         _ => Reach::Withings,
     };
     let auth = connect(&cli, reach).await?;
+    let hosts = endpoints(&cli);
     match cli.command {
         Command::Login {
             redirect_uri,
@@ -440,6 +454,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             }
         }
         Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
+        Command::Data(command) => data::run(&auth, &hosts?, command).await,
         Command::Demo | Command::Sim { .. } => unreachable!("handled above"),
     }
 }

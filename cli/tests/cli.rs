@@ -705,3 +705,234 @@ async fn demo_tells_the_whole_story_and_exits_0() {
     assert!(out.contains("200 answered, 1 refresh"), "{out}");
     assert!(out.contains("200 replayed"), "{out}");
 }
+
+/// The data commands against the simulator's seeded history: `measures --format jsonl` prints
+/// every measure once with its exact value, as the simulator holds it; the selections (--type,
+/// --from/--to, --since) pick what Withings would; each other command one line per row.
+#[tokio::test]
+async fn data_commands_print_every_row_exactly() {
+    use tower_withings::data::Exact;
+    use withings_sim::{HistoryConfig, Series, SimConfig};
+
+    const ANCHOR: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let sim = Simulator::start_with(SimConfig {
+        history: HistoryConfig {
+            days: 20,
+            groups_per_day: 3,
+            page_size: 7,
+            anchor: Some(ANCHOR),
+            ..HistoryConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    let cli = Cli::new(&sim);
+    let user = UserId(4_321);
+    cli.import(&sim, user.0, "user.info,user.metrics,user.activity")
+        .await;
+    let id = user.0.to_string();
+    let held = sim.measure_groups(user);
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let key = |m: &serde_json::Value| {
+        (
+            m["grpid"].as_u64().unwrap(),
+            m["type"].as_i64().unwrap(),
+            m["position"].as_i64(),
+        )
+    };
+
+    // Every measure once, its value the exact decimal.
+    let (code, out, err) = cli
+        .run(&["measures", "--user", &id, "--format", "jsonl"], "")
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let read = lines(&out);
+    let mut want = BTreeMap::new();
+    for g in &held {
+        for m in &g.measures {
+            let value = Exact::new(m.value, i32::try_from(m.unit).unwrap()).to_string();
+            want.insert((g.grpid, m.meastype, m.position), (value, g));
+        }
+    }
+    assert_eq!(read.len(), want.len(), "one line per measure");
+    for m in &read {
+        let (value, g) = &want[&key(m)];
+        assert_eq!(m["value"].as_str(), Some(value.as_str()), "{m}");
+        assert_eq!(m["date"], g.date, "{m}");
+        assert_eq!(m["modified"], g.modified, "{m}");
+        assert_eq!(m["attrib"], g.attrib, "{m}");
+        assert_eq!(m["category"], g.category, "{m}");
+        assert!(m["position"].is_null() || m["position"].is_i64(), "{m}");
+    }
+    let distinct: std::collections::BTreeSet<_> = read.iter().map(key).collect();
+    assert_eq!(distinct.len(), read.len());
+    assert_eq!(sim.calls(user, "/measure", "getmeas"), 60_u64.div_ceil(7));
+
+    // --type by name and code: one call for both, only those types.
+    let (code, out, err) = cli
+        .run(
+            &[
+                "measures", "--user", &id, "--type", "weight,6", "--format", "jsonl",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let typed = lines(&out);
+    let want_typed = want.keys().filter(|(_, t, _)| *t == 1 || *t == 6).count();
+    assert_eq!(typed.len(), want_typed);
+
+    // --from/--to: days, the last one included.
+    let (code, out, err) = cli
+        .run(
+            &[
+                "measures",
+                "--user",
+                &id,
+                "--from",
+                "2025-12-20",
+                "--to",
+                "2025-12-25",
+                "--format",
+                "jsonl",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (from, to) = (1_766_188_800, 1_766_188_800 + 6 * 86_400 - 1);
+    let in_window = want
+        .values()
+        .filter(|(_, g)| (from..=to).contains(&g.date))
+        .count();
+    assert!(in_window > 0);
+    assert_eq!(lines(&out).len(), in_window);
+
+    // --since in Unix seconds: what changed since.
+    let since = ANCHOR - 5 * 86_400;
+    let (code, out, err) = cli
+        .run(
+            &[
+                "measures",
+                "--user",
+                &id,
+                "--since",
+                &since.to_string(),
+                "--format",
+                "jsonl",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let changed = want.values().filter(|(_, g)| g.modified >= since).count();
+    assert_eq!(lines(&out).len(), changed);
+
+    // The table: one line per measure too.
+    let (code, out, err) = cli.run(&["measures", "--user", &id], "").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), want.len());
+
+    // A window and --since together, or a bad DATE: usage errors (exit 2).
+    let (code, _, err) = cli
+        .run(
+            &[
+                "measures", "--user", &id, "--since", "0", "--from", "0", "--to", "1",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli
+        .run(&["measures", "--user", &id, "--since", "yesterday"], "")
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("YYYY-MM-DD"), "{err}");
+
+    // The other commands: one line per row the simulator holds.
+    for (command, series) in [
+        ("activity", Series::Activity),
+        ("workouts", Series::Workouts),
+        ("sleep", Series::SleepSummaries),
+        ("heart", Series::Ecgs),
+        ("devices", Series::Devices),
+    ] {
+        let (code, out, err) = cli
+            .run(&[command, "--user", &id, "--format", "jsonl"], "")
+            .await;
+        assert_eq!(code, 0, "{command}: {err}");
+        assert_eq!(lines(&out).len(), sim.rows(user, series).len(), "{command}");
+    }
+    let (code, out, err) = cli
+        .run(
+            &[
+                "activity",
+                "--user",
+                &id,
+                "--from",
+                "2025-12-30",
+                "--to",
+                "2025-12-31",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, out, err) = cli
+        .run(&["goals", "--user", &id, "--format", "jsonl"], "")
+        .await;
+    assert_eq!(code, 0, "{err}");
+    match sim.goals(user) {
+        Some(goals) => {
+            let read: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(read["steps"], goals["steps"], "{out}");
+        }
+        None => assert_eq!(out.trim(), "null"),
+    }
+    // An unknown user: exit 3, as for every command.
+    let (code, _, err) = cli.run(&["measures", "--user", "999"], "").await;
+    assert_eq!(code, 3, "{err}");
+}
+
+/// `withings sim`'s lines drive the data commands: a login, then measures as JSON lines.
+#[tokio::test]
+async fn data_commands_against_withings_sim() {
+    let sim = SimProcess::start(0).await;
+    let user = DEFAULT_USER_ID.to_string();
+    let mut command = withings();
+    command
+        .envs(&sim.vars)
+        .args(["login", "--scope", "user.info,user.metrics,user.activity"]);
+    let (_, (code, out, err)) = login(command, None).await;
+    assert_eq!((code, out.trim()), (0, user.as_str()), "{err}");
+    let (code, out, err) = sim
+        .run(&[
+            "measures", "--user", &user, "--format", "jsonl", "--type", "1",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().count() > 1, "{out}");
+    for line in out.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(m["type"], 1, "{line}");
+        let value = m["value"].as_str().unwrap();
+        assert!(value.parse::<f64>().unwrap() > 40.0, "{line}");
+        for field in ["grpid", "date", "modified", "attrib", "category"] {
+            assert!(m[field].is_i64(), "{field}: {line}");
+        }
+        assert!(m.get("position").is_some(), "{line}");
+    }
+    for command in ["activity", "workouts", "sleep", "heart", "devices", "goals"] {
+        let (code, out, err) = sim.run(&[command, "--user", &user]).await;
+        assert_eq!(code, 0, "{command}: {err}");
+        assert!(!out.is_empty(), "{command}");
+    }
+    sim.stop().await;
+}

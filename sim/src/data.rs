@@ -1,13 +1,17 @@
 //! The data endpoints: `/measure`, `/v2/measure`, `/v2/sleep`, `/v2/user`, `/v2/heart`,
 //! `/notify`, with plausible Withings-shaped bodies.
 
+use std::fmt::Write;
+
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::history::{History, TIMEZONE, V2, mix};
 use super::notify::{CALLBACK_STATUS, CALLBACK_UNREACHABLE, KNOWN_APPLI};
 use super::oauth::{DEACTIVATED, NOT_IMPLEMENTED};
-use super::server::{Reply, Req, err_json, ok_json};
-use super::state::{AddedActivity, AddedMeasure, State, Subscription, scope_has, unix_secs};
+use super::server::{Reply, Req, err_json, json_str, ok_json};
+use super::state::{State, Subscription, scope_has, unix_secs};
+use super::{HistoryConfig, SimGroup};
 
 const NO_SUCH_SUBSCRIPTION: &str = "Invalid Params: no such subscription";
 const INVALID_CALLBACK: &str = "Invalid Params: invalid callbackurl";
@@ -61,7 +65,7 @@ fn required_scope(path: &str, action: &str) -> Option<Option<&'static str>> {
             Some("user.activity")
         }
         ("/v2/sleep", "get" | "getsummary") => Some("user.activity"),
-        ("/v2/user", "get" | "getdevice") => Some("user.info"),
+        ("/v2/user", "get" | "getdevice" | "getgoals") => Some("user.info"),
         ("/v2/heart", "get" | "list") => Some("user.metrics"),
         ("/notify", "subscribe" | "get" | "list" | "update" | "revoke") => None,
         _ => return None,
@@ -125,30 +129,11 @@ fn handle_locked(shared: &Shared, req: &Req) -> Result<Reply, Box<Pending>> {
             &format!("Unauthorized: missing scope {required}"),
         ));
     }
-    let now = unix_secs(st.now());
-    let no_added = Vec::new();
-    let body = match (req.path.as_str(), action) {
-        ("/measure", _) => getmeas(
-            now,
-            userid,
-            req,
-            st.measures.get(&userid).unwrap_or(&no_added),
-        ),
-        ("/v2/measure", "getactivity") => getactivity(
-            now,
-            userid,
-            st.activities.get(&userid).map_or(&[][..], Vec::as_slice),
-        ),
-        ("/v2/measure", "getintradayactivity") => getintradayactivity(now, userid),
-        ("/v2/measure", _) => getworkouts(now, userid),
-        ("/v2/sleep", "get") => sleep_get(now),
-        ("/v2/sleep", _) => sleep_summary(now, userid),
-        ("/v2/user", "get") => user_get(userid),
-        ("/v2/user", _) => user_devices(now, userid),
-        ("/v2/heart", "get") => heart_get(),
-        ("/v2/heart", _) => heart_list(now, userid),
-        _ => match notify(&mut st, &client_id, userid, action, req) {
-            Ok(Notified::Body(body)) => body,
+    let key = (userid, req.path.clone(), action.to_owned());
+    *st.action_calls.entry(key).or_default() += 1;
+    let body = if req.path == "/notify" {
+        match notify(&mut st, &client_id, userid, action, req) {
+            Ok(Notified::Body(body)) => body.to_string(),
             Ok(Notified::Check { url, change }) => {
                 return Err(Box::new(Pending {
                     url,
@@ -157,10 +142,15 @@ fn handle_locked(shared: &Shared, req: &Req) -> Result<Reply, Box<Pending>> {
                 }));
             }
             Err(reply) => return Ok(reply),
-        },
+        }
+    } else {
+        match serve(&mut st, userid, action, req) {
+            Ok(body) => body,
+            Err(reply) => return Ok(reply),
+        }
     };
     st.mark_access_used(token);
-    Ok(ok_json(&body.to_string()))
+    Ok(ok_json(&body))
 }
 
 /// After the callback check: the subscription is made (or moved) if the callback answered.
@@ -198,32 +188,100 @@ pub(crate) fn finish(shared: &Shared, pending: Pending, reachable: bool) -> Repl
     ok_json("{}")
 }
 
-/// `YYYY-MM-DD` of a Unix timestamp (UTC).
-fn ymd(secs: u64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = i64::try_from(secs / 86_400).unwrap_or(0) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+const DAY: u64 = 86_400;
+
+const INVALID_OFFSET: &str = "Invalid Params: invalid offset";
+const INVALID_SIGNAL: &str = "Invalid Params: invalid signalid";
+
+/// The answer to a data call other than `/notify`.
+fn serve(st: &mut State, userid: u64, action: &str, req: &Req) -> Result<String, Reply> {
+    let now = unix_secs(st.now());
+    let config = st.config.history.clone();
+    let h = st.history(userid);
+    // Offsets are only good for the endpoint and user that made them.
+    let salt = mix(h.salt ^ fnv(&req.path) ^ fnv(action).rotate_left(17));
+    let pager = Pager {
+        size: config.page_size.max(1),
+        salt,
+    };
+    let body = match (req.path.as_str(), action) {
+        // The busiest endpoint is written straight to text: thousands of users at once.
+        ("/measure", _) => return getmeas(now, req, &config, &pager, h),
+        ("/v2/measure", "getactivity") => by_day(
+            req,
+            &config,
+            &pager,
+            &h.v2().activities,
+            "activities",
+            Fields::Top,
+        ),
+        ("/v2/measure", "getintradayactivity") => Ok(intraday(now, req, h)),
+        ("/v2/measure", _) => by_day(
+            req,
+            &config,
+            &pager,
+            &h.v2().workouts,
+            "series",
+            Fields::Data,
+        ),
+        ("/v2/sleep", "get") => Ok(sleep_get(now, req, h.v2())),
+        ("/v2/sleep", _) => by_day(
+            req,
+            &config,
+            &pager,
+            &h.v2().summaries,
+            "series",
+            Fields::Data,
+        ),
+        ("/v2/user", "get") => Ok(user_get(userid)),
+        ("/v2/user", "getgoals") => Ok(json!({"goals": h.goals.clone().unwrap_or(json!([]))})),
+        ("/v2/user", _) => Ok(json!({"devices": h.v2().devices})),
+        ("/v2/heart", "get") => heart_get(req, h.v2()),
+        (_, _) => heart_list(req, &pager, h.v2()),
+    };
+    body.map(|b| b.to_string())
 }
 
-fn day_start(now: u64) -> u64 {
-    now - now % 86_400
+/// FNV-1a of a string.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
-/// The most recent 07:00 UTC at or before `now`: when the simulated user weighs in and wakes.
-fn morning(now: u64) -> u64 {
-    let today = day_start(now) + 7 * 3_600;
-    if today <= now {
-        today
-    } else {
-        today.saturating_sub(86_400)
+/// Pages of `size` rows; an offset is an opaque number that says where the next page starts,
+/// checked against the endpoint's `salt` (it is not a row count).
+struct Pager {
+    size: usize,
+    salt: u64,
+}
+
+impl Pager {
+    fn check(&self, position: u64) -> u64 {
+        100 + mix(self.salt ^ position) % 900
+    }
+
+    fn token(&self, position: usize) -> u64 {
+        let p = position as u64;
+        p * 1_000 + self.check(p)
+    }
+
+    /// The rows of this page among `len`, and the offset of the next page if there is one.
+    fn page(&self, len: usize, req: &Req) -> Result<(std::ops::Range<usize>, Option<u64>), Reply> {
+        let start = match req.param("offset").map(str::trim).filter(|o| !o.is_empty()) {
+            None | Some("0") => 0,
+            Some(raw) => {
+                let token: u64 = raw.parse().map_err(|_| err_json(293, INVALID_OFFSET))?;
+                let position = token / 1_000;
+                if position == 0 || token % 1_000 != self.check(position) {
+                    return Err(err_json(293, INVALID_OFFSET));
+                }
+                usize::try_from(position).unwrap_or(usize::MAX).min(len)
+            }
+        };
+        let end = start.saturating_add(self.size).min(len);
+        let next = (end < len).then(|| self.token(end));
+        Ok((start..end, next))
     }
 }
 
@@ -241,229 +299,243 @@ fn secs_param(req: &Req, key: &str) -> Option<u64> {
     req.param(key).and_then(|v| v.trim().parse().ok())
 }
 
-fn getmeas(now: u64, userid: u64, req: &Req, added: &[AddedMeasure]) -> Value {
+/// A JSON string, or `null`.
+fn opt_str(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), json_str)
+}
+
+/// A group as getmeas sends it, with only the `wanted` measures, written to `out`.
+fn write_group(out: &mut String, g: &SimGroup, wanted: Option<&[i64]>) {
+    let _ = write!(
+        out,
+        "{{\"grpid\":{},\"attrib\":{},\"date\":{},\"created\":{},\"modified\":{},\"category\":{},\"deviceid\":{},\"hash_deviceid\":{},\"model\":{},\"modelid\":{},\"measures\":[",
+        g.grpid,
+        g.attrib,
+        g.date,
+        g.created,
+        g.modified,
+        g.category,
+        opt_str(g.deviceid.as_deref()),
+        opt_str(g.hash_deviceid.as_deref()),
+        opt_str(g.model.as_deref()),
+        g.modelid
+            .map_or_else(|| "null".to_owned(), |m| m.to_string()),
+    );
+    let measures = (g.measures.iter()).filter(|m| wanted.is_none_or(|w| w.contains(&m.meastype)));
+    for (i, m) in measures.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            "{{\"value\":{},\"type\":{},\"unit\":{},\"algo\":0,\"fm\":3",
+            m.value, m.meastype, m.unit
+        );
+        if let Some(p) = m.position {
+            let _ = write!(out, ",\"position\":{p}");
+        }
+        out.push('}');
+    }
+    let _ = write!(
+        out,
+        "],\"comment\":null,\"timezone\":{},\"is_inconclusive\":false}}",
+        json_str(TIMEZONE)
+    );
+}
+
+/// getmeas: a window on `date` or `lastupdate` on `modified`, the newest upload first (so not
+/// in date order), `more` as an integer.
+fn getmeas(
+    now: u64,
+    req: &Req,
+    config: &HistoryConfig,
+    pager: &Pager,
+    h: &History,
+) -> Result<String, Reply> {
     let wanted = wanted_types(req);
+    let category: Option<i64> = req.param("category").and_then(|c| c.trim().parse().ok());
     let (start, end, since) = (
         secs_param(req, "startdate"),
         secs_param(req, "enddate"),
         secs_param(req, "lastupdate"),
     );
-    let in_range = |date: u64| {
-        start.is_none_or(|s| date >= s)
-            && end.is_none_or(|e| date <= e)
-            && since.is_none_or(|l| date >= l)
+    let mixed = since.is_some() && (start.is_some() || end.is_some());
+    let mut groups: Vec<&SimGroup> = if mixed && config.mixed_selection_empty {
+        Vec::new()
+    } else {
+        (h.groups.iter())
+            .filter(|g| start.is_none_or(|s| g.date >= s) && end.is_none_or(|e| g.date <= e))
+            .filter(|g| since.is_none_or(|l| g.modified >= l))
+            .filter(|g| category.is_none_or(|c| g.category == c))
+            .filter(|g| {
+                (wanted.as_ref()).is_none_or(|w| g.measures.iter().any(|m| w.contains(&m.meastype)))
+            })
+            .collect()
     };
-    let weight = 70_000 + i64::try_from(userid % 5_000).unwrap_or(0);
-    let groups: Vec<Value> = (0..3u64)
-        .filter_map(|i| {
-            let date = morning(now).saturating_sub(i * 86_400);
-            if !in_range(date) {
-                return None;
+    groups.sort_by(|a, b| b.created.cmp(&a.created).then(b.grpid.cmp(&a.grpid)));
+    let (range, next) = pager.page(groups.len(), req)?;
+    let mut body = format!(
+        "{{\"updatetime\":{now},\"timezone\":{},\"more\":{}",
+        json_str(TIMEZONE),
+        i32::from(next.is_some())
+    );
+    if let Some(offset) = next {
+        let _ = write!(body, ",\"offset\":{offset}");
+    }
+    body.push_str(",\"measuregrps\":[");
+    for (i, g) in groups[range].iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        write_group(&mut body, g, wanted.as_deref());
+    }
+    body.push_str("]}");
+    Ok(body)
+}
+
+/// Where `data_fields` names are looked for in a row.
+#[derive(Clone, Copy)]
+enum Fields {
+    /// At the top (getactivity).
+    Top,
+    /// In `data` (getworkouts, sleep getsummary).
+    Data,
+}
+
+/// getactivity's metrics: the fields `data_fields` can leave out.
+const ACTIVITY_FIELDS: [&str; 18] = [
+    "steps",
+    "distance",
+    "elevation",
+    "soft",
+    "moderate",
+    "intense",
+    "active",
+    "calories",
+    "totalcalories",
+    "hr_average",
+    "hr_min",
+    "hr_max",
+    "hr_zone_0",
+    "hr_zone_1",
+    "hr_zone_2",
+    "hr_zone_3",
+    "hr_zone_4",
+    "hr_zone_5",
+];
+
+/// The `data_fields` list, if sent.
+fn data_fields(req: &Req) -> Option<Vec<String>> {
+    let raw = req.param("data_fields")?;
+    Some(raw.split(',').map(|f| f.trim().to_owned()).collect())
+}
+
+/// `row` with only the requested fields.
+fn trimmed(row: &Value, fields: Option<&[String]>, place: Fields) -> Value {
+    let Some(fields) = fields else {
+        return row.clone();
+    };
+    let keep = |k: &String| fields.iter().any(|f| f == k);
+    let mut row = row.clone();
+    match place {
+        Fields::Top => {
+            if let Some(map) = row.as_object_mut() {
+                map.retain(|k, _| !ACTIVITY_FIELDS.contains(&k.as_str()) || keep(k));
             }
-            let g = i64::try_from(i).unwrap_or(0);
-            let measures: Vec<Value> = [
-                (weight - 150 * g, 1, -3),
-                (2_150 + 10 * g, 6, -2),
-                (5_480 - 20 * g, 76, -2),
-            ]
-            .into_iter()
-            .filter(|(_, ty, _)| wanted.as_ref().is_none_or(|w| w.contains(ty)))
-            .map(|(value, ty, unit)| json!({"value": value, "type": ty, "unit": unit, "algo": 0, "fm": 3}))
-            .collect();
-            if measures.is_empty() {
-                return None;
+        }
+        Fields::Data => {
+            if let Some(map) = row.get_mut("data").and_then(Value::as_object_mut) {
+                map.retain(|k, _| keep(k));
             }
-            Some(json!({
-                "grpid": 5_000_000_000u64 + userid % 1_000_000 * 10 + i,
-                "attrib": 0,
-                "date": date,
-                "created": (date + 5).min(now),
-                "modified": (date + 5).min(now),
-                "category": 1,
-                "deviceid": null,
-                "hash_deviceid": null,
-                "measures": measures,
-                "modelid": 5,
-                "model": "Body+",
-                "comment": null,
-            }))
-        })
-        .collect();
-    let mut groups = groups;
-    // Added measures come first: the newest group first, as Withings sorts them.
-    let added = added
+        }
+    }
+    row
+}
+
+/// A v2 list selected by local days (`startdateymd`/`enddateymd` on `date`) or `lastupdate`
+/// (on `modified`), paged with `more` as a boolean.
+fn by_day(
+    req: &Req,
+    config: &HistoryConfig,
+    pager: &Pager,
+    rows: &[Value],
+    key: &str,
+    place: Fields,
+) -> Result<Value, Reply> {
+    let (from, to) = (req.param("startdateymd"), req.param("enddateymd"));
+    let since = secs_param(req, "lastupdate");
+    let mixed = since.is_some() && (from.is_some() || to.is_some());
+    let selected: Vec<&Value> = if mixed && config.mixed_selection_empty {
+        Vec::new()
+    } else {
+        (rows.iter())
+            .filter(|r| {
+                let date = r["date"].as_str().unwrap_or("");
+                from.is_none_or(|f| date >= f.trim()) && to.is_none_or(|t| date <= t.trim())
+            })
+            .filter(|r| since.is_none_or(|l| r["modified"].as_u64().unwrap_or(0) >= l))
+            .collect()
+    };
+    let (range, next) = pager.page(selected.len(), req)?;
+    let fields = data_fields(req);
+    let page: Vec<Value> = selected[range]
         .iter()
-        .rev()
-        .filter(|m| in_range(m.date))
-        .filter(|m| wanted.as_ref().is_none_or(|w| w.contains(&m.meastype)))
-        .map(|m| {
-            json!({
-                "grpid": m.grpid,
-                "attrib": 0,
-                "date": m.date,
-                "created": m.date,
-                "modified": m.date,
-                "category": 1,
-                "deviceid": null,
-                "hash_deviceid": null,
-                "measures": [{"value": m.value, "type": m.meastype, "unit": m.unit, "algo": 0, "fm": 3}],
-                "modelid": 5,
-                "model": "Body+",
-                "comment": null,
-            })
-        });
-    groups.splice(0..0, added);
-    json!({
-        "updatetime": now,
-        "timezone": "Europe/Paris",
-        "measuregrps": groups,
-        "more": 0,
-        "offset": 0,
-    })
-}
-
-fn getactivity(now: u64, userid: u64, added: &[AddedActivity]) -> Value {
-    let base = userid % 1_000;
-    let added = added.iter().rev().map(|a| (a.date, a.steps));
-    let synthetic = (1..=3u64).map(|i| (now.saturating_sub(i * 86_400), 6_000 + base + 500 * i));
-    let activities: Vec<Value> = added
-        .chain(synthetic)
-        .map(|(date, steps)| {
-            json!({
-                "date": ymd(date),
-                "timezone": "Europe/Paris",
-                "deviceid": null,
-                "hash_deviceid": null,
-                "brand": 18,
-                "is_tracker": true,
-                "steps": steps,
-                "distance": steps as f64 * 0.75,
-                "elevation": 12.5,
-                "soft": 3_600,
-                "moderate": 1_200,
-                "intense": 300,
-                "active": 1_500,
-                "calories": 320.4,
-                "totalcalories": 2_240.9,
-                "hr_average": 71,
-                "hr_min": 52,
-                "hr_max": 141,
-                "hr_zone_0": 40_000,
-                "hr_zone_1": 3_000,
-                "hr_zone_2": 600,
-                "hr_zone_3": 60,
-            })
-        })
+        .map(|r| trimmed(r, fields.as_deref(), place))
         .collect();
-    json!({"activities": activities, "more": false, "offset": 0})
+    Ok(json!({key: page, "more": next.is_some(), "offset": next.unwrap_or(0)}))
 }
 
-fn getintradayactivity(now: u64, userid: u64) -> Value {
-    let start = (now - now % 3_600).saturating_sub(3_600);
-    let mut series = serde_json::Map::new();
-    for i in 0..4u64 {
-        series.insert(
-            (start + i * 900).to_string(),
-            json!({
-                "deviceid": null,
-                "hash_deviceid": null,
-                "model": "Withings ScanWatch",
-                "model_id": 93,
-                "steps": 40 + (userid + i) % 60,
-                "elevation": 0,
-                "calories": 2.1,
-                "distance": 31.5,
-                "stroke": 0,
-                "pool_lap": 0,
-                "duration": 60,
-                "heart_rate": 78,
-            }),
-        );
+/// The window of a 24 h endpoint: at most one day from `startdate`; without dates, the last
+/// `latest` seconds before now.
+fn capped_window(req: &Req, now: u64, latest: u64) -> (u64, u64) {
+    match (secs_param(req, "startdate"), secs_param(req, "enddate")) {
+        (Some(start), Some(end)) => (start, end.min(start + DAY)),
+        (Some(start), None) => (start, start + DAY),
+        (None, Some(end)) => (end.saturating_sub(DAY), end),
+        (None, None) => (now.saturating_sub(latest), now),
+    }
+}
+
+/// getintradayactivity: an object keyed by epoch seconds, the first 24 h of the window only.
+fn intraday(now: u64, req: &Req, h: &History) -> Value {
+    let (from, to) = capped_window(req, now, 3_600);
+    let mut series = h.intraday(from, to, now);
+    if let Some(fields) = data_fields(req) {
+        const ALWAYS: [&str; 5] = ["deviceid", "hash_deviceid", "model", "model_id", "duration"];
+        for sample in series.values_mut().filter_map(Value::as_object_mut) {
+            sample.retain(|k, _| ALWAYS.contains(&k.as_str()) || fields.iter().any(|f| f == k));
+        }
     }
     json!({ "series": series })
 }
 
-fn getworkouts(now: u64, userid: u64) -> Value {
-    let start = day_start(now).saturating_sub(86_400) + 18 * 3_600;
-    json!({
-        "series": [{
-            "id": 900_000 + userid % 100_000,
-            "category": 1,
-            "timezone": "Europe/Paris",
-            "model": 1055,
-            "attrib": 7,
-            "startdate": start,
-            "enddate": start + 1_800,
-            "date": ymd(start),
-            "modified": start + 1_900,
-            "deviceid": null,
-            "data": {
-                "calories": 180,
-                "intensity": 50,
-                "manual_distance": 0,
-                "manual_calories": 0,
-                "hr_average": 121,
-                "hr_min": 85,
-                "hr_max": 162,
-                "steps": 3_900,
-                "distance": 3_100,
-                "elevation": 8,
-            },
-        }],
-        "more": false,
-        "offset": 0,
-    })
-}
-
-fn night(now: u64) -> (u64, u64) {
-    let end = morning(now).saturating_sub(1_800);
-    (end.saturating_sub(8 * 3_600), end)
-}
-
-fn sleep_get(now: u64) -> Value {
-    let (start, _) = night(now);
-    let series: Vec<Value> = [(0, 1), (1, 2), (2, 3), (1, 1), (0, 2)]
-        .iter()
-        .scan(start, |t, &(state, hours)| {
-            let s = *t;
-            *t += hours * 3_600 / 2;
-            Some(json!({"startdate": s, "enddate": *t, "state": state, "hr": {}, "rr": {}}))
+/// sleep get: the segments starting in the first 24 h of the window (without dates, the last
+/// night); an array, as captured (the document says object).
+fn sleep_get(now: u64, req: &Req, h: &V2) -> Value {
+    let (from, to) = if req.param("startdate").is_none() && req.param("enddate").is_none() {
+        let last = h.summaries.iter().rev().find(|s| s["model"] == 32);
+        last.map_or((now.saturating_sub(DAY), now), |s| {
+            (
+                s["startdate"].as_u64().unwrap_or(0),
+                s["enddate"].as_u64().unwrap_or(now),
+            )
+        })
+    } else {
+        capped_window(req, now, DAY)
+    };
+    let fields = data_fields(req);
+    const MAPS: [&str; 3] = ["hr", "rr", "snoring"];
+    let series: Vec<Value> = (h.segments.iter())
+        .filter(|s| s["startdate"].as_u64().is_some_and(|t| t >= from && t < to))
+        .map(|s| {
+            let mut s = s.clone();
+            if let (Some(fields), Some(map)) = (&fields, s.as_object_mut()) {
+                map.retain(|k, _| !MAPS.contains(&k.as_str()) || fields.iter().any(|f| f == k));
+            }
+            s
         })
         .collect();
     json!({"series": series, "model": 32})
-}
-
-fn sleep_summary(now: u64, userid: u64) -> Value {
-    let (start, end) = night(now);
-    json!({
-        "series": [{
-            "id": 2_000_000 + userid % 100_000,
-            "timezone": "Europe/Paris",
-            "model": 32,
-            "model_id": 63,
-            "startdate": start,
-            "enddate": end,
-            "date": ymd(end),
-            "created": end + 600,
-            "modified": end + 600,
-            "data": {
-                "wakeupduration": 1_200,
-                "lightsleepduration": 14_400,
-                "deepsleepduration": 6_000,
-                "remsleepduration": 5_400,
-                "wakeupcount": 2,
-                "durationtosleep": 540,
-                "durationtowakeup": 300,
-                "hr_average": 58,
-                "hr_min": 49,
-                "hr_max": 77,
-                "rr_average": 14,
-                "sleep_score": 81,
-            },
-        }],
-        "more": false,
-        "offset": 0,
-    })
 }
 
 fn user_get(userid: u64) -> Value {
@@ -476,45 +548,55 @@ fn user_get(userid: u64) -> Value {
             "gender": 0,
             "birthdate": 504_921_600,
             "email": format!("user{userid}@example.com"),
-            "timezone": "Europe/Paris",
+            "timezone": TIMEZONE,
         }
     })
 }
 
-fn user_devices(now: u64, userid: u64) -> Value {
-    json!({
-        "devices": [{
-            "type": "Scale",
-            "model": "Body+",
-            "model_id": 5,
-            "battery": "high",
-            "deviceid": format!("{:040x}", userid),
-            "hash_deviceid": format!("{:040x}", userid.wrapping_mul(31)),
-            "timezone": "Europe/Paris",
-            "last_session_date": now.saturating_sub(3_600),
-        }]
-    })
+/// heart get: the signal of `signalid` (without one, the latest ECG's).
+fn heart_get(req: &Req, h: &V2) -> Result<Value, Reply> {
+    let ecg = match req.param("signalid") {
+        Some(raw) => {
+            let id: u64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| err_json(293, INVALID_SIGNAL))?;
+            (h.ecgs.iter())
+                .find(|e| e["ecg"]["signalid"] == id)
+                .ok_or_else(|| err_json(293, INVALID_SIGNAL))?
+        }
+        None => match h.ecgs.last() {
+            Some(ecg) => ecg,
+            None => return Err(err_json(293, INVALID_SIGNAL)),
+        },
+    };
+    let id = ecg["ecg"]["signalid"].as_u64().unwrap_or(0);
+    let signal: Vec<i64> = (0..500u64)
+        .map(|i| {
+            [0, 12, 80, -30, 5][usize::try_from(i % 5).unwrap_or(0)] + (mix(id ^ i) % 7) as i64
+        })
+        .collect();
+    Ok(json!({
+        "signal": signal,
+        "sampling_frequency": 500,
+        "wearposition": if ecg["model"] == 44 { 0 } else { 1 },
+        "model": ecg["model"],
+        "heart_rate": ecg["heart_rate"],
+    }))
 }
 
-fn heart_get() -> Value {
-    let signal: Vec<i64> = (0..50).map(|i| [0, 12, 80, -30, 5][i % 5]).collect();
-    json!({"signal": signal, "sampling_frequency": 500, "wearposition": 1})
-}
-
-fn heart_list(now: u64, userid: u64) -> Value {
-    json!({
-        "series": [{
-            "deviceid": null,
-            "model": 44,
-            "ecg": {"signalid": 100_000 + userid % 100_000, "afib": 0},
-            "bloodpressure": {"diastole": 79, "systole": 121},
-            "heart_rate": 68,
-            "timestamp": now.saturating_sub(7_200),
-            "timezone": "Europe/Paris",
-        }],
-        "more": false,
-        "offset": 0,
-    })
+/// heart list: a window on `timestamp` (no `lastupdate`), newest first, `more` a boolean.
+fn heart_list(req: &Req, pager: &Pager, h: &V2) -> Result<Value, Reply> {
+    let (start, end) = (secs_param(req, "startdate"), secs_param(req, "enddate"));
+    let selected: Vec<&Value> = (h.ecgs.iter().rev())
+        .filter(|e| {
+            let t = e["timestamp"].as_u64().unwrap_or(0);
+            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+        })
+        .collect();
+    let (range, next) = pager.page(selected.len(), req)?;
+    let page: Vec<&Value> = selected[range].to_vec();
+    Ok(json!({"series": page, "more": next.is_some(), "offset": next.unwrap_or(0)}))
 }
 
 /// What a `/notify` call does: answer now, or check a callback first.

@@ -39,6 +39,16 @@
 //! the user's `appli=46` subscriptions. Callbacks are reached over plain http only (loopback
 //! receivers); [`Simulator::notify_counters`] counts checks, deliveries and failures.
 //!
+//! The data endpoints answer from a seeded history per user ([`HistoryConfig`]): getmeas,
+//! getactivity, getintradayactivity, getworkouts, sleep get and getsummary, heart list and get,
+//! getdevice and getgoals, with the shapes and traps of real answers (rows out of date order,
+//! late uploads, edits, unknown codes, segmental measures by `position`, opaque offsets, `more`
+//! an integer on getmeas and a boolean on v2, an empty answer when `lastupdate` and a window
+//! are mixed, 24 h caps on sleep get and intraday). [`Simulator::add_group`],
+//! [`edit_group`](Simulator::edit_group) and [`delete_group`](Simulator::delete_group) change
+//! it; [`Simulator::measure_groups`] and [`Simulator::rows`] show what it holds;
+//! [`Simulator::calls`] counts calls per user and action.
+//!
 //! Data answers are compressed when the request's `Accept-Encoding` allows (`br`, `gzip` or
 //! `deflate`, in that order of preference on equal `q`), as a web server in front of the API
 //! would; [`Simulator::set_response_encoding`] forces a coding whatever the request says.
@@ -65,6 +75,7 @@
 
 mod data;
 mod encoding;
+mod history;
 mod notify;
 mod oauth;
 mod server;
@@ -162,6 +173,135 @@ pub struct SimConfig {
     /// Each delivered notification is sent this many extra times, as Withings does when it
     /// missed an answer: the receiver must deliver it once. Default 0.
     pub notify_duplicates: u32,
+    /// The data every user has (see [`HistoryConfig`]).
+    pub history: HistoryConfig,
+}
+
+/// The seeded history each user's data endpoints serve, drawn the first time the user's data
+/// is needed, the same for the same seed, user and anchor.
+///
+/// Each day holds `groups_per_day` measure groups (the first a weighing, the others blood
+/// pressure, segmental composition, manual entries, objectives, temperature or codes few
+/// clients know), an activity row, a night (segments and a summary), a workout every third
+/// day and an ECG every fifth. One group in ten is uploaded 3 to 40 days after its `date`; about
+/// one in twelve is edited days after its upload.
+///
+/// ```
+/// # use withings_sim::{HistoryConfig, SimConfig};
+/// let config = SimConfig {
+///     history: HistoryConfig { days: 100, groups_per_day: 10, page_size: 17, ..HistoryConfig::default() },
+///     ..SimConfig::default()
+/// };
+/// # assert_eq!(config.history.seed, 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Seeds every user's history (mixed with the user id). Default 1.
+    pub seed: u64,
+    /// Days of history, ending at the anchor. Default 7 (small: suites that start thousands
+    /// of users stay fast; tests and `withings sim` that want more say so).
+    pub days: u32,
+    /// Measure groups per day. Default 2.
+    pub groups_per_day: u32,
+    /// Rows per page on the paged endpoints (getmeas, getactivity, getworkouts, sleep
+    /// getsummary, heart list). Default 50.
+    pub page_size: usize,
+    /// When the history ends (Unix seconds); `None`: the simulator's now when the user's data
+    /// is first needed. Default `None`.
+    pub anchor: Option<u64>,
+    /// Whether a call that mixes `lastupdate` with a window (`startdate`/`enddate`, or
+    /// `startdateymd`/`enddateymd`) gets an empty answer, as Withings' documents warn ("DO NOT
+    /// USE WITH") and a peer's users saw (vangorra/python_withings_api#68). `false`: both
+    /// filters apply. Default `true`.
+    pub mixed_selection_empty: bool,
+    /// Whether measure groups reach the cloud late (one in ten 3 to 40 days after `date`, half
+    /// the others up to 36 h after) and are edited days later. `false`: every group is uploaded
+    /// within the hour and never edited, for tests that count on dates alone. Default `true`.
+    pub late_uploads: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            seed: 1,
+            days: 7,
+            groups_per_day: 2,
+            page_size: 50,
+            anchor: None,
+            mixed_selection_empty: true,
+            late_uploads: true,
+        }
+    }
+}
+
+/// One measure of a [`SimGroup`]: `value × 10^unit` in the type's unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimMeasure {
+    /// The measure type (`type` on the wire): 1 weight, 173 segmental fat-free mass, …
+    pub meastype: i64,
+    /// The integer value.
+    pub value: i64,
+    /// The power of ten.
+    pub unit: i64,
+    /// The body part of a segmental measure (`position`), absent otherwise.
+    pub position: Option<i64>,
+}
+
+impl SimMeasure {
+    /// A measure without a position.
+    pub fn new(meastype: i64, value: i64, unit: i64) -> SimMeasure {
+        SimMeasure {
+            meastype,
+            value,
+            unit,
+            position: None,
+        }
+    }
+}
+
+/// A measure group as the simulator holds it (see [`Simulator::measure_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimGroup {
+    /// The group id.
+    pub grpid: u64,
+    /// How it was attributed (0 device, 2 manual, 10, 17, 10 000: seen in the wild).
+    pub attrib: i64,
+    /// 1 real measure, 2 objective.
+    pub category: i64,
+    /// When it was measured (Unix seconds).
+    pub date: u64,
+    /// When it reached the cloud.
+    pub created: u64,
+    /// When it last changed.
+    pub modified: u64,
+    /// The device, `None` on manual entries.
+    pub deviceid: Option<String>,
+    /// The device's hash, `None` on manual entries.
+    pub hash_deviceid: Option<String>,
+    /// The device model's name.
+    pub model: Option<String>,
+    /// The device model's code.
+    pub modelid: Option<i64>,
+    /// Its measures, in the order they are sent.
+    pub measures: Vec<SimMeasure>,
+}
+
+/// A kind of v2 rows, for [`Simulator::rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Series {
+    /// getactivity `activities`.
+    Activity,
+    /// getworkouts `series`.
+    Workouts,
+    /// sleep get `series` (segments of the nights).
+    SleepSegments,
+    /// sleep getsummary `series`.
+    SleepSummaries,
+    /// heart list `series`.
+    Ecgs,
+    /// getdevice `devices`.
+    Devices,
 }
 
 impl Default for SimConfig {
@@ -177,6 +317,7 @@ impl Default for SimConfig {
             notify_max_failures: 10,
             notify_accept_below_400: false,
             notify_duplicates: 0,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -606,7 +747,7 @@ impl Simulator {
     /// A new measure group for `user` (`meastype` as in getmeas: 1 weight in `value`·10^`unit`
     /// kg, 9/10/11 blood pressure and pulse, 12/71/73 temperature…), dated the simulator's now:
     /// getmeas returns it from now on, and every subscription of the user for its category
-    /// (1, 4 for 9/10/11/54/91, 58 for 12/71/73) is notified with `startdate` = its date and
+    /// (1, 4 for 9/10/11/54/91, 2 for 12/71/73, 58 for 119) is notified with `startdate` = its date and
     /// `enddate` = date + 1. Returns the date (Unix seconds).
     ///
     /// ```no_run
@@ -622,6 +763,76 @@ impl Simulator {
             .add_measure(user.0, meastype, value, unit);
         notify::spawn(&self.shared, deliveries);
         date
+    }
+
+    /// A measure group for `user` dated `date` (Unix seconds, in the past for a late upload),
+    /// created and modified now: its id. Subscriptions for the appli of its first measure
+    /// are notified (`startdate` = `date`, `enddate` = `date` + 1), as for
+    /// [`add_measure`](Self::add_measure).
+    pub fn add_group(
+        &self,
+        user: UserId,
+        date: u64,
+        attrib: i64,
+        measures: Vec<SimMeasure>,
+    ) -> u64 {
+        let (grpid, deliveries) = self.shared.lock().add_group(user.0, date, attrib, measures);
+        notify::spawn(&self.shared, deliveries);
+        grpid
+    }
+
+    /// Replaces the measures of a group of `user`: its `modified` moves to now (at least one
+    /// second on) and subscriptions are notified as for [`add_group`](Self::add_group). False
+    /// if the user has no such group.
+    pub fn edit_group(&self, user: UserId, grpid: u64, measures: Vec<SimMeasure>) -> bool {
+        let deliveries = self.shared.lock().edit_group(user.0, grpid, measures);
+        let found = deliveries.is_some();
+        notify::spawn(&self.shared, deliveries.unwrap_or_default());
+        found
+    }
+
+    /// Deletes a group of `user`: it is notified, then simply gone. A `lastupdate` read does
+    /// not show the deletion; only a re-read of its window does. False if there was none.
+    pub fn delete_group(&self, user: UserId, grpid: u64) -> bool {
+        let deliveries = self.shared.lock().delete_group(user.0, grpid);
+        let found = deliveries.is_some();
+        notify::spawn(&self.shared, deliveries.unwrap_or_default());
+        found
+    }
+
+    /// Every measure group `user` has now, by `grpid`: what a complete read must match.
+    pub fn measure_groups(&self, user: UserId) -> Vec<SimGroup> {
+        let mut groups = self.shared.lock().history(user.0).groups.clone();
+        groups.sort_by_key(|g| g.grpid);
+        groups
+    }
+
+    /// The rows of `series` `user` has now, as served (every field; oldest first).
+    pub fn rows(&self, user: UserId, series: Series) -> Vec<serde_json::Value> {
+        let mut st = self.shared.lock();
+        let h = st.history(user.0).v2();
+        match series {
+            Series::Activity => h.activities.clone(),
+            Series::Workouts => h.workouts.clone(),
+            Series::SleepSegments => h.segments.clone(),
+            Series::SleepSummaries => h.summaries.clone(),
+            Series::Ecgs => h.ecgs.clone(),
+            Series::Devices => h.devices.clone(),
+        }
+    }
+
+    /// The goals of `user` as getgoals sends them (`None`: the user set none, sent as
+    /// `goals: []`).
+    pub fn goals(&self, user: UserId) -> Option<serde_json::Value> {
+        self.shared.lock().history(user.0).goals.clone()
+    }
+
+    /// How many data calls `user`'s tokens made to `path` with `action` (`"/v2/sleep"`,
+    /// `"get"`), counted once the token is accepted.
+    pub fn calls(&self, user: UserId, path: &str, action: &str) -> u64 {
+        let st = self.shared.lock();
+        let key = (user.0, path.to_owned(), action.to_owned());
+        st.action_calls.get(&key).copied().unwrap_or(0)
     }
 
     /// Today's activity for `user` (`steps`): getactivity returns it, and `appli=16`
@@ -702,11 +913,12 @@ impl Simulator {
         self.shared.lock().counters
     }
 
-    /// Resets every counter to zero (the notification counters too).
+    /// Resets every counter to zero (the notification and per-action counters too).
     pub fn reset_counters(&self) {
         let mut st = self.shared.lock();
         st.counters = Counters::default();
         st.notify_counters = NotifyCounters::default();
+        st.action_calls.clear();
     }
 }
 

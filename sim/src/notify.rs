@@ -23,7 +23,9 @@ use http::{Request, header};
 use http_body_util::Full;
 
 use super::Shared;
-use super::state::{AddedActivity, AddedMeasure, State, unix_secs};
+use super::history::{TIMEZONE, ymd};
+use super::state::{State, unix_secs};
+use super::{SimGroup, SimMeasure};
 
 /// The status and message of a subscription whose callback failed the `HEAD` check (OPEN:
 /// Withings was seen answering 293 "The callback URL '…' is either unknown or invalid"; the
@@ -51,12 +53,21 @@ pub(crate) struct Delivery {
 
 /// Which `appli` a new measure of `meastype` is notified as.
 pub(crate) fn appli_of_meastype(meastype: i64) -> i64 {
+    // Withings' notification page: 2 is temperature; 58 is glucose (type 119) in the
+    // maintained peers (withings-data.md §5).
     match meastype {
         9 | 10 | 11 | 54 | 91 => 4,
         12 | 71 | 73 => 2,
         119 => 58,
         _ => 1,
     }
+}
+
+/// The appli a group's notification goes to: its first measure's.
+fn group_appli(measures: &[SimMeasure]) -> i64 {
+    measures
+        .first()
+        .map_or(1, |m| appli_of_meastype(m.meastype))
 }
 
 impl State {
@@ -127,28 +138,98 @@ impl State {
         unit: i64,
     ) -> (u64, Vec<Delivery>) {
         let date = unix_secs(self.now());
-        let measures = self.measures.entry(userid).or_default();
-        let grpid = 7_000_000_000 + userid % 1_000_000 * 1_000 + measures.len() as u64;
-        measures.push(AddedMeasure {
-            grpid,
-            date,
+        let measure = SimMeasure {
             meastype,
             value,
             unit,
-        });
-        let deliveries =
-            self.data_notifications(userid, appli_of_meastype(meastype), date, date + 1);
+            position: None,
+        };
+        let (_, deliveries) = self.add_group(userid, date, 0, vec![measure]);
         (date, deliveries)
     }
 
-    /// Records today's activity for `userid`; returns the notified range and the deliveries.
+    /// Stores a group dated `date`, created and modified now; its id and the deliveries.
+    pub(crate) fn add_group(
+        &mut self,
+        userid: u64,
+        date: u64,
+        attrib: i64,
+        measures: Vec<SimMeasure>,
+    ) -> (u64, Vec<Delivery>) {
+        let now = unix_secs(self.now());
+        let appli = group_appli(&measures);
+        let history = self.history(userid);
+        let grpid = history.grpid();
+        let manual = matches!(attrib, 2 | 4);
+        history.groups.push(SimGroup {
+            grpid,
+            attrib,
+            category: 1,
+            date,
+            created: now,
+            modified: now,
+            deviceid: None,
+            hash_deviceid: None,
+            model: (!manual).then(|| "Body+".to_owned()),
+            modelid: (!manual).then_some(5),
+            measures,
+        });
+        (
+            grpid,
+            self.data_notifications(userid, appli, date, date + 1),
+        )
+    }
+
+    /// Replaces the measures of a group; `modified` moves to now (at least one second on).
+    /// `None` if the user has no such group.
+    pub(crate) fn edit_group(
+        &mut self,
+        userid: u64,
+        grpid: u64,
+        measures: Vec<SimMeasure>,
+    ) -> Option<Vec<Delivery>> {
+        let now = unix_secs(self.now());
+        let group = (self.history(userid).groups.iter_mut()).find(|g| g.grpid == grpid)?;
+        group.modified = now.max(group.modified + 1);
+        group.measures = measures;
+        let (appli, date) = (group_appli(&group.measures), group.date);
+        Some(self.data_notifications(userid, appli, date, date + 1))
+    }
+
+    /// Removes a group without a trace (Withings notifies, but no read shows the deletion).
+    /// `None` if the user has no such group.
+    pub(crate) fn delete_group(&mut self, userid: u64, grpid: u64) -> Option<Vec<Delivery>> {
+        let groups = &mut self.history(userid).groups;
+        let index = groups.iter().position(|g| g.grpid == grpid)?;
+        let group = groups.remove(index);
+        let (appli, date) = (group_appli(&group.measures), group.date);
+        Some(self.data_notifications(userid, appli, date, date + 1))
+    }
+
+    /// Sets today's steps for `userid` (today's row is created or changed, `modified` now);
+    /// returns the notified range and the deliveries.
     pub(crate) fn add_activity(&mut self, userid: u64, steps: u64) -> ((u64, u64), Vec<Delivery>) {
         let now = unix_secs(self.now());
         let start = now - now % 86_400;
-        self.activities
-            .entry(userid)
-            .or_default()
-            .push(AddedActivity { date: now, steps });
+        let today = ymd(now);
+        let rows = &mut self.history(userid).v2().activities;
+        match rows.iter_mut().find(|r| r["date"] == today.as_str()) {
+            Some(row) => {
+                row["steps"] = steps.into();
+                row["modified"] = now.into();
+            }
+            None => {
+                let mut row = rows
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({}));
+                row["date"] = today.into();
+                row["timezone"] = TIMEZONE.into();
+                row["steps"] = steps.into();
+                row["modified"] = now.into();
+                rows.push(row);
+            }
+        }
         let deliveries = self.data_notifications(userid, 16, start, now);
         ((start, now), deliveries)
     }

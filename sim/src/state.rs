@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::encoding::Coding;
+use super::history::History;
 use super::{
     Counters, Fault, NotifyCounters, REFRESH_TOKEN_TTL, ROTATION_GRACE, SAME_ARGS_WINDOW,
     SimConfig, SimGrant, Target,
@@ -87,21 +88,6 @@ impl Subscription {
     }
 }
 
-/// A measure group added with `Simulator::add_measure`.
-pub(crate) struct AddedMeasure {
-    pub(crate) grpid: u64,
-    pub(crate) date: u64,
-    pub(crate) meastype: i64,
-    pub(crate) value: i64,
-    pub(crate) unit: i64,
-}
-
-/// A day of activity added with `Simulator::add_activity`.
-pub(crate) struct AddedActivity {
-    pub(crate) date: u64,
-    pub(crate) steps: u64,
-}
-
 /// The whole simulated cloud.
 pub(crate) struct State {
     pub(crate) offset: Duration,
@@ -118,10 +104,10 @@ pub(crate) struct State {
     pub(crate) counters: Counters,
     pub(crate) subscriptions: Vec<Subscription>,
     pub(crate) notify_counters: NotifyCounters,
-    /// User id -> measure groups added by tests (on top of the synthetic ones).
-    pub(crate) measures: HashMap<u64, Vec<AddedMeasure>>,
-    /// User id -> activity days added by tests.
-    pub(crate) activities: HashMap<u64, Vec<AddedActivity>>,
+    /// User id -> the user's data, drawn at first use (see [`History::generate`]).
+    pub(crate) histories: HashMap<u64, History>,
+    /// (user id, path, action) -> data calls authenticated as that user.
+    pub(crate) action_calls: HashMap<(u64, String, String), u64>,
     /// Client id -> instants of its recent data calls (for the optional rate limit).
     pub(crate) data_calls: HashMap<String, VecDeque<SystemTime>>,
     /// Every request to the API host while an app rate limit is set, in arrival order.
@@ -189,14 +175,23 @@ impl State {
             counters: Counters::default(),
             subscriptions: Vec::new(),
             notify_counters: NotifyCounters::default(),
-            measures: HashMap::new(),
-            activities: HashMap::new(),
+            histories: HashMap::new(),
+            action_calls: HashMap::new(),
             data_calls: HashMap::new(),
             arrivals: Vec::new(),
             app_window: VecDeque::new(),
             response_encoding: None,
             rng_fallback: 0,
         }
+    }
+
+    /// The user's data, drawn from the seed the first time it is needed.
+    pub(crate) fn history(&mut self, userid: u64) -> &mut History {
+        let now = unix_secs(self.now());
+        let config = &self.config.history;
+        self.histories
+            .entry(userid)
+            .or_insert_with(|| History::generate(config, userid, config.anchor.unwrap_or(now)))
     }
 
     /// The simulator clock.

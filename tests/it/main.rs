@@ -16,6 +16,7 @@ mod cancellation;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod cross_process;
 mod data;
+mod data_sim;
 mod events;
 mod layer;
 mod notify;
