@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{CLIENT_ID, CLIENT_SECRET, grant, simulator};
+use common::{CLIENT_ID, CLIENT_SECRET, grant};
 use http_body_util::BodyExt;
 use store_support::TempDir;
 use tower::ServiceBuilder;
@@ -166,7 +166,21 @@ fn random_below(n: u64) -> u64 {
 }
 
 async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, dir: &TempDir) {
-    let sim = simulator().await;
+    // Three days of one weighing each, uploaded at once and never edited: the three groups
+    // the count below starts from.
+    let history = withings_sim::HistoryConfig {
+        days: 3,
+        groups_per_day: 1,
+        late_uploads: false,
+        ..withings_sim::HistoryConfig::default()
+    };
+    let sim = withings_sim::Simulator::start_with(withings_sim::SimConfig {
+        history,
+        ..withings_sim::SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[common::REDIRECT_URI]);
     let user = common::USER;
     store
         .put(
