@@ -149,6 +149,7 @@ pub(crate) async fn run(
         (None, true) => {}
         (None, false) => return Err(Failure::usage("which users? pass --user ID or --all")),
     }
+    let workers = config.workers;
     let engine = engine(auth, stack, &endpoints, config, Some(args.format))?;
     if args.once {
         return once(&engine).await;
@@ -209,7 +210,7 @@ pub(crate) async fn run(
         let _ = stopping.send(true);
     });
     let server = tokio::spawn(serve(listener, receiver, stopped.clone()));
-    let workers = (0..SyncConfig::default().workers).map(|_| work(&engine, stopped.clone()));
+    let workers = (0..workers).map(|_| work(&engine, stopped.clone()));
     futures_util::future::join_all(workers).await;
     let _ = server.await;
     Ok(())
@@ -247,14 +248,10 @@ async fn once<S: HttpClient>(engine: &SyncEngine<S>) -> CliResult<()> {
     let (mut stopped, mut failed) = (Vec::new(), Vec::new());
     loop {
         match events.try_recv() {
-            Ok(event) => {
-                report(&event);
-                match event {
-                    SyncEvent::Stopped { user, reason } => stopped.push((user, reason)),
-                    SyncEvent::Failed { reason, .. } => failed.push(reason),
-                    _ => {}
-                }
-            }
+            // The exit's one line says what stopped or failed; malformed rows are warnings.
+            Ok(SyncEvent::Stopped { user, reason }) => stopped.push((user, reason)),
+            Ok(SyncEvent::Failed { reason, .. }) => failed.push(reason),
+            Ok(event) => report(&event),
             Err(broadcast::error::TryRecvError::Lagged(_)) => {}
             Err(_) => break,
         }
@@ -266,7 +263,11 @@ async fn once<S: HttpClient>(engine: &SyncEngine<S>) -> CliResult<()> {
         });
     }
     if !done {
-        let why = failed.first().map_or("a stream was busy", String::as_str);
+        let why = match failed.as_slice() {
+            [] => "a stream was busy".to_owned(),
+            [one] => one.clone(),
+            [first, rest @ ..] => format!("{first}; and {} more", rest.len()),
+        };
         return Err(Failure {
             code: 4,
             message: format!("not everything was synced ({why}); run again"),
@@ -280,8 +281,10 @@ async fn once<S: HttpClient>(engine: &SyncEngine<S>) -> CliResult<()> {
 async fn work<S: HttpClient>(engine: &SyncEngine<S>, mut stopped: watch::Receiver<bool>) {
     const IDLE: Duration = Duration::from_millis(500);
     while !*stopped.borrow() {
-        if matches!(engine.step().await, Ok(Step::Worked(_))) {
-            continue;
+        match engine.step().await {
+            Ok(Step::Worked(_)) => continue,
+            Ok(_) => {}
+            Err(error) => eprintln!("withings: {error}"),
         }
         tokio::select! {
             _ = stopped.changed() => {}
@@ -309,8 +312,7 @@ async fn serve(
     }
 }
 
-/// Says on stderr what went wrong during a run (the engine's events); `--once` also takes
-/// its exit code from them.
+/// Says on stderr what went wrong while serving (the engine's events).
 fn report(event: &SyncEvent) {
     match event {
         SyncEvent::Stopped { user, reason } => {

@@ -245,6 +245,53 @@ async fn user_all_and_streams_pick_what_is_synced() {
     assert!(!err.contains(secret), "{err}");
 }
 
+/// A user whose grant Withings revoked: the run stops their sync and exits 3, status says so,
+/// and the next run refuses them before sending anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_user_stops_with_exit_3() {
+    let sim = simulator(3, 1).await;
+    let cli = Cli::new(&sim);
+    let user = UserId(901);
+    let id = user.0.to_string();
+    cli.import(&sim, user.0, "user.metrics").await;
+    sim.revoke_user(user);
+    let args = ["sync", "--once", "--user", &id, "--streams", "measures"];
+    let (code, out, err) = cli.run(&args, "").await;
+    assert_eq!((code, out.as_str()), (3, ""), "{err}");
+    assert!(err.contains("authorize again"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, out, err) = cli.run(&["sync", "status"], "").await;
+    assert_eq!(code, 0, "{err}");
+    let first: Vec<&str> = out.lines().next().unwrap().split('\t').collect();
+    assert_eq!(first[0], id, "{out}");
+    assert!(first.last().unwrap().starts_with("stopped: "), "{out}");
+    let calls = sim.counters().data_calls;
+    let (code, _, err) = cli.run(&args, "").await;
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(sim.counters().data_calls, calls, "nothing sent for them");
+}
+
+/// Withings failing mid-run: exit 4 with one line, and the next run prints everything (no
+/// cursor moved past what was not printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_withings_is_exit_4_and_the_next_run_catches_up() {
+    use withings_sim::{Fault, Target};
+    let sim = simulator(7, 2).await;
+    let cli = Cli::new(&sim);
+    let user = UserId(902);
+    let id = user.0.to_string();
+    cli.import(&sim, user.0, "user.metrics").await;
+    sim.inject(Target::Data, Fault::HttpStatus(503), 1);
+    let args = ["sync", "--once", "--user", &id, "--streams", "measures"];
+    let (code, _, err) = cli.run(&args, "").await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("run again"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, out, err) = cli.run(&args, "").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), sim.measure_groups(user).len(), "{out}");
+}
+
 /// The next stdout line of the serving process (bounded wait).
 async fn next_line(
     stdout: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
