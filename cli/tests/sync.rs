@@ -38,6 +38,14 @@ async fn simulator(days: u32, groups: u32) -> Simulator {
     sim
 }
 
+/// `simulator(days, groups)` and the CLI with `user` imported (scope `user.metrics`).
+async fn linked(days: u32, groups: u32, user: UserId) -> (Simulator, Cli, UserId) {
+    let sim = simulator(days, groups).await;
+    let cli = Cli::new(&sim);
+    cli.import(&sim, user.0, "user.metrics").await;
+    (sim, cli, user)
+}
+
 /// Each line of `out` as JSON.
 fn lines(out: &str) -> Vec<Value> {
     out.lines()
@@ -86,11 +94,8 @@ async fn once(cli: &Cli, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_prints_every_group_exactly_then_only_what_changed_and_status_shows_the_cursor() {
-    let sim = simulator(20, 3).await;
-    let cli = Cli::new(&sim);
-    let user = UserId(4_321);
+    let (sim, cli, user) = linked(20, 3, UserId(4_321)).await;
     let id = user.0.to_string();
-    cli.import(&sim, user.0, "user.metrics").await;
     let jsonl = ["--user", &id, "--streams", "measures", "--format", "jsonl"];
 
     // The first run: every group the simulator holds, once, exactly.
@@ -249,11 +254,8 @@ async fn user_all_and_streams_pick_what_is_synced() {
 /// and the next run refuses them before sending anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_user_stops_with_exit_3() {
-    let sim = simulator(3, 1).await;
-    let cli = Cli::new(&sim);
-    let user = UserId(901);
+    let (sim, cli, user) = linked(3, 1, UserId(901)).await;
     let id = user.0.to_string();
-    cli.import(&sim, user.0, "user.metrics").await;
     sim.revoke_user(user);
     let args = ["sync", "--once", "--user", &id, "--streams", "measures"];
     let (code, out, err) = cli.run(&args, "").await;
@@ -276,11 +278,8 @@ async fn a_revoked_user_stops_with_exit_3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_withings_is_exit_4_and_the_next_run_catches_up() {
     use withings_sim::{Fault, Target};
-    let sim = simulator(7, 2).await;
-    let cli = Cli::new(&sim);
-    let user = UserId(902);
+    let (sim, cli, user) = linked(7, 2, UserId(902)).await;
     let id = user.0.to_string();
-    cli.import(&sim, user.0, "user.metrics").await;
     sim.inject(Target::Data, Fault::HttpStatus(503), 1);
     let args = ["sync", "--once", "--user", &id, "--streams", "measures"];
     let (code, _, err) = cli.run(&args, "").await;
@@ -305,11 +304,8 @@ async fn next_line(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_prints_the_callback_then_each_notified_change_and_stops_on_sigterm() {
-    let sim = simulator(3, 1).await;
-    let cli = Cli::new(&sim);
-    let user = UserId(777);
+    let (sim, cli, user) = linked(3, 1, UserId(777)).await;
     let id = user.0.to_string();
-    cli.import(&sim, user.0, "user.metrics").await;
     let mut command: Command = cli.command(CLIENT_SECRET);
     command.stdin(Stdio::null()).args([
         "sync",
