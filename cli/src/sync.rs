@@ -60,7 +60,7 @@ enum SyncCommand {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// Sync only this user.
-    #[arg(long, conflicts_with = "all")]
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
     user: Option<UserId>,
     /// Sync every linked user in the store (one of --user or --all is required).
     #[arg(long)]
@@ -83,7 +83,7 @@ struct RunArgs {
     /// Catch up (pending notifications, a sweep of every stream, the backfill) and exit.
     #[arg(long)]
     once: bool,
-    /// Output format [default: text].
+    /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Where the notification receiver listens (serving mode).
@@ -96,7 +96,12 @@ struct RunArgs {
     callback_base: Option<String>,
     /// The receiver's secret, the callback URL's last segment: pass the same one at every start
     /// so subscribed URLs stay valid [default: a random one per start].
-    #[arg(long, env = "WITHINGS_NOTIFY_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "WITHINGS_NOTIFY_SECRET",
+        hide_env_values = true
+    )]
     notify_secret: Option<String>,
 }
 
