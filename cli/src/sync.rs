@@ -90,8 +90,8 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// The public https address in front of --listen that Withings posts to, e.g.
-    /// https://your.app/withings/notify (the secret is appended). With --allow-http-loopback
-    /// it defaults to http://<the --listen address>.
+    /// `https://your.app/withings/notify` (the secret is appended). With
+    /// --allow-http-loopback it defaults to `http://` and the --listen address.
     #[arg(long, value_name = "URL", env = "WITHINGS_CALLBACK_BASE")]
     callback_base: Option<String>,
     /// The receiver's secret, the callback URL's last segment: pass the same one at every start
