@@ -2,7 +2,7 @@
 //! test as a module, and its own `run()` (or, for the web app, its router) is called. `main`
 //! and what only it uses are dead code here. Its own binary: `[[test]] examples` carries the
 //! examples' required feature (`rustls`); `reqwest_client` is compiled in with feature
-//! `reqwest` too.
+//! `reqwest` too, `sync_lifecycle` with `sqlite` (a default feature).
 
 #[allow(dead_code)]
 #[path = "../examples/hyper_client.rs"]
@@ -17,6 +17,10 @@ mod notifications;
 #[allow(dead_code)]
 #[path = "../examples/reqwest_client.rs"]
 mod reqwest_client;
+#[cfg(feature = "sqlite")]
+#[allow(dead_code)]
+#[path = "../examples/sync_lifecycle.rs"]
+mod sync_lifecycle;
 #[allow(dead_code)]
 #[path = "../examples/web_login.rs"]
 mod web_login;
@@ -69,6 +73,71 @@ async fn weight_history_example_prints_every_weight_once() {
     want.sort();
     assert_eq!(lines, want);
     assert!(lines[0].starts_with("weight: 20"), "{}", lines[0]);
+}
+
+/// The lifecycle lands every change in the app's table: the history, a new weighing, an edit
+/// (its new value) and a deletion (found by the reconcile pass), each weight exact.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_lifecycle_example_lands_every_change_in_the_table() {
+    use tower_withings::data::Exact;
+    let sim = sync_lifecycle::simulator().await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "sync-lifecycle-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ran = sync_lifecycle::run(&sim, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (lines, table) = ran.unwrap();
+    assert_eq!(
+        lines[..5],
+        [
+            format!("linked user {DEFAULT_USER_ID}"),
+            "subscribed to weight notifications".to_owned(),
+            "caught up: 3 weighings".to_owned(),
+            "Withings notified 3 times".to_owned(),
+            "the table:".to_owned(),
+        ]
+    );
+    // The table holds what the simulator holds now, and the deleted weighing marked so.
+    let held = sim.measure_groups(DEFAULT_USER_ID);
+    let rows = table.rows().unwrap();
+    let live: Vec<(u64, String)> = (rows.iter())
+        .filter(|(_, _, deleted)| !deleted)
+        .map(|(grpid, weight, _)| (*grpid, weight.clone().unwrap()))
+        .collect();
+    let want: Vec<(u64, String)> = (held.iter())
+        .map(|g| {
+            let m = &g.measures[0];
+            (
+                g.grpid,
+                Exact::new(m.value, i32::try_from(m.unit).unwrap()).to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(live, want);
+    assert!(want.iter().any(|(_, w)| w == "72.45"), "the new weighing");
+    assert!(want.iter().any(|(_, w)| w == "71.9"), "the edit");
+    let deleted: Vec<u64> = (rows.iter())
+        .filter(|(_, _, deleted)| *deleted)
+        .map(|(grpid, _, _)| *grpid)
+        .collect();
+    assert_eq!(deleted.len(), 1, "{lines:?}");
+    assert!(held.iter().all(|g| g.grpid != deleted[0]));
+    // The printed table is the table.
+    assert_eq!(lines.len(), 5 + rows.len(), "{lines:?}");
+    assert!(
+        lines.contains(&format!("  {} deleted", deleted[0])),
+        "{lines:?}"
+    );
+    let counters = sim.notify_counters();
+    assert_eq!(counters.delivery_failures, 0, "{counters:?}");
+    assert_eq!(sim.counters().bearer_where_none_belongs, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@ use jiff::{Timestamp, ToSpan};
 use serde_json::{Value, json};
 use tower::Layer;
 use tower_withings::data::{
-    DataClient, DataError, Exact, GetActivity, GetMeas, GetSleepSummary, GetWorkouts, HeartList,
-    MeasureType, RowStream,
+    ActivityDay, DataClient, DataError, Exact, GetActivity, GetMeas, GetSleepSummary, GetWorkouts,
+    HeartList, HeartRecord, Measure, MeasureGroup, MeasureType, RowStream, SleepSummary, Workout,
 };
 use tower_withings::transport;
 use tower_withings::{Endpoints, UserId, WithingsAuth};
@@ -162,7 +162,7 @@ pub(crate) enum DataCommand {
 }
 
 /// Seconds of an optional instant, for JSON (`null` when absent).
-fn unix(t: Option<Timestamp>) -> Value {
+pub(crate) fn unix(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(t.as_second()))
 }
 
@@ -174,6 +174,96 @@ fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
 /// An exact value as a JSON string (`null` when absent).
 fn exact(v: Option<Exact>) -> Value {
     v.map_or(Value::Null, |v| json!(v.to_string()))
+}
+
+/// A measure group's own fields as a JSON object (its measures apart).
+pub(crate) fn group_json(g: &MeasureGroup) -> Value {
+    json!({
+        "grpid": g.grpid,
+        "date": unix(g.date),
+        "created": unix(g.created),
+        "modified": unix(g.modified),
+        "attrib": g.attrib.map(|a| a.code()),
+        "category": g.category.map(|c| c.code()),
+        "deviceid": g.deviceid,
+    })
+}
+
+/// One measure as a JSON object: type (the code), name, position (or null), value (the
+/// exact decimal, as a string), unit.
+pub(crate) fn measure_json(m: &Measure) -> Value {
+    json!({
+        "type": m.measure_type.code(),
+        "name": m.measure_type.name(),
+        "position": m.position,
+        "value": m.value.to_string(),
+        "unit": m.measure_type.unit(),
+    })
+}
+
+/// An activity day as a JSON object (the `activity --format jsonl` line, a synced record).
+pub(crate) fn activity_json(day: &ActivityDay) -> Value {
+    json!({
+        "date": day.day.date.to_string(),
+        "modified": unix(day.modified),
+        "steps": day.steps,
+        "distance": day.distance,
+        "calories": day.calories,
+        "totalcalories": day.totalcalories,
+        "brand": day.brand,
+        "is_tracker": day.is_tracker,
+        "deviceid": day.deviceid,
+    })
+}
+
+/// A workout as a JSON object.
+pub(crate) fn workout_json(w: &Workout) -> Value {
+    json!({
+        "id": w.id,
+        "category": w.category.map(|c| c.code()),
+        "name": w.category.map(|c| c.name()),
+        "start": unix(w.start),
+        "end": unix(w.end),
+        "date": w.day.as_ref().map(|d| d.date.to_string()),
+        "modified": unix(w.modified),
+        "calories": w.data.calories,
+        "steps": w.data.steps,
+        "distance": w.data.distance,
+    })
+}
+
+/// A sleep summary as a JSON object.
+pub(crate) fn sleep_json(n: &SleepSummary) -> Value {
+    json!({
+        "id": n.id,
+        "date": n.day.as_ref().map(|d| d.date.to_string()),
+        "start": unix(n.start),
+        "end": unix(n.end),
+        "created": unix(n.created),
+        "modified": unix(n.modified),
+        "deep": n.data.deepsleepduration,
+        "light": n.data.lightsleepduration,
+        "rem": n.data.remsleepduration,
+        "awake": n.data.wakeupduration,
+        "score": n.data.sleep_score,
+    })
+}
+
+/// A heart record (ECG, blood pressure) as a JSON object.
+pub(crate) fn heart_json(r: &HeartRecord) -> Value {
+    let ecg = r.ecg.as_ref();
+    let bp = r.blood_pressure.as_ref();
+    json!({
+        "signalid": ecg.and_then(|e| e.signalid),
+        "afib": ecg.and_then(|e| e.afib).map(|a| a.code()),
+        "timestamp": unix(r.timestamp),
+        "modified": unix(r.modified),
+        "heart_rate": r.heart_rate,
+        "systole": bp.and_then(|b| b.systole),
+        "diastole": bp.and_then(|b| b.diastole),
+        "model": r.model.map(|m| m.code()),
+        "deviceid": r.deviceid,
+    })
 }
 
 /// Prints one row: JSON lines, or the table cells tab-separated.
@@ -207,20 +297,12 @@ pub(crate) async fn run(
             let mut rows = data.rows(select.user, query);
             while let Some(group) = next(&mut rows).await? {
                 for m in &group.measures {
-                    let row = json!({
-                        "grpid": group.grpid,
-                        "date": unix(group.date),
-                        "created": unix(group.created),
-                        "modified": unix(group.modified),
-                        "attrib": group.attrib.map(|a| a.code()),
-                        "category": group.category.map(|c| c.code()),
-                        "type": m.measure_type.code(),
-                        "name": m.measure_type.name(),
-                        "position": m.position,
-                        "value": m.value.to_string(),
-                        "unit": m.measure_type.unit(),
-                        "deviceid": group.deviceid,
-                    });
+                    let mut row = group_json(&group);
+                    if let (Value::Object(row), Value::Object(measure)) =
+                        (&mut row, measure_json(m))
+                    {
+                        row.extend(measure);
+                    }
                     let cells = [
                         cell(group.date),
                         group.grpid.to_string(),
@@ -241,17 +323,7 @@ pub(crate) async fn run(
             };
             let mut rows = data.rows(select.user, query);
             while let Some(day) = next(&mut rows).await? {
-                let row = json!({
-                    "date": day.day.date.to_string(),
-                    "modified": unix(day.modified),
-                    "steps": day.steps,
-                    "distance": day.distance,
-                    "calories": day.calories,
-                    "totalcalories": day.totalcalories,
-                    "brand": day.brand,
-                    "is_tracker": day.is_tracker,
-                    "deviceid": day.deviceid,
-                });
+                let row = activity_json(&day);
                 let cells = [
                     day.day.date.to_string(),
                     cell(day.steps),
@@ -269,18 +341,7 @@ pub(crate) async fn run(
             };
             let mut rows = data.rows(select.user, query);
             while let Some(w) = next(&mut rows).await? {
-                let row = json!({
-                    "id": w.id,
-                    "category": w.category.map(|c| c.code()),
-                    "name": w.category.map(|c| c.name()),
-                    "start": unix(w.start),
-                    "end": unix(w.end),
-                    "date": w.day.as_ref().map(|d| d.date.to_string()),
-                    "modified": unix(w.modified),
-                    "calories": w.data.calories,
-                    "steps": w.data.steps,
-                    "distance": w.data.distance,
-                });
+                let row = workout_json(&w);
                 let cells = [
                     cell(w.start),
                     w.id.to_string(),
@@ -299,19 +360,7 @@ pub(crate) async fn run(
             };
             let mut rows = data.rows(select.user, query);
             while let Some(n) = next(&mut rows).await? {
-                let row = json!({
-                    "id": n.id,
-                    "date": n.day.as_ref().map(|d| d.date.to_string()),
-                    "start": unix(n.start),
-                    "end": unix(n.end),
-                    "created": unix(n.created),
-                    "modified": unix(n.modified),
-                    "deep": n.data.deepsleepduration,
-                    "light": n.data.lightsleepduration,
-                    "rem": n.data.remsleepduration,
-                    "awake": n.data.wakeupduration,
-                    "score": n.data.sleep_score,
-                });
+                let row = sleep_json(&n);
                 let cells = [
                     cell(n.day.as_ref().map(|d| d.date)),
                     n.id.to_string(),
@@ -331,17 +380,7 @@ pub(crate) async fn run(
             while let Some(r) = next(&mut rows).await? {
                 let ecg = r.ecg.as_ref();
                 let bp = r.blood_pressure.as_ref();
-                let row = json!({
-                    "signalid": ecg.and_then(|e| e.signalid),
-                    "afib": ecg.and_then(|e| e.afib).map(|a| a.code()),
-                    "timestamp": unix(r.timestamp),
-                    "modified": unix(r.modified),
-                    "heart_rate": r.heart_rate,
-                    "systole": bp.and_then(|b| b.systole),
-                    "diastole": bp.and_then(|b| b.diastole),
-                    "model": r.model.map(|m| m.code()),
-                    "deviceid": r.deviceid,
-                });
+                let row = heart_json(&r);
                 let cells = [
                     cell(r.timestamp),
                     cell(ecg.and_then(|e| e.signalid)),

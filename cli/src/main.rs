@@ -6,6 +6,7 @@
 mod data;
 mod demo;
 mod store;
+mod sync;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -173,6 +174,12 @@ enum Command {
     /// The request budget's current window: slots used of the limit, and any pause a 601
     /// asked for. Prints `budget <used>/<limit> per 60 s, <free> free[, paused <s> s]`.
     Budget,
+    /// Keep a copy of users' data up to date: print every new, edited or deleted record, one
+    /// line each. `--once` catches up and exits; without it, serves the notification receiver
+    /// on --listen and sweeps until Ctrl-C or SIGTERM, printing `callback: <URL>` first (the URL
+    /// to subscribe users to, secret included). Cursors persist in --store: the next run prints
+    /// only what changed since. `withings sync status`: each user's streams, cursors and lag.
+    Sync(sync::SyncArgs),
     /// Everything on embedded defaults, no credentials: a local simulator, a demo login,
     /// concurrent calls across a forced expiry and a revocation.
     Demo,
@@ -380,8 +387,9 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Sim { port } => return sim(port).await,
         _ => {}
     }
-    let reach = match cli.command {
+    let reach = match &cli.command {
         Command::Users | Command::Budget => Reach::StoreOnly,
+        Command::Sync(args) if sync::store_only(args) => Reach::StoreOnly,
         _ => Reach::Withings,
     };
     let auth = connect(&cli, reach).await?;
@@ -455,6 +463,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         }
         Command::Notify { command } => notify(&auth, cli.allow_http_loopback, command).await,
         Command::Data(command) => data::run(&auth, &hosts?, command).await,
+        Command::Sync(args) => sync::run(&auth, hosts, cli.allow_http_loopback, args).await,
         Command::Demo | Command::Sim { .. } => unreachable!("handled above"),
     }
 }

@@ -69,6 +69,9 @@ pub struct SyncConfig {
     /// Concurrent loops in [`SyncEngine::run`] (default 4): how many (user, stream) jobs one
     /// process works on at once; the request budget paces them all.
     pub workers: usize,
+    /// Only these users (default `None`: every linked user in the store). Notifications of
+    /// other users stay in the inbox for an engine that syncs them.
+    pub users: Option<Vec<UserId>>,
 }
 
 impl Default for SyncConfig {
@@ -84,6 +87,7 @@ impl Default for SyncConfig {
             lease_ttl: Duration::from_secs(30),
             reconcile: None,
             workers: 4,
+            users: None,
         }
     }
 }
@@ -123,6 +127,15 @@ impl SyncConfig {
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
+    }
+    /// Syncs only these users (the others in the store are left alone).
+    pub fn users(mut self, users: &[UserId]) -> Self {
+        self.users = Some(users.to_vec());
+        self
+    }
+    /// Whether `user` is one this engine syncs.
+    fn wants(&self, user: UserId) -> bool {
+        self.users.as_ref().is_none_or(|only| only.contains(&user))
     }
     /// Turns the reconcile pass on over this window.
     pub fn reconcile(mut self, window: Option<Duration>) -> Self {
@@ -454,7 +467,10 @@ impl<S: HttpClient> SyncEngine<S> {
         let mut users = Vec::new();
         for record in self.inner.store.list().await? {
             let user = record.token.user_id;
-            if record.needs_reauthorization || self.inner.gate.is_stopped(user) {
+            if record.needs_reauthorization
+                || self.inner.gate.is_stopped(user)
+                || !self.inner.config.wants(user)
+            {
                 continue;
             }
             if self.state().stopped(user).await?.is_some() {
@@ -568,7 +584,8 @@ impl<S: HttpClient> SyncEngine<S> {
     }
 
     async fn notification_step(&self) -> Result<Option<Outcome>, Error> {
-        let pending = self.state().inbox(64).await?;
+        let mut pending = self.state().inbox(64).await?;
+        pending.retain(|e| self.inner.config.wants(e.user));
         if pending.is_empty() {
             return Ok(None);
         }
