@@ -8,7 +8,7 @@ use crate::budget::{self, Budget, BudgetLayer, RateBudget};
 use crate::clock::Clock;
 use crate::config::{ClientAuth, Credentials, Endpoints};
 use crate::error::Error;
-use crate::layer::WithingsAuthLayer;
+use crate::layer::service::WithingsAuthLayer;
 use crate::metrics::MetricsSnapshot;
 use crate::oauth::{AuthorizeRequest, Callback, OAuthClient, OAuthClientBuilder, RedirectPolicy};
 use crate::refresh::{RefreshPolicy, Refresher, bearer_header};

@@ -12,7 +12,7 @@ use crate::token::UserId;
 /// One user as the store and this handle know them ([`WithingsAuth::users`]). No token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct UserStatus {
+pub struct UserInfo {
     /// Who.
     pub user: UserId,
     /// The scopes granted, comma-separated as Withings returns them.
@@ -23,13 +23,13 @@ pub struct UserStatus {
     /// every refresh makes a new one).
     pub refresh_token_age: Duration,
     /// What can be done with it.
-    pub state: UserState,
+    pub state: AuthState,
 }
 
 /// What a user's authorization is good for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum UserState {
+pub enum AuthState {
     /// Usable.
     Ok,
     /// The access token expires within the refresh skew: the next request refreshes it.
@@ -42,15 +42,15 @@ pub enum UserState {
     Deactivated,
 }
 
-impl UserState {
+impl AuthState {
     /// The CLI's word for it: `ok`, `expiring`, `needs re-auth`, `revoked`, `deactivated`.
     pub fn as_str(self) -> &'static str {
         match self {
-            UserState::Ok => "ok",
-            UserState::Expiring => "expiring",
-            UserState::NeedsReauthorization => "needs re-auth",
-            UserState::Revoked => "revoked",
-            UserState::Deactivated => "deactivated",
+            AuthState::Ok => "ok",
+            AuthState::Expiring => "expiring",
+            AuthState::NeedsReauthorization => "needs re-auth",
+            AuthState::Revoked => "revoked",
+            AuthState::Deactivated => "deactivated",
         }
     }
 }
@@ -100,7 +100,7 @@ impl WithingsAuth {
         self.mark_revoked(user).await.map(drop)
     }
 
-    /// Forgets `user`: deletes their record from the store ([`TokenStore::delete`], the one
+    /// Forgets `user`: deletes their record from the store ([`TokenStore::delete`](crate::store::TokenStore::delete), the one
     /// delete this crate makes) and their in-memory state, so later requests for them fail with
     /// [`Error::UnknownUser`] until they authorize again. Returns whether a record was deleted.
     /// It does not tell Withings (the user's grant stays valid there until it expires or the
@@ -123,7 +123,7 @@ impl WithingsAuth {
     }
 
     /// How many users have in-memory state now (each idle one is evicted after
-    /// [`evict_idle_after`](WithingsAuthBuilder::evict_idle_after)).
+    /// [`evict_idle_after`](super::WithingsAuthBuilder::evict_idle_after)).
     pub fn users_in_memory(&self) -> usize {
         self.refresher.users_in_memory()
     }
@@ -135,11 +135,11 @@ impl WithingsAuth {
     }
 
     /// Every user in the store, with their state and refresh-token age (records that cannot be
-    /// read are skipped with a warning, as [`TokenStore::list`] does).
-    pub async fn users(&self) -> Result<Vec<UserStatus>, Error> {
+    /// read are skipped with a warning, as [`TokenStore::list`](crate::store::TokenStore::list) does).
+    pub async fn users(&self) -> Result<Vec<UserInfo>, Error> {
         let refresher = &self.refresher;
         let now = refresher.now();
-        let mut users: Vec<UserStatus> = self
+        let mut users: Vec<UserInfo> = self
             .store()
             .list()
             .await?
@@ -148,20 +148,20 @@ impl WithingsAuth {
                 let user = record.token.user_id;
                 let known = refresher.known_state(user);
                 let state = match (record.needs_reauthorization, known) {
-                    (true, Some(Known::Revoked)) => UserState::Revoked,
-                    (true, _) => UserState::NeedsReauthorization,
-                    (false, Some(Known::Revoked)) => UserState::Revoked,
-                    (false, Some(Known::Deactivated)) => UserState::Deactivated,
+                    (true, Some(Known::Revoked)) => AuthState::Revoked,
+                    (true, _) => AuthState::NeedsReauthorization,
+                    (false, Some(Known::Revoked)) => AuthState::Revoked,
+                    (false, Some(Known::Deactivated)) => AuthState::Deactivated,
                     (false, None)
                         if !refresher
                             .policy
                             .is_fresh(&record.token, record.refreshed_at, now) =>
                     {
-                        UserState::Expiring
+                        AuthState::Expiring
                     }
-                    (false, None) => UserState::Ok,
+                    (false, None) => AuthState::Ok,
                 };
-                UserStatus {
+                UserInfo {
                     user,
                     scope: record.token.scope,
                     expires_at: record.token.expires_at,
@@ -183,7 +183,7 @@ impl WithingsAuth {
     pub async fn keep_fresh(&self, older_than: Duration) -> Result<Vec<UserId>, Error> {
         let mut refreshed = Vec::new();
         for user in self.users().await? {
-            let usable = matches!(user.state, UserState::Ok | UserState::Expiring);
+            let usable = matches!(user.state, AuthState::Ok | AuthState::Expiring);
             if usable && user.refresh_token_age > older_than {
                 match self.refresh(user.user).await {
                     Ok(()) => refreshed.push(user.user),
@@ -197,7 +197,7 @@ impl WithingsAuth {
     }
 
     /// Starts the keeper: every `period`, [`keep_fresh`](Self::keep_fresh) with
-    /// [`KEEPER_THRESHOLD`](crate::KEEPER_THRESHOLD) (300 days). Off unless started; it stops when the returned handle
+    /// [`KEEPER_THRESHOLD`](crate::auth::KEEPER_THRESHOLD) (300 days). Off unless started; it stops when the returned handle
     /// is dropped (a refresh it started still finishes).
     pub fn keeper(&self, period: Duration) -> Keeper {
         let auth = self.clone();

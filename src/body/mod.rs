@@ -23,7 +23,7 @@ pub(crate) use limits::{ERROR_BODY_LIMIT, PEEK_FRAMES, PEEK_FRAMES_PER_POLL, PEE
 ///
 /// Bodies held in memory replay byte for byte; streams cannot, and return `None`: the caller
 /// then gets [`Error::NotReplayed`] (or the original auth-failure response, marked with
-/// [`NotReplayed`], from a layer made with
+/// [`UnreplayedRefusal`], from a layer made with
 /// [`not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)).
 /// Implement it for your own body type if it can be cloned.
 #[diagnostic::on_unimplemented(
@@ -77,7 +77,7 @@ impl ReplayBody for hyper::body::Incoming {
 /// layer made with [`not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)
 /// gives back instead of [`Error::NotReplayed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotReplayed {
+pub struct UnreplayedRefusal {
     /// Why it was not replayed.
     pub reason: &'static str,
 }

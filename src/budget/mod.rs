@@ -92,7 +92,7 @@ pub(crate) use service::{RATE_LIMITED, token_client};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_withings::RateBudget;
+/// use tower_withings::budget::RateBudget;
 ///
 /// // The standard plan.
 /// let standard = RateBudget::default();
