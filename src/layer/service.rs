@@ -75,7 +75,7 @@ impl<P> WithingsAuthLayer<P> {
     }
 
     /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
-    /// [`Error`] the [status table](crate::status::classify) gives it (`2554` →
+    /// [`Error`] the [status table](crate::parse_response) gives it (`2554` →
     /// [`Error::NotImplemented`], `601` → [`Error::RateLimited`], `503 Invalid Params` →
     /// [`Error::InvalidParams`], …), so `Ok` means status 0.
     ///
