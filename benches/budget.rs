@@ -29,7 +29,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{BudgetLedger, MemoryStore, SlotAsk, TokenStore};
 use tower_withings::{
-    Credentials, Endpoints, RateBudget, SqliteStore, Token, UserId, WithingsAuth, transport,
+    Credentials, Endpoints, Token, UserId, WithingsAuth, budget::RateBudget, store::SqliteStore,
+    transport,
 };
 use withings_sim::{AppRateLimit, Simulator};
 

@@ -33,7 +33,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_withings::store::MemoryStore;
-use tower_withings::{Credentials, ManualClock, UserId, WithingsAuth};
+use tower_withings::{Credentials, UserId, WithingsAuth, clock::ManualClock};
 
 const USER: UserId = UserId(46_865_875);
 const LATENCY: Duration = Duration::from_millis(20);
@@ -217,9 +217,9 @@ impl Strategy {
                 let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
                     .clock(clock.clone())
                     .store(MemoryStore::new())
-                    .rate_budget(tower_withings::RateBudget::unlimited())
+                    .rate_budget(tower_withings::budget::RateBudget::unlimited())
                     .build(endpoint.client());
-                let now = tower_withings::Clock::now(&clock);
+                let now = tower_withings::clock::Clock::now(&clock);
                 auth.import(token(USER, now, TTL)).await.expect("import");
                 if self == Strategy::Withings {
                     clock.advance(TTL + Duration::from_secs(1)); // just expired

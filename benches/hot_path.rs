@@ -31,7 +31,7 @@ use tokio::runtime::Runtime;
 use tower::{BoxError, Layer, Service};
 use tower_http::auth::AddAuthorizationLayer;
 use tower_withings::store::MemoryStore;
-use tower_withings::{Credentials, RateBudget, Token, UserId, WithingsAuth};
+use tower_withings::{Credentials, Token, UserId, WithingsAuth, budget::RateBudget};
 
 const USER: UserId = UserId(46_865_875);
 

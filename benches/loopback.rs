@@ -204,7 +204,7 @@ fn callgrind_only(wanted: &str) -> ! {
     let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
         .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
         .store(MemoryStore::new())
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .build(endpoint.client());
     let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
     rt.block_on(auth.import(valid.clone())).expect("import");
@@ -251,7 +251,7 @@ fn loopback(c: &mut Criterion) {
     let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
         .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
         .store(MemoryStore::new())
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .build(endpoint.client());
     let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
     rt.block_on(auth.import(valid.clone())).expect("import");

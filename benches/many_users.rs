@@ -158,7 +158,7 @@ fn handle(store: impl TokenStore) -> WithingsAuth {
     let endpoint = FakeTokenEndpoint::new(Duration::ZERO, UserId(1));
     WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
         .store(store)
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .build(endpoint.client())
 }
 

@@ -36,7 +36,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tower_withings::{Callback, Credentials, Endpoints, Scope, UserId, WithingsAuth, transport};
+use tower_withings::{
+    Credentials, Endpoints, Scope, UserId, WithingsAuth, oauth::Callback, transport,
+};
 use withings_sim::{Fault, Simulator, Target};
 
 const CLIENT_ID: &str = "example-app";

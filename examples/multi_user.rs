@@ -21,7 +21,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_withings::{
-    Callback, Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, transport,
+    Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, oauth::Callback, transport,
 };
 use withings_sim::Simulator;
 

@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, ServiceExt};
 use tower_withings::notify::{Appli, Notification, NotifyClient, NotifyReceiver};
 use tower_withings::{
-    Credentials, Endpoints, RedirectPolicy, Secret, Token, WithingsAuth, transport,
+    Credentials, Endpoints, Secret, Token, WithingsAuth, oauth::RedirectPolicy, transport,
 };
 use withings_sim::{DEMO_USER_ID, Simulator};
 
@@ -172,7 +172,7 @@ async fn fetch<S>(api: &S, api_base: &str, n: &Notification) -> Result<String, B
 where
     S: tower::Service<
             http::Request<Full<Bytes>>,
-            Response = http::Response<tower_withings::WithingsBody<hyper::body::Incoming>>,
+            Response = http::Response<tower_withings::layer::WithingsBody<hyper::body::Incoming>>,
             Error = BoxError,
         > + Clone,
 {
@@ -189,7 +189,7 @@ where
         .body(Full::new(Bytes::from(form)))?;
     let response = api.clone().oneshot(request).await?;
     let body = response.into_body().collect().await?.to_bytes();
-    let json = tower_withings::status::parse_response(&body)?;
+    let json = tower_withings::parse_response(&body)?;
     let groups = json["measuregrps"].as_array().ok_or("no measuregrps")?;
     let latest = groups
         .first()

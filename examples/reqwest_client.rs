@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower::BoxError;
-use tower_withings::{Callback, Credentials, Error, Scope, UserId, WithingsAuth, transport};
+use tower_withings::{Credentials, Error, Scope, UserId, WithingsAuth, oauth::Callback, transport};
 use withings_sim::Simulator;
 
 const CLIENT_ID: &str = "example-app";

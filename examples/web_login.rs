@@ -30,8 +30,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use tower::{BoxError, Layer, ServiceExt};
 use tower_withings::{
-    AuthorizeRequest, Callback, Credentials, Endpoints, Error, RedirectPolicy, Scope, UserId,
-    WithingsAuth, WithingsAuthService, transport,
+    Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, WithingsAuthService,
+    oauth::AuthorizeRequest, oauth::Callback, oauth::RedirectPolicy, transport,
 };
 use withings_sim::Simulator;
 

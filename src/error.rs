@@ -11,11 +11,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from a transport or store backend, shareable between the callers waiting on one
 /// refresh.
-pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong talking to Withings or keeping its tokens.
 ///
-/// Withings reports most failures as HTTP 200 with a `status` in the JSON body; [`crate::status`]
+/// Withings reports most failures as HTTP 200 with a `status` in the JSON body; [`parse_response`](crate::parse_response)
 /// maps each documented status to one of these variants. No variant ever carries a token or the
 /// client secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum Error {
     ///
     /// What the layer and the reqwest middleware return by default for such a refusal;
     /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)
-    /// gives the refused response instead, marked [`NotReplayed`](crate::NotReplayed).
+    /// gives the refused response instead, marked [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal).
     #[error(
         "Withings refused the access token (status {status}) and the request could not be replayed (its body cannot be sent twice): the token is being refreshed; send the request again"
     )]

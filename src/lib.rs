@@ -4,7 +4,7 @@
 //! `ServiceBuilder` stack, …). For every Withings API request it attaches the right user's bearer
 //! token, refreshes it before it expires or when Withings refuses it (HTTP 200 with `"status":401`
 //! in the body), runs exactly one refresh per user however many requests wait, saves the rotated
-//! pair through a [`TokenStore`] before using it, and replays the request once.
+//! pair through a [`TokenStore`](store::TokenStore) before using it, and replays the request once.
 //!
 //! [`WithingsAuth`] is the handle behind the layers: the OAuth web flow
 //! ([`authorize`](WithingsAuth::authorize), [`exchange_code`](WithingsAuth::exchange_code)),
@@ -59,7 +59,7 @@
 //!   fails at once with [`Error::NotReplayed`] (kind `Transient`: the token is being refreshed in
 //!   the background, send the request again), or, from a layer made with
 //!   [`not_replayed_as_response`](WithingsAuthLayer::not_replayed_as_response), comes back as
-//!   Withings sent it, marked [`NotReplayed`].
+//!   Withings sent it, marked [`UnreplayedRefusal`](layer::UnreplayedRefusal).
 //! - Any other Withings body status (601, 2554, 503 `Invalid Params` …) comes back `Ok` by
 //!   default, the body intact: collect the body and read it in one line with
 //!   [`parse_response`], which gives the `body` value or the typed error from the same table
@@ -105,16 +105,17 @@
 //! `withings` command line is not a feature but the `withings-cli` package (`cli/`), with
 //! features of its own (`postgres`, `redis`); the simulator is the `withings-sim` package.
 #![deny(missing_docs)]
+#![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-mod auth;
-pub mod body;
+pub mod auth;
+mod body;
 pub mod budget;
 pub mod clock;
-pub mod config;
+mod config;
 pub mod data;
-pub mod error;
+mod error;
 pub mod events;
 pub mod layer;
 mod metrics;
@@ -124,38 +125,39 @@ mod refresh;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
-pub mod secret;
-pub mod status;
+mod secret;
+mod status;
 pub mod store;
 pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
-pub mod token;
+mod token;
 pub mod transport;
 
-pub use auth::{
-    KEEPER_THRESHOLD, Keeper, UserState, UserStatus, WithingsAuth, WithingsAuthBuilder,
-};
-pub use body::{NotReplayed, ReplayBody, WithingsBody};
-pub use budget::RateBudget;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ClientAuth, Credentials, Endpoints};
+pub use auth::handle::WithingsAuth;
+pub use config::{Credentials, Endpoints};
 pub use error::{BoxError, Error, ErrorKind};
-pub use events::{Event, Reauthorization};
-pub use layer::{WithingsAuthLayer, WithingsAuthService};
-pub use metrics::MetricsSnapshot;
-pub use oauth::{AuthorizeRequest, Callback, OAuthClient, RedirectPolicy};
+pub use layer::service::{WithingsAuthLayer, WithingsAuthService};
 pub use secret::Secret;
 pub use status::parse_response;
-#[cfg(feature = "postgres")]
-pub use store::PostgresStore;
-#[cfg(feature = "redis")]
-pub use store::RedisStore;
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
-pub use store::{MemoryStore, TokenStore};
-pub use token::{Scope, Token, UserId};
+pub use token::{Scope, Token, UnknownScope, UserId};
+
+/// Internals the fuzz targets (`fuzz/`), the property tests and the `withings` command line
+/// reach into. Not part of the API: no documentation, no semver promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::status::{Peek, classify, peek_status};
+
+    /// Parses a `requesttoken` answer (e.g. one obtained by another tool) received at
+    /// `received_at`. A token comes back only for `status` 0 with both tokens present.
+    pub fn parse_token_response(
+        bytes: &[u8],
+        received_at: std::time::SystemTime,
+    ) -> Result<crate::Token, crate::Error> {
+        crate::oauth::parse_token(bytes, received_at)
+    }
+}
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

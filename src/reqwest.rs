@@ -62,7 +62,7 @@
 //!   refusal fails at once with [`Error::NotReplayed`] (send the request again), while the token
 //!   is refreshed in the background for the next request; as with the layer's streaming bodies.
 //!   [`WithingsMiddleware::not_replayed_as_response`] gives the refusal back instead, `Ok` with
-//!   the Withings body intact and a [`NotReplayed`](crate::NotReplayed) extension
+//!   the Withings body intact and a [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal) extension
 //!   (`response.extensions()`).
 //! - A Withings body status other than 0 (`601`, `2554`, …) comes back `Ok` by default: read it
 //!   with [`crate::parse_response`] on the bytes (`response.bytes().await?`).
@@ -141,7 +141,7 @@ impl WithingsMiddleware {
     /// Opt-in, as
     /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response):
     /// a refusal of a request with a streaming body comes back `Ok`, as it came and marked
-    /// [`NotReplayed`](crate::NotReplayed), instead of [`Error::NotReplayed`].
+    /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), instead of [`Error::NotReplayed`].
     pub fn not_replayed_as_response(mut self) -> Self {
         self.mode.not_replayed_as_response = true;
         self
@@ -286,7 +286,7 @@ fn to_http(response: Response) -> http::Response<reqwest::Body> {
 }
 
 /// The response the layer hands back, as reqwest's again: same status, headers, extensions
-/// (a [`NotReplayed`](crate::NotReplayed) among them), URL, and body bytes.
+/// (a [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal) among them), URL, and body bytes.
 fn from_http(response: http::Response<WithingsBody<reqwest::Body>>) -> Response {
     Response::from(response.map(reqwest::Body::wrap))
 }

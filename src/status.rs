@@ -84,7 +84,7 @@ fn invalid_client(message: &str) -> Error {
 
 /// True when `status` means the access token failed (100, 101, 102, 200, 401): the only
 /// statuses that justify a refresh.
-pub fn is_access_token_failure(status: i64) -> bool {
+pub(crate) fn is_access_token_failure(status: i64) -> bool {
     matches!(status, 100 | 101 | 102 | 200 | 401)
 }
 

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{SqliteStore, TokenStore};
-use tower_withings::{Credentials, Endpoints, ManualClock, UserId, WithingsAuth, transport};
+use tower_withings::{Credentials, Endpoints, UserId, WithingsAuth, clock::ManualClock, transport};
 
 const CHILD: &str = "crash_child_entry";
 const ENV_ROLE: &str = "TOWER_WITHINGS_CRASH_ROLE";
@@ -73,7 +73,7 @@ async fn crash_child_entry() {
         .store(store)
         .token_timeout(CHILD_TOKEN_TIMEOUT)
         .lease_poll(Duration::from_millis(10))
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .backoff(Duration::ZERO, Duration::ZERO)
         .build(transport::plain_http_client());
     let service = auth.layer().layer(transport::plain_http_client());
@@ -293,7 +293,7 @@ async fn sigkill_at_random_moments_loses_no_grant() {
         .endpoints(Endpoints::loopback(&sim.api_base(), &sim.api_base()).unwrap())
         .store(SqliteStore::open(&db).await.unwrap())
         .lease_poll(Duration::from_millis(10))
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .build(transport::plain_http_client());
     auth.refresh(user).await.expect("a final refresh");
     let service = auth.layer().layer(transport::plain_http_client());

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Layer, ServiceExt};
 use tower_withings::{
-    Clock, Credentials, ManualClock, Secret, Token, UserId, WithingsAuth, transport,
+    Credentials, Secret, Token, UserId, WithingsAuth, clock::Clock, clock::ManualClock, transport,
 };
 use withings_sim::Simulator;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
-use tower_withings::{Credentials, SystemClock, UserId, WithingsAuth, transport};
+use tower_withings::{Credentials, UserId, WithingsAuth, clock::SystemClock, transport};
 use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const USERS: u64 = 1_000;
@@ -68,7 +68,7 @@ async fn sustained_load_across_expiries_loses_nothing() {
         .refresh_skew(SKEW)
         .refresh_jitter(Duration::ZERO)
         .backoff(Duration::ZERO, Duration::ZERO)
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .build(transport::plain_http_client());
     for id in 1..=USERS {
         let g = sim.issue_grant(CLIENT_ID, UserId(id), "user.metrics");

@@ -25,7 +25,7 @@ use store_support::TempDir;
 use tower::ServiceBuilder;
 use tower_withings::store::{SqliteStore, TokenStore};
 use tower_withings::sync::{Batch, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream};
-use tower_withings::{Credentials, Endpoints, ManualClock, WithingsAuth, transport};
+use tower_withings::{Credentials, Endpoints, WithingsAuth, clock::ManualClock, transport};
 
 const CHILD: &str = "sync_crash_child_entry";
 const ENV_ROLE: &str = "TOWER_WITHINGS_SYNC_CRASH_ROLE";
@@ -86,7 +86,7 @@ async fn sync_crash_child_entry() {
     let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(endpoints.clone())
         .store(store.clone())
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .backoff(Duration::ZERO, Duration::ZERO)
         .build(transport::plain_http_client());
     let stack = ServiceBuilder::new()
@@ -254,7 +254,7 @@ async fn sigkill_while_syncing_on_postgres_loses_nothing() {
     };
     let dir = TempDir::new("sync-crash-pg");
     kill_at_random_moments(&format!("postgres:{table}"), Arc::new(store.clone()), &dir).await;
-    let client = store.pool().get().await.unwrap();
+    let client = store_support::postgres_client().await;
     for suffix in [
         "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
     ] {

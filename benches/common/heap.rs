@@ -22,7 +22,9 @@ use jiff::Timestamp;
 use tower::ServiceBuilder;
 use tower_withings::data::{DataClient, GetMeas, MeasureType, decode_page};
 use tower_withings::store::MemoryStore;
-use tower_withings::{Credentials, Endpoints, RateBudget, Secret, Token, UserId, WithingsAuth};
+use tower_withings::{
+    Credentials, Endpoints, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
+};
 
 /// `System`, counting the bytes currently allocated and the peak since the last reset.
 pub struct Counting;

@@ -339,9 +339,12 @@ where
 pub async fn durable_stores(
     dir: &std::path::Path,
     tag: &str,
-) -> Vec<(&'static str, std::sync::Arc<dyn tower_withings::TokenStore>)> {
+) -> Vec<(
+    &'static str,
+    std::sync::Arc<dyn tower_withings::store::TokenStore>,
+)> {
     use std::sync::Arc;
-    use tower_withings::{PostgresStore, RedisStore, SqliteStore};
+    use tower_withings::{store::PostgresStore, store::RedisStore, store::SqliteStore};
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let postgres = var(
         "TOWER_WITHINGS_POSTGRES_URL",

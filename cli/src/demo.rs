@@ -12,8 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_withings::{
-    Callback, Credentials, Endpoints, ManualClock, RateBudget, Scope, UserId, WithingsAuth,
-    transport,
+    Credentials, Endpoints, Scope, UserId, WithingsAuth, budget::RateBudget, clock::ManualClock,
+    oauth::Callback, transport,
 };
 use withings_sim::{SimConfig, Simulator};
 

@@ -20,8 +20,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use tower_withings::notify::{Appli, NotifyClient};
 use tower_withings::{
-    Callback, Credentials, Endpoints, Error, ErrorKind, RateBudget, RedirectPolicy, Scope, Secret,
-    Token, UserId, WithingsAuth, status, transport,
+    Credentials, Endpoints, Error, ErrorKind, Scope, Secret, Token, UserId, WithingsAuth,
+    budget::RateBudget, oauth::Callback, oauth::RedirectPolicy, transport,
 };
 
 const EXIT_CODES: &str = "\
@@ -412,7 +412,7 @@ async fn run(cli: Cli) -> CliResult<()> {
                 let mut input = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
                     .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
-                tower_withings::oauth::parse_token_response(&input, SystemTime::now())?
+                tower_withings::__private::parse_token_response(&input, SystemTime::now())?
             } else {
                 let missing = || {
                     Failure::usage(
@@ -732,7 +732,7 @@ async fn call(
         .await
         .map_err(|e| Failure::from(Error::transport(e)))?
         .to_bytes();
-    let body = status::parse_response(&bytes)?;
+    let body = tower_withings::parse_response(&bytes)?;
     let pretty = serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{pretty}");

@@ -16,7 +16,7 @@ pub async fn open(spec: Option<&str>) -> Result<Arc<dyn TokenStore>, Failure> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
         return Ok(Arc::new(
-            tower_withings::PostgresStore::connect(&spec).await?,
+            tower_withings::store::PostgresStore::connect(&spec).await?,
         ));
         #[cfg(not(feature = "postgres"))]
         return Err(Failure::usage(
@@ -26,7 +26,9 @@ pub async fn open(spec: Option<&str>) -> Result<Arc<dyn TokenStore>, Failure> {
     if spec.starts_with("redis://") || spec.starts_with("rediss://") {
         #[cfg(feature = "redis")]
         return Ok(Arc::new(
-            tower_withings::RedisStore::builder(&spec).connect().await?,
+            tower_withings::store::RedisStore::builder(&spec)
+                .connect()
+                .await?,
         ));
         #[cfg(not(feature = "redis"))]
         return Err(Failure::usage(
@@ -39,7 +41,9 @@ pub async fn open(spec: Option<&str>) -> Result<Arc<dyn TokenStore>, Failure> {
             spec.split("://").next().unwrap_or_default()
         )));
     }
-    Ok(Arc::new(tower_withings::SqliteStore::open(&spec).await?))
+    Ok(Arc::new(
+        tower_withings::store::SqliteStore::open(&spec).await?,
+    ))
 }
 
 /// `$XDG_DATA_HOME/tower-withings/tokens.db`, else `~/.local/share/tower-withings/tokens.db`;

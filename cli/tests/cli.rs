@@ -52,7 +52,9 @@ async fn login_then_users_call_and_refresh() {
     assert_eq!(sim.counters().successful_refreshes, 1);
 
     // Nothing secret was printed anywhere, and the token file is owner-only.
-    let store = tower_withings::SqliteStore::open(&cli.store).await.unwrap();
+    let store = tower_withings::store::SqliteStore::open(&cli.store)
+        .await
+        .unwrap();
     let token = store.load(DEFAULT_USER_ID).await.unwrap().unwrap().token;
     let (_, users_out, users_err) = cli.run(&["users"], "").await;
     for text in [&users_out, &users_err, &out, &err] {

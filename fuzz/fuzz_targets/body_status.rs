@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_withings::status::{Peek, parse_response, peek_status};
+use tower_withings::{__private::Peek, __private::peek_status, parse_response};
 
 fuzz_target!(|data: &[u8]| {
     let peeked = peek_status(data);

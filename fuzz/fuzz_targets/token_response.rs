@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
-use tower_withings::oauth::parse_token_response;
+use tower_withings::__private::parse_token_response;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(token) = parse_token_response(data, SystemTime::UNIX_EPOCH) {

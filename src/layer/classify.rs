@@ -23,7 +23,7 @@ pub(crate) struct ResponseMode {
     /// [`crate::status::classify`].
     pub(crate) status_errors: bool,
     /// A refusal that could not be replayed is the response as it came, marked
-    /// [`NotReplayed`](crate::NotReplayed), rather than [`Error::NotReplayed`].
+    /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), rather than [`Error::NotReplayed`].
     pub(crate) not_replayed_as_response: bool,
 }
 

@@ -346,7 +346,7 @@ mod tests {
     use tower::Layer;
     use tower_test::mock;
 
-    use crate::{Clock, Credentials, ManualClock, Secret, Token, WithingsAuth};
+    use crate::{Credentials, Secret, Token, WithingsAuth, clock::Clock, clock::ManualClock};
 
     const API: &str = "https://wbsapi.withings.net";
     const USER: UserId = UserId(7);
@@ -582,7 +582,12 @@ mod tests {
             reply.send_response(Response::new(TestBody::json(REFUSED)));
             match fut.await {
                 Ok(response) if as_response => {
-                    assert!(response.extensions().get::<crate::NotReplayed>().is_some());
+                    assert!(
+                        response
+                            .extensions()
+                            .get::<crate::layer::UnreplayedRefusal>()
+                            .is_some()
+                    );
                 }
                 Err(error) if !as_response => assert!(
                     matches!(

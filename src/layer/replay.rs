@@ -16,7 +16,7 @@ use tower::{Service, ServiceExt};
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect};
 use super::shared::Shared;
-use crate::body::{NotReplayed, ReplayBody, WithingsBody};
+use crate::body::{ReplayBody, UnreplayedRefusal, WithingsBody};
 use crate::error::{BoxError, Error};
 use crate::metrics::Metrics;
 use crate::refresh::Reason;
@@ -49,12 +49,12 @@ enum ExtensionsCopy {
 
 /// How the layer gets a second copy of a request's body, to replay the request after a
 /// refresh if Withings refused its token. Set with
-/// [`WithingsAuthLayer::clone_body`](super::WithingsAuthLayer::clone_body) and its shortcuts.
+/// [`WithingsAuthLayer::clone_body`](crate::WithingsAuthLayer::clone_body) and its shortcuts.
 ///
-/// - [`ReplayBodies`] (the default) asks the body type: [`ReplayBody`].
+/// - [`DefaultCloneBody`] (the default) asks the body type: [`ReplayBody`].
 /// - [`NeverReplay`] keeps no copy: a refusal fails at once with [`Error::NotReplayed`] (or
-///   comes back marked [`NotReplayed`], with
-///   [`not_replayed_as_response`](super::WithingsAuthLayer::not_replayed_as_response)), and the
+///   comes back marked [`UnreplayedRefusal`], with
+///   [`not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response)), and the
 ///   next request gets the refreshed token. Any body type goes through.
 /// - [`CloneBodyFn`], your own function: for a body type of another crate (the orphan rule
 ///   keeps you from implementing [`ReplayBody`] for `axum::body::Body`).
@@ -70,9 +70,9 @@ pub trait CloneBody<B> {
 
 /// The default [`CloneBody`]: bodies that are [`ReplayBody`] replay as it says.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReplayBodies;
+pub struct DefaultCloneBody;
 
-impl<B: ReplayBody> CloneBody<B> for ReplayBodies {
+impl<B: ReplayBody> CloneBody<B> for DefaultCloneBody {
     fn clone_body(&self, body: &B) -> Option<B> {
         body.try_clone()
     }
@@ -217,7 +217,7 @@ impl<S, B> Replay<S, B> {
 impl<S, B> Replay<S, B> {
     /// The refusal (body `status`) of a request whose body cannot be sent twice: the caller
     /// gets it at once, as [`Error::NotReplayed`] or (`not_replayed_as_response`) as it came,
-    /// marked [`NotReplayed`], while a detached task refreshes for the next request (the caller
+    /// marked [`UnreplayedRefusal`], while a detached task refreshes for the next request (the caller
     /// neither waits for it nor, by going away, aborts it).
     pub(super) fn give_back<R>(
         &self,
@@ -234,7 +234,7 @@ impl<S, B> Replay<S, B> {
         if !self.mode.not_replayed_as_response {
             return Err(Error::NotReplayed { status }.into());
         }
-        refused.extensions_mut().insert(NotReplayed {
+        refused.extensions_mut().insert(UnreplayedRefusal {
             reason: "the request body is a stream and cannot be sent twice",
         });
         Ok(refused)
@@ -327,7 +327,7 @@ mod tests {
         for headers in [&few[..], &two[..], &repeated[..], &many[..], &[]] {
             for user in [false, true] {
                 let original = request(headers, user);
-                let copy = RequestCopy::of(&original, &ReplayBodies, user.then_some(UserId(7)))
+                let copy = RequestCopy::of(&original, &DefaultCloneBody, user.then_some(UserId(7)))
                     .expect("a Full body replays");
                 same(&copy.into_request(), &original);
             }
@@ -335,14 +335,14 @@ mod tests {
         // Other extensions are kept too.
         let mut original = request(&few, true);
         original.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&original, &ReplayBodies, Some(UserId(7)))
+        let copy = RequestCopy::of(&original, &DefaultCloneBody, Some(UserId(7)))
             .unwrap()
             .into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));
         assert_eq!(copy.extensions().get::<UserId>(), Some(&UserId(7)));
         let mut only_other = request(&few, false);
         only_other.extensions_mut().insert(42u32);
-        let copy = RequestCopy::of(&only_other, &ReplayBodies, None)
+        let copy = RequestCopy::of(&only_other, &DefaultCloneBody, None)
             .unwrap()
             .into_request();
         assert_eq!(copy.extensions().get::<u32>(), Some(&42));

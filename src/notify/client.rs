@@ -20,7 +20,7 @@ use crate::token::UserId;
 use crate::transport::HttpClient;
 
 /// The notification service's path below the API base.
-pub const NOTIFY_PATH: &str = "/notify";
+pub(crate) const NOTIFY_PATH: &str = "/notify";
 
 /// Answers of `/notify` are small (a list of subscriptions); anything past this is not Withings.
 const MAX_ANSWER: usize = 1024 * 1024;

@@ -70,7 +70,7 @@ mod receiver;
 mod stats;
 
 pub use appli::{Appli, ParseAppliError};
-pub use client::{Ensured, NOTIFY_PATH, NotifyClient, Subscription};
+pub use client::{Ensured, NotifyClient, Subscription};
 pub use form::{Action, FormError, Notification};
 pub use network::{Network, ParseNetworkError, PeerAddr};
 pub use queue::Notifications;

@@ -5,7 +5,7 @@
 //! a local simulator).
 
 mod authorize;
-pub mod signature;
+pub(crate) mod signature;
 mod token_response;
 
 use std::fmt;
@@ -20,17 +20,11 @@ use serde_json::Value;
 pub(crate) use authorize::check_redirect_uri;
 pub use authorize::{AuthorizeRequest, Callback, RedirectPolicy};
 
-/// Parses a `requesttoken` answer (e.g. one obtained by another tool) received at
-/// `received_at`. A token comes back only for `status` 0 with both tokens present.
-pub fn parse_token_response(
-    bytes: &[u8],
-    received_at: std::time::SystemTime,
-) -> Result<Token, Error> {
-    token_response::parse_token(bytes, received_at)
-}
+pub use crate::config::ClientAuth;
+pub(crate) use token_response::parse_token;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ClientAuth, Credentials, Endpoints};
+use crate::config::{Credentials, Endpoints};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::status;
@@ -39,11 +33,11 @@ use crate::transport::{self, HttpClient, Transport};
 use tower::ServiceExt;
 
 /// Path of the token endpoint, below the API base.
-pub const TOKEN_PATH: &str = "/v2/oauth2";
+pub(crate) const TOKEN_PATH: &str = "/v2/oauth2";
 /// Path of the nonce endpoint (signed mode), below the API base.
-pub const SIGNATURE_PATH: &str = "/v2/signature";
+pub(crate) const SIGNATURE_PATH: &str = "/v2/signature";
 /// Path of the authorize page, below the account base (`authorize2`, not `authorize`).
-pub const AUTHORIZE_PATH: &str = "/oauth2_user/authorize2";
+pub(crate) const AUTHORIZE_PATH: &str = "/oauth2_user/authorize2";
 
 /// Sends token requests to Withings and builds the URLs of the web flow. Cheap to clone.
 #[derive(Clone)]

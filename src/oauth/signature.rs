@@ -7,7 +7,7 @@ use sha2::Sha256;
 ///
 /// Withings signs the values of the signed parameters sorted by key name: `action`,
 /// `client_id`, then `nonce` or `timestamp`.
-pub fn sign(client_secret: &str, values: &[&str]) -> String {
+pub(crate) fn sign(client_secret: &str, values: &[&str]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(client_secret.as_bytes()).expect("HMAC takes any key");
     for (i, value) in values.iter().enumerate() {

@@ -14,7 +14,7 @@ use crate::token::{Token, UserId};
 ///
 /// Its refresh leases live in the map too, so several [`crate::WithingsAuth`] handles sharing
 /// one `MemoryStore` (through an `Arc`) still refresh each user once. Lease expiry uses the
-/// monotonic clock. So does the app's request budget ([`crate::RateBudget`]).
+/// monotonic clock. So does the app's request budget ([`crate::budget::RateBudget`]).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     records: Mutex<HashMap<UserId, StoredToken>>,

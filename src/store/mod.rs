@@ -166,7 +166,7 @@ pub trait TokenStore: Send + Sync + 'static {
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>>;
 
     /// Where the app's request budget is counted, so that every handle and process using this
-    /// store shares one ([`crate::RateBudget`]). The default `None` leaves each handle its own
+    /// store shares one ([`crate::budget::RateBudget`]). The default `None` leaves each handle its own
     /// in-process count: right for a store only one handle uses.
     fn budget(&self) -> Option<&dyn BudgetLedger> {
         None

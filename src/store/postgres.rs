@@ -378,11 +378,6 @@ impl PostgresStore {
         &self.sql.table
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// Creates the tables if missing. Safe to run from several processes at once (it takes a
     /// transaction-scoped advisory lock first).
     ///

@@ -296,7 +296,7 @@ impl RedisStore {
     }
 
     /// The key holding `user`'s token hash: `<prefix>token:<user>`.
-    pub fn token_key(&self, user: UserId) -> String {
+    pub(crate) fn token_key(&self, user: UserId) -> String {
         format!("{}token:{user}", self.prefix)
     }
 
@@ -310,7 +310,7 @@ impl RedisStore {
     }
 
     /// The key holding `user`'s refresh lease: `<prefix>lock:<user>`.
-    pub fn lock_key(&self, user: UserId) -> String {
+    pub(crate) fn lock_key(&self, user: UserId) -> String {
         format!("{}lock:{user}", self.prefix)
     }
 

@@ -105,7 +105,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// Adds `n` to `counter` and, with feature `metrics`, to the facade's `name`.
-    pub fn add(counter: &AtomicU64, n: u64, name: &'static str) {
+    pub(super) fn add(counter: &AtomicU64, n: u64, name: &'static str) {
         counter.fetch_add(n, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         metrics::counter!(name).increment(n);

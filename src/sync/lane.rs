@@ -72,21 +72,21 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    pub fn stop(&self, user: UserId) {
+    pub(crate) fn stop(&self, user: UserId) {
         self.stopped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(user);
     }
 
-    pub fn resume(&self, user: UserId) {
+    pub(crate) fn resume(&self, user: UserId) {
         self.stopped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&user);
     }
 
-    pub fn is_stopped(&self, user: UserId) -> bool {
+    pub(crate) fn is_stopped(&self, user: UserId) -> bool {
         self.stopped
             .lock()
             .unwrap_or_else(|e| e.into_inner())

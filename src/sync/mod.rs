@@ -11,7 +11,7 @@
 //!   clock, never a measurement date). Pages are not in modification order, so a cursor
 //!   moves only at the end of a read that was complete and fully accepted.
 //! - **State** ([`SyncState`]): in the same store as the tokens
-//!   ([`TokenStore::sync_state`](crate::TokenStore::sync_state)): cursors raised by
+//!   ([`TokenStore::sync_state`](crate::store::TokenStore::sync_state)): cursors raised by
 //!   compare-and-set, a lease per (user, stream) with a fencing token, the highest version
 //!   delivered per record (versions only go up on the way to the sink, and a crash
 //!   re-delivers at most the batch the sink had not accepted), the notification inbox.

@@ -114,7 +114,7 @@ pub struct InboxEntry {
 }
 
 /// The sync's durable state. Implemented by every store of this crate (reached through
-/// [`TokenStore::sync_state`](crate::TokenStore::sync_state)); checked by
+/// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)); checked by
 /// `testkit::check_sync_state`.
 pub trait SyncState: Send + Sync {
     /// Takes the (user, stream) lease for `ttl` unless another live holder has it; a lease

@@ -13,7 +13,9 @@ use http_body_util::Full;
 use tower::{Layer, ServiceExt};
 use tower_withings::budget::Lane;
 use tower_withings::store::{MemoryStore, TokenStore};
-use tower_withings::{Error, ManualClock, RateBudget, UserId, WithingsAuth, transport};
+use tower_withings::{
+    Error, UserId, WithingsAuth, budget::RateBudget, clock::ManualClock, transport,
+};
 use withings_sim::{AppRateLimit, Simulator};
 
 use crate::common::{auth_builder, grant, json, rig_with, simulator};
@@ -256,7 +258,7 @@ async fn sqlite_budget_child() {
         .split(',')
         .map(|id| UserId(id.parse().expect("user id")))
         .collect();
-    let store = tower_withings::SqliteStore::open(&path)
+    let store = tower_withings::store::SqliteStore::open(&path)
         .await
         .expect("store");
     let auth = WithingsAuth::builder(tower_withings::Credentials::new(
@@ -284,7 +286,11 @@ async fn four_processes_on_one_sqlite_file_share_one_budget() {
     sim.set_app_rate_limit(app_limit());
     let clock = ManualClock::new();
     let parent = auth_builder(&sim, &clock)
-        .store(tower_withings::SqliteStore::open(&path).await.unwrap())
+        .store(
+            tower_withings::store::SqliteStore::open(&path)
+                .await
+                .unwrap(),
+        )
         .build(transport::plain_http_client());
     let users = users(&parent, &sim, &clock, 3).await;
     let ids: Vec<String> = users.iter().map(|u| u.0.to_string()).collect();
@@ -349,7 +355,7 @@ async fn sqlite_budget_holder() {
     };
     let api = std::env::var(ENV_API).expect("api");
     let user = UserId(std::env::var(ENV_USERS).expect("user").parse().expect("id"));
-    let store = tower_withings::SqliteStore::open(&path)
+    let store = tower_withings::store::SqliteStore::open(&path)
         .await
         .expect("store");
     let auth = WithingsAuth::builder(tower_withings::Credentials::new(
@@ -384,7 +390,11 @@ async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblo
     sim.set_app_rate_limit(app_limit());
     let clock = ManualClock::new();
     let other = auth_builder(&sim, &clock)
-        .store(tower_withings::SqliteStore::open(&path).await.unwrap())
+        .store(
+            tower_withings::store::SqliteStore::open(&path)
+                .await
+                .unwrap(),
+        )
         .rate_budget(budget())
         .build(transport::plain_http_client());
     let users = users(&other, &sim, &clock, 2).await;

@@ -27,7 +27,9 @@ use http_body_util::Full;
 use tokio::sync::oneshot;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{StoreFuture, StoredToken, TokenStore};
-use tower_withings::{Credentials, Endpoints, Error, ManualClock, UserId, WithingsAuth, transport};
+use tower_withings::{
+    Credentials, Endpoints, Error, UserId, WithingsAuth, clock::ManualClock, transport,
+};
 use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);

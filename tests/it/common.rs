@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_withings::{
-    AuthorizeRequest, Callback, ClientAuth, Credentials, Endpoints, OAuthClient, Scope, Token,
-    transport,
+    Credentials, Endpoints, Scope, Token, oauth::AuthorizeRequest, oauth::Callback,
+    oauth::ClientAuth, oauth::OAuthClient, transport,
 };
 use withings_sim::Simulator;
 
@@ -105,7 +105,7 @@ use std::sync::{Arc, Mutex};
 use tower_withings::store::{
     Lease, LockAttempt, MemoryStore, StoreFuture, StoredToken, TokenStore,
 };
-use tower_withings::{ManualClock, Secret, UserId, WithingsAuth, WithingsAuthBuilder};
+use tower_withings::{Secret, UserId, WithingsAuth, auth::WithingsAuthBuilder, clock::ManualClock};
 use withings_sim::DEFAULT_USER_ID;
 
 /// A `WithingsAuth` builder pointed at the simulator, with a manual clock, no backoff and no
@@ -113,7 +113,7 @@ use withings_sim::DEFAULT_USER_ID;
 /// the budget).
 pub fn auth_builder(sim: &Simulator, clock: &ManualClock) -> WithingsAuthBuilder {
     WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .endpoints(endpoints(sim))
         .clock(clock.clone())
         .token_timeout(Duration::from_secs(5))
@@ -122,7 +122,7 @@ pub fn auth_builder(sim: &Simulator, clock: &ManualClock) -> WithingsAuthBuilder
 
 /// A token the simulator issued for `user`, as the client would hold it at `clock`'s now.
 pub fn grant(sim: &Simulator, clock: &ManualClock, user: UserId) -> Token {
-    use tower_withings::Clock;
+    use tower_withings::clock::Clock;
     let g = sim.issue_grant(CLIENT_ID, user, "user.metrics,user.activity");
     Token {
         user_id: user,

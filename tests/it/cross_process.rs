@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{LockAttempt, TokenStore};
 use tower_withings::{
-    Clock, Credentials, Endpoints, ManualClock, Secret, Token, UserId, WithingsAuth,
+    Credentials, Endpoints, Secret, Token, UserId, WithingsAuth, clock::Clock, clock::ManualClock,
 };
 use withings_sim::Simulator;
 
@@ -68,7 +68,7 @@ pub fn instance_on(
         .endpoints(Endpoints::loopback(api_base, api_base).expect("loopback endpoints"))
         .shared_store(store)
         .clock(clock)
-        .rate_budget(tower_withings::RateBudget::unlimited())
+        .rate_budget(tower_withings::budget::RateBudget::unlimited())
         .lease_poll(Duration::from_millis(25));
     if let Some(lease) = lease {
         // The lease lasts twice the token timeout.
@@ -218,7 +218,7 @@ pub async fn child_role() -> bool {
                 .parse()
                 .expect("ms");
             let auth = if std::env::var_os(ENV_SYSTEM_CLOCK).is_some() {
-                instance_on(&api, store, None, tower_withings::SystemClock)
+                instance_on(&api, store, None, tower_withings::clock::SystemClock)
             } else {
                 let (auth, clock) = instance(&api, store, None);
                 clock.advance(Duration::from_secs(4 * 3600));

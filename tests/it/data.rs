@@ -22,7 +22,7 @@ use tower_withings::data::{
 use tower_withings::store::MemoryStore;
 use tower_withings::transport::HttpClient;
 use tower_withings::{
-    Credentials, Endpoints, Error, RateBudget, Secret, Token, UserId, WithingsAuth,
+    Credentials, Endpoints, Error, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
 };
 
 const USER: UserId = UserId(46865875);

@@ -13,7 +13,7 @@ use tower_withings::data::{
 };
 use tower_withings::store::MemoryStore;
 use tower_withings::transport::{self, HttpClient};
-use tower_withings::{Clock, ManualClock, Secret, Token, UserId, WithingsAuth};
+use tower_withings::{Secret, Token, UserId, WithingsAuth, clock::Clock, clock::ManualClock};
 use withings_sim::{HistoryConfig, Series, SimConfig, SimGroup, Simulator};
 
 use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, endpoints};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower_withings::{Clock, Error, Event, Reauthorization, Token, UserId};
+use tower_withings::{Error, Token, UserId, clock::Clock, events::Event, events::Reauthorization};
 use withings_sim::{Fault, Target};
 
 use crate::common::{Rig, USER, needs_reauthorization, rig_2s};

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_withings::store::TokenStore;
-use tower_withings::{Error, ManualClock, NotReplayed, UserId, transport};
+use tower_withings::{Error, UserId, clock::ManualClock, layer::UnreplayedRefusal, transport};
 use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
@@ -440,7 +440,7 @@ async fn not_replayed_as_response_wins_over_status_errors() {
         .layer(streaming_client());
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
-    assert!(response.extensions().get::<NotReplayed>().is_some());
+    assert!(response.extensions().get::<UnreplayedRefusal>().is_some());
     assert_eq!(json(response).await["status"], 401);
     wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
 }
@@ -452,7 +452,7 @@ async fn instrumented() -> (
     Arc<Mutex<Vec<Sent>>>,
     impl tower::Service<
         Request<Full<Bytes>>,
-        Response = Response<tower_withings::WithingsBody<hyper::body::Incoming>>,
+        Response = Response<tower_withings::layer::WithingsBody<hyper::body::Incoming>>,
         Error = tower_withings::BoxError,
         Future = impl Send,
     > + Clone,
@@ -770,7 +770,7 @@ async fn a_streaming_body_is_not_replayed_and_says_why() {
 }
 
 /// `not_replayed_as_response()`: the old behaviour, for callers who want the body: the refusal
-/// comes back `Ok`, as Withings sent it and marked `NotReplayed`; one refresh all the same.
+/// comes back `Ok`, as Withings sent it and marked `UnreplayedRefusal`; one refresh all the same.
 #[tokio::test]
 async fn not_replayed_as_response_gives_the_refusal_back_marked() {
     let rig = rig().await;
@@ -785,7 +785,7 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
         .oneshot(streaming_getmeas(&rig.sim))
         .await
         .unwrap();
-    let marker = response.extensions().get::<NotReplayed>().copied();
+    let marker = response.extensions().get::<UnreplayedRefusal>().copied();
     assert!(
         marker.is_some_and(|m| m.reason.contains("stream")),
         "{marker:?}"
@@ -1220,7 +1220,7 @@ fn _sim_config_is_reachable() -> SimConfig {
 async fn a_601_on_refresh_adopts_the_pair_another_process_saved() {
     let sim = simulator().await;
     let clock = ManualClock::new();
-    let store = Arc::new(tower_withings::MemoryStore::new());
+    let store = Arc::new(tower_withings::store::MemoryStore::new());
     let old = grant(&sim, &clock, USER);
     store.put(&old, std::time::SystemTime::now()).await.unwrap();
     clock.advance(EXPIRED);

@@ -19,7 +19,7 @@ use tower_withings::notify::{
     Action, Appli, FormError, Network, Notification, Notifications, NotifyClient, NotifyReceiver,
     NotifyReceiverBuilder, PeerAddr,
 };
-use tower_withings::{Error, RedirectPolicy, UserId, transport};
+use tower_withings::{Error, UserId, oauth::RedirectPolicy, transport};
 use withings_sim::{Fault, Target};
 
 /// A receiver served by axum on a random loopback port.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::common::*;
 use tower_withings::{
-    AuthorizeRequest, Callback, ClientAuth, Credentials, Error, OAuthClient, RedirectPolicy, Scope,
-    status, transport,
+    Credentials, Error, Scope, oauth::AuthorizeRequest, oauth::Callback, oauth::ClientAuth,
+    oauth::OAuthClient, oauth::RedirectPolicy, transport,
 };
 use withings_sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
 
@@ -103,7 +103,7 @@ async fn a_scope_not_granted_is_unauthorized_not_an_auth_failure() {
     let client = oauth(&sim, ClientAuth::Secret);
     let token = login(&client, &[Scope::UserMetrics]).await;
     let body = data_call(&sim, "/v2/sleep", "action=get", token.access_token.expose()).await;
-    let err = status::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
+    let err = tower_withings::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
 }
 
@@ -177,7 +177,7 @@ async fn params_outside_a_post_body_fail_as_the_faq_says() {
         sim.api_base()
     );
     let (_, _, body) = browser_get(&url).await;
-    let err = status::parse_response(&bytes::Bytes::from(body)).unwrap_err();
+    let err = tower_withings::parse_response(&bytes::Bytes::from(body)).unwrap_err();
     match err {
         Error::InvalidParams { message, .. } => {
             assert!(message.contains("POST form body"), "{message}")
@@ -329,7 +329,7 @@ async fn deactivated_then_deleted_user() {
         token.access_token.expose(),
     )
     .await;
-    let err = status::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
+    let err = tower_withings::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
     assert!(matches!(err, Error::UserDeactivated), "{err:?}");
 
     sim.delete_user(DEFAULT_USER_ID);
@@ -365,12 +365,12 @@ async fn the_same_refresh_twice_within_10_seconds_is_rate_limited() {
 }
 
 /// What the token endpoint answers reaches the caller as the status table says
-/// (`tower_withings::status::classify`, whose rows `src/status.rs` checks): one body of each
+/// (`tower_withings::__private::classify`, whose rows `src/status.rs` checks): one body of each
 /// kind of row, with its message and wait carried through; and the failures that are not a
 /// body status (HTTP, non-JSON, truncated, dropped) as their own errors. No secret in any.
 #[tokio::test]
 async fn token_endpoint_answers_are_classified_by_the_status_table() {
-    use tower_withings::status::classify;
+    use tower_withings::__private::classify;
     let sim = simulator().await;
     let client = oauth(&sim, ClientAuth::Secret);
     let token = login(&client, &[Scope::UserMetrics]).await;

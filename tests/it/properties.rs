@@ -3,9 +3,11 @@
 use std::time::SystemTime;
 
 use proptest::prelude::*;
-use tower_withings::oauth::parse_token_response;
-use tower_withings::status::{Peek, classify, parse_response, peek_status};
-use tower_withings::{Callback, Credentials, Error, OAuthClient, Scope, transport};
+use tower_withings::__private::parse_token_response;
+use tower_withings::{
+    __private::Peek, __private::classify, __private::peek_status, parse_response,
+};
+use tower_withings::{Credentials, Error, Scope, oauth::Callback, oauth::OAuthClient, transport};
 
 /// Arbitrary JSON, nested a few levels, with the keys Withings uses.
 fn json() -> impl Strategy<Value = serde_json::Value> {

@@ -12,8 +12,8 @@ use http_body_util::Full;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{MemoryStore, StoreFuture, TokenStore};
 use tower_withings::{
-    Clock, Credentials, Endpoints, Error, ManualClock, Secret, Token, UserId, WithingsAuth,
-    WithingsAuthBuilder, transport,
+    Credentials, Endpoints, Error, Secret, Token, UserId, WithingsAuth, auth::WithingsAuthBuilder,
+    clock::Clock, clock::ManualClock, transport,
 };
 use withings_sim::Simulator;
 

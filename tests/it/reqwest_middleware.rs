@@ -8,7 +8,7 @@ use crate::common::*;
 use ::reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use http::Extensions;
 use tower_withings::store::TokenStore;
-use tower_withings::{Error, NotReplayed, UserId};
+use tower_withings::{Error, UserId, layer::UnreplayedRefusal};
 use withings_sim::{Fault, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
@@ -152,7 +152,7 @@ async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
     let (client, recorder) = client(&rig);
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
-    assert!(response.extensions().get::<NotReplayed>().is_none());
+    assert!(response.extensions().get::<UnreplayedRefusal>().is_none());
     assert_eq!(body_json(response).await["status"], 0);
     let counters = rig.sim.counters();
     assert_eq!(counters.served_401, 1, "{counters:?}");
@@ -334,7 +334,7 @@ fn streaming_getmeas(
 }
 
 /// `not_replayed_as_response()` on the middleware: the old behaviour, `Ok` with the Withings
-/// body intact and a `NotReplayed` extension; one refresh all the same.
+/// body intact and a `UnreplayedRefusal` extension; one refresh all the same.
 #[tokio::test]
 async fn not_replayed_as_response_gives_the_refusal_back_marked() {
     let rig = rig().await;
@@ -343,7 +343,7 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
         .build();
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
-    let marker = response.extensions().get::<NotReplayed>().copied();
+    let marker = response.extensions().get::<UnreplayedRefusal>().copied();
     assert!(
         marker.is_some_and(|m| m.reason.contains("stream")),
         "{marker:?}"

@@ -14,7 +14,7 @@ use crate::common::*;
 use crate::store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{LockAttempt, SqliteStore, StoreFuture, StoredToken, TokenStore};
-use tower_withings::{Error, ManualClock, Token, WithingsAuth, transport};
+use tower_withings::{Error, Token, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);

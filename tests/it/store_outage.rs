@@ -15,7 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::TokenStore;
-use tower_withings::{Error, ManualClock, Token, WithingsAuth, WithingsAuthService, transport};
+use tower_withings::{
+    Error, Token, WithingsAuth, WithingsAuthService, clock::ManualClock, transport,
+};
 use withings_sim::Simulator;
 
 use crate::backend::{Backend, for_backends};

@@ -30,7 +30,7 @@ async fn fresh_store() -> Option<(PostgresStore, String)> {
 
 /// Drops the run's tables.
 async fn drop_tables(store: &PostgresStore) {
-    let client = store.pool().get().await.expect("a connection");
+    let client = crate::store_support::postgres_client().await;
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS \"{0}\"; DROP TABLE IF EXISTS \"{0}_leases\";",
@@ -74,7 +74,7 @@ async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
         .put(&token(10, "good"), SystemTime::now())
         .await
         .unwrap();
-    let client = store.pool().get().await.unwrap();
+    let client = crate::store_support::postgres_client().await;
     let insert = format!(
         "INSERT INTO \"{table}\" (user_id, access_token, refresh_token, expires_at, scope,
                                   needs_reauthorization, refreshed_at, format)

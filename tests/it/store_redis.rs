@@ -78,14 +78,15 @@ async fn key_names_are_documented_ones() {
         return;
     };
     let p = store.prefix().to_owned();
-    assert_eq!(
-        store.token_key(UserId(46865875)),
-        format!("{p}token:46865875")
-    );
-    assert_eq!(
-        store.lock_key(UserId(46865875)),
-        format!("{p}lock:46865875")
-    );
+    // The lease's key, seen from outside while held.
+    let attempt = store
+        .try_lock(UserId(46865875), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(attempt, LockAttempt::Acquired(_)), "{attempt:?}");
+    let mut conn = raw().await;
+    let held: bool = conn.exists(format!("{p}lock:46865875")).await.unwrap();
+    assert!(held, "the lease is `{p}lock:<user>`");
     assert_eq!(RedisStore::DEFAULT_PREFIX, "withings:");
 
     store
@@ -95,7 +96,6 @@ async fn key_names_are_documented_ones() {
         )
         .await
         .unwrap();
-    let mut conn = raw().await;
     let kind: String = redis::cmd("TYPE")
         .arg(format!("{p}token:7"))
         .query_async(&mut conn)

@@ -51,6 +51,17 @@ pub fn redis_unreachable(error: &dyn std::fmt::Display) {
     unreachable("Redis", "TOWER_WITHINGS_REDIS_URL", START_REDIS, error);
 }
 
+/// A plain connection to the test database, for raw SQL beside a store (the store keeps its
+/// pool to itself).
+#[cfg(feature = "postgres")]
+pub async fn postgres_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .expect("a connection");
+    tokio::spawn(connection);
+    client
+}
+
 /// A random lowercase hex string of `n` bytes.
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];

@@ -15,7 +15,7 @@ use tower_withings::sync::{
     Accepted, Backfill, Batch, ChangeKind, Record, Sink, SinkFuture, Step, SyncConfig, SyncEngine,
     SyncEvent, SyncLane, SyncStream,
 };
-use tower_withings::{ManualClock, UserId, WithingsAuth, transport};
+use tower_withings::{UserId, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
 
 use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, grant};

@@ -15,7 +15,7 @@ use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::sync::{
     Backfill, Batch, ChangeKind, Record, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream,
 };
-use tower_withings::{Clock, Endpoints, ManualClock, Secret, Token, UserId};
+use tower_withings::{Endpoints, Secret, Token, UserId, clock::Clock, clock::ManualClock};
 
 const PAGE: usize = 17;
 const DAY: i64 = 86_400;

@@ -38,7 +38,7 @@ async fn postgres_sync_state_conforms_across_two_handles() {
     };
     let b = open().await.unwrap();
     check_sync_state(&a, &b).await;
-    let client = a.pool().get().await.unwrap();
+    let client = crate::store_support::postgres_client().await;
     for suffix in [
         "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
     ] {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_withings::{
-    Clock, Credentials, Error, KEEPER_THRESHOLD, Secret, Token, UserId, UserState, UserStatus,
-    WithingsAuth, transport,
+    Credentials, Error, Secret, Token, UserId, WithingsAuth, auth::AuthState,
+    auth::KEEPER_THRESHOLD, auth::UserInfo, clock::Clock, transport,
 };
 
 use crate::common::{CLIENT_ID, Rig, USER, needs_reauthorization, rig_2s};
 
-fn state(users: &[UserStatus]) -> UserState {
+fn state(users: &[UserInfo]) -> AuthState {
     users.iter().find(|u| u.user == USER).expect("listed").state
 }
 
@@ -24,13 +24,13 @@ async fn users_say_what_each_authorization_is_good_for() {
         token,
     } = rig_2s().await;
     let users = auth.users().await.unwrap();
-    assert_eq!(state(&users), UserState::Ok);
+    assert_eq!(state(&users), AuthState::Ok);
     assert_eq!(users[0].refresh_token_age, Duration::ZERO);
     assert!(!format!("{users:?}").contains(token.access_token.expose()));
 
     clock.advance(Duration::from_secs(3 * 3600 - 60));
     let users = auth.users().await.unwrap();
-    assert_eq!(state(&users), UserState::Expiring);
+    assert_eq!(state(&users), AuthState::Expiring);
     assert_eq!(
         users[0].refresh_token_age,
         Duration::from_secs(3 * 3600 - 60)
@@ -38,10 +38,10 @@ async fn users_say_what_each_authorization_is_good_for() {
 
     sim.deactivate_user(USER);
     assert!(auth.refresh(USER).await.is_err());
-    assert_eq!(state(&auth.users().await.unwrap()), UserState::Deactivated);
+    assert_eq!(state(&auth.users().await.unwrap()), AuthState::Deactivated);
 
     auth.mark_revoked(USER).await.unwrap();
-    assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
+    assert_eq!(state(&auth.users().await.unwrap()), AuthState::Revoked);
 }
 
 /// Only the users whose refresh token is older than the threshold are refreshed.
@@ -116,7 +116,7 @@ async fn revoke_is_signed_and_marks_the_user() {
     assert!(!sim.is_refresh_token_valid(token.refresh_token.expose()));
     assert!(!sim.is_access_token_valid(token.access_token.expose()));
     assert!(needs_reauthorization(&auth, USER).await);
-    assert_eq!(state(&auth.users().await.unwrap()), UserState::Revoked);
+    assert_eq!(state(&auth.users().await.unwrap()), AuthState::Revoked);
 }
 
 /// A wrong signature (wrong secret) is refused by Withings: nothing is marked.
@@ -143,6 +143,6 @@ async fn a_refused_refresh_token_lists_as_needing_reauthorization() {
     assert!(auth.refresh(USER).await.is_err());
     assert_eq!(
         state(&auth.users().await.unwrap()),
-        UserState::NeedsReauthorization
+        AuthState::NeedsReauthorization
     );
 }

@@ -1,0 +1,510 @@
+//! [`Budget`], the running budget of one handle: the hot-path `try_take`, the lanes' queues
+//! and their dispatcher, the 601 pause, counted in the store's ledger or in-process.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::lane::Priority;
+use super::rate::RateBudget;
+use crate::config::Endpoints;
+use crate::error::Error;
+use crate::store::TokenStore;
+use crate::store::{BudgetUsage, SlotAsk, SlotGrant, Window};
+
+/// The budget's counters (read through [`crate::WithingsAuth::metrics`]).
+#[derive(Debug, Default)]
+pub(crate) struct BudgetCounters {
+    pub slots: AtomicU64,
+    pub waits: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub exhausted: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+/// The running budget of one handle.
+pub(crate) struct Budget {
+    config: RateBudget,
+    /// The Withings client id: the ledger's key.
+    app: String,
+    engine: Engine,
+    /// The store whose ledger counts (if it has one).
+    store: Arc<dyn TokenStore>,
+    /// Where Withings is: requests to its API host are counted, others pass.
+    endpoints: Endpoints,
+    queue: Mutex<Queue>,
+    pub counters: BudgetCounters,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the budget counts, decided once from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// No budget.
+    Off,
+    /// The store has no ledger: this handle counts for itself.
+    Own,
+    /// The store's ledger answers at once (in memory): one slot per request.
+    InMemory,
+    /// The store's ledger is a database: slots come in blocks.
+    Shared,
+}
+
+/// Slots at hand and who waits for one.
+#[derive(Default)]
+struct Queue {
+    /// Slots of the last block from a shared ledger, usable until `send_by`.
+    pool: u32,
+    send_by: Option<Instant>,
+    /// When the ledger was last asked, and how many slots were taken since: the demand the
+    /// next block is sized by.
+    last_refill: Option<Instant>,
+    taken_since: u32,
+    /// The in-process count, when the store has no ledger.
+    own: Window,
+    /// Who waits, one queue per [`Priority`], the first served first.
+    lanes: [VecDeque<oneshot::Sender<()>>; Priority::COUNT],
+    dispatching: bool,
+}
+
+impl Queue {
+    fn waiting(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    /// Someone waits in `priority`'s lane or one served before it.
+    fn ahead_of(&self, priority: Priority) -> bool {
+        self.lanes[..=priority.index()]
+            .iter()
+            .any(|lane| !lane.is_empty())
+    }
+
+    fn any_waiting(&self) -> bool {
+        self.lanes.iter().any(|lane| !lane.is_empty())
+    }
+}
+
+impl Budget {
+    pub(crate) fn new(
+        config: RateBudget,
+        app: &str,
+        store: Arc<dyn TokenStore>,
+        endpoints: Endpoints,
+    ) -> Self {
+        let mut budget = Budget {
+            config,
+            app: app.to_owned(),
+            engine: Engine::Off,
+            store,
+            endpoints,
+            queue: Mutex::default(),
+            counters: BudgetCounters::default(),
+        };
+        budget.engine = match (config.limit, budget.store.budget()) {
+            (None, _) => Engine::Off,
+            (Some(_), None) => Engine::Own,
+            (Some(_), Some(ledger)) if ledger.reserve_now(&budget.ask(0)).is_some() => {
+                Engine::InMemory
+            }
+            (Some(_), Some(_)) => Engine::Shared,
+        };
+        budget
+    }
+
+    /// No budget at all.
+    #[cfg(test)]
+    pub(crate) fn off() -> Self {
+        Self::new(
+            RateBudget::unlimited(),
+            "",
+            Arc::new(crate::store::MemoryStore::new()),
+            Endpoints::default(),
+        )
+    }
+
+    /// True for a request Withings counts: one to the configured API host.
+    pub(crate) fn counts(&self, uri: &http::Uri) -> bool {
+        self.engine != Engine::Off && self.endpoints.api_path(uri).is_some()
+    }
+
+    pub(crate) fn config(&self) -> RateBudget {
+        self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every change under the lock is a few counter updates: a poisoned lock is consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ask(&self, want: u32) -> SlotAsk<'_> {
+        SlotAsk {
+            app: &self.app,
+            want,
+            limit: self.config.limit.unwrap_or(u32::MAX),
+            window: self.config.window,
+            hold: self.config.hold(),
+        }
+    }
+
+    /// Takes a slot now if one is at hand and nobody is queued ahead; never waits.
+    /// `priority` is only asked for when someone is queued.
+    pub(crate) fn try_take(&self, priority: impl FnOnce() -> Priority) -> bool {
+        if self.engine == Engine::Off {
+            return true;
+        }
+        let mut queue = self.lock();
+        if queue.any_waiting() && queue.ahead_of(priority()) {
+            return false;
+        }
+        let now = Instant::now();
+        let taken = if queue.pool > 0 && queue.send_by.is_some_and(|by| now < by) {
+            queue.pool -= 1;
+            queue.taken_since += 1;
+            true
+        } else {
+            queue.pool = 0;
+            // A count in memory answers at once (a shared ledger is for the dispatcher): a
+            // block sized by recent demand, so that most requests only look at the pool.
+            let grant = match (self.engine, self.store.budget()) {
+                (Engine::Own, _) => {
+                    let want = 1 + self.next_block(&mut queue);
+                    Some(queue.own.reserve(&self.ask(want), now))
+                }
+                (Engine::InMemory, Some(ledger)) => {
+                    let want = 1 + self.next_block(&mut queue);
+                    ledger.reserve_now(&self.ask(want))
+                }
+                _ => None,
+            };
+            match grant {
+                Some(grant) if grant.granted > 0 => {
+                    queue.pool = grant.granted - 1;
+                    queue.send_by = Some(now + self.config.hold() / 2);
+                    queue.taken_since += 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        drop(queue);
+        if taken {
+            self.counters.slots.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::emit("withings_budget_slots_total");
+        }
+        taken
+    }
+
+    /// Takes a slot, waiting in line up to the deadline.
+    pub(crate) async fn take(self: &Arc<Self>, priority: Priority) -> Result<(), Error> {
+        self.take_within(priority, self.config.deadline).await
+    }
+
+    /// [`take`](Self::take) with its own deadline (token calls wait at most their timeout,
+    /// so that the refresh lease outlives the wait).
+    pub(crate) async fn take_within(
+        self: &Arc<Self>,
+        priority: Priority,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        if self.try_take(|| priority) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut queue = self.lock();
+            queue.lanes[priority.index()].push_back(tx);
+            if !queue.dispatching {
+                queue.dispatching = true;
+                tokio::spawn(Arc::clone(self).dispatch());
+            }
+        }
+        self.counters.waits.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::emit("withings_budget_waits_total");
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(deadline, rx).await;
+        let waited = started.elapsed();
+        self.counters.wait_micros.fetch_add(
+            u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        crate::metrics::budget_wait(waited);
+        match outcome {
+            Ok(Ok(())) => {
+                self.counters.slots.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::emit("withings_budget_slots_total");
+                Ok(())
+            }
+            // Timed out (the dispatcher skips a waiter that left), or the dispatcher is gone
+            // (its runtime shut down): either way no slot.
+            Ok(Err(_)) | Err(_) => {
+                self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::emit("withings_budget_exhausted_total");
+                Err(Error::BudgetExhausted { waited: deadline })
+            }
+        }
+    }
+
+    /// Hands out slots to the waiters, in order, token calls first, until none is left.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let (waiting, want) = {
+                let mut queue = self.lock();
+                for lane in &mut queue.lanes {
+                    lane.retain(|tx| !tx.is_closed());
+                }
+                let waiting = queue.waiting();
+                if waiting == 0 {
+                    queue.dispatching = false;
+                    return;
+                }
+                let waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
+                let extra = self.next_block(&mut queue);
+                (waiting, waiting.saturating_add(extra))
+            };
+            let asked_at = Instant::now();
+            let grant = self.reserve(want, asked_at).await;
+            let starved = self.hand_out(grant.granted, waiting, asked_at);
+            if starved {
+                let pause = grant
+                    .retry_in
+                    .clamp(Duration::from_millis(1), self.config.window);
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    /// Gives `granted` slots to the waiters in order, the rest to the pool. True when some
+    /// are still waiting for want of slots.
+    fn hand_out(&self, granted: u32, waiting: u32, asked_at: Instant) -> bool {
+        let mut queue = self.lock();
+        let mut left = granted;
+        while left > 0 {
+            let Some(tx) = queue.lanes.iter_mut().find_map(VecDeque::pop_front) else {
+                break;
+            };
+            if tx.send(()).is_ok() {
+                left -= 1;
+                queue.taken_since += 1;
+            }
+        }
+        if left > 0 {
+            // What the waiters did not need: the pool, for the next requests' fast path.
+            queue.pool = left;
+            queue.send_by = Some(asked_at + self.config.hold() / 2);
+        }
+        queue.waiting() > 0 && granted < waiting
+    }
+
+    /// Slots to ask beyond the waiters, for the pool (a shared ledger: one round trip per
+    /// block; one in memory: one lock of the ledger per block). As many as were taken since the last ask if that was under half a
+    /// hold ago (a steady sender), else none (a one-off request, a process about to exit:
+    /// nothing wasted); at most a sixteenth of the limit.
+    fn next_block(&self, queue: &mut Queue) -> u32 {
+        let now = Instant::now();
+        let recent = queue
+            .last_refill
+            .is_some_and(|at| now.duration_since(at) < self.config.hold() / 2);
+        let taken = std::mem::take(&mut queue.taken_since);
+        queue.last_refill = Some(now);
+        if self.engine == Engine::Off || !recent {
+            return 0;
+        }
+        let cap = (self.config.limit.unwrap_or(u32::MAX) / 16).max(1);
+        taken.clamp(1, cap)
+    }
+
+    async fn reserve(&self, want: u32, now: Instant) -> SlotGrant {
+        let ask = self.ask(want);
+        let ledger = match (self.engine, self.store.budget()) {
+            (Engine::Off, _) => {
+                return SlotGrant {
+                    granted: want,
+                    retry_in: Duration::ZERO,
+                };
+            }
+            (Engine::Own, _) | (_, None) => return self.reserve_own(&ask, now),
+            (_, Some(ledger)) => ledger,
+        };
+        if let Some(grant) = ledger.reserve_now(&ask) {
+            return grant;
+        }
+        match ledger.reserve(&ask).await {
+            Ok(grant) => grant,
+            Err(error) => {
+                // A store outage must not stop the app's traffic: until the ledger answers
+                // again this process counts for itself (other processes cannot see it, so a
+                // 601 may follow; its pause then holds everyone back).
+                tracing::warn!(%error, "the request budget's ledger failed; counting in-process until it is back");
+                self.reserve_own(&ask, now)
+            }
+        }
+    }
+
+    fn reserve_own(&self, ask: &SlotAsk<'_>, now: Instant) -> SlotGrant {
+        self.lock().own.reserve(ask, now)
+    }
+
+    /// Withings answered 601 (to a data call or a token call): everyone waits `wait` (when Withings said how
+    /// long), else a tenth of the window, app-wide.
+    pub(crate) fn rate_limited(self: &Arc<Self>, wait: Option<Duration>) {
+        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::emit("withings_rate_limited_total");
+        // A hostile or absurd `wait_seconds` stops the app for an hour at most.
+        let wait = wait
+            .unwrap_or(self.config.window / 10)
+            .min(Duration::from_secs(3600));
+        let mut queue = self.lock();
+        queue.pool = 0;
+        match self.engine {
+            Engine::Off => return,
+            Engine::Own => return queue.own.pause(Instant::now(), wait),
+            Engine::InMemory | Engine::Shared => {}
+        }
+        drop(queue);
+        let budget = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(ledger) = budget.store.budget() else {
+                return;
+            };
+            if let Err(error) = ledger.pause(&budget.app, wait).await {
+                tracing::warn!(%error, "could not share a rate-limit pause through the store");
+            }
+        });
+    }
+
+    /// What the window holds now (`None` when the budget is off).
+    pub(crate) async fn usage(&self) -> Result<Option<BudgetUsage>, Error> {
+        match (self.engine, self.store.budget()) {
+            (Engine::Off, _) => Ok(None),
+            (Engine::InMemory | Engine::Shared, Some(ledger)) => {
+                ledger.usage(&self.app, self.config.window).await.map(Some)
+            }
+            _ => {
+                let usage = self.lock().own.usage(self.config.window, Instant::now());
+                Ok(Some(usage))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn budget(limit: u32, window: Duration) -> Arc<Budget> {
+        let config = RateBudget::new(limit, window).deadline(Duration::from_secs(600));
+        let store = Arc::new(MemoryStore::new());
+        Arc::new(Budget::new(config, "app", store, Default::default()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_calls_go_before_queued_data_calls_which_keep_their_order() {
+        let budget = budget(1, Duration::from_secs(10));
+        assert!(budget.try_take(|| Priority::DATA));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, priority) in [
+            ("data 1", Priority::DATA),
+            ("data 2", Priority::DATA),
+            ("data 3", Priority::DATA),
+            ("token", Priority::Token),
+        ] {
+            let (budget, order) = (Arc::clone(&budget), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                budget.take(priority).await.unwrap();
+                order.lock().unwrap().push(name);
+            }));
+            // Each is queued before the next arrives.
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["token", "data 1", "data 2", "data 3"]
+        );
+        assert_eq!(budget.counters.waits.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gives_up_leaves_its_slot_to_the_next() {
+        let budget = budget(1, Duration::from_secs(10));
+        assert!(budget.try_take(|| Priority::DATA));
+        let impatient = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move {
+                budget
+                    .take_within(Priority::DATA, Duration::from_secs(1))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        let patient = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.take(Priority::DATA).await })
+        };
+        assert!(matches!(
+            impatient.await.unwrap(),
+            Err(Error::BudgetExhausted { .. })
+        ));
+        patient.await.unwrap().unwrap();
+        // The first free slot (one window and one hold later, on the paused clock) went to the
+        // patient one: the one that gave up took none.
+        assert_eq!(started.elapsed(), Duration::from_millis(10_250));
+        assert_eq!(budget.counters.slots.load(Ordering::Relaxed), 2);
+        assert_eq!(budget.counters.exhausted.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_pause_holds_everyone_back() {
+        let budget = budget(100, Duration::from_secs(60));
+        budget.rate_limited(Some(Duration::from_secs(5)));
+        tokio::task::yield_now().await; // the pause reaches the ledger
+        assert!(!budget.try_take(|| Priority::Token));
+        let started = Instant::now();
+        budget.take(Priority::Token).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(5));
+        // A hostile wait is capped at an hour.
+        budget.rate_limited(Some(Duration::from_secs(u64::MAX / 4)));
+        tokio::task::yield_now().await;
+        let paused = budget.usage().await.unwrap().unwrap().paused_for.unwrap();
+        assert!(paused <= Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn unlimited_takes_no_lock_and_counts_nothing() {
+        let budget = Budget::off();
+        assert!((0..1000).all(|_| budget.try_take(|| Priority::DATA)));
+        assert_eq!(budget.counters.slots.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn hold_stays_within_its_bounds() {
+        assert_eq!(
+            RateBudget::per_minute(120).hold(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            RateBudget::new(5, Duration::from_secs(2)).hold(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            RateBudget::new(5, Duration::from_millis(400)).hold(),
+            Duration::from_millis(100)
+        );
+    }
+}
