@@ -25,10 +25,12 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use tower::{BoxError, Layer};
 use tower_withings::notify::{Appli, NotifyClient, NotifyReceiver};
+use tower_withings::oauth::{Callback, RedirectPolicy};
 use tower_withings::store::SqliteStore;
-use tower_withings::sync::SyncStream;
-use tower_withings::sync::{Batch, ChangeKind, Record, Sink, SinkFuture, SyncConfig, SyncEngine};
-use tower_withings::{Callback, Credentials, RedirectPolicy, Scope, WithingsAuth, transport};
+use tower_withings::sync::{
+    Batch, ChangeKind, Record, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream,
+};
+use tower_withings::{Credentials, Scope, WithingsAuth, transport};
 use withings_sim::{HistoryConfig, SimConfig, SimMeasure, Simulator};
 
 const CLIENT_ID: &str = "sync-lifecycle-example";

@@ -18,12 +18,13 @@ use tokio::sync::{broadcast, watch};
 use tower::{Layer, ServiceExt};
 use tower_withings::data::{IntradaySample, SleepSegment};
 use tower_withings::notify::{NotifyClient, NotifyReceiver};
+use tower_withings::oauth::RedirectPolicy;
 use tower_withings::sync::{
     Backfill, Batch, Change, ChangeKind, Record, Sink, SinkFuture, Step, SyncConfig, SyncEngine,
     SyncEvent, SyncStream,
 };
 use tower_withings::transport::{self, HttpClient};
-use tower_withings::{Endpoints, Error, RedirectPolicy, Secret, UserId, WithingsAuth};
+use tower_withings::{Endpoints, Error, Secret, UserId, WithingsAuth};
 
 use super::data::{
     activity_json, group_json, heart_json, measure_json, sleep_json, unix, workout_json,
