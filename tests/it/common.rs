@@ -24,6 +24,26 @@ pub async fn simulator() -> Simulator {
     sim
 }
 
+/// A simulator whose users have three days of one weighing each, uploaded at once and never
+/// edited: three groups a day apart, for the sync tests to count on. The test app is
+/// registered.
+pub async fn three_day_simulator() -> Simulator {
+    let history = withings_sim::HistoryConfig {
+        days: 3,
+        groups_per_day: 1,
+        late_uploads: false,
+        ..withings_sim::HistoryConfig::default()
+    };
+    let sim = Simulator::start_with(withings_sim::SimConfig {
+        history,
+        ..withings_sim::SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    sim
+}
+
 pub fn endpoints(sim: &Simulator) -> Endpoints {
     Endpoints::loopback(&sim.api_base(), &sim.account_base()).expect("loopback endpoints")
 }

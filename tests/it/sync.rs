@@ -18,7 +18,7 @@ use tower_withings::sync::{
 use tower_withings::{ManualClock, UserId, WithingsAuth, transport};
 use withings_sim::Simulator;
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, grant};
+use crate::common::{auth_builder, grant, three_day_simulator};
 
 const USER: UserId = UserId(31_337);
 
@@ -110,21 +110,8 @@ struct Setup {
 }
 
 async fn setup(store: Arc<dyn TokenStore>) -> Setup {
-    // Three days of one weighing each, uploaded at once and never edited: the simulator's
-    // three groups, a day apart, that the tests count on.
-    let history = withings_sim::HistoryConfig {
-        days: 3,
-        groups_per_day: 1,
-        late_uploads: false,
-        ..withings_sim::HistoryConfig::default()
-    };
-    let sim = withings_sim::Simulator::start_with(withings_sim::SimConfig {
-        history,
-        ..withings_sim::SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    // The simulator's three groups, a day apart, that the tests count on.
+    let sim = three_day_simulator().await;
     let clock = ManualClock::new();
     let auth = auth_builder(&sim, &clock)
         .store(store.clone())
