@@ -193,12 +193,18 @@ pub async fn rig_2s() -> Rig {
 
 pub const USER: UserId = DEFAULT_USER_ID;
 
+/// `POST url` with `form` as its `application/x-www-form-urlencoded` body, naming no user.
+pub fn form_post(url: &str, form: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(form.into()))
+        .unwrap()
+}
+
 /// `POST {api}/measure action=getmeas` for `user`.
 pub fn getmeas(sim: &Simulator, user: UserId) -> Request<Full<Bytes>> {
-    let mut request = Request::post(format!("{}/measure", sim.api_base()))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
-        .unwrap();
+    let url = format!("{}/measure", sim.api_base());
+    let mut request = form_post(&url, &b"action=getmeas&meastype=1"[..]);
     request.extensions_mut().insert(user);
     request
 }
@@ -458,6 +464,21 @@ where
 {
     let client = http();
     tower::service_fn(move |request| around(client.clone(), request))
+}
+
+/// What a [`recording_client`] sent, request by request.
+pub type SentLog = Arc<Mutex<Vec<Sent>>>;
+
+/// `auth`'s layer over a [`recording_client`]: the service, and what it sends.
+pub fn recorded(
+    auth: &WithingsAuth,
+) -> (
+    tower_withings::WithingsAuthService<impl HttpClient>,
+    SentLog,
+) {
+    let sent = SentLog::default();
+    let client = recording_client(sent.clone(), Events::default());
+    (tower::Layer::layer(&auth.layer(), client), sent)
 }
 
 /// The real HTTP client, recording every request it sends (and logging `sent <token>`).

@@ -672,11 +672,7 @@ async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
 #[tokio::test]
 async fn form_bodies_replay_byte_identically() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let form = "action=getmeas&meastype=1&category=1&startdate=1700000000";
     let mut request = Request::post(format!("{}/measure", rig.sim.api_base()))
@@ -921,11 +917,7 @@ async fn a_large_response_streams_through_after_one_chunk() {
 #[tokio::test]
 async fn tokens_go_only_to_the_api_host() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
     let api = rig.sim.api_base();
     let urls = [
@@ -935,10 +927,7 @@ async fn tokens_go_only_to_the_api_host() {
         api.replace("127.0.0.1", "localhost") + "/measure",
     ];
     for (i, url) in urls.iter().enumerate() {
-        let mut request = Request::post(url.as_str())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from_static(b"action=getmeas")))
-            .unwrap();
+        let mut request = form_post(url, "action=getmeas");
         // A request naming a user to another host is refused unsent (see
         // `a_request_naming_a_user_to_another_host_is_an_error_not_a_401`): these name none.
         let elsewhere = i == 0 || i == 3;
@@ -959,17 +948,10 @@ async fn tokens_go_only_to_the_api_host() {
 #[tokio::test]
 async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let api = rig.sim.api_base();
     let localhost = api.replace("127.0.0.1", "localhost");
-    let mut request = Request::post(format!("{localhost}/measure"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"action=getmeas")))
-        .unwrap();
+    let mut request = form_post(&format!("{localhost}/measure"), "action=getmeas");
     request.extensions_mut().insert(USER);
     let error = service.clone().oneshot(request).await.unwrap_err();
     let error = auth_error(error);
@@ -989,10 +971,8 @@ async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
     let rig = rig().await;
     let service = rig.auth.layer().layer(transport::plain_http_client());
     for layer_mode in [false, true] {
-        let mut request = Request::post(format!("{}/v2/nothing", rig.sim.api_base()))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from_static(b"action=getmeas")))
-            .unwrap();
+        let url = format!("{}/v2/nothing", rig.sim.api_base());
+        let mut request = form_post(&url, "action=getmeas");
         request.extensions_mut().insert(USER);
         let result = if layer_mode {
             let strict = rig.auth.layer().status_errors();
@@ -1057,11 +1037,7 @@ async fn https_api_host_is_never_reached_over_plain_http() {
 #[tokio::test]
 async fn no_user_is_a_typed_error_and_nothing_is_sent() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let mut request = getmeas(&rig.sim, USER);
     request.extensions_mut().remove::<UserId>();
     let error = service.oneshot(request).await.unwrap_err();
@@ -1090,11 +1066,7 @@ async fn no_user_is_a_typed_error_and_nothing_is_sent() {
 #[tokio::test]
 async fn a_stale_access_token_parameter_never_overrides_the_header() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let mut request = Request::post(format!(
         "{}/measure?access_token=stale-token&action=getmeas",
         rig.sim.api_base()
@@ -1248,10 +1220,7 @@ async fn a_601_on_refresh_adopts_the_pair_another_process_saved() {
     let auth = auth_builder(&sim, &clock)
         .shared_store(shared)
         .build(token_endpoint);
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&auth);
     expect_ok(&service, &sim, USER).await;
     assert_eq!(
         sent.lock().unwrap()[0].bearer.as_deref(),

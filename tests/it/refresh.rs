@@ -169,10 +169,7 @@ async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
             .unwrap()
     );
 
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&auth);
     let (paused, release) = store.pause_next_load(false);
     let request = tokio::spawn(service.clone().oneshot(getmeas(&sim, USER)));
     paused.await.unwrap(); // the refresh read `rotated` and is about to adopt it
