@@ -193,6 +193,13 @@ pub async fn rig_2s() -> Rig {
 
 pub const USER: UserId = DEFAULT_USER_ID;
 
+/// The crate's error inside a layer's `BoxError`; fails the test if it is something else.
+pub fn auth_error(error: tower_withings::BoxError) -> tower_withings::Error {
+    *error
+        .downcast::<tower_withings::Error>()
+        .unwrap_or_else(|other| panic!("not a tower_withings::Error: {other}"))
+}
+
 /// `POST url` with `form` as its `application/x-www-form-urlencoded` body, naming no user.
 pub fn form_post(url: &str, form: impl Into<Bytes>) -> Request<Full<Bytes>> {
     Request::post(url)

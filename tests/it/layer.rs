@@ -15,13 +15,6 @@ use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-fn auth_error(error: tower_withings::BoxError) -> Error {
-    match error.downcast::<Error>() {
-        Ok(error) => *error,
-        Err(other) => panic!("not a tower_withings::Error: {other}"),
-    }
-}
-
 type Layered = tower_withings::WithingsAuthService<
     hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,

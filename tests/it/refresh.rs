@@ -19,13 +19,6 @@ use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-fn auth_error(error: tower_withings::BoxError) -> Error {
-    match error.downcast::<Error>() {
-        Ok(error) => *error,
-        Err(other) => panic!("not a tower_withings::Error: {other}"),
-    }
-}
-
 /// Tokens living 120 s (shorter than the default 5 min skew plus jitter): 20 calls over 2 s
 /// after the first refresh make no second one.
 #[tokio::test]
