@@ -473,6 +473,61 @@ where
     tower::service_fn(move |request| around(client.clone(), request))
 }
 
+/// A stand-in's answer.
+type FakeAnswer = http::Response<Full<Bytes>>;
+type Infallible = std::convert::Infallible;
+
+/// What the tests' stand-ins for the data API are (a trait alias).
+pub trait FakeApi:
+    tower::Service<Req, Response = FakeAnswer, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> FakeApi for T where
+    T: tower::Service<Req, Response = FakeAnswer, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A stand-in for the data API that answers call `n` (from 0) with `answer(n)`; and how many
+/// calls it had.
+pub fn counting_api(
+    answer: impl Fn(usize) -> http::Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+) -> (impl FakeApi, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let service = tower::service_fn(move |_: Request<Full<Bytes>>| {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(answer(n)))
+    });
+    (service, calls)
+}
+
+/// A getmeas for [`USER`] through the rig's layer over `inner`.
+pub async fn through_layer<S, B>(
+    rig: &Rig,
+    inner: S,
+) -> Result<http::Response<tower_withings::WithingsBody<B>>, tower_withings::BoxError>
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<B>,
+            Error: Into<tower_withings::BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: http_body::Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    let service = tower::Layer::layer(&rig.auth.layer(), inner);
+    tower::ServiceExt::oneshot(service, getmeas(&rig.sim, USER)).await
+}
+
 /// What a [`recording_client`] sent, request by request.
 pub type SentLog = Arc<Mutex<Vec<Sent>>>;
 

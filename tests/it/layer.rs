@@ -139,24 +139,9 @@ async fn a_refusal_of_an_older_generation_replays_without_refreshing() {
 #[tokio::test]
 async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
     let rig = rig().await;
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async {
-            let refused = r#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
-            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                refused.as_bytes(),
-            ))))
-        }
-    });
-    let error = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
+    let refused = r#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+    let (inner, calls) = counting_api(move |_| Response::new(Full::new(Bytes::from(refused))));
+    let error = through_layer(&rig, inner).await.unwrap_err();
     assert!(matches!(
         auth_error(error),
         Error::AccessTokenInvalid { status: 401 }
@@ -173,26 +158,15 @@ async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
 #[tokio::test]
 async fn an_http_401_is_an_auth_failure_too() {
     let rig = rig().await;
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            let mut response =
-                Response::new(Full::new(Bytes::from_static(br#"{"status":0,"body":{}}"#)));
-            if n == 0 {
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-            }
-            Ok::<_, std::convert::Infallible>(response)
+    let (inner, calls) = counting_api(|n| {
+        let mut response =
+            Response::new(Full::new(Bytes::from_static(br#"{"status":0,"body":{}}"#)));
+        if n == 0 {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
         }
+        response
     });
-    let response = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let response = through_layer(&rig, inner).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(rig.auth.metrics().refreshes_started, 1);
@@ -884,13 +858,7 @@ async fn a_large_response_streams_through_after_one_chunk() {
             }))
         }
     });
-    let mut response = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let mut response = through_layer(&rig, inner).await.unwrap();
     assert_eq!(
         read.load(std::sync::atomic::Ordering::SeqCst),
         1,

@@ -275,29 +275,16 @@ async fn an_unknown_coding_passes_through_untouched() {
     // no refresh, nothing read beyond what the caller reads.
     for coding in ["zstd", "gzip, br"] {
         let rig = rig().await;
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let coding_header = coding.to_owned();
-        let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let coding = coding_header.clone();
-            async move {
-                let mut response = Response::new(Full::new(Bytes::from_static(
-                    br#"{"status":401,"body":{},"error":"looks like JSON, is not decodable"}"#,
-                )));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_ENCODING, coding.parse().unwrap());
-                Ok::<_, std::convert::Infallible>(response)
-            }
+        let (inner, calls) = counting_api(move |_| {
+            let mut response = Response::new(Full::new(Bytes::from_static(
+                br#"{"status":401,"body":{},"error":"looks like JSON, is not decodable"}"#,
+            )));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, coding.parse().unwrap());
+            response
         });
-        let response = rig
-            .auth
-            .layer()
-            .layer(inner)
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap();
+        let response = through_layer(&rig, inner).await.unwrap();
         assert_eq!(response.headers()[header::CONTENT_ENCODING], coding);
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         assert!(bytes.starts_with(br#"{"status":401"#));
