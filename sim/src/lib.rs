@@ -322,6 +322,17 @@ impl Default for SimConfig {
     }
 }
 
+/// The default configuration serving `history`:
+/// `Simulator::start_with(HistoryConfig { days: 3, ..HistoryConfig::default() }.into())`.
+impl From<HistoryConfig> for SimConfig {
+    fn from(history: HistoryConfig) -> Self {
+        SimConfig {
+            history,
+            ..SimConfig::default()
+        }
+    }
+}
+
 /// Tokens seeded with [`Simulator::issue_grant`], as a code exchange would have returned them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimGrant {

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower_withings::UserId;
-use withings_sim::{HistoryConfig, Series, SimConfig, SimMeasure, Simulator};
+use withings_sim::{HistoryConfig, Series, SimMeasure, Simulator};
 
 const USER: UserId = UserId(4_242);
 const SCOPE: &str = "user.info,user.metrics,user.activity";
@@ -24,12 +24,7 @@ struct H {
 
 impl H {
     async fn new(history: HistoryConfig) -> H {
-        let sim = Simulator::start_with(SimConfig {
-            history,
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
+        let sim = Simulator::start_with(history.into()).await.unwrap();
         let token = sim.issue_grant("app", USER, SCOPE).access_token;
         H {
             sim,

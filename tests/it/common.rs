@@ -34,12 +34,9 @@ pub async fn three_day_simulator() -> Simulator {
         late_uploads: false,
         ..withings_sim::HistoryConfig::default()
     };
-    let sim = Simulator::start_with(withings_sim::SimConfig {
-        history,
-        ..withings_sim::SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
+    let sim = Simulator::start_with(history.into())
+        .await
+        .expect("simulator starts");
     sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
     sim
 }
