@@ -16,7 +16,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use support::child::{self, Child, random_below};
 use support::common::{self, CLIENT_ID, CLIENT_SECRET, grant};
-use support::store_support::{self, Fresh, TempDir};
+use support::store_support::TempDir;
 use tower::ServiceBuilder;
 use tower_withings::store::{SqliteStore, TokenStore};
 use tower_withings::sync::{Batch, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream};
@@ -57,7 +57,7 @@ async fn open_store(spec: &str) -> Arc<dyn TokenStore> {
         Some(("sqlite", path)) => Arc::new(SqliteStore::open(path).await.unwrap()),
         #[cfg(feature = "postgres")]
         Some(("postgres", table)) => Arc::new(
-            tower_withings::store::PostgresStore::builder(&store_support::postgres_url())
+            tower_withings::store::PostgresStore::builder(&support::store_support::postgres_url())
                 .table(table)
                 .build()
                 .await
@@ -174,6 +174,7 @@ async fn sigkill_while_syncing_on_postgres_loses_nothing() {
     if child::is_child() {
         return;
     }
+    use support::store_support::Fresh;
     let Some(store) = tower_withings::store::PostgresStore::fresh().await else {
         return;
     };

@@ -88,6 +88,7 @@ pub trait Fresh: tower_withings::store::TokenStore + Sized {
 
 /// The store conformance kit on a fresh store, then the shared-store kit on it and another
 /// handle on its namespace; cleaned after.
+#[cfg(feature = "testkit")]
 pub async fn fresh_stores_conform<S: Fresh>() {
     let Some(a) = S::fresh().await else {
         return;
@@ -98,6 +99,7 @@ pub async fn fresh_stores_conform<S: Fresh>() {
 }
 
 /// The sync state's contract on two handles on one fresh namespace; cleaned after.
+#[cfg(feature = "testkit")]
 pub async fn two_fresh_handles_keep_sync_state<S: Fresh>() {
     let Some(a) = S::fresh().await else {
         return;
