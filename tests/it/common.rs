@@ -190,6 +190,73 @@ pub async fn rig_2s() -> Rig {
 
 pub const USER: UserId = DEFAULT_USER_ID;
 
+/// `n` calls made by `call`, all at once, each on a task of its own; their outputs.
+pub async fn concurrently<F>(n: usize, call: impl Fn() -> F) -> Vec<F::Output>
+where
+    F: std::future::Future<Output: Send + 'static> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        tasks.spawn(call());
+    }
+    tasks.join_all().await
+}
+
+/// Requests sent together on an expired token all got status 0, through one refresh: no
+/// 401 from Withings, no replay.
+pub fn assert_all_ok_after_one_refresh(
+    rig: &Rig,
+    outcomes: &[Result<serde_json::Value, tower_withings::Error>],
+) {
+    for outcome in outcomes {
+        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
+    }
+    let counters = rig.sim.counters();
+    assert_eq!(counters.refreshes, 1, "{counters:?}");
+    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(counters.served_401, 0);
+    let metrics = rig.auth.metrics();
+    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
+    assert_eq!(metrics.replays, 0);
+}
+
+/// URLs no token may go to: the `elsewhere` simulator (another port), the simulator's
+/// OAuth and signature endpoints, and its API under another host name (`localhost`). The
+/// first and the last are other hosts.
+pub fn not_for_tokens(sim: &Simulator, elsewhere: &Simulator) -> [String; 4] {
+    let api = sim.api_base();
+    [
+        format!("{}/measure", elsewhere.api_base()),
+        format!("{api}/v2/oauth2"),
+        format!("{api}/v2/signature"),
+        api.replace("127.0.0.1", "localhost") + "/measure",
+    ]
+}
+
+/// A refusal handed back as Withings sent it, marked [`tower_withings::NotReplayed`] because
+/// its request's body was a stream, and counted so; the refresh it set off finishes in the
+/// background.
+pub async fn assert_marked_not_replayed(rig: &Rig, extensions: &http::Extensions) {
+    let marker = extensions.get::<tower_withings::NotReplayed>().copied();
+    assert!(
+        marker.is_some_and(|m| m.reason.contains("stream")),
+        "{marker:?}"
+    );
+    assert_eq!(rig.auth.metrics().not_replayed, 1);
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+}
+
+/// The rig's handle neither refreshed nor replayed anything, and Withings saw no refresh.
+pub fn assert_no_refresh_no_replay(rig: &Rig) {
+    let metrics = rig.auth.metrics();
+    assert_eq!(
+        (metrics.refreshes_started, metrics.replays),
+        (0, 0),
+        "{metrics:?}"
+    );
+    assert_eq!(rig.sim.counters().refreshes, 0);
+}
+
 /// The crate's error inside a layer's `BoxError`; fails the test if it is something else.
 pub fn auth_error(error: tower_withings::BoxError) -> tower_withings::Error {
     *error

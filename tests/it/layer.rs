@@ -29,18 +29,14 @@ async fn fire(
     user: UserId,
     n: usize,
 ) -> Vec<Result<serde_json::Value, Error>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let service = service.clone();
-        let request = getmeas(sim, user);
-        tasks.spawn(async move {
-            match service.oneshot(request).await {
-                Ok(response) => Ok(json(response).await),
-                Err(error) => Err(auth_error(error)),
-            }
-        });
-    }
-    tasks.join_all().await
+    concurrently(n, || {
+        let (service, request) = (service.clone(), getmeas(sim, user));
+        async move {
+            let response = service.oneshot(request).await.map_err(auth_error)?;
+            Ok(json(response).await)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,16 +45,7 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
     let service = rig.auth.layer().layer(transport::plain_http_client());
     rig.clock.advance(EXPIRED);
     let outcomes = fire(service, &rig.sim, USER, 1000).await;
-    for outcome in &outcomes {
-        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
-    }
-    let counters = rig.sim.counters();
-    assert_eq!(counters.refreshes, 1, "{counters:?}");
-    assert_eq!(counters.successful_refreshes, 1);
-    assert_eq!(counters.served_401, 0);
-    let metrics = rig.auth.metrics();
-    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
-    assert_eq!(metrics.replays, 0);
+    assert_all_ok_after_one_refresh(&rig, &outcomes);
     // The rotated pair is what the store holds now.
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert_ne!(stored.token.refresh_token, rig.token.refresh_token);
@@ -217,9 +204,7 @@ async fn other_statuses_pass_through_untouched() {
             );
         }
     }
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
-    assert_eq!(rig.sim.counters().refreshes, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 /// In the default mode a body status is the caller's to read, in one line:
@@ -336,9 +321,7 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
     rig.sim.inject(Target::Data, Fault::HttpStatus(503), 1);
     let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
-    assert_eq!(rig.sim.counters().refreshes, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 /// `status_errors()` applies to the answer the caller gets, whichever path it took: after a
@@ -748,18 +731,9 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
         .oneshot(streaming_getmeas(&rig.sim))
         .await
         .unwrap();
-    let marker = response.extensions().get::<NotReplayed>().copied();
-    assert!(
-        marker.is_some_and(|m| m.reason.contains("stream")),
-        "{marker:?}"
-    );
-    assert_eq!(
-        json(response).await["status"],
-        401,
-        "the original response, intact"
-    );
-    assert_eq!(rig.auth.metrics().not_replayed, 1);
-    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    assert_marked_not_replayed(&rig, response.extensions()).await;
+    let status = json(response).await["status"].clone();
+    assert_eq!(status, 401, "the original response, intact");
     let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
     assert_eq!(json(response).await["status"], 0);
     assert_eq!(rig.sim.counters().refreshes, 1);
@@ -880,13 +854,7 @@ async fn tokens_go_only_to_the_api_host() {
     let rig = rig().await;
     let (service, sent) = recorded(&rig.auth);
     let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
-    let api = rig.sim.api_base();
-    let urls = [
-        format!("{}/measure", elsewhere.api_base()),
-        format!("{api}/v2/oauth2"),
-        format!("{api}/v2/signature"),
-        api.replace("127.0.0.1", "localhost") + "/measure",
-    ];
+    let urls = not_for_tokens(&rig.sim, &elsewhere);
     for (i, url) in urls.iter().enumerate() {
         let mut request = form_post(url, "action=getmeas");
         // A request naming a user to another host is refused unsent (see

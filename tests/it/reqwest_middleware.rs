@@ -103,17 +103,14 @@ async fn fire(
     user: UserId,
     n: usize,
 ) -> Vec<Result<serde_json::Value, Error>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    concurrently(n, || {
         let request = getmeas(client, sim, user);
-        tasks.spawn(async move {
-            match request.send().await {
-                Ok(response) => Ok(body_json(response).await),
-                Err(error) => Err(auth_error(error)),
-            }
-        });
-    }
-    tasks.join_all().await
+        async move {
+            let response = request.send().await.map_err(auth_error)?;
+            Ok(body_json(response).await)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,17 +119,8 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
     let (client, recorder) = client(&rig);
     rig.clock.advance(EXPIRED);
     let outcomes = fire(&client, &rig.sim, USER, 1000).await;
-    for outcome in &outcomes {
-        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
-    }
-    let counters = rig.sim.counters();
-    assert_eq!(counters.refreshes, 1, "{counters:?}");
-    assert_eq!(counters.successful_refreshes, 1);
-    assert_eq!(counters.served_401, 0);
-    assert_eq!(counters.data_calls, 1000);
-    let metrics = rig.auth.metrics();
-    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
-    assert_eq!(metrics.replays, 0);
+    assert_all_ok_after_one_refresh(&rig, &outcomes);
+    assert_eq!(rig.sim.counters().data_calls, 1000);
     // Every request went out with the new token, none with the old one.
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert_ne!(stored.token.access_token, rig.token.access_token);
@@ -248,8 +236,7 @@ async fn other_statuses_pass_through_with_their_bytes() {
     assert_eq!(response.status(), 503);
     assert!(!response.bytes().await.unwrap().is_empty());
     assert_eq!(rig.sim.counters().data_calls, 4);
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 #[tokio::test]
@@ -257,13 +244,7 @@ async fn tokens_go_only_to_the_api_host() {
     let rig = rig().await;
     let (client, recorder) = client(&rig);
     let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
-    let api = rig.sim.api_base();
-    let urls = [
-        format!("{}/measure", elsewhere.api_base()),
-        format!("{api}/v2/oauth2"),
-        format!("{api}/v2/signature"),
-        api.replace("127.0.0.1", "localhost") + "/measure",
-    ];
+    let urls = not_for_tokens(&rig.sim, &elsewhere);
     for (i, url) in urls.iter().enumerate() {
         let request = client.post(url.as_str()).body("action=getmeas");
         // A request naming a user to another host is refused unsent (see
@@ -343,18 +324,9 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
         .build();
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
-    let marker = response.extensions().get::<NotReplayed>().copied();
-    assert!(
-        marker.is_some_and(|m| m.reason.contains("stream")),
-        "{marker:?}"
-    );
-    assert_eq!(
-        body_json(response).await["status"],
-        401,
-        "the original response, intact"
-    );
-    assert_eq!(rig.auth.metrics().not_replayed, 1);
-    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    assert_marked_not_replayed(&rig, response.extensions()).await;
+    let status = body_json(response).await["status"].clone();
+    assert_eq!(status, 401, "the original response, intact");
     assert_eq!(rig.sim.counters().refreshes, 1);
 }
 
