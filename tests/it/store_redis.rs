@@ -81,42 +81,28 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
         .put(&token(10, "good"), SystemTime::now())
         .await
         .unwrap();
-    let mut conn = redis_connection().await;
-    // A string where a hash belongs.
-    let _: () = conn
-        .set(format!("{p}token:11"), "secret-garbage")
-        .await
-        .unwrap();
-    // A hash of a newer format.
-    let _: () = conn
-        .hset_multiple(
-            format!("{p}token:12"),
-            &[
-                ("format", "9"),
-                ("user_id", "12"),
-                ("refresh_token", "secret-refresh-12"),
-            ],
-        )
-        .await
-        .unwrap();
-    // A hash missing most fields.
-    let _: () = conn
-        .hset(format!("{p}token:13"), "format", "1")
-        .await
-        .unwrap();
-    // A hash naming another user.
+    // A hash naming another user: a record whose user id is then overwritten.
     store
         .put(&token(14, "moved"), SystemTime::now())
         .await
         .unwrap();
-    let _: () = conn
-        .hset(format!("{p}token:14"), "user_id", "99")
+    let mut conn = redis_connection().await;
+    let key = |suffix: &str| format!("{p}token:{suffix}");
+    let newer_format = [
+        ("format", "9"),
+        ("user_id", "12"),
+        ("refresh_token", "secret-refresh-12"),
+    ];
+    let _: () = redis::pipe()
+        .set(key("11"), "secret-garbage") // a string where a hash belongs
+        .hset_multiple(key("12"), &newer_format) // a hash of a newer format
+        .hset(key("13"), "format", "1") // a hash missing most fields
+        .hset(key("14"), "user_id", "99") // the hash naming another user
+        .set(key("abc"), "x") // a key whose suffix is not a user id: ignored
+        .rpush(key("15"), "x") // a list where a hash belongs
+        .query_async(&mut conn)
         .await
         .unwrap();
-    // A key whose suffix is not a user id: ignored.
-    let _: () = conn.set(format!("{p}token:abc"), "x").await.unwrap();
-    // A list where a hash belongs.
-    let _: () = conn.rpush(format!("{p}token:15"), "x").await.unwrap();
 
     match store
         .compare_and_save(&Secret::new("x"), &token(11, "new"), SystemTime::now())
