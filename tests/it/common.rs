@@ -257,6 +257,18 @@ pub fn assert_no_refresh_no_replay(rig: &Rig) {
     assert_eq!(rig.sim.counters().refreshes, 0);
 }
 
+/// The rows `query` reads for [`USER`] (those it could not decode left out); the test fails
+/// if the read does.
+pub async fn rows<Q>(
+    data: &tower_withings::data::DataClient<impl tower_withings::transport::HttpClient>,
+    query: Q,
+) -> Vec<Q::Row>
+where
+    Q: tower_withings::data::Query<Row: std::fmt::Debug>,
+{
+    data.collect(USER, query).await.unwrap().rows
+}
+
 /// The crate's error inside a layer's `BoxError`; fails the test if it is something else.
 pub fn auth_error(error: tower_withings::BoxError) -> tower_withings::Error {
     *error

@@ -9,14 +9,14 @@ use jiff::Timestamp;
 use tower::ServiceBuilder;
 use tower_withings::data::{
     Attrib, DataClient, GetActivity, GetIntradayActivity, GetMeas, GetSleep, GetSleepSummary,
-    GetWorkouts, HeartList, MeasureGroup, Query, SleepState, WorkoutCategory,
+    GetWorkouts, HeartList, MeasureGroup, SleepState, WorkoutCategory,
 };
 use tower_withings::store::MemoryStore;
 use tower_withings::transport::{self, HttpClient};
 use tower_withings::{Clock, ManualClock, Secret, Token, UserId, WithingsAuth};
 use withings_sim::{HistoryConfig, Series, SimGroup, Simulator};
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, endpoints};
+use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, endpoints, rows};
 
 const USER: UserId = UserId(46_865_875);
 const SCOPE: &str = "user.info,user.metrics,user.activity";
@@ -60,15 +60,6 @@ async fn setup(history: HistoryConfig) -> Setup {
     .await
     .unwrap();
     Setup { sim, auth }
-}
-
-/// The rows `query` reads for `USER` (those it could not decode left out); the test fails if
-/// the read does.
-async fn rows<Q: Query<Row: std::fmt::Debug>>(
-    data: &DataClient<impl HttpClient>,
-    query: Q,
-) -> Vec<Q::Row> {
-    data.collect(USER, query).await.unwrap().rows
 }
 
 impl Setup {
