@@ -20,16 +20,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::*;
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Response, header};
-use http_body::Body;
 use http_body_util::Full;
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_withings::store::MemoryStore;
@@ -39,8 +36,6 @@ const USER: UserId = UserId(46_865_875);
 const LATENCY: Duration = Duration::from_millis(20);
 const NS: [usize; 4] = [1, 100, 1_000, 10_000];
 const TTL: Duration = Duration::from_secs(10_800);
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// What the hand-written layers hold.
 struct Held {
@@ -69,112 +64,61 @@ impl Held {
     }
 }
 
+/// How a hand-written baseline layer keeps the token: it gives each request a usable header,
+/// refreshing through `endpoint` when it finds the token expired.
+trait Holder: Send + Sync + 'static {
+    fn header(&self, endpoint: &FakeTokenEndpoint) -> impl Future<Output = HeaderValue> + Send;
+}
+
 /// Baseline (a): every request takes an async mutex; whoever finds the token expired refreshes
 /// while holding it. One refresh, but every request passes through the lock one at a time.
-#[derive(Clone)]
-struct SerialAuth<S> {
-    held: Arc<tokio::sync::Mutex<Held>>,
-    endpoint: FakeTokenEndpoint,
-    inner: S,
+impl Holder for tokio::sync::Mutex<Held> {
+    async fn header(&self, endpoint: &FakeTokenEndpoint) -> HeaderValue {
+        let mut held = self.lock().await;
+        match held.usable() {
+            Some(header) => header,
+            None => {
+                *held = Held::refreshed(endpoint).await;
+                held.header.clone()
+            }
+        }
+    }
 }
 
 /// Baseline (b): no coordination; every request that sees expiry refreshes.
-#[derive(Clone)]
-struct UncoordinatedAuth<S> {
-    held: Arc<RwLock<Held>>,
+impl Holder for RwLock<Held> {
+    async fn header(&self, endpoint: &FakeTokenEndpoint) -> HeaderValue {
+        let usable = self.read().expect("not poisoned").usable();
+        match usable {
+            Some(header) => header,
+            None => {
+                let fresh = Held::refreshed(endpoint).await;
+                let header = fresh.header.clone();
+                *self.write().expect("not poisoned") = fresh;
+                header
+            }
+        }
+    }
+}
+
+/// A hand-written layer over `inner`: each request waits for `held`'s header, then goes on.
+fn baseline(
+    held: impl Holder,
     endpoint: FakeTokenEndpoint,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for SerialAuth<S>
-where
-    S: Service<Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = BoxFuture<S::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let held = Arc::clone(&self.held);
-        let endpoint = self.endpoint.clone();
-        Box::pin(async move {
-            let header = {
-                let mut held = held.lock().await;
-                match held.usable() {
-                    Some(header) => header,
-                    None => {
-                        *held = Held::refreshed(&endpoint).await;
-                        held.header.clone()
-                    }
-                }
-            };
+    inner: Noop,
+) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = BoxError, Future: Send>
++ Clone
++ Send
++ 'static {
+    let held = Arc::new(held);
+    tower::service_fn(move |mut request: Request<Full<Bytes>>| {
+        let (held, endpoint, inner) = (held.clone(), endpoint.clone(), inner.clone());
+        async move {
+            let header = held.header(&endpoint).await;
             request.headers_mut().insert(header::AUTHORIZATION, header);
-            inner.call(request).await.map_err(Into::into)
-        })
-    }
-}
-
-impl<S, B> Service<Request<B>> for UncoordinatedAuth<S>
-where
-    S: Service<Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = BoxFuture<S::Response>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let held = Arc::clone(&self.held);
-        let endpoint = self.endpoint.clone();
-        Box::pin(async move {
-            let usable = held.read().expect("not poisoned").usable();
-            let header = match usable {
-                Some(header) => header,
-                None => {
-                    let fresh = Held::refreshed(&endpoint).await;
-                    let header = fresh.header.clone();
-                    *held.write().expect("not poisoned") = fresh;
-                    header
-                }
-            };
-            request.headers_mut().insert(header::AUTHORIZATION, header);
-            inner.call(request).await.map_err(Into::into)
-        })
-    }
-}
-
-/// Sends `n` concurrent requests through `service` and waits for every answer, read to the end.
-async fn fire<S, B>(service: S, n: usize)
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: std::fmt::Debug + Send,
-    B: Body<Data = Bytes> + Unpin + Send,
-    B::Error: std::fmt::Debug,
-{
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let service = service.clone();
-        tasks.spawn(async move { finish(service.oneshot(getmeas(USER))).await });
-    }
-    tasks.join_all().await;
+            inner.oneshot(request).await.map_err(BoxError::from)
+        }
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -226,29 +170,23 @@ impl Strategy {
                 }
                 let service = auth.layer().layer(inner);
                 start = Instant::now();
-                fire(service, n).await;
+                concurrently(&service, n, || getmeas(USER)).await;
             }
             Strategy::Serial => {
-                let service = SerialAuth {
-                    held: Arc::new(tokio::sync::Mutex::new(Held::expired())),
-                    endpoint: endpoint.clone(),
-                    inner,
-                };
+                let held = tokio::sync::Mutex::new(Held::expired());
+                let service = baseline(held, endpoint.clone(), inner);
                 start = Instant::now();
-                fire(service, n).await;
+                concurrently(&service, n, || getmeas(USER)).await;
             }
             Strategy::Bare => {
                 start = Instant::now();
-                fire(inner, n).await;
+                concurrently(&inner, n, || getmeas(USER)).await;
             }
             Strategy::Uncoordinated => {
-                let service = UncoordinatedAuth {
-                    held: Arc::new(RwLock::new(Held::expired())),
-                    endpoint: endpoint.clone(),
-                    inner,
-                };
+                let held = RwLock::new(Held::expired());
+                let service = baseline(held, endpoint.clone(), inner);
                 start = Instant::now();
-                fire(service, n).await;
+                concurrently(&service, n, || getmeas(USER)).await;
             }
         }
         (start.elapsed(), endpoint.calls())

@@ -23,8 +23,7 @@ use bytes::Bytes;
 use common::*;
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use http::{Request, Response, header};
-use http_body::Body;
+use http::{Request, header};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::runtime::Runtime;
@@ -37,39 +36,17 @@ const USER: UserId = UserId(46_865_875);
 
 /// Baseline (c): the layer one writes first. A `RwLock<Token>`, read per request; the
 /// header is formatted from the token each time. No refresh, no host check, no body check.
-#[derive(Clone)]
-struct RwLockAuth<S> {
-    token: Arc<RwLock<Token>>,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for RwLockAuth<S>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = TokenFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let value = {
-            let token = self.token.read().expect("not poisoned");
+fn rwlock_auth<S>(token: Token, inner: S) -> LookupAuth<S, impl HeaderFor> {
+    let token = Arc::new(RwLock::new(token));
+    LookupAuth {
+        header_for: move |_: &Request<Full<Bytes>>| {
+            let token = token.read().expect("not poisoned");
             if token.expires_at <= SystemTime::now() {
-                return TokenFuture::Refused {
-                    why: "token expired",
-                };
+                return Err("token expired");
             }
-            bearer(token.access_token.expose())
-        };
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-        TokenFuture::Call {
-            fut: self.inner.call(request),
-        }
+            Ok(bearer(token.access_token.expose()))
+        },
+        inner,
     }
 }
 
@@ -148,19 +125,14 @@ where
     }
 }
 
-fn bench_stack<S, B>(
+fn bench_stack<S: Stack<B> + Clone, B: ReadBody>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
     shape: &str,
     name: &str,
     mut service: S,
     expected_len: usize,
-) where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
+) {
     if std::env::var_os("HOT_PATH_CALLGRIND").is_some() {
         // Counting instructions: no criterion run (under valgrind it would be slow, and it
         // would overwrite criterion's saved timings with valgrind's).
@@ -183,26 +155,23 @@ fn bench_stack<S, B>(
 /// counts the instructions executed inside this function (`--toggle-collect`), which on a
 /// shared machine is a steadier measure than wall time.
 #[inline(never)]
-fn callgrind_loop<S, B>(rt: &Runtime, service: &mut S, requests: Vec<Request<Full<Bytes>>>) -> usize
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
+fn callgrind_loop<S: Stack<B>, B: ReadBody>(
+    rt: &Runtime,
+    service: &mut S,
+    requests: Vec<Req>,
+) -> usize {
     // Its own frame for callgrind to find; the loop is the benches' one.
     run_all(rt, service, requests)
 }
 
 /// `HOT_PATH_CALLGRIND=<shape>/<stack>/<n>`: run `n` requests through one stack in
 /// `callgrind_loop`, then exit (no criterion).
-fn callgrind_only<S, B>(rt: &Runtime, name: &str, mut service: S, expected_len: usize)
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
+fn callgrind_only<S: Stack<B>, B: ReadBody>(
+    rt: &Runtime,
+    name: &str,
+    mut service: S,
+    expected_len: usize,
+) {
     let Ok(wanted) = std::env::var("HOT_PATH_CALLGRIND") else {
         return;
     };
@@ -221,6 +190,21 @@ where
     assert_eq!(total, n * expected_len, "{name}");
     println!("CALLGRIND {name} {n}");
     std::process::exit(0);
+}
+
+/// `b`'s time over `a`'s, the two timed interleaved round by round: the `ratio_row` for
+/// `paired.json`.
+fn paired_row<A: Stack<BA>, BA: ReadBody, W: Stack<BW>, BW: ReadBody>(
+    rt: &Runtime,
+    what: &str,
+    shape: &str,
+    mut a: A,
+    mut b: W,
+) -> String {
+    let ratios = interleaved(rt, &mut a, &mut b, PAIRED_ROUNDS, |_| {
+        (0..PAIRED_REQUESTS).map(|_| getmeas(USER)).collect()
+    });
+    ratio_row(what, shape, &ratios)
 }
 
 /// Rounds of the interleaved comparison, and requests per stack per round.
@@ -268,10 +252,7 @@ fn hot_path(c: &mut Criterion) {
             &rt,
             shape,
             "rwlock_token",
-            RwLockAuth {
-                token: Arc::new(RwLock::new(valid.clone())),
-                inner: inner.clone(),
-            },
+            rwlock_auth(valid.clone(), inner.clone()),
             len,
         );
         bench_stack(
@@ -303,38 +284,25 @@ fn hot_path(c: &mut Criterion) {
         );
         group.finish();
 
-        let mut off = auth.layer().layer(inner.clone());
-        let mut on = budgeted.layer().layer(inner.clone());
-        let ratios = interleaved(&rt, &mut off, &mut on, PAIRED_ROUNDS, |_| {
-            (0..PAIRED_REQUESTS).map(|_| getmeas(USER)).collect()
-        });
-        paired_rows.push(ratio_row(
+        paired_rows.push(paired_row(
+            &rt,
             "hot_path withings_budget/withings time,",
             shape,
-            &ratios,
+            auth.layer().layer(inner.clone()),
+            budgeted.layer().layer(inner.clone()),
         ));
-
-        let mut floor = AddAuthorizationLayer::bearer(&access)
+        let floor = AddAuthorizationLayer::bearer(&access)
             .as_sensitive(true)
             .layer(inner.clone());
-        let mut withings = auth.layer().layer(inner);
-        let ratios = interleaved(&rt, &mut floor, &mut withings, PAIRED_ROUNDS, |_| {
-            (0..PAIRED_REQUESTS).map(|_| getmeas(USER)).collect()
-        });
-        paired_rows.push(ratio_row(
+        paired_rows.push(paired_row(
+            &rt,
             "hot_path withings/add_authorization time,",
             shape,
-            &ratios,
+            floor,
+            auth.layer().layer(inner),
         ));
     }
-    write_result(
-        "hot_path",
-        "paired.json",
-        &format!("{{\n{}\n}}\n", paired_rows.join(",\n")),
-    );
-    let metrics = auth.metrics();
-    assert_eq!(metrics.refreshes_started, 0, "the hot path never refreshes");
-    assert_eq!(endpoint.calls(), 0);
+    write_paired("hot_path", &paired_rows, &auth, &endpoint);
 }
 
 criterion_group! {

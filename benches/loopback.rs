@@ -19,16 +19,15 @@ use bytes::Bytes;
 use common::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response, Uri, header};
-use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 use tower_withings::store::MemoryStore;
-use tower_withings::{Credentials, Endpoints, UserId, WithingsAuth};
+use tower_withings::{Credentials, Endpoints, Token, UserId, WithingsAuth};
 
 const USER: UserId = UserId(46_865_875);
 const BATCHES: [usize; 2] = [1, 32];
@@ -84,26 +83,18 @@ fn request(uri: &Uri) -> Request<Full<Bytes>> {
 }
 
 /// Sends `batch` requests concurrently and reads every answer to its end.
-async fn round<S, B>(service: &S, uri: &Uri, batch: usize, expected: usize)
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: std::fmt::Debug + Send,
-    B: Body<Data = Bytes> + Unpin + Send,
-    B::Error: std::fmt::Debug,
-{
+async fn round<S: SharedStack<B>, B: ReadBody + Send>(
+    service: &S,
+    uri: &Uri,
+    batch: usize,
+    expected: usize,
+) {
     if batch == 1 {
         let len = finish(service.clone().oneshot(request(uri))).await;
         assert_eq!(len, expected);
         return;
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..batch {
-        let service = service.clone();
-        let request = request(uri);
-        tasks.spawn(async move { finish(service.oneshot(request)).await });
-    }
-    for len in tasks.join_all().await {
+    for len in concurrently(service, batch, || request(uri)).await {
         assert_eq!(len, expected);
     }
 }
@@ -122,16 +113,10 @@ async fn paired<A, W, BA, BW>(
     expected: usize,
 ) -> Vec<f64>
 where
-    A: Service<Request<Full<Bytes>>, Response = Response<BA>> + Clone + Send + 'static,
-    A::Future: Send,
-    A::Error: std::fmt::Debug + Send,
-    BA: Body<Data = Bytes> + Unpin + Send,
-    BA::Error: std::fmt::Debug,
-    W: Service<Request<Full<Bytes>>, Response = Response<BW>> + Clone + Send + 'static,
-    W::Future: Send,
-    W::Error: std::fmt::Debug + Send,
-    BW: Body<Data = Bytes> + Unpin + Send,
-    BW::Error: std::fmt::Debug,
+    A: SharedStack<BA>,
+    BA: ReadBody + Send,
+    W: SharedStack<BW>,
+    BW: ReadBody + Send,
 {
     let rounds = PAIRED_REQUESTS / batch;
     let mut ratios = Vec::new();
@@ -164,24 +149,75 @@ where
 /// client's connection task and the layer all run inside this function, which
 /// `benches/scripts/callgrind.sh loopback` counts instructions in (`--toggle-collect`).
 #[inline(never)]
-fn callgrind_loop<S, B>(
+fn callgrind_loop<S: SharedStack<B>, B: ReadBody + Send>(
     rt: &tokio::runtime::Runtime,
     service: &S,
     uri: &Uri,
     n: usize,
     expected: usize,
-) where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: std::fmt::Debug + Send,
-    B: Body<Data = Bytes> + Unpin + Send,
-    B::Error: std::fmt::Debug,
-{
+) {
     rt.block_on(async {
         for _ in 0..n {
             round(service, uri, 1, expected).await;
         }
     });
+}
+
+/// The server answering 1 KiB of Withings JSON, and a layer over it with a valid token.
+struct Setup {
+    uri: Uri,
+    /// The length of every answer's body.
+    expected: usize,
+    endpoint: FakeTokenEndpoint,
+    auth: WithingsAuth,
+    valid: Token,
+}
+
+impl Setup {
+    fn new(rt: &tokio::runtime::Runtime) -> Setup {
+        let body = withings_json_1k();
+        let expected = body.len();
+        let addr = rt.block_on(serve(body));
+        let base = format!("http://{addr}");
+        let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
+        let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
+            .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
+            .store(MemoryStore::new())
+            .rate_budget(tower_withings::budget::RateBudget::unlimited())
+            .build(endpoint.client());
+        let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
+        rt.block_on(auth.import(valid.clone())).expect("import");
+        Setup {
+            uri: format!("{base}/measure").parse().expect("a URI"),
+            expected,
+            endpoint,
+            auth,
+            valid,
+        }
+    }
+
+    /// The client with tower-http's `AddAuthorizationLayer` (the floor).
+    fn add_authorization(&self) -> impl SharedStack<Incoming> {
+        AddAuthorizationLayer::bearer(self.valid.access_token.expose())
+            .as_sensitive(true)
+            .layer(client())
+    }
+
+    /// The client with `WithingsAuthLayer`.
+    fn withings(&self) -> tower_withings::WithingsAuthService<Client<HttpConnector, Full<Bytes>>> {
+        self.auth.layer().layer(client())
+    }
+
+    /// 64 requests through `service` to warm it, then `n` (see `callgrind_loop`).
+    fn callgrind<S: SharedStack<B>, B: ReadBody + Send>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        service: S,
+        n: usize,
+    ) {
+        callgrind_loop(rt, &service, &self.uri, 64, self.expected);
+        callgrind_loop(rt, &service, &self.uri, n, self.expected);
+    }
 }
 
 /// `LOOPBACK_CALLGRIND=<stack>/<n>`: everything on one thread, `n` sequential requests
@@ -195,37 +231,11 @@ fn callgrind_only(wanted: &str) -> ! {
         .enable_all()
         .build()
         .expect("a runtime");
-    let body = withings_json_1k();
-    let expected = body.len();
-    let addr = rt.block_on(serve(body));
-    let base = format!("http://{addr}");
-    let uri: Uri = format!("{base}/measure").parse().expect("a URI");
-    let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
-    let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
-        .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
-        .store(MemoryStore::new())
-        .rate_budget(tower_withings::budget::RateBudget::unlimited())
-        .build(endpoint.client());
-    let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
-    rt.block_on(auth.import(valid.clone())).expect("import");
+    let setup = Setup::new(&rt);
     match stack {
-        "bare" => {
-            let service = client();
-            callgrind_loop(&rt, &service, &uri, 64, expected);
-            callgrind_loop(&rt, &service, &uri, n, expected);
-        }
-        "add_authorization" => {
-            let service = AddAuthorizationLayer::bearer(valid.access_token.expose())
-                .as_sensitive(true)
-                .layer(client());
-            callgrind_loop(&rt, &service, &uri, 64, expected);
-            callgrind_loop(&rt, &service, &uri, n, expected);
-        }
-        "withings" => {
-            let service = auth.layer().layer(client());
-            callgrind_loop(&rt, &service, &uri, 64, expected);
-            callgrind_loop(&rt, &service, &uri, n, expected);
-        }
+        "bare" => setup.callgrind(&rt, client(), n),
+        "add_authorization" => setup.callgrind(&rt, setup.add_authorization(), n),
+        "withings" => setup.callgrind(&rt, setup.withings(), n),
         other => panic!("unknown stack {other}"),
     }
     println!("CALLGRIND {stack} {n}");
@@ -241,67 +251,40 @@ fn loopback(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let body = withings_json_1k();
-    let expected = body.len();
-    let addr = rt.block_on(serve(body));
-    let base = format!("http://{addr}");
-    let uri: Uri = format!("{base}/measure").parse().expect("a URI");
-
-    let endpoint = FakeTokenEndpoint::new(Duration::ZERO, USER);
-    let auth = WithingsAuth::builder(Credentials::new("bench-client", "bench-secret"))
-        .endpoints(Endpoints::loopback(&base, &base).expect("loopback endpoints"))
-        .store(MemoryStore::new())
-        .rate_budget(tower_withings::budget::RateBudget::unlimited())
-        .build(endpoint.client());
-    let valid = token(USER, SystemTime::now(), Duration::from_secs(10_800));
-    rt.block_on(auth.import(valid.clone())).expect("import");
-
+    let setup = Setup::new(&rt);
+    let (uri, expected) = (&setup.uri, setup.expected);
     let bare = client();
-    let add_authorization = AddAuthorizationLayer::bearer(valid.access_token.expose())
-        .as_sensitive(true)
-        .layer(client());
-    let withings = auth.layer().layer(client());
+    let add_authorization = setup.add_authorization();
+    let withings = setup.withings();
 
     let mut group = c.benchmark_group("loopback");
     group.measurement_time(Duration::from_secs(4));
     for batch in BATCHES {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("bare", batch), |b| {
-            b.to_async(&rt).iter(|| round(&bare, &uri, batch, expected))
+            b.to_async(&rt).iter(|| round(&bare, uri, batch, expected))
         });
         group.bench_function(BenchmarkId::new("add_authorization", batch), |b| {
             b.to_async(&rt)
-                .iter(|| round(&add_authorization, &uri, batch, expected))
+                .iter(|| round(&add_authorization, uri, batch, expected))
         });
         group.bench_function(BenchmarkId::new("withings", batch), |b| {
             b.to_async(&rt)
-                .iter(|| round(&withings, &uri, batch, expected))
+                .iter(|| round(&withings, uri, batch, expected))
         });
     }
     group.finish();
 
     let mut rows = Vec::new();
     for batch in BATCHES {
-        let ratios = rt.block_on(paired(&add_authorization, &withings, &uri, batch, expected));
-        let median = ratios[ratios.len() / 2];
-        let (low, high) = (ratios[ratios.len() / 4], ratios[3 * ratios.len() / 4]);
-        println!(
-            "loopback paired, batch {batch}: withings/add_authorization requests/s = {median:.3} \
-             (median of {PAIRED_ROUNDS} interleaved rounds, quartiles {low:.3}..{high:.3})"
-        );
-        rows.push(format!(
-            "  \"{batch}\": {{\"median_ratio\": {median:.4}, \"q1\": {low:.4}, \"q3\": {high:.4}, \"rounds\": {PAIRED_ROUNDS}}}"
+        let ratios = rt.block_on(paired(&add_authorization, &withings, uri, batch, expected));
+        rows.push(ratio_row(
+            "loopback paired withings/add_authorization requests/s, batch",
+            &batch.to_string(),
+            &ratios,
         ));
     }
-    write_result(
-        "loopback",
-        "paired.json",
-        &format!("{{\n{}\n}}\n", rows.join(",\n")),
-    );
-
-    let metrics = auth.metrics();
-    assert_eq!(metrics.refreshes_started, 0, "{metrics:?}");
-    assert_eq!(endpoint.calls(), 0);
+    write_paired("loopback", &rows, &setup.auth, &setup.endpoint);
 }
 
 criterion_group! {

@@ -17,13 +17,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use common::*;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use http::{Request, header};
-use tower::{BoxError, Layer, Service};
+use http::Request;
+use http_body_util::Full;
+use tower::Layer;
 use tower_withings::store::{MemoryStore, StoreFuture, StoredToken, TokenStore};
 use tower_withings::{Credentials, Secret, Token, UserId, WithingsAuth};
 
@@ -109,48 +110,20 @@ impl TokenStore for NullStore {
 
 /// Baseline: the map one writes first. `RwLock<HashMap<UserId, Token>>`, header formatted per
 /// request, no refresh.
-#[derive(Clone)]
-struct MapAuth<S> {
-    tokens: Arc<RwLock<HashMap<UserId, Token>>>,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for MapAuth<S>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = TokenFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let Some(user) = request.extensions().get::<UserId>().copied() else {
-            return TokenFuture::Refused {
-                why: "no valid token",
-            };
-        };
-        let value = {
-            let tokens = self.tokens.read().expect("not poisoned");
-            match tokens.get(&user) {
+fn map_auth<S>(tokens: HashMap<UserId, Token>, inner: S) -> LookupAuth<S, impl HeaderFor> {
+    let tokens = Arc::new(RwLock::new(tokens));
+    LookupAuth {
+        header_for: move |request: &Request<Full<Bytes>>| {
+            let user = request.extensions().get::<UserId>();
+            let tokens = tokens.read().expect("not poisoned");
+            match user.and_then(|user| tokens.get(user)) {
                 Some(token) if SystemTime::now() < token.expires_at => {
-                    bearer(token.access_token.expose())
+                    Ok(bearer(token.access_token.expose()))
                 }
-                _ => {
-                    return TokenFuture::Refused {
-                        why: "no valid token",
-                    };
-                }
+                _ => Err("no valid token"),
             }
-        };
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-        TokenFuture::Call {
-            fut: self.inner.call(request),
-        }
+        },
+        inner,
     }
 }
 
@@ -320,10 +293,7 @@ fn many_users(c: &mut Criterion) {
                 BatchSize::NumIterations(256),
             )
         });
-        let mut baseline = MapAuth {
-            tokens: Arc::new(RwLock::new(map)),
-            inner: inner.clone(),
-        };
+        let mut baseline = map_auth(map, inner.clone());
         group.bench_function(BenchmarkId::new("rwlock_hashmap", users), |b| {
             b.to_async(&rt).iter_batched(
                 || getmeas(UserId(1 + rng.below(users))),

@@ -104,7 +104,7 @@ pub async fn run() -> Result<(), BoxError> {
 
     // A user authorizes the app; the simulator approves at once.
     let request = auth.authorize(REDIRECT_URI, &[Scope::UserMetrics])?;
-    let callback = Callback::parse(&browser_redirect(request.url()).await?)?;
+    let callback = Callback::parse(&sim.approve(request.url()).await?)?;
     let user = auth.exchange_code(&callback, &request).await?;
     println!("Withings user {user} authorized the app");
 
@@ -197,16 +197,4 @@ fn measure_groups(status: StatusCode, body: &[u8]) -> Result<usize, BoxError> {
         return Err(format!("HTTP {status}, Withings status {}", json["status"]).into());
     }
     Ok(json["body"]["measuregrps"].as_array().map_or(0, Vec::len))
-}
-
-/// What a browser does at authorize2 in the simulator: one GET, answered by a redirect to the
-/// callback URL with `code` and `state`.
-async fn browser_redirect(url: &str) -> Result<String, BoxError> {
-    let request = Request::get(url).body(Full::default())?;
-    let response = transport::https_client().request(request).await?;
-    let location = response.headers().get(header::LOCATION);
-    match (response.status(), location) {
-        (StatusCode::FOUND, Some(location)) => Ok(location.to_str()?.to_owned()),
-        (status, _) => Err(format!("authorize2 answered {status}").into()),
-    }
 }

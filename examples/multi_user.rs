@@ -13,10 +13,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, Service, ServiceExt};
@@ -36,14 +35,8 @@ const PEOPLE: [UserId; 3] = [UserId(1001), UserId(1002), UserId(1003)];
 const CALLS: usize = 10;
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("multi_user failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> Result<(), BoxError> {
+    run().await
 }
 
 /// The whole story against the simulator. Fails if anything is not as expected.
@@ -63,7 +56,7 @@ pub async fn run() -> Result<(), BoxError> {
     for person in PEOPLE {
         sim.set_approving_user(person);
         let request = auth.authorize(REDIRECT_URI, &[Scope::UserMetrics])?;
-        let callback = Callback::parse(&browser_redirect(request.url()).await?)?;
+        let callback = Callback::parse(&sim.approve(request.url()).await?)?;
         users.push(auth.exchange_code(&callback, &request).await?);
     }
     let names: Vec<String> = users.iter().map(UserId::to_string).collect();
@@ -168,17 +161,5 @@ where
     match (weight["value"].as_f64(), weight["unit"].as_i64()) {
         (Some(value), Some(unit)) => Ok(value / 10f64.powi(i32::try_from(-unit)?)),
         _ => Err(format!("unexpected measure: {weight}").into()),
-    }
-}
-
-/// What a browser does at authorize2 in the simulator: one GET, answered by a redirect to the
-/// callback URL with `code` and `state`.
-async fn browser_redirect(url: &str) -> Result<String, BoxError> {
-    let request = Request::get(url).body(Full::default())?;
-    let response = transport::https_client().request(request).await?;
-    let location = response.headers().get(header::LOCATION);
-    match (response.status(), location) {
-        (StatusCode::FOUND, Some(location)) => Ok(location.to_str()?.to_owned()),
-        (status, _) => Err(format!("authorize2 answered {status}").into()),
     }
 }

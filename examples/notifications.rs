@@ -23,7 +23,6 @@
 //! same `run` and reads those lines.
 
 use std::future::Future;
-use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -218,17 +217,7 @@ fn demo_token(sim: &Simulator) -> Token {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    match serve().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("notifications failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve() -> Result<(), BoxError> {
+async fn main() -> Result<(), BoxError> {
     let port: u16 = std::env::var("PORT").map_or(Ok(3001), |p| p.parse())?;
     let sim = Simulator::start().await?;
     let output = Output {

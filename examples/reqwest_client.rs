@@ -16,8 +16,6 @@
 //! cargo run --example reqwest_client --features reqwest
 //! ```
 
-use std::process::ExitCode;
-
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower::BoxError;
 use tower_withings::{Credentials, Error, Scope, UserId, WithingsAuth, oauth::Callback, transport};
@@ -30,14 +28,8 @@ const CLIENT_SECRET: &str = "example-app-secret";
 const REDIRECT_URI: &str = "https://app.example.com/withings/callback";
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("reqwest_client failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> Result<(), BoxError> {
+    run().await
 }
 
 /// The whole story against the simulator. Fails if anything is not as expected.
@@ -54,7 +46,7 @@ pub async fn run() -> Result<(), BoxError> {
 
     // A user authorizes the app; the simulator approves at once.
     let request = auth.authorize(REDIRECT_URI, &[Scope::UserMetrics])?;
-    let callback = Callback::parse(&browser_redirect(request.url()).await?)?;
+    let callback = Callback::parse(&sim.approve(request.url()).await?)?;
     let user = auth.exchange_code(&callback, &request).await?;
     println!("Withings user {user} authorized the app");
 
@@ -129,19 +121,5 @@ async fn latest_weight(
     match (weight["value"].as_f64(), weight["unit"].as_i64()) {
         (Some(value), Some(unit)) => Ok(value / 10f64.powi(i32::try_from(-unit)?)),
         _ => Err(format!("unexpected measure: {weight}").into()),
-    }
-}
-
-/// What a browser does at authorize2 in the simulator: one GET, answered by a redirect to the
-/// callback URL with `code` and `state`.
-async fn browser_redirect(url: &str) -> Result<String, BoxError> {
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let response = browser.get(url).send().await?;
-    let location = response.headers().get(reqwest::header::LOCATION);
-    match (response.status(), location) {
-        (reqwest::StatusCode::FOUND, Some(location)) => Ok(location.to_str()?.to_owned()),
-        (status, _) => Err(format!("authorize2 answered {status}").into()),
     }
 }

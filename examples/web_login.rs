@@ -17,7 +17,6 @@
 //! `tests/examples.rs` drives the same router with an HTTP client that follows redirects.
 
 use std::collections::HashMap;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -242,17 +241,7 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    match serve().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("web_login failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve() -> Result<(), BoxError> {
+async fn main() -> Result<(), BoxError> {
     let sim = Simulator::start().await?;
     let port: u16 = std::env::var("PORT").map_or(Ok(3000), |p| p.parse())?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

@@ -25,7 +25,7 @@ use tower::{BoxError, ServiceBuilder};
 use tower_withings::data::{Category, DataClient, GetMeas, MeasureType};
 use tower_withings::transport::{self, HttpClient};
 use tower_withings::{Credentials, Endpoints, Secret, Token, UserId, WithingsAuth};
-use withings_sim::{DEFAULT_USER_ID, HistoryConfig, SimConfig, Simulator};
+use withings_sim::{DEFAULT_USER_ID, HistoryConfig, Simulator};
 
 const CLIENT_ID: &str = "example-app";
 const CLIENT_SECRET: &str = "example-app-secret";
@@ -55,11 +55,7 @@ pub async fn simulator() -> std::io::Result<Simulator> {
         page_size: 50,
         ..HistoryConfig::default()
     };
-    Simulator::start_with(SimConfig {
-        history,
-        ..SimConfig::default()
-    })
-    .await
+    Simulator::start_with(history.into()).await
 }
 
 /// Against `sim`: a handle holding the demo user's tokens, a `DataClient` over its layer, and

@@ -14,32 +14,22 @@
 //! other tests down with it.
 #![cfg(feature = "sqlite")]
 
-// Shared with `tests/it`; this binary uses only part of it.
-#[allow(dead_code)]
-#[path = "it/common.rs"]
-mod common;
-#[allow(dead_code)]
-#[path = "it/store_support.rs"]
-mod store_support;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CLIENT_ID, CLIENT_SECRET, grant, simulator};
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
-use store_support::TempDir;
+use support::child::{self, Child, random_below};
+use support::common::{self, CLIENT_ID, CLIENT_SECRET, grant, simulator};
+use support::store_support::TempDir;
 use tower::{Layer, ServiceExt};
 use tower_withings::store::{SqliteStore, TokenStore};
 use tower_withings::{Credentials, Endpoints, UserId, WithingsAuth, clock::ManualClock, transport};
 
 const CHILD: &str = "crash_child_entry";
-const ENV_ROLE: &str = "TOWER_WITHINGS_CRASH_ROLE";
-const ENV_API: &str = "TOWER_WITHINGS_CRASH_API";
 const ENV_DB: &str = "TOWER_WITHINGS_CRASH_DB";
 const ENV_USER: &str = "TOWER_WITHINGS_CRASH_USER";
 const ENV_KILLS: &str = "TOWER_WITHINGS_CRASH_KILLS";
@@ -60,10 +50,9 @@ fn fingerprint(token: &str) -> String {
 /// refresh (it is saved by then) and `READY` after the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child_entry() {
-    if std::env::var(ENV_ROLE).as_deref() != Ok("crash-loop") {
+    let Some(api) = child::api_for(CHILD) else {
         return; // a normal test run: nothing to do
-    }
-    let api = std::env::var(ENV_API).unwrap();
+    };
     let user = UserId(std::env::var(ENV_USER).unwrap().parse().unwrap());
     let store = SqliteStore::open(std::env::var(ENV_DB).unwrap())
         .await
@@ -111,86 +100,9 @@ async fn crash_child_entry() {
     }
 }
 
-struct Crashing {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Crashing {
-    fn spawn(api: &str, db: &std::path::Path, user: u64) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
-            .env(ENV_ROLE, "crash-loop")
-            .env(ENV_API, api)
-            .env(ENV_DB, db)
-            .env(ENV_USER, user.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the test binary as a child");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Crashing { child, lines }
-    }
-
-    /// Waits for `READY <ms>`; returns the milliseconds the child took to its first refresh
-    /// and every line before it.
-    async fn ready(&self, within: Duration) -> (u64, Vec<String>) {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) => {
-                    if let Some(at) = line.find("READY ") {
-                        let ms = line[at + 6..].trim().parse().unwrap();
-                        return (ms, seen);
-                    }
-                    seen.push(line);
-                }
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-                Err(e) => panic!("child never got ready ({e:?}); it said {seen:?}"),
-            }
-        }
-    }
-
-    /// SIGKILL, then everything it printed (the pipe keeps what was written before death).
-    fn kill(mut self) -> Vec<String> {
-        self.child.kill().expect("SIGKILL the child");
-        self.child.wait().expect("reap the child");
-        let mut lines = Vec::new();
-        // The reader thread ends at EOF, which comes right after the process died.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            lines.push(line);
-        }
-        lines
-    }
-}
-
-impl Drop for Crashing {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn random_below(n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).unwrap();
-    u64::from_le_bytes(bytes) % n
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_no_grant() {
-    if std::env::var(ENV_ROLE).is_ok() {
+    if child::is_child() {
         return;
     }
     let kills: usize = std::env::var(ENV_KILLS)
@@ -220,8 +132,20 @@ async fn sigkill_at_random_moments_loses_no_grant() {
     let mut performed = 0;
     for kill in 0..kills {
         let before = sim.counters().successful_refreshes;
-        let child = Crashing::spawn(&sim.api_base(), &db, user.0);
-        let (ready_ms, early) = child.ready(Duration::from_secs(30)).await;
+        let child = Child::spawn(
+            CHILD,
+            &sim.api_base(),
+            &[
+                (ENV_DB, db.as_ref()),
+                (ENV_USER, user.0.to_string().as_ref()),
+            ],
+        );
+        // `READY <ms>`: the milliseconds the child took to its first refresh.
+        let (ready, early) = child.wait_for("READY ", Duration::from_secs(30)).await;
+        let ready_ms: u64 = ready[ready.find("READY ").unwrap() + 6..]
+            .trim()
+            .parse()
+            .unwrap();
         slowest_ready = slowest_ready.max(ready_ms);
         if ready_ms >= 300 {
             lease_waits += 1; // it waited for the lease a killed child left behind

@@ -6,30 +6,23 @@
 //! Its own binary: it re-runs itself as the child it kills.
 #![cfg(feature = "sqlite")]
 
-#[allow(dead_code)]
-#[path = "it/common.rs"]
-mod common;
-#[allow(dead_code)]
-#[path = "it/store_support.rs"]
-mod store_support;
+mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::{CLIENT_ID, CLIENT_SECRET, grant};
 use http_body_util::BodyExt;
-use store_support::TempDir;
+use support::child::{self, Child, random_below};
+use support::common::{self, CLIENT_ID, CLIENT_SECRET, grant};
+use support::store_support::TempDir;
 use tower::ServiceBuilder;
 use tower_withings::store::{SqliteStore, TokenStore};
 use tower_withings::sync::{Batch, Sink, SinkFuture, SyncConfig, SyncEngine, SyncStream};
 use tower_withings::{Credentials, Endpoints, WithingsAuth, clock::ManualClock, transport};
 
 const CHILD: &str = "sync_crash_child_entry";
-const ENV_ROLE: &str = "TOWER_WITHINGS_SYNC_CRASH_ROLE";
-const ENV_API: &str = "TOWER_WITHINGS_SYNC_CRASH_API";
 const ENV_STORE: &str = "TOWER_WITHINGS_SYNC_CRASH_STORE";
 const ENV_OUT: &str = "TOWER_WITHINGS_SYNC_CRASH_OUT";
 const KILLS: usize = 20;
@@ -64,7 +57,7 @@ async fn open_store(spec: &str) -> Arc<dyn TokenStore> {
         Some(("sqlite", path)) => Arc::new(SqliteStore::open(path).await.unwrap()),
         #[cfg(feature = "postgres")]
         Some(("postgres", table)) => Arc::new(
-            tower_withings::store::PostgresStore::builder(&store_support::postgres_url())
+            tower_withings::store::PostgresStore::builder(&support::store_support::postgres_url())
                 .table(table)
                 .build()
                 .await
@@ -77,10 +70,9 @@ async fn open_store(spec: &str) -> Arc<dyn TokenStore> {
 /// The child: sync until done, say DONE, keep going until killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_crash_child_entry() {
-    if std::env::var(ENV_ROLE).as_deref() != Ok("sync-loop") {
+    let Some(api) = child::api_for(CHILD) else {
         return;
-    }
-    let api = std::env::var(ENV_API).unwrap();
+    };
     let store = open_store(&std::env::var(ENV_STORE).unwrap()).await;
     let endpoints = Endpoints::loopback(&api, &api).unwrap();
     let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
@@ -108,79 +100,18 @@ async fn sync_crash_child_entry() {
     }
 }
 
-struct Syncing {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Syncing {
-    fn spawn(api: &str, store: &str, out: &std::path::Path) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([CHILD, "--exact", "--nocapture", "--test-threads=1"])
-            .env(ENV_ROLE, "sync-loop")
-            .env(ENV_API, api)
-            .env(ENV_STORE, store)
-            .env(ENV_OUT, out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the test binary as a child");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Syncing { child, lines }
-    }
-
-    async fn wait_for(&self, word: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.lines.try_recv() {
-                Ok(line) if line.contains(word) => return,
-                Ok(_) => {}
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-                Err(e) => panic!("the child never said {word} ({e:?})"),
-            }
-        }
-    }
-}
-
-impl Drop for Syncing {
-    fn drop(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-fn random_below(n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).unwrap();
-    u64::from_le_bytes(bytes) % n
+/// A child syncing `store`'s user into the file `out`.
+fn spawn(api: &str, store: &str, out: &std::path::Path) -> Child {
+    Child::spawn(
+        CHILD,
+        api,
+        &[(ENV_STORE, store.as_ref()), (ENV_OUT, out.as_ref())],
+    )
 }
 
 async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, dir: &TempDir) {
-    // Three days of one weighing each, uploaded at once and never edited: the three groups
-    // the count below starts from.
-    let history = withings_sim::HistoryConfig {
-        days: 3,
-        groups_per_day: 1,
-        late_uploads: false,
-        ..withings_sim::HistoryConfig::default()
-    };
-    let sim = withings_sim::Simulator::start_with(withings_sim::SimConfig {
-        history,
-        ..withings_sim::SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[common::REDIRECT_URI]);
+    // The three groups the count below starts from.
+    let sim = common::three_day_simulator().await;
     let user = common::USER;
     store
         .put(
@@ -197,12 +128,12 @@ async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, di
         // New data between crashes, so live reads have work each time.
         sim.add_measure(user, 1, 80_000 + kill as i64, -3);
         sim.add_measure(user, 6, 2_000 + kill as i64, -2);
-        let child = Syncing::spawn(&sim.api_base(), store_spec, &out);
+        let child = spawn(&sim.api_base(), store_spec, &out);
         child.wait_for("READY", Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_millis(random_below(250))).await;
         drop(child); // SIGKILL
     }
-    let last = Syncing::spawn(&sim.api_base(), store_spec, &out);
+    let last = spawn(&sim.api_base(), store_spec, &out);
     last.wait_for("DONE", Duration::from_secs(60)).await;
     drop(last);
 
@@ -228,7 +159,7 @@ async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, di
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_syncing_on_sqlite_loses_nothing() {
-    if std::env::var(ENV_ROLE).is_ok() {
+    if child::is_child() {
         return;
     }
     let dir = TempDir::new("sync-crash");
@@ -240,27 +171,15 @@ async fn sigkill_while_syncing_on_sqlite_loses_nothing() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_syncing_on_postgres_loses_nothing() {
-    if std::env::var(ENV_ROLE).is_ok() {
+    if child::is_child() {
         return;
     }
-    let table = format!("withings_sync_crash_{}", store_support::random_hex(6));
-    let store = match tower_withings::store::PostgresStore::builder(&store_support::postgres_url())
-        .table(&table)
-        .build()
-        .await
-    {
-        Ok(store) => store,
-        Err(error) => return store_support::postgres_unreachable(&error),
+    use support::store_support::Fresh;
+    let Some(store) = tower_withings::store::PostgresStore::fresh().await else {
+        return;
     };
+    let table = store.table().to_owned();
     let dir = TempDir::new("sync-crash-pg");
     kill_at_random_moments(&format!("postgres:{table}"), Arc::new(store.clone()), &dir).await;
-    let client = store_support::postgres_client().await;
-    for suffix in [
-        "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
-    ] {
-        client
-            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
-            .await
-            .unwrap();
-    }
+    store.clean().await;
 }

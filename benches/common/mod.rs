@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::fmt::Debug;
 use std::future::{Ready, poll_fn, ready};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -222,28 +223,59 @@ where
 }
 
 /// Awaits a response and reads its body to the end; returns the body's length.
-pub async fn finish<F, B, E>(response: F) -> usize
+pub async fn finish<F, B: ReadBody, E: Debug>(response: F) -> usize
 where
     F: std::future::Future<Output = Result<Response<B>, E>>,
-    E: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
 {
     drain(response.await.expect("a response").into_body()).await
 }
 
+/// A body the benches read to the end ([`drain`]).
+pub trait ReadBody: Body<Data = Bytes, Error: Debug> + Unpin {}
+
+impl<B> ReadBody for B where B: Body<Data = Bytes, Error: Debug> + Unpin {}
+
+/// What the benches send.
+pub type Req = Request<Full<Bytes>>;
+
+/// A stack the benches time: getmeas requests in, answers with a [`ReadBody`] out.
+pub trait Stack<B: ReadBody>: Service<Req, Response = Response<B>, Error: Debug> {}
+
+impl<S, B: ReadBody> Stack<B> for S where S: Service<Req, Response = Response<B>, Error: Debug> {}
+
+/// A [`Stack`] that requests go through from many tasks at once, each with a clone of it.
+pub trait SharedStack<B: ReadBody + Send>:
+    Stack<B> + Service<Req, Error: Send, Future: Send> + Clone + Send + 'static
+{
+}
+
+impl<S, B: ReadBody + Send> SharedStack<B> for S where
+    S: Stack<B> + Service<Req, Error: Send, Future: Send> + Clone + Send + 'static
+{
+}
+
+/// Sends `n` requests made by `request` concurrently, each through its own clone of `service`,
+/// and reads every answer to its end; returns the bodies' lengths.
+pub async fn concurrently<S: SharedStack<B>, B: ReadBody + Send>(
+    service: &S,
+    n: usize,
+    request: impl Fn() -> Request<Full<Bytes>>,
+) -> Vec<usize> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let service = service.clone();
+        let request = request();
+        tasks.spawn(async move { finish(tower::ServiceExt::oneshot(service, request)).await });
+    }
+    tasks.join_all().await
+}
+
 /// Sends `requests` through `service` one after the other; returns the bytes read.
-pub fn run_all<S, B>(
+pub fn run_all<S: Stack<B>, B: ReadBody>(
     rt: &tokio::runtime::Runtime,
     service: &mut S,
-    requests: Vec<Request<Full<Bytes>>>,
-) -> usize
-where
-    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
+    requests: Vec<Req>,
+) -> usize {
     rt.block_on(async {
         let mut total = 0;
         for request in requests {
@@ -264,14 +296,10 @@ pub fn interleaved<A, BA, W, BW>(
     mut requests: impl FnMut(bool) -> Vec<Request<Full<Bytes>>>,
 ) -> Vec<f64>
 where
-    A: Service<Request<Full<Bytes>>, Response = Response<BA>>,
-    A::Error: std::fmt::Debug,
-    BA: Body<Data = Bytes> + Unpin,
-    BA::Error: std::fmt::Debug,
-    W: Service<Request<Full<Bytes>>, Response = Response<BW>>,
-    W::Error: std::fmt::Debug,
-    BW: Body<Data = Bytes> + Unpin,
-    BW::Error: std::fmt::Debug,
+    A: Stack<BA>,
+    BA: ReadBody,
+    W: Stack<BW>,
+    BW: ReadBody,
 {
     let mut ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
@@ -306,6 +334,28 @@ pub fn ratio_row(what: &str, name: &str, sorted: &[f64]) -> String {
     )
 }
 
+/// Writes the interleaved comparisons' rows (from [`ratio_row`]) to
+/// `<criterion dir>/<group>/paired.json`, and checks that `auth`, whose token stayed valid
+/// throughout, never refreshed it.
+pub fn write_paired(
+    group: &str,
+    rows: &[String],
+    auth: &tower_withings::WithingsAuth,
+    endpoint: &FakeTokenEndpoint,
+) {
+    write_result(
+        group,
+        "paired.json",
+        &format!("{{\n{}\n}}\n", rows.join(",\n")),
+    );
+    let metrics = auth.metrics();
+    assert_eq!(
+        metrics.refreshes_started, 0,
+        "{group} never refreshes: {metrics:?}"
+    );
+    assert_eq!(endpoint.calls(), 0, "{group}");
+}
+
 pin_project_lite::pin_project! {
     /// The future of a hand-written token-injecting baseline: the inner call, or a refusal
     /// decided before calling (no token to send).
@@ -327,6 +377,53 @@ where
         match self.project() {
             TokenFutureProj::Call { fut } => fut.poll(cx).map_err(Into::into),
             TokenFutureProj::Refused { why } => Poll::Ready(Err((*why).into())),
+        }
+    }
+}
+
+/// A hand-written token-injecting baseline: `header_for` looks up the `Authorization` value for
+/// each request (a lock read and a format, as such layers do), or the reason it is refused unsent.
+/// No refresh, no host check, no body check.
+#[derive(Clone)]
+pub struct LookupAuth<S, F> {
+    pub header_for: F,
+    pub inner: S,
+}
+
+/// What a [`LookupAuth`] looks the header up with.
+pub trait HeaderFor:
+    Fn(&Request<Full<Bytes>>) -> Result<http::HeaderValue, &'static str> + Clone
+{
+}
+
+impl<F> HeaderFor for F where
+    F: Fn(&Request<Full<Bytes>>) -> Result<http::HeaderValue, &'static str> + Clone
+{
+}
+
+impl<S, F, B> Service<Request<B>> for LookupAuth<S, F>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    F: Fn(&Request<B>) -> Result<http::HeaderValue, &'static str>,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = TokenFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tower::BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match (self.header_for)(&request) {
+            Ok(value) => {
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+                TokenFuture::Call {
+                    fut: self.inner.call(request),
+                }
+            }
+            Err(why) => TokenFuture::Refused { why },
         }
     }
 }

@@ -322,6 +322,17 @@ impl Default for SimConfig {
     }
 }
 
+/// The default configuration serving `history`:
+/// `Simulator::start_with(HistoryConfig { days: 3, ..HistoryConfig::default() }.into())`.
+impl From<HistoryConfig> for SimConfig {
+    fn from(history: HistoryConfig) -> Self {
+        SimConfig {
+            history,
+            ..SimConfig::default()
+        }
+    }
+}
+
 /// Tokens seeded with [`Simulator::issue_grant`], as a code exchange would have returned them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimGrant {
@@ -566,6 +577,33 @@ impl Simulator {
             callback_urls.iter().map(|s| (*s).to_owned()).collect(),
             false,
         );
+    }
+
+    /// What the user's browser does at `authorize2` when they approve the app: one GET of
+    /// `authorize_url` (from `WithingsAuth::authorize`), not following the redirect. Returns
+    /// the callback URL it redirects to, with `code` and `state` (for `Callback::parse`); an
+    /// error if it answers anything but a `302` with a `Location`.
+    pub async fn approve(&self, authorize_url: &str) -> std::io::Result<String> {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let request = http::Request::get(authorize_url)
+            .body(http_body_util::Empty::new())
+            .map_err(std::io::Error::other)?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(std::io::Error::other)?;
+        let location = response.headers().get(http::header::LOCATION);
+        match (response.status(), location) {
+            (http::StatusCode::FOUND, Some(location)) => location
+                .to_str()
+                .map(str::to_owned)
+                .map_err(std::io::Error::other),
+            (status, _) => Err(std::io::Error::other(format!(
+                "authorize2 answered {status}"
+            ))),
+        }
     }
 
     /// Registers (or replaces) OAuth 1.0 credentials: the token endpoint answers
@@ -936,6 +974,27 @@ mod tests {
         let port = sim.addr().port();
         let elsewhere: http::Uri = format!("http://localhost:{port}/measure").parse().unwrap();
         assert_eq!(endpoints.api_path(&elsewhere), None);
+    }
+
+    #[tokio::test]
+    async fn approve_gives_the_callback_url_and_refuses_an_unknown_app() {
+        let sim = Simulator::start().await.unwrap();
+        sim.register_client("app", "secret", &["https://app.example/cb"]);
+        let authorize = |client_id: &str| {
+            format!(
+                "{}/oauth2_user/authorize2?response_type=code&client_id={client_id}\
+                 &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&scope=user.metrics&state=s1",
+                sim.account_base()
+            )
+        };
+        let callback = sim.approve(&authorize("app")).await.unwrap();
+        assert!(
+            callback.starts_with("https://app.example/cb?code="),
+            "{callback}"
+        );
+        assert!(callback.ends_with("&state=s1"), "{callback}");
+        let refused = sim.approve(&authorize("stranger")).await.unwrap_err();
+        assert!(refused.to_string().contains("400"), "{refused}");
     }
 }
 

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tower_withings::UserId;
-use withings_sim::{HistoryConfig, Series, SimConfig, SimMeasure, Simulator};
+use withings_sim::{HistoryConfig, Series, SimMeasure, Simulator};
 
 const USER: UserId = UserId(4_242);
 const SCOPE: &str = "user.info,user.metrics,user.activity";
@@ -24,12 +24,7 @@ struct H {
 
 impl H {
     async fn new(history: HistoryConfig) -> H {
-        let sim = Simulator::start_with(SimConfig {
-            history,
-            ..SimConfig::default()
-        })
-        .await
-        .unwrap();
+        let sim = Simulator::start_with(history.into()).await.unwrap();
         let token = sim.issue_grant("app", USER, SCOPE).access_token;
         H {
             sim,
@@ -271,39 +266,33 @@ async fn getmeas_raw_shapes_unknown_codes_and_segments() {
 #[tokio::test]
 async fn lastupdate_with_a_window_answers_empty_unless_configured() {
     let h = H::new(small()).await;
-    let window = [("startdate", "0"), ("enddate", "9999999999")];
-    let body = h
-        .body(
-            "/measure",
-            &[
-                ("action", "getmeas"),
-                window[0],
-                window[1],
-                ("lastupdate", "0"),
-            ],
-        )
-        .await;
+    // A window and `lastupdate` at once; without `lastupdate` (`[..3]`), the window alone.
+    let mixed = [
+        ("action", "getmeas"),
+        ("startdate", "0"),
+        ("enddate", "9999999999"),
+        ("lastupdate", "0"),
+    ];
+    let body = h.body("/measure", &mixed).await;
     assert_eq!(body["measuregrps"], json!([]));
     assert_eq!(body["more"], 0);
-    let body = h
-        .body("/measure", &[("action", "getmeas"), window[0], window[1]])
-        .await;
+    let body = h.body("/measure", &mixed[..3]).await;
     assert_eq!(body["measuregrps"].as_array().unwrap().len(), 7);
     for (path, action, rows) in [
         ("/v2/measure", "getactivity", "activities"),
         ("/v2/measure", "getworkouts", "series"),
         ("/v2/sleep", "getsummary", "series"),
     ] {
-        let mixed = [
+        let mixed_ymd = [
             ("action", action),
             ("startdateymd", "2000-01-01"),
             ("enddateymd", "2100-01-01"),
             ("lastupdate", "0"),
         ];
-        let body = h.body(path, &mixed).await;
+        let body = h.body(path, &mixed_ymd).await;
         assert_eq!(body[rows], json!([]), "{action}");
         assert_eq!(body["more"], false, "{action}");
-        let body = h.body(path, &mixed[..3]).await;
+        let body = h.body(path, &mixed_ymd[..3]).await;
         assert!(!body[rows].as_array().unwrap().is_empty(), "{action}");
     }
 
@@ -312,17 +301,7 @@ async fn lastupdate_with_a_window_answers_empty_unless_configured() {
         ..small()
     })
     .await;
-    let body = both
-        .body(
-            "/measure",
-            &[
-                ("action", "getmeas"),
-                window[0],
-                window[1],
-                ("lastupdate", "0"),
-            ],
-        )
-        .await;
+    let body = both.body("/measure", &mixed).await;
     assert_eq!(body["measuregrps"].as_array().unwrap().len(), 7);
 }
 
@@ -331,16 +310,8 @@ async fn sleep_get_and_intraday_return_the_first_24_hours_only() {
     let h = H::new(small()).await;
     let start = ANCHOR - 10 * 86_400;
     let (s, three_days) = (start.to_string(), (start + 3 * 86_400).to_string());
-    let body = h
-        .body(
-            "/v2/sleep",
-            &[
-                ("action", "get"),
-                ("startdate", &s),
-                ("enddate", &three_days),
-            ],
-        )
-        .await;
+    let [from, to] = [("startdate", s.as_str()), ("enddate", three_days.as_str())];
+    let body = h.body("/v2/sleep", &[("action", "get"), from, to]).await;
     let series = body["series"].as_array().unwrap();
     assert!(!series.is_empty());
     for seg in series {
@@ -355,29 +326,12 @@ async fn sleep_get_and_intraday_return_the_first_24_hours_only() {
     assert_eq!(series.len(), held);
     assert!(segments.iter().any(|x| x["state"] == 5), "sleep state 5");
     // data_fields: only what was asked.
-    let body = h
-        .body(
-            "/v2/sleep",
-            &[
-                ("action", "get"),
-                ("startdate", &s),
-                ("enddate", &three_days),
-                ("data_fields", "hr"),
-            ],
-        )
-        .await;
+    let only_hr = [("action", "get"), from, to, ("data_fields", "hr")];
+    let body = h.body("/v2/sleep", &only_hr).await;
     assert!(body["series"][0].get("rr").is_none() && body["series"][0]["hr"].is_object());
 
-    let body = h
-        .body(
-            "/v2/measure",
-            &[
-                ("action", "getintradayactivity"),
-                ("startdate", &s),
-                ("enddate", &three_days),
-            ],
-        )
-        .await;
+    let intraday = [("action", "getintradayactivity"), from, to];
+    let body = h.body("/v2/measure", &intraday).await;
     let series = body["series"].as_object().unwrap();
     assert_eq!(series.len(), 86_400 / 300);
     for (key, sample) in series {
@@ -518,12 +472,12 @@ async fn added_edited_and_deleted_groups() {
         2,
         vec![SimMeasure::new(1, 56_300, -3), SimMeasure::new(88, 326, -2)],
     );
-    let added = h
-        .sim
-        .measure_groups(USER)
-        .into_iter()
-        .find(|g| g.grpid == grpid)
-        .unwrap();
+    // The group as the simulator holds it now.
+    let group = || {
+        let mut groups = h.sim.measure_groups(USER).into_iter();
+        groups.find(|g| g.grpid == grpid).unwrap()
+    };
+    let added = group();
     let since = added.created.to_string();
     // A late upload: a lastupdate read finds it, whatever its date.
     let body = h
@@ -537,12 +491,7 @@ async fn added_edited_and_deleted_groups() {
         h.sim
             .edit_group(USER, grpid, vec![SimMeasure::new(1, 56_400, -3)])
     );
-    let edited = h
-        .sim
-        .measure_groups(USER)
-        .into_iter()
-        .find(|g| g.grpid == grpid)
-        .unwrap();
+    let edited = group();
     assert!(edited.modified > added.modified);
     let body = h
         .body("/measure", &[("action", "getmeas"), ("lastupdate", &since)])

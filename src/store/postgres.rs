@@ -466,6 +466,37 @@ impl PostgresStore {
         .await
     }
 
+    /// Runs `sql` (the put or the compare-and-save statement) with the token's columns, checked,
+    /// as `$1`..`$7`, and the refresh token it replaces, if any, as `$8`. Returns the rows
+    /// changed.
+    async fn save(
+        &self,
+        sql: &str,
+        token: &Token,
+        granted_at: SystemTime,
+        spent: Option<&Secret>,
+    ) -> Result<u64, Error> {
+        let id = record::user_column("save", token.user_id)?;
+        let expires_at = validate_time("save", token.expires_at)?;
+        let granted_at = validate_time("save", granted_at)?;
+        let format = record::FORMAT as i16;
+        let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
+        let spent = spent.map(Secret::expose);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &id,
+            &access,
+            &refresh,
+            &expires_at,
+            &token.scope,
+            &granted_at,
+            &format,
+        ];
+        if let Some(spent) = &spent {
+            params.push(spent);
+        }
+        self.execute("save", sql, &params).await
+    }
+
     async fn execute(
         &self,
         operation: &'static str,
@@ -632,25 +663,9 @@ impl TokenStore for PostgresStore {
 
     fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let id = record::user_column("save", token.user_id)?;
-            let expires_at = validate_time("save", token.expires_at)?;
-            let granted_at = validate_time("save", granted_at)?;
-            let format = record::FORMAT as i16;
-            self.execute(
-                "save",
-                &self.sql.put,
-                &[
-                    &id,
-                    &token.access_token.expose(),
-                    &token.refresh_token.expose(),
-                    &expires_at,
-                    &token.scope,
-                    &granted_at,
-                    &format,
-                ],
-            )
-            .await
-            .map(drop)
+            self.save(&self.sql.put, token, granted_at, None)
+                .await
+                .map(drop)
         })
     }
 
@@ -661,26 +676,8 @@ impl TokenStore for PostgresStore {
         granted_at: SystemTime,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let id = record::user_column("save", token.user_id)?;
-            let expires_at = validate_time("save", token.expires_at)?;
-            let granted_at = validate_time("save", granted_at)?;
-            let format = record::FORMAT as i16;
-            let changed = self
-                .execute(
-                    "save",
-                    &self.sql.compare_and_save,
-                    &[
-                        &id,
-                        &token.access_token.expose(),
-                        &token.refresh_token.expose(),
-                        &expires_at,
-                        &token.scope,
-                        &granted_at,
-                        &format,
-                        &spent.expose(),
-                    ],
-                )
-                .await?;
+            let sql = &self.sql.compare_and_save;
+            let changed = self.save(sql, token, granted_at, Some(spent)).await?;
             Ok(changed == 1)
         })
     }

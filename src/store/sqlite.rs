@@ -392,6 +392,19 @@ impl Fields {
             refreshed_at_ms: record::to_millis(operation, granted_at)?,
         })
     }
+
+    /// `?1`..`?7` of the put and compare-and-save statements.
+    fn columns(&self) -> [&dyn rusqlite::ToSql; 7] {
+        [
+            &self.user,
+            &self.access,
+            &self.refresh,
+            &self.expires_at_ms,
+            &self.scope,
+            &self.refreshed_at_ms,
+            &record::FORMAT,
+        ]
+    }
 }
 
 fn wall_millis() -> Result<i64, Error> {
@@ -527,17 +540,7 @@ impl TokenStore for SqliteStore {
                          refreshed_at_ms = excluded.refreshed_at_ms,
                          format = excluded.format"
                 ))
-                .and_then(|mut s| {
-                    s.execute(params![
-                        f.user,
-                        f.access,
-                        f.refresh,
-                        f.expires_at_ms,
-                        f.scope,
-                        f.refreshed_at_ms,
-                        record::FORMAT
-                    ])
-                })
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(f.columns())))
                 .map_err(|e| Error::store("save", e))?;
                 Ok(())
             })
@@ -568,16 +571,10 @@ impl TokenStore for SqliteStore {
                          WHERE user_id = ?1 AND refresh_token = ?8",
                     )
                     .and_then(|mut s| {
-                        s.execute(params![
-                            f.user,
-                            f.access,
-                            f.refresh,
-                            f.expires_at_ms,
-                            f.scope,
-                            f.refreshed_at_ms,
-                            record::FORMAT,
-                            spent
-                        ])
+                        let spent: &dyn rusqlite::ToSql = &spent;
+                        s.execute(rusqlite::params_from_iter(
+                            f.columns().into_iter().chain([spent]),
+                        ))
                     })
                     .map_err(|e| Error::store("save", e))?;
                 Ok(changed == 1)

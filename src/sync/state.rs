@@ -113,6 +113,44 @@ pub struct InboxEntry {
     pub first_ms: i64,
 }
 
+impl InboxEntry {
+    /// An entry as a durable store keeps it: `seq` and `count` as signed integers (a negative
+    /// one, which no store writes, reads as 0).
+    pub(crate) fn stored(
+        user: UserId,
+        stream: SyncStream,
+        seq: i64,
+        count: i64,
+        first_ms: i64,
+    ) -> InboxEntry {
+        InboxEntry {
+            user,
+            stream,
+            seq: u64::try_from(seq).unwrap_or(0),
+            count: u64::try_from(count).unwrap_or(0),
+            first_ms,
+        }
+    }
+
+    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), or `None`
+    /// (with a warning) for one this release cannot read: skipped, not an error.
+    pub(crate) fn from_row(
+        (user, stream, seq, count, first_ms): (i64, String, i64, i64, i64),
+    ) -> Option<InboxEntry> {
+        let (Ok(user), Ok(stream)) = (u64::try_from(user), stream.parse::<SyncStream>()) else {
+            tracing::warn!("skipping an inbox row this release cannot read");
+            return None;
+        };
+        Some(InboxEntry::stored(
+            UserId(user),
+            stream,
+            seq,
+            count,
+            first_ms,
+        ))
+    }
+}
+
 /// The sync's durable state. Implemented by every store of this crate (reached through
 /// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)); checked by
 /// `testkit::check_sync_state`.

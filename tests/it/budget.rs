@@ -18,7 +18,7 @@ use tower_withings::{
 };
 use withings_sim::{AppRateLimit, Simulator};
 
-use crate::common::{auth_builder, grant, json, rig_with, simulator};
+use crate::common::{Rig, auth_builder, grant, json, rig_with, simulator};
 
 /// The limit in the tests: 10 requests in any 2 s (Withings: 120 in 60 s).
 const N: u32 = 10;
@@ -135,9 +135,9 @@ async fn a_request_without_a_slot_by_its_deadline_is_not_sent() {
     assert_eq!(usage.used, 2);
 }
 
-#[tokio::test]
-async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
-    // Another sender (outside this budget) used the app's requests: Withings says 601.
+/// A rig with a generous budget whose app has had the two requests a minute it may send
+/// (as if from another sender): Withings answers the next call 601.
+async fn rig_at_the_app_limit() -> Rig {
     let generous = RateBudget::per_minute(1000).deadline(Duration::from_millis(300));
     let rig = rig_with(|b| b.rate_budget(generous)).await;
     rig.sim.set_app_rate_limit(Some(AppRateLimit {
@@ -149,6 +149,24 @@ async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
         send_all(&rig.auth, &rig.sim.api_base(), &user, 2).await.ok,
         2
     );
+    rig
+}
+
+/// The budget waits out the 601's `wait_seconds` (about 60 s).
+async fn assert_paused_for_most_of_a_minute(rig: &Rig) {
+    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
+    let paused = usage.paused_for;
+    assert!(
+        paused.is_some_and(|p| p > Duration::from_secs(30)),
+        "{usage:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
+    // Another sender (outside this budget) used the app's requests: Withings says 601.
+    let rig = rig_at_the_app_limit().await;
+    let user = [crate::common::USER];
     // The 601 comes back as Withings sent it, and is not taken for a token failure.
     let third = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
     assert_eq!(third.rate_limited, 1);
@@ -158,13 +176,7 @@ async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
     let fourth = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
     assert_eq!(fourth.exhausted, 1);
     assert_eq!(rig.sim.arrivals(), 3);
-    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
-    assert!(
-        usage
-            .paused_for
-            .is_some_and(|p| p > Duration::from_secs(30)),
-        "{usage:?}"
-    );
+    assert_paused_for_most_of_a_minute(&rig).await;
 }
 
 #[tokio::test]
@@ -244,6 +256,22 @@ const ENV_CHILD: &str = "TOWER_WITHINGS_BUDGET_CHILD";
 const ENV_API: &str = "TOWER_WITHINGS_BUDGET_API";
 const ENV_USERS: &str = "TOWER_WITHINGS_BUDGET_USERS";
 
+/// A child process's own handle on the SQLite file at `path`, with the budget, against the
+/// simulator at `api`.
+#[cfg(feature = "sqlite")]
+async fn child_auth(path: &str, api: &str) -> WithingsAuth {
+    let store = tower_withings::store::SqliteStore::open(path)
+        .await
+        .expect("store");
+    let credentials =
+        tower_withings::Credentials::new(crate::common::CLIENT_ID, crate::common::CLIENT_SECRET);
+    WithingsAuth::builder(credentials)
+        .endpoints(tower_withings::Endpoints::loopback(api, api).expect("loopback"))
+        .store(store)
+        .rate_budget(budget())
+        .build(transport::plain_http_client())
+}
+
 /// The child role: sends `2 × users` data calls through its own handle on the SQLite file,
 /// then prints what they came to.
 #[cfg(feature = "sqlite")]
@@ -258,17 +286,7 @@ async fn sqlite_budget_child() {
         .split(',')
         .map(|id| UserId(id.parse().expect("user id")))
         .collect();
-    let store = tower_withings::store::SqliteStore::open(&path)
-        .await
-        .expect("store");
-    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
-        crate::common::CLIENT_ID,
-        crate::common::CLIENT_SECRET,
-    ))
-    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
-    .store(store)
-    .rate_budget(budget())
-    .build(transport::plain_http_client());
+    let auth = child_auth(&path, &api).await;
     let outcomes = send_all(&auth, &api, &users, 2).await;
     println!(
         "outcome ok={} exhausted={} rate_limited={}",
@@ -355,17 +373,7 @@ async fn sqlite_budget_holder() {
     };
     let api = std::env::var(ENV_API).expect("api");
     let user = UserId(std::env::var(ENV_USERS).expect("user").parse().expect("id"));
-    let store = tower_withings::store::SqliteStore::open(&path)
-        .await
-        .expect("store");
-    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
-        crate::common::CLIENT_ID,
-        crate::common::CLIENT_SECRET,
-    ))
-    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
-    .store(store)
-    .rate_budget(budget())
-    .build(transport::plain_http_client());
+    let auth = child_auth(&path, &api).await;
     let holding = {
         let (auth, api) = (auth.clone(), api.clone());
         tokio::spawn(async move { send_all(&auth, &api, &[user], 3 * N as usize).await })
@@ -450,17 +458,8 @@ async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblo
 async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
     // Another sender (outside this budget) used the app's requests: Withings answers the
     // refresh's token call 601.
-    let generous = RateBudget::per_minute(1000).deadline(Duration::from_millis(300));
-    let rig = rig_with(|b| b.rate_budget(generous)).await;
-    rig.sim.set_app_rate_limit(Some(AppRateLimit {
-        limit: 2,
-        window: Duration::from_secs(60),
-    }));
+    let rig = rig_at_the_app_limit().await;
     let user = [crate::common::USER];
-    assert_eq!(
-        send_all(&rig.auth, &rig.sim.api_base(), &user, 2).await.ok,
-        2
-    );
     assert!(rig.auth.refresh(crate::common::USER).await.is_err());
     assert_eq!(rig.sim.counters().served_601, 1);
     assert_eq!(rig.auth.metrics().rate_limited, 1);
@@ -468,13 +467,7 @@ async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
     let after = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
     assert_eq!(after.exhausted, 1);
     assert_eq!(rig.sim.arrivals(), 3);
-    let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
-    assert!(
-        usage
-            .paused_for
-            .is_some_and(|p| p > Duration::from_secs(30)),
-        "{usage:?}"
-    );
+    assert_paused_for_most_of_a_minute(&rig).await;
 }
 
 /// Sends one request through `service` tagged with `lane` (none: the default lane).

@@ -24,6 +24,23 @@ pub async fn simulator() -> Simulator {
     sim
 }
 
+/// A simulator whose users have three days of one weighing each, uploaded at once and never
+/// edited: three groups a day apart, for the sync tests to count on. The test app is
+/// registered.
+pub async fn three_day_simulator() -> Simulator {
+    let history = withings_sim::HistoryConfig {
+        days: 3,
+        groups_per_day: 1,
+        late_uploads: false,
+        ..withings_sim::HistoryConfig::default()
+    };
+    let sim = Simulator::start_with(history.into())
+        .await
+        .expect("simulator starts");
+    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    sim
+}
+
 pub fn endpoints(sim: &Simulator) -> Endpoints {
     Endpoints::loopback(&sim.api_base(), &sim.account_base()).expect("loopback endpoints")
 }
@@ -173,12 +190,106 @@ pub async fn rig_2s() -> Rig {
 
 pub const USER: UserId = DEFAULT_USER_ID;
 
+/// `n` calls made by `call`, all at once, each on a task of its own; their outputs.
+pub async fn concurrently<F>(n: usize, call: impl Fn() -> F) -> Vec<F::Output>
+where
+    F: std::future::Future<Output: Send + 'static> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        tasks.spawn(call());
+    }
+    tasks.join_all().await
+}
+
+/// Requests sent together on an expired token all got status 0, through one refresh: no
+/// 401 from Withings, no replay.
+pub fn assert_all_ok_after_one_refresh(
+    rig: &Rig,
+    outcomes: &[Result<serde_json::Value, tower_withings::Error>],
+) {
+    for outcome in outcomes {
+        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
+    }
+    let counters = rig.sim.counters();
+    assert_eq!(counters.refreshes, 1, "{counters:?}");
+    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(counters.served_401, 0);
+    let metrics = rig.auth.metrics();
+    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
+    assert_eq!(metrics.replays, 0);
+}
+
+/// URLs no token may go to: the `elsewhere` simulator (another port), the simulator's
+/// OAuth and signature endpoints, and its API under another host name (`localhost`). The
+/// first and the last are other hosts.
+pub fn not_for_tokens(sim: &Simulator, elsewhere: &Simulator) -> [String; 4] {
+    let api = sim.api_base();
+    [
+        format!("{}/measure", elsewhere.api_base()),
+        format!("{api}/v2/oauth2"),
+        format!("{api}/v2/signature"),
+        api.replace("127.0.0.1", "localhost") + "/measure",
+    ]
+}
+
+/// A refusal handed back as Withings sent it, marked [`tower_withings::layer::UnreplayedRefusal`] because
+/// its request's body was a stream, and counted so; the refresh it set off finishes in the
+/// background.
+pub async fn assert_marked_not_replayed(rig: &Rig, extensions: &http::Extensions) {
+    let marker = extensions
+        .get::<tower_withings::layer::UnreplayedRefusal>()
+        .copied();
+    assert!(
+        marker.is_some_and(|m| m.reason.contains("stream")),
+        "{marker:?}"
+    );
+    assert_eq!(rig.auth.metrics().not_replayed, 1);
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+}
+
+/// The rig's handle neither refreshed nor replayed anything, and Withings saw no refresh.
+pub fn assert_no_refresh_no_replay(rig: &Rig) {
+    let metrics = rig.auth.metrics();
+    assert_eq!(
+        (metrics.refreshes_started, metrics.replays),
+        (0, 0),
+        "{metrics:?}"
+    );
+    assert_eq!(rig.sim.counters().refreshes, 0);
+}
+
+/// The rows `query` reads for [`USER`] (those it could not decode left out); the test fails
+/// if the read does.
+pub async fn rows<Q>(
+    data: &tower_withings::data::DataClient<impl tower_withings::transport::HttpClient>,
+    query: Q,
+) -> Vec<Q::Row>
+where
+    Q: tower_withings::data::Query<Row: std::fmt::Debug>,
+{
+    data.collect(USER, query).await.unwrap().rows
+}
+
+/// The crate's error inside a layer's `BoxError`; fails the test if it is something else.
+pub fn auth_error(error: tower_withings::BoxError) -> tower_withings::Error {
+    *error
+        .downcast::<tower_withings::Error>()
+        .unwrap_or_else(|other| panic!("not a tower_withings::Error: {other}"))
+}
+
+/// `POST url` with `form` as its `application/x-www-form-urlencoded` body, naming no user.
+pub fn form_post(url: &str, form: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(form.into()))
+        .unwrap()
+}
+
 /// `POST {api}/measure action=getmeas` for `user`.
 pub fn getmeas(sim: &Simulator, user: UserId) -> Request<Full<Bytes>> {
-    let mut request = Request::post(format!("{}/measure", sim.api_base()))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"action=getmeas&meastype=1")))
-        .unwrap();
+    let url = format!("{}/measure", sim.api_base());
+    let mut request = form_post(&url, &b"action=getmeas&meastype=1"[..]);
     request.extensions_mut().insert(user);
     request
 }
@@ -438,6 +549,76 @@ where
 {
     let client = http();
     tower::service_fn(move |request| around(client.clone(), request))
+}
+
+/// A stand-in's answer.
+type FakeAnswer = http::Response<Full<Bytes>>;
+type Infallible = std::convert::Infallible;
+
+/// What the tests' stand-ins for the data API are (a trait alias).
+pub trait FakeApi:
+    tower::Service<Req, Response = FakeAnswer, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> FakeApi for T where
+    T: tower::Service<Req, Response = FakeAnswer, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A stand-in for the data API that answers call `n` (from 0) with `answer(n)`; and how many
+/// calls it had.
+pub fn counting_api(
+    answer: impl Fn(usize) -> http::Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+) -> (impl FakeApi, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let service = tower::service_fn(move |_: Request<Full<Bytes>>| {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(answer(n)))
+    });
+    (service, calls)
+}
+
+/// A getmeas for [`USER`] through the rig's layer over `inner`.
+pub async fn through_layer<S, B>(
+    rig: &Rig,
+    inner: S,
+) -> Result<http::Response<tower_withings::layer::WithingsBody<B>>, tower_withings::BoxError>
+where
+    S: tower::Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<B>,
+            Error: Into<tower_withings::BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    B: http_body::Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
+{
+    let service = tower::Layer::layer(&rig.auth.layer(), inner);
+    tower::ServiceExt::oneshot(service, getmeas(&rig.sim, USER)).await
+}
+
+/// What a [`recording_client`] sent, request by request.
+pub type SentLog = Arc<Mutex<Vec<Sent>>>;
+
+/// `auth`'s layer over a [`recording_client`]: the service, and what it sends.
+pub fn recorded(
+    auth: &WithingsAuth,
+) -> (
+    tower_withings::WithingsAuthService<impl HttpClient>,
+    SentLog,
+) {
+    let sent = SentLog::default();
+    let client = recording_client(sent.clone(), Events::default());
+    (tower::Layer::layer(&auth.layer(), client), sent)
 }
 
 /// The real HTTP client, recording every request it sends (and logging `sent <token>`).

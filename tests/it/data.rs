@@ -21,6 +21,8 @@ use tower_withings::data::{
 };
 use tower_withings::store::MemoryStore;
 use tower_withings::transport::HttpClient;
+
+use crate::common::rows;
 use tower_withings::{
     Credentials, Endpoints, Error, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
 };
@@ -98,15 +100,19 @@ impl Fake {
     /// The fake as a tower service (what hyper-util's client is in an app).
     fn service(&self) -> impl HttpClient<ResponseBody = Full<Bytes>> + use<> {
         let fake = self.clone();
-        tower::service_fn(move |request: Request<Full<Bytes>>| {
-            let fake = fake.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes();
-                let text = fake.answer(parts.uri.path(), &parts.headers, &body);
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
-            }
-        })
+        tower::service_fn(move |request: Request<Full<Bytes>>| fake.clone().respond(request))
+    }
+
+    /// The fake's answer to `request`, as HTTP.
+    async fn respond<B>(self, request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let text = self.answer(parts.uri.path(), &parts.headers, &body);
+        Ok(Response::new(Full::new(Bytes::from(text))))
     }
 
     /// The auth handle (token endpoint: this fake) with `USER`'s token imported.
@@ -253,11 +259,7 @@ async fn two_pages(first_more: &str, last: &str) -> (usize, usize) {
         }
     });
     let (data, _auth) = fake.client().await;
-    let rows = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let rows = rows(&data, GetWorkouts::since(at(0))).await;
     (rows.len(), fake.sent().len())
 }
 
@@ -446,11 +448,7 @@ async fn a_refused_token_mid_paging_is_refreshed_and_the_page_replayed() {
         }
     });
     let (data, auth) = fake.client().await;
-    let rows = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let rows = rows(&data, GetMeas::since(at(0))).await;
     assert_eq!(rows.iter().map(|g| g.grpid).collect::<Vec<_>>(), [1, 2]);
     let sent = fake.sent();
     assert_eq!(sent.len(), 3, "page 1, page 2 refused, page 2 replayed");
@@ -503,16 +501,16 @@ async fn serving(body: String) -> (DataClient<impl HttpClient + use<>>, Fake) {
 async fn captured_getmeas_answers_decode_exactly() {
     // No `more`, no `offset`; the same grpid twice (attrib 0, then 8): one group.
     let (data, fake) = serving(fixture("aiow_measurement.json")).await;
-    let rows = data.collect(USER, GetMeas::since(at(0))).await.unwrap();
-    assert!(rows.bad_rows.is_empty());
+    let read = data.collect(USER, GetMeas::since(at(0))).await.unwrap();
+    assert!(read.bad_rows.is_empty());
     assert_eq!(fake.sent().len(), 1);
-    let grpids: HashSet<i64> = rows.rows.iter().map(|g| g.grpid).collect();
+    let grpids: HashSet<i64> = read.rows.iter().map(|g| g.grpid).collect();
     assert_eq!(
         grpids.len(),
-        rows.rows.len(),
+        read.rows.len(),
         "duplicates within a page collapse"
     );
-    let first = rows.rows.iter().find(|g| g.grpid == 4815757309).unwrap();
+    let first = read.rows.iter().find(|g| g.grpid == 4815757309).unwrap();
     assert_eq!(first.attrib, Some(Attrib::DeviceAlt), "the later row wins");
     let weight = first.get(MeasureType::Weight).unwrap();
     assert_eq!(weight.value.to_string(), "118.003");
@@ -526,13 +524,9 @@ async fn captured_getmeas_answers_decode_exactly() {
         r#"{{"status":0,"body":{{"updatetime":1704938811,"timezone":"Europe\/Amsterdam","measuregrps":{groups}}}}}"#
     ))
     .await;
-    let rows = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
-    assert_eq!(rows.len(), 2);
-    let g = &rows[0];
+    let groups = rows(&data, GetMeas::since(at(0))).await;
+    assert_eq!(groups.len(), 2);
+    let g = &groups[0];
     let segmental: Vec<(Option<i64>, String)> = g
         .measures
         .iter()
@@ -602,11 +596,7 @@ async fn captured_v2_answers_decode() {
 
     // Workouts: null device and null data fields.
     let (data, _) = serving(fixture("aiow_workouts.json")).await;
-    let workouts = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let workouts = rows(&data, GetWorkouts::since(at(0))).await;
     assert_eq!(workouts.len(), 10);
     assert_eq!(workouts[0].category, Some(WorkoutCategory::Walk));
     assert_eq!(workouts[0].data.algo_pause_duration, None);
@@ -625,11 +615,7 @@ async fn captured_v2_answers_decode() {
         Some(other) => panic!("offset {other}"),
     });
     let (data, _auth) = fake.client().await;
-    let nights = data
-        .collect(USER, GetSleepSummary::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let nights = rows(&data, GetSleepSummary::since(at(0))).await;
     assert_eq!(nights.len(), 3);
     assert_eq!(fake.sent().len(), 2);
     let n = &nights[0];
@@ -646,11 +632,11 @@ async fn captured_v2_answers_decode() {
 
     // Sleep get: `series` as an array, per-field maps keyed by epoch seconds.
     let (data, _) = serving(fixture("aiow_sleep_first3.json")).await;
-    let segments = data
-        .collect(USER, GetSleep::window(at(1_618_691_453), at(1_618_697_513)))
-        .await
-        .unwrap()
-        .rows;
+    let segments = rows(
+        &data,
+        GetSleep::window(at(1_618_691_453), at(1_618_697_513)),
+    )
+    .await;
     assert_eq!(segments.len(), 3);
     assert_eq!(segments[0].state, Some(SleepState::Awake));
     assert_eq!(
@@ -698,12 +684,7 @@ async fn the_shapes_that_drift_from_the_document_decode() {
             .into(),
     )
     .await;
-    let g = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows
-        .remove(0);
+    let g = rows(&data, GetMeas::since(at(0))).await.remove(0);
     assert_eq!(g.attrib, Some(Attrib::Unknown(10000)));
     assert_eq!(g.category, Some(Category::Unknown(3)));
     assert_eq!(g.modified, None);
@@ -728,12 +709,7 @@ async fn the_shapes_that_drift_from_the_document_decode() {
             .into(),
     )
     .await;
-    let w = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows
-        .remove(0);
+    let w = rows(&data, GetWorkouts::since(at(0))).await.remove(0);
     assert_eq!(w.category, Some(WorkoutCategory::Unknown(559)));
     assert_eq!(
         w.data.core_body_temperature_status.as_deref(),
@@ -748,11 +724,7 @@ async fn the_shapes_that_drift_from_the_document_decode() {
             .into(),
     )
     .await;
-    let s = data
-        .collect(USER, GetSleep::window(at(0), at(100)))
-        .await
-        .unwrap()
-        .rows;
+    let s = rows(&data, GetSleep::window(at(0), at(100))).await;
     assert_eq!(s.len(), 2);
     assert_eq!(s[0].state, Some(SleepState::Unknown(99)));
     assert_eq!(s[1].state, Some(SleepState::Unspecified));
@@ -763,11 +735,8 @@ async fn the_shapes_that_drift_from_the_document_decode() {
         r#"{"status":0,"body":{"activities":[{"date":"2023-10-20","steps":5}],"more":false,"offset":0}}"#.into(),
     )
     .await;
-    let a = data
-        .collect(USER, GetActivity::since(at(5)).fields(&["steps"]))
+    let a = rows(&data, GetActivity::since(at(5)).fields(&["steps"]))
         .await
-        .unwrap()
-        .rows
         .remove(0);
     assert_eq!((a.steps, a.distance, a.modified), (Some(5), None, None));
     assert_eq!(fake.sent()[0].get("data_fields"), Some("steps"));
@@ -845,13 +814,7 @@ async fn the_same_calls_through_the_reqwest_middleware() {
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let fake = fake.clone();
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
-                            let text = fake.answer(parts.uri.path(), &parts.headers, &body);
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
-                        }
+                        fake.clone().respond(request)
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -865,11 +828,7 @@ async fn the_same_calls_through_the_reqwest_middleware() {
         .with(auth.reqwest_middleware())
         .build();
     let data = DataClient::new(ReqwestService::new(client), &endpoints);
-    let rows = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let rows = rows(&data, GetMeas::since(at(0))).await;
     let weights: Vec<String> = rows
         .iter()
         .map(|g| g.get(MeasureType::Weight).unwrap().value.to_string())

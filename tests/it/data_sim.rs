@@ -14,9 +14,9 @@ use tower_withings::data::{
 use tower_withings::store::MemoryStore;
 use tower_withings::transport::{self, HttpClient};
 use tower_withings::{Secret, Token, UserId, WithingsAuth, clock::Clock, clock::ManualClock};
-use withings_sim::{HistoryConfig, Series, SimConfig, SimGroup, Simulator};
+use withings_sim::{HistoryConfig, Series, SimGroup, Simulator};
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, endpoints};
+use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, endpoints, rows};
 
 const USER: UserId = UserId(46_865_875);
 const SCOPE: &str = "user.info,user.metrics,user.activity";
@@ -29,14 +29,21 @@ struct Setup {
     auth: WithingsAuth,
 }
 
+/// A history anchored at [`ANCHOR`]: `days` days of `groups_per_day` groups, served in pages of
+/// `page_size` (the simulator's defaults are 2 and 50).
+fn history(days: u32, groups_per_day: u32, page_size: usize) -> HistoryConfig {
+    HistoryConfig {
+        days,
+        groups_per_day,
+        page_size,
+        anchor: Some(ANCHOR),
+        ..HistoryConfig::default()
+    }
+}
+
 /// A simulator with `history`, and a handle holding `USER`'s token (every data scope).
 async fn setup(history: HistoryConfig) -> Setup {
-    let sim = Simulator::start_with(SimConfig {
-        history,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
+    let sim = Simulator::start_with(history.into()).await.unwrap();
     sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
     let clock = ManualClock::new();
     let auth = auth_builder(&sim, &clock)
@@ -127,14 +134,7 @@ fn assert_same_groups(read: &[MeasureGroup], held: &[SimGroup]) {
 
 #[tokio::test]
 async fn a_thousand_groups_in_pages_of_17_are_read_whole_exactly_once() {
-    let s = setup(HistoryConfig {
-        days: 100,
-        groups_per_day: 10,
-        page_size: 17,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(100, 10, 17)).await;
     let held = s.sim.measure_groups(USER);
     assert_eq!(held.len(), 1_000);
     let read = s.data().collect(USER, GetMeas::since(at(0))).await.unwrap();
@@ -157,20 +157,9 @@ async fn a_thousand_groups_in_pages_of_17_are_read_whole_exactly_once() {
 
 #[tokio::test]
 async fn every_unknown_code_survives() {
-    let s = setup(HistoryConfig {
-        days: 30,
-        groups_per_day: 4,
-        page_size: 25,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(30, 4, 25)).await;
     let data = s.data();
-    let groups = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let groups = rows(&data, GetMeas::since(at(0))).await;
     let types: BTreeSet<i64> = (groups.iter())
         .flat_map(|g| g.measures.iter().map(|m| m.measure_type.code()))
         .collect();
@@ -197,11 +186,7 @@ async fn every_unknown_code_survives() {
         "{positions:?}"
     );
 
-    let workouts = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let workouts = rows(&data, GetWorkouts::since(at(0))).await;
     let categories: BTreeSet<WorkoutCategory> =
         workouts.iter().filter_map(|w| w.category).collect();
     assert!(
@@ -218,11 +203,7 @@ async fn every_unknown_code_survives() {
     // Sleep state 5 in the nights' segments, over one call per day (the first night begins
     // the evening before the history's first day).
     let first_night = ANCHOR - 31 * DAY;
-    let segments = data
-        .collect(USER, GetSleep::window(at(first_night), at(ANCHOR)))
-        .await
-        .unwrap()
-        .rows;
+    let segments = rows(&data, GetSleep::window(at(first_night), at(ANCHOR))).await;
     assert!(
         segments
             .iter()
@@ -238,19 +219,9 @@ async fn every_unknown_code_survives() {
 
 #[tokio::test]
 async fn a_three_day_sleep_get_is_three_calls() {
-    let s = setup(HistoryConfig {
-        days: 10,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(10, 2, 50)).await;
     let (start, end) = (ANCHOR - 6 * DAY, ANCHOR - 3 * DAY);
-    let read = s
-        .data()
-        .collect(USER, GetSleep::window(at(start), at(end)))
-        .await
-        .unwrap()
-        .rows;
+    let read = rows(&s.data(), GetSleep::window(at(start), at(end))).await;
     assert_eq!(s.sim.calls(USER, "/v2/sleep", "get"), 3);
     let held: Vec<u64> = (s.sim.rows(USER, Series::SleepSegments).iter())
         .map(|x| x["startdate"].as_u64().unwrap())
@@ -276,14 +247,7 @@ async fn a_three_day_sleep_get_is_three_calls() {
 
 #[tokio::test]
 async fn each_endpoint_reads_what_the_simulator_holds() {
-    let s = setup(HistoryConfig {
-        days: 40,
-        groups_per_day: 3,
-        page_size: 7,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(40, 3, 7)).await;
     let data = s.data();
 
     // getmeas, by window and by lastupdate.
@@ -300,11 +264,7 @@ async fn each_endpoint_reads_what_the_simulator_holds() {
     assert_same_groups(&window.rows, &in_window);
 
     // getactivity: one row per day, steps as held.
-    let days = data
-        .collect(USER, GetActivity::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let days = rows(&data, GetActivity::since(at(0))).await;
     let held_days = s.sim.rows(USER, Series::Activity);
     assert_eq!(days.len(), held_days.len());
     for (day, h) in days.iter().zip(&held_days) {
@@ -314,34 +274,21 @@ async fn each_endpoint_reads_what_the_simulator_holds() {
     }
 
     // getworkouts and sleep getsummary: every id once.
-    let workouts = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    // The ids of the simulator's rows of a series, in its order.
+    let held_ids = |series| -> Vec<i64> {
+        let held = s.sim.rows(USER, series);
+        held.iter().map(|row| row["id"].as_i64().unwrap()).collect()
+    };
+    let workouts = rows(&data, GetWorkouts::since(at(0))).await;
     let ids: Vec<i64> = workouts.iter().map(|w| w.id).collect();
-    let held_ids: Vec<i64> = (s.sim.rows(USER, Series::Workouts).iter())
-        .map(|w| w["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, held_ids);
-    let nights = data
-        .collect(USER, GetSleepSummary::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    assert_eq!(ids, held_ids(Series::Workouts));
+    let nights = rows(&data, GetSleepSummary::since(at(0))).await;
     let ids: Vec<i64> = nights.iter().map(|n| n.id).collect();
-    let held_ids: Vec<i64> = (s.sim.rows(USER, Series::SleepSummaries).iter())
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, held_ids);
+    assert_eq!(ids, held_ids(Series::SleepSummaries));
     assert!(s.sim.calls(USER, "/v2/sleep", "getsummary") > 1, "paged");
 
     // heart list and get.
-    let ecgs = data
-        .collect(USER, HeartList::window(at(0), at(ANCHOR)))
-        .await
-        .unwrap()
-        .rows;
+    let ecgs = rows(&data, HeartList::window(at(0), at(ANCHOR))).await;
     assert_eq!(ecgs.len(), s.sim.rows(USER, Series::Ecgs).len());
     let signalid = ecgs[0].ecg.as_ref().and_then(|e| e.signalid).unwrap();
     let signal = data.ecg_signal(USER, signalid).await.unwrap();
@@ -388,19 +335,9 @@ async fn a_user_with_no_goals_reads_none() {
 
 #[tokio::test]
 async fn edits_show_in_a_lastupdate_read_and_deletions_only_in_a_window_read() {
-    let s = setup(HistoryConfig {
-        days: 20,
-        page_size: 9,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(20, 2, 9)).await;
     let data = s.data();
-    let first = data
-        .collect(USER, GetMeas::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let first = rows(&data, GetMeas::since(at(0))).await;
     let cursor = first.iter().filter_map(|g| g.modified).max().unwrap();
     let held = s.sim.measure_groups(USER);
     let (edited, deleted) = (&held[3], &held[4]);
@@ -409,11 +346,7 @@ async fn edits_show_in_a_lastupdate_read_and_deletions_only_in_a_window_read() {
     assert!(s.sim.edit_group(USER, edited.grpid, measures));
     assert!(s.sim.delete_group(USER, deleted.grpid));
     // lastupdate from the largest `modified` read: the edit comes back, the deletion does not.
-    let since = data
-        .collect(USER, GetMeas::since(cursor))
-        .await
-        .unwrap()
-        .rows;
+    let since = rows(&data, GetMeas::since(cursor)).await;
     let ids: Vec<i64> = since.iter().map(|g| g.grpid).collect();
     assert!(
         ids.contains(&i64::try_from(edited.grpid).unwrap()),
@@ -429,11 +362,7 @@ async fn edits_show_in_a_lastupdate_read_and_deletions_only_in_a_window_read() {
         edited.measures[0].value + 100
     );
     // A re-read of the deleted group's window, diffed by key, is what shows it gone.
-    let window = data
-        .collect(USER, GetMeas::window(at(deleted.date), at(deleted.date)))
-        .await
-        .unwrap()
-        .rows;
+    let window = rows(&data, GetMeas::window(at(deleted.date), at(deleted.date))).await;
     assert!(
         window
             .iter()
@@ -455,14 +384,7 @@ async fn edits_show_in_a_lastupdate_read_and_deletions_only_in_a_window_read() {
 async fn the_same_reads_through_the_reqwest_middleware() {
     use tower_withings::data::ReqwestService;
 
-    let s = setup(HistoryConfig {
-        days: 100,
-        groups_per_day: 10,
-        page_size: 17,
-        anchor: Some(ANCHOR),
-        ..HistoryConfig::default()
-    })
-    .await;
+    let s = setup(history(100, 10, 17)).await;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(s.auth.reqwest_middleware())
         .build();
@@ -478,11 +400,7 @@ async fn the_same_reads_through_the_reqwest_middleware() {
         .await
         .unwrap();
     assert_eq!(s.sim.calls(USER, "/v2/sleep", "get"), 3);
-    let workouts = data
-        .collect(USER, GetWorkouts::since(at(0)))
-        .await
-        .unwrap()
-        .rows;
+    let workouts = rows(&data, GetWorkouts::since(at(0))).await;
     assert_eq!(workouts.len(), s.sim.rows(USER, Series::Workouts).len());
     assert_eq!(
         data.devices(USER).await.unwrap().len(),

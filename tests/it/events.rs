@@ -14,6 +14,22 @@ fn no_token_in(event: &Event, token: &Token) {
     assert!(!shown.contains(token.refresh_token.expose()), "{shown}");
 }
 
+/// What a refresh that `trouble` makes fail tells, the one event checked to hold no token;
+/// and the receiver, for what comes after.
+async fn event_of_a_failed_refresh(
+    trouble: impl FnOnce(&withings_sim::Simulator),
+) -> (Event, tokio::sync::broadcast::Receiver<Event>) {
+    let Rig {
+        sim, auth, token, ..
+    } = rig_2s().await;
+    let mut events = auth.events();
+    trouble(&sim);
+    assert!(auth.refresh(USER).await.is_err());
+    let event = events.try_recv().expect("an event");
+    no_token_in(&event, &token);
+    (event, events)
+}
+
 #[tokio::test]
 async fn a_refresh_tells_of_the_new_pair_without_a_token() {
     let Rig {
@@ -45,14 +61,7 @@ async fn a_refresh_tells_of_the_new_pair_without_a_token() {
 
 #[tokio::test]
 async fn a_refused_refresh_token_says_the_user_must_log_in_again() {
-    let Rig {
-        sim, auth, token, ..
-    } = rig_2s().await;
-    let mut events = auth.events();
-    sim.revoke_user(USER);
-    assert!(auth.refresh(USER).await.is_err());
-    let event = events.try_recv().expect("an event");
-    no_token_in(&event, &token);
+    let (event, mut events) = event_of_a_failed_refresh(|sim| sim.revoke_user(USER)).await;
     assert!(
         matches!(
             event,
@@ -68,14 +77,10 @@ async fn a_refused_refresh_token_says_the_user_must_log_in_again() {
 
 #[tokio::test]
 async fn a_failed_refresh_says_when_it_tries_again() {
-    let Rig {
-        sim, auth, token, ..
-    } = rig_2s().await;
-    let mut events = auth.events();
-    sim.inject(Target::TokenEndpoint, Fault::HttpStatus(502), 1);
-    assert!(auth.refresh(USER).await.is_err());
-    let event = events.try_recv().expect("an event");
-    no_token_in(&event, &token);
+    let bad_gateway = |sim: &withings_sim::Simulator| {
+        sim.inject(Target::TokenEndpoint, Fault::HttpStatus(502), 1);
+    };
+    let (event, _) = event_of_a_failed_refresh(bad_gateway).await;
     match event {
         Event::RefreshFailed {
             user,

@@ -15,13 +15,6 @@ use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-fn auth_error(error: tower_withings::BoxError) -> Error {
-    match error.downcast::<Error>() {
-        Ok(error) => *error,
-        Err(other) => panic!("not a tower_withings::Error: {other}"),
-    }
-}
-
 type Layered = tower_withings::WithingsAuthService<
     hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -36,18 +29,14 @@ async fn fire(
     user: UserId,
     n: usize,
 ) -> Vec<Result<serde_json::Value, Error>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let service = service.clone();
-        let request = getmeas(sim, user);
-        tasks.spawn(async move {
-            match service.oneshot(request).await {
-                Ok(response) => Ok(json(response).await),
-                Err(error) => Err(auth_error(error)),
-            }
-        });
-    }
-    tasks.join_all().await
+    concurrently(n, || {
+        let (service, request) = (service.clone(), getmeas(sim, user));
+        async move {
+            let response = service.oneshot(request).await.map_err(auth_error)?;
+            Ok(json(response).await)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,16 +45,7 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
     let service = rig.auth.layer().layer(transport::plain_http_client());
     rig.clock.advance(EXPIRED);
     let outcomes = fire(service, &rig.sim, USER, 1000).await;
-    for outcome in &outcomes {
-        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
-    }
-    let counters = rig.sim.counters();
-    assert_eq!(counters.refreshes, 1, "{counters:?}");
-    assert_eq!(counters.successful_refreshes, 1);
-    assert_eq!(counters.served_401, 0);
-    let metrics = rig.auth.metrics();
-    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
-    assert_eq!(metrics.replays, 0);
+    assert_all_ok_after_one_refresh(&rig, &outcomes);
     // The rotated pair is what the store holds now.
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert_ne!(stored.token.refresh_token, rig.token.refresh_token);
@@ -146,24 +126,9 @@ async fn a_refusal_of_an_older_generation_replays_without_refreshing() {
 #[tokio::test]
 async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
     let rig = rig().await;
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async {
-            let refused = r#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
-            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                refused.as_bytes(),
-            ))))
-        }
-    });
-    let error = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
+    let refused = r#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
+    let (inner, calls) = counting_api(move |_| Response::new(Full::new(Bytes::from(refused))));
+    let error = through_layer(&rig, inner).await.unwrap_err();
     assert!(matches!(
         auth_error(error),
         Error::AccessTokenInvalid { status: 401 }
@@ -180,26 +145,15 @@ async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
 #[tokio::test]
 async fn an_http_401_is_an_auth_failure_too() {
     let rig = rig().await;
-    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            let mut response =
-                Response::new(Full::new(Bytes::from_static(br#"{"status":0,"body":{}}"#)));
-            if n == 0 {
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-            }
-            Ok::<_, std::convert::Infallible>(response)
+    let (inner, calls) = counting_api(|n| {
+        let mut response =
+            Response::new(Full::new(Bytes::from_static(br#"{"status":0,"body":{}}"#)));
+        if n == 0 {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
         }
+        response
     });
-    let response = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let response = through_layer(&rig, inner).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(rig.auth.metrics().refreshes_started, 1);
@@ -250,9 +204,7 @@ async fn other_statuses_pass_through_untouched() {
             );
         }
     }
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
-    assert_eq!(rig.sim.counters().refreshes, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 /// In the default mode a body status is the caller's to read, in one line:
@@ -369,9 +321,7 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
     rig.sim.inject(Target::Data, Fault::HttpStatus(503), 1);
     let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
-    assert_eq!(rig.sim.counters().refreshes, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 /// `status_errors()` applies to the answer the caller gets, whichever path it took: after a
@@ -672,11 +622,7 @@ async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
 #[tokio::test]
 async fn form_bodies_replay_byte_identically() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let form = "action=getmeas&meastype=1&category=1&startdate=1700000000";
     let mut request = Request::post(format!("{}/measure", rig.sim.api_base()))
@@ -785,18 +731,9 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
         .oneshot(streaming_getmeas(&rig.sim))
         .await
         .unwrap();
-    let marker = response.extensions().get::<UnreplayedRefusal>().copied();
-    assert!(
-        marker.is_some_and(|m| m.reason.contains("stream")),
-        "{marker:?}"
-    );
-    assert_eq!(
-        json(response).await["status"],
-        401,
-        "the original response, intact"
-    );
-    assert_eq!(rig.auth.metrics().not_replayed, 1);
-    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    assert_marked_not_replayed(&rig, response.extensions()).await;
+    let status = json(response).await["status"].clone();
+    assert_eq!(status, 401, "the original response, intact");
     let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
     assert_eq!(json(response).await["status"], 0);
     assert_eq!(rig.sim.counters().refreshes, 1);
@@ -895,13 +832,7 @@ async fn a_large_response_streams_through_after_one_chunk() {
             }))
         }
     });
-    let mut response = rig
-        .auth
-        .layer()
-        .layer(inner)
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let mut response = through_layer(&rig, inner).await.unwrap();
     assert_eq!(
         read.load(std::sync::atomic::Ordering::SeqCst),
         1,
@@ -921,24 +852,11 @@ async fn a_large_response_streams_through_after_one_chunk() {
 #[tokio::test]
 async fn tokens_go_only_to_the_api_host() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
-    let api = rig.sim.api_base();
-    let urls = [
-        format!("{}/measure", elsewhere.api_base()),
-        format!("{api}/v2/oauth2"),
-        format!("{api}/v2/signature"),
-        api.replace("127.0.0.1", "localhost") + "/measure",
-    ];
+    let urls = not_for_tokens(&rig.sim, &elsewhere);
     for (i, url) in urls.iter().enumerate() {
-        let mut request = Request::post(url.as_str())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from_static(b"action=getmeas")))
-            .unwrap();
+        let mut request = form_post(url, "action=getmeas");
         // A request naming a user to another host is refused unsent (see
         // `a_request_naming_a_user_to_another_host_is_an_error_not_a_401`): these name none.
         let elsewhere = i == 0 || i == 3;
@@ -959,17 +877,10 @@ async fn tokens_go_only_to_the_api_host() {
 #[tokio::test]
 async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let api = rig.sim.api_base();
     let localhost = api.replace("127.0.0.1", "localhost");
-    let mut request = Request::post(format!("{localhost}/measure"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(b"action=getmeas")))
-        .unwrap();
+    let mut request = form_post(&format!("{localhost}/measure"), "action=getmeas");
     request.extensions_mut().insert(USER);
     let error = service.clone().oneshot(request).await.unwrap_err();
     let error = auth_error(error);
@@ -989,10 +900,8 @@ async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
     let rig = rig().await;
     let service = rig.auth.layer().layer(transport::plain_http_client());
     for layer_mode in [false, true] {
-        let mut request = Request::post(format!("{}/v2/nothing", rig.sim.api_base()))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from_static(b"action=getmeas")))
-            .unwrap();
+        let url = format!("{}/v2/nothing", rig.sim.api_base());
+        let mut request = form_post(&url, "action=getmeas");
         request.extensions_mut().insert(USER);
         let result = if layer_mode {
             let strict = rig.auth.layer().status_errors();
@@ -1057,11 +966,7 @@ async fn https_api_host_is_never_reached_over_plain_http() {
 #[tokio::test]
 async fn no_user_is_a_typed_error_and_nothing_is_sent() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let mut request = getmeas(&rig.sim, USER);
     request.extensions_mut().remove::<UserId>();
     let error = service.oneshot(request).await.unwrap_err();
@@ -1090,11 +995,7 @@ async fn no_user_is_a_typed_error_and_nothing_is_sent() {
 #[tokio::test]
 async fn a_stale_access_token_parameter_never_overrides_the_header() {
     let rig = rig().await;
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = rig
-        .auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&rig.auth);
     let mut request = Request::post(format!(
         "{}/measure?access_token=stale-token&action=getmeas",
         rig.sim.api_base()
@@ -1248,10 +1149,7 @@ async fn a_601_on_refresh_adopts_the_pair_another_process_saved() {
     let auth = auth_builder(&sim, &clock)
         .shared_store(shared)
         .build(token_endpoint);
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&auth);
     expect_ok(&service, &sim, USER).await;
     assert_eq!(
         sent.lock().unwrap()[0].bearer.as_deref(),

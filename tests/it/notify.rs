@@ -2,18 +2,15 @@
 //! check, deliveries to a `NotifyReceiver` served by axum on loopback, retries, duplicates,
 //! unlinks, and hostile forms. No mocks; counts, never wall-clock assertions.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::common::*;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body::Frame;
-use http_body_util::Full;
+use http_body_util::{Full, StreamBody};
 use tower::{Layer, ServiceExt};
 use tower_withings::notify::{
     Action, Appli, FormError, Network, Notification, Notifications, NotifyClient, NotifyReceiver,
@@ -50,6 +47,16 @@ async fn serve(builder: NotifyReceiverBuilder) -> Served {
         receiver,
         notifications,
     }
+}
+
+/// `builder`'s receiver served, with the user's weight notifications subscribed to it.
+async fn subscribed(rig: &Rig, builder: NotifyReceiverBuilder) -> Served {
+    let served = serve(builder).await;
+    notify_client(rig)
+        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
+        .await
+        .unwrap();
+    served
 }
 
 fn receiver() -> NotifyReceiverBuilder {
@@ -319,11 +326,7 @@ async fn a_full_queue_answers_503_and_the_simulator_redelivers() {
     let rig = rig().await;
     rig.sim.set_notify_retry_interval(Duration::from_millis(20));
     rig.sim.set_notify_max_failures(1_000);
-    let mut served = serve(receiver().queue(1)).await;
-    notify_client(&rig)
-        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
-        .await
-        .unwrap();
+    let mut served = subscribed(&rig, receiver().queue(1)).await;
 
     let first = rig.sim.add_measure(USER, 1, 71_000, -3);
     wait_until(|| async { served.receiver.stats().delivered == 1 }).await;
@@ -353,11 +356,7 @@ async fn a_full_queue_answers_503_and_the_simulator_redelivers() {
 async fn a_closed_queue_answers_503_and_keeps_what_it_acknowledged() {
     let rig = rig().await;
     rig.sim.set_notify_retry_interval(Duration::from_secs(3600));
-    let mut served = serve(receiver()).await;
-    notify_client(&rig)
-        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
-        .await
-        .unwrap();
+    let mut served = subscribed(&rig, receiver()).await;
     let acknowledged = rig.sim.add_measure(USER, 1, 71_000, -3);
     wait_until(|| async { served.receiver.stats().delivered == 1 }).await;
 
@@ -379,11 +378,7 @@ async fn a_callback_that_keeps_failing_loses_its_subscription() {
     let rig = rig().await;
     rig.sim.set_notify_retry_interval(Duration::from_millis(5));
     rig.sim.set_notify_max_failures(3);
-    let served = serve(receiver()).await;
-    notify_client(&rig)
-        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
-        .await
-        .unwrap();
+    let served = subscribed(&rig, receiver()).await;
     // The app stopped reading (its queue is gone): 503, never 200-and-drop.
     drop(served.notifications);
     rig.sim.add_measure(USER, 1, 70_000, -3);
@@ -400,11 +395,7 @@ async fn a_callback_that_keeps_failing_loses_its_subscription() {
 async fn a_notification_sent_again_reaches_the_app_once() {
     let rig = rig().await;
     rig.sim.set_notify_duplicates(2);
-    let mut served = serve(receiver()).await;
-    notify_client(&rig)
-        .ensure_subscribed(USER, &served.url, &[Appli::Weight])
-        .await
-        .unwrap();
+    let mut served = subscribed(&rig, receiver()).await;
     let date = rig.sim.add_measure(USER, 1, 70_100, -3);
     assert_eq!(next(&mut served.notifications).await.startdate, Some(date));
     wait_until(|| async { served.receiver.stats().duplicates == 2 }).await;
@@ -449,16 +440,10 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
     let client = rig.auth.layer().layer(transport::plain_http_client());
     let before = rig.sim.counters();
     for _ in 0..3 {
-        let error = client
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap_err();
+        let error = client.clone().oneshot(getmeas(&rig.sim, USER)).await;
+        let error = auth_error(error.unwrap_err());
         assert!(
-            matches!(
-                error.downcast_ref::<Error>(),
-                Some(Error::AccessRevoked(UserId(u))) if *u == USER.0
-            ),
+            matches!(error, Error::AccessRevoked(UserId(u)) if u == USER.0),
             "{error:?}"
         );
     }
@@ -470,19 +455,9 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
     let other = auth_builder(&rig.sim, &rig.clock)
         .shared_store(rig.auth.store().clone())
         .build(transport::plain_http_client());
-    let error = other
-        .layer()
-        .layer(transport::plain_http_client())
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            error.downcast_ref::<Error>(),
-            Some(Error::NeedsReauthorization(_))
-        ),
-        "{error:?}"
-    );
+    let service = other.layer().layer(transport::plain_http_client());
+    let error = auth_error(service.oneshot(getmeas(&rig.sim, USER)).await.unwrap_err());
+    assert!(matches!(error, Error::NeedsReauthorization(_)), "{error:?}");
     assert_eq!(rig.sim.counters().data_calls, calls);
     assert_eq!(rig.sim.counters().refreshes, 0);
     // Unlinking removed the subscriptions on Withings' side.
@@ -546,32 +521,19 @@ async fn malformed_and_oversized_forms_are_refused_without_panic() {
     assert_eq!(next(&mut served.notifications).await.appli, Appli::Activity);
 }
 
-/// A request body arriving in these chunks, without a length.
-struct Chunks(VecDeque<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
-    }
+/// A request body arriving in these chunks, one frame each, without a length.
+fn chunked(
+    chunks: Vec<Bytes>,
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    let frames = chunks.into_iter().map(|c| Ok(Frame::data(c)));
+    StreamBody::new(futures_util::stream::iter(frames))
 }
 
 /// A request body that never finishes (a slow or stalled sender).
-struct Stalled;
-
-impl http_body::Body for Stalled {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Pending
-    }
+fn stalled() -> impl http_body::Body<Data = Bytes, Error = Infallible> + Send + Unpin + 'static {
+    StreamBody::new(futures_util::stream::pending::<
+        Result<Frame<Bytes>, Infallible>,
+    >())
 }
 
 fn to_receiver<B>(served: &Served, body: B) -> Request<B> {
@@ -591,7 +553,7 @@ async fn an_endless_or_stalled_body_is_bounded_in_memory_and_time() {
     )
     .await;
     // 1 MiB in 1 KiB chunks with no Content-Length: 413 once past the cap.
-    let chunks = Chunks((0..1024).map(|_| Bytes::from(vec![b'x'; 1024])).collect());
+    let chunks = chunked((0..1024).map(|_| Bytes::from(vec![b'x'; 1024])).collect());
     let response = served
         .receiver
         .clone()
@@ -603,7 +565,7 @@ async fn an_endless_or_stalled_body_is_bounded_in_memory_and_time() {
     let response = served
         .receiver
         .clone()
-        .oneshot(to_receiver(&served, Stalled))
+        .oneshot(to_receiver(&served, stalled()))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -7,7 +7,34 @@ use tower_withings::{
     Credentials, Error, Scope, oauth::AuthorizeRequest, oauth::Callback, oauth::ClientAuth,
     oauth::OAuthClient, oauth::RedirectPolicy, transport,
 };
-use withings_sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Target};
+use withings_sim::{DEFAULT_USER_ID, DEMO_USER_ID, Fault, Simulator, Target};
+
+/// A simulator, the app's client (authenticating with its secret), and a login it started
+/// (`user.metrics`), the user yet to approve it.
+async fn login_started() -> (Simulator, OAuthClient, AuthorizeRequest) {
+    let sim = simulator().await;
+    let client = oauth(&sim, ClientAuth::Secret);
+    let request = client
+        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
+        .unwrap();
+    (sim, client, request)
+}
+
+/// A simulator, the app's client (authenticating as `auth` says) and the token of the
+/// default user's login (`user.metrics`).
+async fn logged_in(auth: ClientAuth) -> (Simulator, OAuthClient, tower_withings::Token) {
+    let sim = simulator().await;
+    let client = oauth(&sim, auth);
+    let token = login(&client, &[Scope::UserMetrics]).await;
+    (sim, client, token)
+}
+
+/// Withings exchanged one code and refreshed one pair.
+fn assert_one_exchange_and_one_refresh(sim: &Simulator) {
+    let counters = sim.counters();
+    assert_eq!(counters.successful_code_exchanges, 1, "{counters:?}");
+    assert_eq!(counters.successful_refreshes, 1, "{counters:?}");
+}
 
 #[tokio::test]
 async fn the_four_steps_of_the_web_flow() {
@@ -43,13 +70,11 @@ async fn the_four_steps_of_the_web_flow() {
     assert_eq!(token.scope, "user.metrics,user.activity");
     let lifetime = token.expires_at.duration_since(before).unwrap();
     assert!(lifetime > Duration::from_secs(10_790) && lifetime <= Duration::from_secs(10_801));
-    let body = data_call(
-        &sim,
-        "/measure",
-        "action=getmeas&meastype=1",
-        token.access_token.expose(),
-    )
-    .await;
+    // A `/measure` call with `token`'s access token; its JSON answer.
+    let measure = async |form: &str, token: &tower_withings::Token| {
+        data_call(&sim, "/measure", form, token.access_token.expose()).await
+    };
+    let body = measure("action=getmeas&meastype=1", &token).await;
     assert_eq!(body["status"], 0, "{body}");
     assert!(body["body"]["measuregrps"].is_array(), "{body}");
 
@@ -60,22 +85,14 @@ async fn the_four_steps_of_the_web_flow() {
     assert_ne!(renewed.refresh_token, token.refresh_token);
 
     // The old refresh token dies at the first use of the new access token.
-    let body = data_call(
-        &sim,
-        "/measure",
-        "action=getmeas",
-        renewed.access_token.expose(),
-    )
-    .await;
+    let body = measure("action=getmeas", &renewed).await;
     assert_eq!(body["status"], 0, "{body}");
     sim.advance(Duration::from_secs(11));
     let err = client.refresh(&token.refresh_token).await.unwrap_err();
     assert!(matches!(err, Error::RefreshTokenInvalid), "{err:?}");
 
-    let counters = sim.counters();
-    assert_eq!(counters.successful_code_exchanges, 1);
-    assert_eq!(counters.successful_refreshes, 1);
-    assert_eq!(counters.bearer_where_none_belongs, 0);
+    assert_one_exchange_and_one_refresh(&sim);
+    assert_eq!(sim.counters().bearer_where_none_belongs, 0);
 }
 
 #[tokio::test]
@@ -99,9 +116,7 @@ async fn each_scope_is_granted_as_asked() {
 
 #[tokio::test]
 async fn a_scope_not_granted_is_unauthorized_not_an_auth_failure() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (sim, _client, token) = logged_in(ClientAuth::Secret).await;
     let body = data_call(&sim, "/v2/sleep", "action=get", token.access_token.expose()).await;
     let err = tower_withings::parse_response(&bytes::Bytes::from(body.to_string())).unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
@@ -122,11 +137,7 @@ async fn demo_mode_logs_in_the_demo_user() {
 
 #[tokio::test]
 async fn codes_expire_after_30_seconds() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let request = client
-        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
-        .unwrap();
+    let (sim, client, request) = login_started().await;
     let callback = approve(&request).await;
     sim.advance(Duration::from_secs(31));
     let err = client.exchange_code(&callback, &request).await.unwrap_err();
@@ -136,11 +147,7 @@ async fn codes_expire_after_30_seconds() {
 
 #[tokio::test]
 async fn codes_are_single_use() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let request = client
-        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
-        .unwrap();
+    let (_sim, client, request) = login_started().await;
     let callback = approve(&request).await;
     client.exchange_code(&callback, &request).await.unwrap();
     let err = client.exchange_code(&callback, &request).await.unwrap_err();
@@ -149,11 +156,7 @@ async fn codes_are_single_use() {
 
 #[tokio::test]
 async fn a_forged_state_is_refused_before_anything_is_sent() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let request = client
-        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
-        .unwrap();
+    let (sim, client, request) = login_started().await;
     let genuine = approve(&request).await;
     let forged =
         Callback::parse(&format!("code={}&state=attacker", genuine.code().expose())).unwrap();
@@ -286,11 +289,7 @@ async fn authorize2_not_authorize() {
 
 #[tokio::test]
 async fn forced_logout_goes_back_to_authorize2() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let request = client
-        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
-        .unwrap();
+    let (sim, client, request) = login_started().await;
     let logout = client.logout_url(&request);
     assert!(logout.starts_with(&format!("{}/logout?r=", sim.account_base())));
     let (status, location, _) = browser_get(&logout).await;
@@ -300,9 +299,7 @@ async fn forced_logout_goes_back_to_authorize2() {
 
 #[tokio::test]
 async fn a_user_who_unlinks_the_app_must_authorize_again() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (_sim, client, token) = logged_in(ClientAuth::Secret).await;
     let url = client.disconnect_url(token.user_id);
     assert!(url.ends_with(&format!(
         "/partner/disconnect_partner/{CLIENT_ID}?selecteduser={DEFAULT_USER_ID}"
@@ -315,9 +312,7 @@ async fn a_user_who_unlinks_the_app_must_authorize_again() {
 
 #[tokio::test]
 async fn deactivated_then_deleted_user() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (sim, client, token) = logged_in(ClientAuth::Secret).await;
     sim.deactivate_user(DEFAULT_USER_ID);
     let err = client.refresh(&token.refresh_token).await.unwrap_err();
     assert!(matches!(err, Error::UserDeactivated), "{err:?}");
@@ -340,22 +335,16 @@ async fn deactivated_then_deleted_user() {
 
 #[tokio::test]
 async fn signed_mode_never_sends_the_secret() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Signed);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (sim, client, token) = logged_in(ClientAuth::Signed).await;
     let renewed = client.refresh(&token.refresh_token).await.unwrap();
     assert_ne!(renewed.refresh_token, token.refresh_token);
-    let counters = sim.counters();
-    assert_eq!(counters.nonces, 2);
-    assert_eq!(counters.successful_code_exchanges, 1);
-    assert_eq!(counters.successful_refreshes, 1);
+    assert_eq!(sim.counters().nonces, 2);
+    assert_one_exchange_and_one_refresh(&sim);
 }
 
 #[tokio::test]
 async fn the_same_refresh_twice_within_10_seconds_is_rate_limited() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (_sim, client, token) = logged_in(ClientAuth::Secret).await;
     client.refresh(&token.refresh_token).await.unwrap();
     let err = client.refresh(&token.refresh_token).await.unwrap_err();
     match err {
@@ -371,9 +360,7 @@ async fn the_same_refresh_twice_within_10_seconds_is_rate_limited() {
 #[tokio::test]
 async fn token_endpoint_answers_are_classified_by_the_status_table() {
     use tower_withings::__private::classify;
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let token = login(&client, &[Scope::UserMetrics]).await;
+    let (sim, client, token) = logged_in(ClientAuth::Secret).await;
     let rows: [(i64, &str, Option<u64>); 12] = [
         (
             401,
@@ -454,11 +441,7 @@ async fn a_slow_token_endpoint_times_out() {
 
 #[tokio::test]
 async fn the_secret_and_tokens_stay_out_of_debug_output() {
-    let sim = simulator().await;
-    let client = oauth(&sim, ClientAuth::Secret);
-    let request = client
-        .authorize(REDIRECT_URI, &[Scope::UserMetrics])
-        .unwrap();
+    let (_sim, client, request) = login_started().await;
     let callback = approve(&request).await;
     let token = client.exchange_code(&callback, &request).await.unwrap();
     let shown = format!("{client:?} {request:?} {callback:?} {token:?}");

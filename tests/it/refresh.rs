@@ -19,13 +19,6 @@ use withings_sim::Simulator;
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-fn auth_error(error: tower_withings::BoxError) -> Error {
-    match error.downcast::<Error>() {
-        Ok(error) => *error,
-        Err(other) => panic!("not a tower_withings::Error: {other}"),
-    }
-}
-
 /// Tokens living 120 s (shorter than the default 5 min skew plus jitter): 20 calls over 2 s
 /// after the first refresh make no second one.
 #[tokio::test]
@@ -169,10 +162,7 @@ async fn a_new_authorization_wins_over_a_refresh_begun_before_it() {
             .unwrap()
     );
 
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let service = auth
-        .layer()
-        .layer(recording_client(sent.clone(), Events::default()));
+    let (service, sent) = recorded(&auth);
     let (paused, release) = store.pause_next_load(false);
     let request = tokio::spawn(service.clone().oneshot(getmeas(&sim, USER)));
     paused.await.unwrap(); // the refresh read `rotated` and is about to adopt it

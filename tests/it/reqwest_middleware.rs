@@ -53,14 +53,16 @@ impl Middleware for Recorder {
     }
 }
 
-/// Our middleware, then the recorder, over a plain reqwest client.
-fn client(rig: &Rig) -> (ClientWithMiddleware, Recorder) {
+/// The rig, and a client for it: our middleware, then the recorder, over a plain reqwest
+/// client.
+async fn rig_and_client() -> (Rig, ClientWithMiddleware, Recorder) {
+    let rig = rig().await;
     let recorder = Recorder::default();
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(rig.auth.reqwest_middleware())
         .with(recorder.clone())
         .build();
-    (client, recorder)
+    (rig, client, recorder)
 }
 
 /// `POST {api}/measure action=getmeas` for `user`.
@@ -77,6 +79,18 @@ fn getmeas(
         )
         .body("action=getmeas&meastype=1")
         .with_extension(user)
+}
+
+/// Sends `request`, which must fail: the crate's error it fails with.
+async fn refused(request: ::reqwest_middleware::RequestBuilder) -> Error {
+    auth_error(request.send().await.unwrap_err())
+}
+
+/// A client with `middleware` only.
+fn client_with(middleware: impl ::reqwest_middleware::Middleware) -> ClientWithMiddleware {
+    ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build()
 }
 
 /// The crate's error inside reqwest-middleware's.
@@ -103,36 +117,23 @@ async fn fire(
     user: UserId,
     n: usize,
 ) -> Vec<Result<serde_json::Value, Error>> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..n {
+    concurrently(n, || {
         let request = getmeas(client, sim, user);
-        tasks.spawn(async move {
-            match request.send().await {
-                Ok(response) => Ok(body_json(response).await),
-                Err(error) => Err(auth_error(error)),
-            }
-        });
-    }
-    tasks.join_all().await
+        async move {
+            let response = request.send().await.map_err(auth_error)?;
+            Ok(body_json(response).await)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
-    let rig = rig().await;
-    let (client, recorder) = client(&rig);
+    let (rig, client, recorder) = rig_and_client().await;
     rig.clock.advance(EXPIRED);
     let outcomes = fire(&client, &rig.sim, USER, 1000).await;
-    for outcome in &outcomes {
-        assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
-    }
-    let counters = rig.sim.counters();
-    assert_eq!(counters.refreshes, 1, "{counters:?}");
-    assert_eq!(counters.successful_refreshes, 1);
-    assert_eq!(counters.served_401, 0);
-    assert_eq!(counters.data_calls, 1000);
-    let metrics = rig.auth.metrics();
-    assert_eq!(metrics.refreshes_started, 1, "{metrics:?}");
-    assert_eq!(metrics.replays, 0);
+    assert_all_ok_after_one_refresh(&rig, &outcomes);
+    assert_eq!(rig.sim.counters().data_calls, 1000);
     // Every request went out with the new token, none with the old one.
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert_ne!(stored.token.access_token, rig.token.access_token);
@@ -148,8 +149,7 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
 
 #[tokio::test]
 async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
-    let rig = rig().await;
-    let (client, recorder) = client(&rig);
+    let (rig, client, recorder) = rig_and_client().await;
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
     assert!(response.extensions().get::<UnreplayedRefusal>().is_none());
@@ -184,8 +184,7 @@ async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
 
 #[tokio::test]
 async fn an_http_401_is_an_auth_failure_too() {
-    let rig = rig().await;
-    let (client, _) = client(&rig);
+    let (rig, client, _) = rig_and_client().await;
     rig.sim.inject(Target::Data, Fault::HttpStatus(401), 1);
     let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -196,18 +195,17 @@ async fn an_http_401_is_an_auth_failure_too() {
 
 #[tokio::test]
 async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
-    let rig = rig().await;
-    let (client, _) = client(&rig);
-    let refused = Fault::BodyStatus {
+    let (rig, client, _) = rig_and_client().await;
+    let invalid_token = Fault::BodyStatus {
         status: 401,
         error: "XRequestID: Not provided invalid_token: The access token provided is invalid"
             .into(),
         wait_seconds: None,
     };
-    rig.sim.inject(Target::Data, refused, 100);
-    let error = getmeas(&client, &rig.sim, USER).send().await.unwrap_err();
+    rig.sim.inject(Target::Data, invalid_token, 100);
+    let error = refused(getmeas(&client, &rig.sim, USER)).await;
     assert!(
-        matches!(auth_error(error), Error::AccessTokenInvalid { status: 401 }),
+        matches!(error, Error::AccessTokenInvalid { status: 401 }),
         "a typed error"
     );
     let counters = rig.sim.counters();
@@ -219,8 +217,7 @@ async fn an_endpoint_that_always_refuses_gets_one_refresh_and_one_replay() {
 
 #[tokio::test]
 async fn other_statuses_pass_through_with_their_bytes() {
-    let rig = rig().await;
-    let (client, _) = client(&rig);
+    let (rig, client, _) = rig_and_client().await;
     for (status, error) in [
         (601, "Too many request"),
         (214, "Unauthorized"),
@@ -248,22 +245,14 @@ async fn other_statuses_pass_through_with_their_bytes() {
     assert_eq!(response.status(), 503);
     assert!(!response.bytes().await.unwrap().is_empty());
     assert_eq!(rig.sim.counters().data_calls, 4);
-    assert_eq!(rig.auth.metrics().refreshes_started, 0);
-    assert_eq!(rig.auth.metrics().replays, 0);
+    assert_no_refresh_no_replay(&rig);
 }
 
 #[tokio::test]
 async fn tokens_go_only_to_the_api_host() {
-    let rig = rig().await;
-    let (client, recorder) = client(&rig);
+    let (rig, client, recorder) = rig_and_client().await;
     let elsewhere = Simulator::start().await.unwrap(); // another host (other port)
-    let api = rig.sim.api_base();
-    let urls = [
-        format!("{}/measure", elsewhere.api_base()),
-        format!("{api}/v2/oauth2"),
-        format!("{api}/v2/signature"),
-        api.replace("127.0.0.1", "localhost") + "/measure",
-    ];
+    let urls = not_for_tokens(&rig.sim, &elsewhere);
     for (i, url) in urls.iter().enumerate() {
         let request = client.post(url.as_str()).body("action=getmeas");
         // A request naming a user to another host is refused unsent (see
@@ -293,15 +282,14 @@ async fn tokens_go_only_to_the_api_host() {
 /// next request.
 #[tokio::test]
 async fn a_streaming_body_is_not_replayed_and_says_why() {
-    let rig = rig().await;
-    let (client, _) = client(&rig);
+    let (rig, client, _) = rig_and_client().await;
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let request = streaming_getmeas(&client, &rig.sim);
     assert!(
         request.try_clone().is_none(),
         "reqwest cannot clone it either"
     );
-    let error = auth_error(request.send().await.unwrap_err());
+    let error = refused(request).await;
     assert!(
         matches!(error, Error::NotReplayed { status: 401 }),
         "{error:?}"
@@ -338,23 +326,12 @@ fn streaming_getmeas(
 #[tokio::test]
 async fn not_replayed_as_response_gives_the_refusal_back_marked() {
     let rig = rig().await;
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(rig.auth.reqwest_middleware().not_replayed_as_response())
-        .build();
+    let client = client_with(rig.auth.reqwest_middleware().not_replayed_as_response());
     rig.sim.revoke_access_token(rig.token.access_token.expose());
     let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
-    let marker = response.extensions().get::<UnreplayedRefusal>().copied();
-    assert!(
-        marker.is_some_and(|m| m.reason.contains("stream")),
-        "{marker:?}"
-    );
-    assert_eq!(
-        body_json(response).await["status"],
-        401,
-        "the original response, intact"
-    );
-    assert_eq!(rig.auth.metrics().not_replayed, 1);
-    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
+    assert_marked_not_replayed(&rig, response.extensions()).await;
+    let status = body_json(response).await["status"].clone();
+    assert_eq!(status, 401, "the original response, intact");
     assert_eq!(rig.sim.counters().refreshes, 1);
 }
 
@@ -363,9 +340,7 @@ async fn not_replayed_as_response_gives_the_refusal_back_marked() {
 #[tokio::test]
 async fn status_errors_turns_body_statuses_into_typed_errors() {
     let rig = rig().await;
-    let strict = ClientBuilder::new(reqwest::Client::new())
-        .with(rig.auth.reqwest_middleware().status_errors())
-        .build();
+    let strict = client_with(rig.auth.reqwest_middleware().status_errors());
     let fault = |status: i64, error: &str| Fault::BodyStatus {
         status,
         error: error.into(),
@@ -373,11 +348,11 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
     };
     rig.sim
         .inject(Target::Data, fault(2554, "Not implemented"), 1);
-    let error = auth_error(getmeas(&strict, &rig.sim, USER).send().await.unwrap_err());
+    let error = refused(getmeas(&strict, &rig.sim, USER)).await;
     assert!(matches!(error, Error::NotImplemented), "{error:?}");
     rig.sim
         .inject(Target::Data, fault(601, "Too many request"), 1);
-    let error = auth_error(getmeas(&strict, &rig.sim, USER).send().await.unwrap_err());
+    let error = refused(getmeas(&strict, &rig.sim, USER)).await;
     assert!(matches!(error, Error::RateLimited { .. }), "{error:?}");
     let response = getmeas(&strict, &rig.sim, USER).send().await.unwrap();
     let body = body_json(response).await;
@@ -387,7 +362,7 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
     let response = getmeas(&strict, &rig.sim, USER).send().await.unwrap();
     assert!(response.text().await.unwrap().starts_with('<'));
     // The default middleware leaves body statuses to the caller.
-    let (plain, _) = client(&rig);
+    let plain = client_with(rig.auth.reqwest_middleware());
     rig.sim
         .inject(Target::Data, fault(2554, "Not implemented"), 1);
     let response = getmeas(&plain, &rig.sim, USER).send().await.unwrap();
@@ -399,15 +374,10 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
 
 #[tokio::test]
 async fn no_user_is_a_typed_error_and_nothing_is_sent() {
-    let rig = rig().await;
-    let (client, recorder) = client(&rig);
-    let error = client
-        .post(format!("{}/measure", rig.sim.api_base()))
-        .body("action=getmeas")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(auth_error(error), Error::NoUser));
+    let (rig, client, recorder) = rig_and_client().await;
+    let url = format!("{}/measure", rig.sim.api_base());
+    let error = refused(client.post(url).body("action=getmeas")).await;
+    assert!(matches!(error, Error::NoUser));
     assert!(recorder.sent().is_empty());
     assert_eq!(rig.sim.counters().data_calls, 0);
 }
@@ -415,9 +385,7 @@ async fn no_user_is_a_typed_error_and_nothing_is_sent() {
 #[tokio::test]
 async fn a_bound_middleware_needs_no_extension_and_an_extension_still_wins() {
     let rig = rig().await;
-    let bound = ClientBuilder::new(reqwest::Client::new())
-        .with(rig.auth.reqwest_middleware_for(USER))
-        .build();
+    let bound = client_with(rig.auth.reqwest_middleware_for(USER));
     let response = bound
         .post(format!("{}/measure", rig.sim.api_base()))
         .header(
@@ -430,28 +398,18 @@ async fn a_bound_middleware_needs_no_extension_and_an_extension_still_wins() {
         .unwrap();
     assert_eq!(body_json(response).await["status"], 0);
     // A user with no token named by the request: the request's extension is the one used.
-    let error = getmeas(&bound, &rig.sim, UserId(999))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(matches!(auth_error(error), Error::UnknownUser(UserId(999))));
+    let error = refused(getmeas(&bound, &rig.sim, UserId(999))).await;
+    assert!(matches!(error, Error::UnknownUser(UserId(999))));
     assert_eq!(rig.sim.counters().data_calls, 1);
 }
 
 #[tokio::test]
 async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
-    let rig = rig().await;
-    let (client, recorder) = client(&rig);
+    let (rig, client, recorder) = rig_and_client().await;
     let api = rig.sim.api_base();
     let localhost = api.replace("127.0.0.1", "localhost");
-    let error = client
-        .post(format!("{localhost}/measure"))
-        .body("action=getmeas")
-        .with_extension(USER)
-        .send()
-        .await
-        .unwrap_err();
-    let error = auth_error(error);
+    let request = client.post(format!("{localhost}/measure"));
+    let error = refused(request.body("action=getmeas").with_extension(USER)).await;
     assert!(matches!(error, Error::NotApiHost { .. }), "{error}");
     assert!(error.to_string().contains(&localhost), "{error}");
     assert!(recorder.sent().is_empty(), "nothing sent");
@@ -460,16 +418,9 @@ async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
 
 #[tokio::test]
 async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
-    let rig = rig().await;
-    let (client, _) = client(&rig);
-    let error = client
-        .post(format!("{}/v2/nothing", rig.sim.api_base()))
-        .body("action=getmeas")
-        .with_extension(USER)
-        .send()
-        .await
-        .unwrap_err();
-    let error = auth_error(error);
+    let (rig, client, _) = rig_and_client().await;
+    let request = client.post(format!("{}/v2/nothing", rig.sim.api_base()));
+    let error = refused(request.body("action=getmeas").with_extension(USER)).await;
     assert!(matches!(error, Error::EndpointNotFound), "{error}");
     assert_eq!(error.kind(), tower_withings::ErrorKind::Usage);
 }

@@ -173,6 +173,24 @@ impl H {
         self.send(self.form_request(path, pairs)).await
     }
 
+    /// authorize2 asked for a code (`response_type=code`) with these.
+    async fn authorize(
+        &self,
+        client_id: &str,
+        state: &str,
+        scope: &str,
+        redirect_uri: &str,
+    ) -> Resp {
+        self.authorize_url(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("state", state),
+            ("scope", scope),
+            ("redirect_uri", redirect_uri),
+        ])
+        .await
+    }
+
     async fn authorize_url(&self, params: &[(&str, &str)]) -> Resp {
         self.get(&format!("/oauth2_user/authorize2?{}", enc(params)))
             .await
@@ -210,7 +228,28 @@ impl H {
     }
 
     async fn refresh(&self, refresh_token: &str) -> Resp {
-        self.post(
+        self.send(self.refresh_request(refresh_token)).await
+    }
+
+    /// The API refuses `access_token` (401, invalid token).
+    async fn assert_token_refused(&self, access_token: &str) {
+        self.getmeas(access_token)
+            .await
+            .assert_err(401, INVALID_TOKEN);
+    }
+
+    /// Both tokens of `grant` are dead: the access token is refused at the API, the refresh
+    /// token at the token endpoint.
+    async fn assert_grant_dead(&self, grant: &withings_sim::SimGrant) {
+        self.assert_token_refused(&grant.access_token).await;
+        self.refresh(&grant.refresh_token)
+            .await
+            .assert_err(503, INVALID_REFRESH);
+    }
+
+    /// The app's refresh of `refresh_token`, with its secret, as a request.
+    fn refresh_request(&self, refresh_token: &str) -> Request<Full<Bytes>> {
+        self.form_request(
             "/v2/oauth2",
             &[
                 ("action", "requesttoken"),
@@ -220,7 +259,6 @@ impl H {
                 ("refresh_token", refresh_token),
             ],
         )
-        .await
     }
 
     async fn refresh_ok(&self, refresh_token: &str) -> Tokens {
@@ -256,13 +294,7 @@ async fn full_flow_with_rotation() {
     // 1. authorize2 redirects with a code and the state, percent-encoded.
     let state = "csrf value/1&2=3";
     let r = h
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", CLIENT),
-            ("state", state),
-            ("scope", "user.info,user.metrics"),
-            ("redirect_uri", CALLBACK),
-        ])
+        .authorize(CLIENT, state, "user.info,user.metrics", CALLBACK)
         .await;
     assert_eq!(r.status, StatusCode::FOUND);
     let loc = r.headers["location"].to_str().unwrap().to_owned();
@@ -383,15 +415,7 @@ async fn code_is_valid_30_seconds_and_single_use() {
 
     // A code issued to another client is invalid for this one.
     h.sim.register_client("other", "other-secret", &[CALLBACK]);
-    let r = h
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", "other"),
-            ("state", "s"),
-            ("scope", "user.info"),
-            ("redirect_uri", CALLBACK),
-        ])
-        .await;
+    let r = h.authorize("other", "s", "user.info", CALLBACK).await;
     let loc = r.headers["location"].to_str().unwrap().to_owned();
     let other_code = get_pair(&query_pairs(&loc), "code").unwrap().to_owned();
     h.exchange(&other_code, CALLBACK)
@@ -407,15 +431,7 @@ async fn redirect_uri_compared_exactly_with_encoding() {
     let h = H::new().await;
     let cb = "https://app.example.com/cb?next=%2Fhome";
     h.sim.register_client("enc", "enc-secret", &[cb]);
-    let r = h
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", "enc"),
-            ("state", "s"),
-            ("scope", "user.metrics"),
-            ("redirect_uri", cb),
-        ])
-        .await;
+    let r = h.authorize("enc", "s", "user.metrics", cb).await;
     assert_eq!(r.status, StatusCode::FOUND);
     let loc = r.headers["location"].to_str().unwrap().to_owned();
     assert!(loc.starts_with(&format!("{cb}&code=")), "{loc}");
@@ -490,28 +506,29 @@ async fn token_endpoint_reads_only_the_form_body() {
         503,
         "Invalid_request: The client ID was not specified in the request",
     );
-    // Wrong action.
-    h.post(
-        "/v2/oauth2",
-        &[
-            ("action", "getaccesstoken"),
-            ("grant_type", "authorization_code"),
+    for (action, grant_type, status, error) in [
+        // Wrong action.
+        (
+            "getaccesstoken",
+            "authorization_code",
+            2554,
+            "Not implemented",
+        ),
+        // Unknown grant type.
+        (
+            "requesttoken",
+            "password",
+            503,
+            "Invalid_params: invalid grant_type",
+        ),
+    ] {
+        let pairs = [
+            ("action", action),
+            ("grant_type", grant_type),
             ("client_id", CLIENT),
-        ],
-    )
-    .await
-    .assert_err(2554, "Not implemented");
-    // Unknown grant type.
-    h.post(
-        "/v2/oauth2",
-        &[
-            ("action", "requesttoken"),
-            ("grant_type", "password"),
-            ("client_id", CLIENT),
-        ],
-    )
-    .await
-    .assert_err(503, "Invalid_params: invalid grant_type");
+        ];
+        h.post("/v2/oauth2", &pairs).await.assert_err(status, error);
+    }
     // Unknown client, wrong secret, missing secret.
     let base = [
         ("action", "requesttoken"),
@@ -564,13 +581,7 @@ async fn oauth1_credentials_are_not_authorized() {
     r.assert_err(503, "client_id not authorized");
     // It has no callback URL either: authorize2 refuses it.
     let r = h
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", "oauth1-key"),
-            ("state", "s"),
-            ("scope", "user.metrics"),
-            ("redirect_uri", CALLBACK),
-        ])
+        .authorize("oauth1-key", "s", "user.metrics", CALLBACK)
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body, REDIRECT_MISMATCH);
@@ -758,22 +769,12 @@ async fn refresh_token_dies_after_delete_and_revoke() {
     let g = h.sim.issue_grant(CLIENT, UserId(100), "user.metrics");
     assert_eq!(h.getmeas(&g.access_token).await.st(), 0);
     h.sim.delete_user(UserId(100));
-    h.refresh(&g.refresh_token)
-        .await
-        .assert_err(503, INVALID_REFRESH);
-    h.getmeas(&g.access_token)
-        .await
-        .assert_err(401, INVALID_TOKEN);
+    h.assert_grant_dead(&g).await;
 
     // revoke_user: the user unlinked the app.
     let g = h.sim.issue_grant(CLIENT, UserId(101), "user.metrics");
     h.sim.revoke_user(UserId(101));
-    h.getmeas(&g.access_token)
-        .await
-        .assert_err(401, INVALID_TOKEN);
-    h.refresh(&g.refresh_token)
-        .await
-        .assert_err(503, INVALID_REFRESH);
+    h.assert_grant_dead(&g).await;
 
     // The disconnect page only affects that client.
     h.sim.register_client("other", "other-secret", &[CALLBACK]);
@@ -785,9 +786,7 @@ async fn refresh_token_dies_after_delete_and_revoke() {
         ))
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    h.getmeas(&mine.access_token)
-        .await
-        .assert_err(401, INVALID_TOKEN);
+    h.assert_token_refused(&mine.access_token).await;
     assert_eq!(h.getmeas(&theirs.access_token).await.st(), 0);
     assert!(!h.sim.is_refresh_token_valid(&mine.refresh_token));
     assert!(h.sim.is_refresh_token_valid(&theirs.refresh_token));
@@ -803,9 +802,7 @@ async fn refresh_token_dies_after_delete_and_revoke() {
     // A single revoked access token.
     let g = h.sim.issue_grant(CLIENT, UserId(103), "user.metrics");
     h.sim.revoke_access_token(&g.access_token);
-    h.getmeas(&g.access_token)
-        .await
-        .assert_err(401, INVALID_TOKEN);
+    h.assert_token_refused(&g.access_token).await;
     assert_eq!(h.sim.counters().served_invalid_refresh, 3);
     assert_eq!(h.sim.counters().served_401, 4);
 }
@@ -853,18 +850,7 @@ async fn injected_faults() {
 
     // Dropped connection: no response at all.
     h.sim.inject(Target::TokenEndpoint, Fault::Drop, 1);
-    let err = h
-        .try_send(h.form_request(
-            "/v2/oauth2",
-            &[
-                ("action", "requesttoken"),
-                ("grant_type", "refresh_token"),
-                ("client_id", CLIENT),
-                ("client_secret", SECRET),
-                ("refresh_token", &g.refresh_token),
-            ],
-        ))
-        .await;
+    let err = h.try_send(h.refresh_request(&g.refresh_token)).await;
     assert!(err.is_err(), "expected a connection error, got {err:?}");
     // The dropped refresh was never processed: the token is still fresh (no 601).
     let t = h.refresh_ok(&g.refresh_token).await;
@@ -1155,16 +1141,7 @@ async fn access_token_header_wins_over_parameter() {
 async fn authorization_header_on_token_endpoints_is_counted() {
     let h = H::new().await;
     let g = h.sim.issue_grant(CLIENT, UserId(500), "user.metrics");
-    let mut req = h.form_request(
-        "/v2/oauth2",
-        &[
-            ("action", "requesttoken"),
-            ("grant_type", "refresh_token"),
-            ("client_id", CLIENT),
-            ("client_secret", SECRET),
-            ("refresh_token", &g.refresh_token),
-        ],
-    );
+    let mut req = h.refresh_request(&g.refresh_token);
     req.headers_mut().insert(
         "authorization",
         format!("Bearer {}", g.access_token).parse().unwrap(),
@@ -1237,9 +1214,7 @@ async fn data_endpoints_scopes_actions_and_expiry() {
     let long = h.sim.issue_grant(CLIENT, UserId(600), "user.metrics");
     assert_eq!(long.expires_in, 3600);
     h.sim.advance(Duration::from_secs(61));
-    h.getmeas(&g.access_token)
-        .await
-        .assert_err(401, INVALID_TOKEN);
+    h.assert_token_refused(&g.access_token).await;
     assert_eq!(h.getmeas(&long.access_token).await.st(), 0);
     assert!(!h.sim.is_access_token_valid(&g.access_token));
     assert!(h.sim.is_access_token_valid(&long.access_token));

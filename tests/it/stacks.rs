@@ -115,23 +115,39 @@ async fn decompression_below_the_layer() {
     assert_eq!(encodings(&seen), vec![Some("br".to_owned()); 2]);
 }
 
-#[tokio::test]
-async fn follow_redirect_above_and_below_the_layer() {
+/// `other` above the layer, then below it, each time over a fresh rig and `client` (the
+/// recording client, or a stack ending in it): a revoked token is refreshed once and the
+/// request replayed either way.
+async fn above_and_below<L, C, A, B>(other: L, client: impl Fn(Encodings) -> C)
+where
+    L: Layer<tower_withings::WithingsAuthService<C>> + Layer<C> + Clone,
+    <L as Layer<tower_withings::WithingsAuthService<C>>>::Service:
+        Service<Request<Full<Bytes>>, Response = Response<A>, Error: std::fmt::Debug>,
+    tower_withings::WithingsAuthService<<L as Layer<C>>::Service>:
+        Service<Request<Full<Bytes>>, Response = Response<B>, Error: std::fmt::Debug>,
+    A: Body<Error: std::fmt::Debug>,
+    B: Body<Error: std::fmt::Debug>,
+{
     let rig = rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
-        .layer(FollowRedirectLayer::new())
+        .layer(other.clone())
         .layer(rig.auth.layer())
-        .service(client_recording(seen.clone()));
+        .service(client(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
 
     let rig = crate::common::rig().await;
     let seen = Encodings::default();
     let service = ServiceBuilder::new()
         .layer(rig.auth.layer())
-        .layer(FollowRedirectLayer::new())
-        .service(client_recording(seen.clone()));
+        .layer(other)
+        .service(client(seen.clone()));
     refreshed_once_and_replayed(&rig, service, &seen).await;
+}
+
+#[tokio::test]
+async fn follow_redirect_above_and_below_the_layer() {
+    above_and_below(FollowRedirectLayer::new(), client_recording).await;
 }
 
 #[tokio::test]
@@ -139,68 +155,26 @@ async fn timeout_above_and_below_the_layer() {
     // tower-http's timeout answers with `Default::default()` of the body below it; hyper's
     // `Incoming` has none, so the client's body is boxed (as the crate docs show).
     let boxed = |r: Response<hyper::body::Incoming>| r.map(|b| b.boxed_unsync());
-    let rig = rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(10),
-        ))
-        .layer(rig.auth.layer())
-        .map_response(boxed)
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
-
-    let rig = crate::common::rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .layer(rig.auth.layer())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(10),
-        ))
-        .map_response(boxed)
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
+    let timeout =
+        TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, Duration::from_secs(10));
+    above_and_below(timeout, |seen| {
+        ServiceBuilder::new()
+            .map_response(boxed)
+            .service(client_recording(seen))
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn buffer_above_and_below_the_layer() {
-    let rig = rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .buffer(1)
-        .layer(rig.auth.layer())
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
-
-    let rig = crate::common::rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .layer(rig.auth.layer())
-        .buffer(1)
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
+    above_and_below(tower::buffer::BufferLayer::new(1), client_recording).await;
 }
 
 #[tokio::test]
 async fn concurrency_limit_above_and_below_the_layer() {
     // A limit of one: the replay must not wait for the permit of the refused first send.
-    let rig = rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .concurrency_limit(1)
-        .layer(rig.auth.layer())
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
-
-    let rig = crate::common::rig().await;
-    let seen = Encodings::default();
-    let service = ServiceBuilder::new()
-        .layer(rig.auth.layer())
-        .concurrency_limit(1)
-        .service(client_recording(seen.clone()));
-    refreshed_once_and_replayed(&rig, service, &seen).await;
+    let limit = tower::limit::ConcurrencyLimitLayer::new(1);
+    above_and_below(limit, client_recording).await;
 }
 
 #[tokio::test]
@@ -275,29 +249,16 @@ async fn an_unknown_coding_passes_through_untouched() {
     // no refresh, nothing read beyond what the caller reads.
     for coding in ["zstd", "gzip, br"] {
         let rig = rig().await;
-        let calls = Arc::new(AtomicUsize::new(0));
-        let counted = calls.clone();
-        let coding_header = coding.to_owned();
-        let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let coding = coding_header.clone();
-            async move {
-                let mut response = Response::new(Full::new(Bytes::from_static(
-                    br#"{"status":401,"body":{},"error":"looks like JSON, is not decodable"}"#,
-                )));
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_ENCODING, coding.parse().unwrap());
-                Ok::<_, std::convert::Infallible>(response)
-            }
+        let (inner, calls) = counting_api(move |_| {
+            let mut response = Response::new(Full::new(Bytes::from_static(
+                br#"{"status":401,"body":{},"error":"looks like JSON, is not decodable"}"#,
+            )));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, coding.parse().unwrap());
+            response
         });
-        let response = rig
-            .auth
-            .layer()
-            .layer(inner)
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap();
+        let response = through_layer(&rig, inner).await.unwrap();
         assert_eq!(response.headers()[header::CONTENT_ENCODING], coding);
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         assert!(bytes.starts_with(br#"{"status":401"#));

@@ -118,12 +118,6 @@ async fn setup() -> Setup {
     }
 }
 
-fn auth_error(error: tower_withings::BoxError) -> Error {
-    *error
-        .downcast::<Error>()
-        .unwrap_or_else(|other| panic!("not a tower_withings::Error: {other}"))
-}
-
 /// Fires `n` concurrent requests for the default user; their errors (all must fail).
 async fn all_fail(s: &Setup, n: usize) -> Vec<Error> {
     let service = s.auth.layer().layer(transport::plain_http_client());

@@ -32,9 +32,7 @@ type Service = WithingsAuthService<Client<HttpConnector, Full<Bytes>>>;
 async fn call(service: &Service, sim: &Simulator) -> Result<i64, Error> {
     match service.clone().oneshot(getmeas(sim, USER)).await {
         Ok(response) => Ok(json(response).await["status"].as_i64().unwrap()),
-        Err(error) => Err(*error
-            .downcast::<Error>()
-            .unwrap_or_else(|other| panic!("not a tower_withings::Error: {other}"))),
+        Err(error) => Err(auth_error(error)),
     }
 }
 

@@ -4,72 +4,25 @@
 use std::time::{Duration, SystemTime};
 
 use crate::store_support::{
-    assert_bad_records_reported, assert_no_lease_from_a_dead_store, postgres_unreachable,
-    postgres_url, random_hex, token,
+    Fresh, assert_bad_records_reported, assert_no_lease_from_a_dead_store, fresh_stores_conform,
+    postgres_url, token,
 };
 use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
-use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, UserId};
 
-/// A store on a fresh table, or `None` (after a loud skip) when PostgreSQL is not running
-/// outside CI.
-async fn fresh_store() -> Option<(PostgresStore, String)> {
-    let table = format!("withings_test_{}", random_hex(6));
-    match PostgresStore::builder(&postgres_url())
-        .table(&table)
-        .build()
-        .await
-    {
-        Ok(store) => Some((store, table)),
-        Err(error) => {
-            postgres_unreachable(&error);
-            None
-        }
-    }
-}
-
-/// Drops the run's tables.
-async fn drop_tables(store: &PostgresStore) {
-    let client = crate::store_support::postgres_client().await;
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS \"{0}\"; DROP TABLE IF EXISTS \"{0}_leases\";",
-            store.table()
-        ))
-        .await
-        .expect("drop the test tables");
-}
-
+/// Alone, and with a second, independent pool on the same table, as another replica would
+/// have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store_conforms() {
-    let Some((store, _)) = fresh_store().await else {
-        return;
-    };
-    check_store(&store).await;
-    drop_tables(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pools_on_one_database_conform() {
-    let Some((a, table)) = fresh_store().await else {
-        return;
-    };
-    // A second, independent pool on the same table, as another replica would have.
-    let b = PostgresStore::builder(&postgres_url())
-        .table(&table)
-        .max_connections(4)
-        .build()
-        .await
-        .unwrap();
-    check_shared_stores(&a, &b).await;
-    drop_tables(&a).await;
+async fn postgres_store_conforms_alone_and_on_two_pools() {
+    fresh_stores_conform::<PostgresStore>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
-    let Some((store, table)) = fresh_store().await else {
+    let Some(store) = PostgresStore::fresh().await else {
         return;
     };
+    let table = store.table().to_owned();
     store
         .put(&token(10, "good"), SystemTime::now())
         .await
@@ -97,7 +50,7 @@ async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
     }
     assert_bad_records_reported(&store, &[11, 12, 13], store.list_all().await.unwrap()).await;
     drop(client);
-    drop_tables(&store).await;
+    store.clean().await;
 }
 
 #[tokio::test]
@@ -140,10 +93,11 @@ async fn urls_and_table_names_are_checked_without_echoing_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_tables_concurrently_is_safe() {
-    let Some((first, table)) = fresh_store().await else {
+    let Some(first) = PostgresStore::fresh().await else {
         return;
     };
-    drop_tables(&first).await;
+    let table = first.table().to_owned();
+    first.clean().await;
     let url = postgres_url();
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -159,5 +113,5 @@ async fn creating_tables_concurrently_is_safe() {
         first.try_lock(UserId(3), Duration::from_secs(5)).await,
         Ok(LockAttempt::Acquired(_))
     ));
-    drop_tables(&first).await;
+    first.clean().await;
 }

@@ -4,77 +4,21 @@
 use std::time::{Duration, SystemTime};
 
 use crate::store_support::{
-    assert_bad_records_reported, assert_no_lease_from_a_dead_store, random_hex, redis_unreachable,
-    redis_url, token,
+    Fresh, assert_bad_records_reported, assert_no_lease_from_a_dead_store, fresh_stores_conform,
+    redis_connection, token,
 };
 use redis::AsyncCommands;
 use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
-use tower_withings::testkit::{check_shared_stores, check_store};
 use tower_withings::{Error, Secret, UserId};
 
-fn test_prefix() -> String {
-    format!("withings-test-{}:", random_hex(6))
-}
-
-/// A store with a fresh prefix, or `None` (after a loud skip) when Redis is not running
-/// outside CI.
-async fn fresh_store() -> Option<RedisStore> {
-    match RedisStore::builder(&redis_url())
-        .prefix(test_prefix())
-        .connect()
-        .await
-    {
-        Ok(store) => Some(store),
-        Err(error) => {
-            redis_unreachable(&error);
-            None
-        }
-    }
-}
-
-async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url().as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-/// Deletes every key under the store's prefix.
-async fn clean(store: &RedisStore) {
-    let mut conn = raw().await;
-    let keys: Vec<String> = conn.keys(format!("{}*", store.prefix())).await.unwrap();
-    if !keys.is_empty() {
-        let _: () = conn.del(keys).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_store_conforms() {
-    let Some(store) = fresh_store().await else {
-        return;
-    };
-    check_store(&store).await;
-    clean(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_connections_conform() {
-    let Some(a) = fresh_store().await else {
-        return;
-    };
-    let b = RedisStore::builder(&redis_url())
-        .prefix(a.prefix())
-        .connect()
-        .await
-        .unwrap();
-    check_shared_stores(&a, &b).await;
-    clean(&a).await;
+async fn redis_store_conforms_alone_and_on_two_connections() {
+    fresh_stores_conform::<RedisStore>().await;
 }
 
 #[tokio::test]
 async fn key_names_are_documented_ones() {
-    let Some(store) = fresh_store().await else {
+    let Some(store) = RedisStore::fresh().await else {
         return;
     };
     let p = store.prefix().to_owned();
@@ -84,7 +28,7 @@ async fn key_names_are_documented_ones() {
         .await
         .unwrap();
     assert!(matches!(attempt, LockAttempt::Acquired(_)), "{attempt:?}");
-    let mut conn = raw().await;
+    let mut conn = redis_connection().await;
     let held: bool = conn.exists(format!("{p}lock:46865875")).await.unwrap();
     assert!(held, "the lease is `{p}lock:<user>`");
     assert_eq!(RedisStore::DEFAULT_PREFIX, "withings:");
@@ -124,12 +68,12 @@ async fn key_names_are_documented_ones() {
     store.unlock(UserId(7), lease).await.unwrap();
     let exists: bool = conn.exists(format!("{p}lock:7")).await.unwrap();
     assert!(!exists, "unlock deletes the lock key");
-    clean(&store).await;
+    store.clean().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
-    let Some(store) = fresh_store().await else {
+    let Some(store) = RedisStore::fresh().await else {
         return;
     };
     let p = store.prefix().to_owned();
@@ -137,42 +81,28 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
         .put(&token(10, "good"), SystemTime::now())
         .await
         .unwrap();
-    let mut conn = raw().await;
-    // A string where a hash belongs.
-    let _: () = conn
-        .set(format!("{p}token:11"), "secret-garbage")
-        .await
-        .unwrap();
-    // A hash of a newer format.
-    let _: () = conn
-        .hset_multiple(
-            format!("{p}token:12"),
-            &[
-                ("format", "9"),
-                ("user_id", "12"),
-                ("refresh_token", "secret-refresh-12"),
-            ],
-        )
-        .await
-        .unwrap();
-    // A hash missing most fields.
-    let _: () = conn
-        .hset(format!("{p}token:13"), "format", "1")
-        .await
-        .unwrap();
-    // A hash naming another user.
+    // A hash naming another user: a record whose user id is then overwritten.
     store
         .put(&token(14, "moved"), SystemTime::now())
         .await
         .unwrap();
-    let _: () = conn
-        .hset(format!("{p}token:14"), "user_id", "99")
+    let mut conn = redis_connection().await;
+    let key = |suffix: &str| format!("{p}token:{suffix}");
+    let newer_format = [
+        ("format", "9"),
+        ("user_id", "12"),
+        ("refresh_token", "secret-refresh-12"),
+    ];
+    let _: () = redis::pipe()
+        .set(key("11"), "secret-garbage") // a string where a hash belongs
+        .hset_multiple(key("12"), &newer_format) // a hash of a newer format
+        .hset(key("13"), "format", "1") // a hash missing most fields
+        .hset(key("14"), "user_id", "99") // the hash naming another user
+        .set(key("abc"), "x") // a key whose suffix is not a user id: ignored
+        .rpush(key("15"), "x") // a list where a hash belongs
+        .query_async(&mut conn)
         .await
         .unwrap();
-    // A key whose suffix is not a user id: ignored.
-    let _: () = conn.set(format!("{p}token:abc"), "x").await.unwrap();
-    // A list where a hash belongs.
-    let _: () = conn.rpush(format!("{p}token:15"), "x").await.unwrap();
 
     match store
         .compare_and_save(&Secret::new("x"), &token(11, "new"), SystemTime::now())
@@ -217,7 +147,7 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
         )
         .await
         .unwrap();
-    clean(&store).await;
+    store.clean().await;
 }
 
 #[tokio::test]

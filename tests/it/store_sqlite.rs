@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{TempDir, assert_bad_records_reported, token};
+use crate::store_support::{TempDir, assert_bad_records_reported, token, two_sqlite_instances};
 use rusqlite::{Connection, params};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
@@ -19,9 +19,7 @@ async fn sqlite_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_file_conform() {
     let dir = TempDir::new("sqlite");
-    let path = dir.file("tokens.sqlite3");
-    let a = SqliteStore::open(&path).await.unwrap();
-    let b = SqliteStore::open(&path).await.unwrap();
+    let (a, b) = two_sqlite_instances(&dir).await;
     check_shared_stores(&a, &b).await;
     // And each instance alone, while the other is open.
     check_store(&b).await;

@@ -62,6 +62,137 @@ pub async fn postgres_client() -> tokio_postgres::Client {
     client
 }
 
+/// The store, or `None` after `unreachable` said its server is down (which fails in CI).
+fn or_skip<S, E: std::fmt::Display>(
+    opened: Result<S, E>,
+    unreachable: fn(&dyn std::fmt::Display),
+) -> Option<S> {
+    opened.map_err(|error| unreachable(&error)).ok()
+}
+
+/// Two `SqliteStore` instances on one file in `dir`, as two processes would open it.
+#[cfg(feature = "sqlite")]
+pub async fn two_sqlite_instances(
+    dir: &TempDir,
+) -> (
+    tower_withings::store::SqliteStore,
+    tower_withings::store::SqliteStore,
+) {
+    let path = dir.file("tokens.sqlite3");
+    let open = || tower_withings::store::SqliteStore::open(&path);
+    (open().await.unwrap(), open().await.unwrap())
+}
+
+/// A store on a real server, in a namespace of its own for one test: a PostgreSQL table, a
+/// Redis key prefix.
+#[allow(async_fn_in_trait)] // the tests' own trait: no Send bound wanted
+pub trait Fresh: tower_withings::store::TokenStore + Sized {
+    /// A store in a fresh namespace, or `None` (after a loud skip) when the server is not
+    /// running outside CI.
+    async fn fresh() -> Option<Self>;
+    /// Another handle on the same namespace (its own pool or connection), as another replica
+    /// of the app would have.
+    async fn another(&self) -> Self;
+    /// Removes everything kept in the namespace.
+    async fn clean(&self);
+}
+
+/// The store conformance kit on a fresh store, then the shared-store kit on it and another
+/// handle on its namespace; cleaned after.
+#[cfg(feature = "testkit")]
+pub async fn fresh_stores_conform<S: Fresh>() {
+    let Some(a) = S::fresh().await else {
+        return;
+    };
+    tower_withings::testkit::check_store(&a).await;
+    tower_withings::testkit::check_shared_stores(&a, &a.another().await).await;
+    a.clean().await;
+}
+
+/// The sync state's contract on two handles on one fresh namespace; cleaned after.
+#[cfg(feature = "testkit")]
+pub async fn two_fresh_handles_keep_sync_state<S: Fresh>() {
+    let Some(a) = S::fresh().await else {
+        return;
+    };
+    tower_withings::testkit::check_sync_state(&a, &a.another().await).await;
+    a.clean().await;
+}
+
+#[cfg(feature = "postgres")]
+impl Fresh for tower_withings::store::PostgresStore {
+    /// A table named `withings_test_<random>`.
+    async fn fresh() -> Option<Self> {
+        let table = format!("withings_test_{}", random_hex(6));
+        let store = Self::builder(&postgres_url()).table(&table).build().await;
+        or_skip(store, postgres_unreachable)
+    }
+
+    async fn another(&self) -> Self {
+        Self::builder(&postgres_url())
+            .table(self.table())
+            .max_connections(4)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// Drops the table and every table the store keeps beside it (leases, budget, pause, sync
+    /// state).
+    async fn clean(&self) {
+        let client = postgres_client().await;
+        let table = self.table();
+        for suffix in [
+            "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+        ] {
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
+                .await
+                .expect("drop the test tables");
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Fresh for tower_withings::store::RedisStore {
+    /// Keys under `withings-test-<random>:`.
+    async fn fresh() -> Option<Self> {
+        let prefix = format!("withings-test-{}:", random_hex(6));
+        or_skip(
+            Self::builder(&redis_url()).prefix(prefix).connect().await,
+            redis_unreachable,
+        )
+    }
+
+    async fn another(&self) -> Self {
+        Self::builder(&redis_url())
+            .prefix(self.prefix())
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Deletes every key under the prefix.
+    async fn clean(&self) {
+        use redis::AsyncCommands;
+        let mut conn = redis_connection().await;
+        let keys: Vec<String> = conn.keys(format!("{}*", self.prefix())).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.unwrap();
+        }
+    }
+}
+
+/// A plain connection to the test Redis, for looking under a store.
+#[cfg(feature = "redis")]
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// A random lowercase hex string of `n` bytes.
 pub fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];

@@ -18,7 +18,7 @@ use tower_withings::sync::{
 use tower_withings::{UserId, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, grant};
+use crate::common::{auth_builder, grant, three_day_simulator};
 
 const USER: UserId = UserId(31_337);
 
@@ -109,22 +109,37 @@ struct Setup {
     store: Arc<dyn TokenStore>,
 }
 
+impl Setup {
+    /// A restarted process: the same simulator and clock, a new handle over `store`.
+    fn restarted(self, store: Arc<dyn TokenStore>) -> Setup {
+        let auth = auth_builder(&self.sim, &self.clock)
+            .store(store.clone())
+            .build(transport::plain_http_client());
+        Setup {
+            auth,
+            store,
+            ..self
+        }
+    }
+}
+
+/// A memory store's [`setup`], and an engine with `config` over it delivering to a recorder.
+async fn in_memory(
+    config: SyncConfig,
+) -> (
+    Setup,
+    Arc<Recorder>,
+    SyncEngine<impl tower_withings::transport::HttpClient + use<>>,
+) {
+    let s = setup(Arc::new(MemoryStore::new())).await;
+    let sink = Arc::new(Recorder::default());
+    let engine = engine(&s, sink.clone(), config);
+    (s, sink, engine)
+}
+
 async fn setup(store: Arc<dyn TokenStore>) -> Setup {
-    // Three days of one weighing each, uploaded at once and never edited: the simulator's
-    // three groups, a day apart, that the tests count on.
-    let history = withings_sim::HistoryConfig {
-        days: 3,
-        groups_per_day: 1,
-        late_uploads: false,
-        ..withings_sim::HistoryConfig::default()
-    };
-    let sim = withings_sim::Simulator::start_with(withings_sim::SimConfig {
-        history,
-        ..withings_sim::SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    // The simulator's three groups, a day apart, that the tests count on.
+    let sim = three_day_simulator().await;
     let clock = ManualClock::new();
     let auth = auth_builder(&sim, &clock)
         .store(store.clone())
@@ -142,7 +157,7 @@ fn engine(
     s: &Setup,
     sink: Arc<dyn Sink>,
     config: SyncConfig,
-) -> SyncEngine<impl tower_withings::transport::HttpClient> {
+) -> SyncEngine<impl tower_withings::transport::HttpClient + use<>> {
     let stack = ServiceBuilder::new()
         .layer(s.auth.layer())
         .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
@@ -166,17 +181,29 @@ fn notification(form: String) -> Notification {
     Notification::from_form(form.as_bytes()).unwrap()
 }
 
-async fn sqlite_store(tag: &str) -> (crate::store_support::TempDir, std::path::PathBuf) {
-    let dir = crate::store_support::TempDir::new(tag);
-    let path = dir.file("sync.sqlite3");
-    (dir, path)
+/// A SQLite file in a directory of its own (removed on drop), opened as often as wanted, as
+/// restarted processes would.
+struct SqliteFile(crate::store_support::TempDir);
+
+impl SqliteFile {
+    fn new(tag: &str) -> SqliteFile {
+        SqliteFile(crate::store_support::TempDir::new(tag))
+    }
+
+    /// A new handle on the file.
+    async fn open(&self) -> Arc<dyn TokenStore> {
+        let path = self.0.file("sync.sqlite3");
+        Arc::new(
+            tower_withings::store::SqliteStore::open(path)
+                .await
+                .unwrap(),
+        )
+    }
 }
 
 #[tokio::test]
 async fn a_notification_reaches_the_sink_and_moves_the_cursor() {
-    let s = setup(Arc::new(MemoryStore::new())).await;
-    let sink = Arc::new(Recorder::default());
-    let engine = engine(&s, sink.clone(), measures_only());
+    let (s, sink, engine) = in_memory(measures_only()).await;
     assert!(engine.run_once().await.unwrap());
     let history = sink.keys();
     assert_eq!(
@@ -231,9 +258,7 @@ async fn a_notification_reaches_the_sink_and_moves_the_cursor() {
 
 #[tokio::test]
 async fn a_dropped_notification_is_caught_by_the_sweep() {
-    let s = setup(Arc::new(MemoryStore::new())).await;
-    let sink = Arc::new(Recorder::default());
-    let engine = engine(&s, sink.clone(), measures_only());
+    let (s, sink, engine) = in_memory(measures_only()).await;
     assert!(engine.run_once().await.unwrap());
     s.sim.add_measure(USER, 1, 80_100, -3); // its notification never arrives
     assert_eq!(engine.step().await.unwrap(), Step::Idle, "nothing due yet");
@@ -250,9 +275,7 @@ async fn a_dropped_notification_is_caught_by_the_sweep() {
 
 #[tokio::test]
 async fn after_an_unlink_the_simulator_sees_zero_calls_for_the_user() {
-    let s = setup(Arc::new(MemoryStore::new())).await;
-    let sink = Arc::new(Recorder::default());
-    let engine = engine(&s, sink.clone(), measures_only());
+    let (s, _, engine) = in_memory(measures_only()).await;
     let mut events = engine.events();
     assert!(engine.run_once().await.unwrap());
     let intake = engine.intake();
@@ -293,9 +316,7 @@ async fn after_an_unlink_the_simulator_sees_zero_calls_for_the_user() {
 
 #[tokio::test]
 async fn a_refused_refresh_token_stops_the_user() {
-    let s = setup(Arc::new(MemoryStore::new())).await;
-    let sink = Arc::new(Recorder::default());
-    let engine = engine(&s, sink.clone(), measures_only());
+    let (s, _, engine) = in_memory(measures_only()).await;
     s.sim.revoke_user(USER);
     engine.run_once().await.unwrap();
     let state = s.store.sync_state().unwrap();
@@ -311,13 +332,8 @@ async fn a_refused_refresh_token_stops_the_user() {
 }
 
 async fn crash_mid_batch(panic: bool) {
-    let (_dir, path) = sqlite_store(if panic { "sync-panic" } else { "sync-crash" }).await;
-    let store: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
-    let s = setup(store).await;
+    let file = SqliteFile::new(if panic { "sync-panic" } else { "sync-crash" });
+    let s = setup(file.open().await).await;
     for i in 0..6 {
         s.sim.add_measure(USER, 1, 70_000 + i, -3);
     }
@@ -335,19 +351,9 @@ async fn crash_mid_batch(panic: bool) {
     drop(first);
 
     // A restarted process, over a fresh handle on the same file.
-    let store2: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
+    let store2 = file.open().await;
     let healthy = Arc::new(Recorder::default());
-    let auth2 = auth_builder_for(&s.clock, &store2, &s).await;
-    let s2 = Setup {
-        sim: s.sim,
-        clock: s.clock.clone(),
-        auth: auth2,
-        store: store2,
-    };
+    let s2 = s.restarted(store2);
     let second = engine(&s2, healthy.clone(), config);
     assert!(second.run_once().await.unwrap());
     let again = healthy.keys();
@@ -362,16 +368,6 @@ async fn crash_mid_batch(panic: bool) {
     );
 }
 
-async fn auth_builder_for(
-    clock: &ManualClock,
-    store: &Arc<dyn TokenStore>,
-    s: &Setup,
-) -> WithingsAuth {
-    auth_builder(&s.sim, clock)
-        .store(store.clone())
-        .build(transport::plain_http_client())
-}
-
 #[tokio::test]
 async fn a_sink_failing_mid_batch_gets_only_the_unaccepted_batches_again() {
     crash_mid_batch(false).await;
@@ -384,22 +380,15 @@ async fn a_sink_panicking_mid_batch_gets_only_the_unaccepted_batches_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() {
-    let (_dir, path) = sqlite_store("sync-two").await;
-    let a: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
-    let b: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
+    let file = SqliteFile::new("sync-two");
+    let (a, b) = (file.open().await, file.open().await);
     let s = setup(a).await;
     let sink = Arc::new(Recorder::default());
     let one = engine(&s, sink.clone(), measures_only().batch_size(1));
     // The second engine: its own handle, store handle and stack, the same simulator.
-    let auth2 = auth_builder_for(&s.clock, &b, &s).await;
+    let auth2 = auth_builder(&s.sim, &s.clock)
+        .store(b.clone())
+        .build(transport::plain_http_client());
     let stack = ServiceBuilder::new()
         .layer(auth2.layer())
         .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
@@ -450,13 +439,8 @@ async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() 
 
 #[tokio::test]
 async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
-    let (_dir, path) = sqlite_store("sync-backfill").await;
-    let store: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
-    let s = setup(store).await;
+    let file = SqliteFile::new("sync-backfill");
+    let s = setup(file.open().await).await;
     let config = measures_only()
         .backfill(Backfill::Days(5))
         .chunk(Duration::from_secs(86_400));
@@ -470,16 +454,16 @@ async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
         1,
         "one chunk checkpointed before the failure"
     );
-    let state = s.store.sync_state().unwrap();
-    let progress = state
-        .load(USER, SyncStream::Measures)
-        .await
-        .unwrap()
-        .backfill
-        .unwrap();
+    // The stored backfill progress of the user's measures.
+    let progress = async || {
+        let state = s.store.sync_state().unwrap();
+        let stored = state.load(USER, SyncStream::Measures).await.unwrap();
+        stored.backfill.unwrap()
+    };
+    let first_progress = progress().await;
     assert_eq!(
-        progress.horizon + 3 * 86_400,
-        progress.next_end,
+        first_progress.horizon + 3 * 86_400,
+        first_progress.next_end,
         "three chunks left"
     );
 
@@ -492,13 +476,7 @@ async fn backfill_is_checkpointed_in_chunks_and_a_crash_redoes_at_most_one() {
         3,
         "the failed chunk again, then the two left"
     );
-    let progress = state
-        .load(USER, SyncStream::Measures)
-        .await
-        .unwrap()
-        .backfill
-        .unwrap();
-    assert!(progress.done());
+    assert!(progress().await.done());
     let mut all = failing.keys();
     all.extend(healthy.keys());
     all.sort();
@@ -514,13 +492,8 @@ async fn a_notification_answered_before_a_crash_is_still_processed() {
     use tower::ServiceExt;
     use tower_withings::notify::NotifyReceiver;
 
-    let (_dir, path) = sqlite_store("sync-inbox").await;
-    let store: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
-    let s = setup(store).await;
+    let file = SqliteFile::new("sync-inbox");
+    let s = setup(file.open().await).await;
     let sink = Arc::new(Recorder::default());
     let before = engine(&s, sink.clone(), measures_only());
     assert!(before.run_once().await.unwrap());
@@ -554,23 +527,13 @@ async fn a_notification_answered_before_a_crash_is_still_processed() {
     // The process dies: the receiver, its in-memory queue and the engine are gone.
     drop((receiver, notifications, before));
 
-    let store2: Arc<dyn TokenStore> = Arc::new(
-        tower_withings::store::SqliteStore::open(&path)
-            .await
-            .unwrap(),
-    );
+    let store2 = file.open().await;
     assert_eq!(
         store2.sync_state().unwrap().inbox_depth().await.unwrap(),
         1,
         "one coalesced entry"
     );
-    let auth2 = auth_builder_for(&s.clock, &store2, &s).await;
-    let after = Setup {
-        sim: s.sim,
-        clock: s.clock.clone(),
-        auth: auth2,
-        store: store2,
-    };
+    let after = s.restarted(store2);
     let engine2 = engine(&after, sink.clone(), measures_only());
     assert_eq!(
         engine2.step().await.unwrap(),
@@ -617,9 +580,7 @@ async fn every_stream_the_simulator_serves_reaches_the_sink() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_the_inbox_until_shutdown() {
-    let s = setup(Arc::new(MemoryStore::new())).await;
-    let sink = Arc::new(Recorder::default());
-    let engine = engine(&s, sink.clone(), measures_only().workers(3));
+    let (s, sink, engine) = in_memory(measures_only().workers(3)).await;
     assert!(engine.run_once().await.unwrap());
     let date = s.sim.add_measure(USER, 1, 65_400, -3);
     let n = notification(format!(

@@ -401,20 +401,8 @@ impl SyncState for PostgresStore {
                         row.try_get::<_, i64>(4)?,
                     ))
                 };
-                let (user, stream, seq, count, first_ms) =
-                    read().map_err(|e| Error::store("sync inbox", e))?;
-                let (Ok(user), Ok(stream)) = (u64::try_from(user), stream.parse::<SyncStream>())
-                else {
-                    tracing::warn!("skipping an inbox row this release cannot read");
-                    continue;
-                };
-                all.push(InboxEntry {
-                    user: UserId(user),
-                    stream,
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    count: u64::try_from(count).unwrap_or(0),
-                    first_ms,
-                });
+                let row = read().map_err(|e| Error::store("sync inbox", e))?;
+                all.extend(InboxEntry::from_row(row));
             }
             Ok(all)
         })

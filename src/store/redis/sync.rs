@@ -347,13 +347,7 @@ impl SyncState for RedisStore {
                 ) else {
                     continue; // acked between the two reads
                 };
-                all.push(InboxEntry {
-                    user,
-                    stream,
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    count: u64::try_from(count).unwrap_or(0),
-                    first_ms,
-                });
+                all.push(InboxEntry::stored(user, stream, seq, count, first_ms));
             }
             Ok(all)
         })

@@ -380,18 +380,8 @@ impl SyncState for SqliteStore {
                     .map_err(failed("sync inbox"))?;
                 let mut all = Vec::new();
                 for row in rows {
-                    let (user, stream, seq, count, first_ms) = row.map_err(failed("sync inbox"))?;
-                    let (Ok(user), Some(stream)) = (u64::try_from(user), stream_of(&stream)) else {
-                        tracing::warn!("skipping an inbox row this release cannot read");
-                        continue;
-                    };
-                    all.push(InboxEntry {
-                        user: UserId(user),
-                        stream,
-                        seq: u64::try_from(seq).unwrap_or(0),
-                        count: u64::try_from(count).unwrap_or(0),
-                        first_ms,
-                    });
+                    let row = row.map_err(failed("sync inbox"))?;
+                    all.extend(InboxEntry::from_row(row));
                 }
                 Ok(all)
             })
