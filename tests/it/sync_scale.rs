@@ -156,6 +156,7 @@ async fn a_year_of_history_takes_the_fewest_pages() {
         assert_eq!(table.under(&prefix).len(), rows[i], "{stream}: every row");
     }
     assert_eq!(pages, fewest, "no page more than needed");
+    eprintln!("a year, page {page}: rows {rows:?}, pages {pages:?}");
     assert_eq!(
         table.under(&format!("{USER}/measures/")),
         expected(sim, USER),
