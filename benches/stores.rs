@@ -13,10 +13,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tower_withings::store::{LockAttempt, TokenStore};
 use tower_withings::{Secret, Token, UserId};
 
-fn url(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
-
 fn stores(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -27,7 +23,6 @@ fn stores(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("tower-withings-bench-{run}"));
     std::fs::create_dir_all(&dir).unwrap();
     let backends = runtime.block_on(common::durable_stores(&dir, &format!("bench_{run}")));
-    let table = format!("withings_bench_{run}");
 
     let mut group = c.benchmark_group("stores");
     for (name, store) in &backends {
@@ -76,43 +71,8 @@ fn stores(c: &mut Criterion) {
     group.finish();
 
     // Leave nothing behind on the shared servers.
-    runtime.block_on(async {
-        for (name, store) in &backends {
-            if *name == "postgres" {
-                let pg = url(
-                    "TOWER_WITHINGS_POSTGRES_URL",
-                    "postgres://postgres@127.0.0.1:5432/test",
-                );
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&pg, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases, {table}_budget, {table}_pause"))
-                        .await;
-                }
-            }
-            if *name == "redis" {
-                let redis_url = url("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
-                if let Ok(client) = redis::Client::open(redis_url)
-                    && let Ok(mut connection) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("withings-bench_{run}:*"))
-                        .query_async(&mut connection)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> = redis::cmd("DEL")
-                            .arg(keys)
-                            .query_async(&mut connection)
-                            .await;
-                    }
-                }
-            }
-            let _ = store;
-        }
-    });
+    drop(backends);
+    runtime.block_on(common::drop_durable(&format!("bench_{run}")));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

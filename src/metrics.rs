@@ -21,6 +21,11 @@
 //! | `withings_budget_wait_seconds` | histogram | | how long they waited |
 //! | `withings_budget_exhausted_total` | counter | | requests that got no slot within the deadline (`BudgetExhausted`) |
 //! | `withings_rate_limited_total` | counter | | calls (data or token) Withings answered with status 601 |
+//! | `withings_sync_requests_total` | counter | `lane` (notification, sweep, backfill) | requests the sync engine sent (`sync::SyncMetrics::requests`) |
+//! | `withings_sync_changes_total` | counter | | changes the sync's sink accepted |
+//! | `withings_sync_sink_failures_total` | counter | | batches the sync's sink refused or panicked on |
+//! | `withings_sync_backfill_chunks_total` | counter | | backfill chunks the sync checkpointed |
+//! | `withings_sync_inbox_depth` | gauge | | pending notification inbox entries, set at each `SyncEngine::status` |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -461,3 +461,42 @@ pub async fn durable_stores(
         ("redis", Arc::new(redis.await.expect("Redis"))),
     ]
 }
+
+/// Drops what [`durable_stores`] made under `tag` on the shared servers: the PostgreSQL tables
+/// (tokens, leases, budget, pause, sync) and the Redis keys.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+pub async fn drop_durable(tag: &str) {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let pg = var(
+        "TOWER_WITHINGS_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    );
+    if let Ok((client, connection)) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        let t = format!("withings_{tag}");
+        let tables = [
+            "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+        ]
+        .map(|suffix| format!("\"{t}{suffix}\""))
+        .join(", ");
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {tables}"))
+            .await;
+    }
+    let redis_url = var("TOWER_WITHINGS_REDIS_URL", "redis://127.0.0.1:6379");
+    if let Ok(client) = redis::Client::open(redis_url)
+        && let Ok(mut connection) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("withings-{tag}:*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut connection)
+                .await;
+        }
+    }
+}

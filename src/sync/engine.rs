@@ -14,11 +14,12 @@ use tokio::sync::broadcast;
 use super::change::{Change, ChangeKind, Described, Record, RecordKey};
 use super::events::{Counters, SyncEvent, SyncMetrics};
 use super::intake::Intake;
-use super::lane::{Gate, Laned, SyncLane};
+use super::lane::{Gate, Laned, index};
 use super::read::{Select, read};
 use super::sink::{Batch, Sink};
 use super::state::{BackfillProgress, Commit, StreamState, SyncLease, SyncState, VersionEntry};
 use super::stream::{Incremental, SyncStream};
+use crate::budget::Lane;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Endpoints;
 use crate::data::{DataClient, DataError};
@@ -149,10 +150,10 @@ impl SyncConfig {
 #[non_exhaustive]
 pub enum Step {
     /// Work was done in this lane.
-    Worked(SyncLane),
+    Worked(Lane),
     /// Work in this lane failed (an error event says why) or found its lease taken; it is
     /// retried later.
-    Failed(SyncLane),
+    Failed(Lane),
     /// Nothing to do now.
     Idle,
 }
@@ -303,9 +304,9 @@ impl<S: HttpClient> SyncEngine<S> {
             )
         };
         let clients = [
-            client(SyncLane::Notification),
-            client(SyncLane::Sweep),
-            client(SyncLane::Backfill),
+            client(Lane::Notification),
+            client(Lane::Sweep),
+            client(Lane::Backfill),
         ];
         Ok(SyncEngine {
             inner: Arc::new(Inner {
@@ -491,14 +492,14 @@ impl<S: HttpClient> SyncEngine<S> {
             Outcome::Busy | Outcome::Failed => Step::Failed(lane),
         };
         if let Some(outcome) = self.notification_step().await? {
-            return Ok(step(SyncLane::Notification, outcome));
+            return Ok(step(Lane::Notification, outcome));
         }
         let users = self.cached_users().await?;
         if let Some(outcome) = self.sweep_step(&users).await? {
-            return Ok(step(SyncLane::Sweep, outcome));
+            return Ok(step(Lane::Sweep, outcome));
         }
         if let Some(outcome) = self.backfill_step(&users).await? {
-            return Ok(step(SyncLane::Backfill, outcome));
+            return Ok(step(Lane::Backfill, outcome));
         }
         Ok(Step::Idle)
     }
@@ -526,7 +527,7 @@ impl<S: HttpClient> SyncEngine<S> {
                     break;
                 }
                 if !matches!(
-                    self.live(*user, stream, SyncLane::Sweep, true).await?,
+                    self.live(*user, stream, Lane::Sweep, true).await?,
                     Outcome::Done
                 ) {
                     all_done = false;
@@ -576,10 +577,10 @@ impl<S: HttpClient> SyncEngine<S> {
     }
 
     /// The next position in `lane`'s round robin over `n` candidates.
-    fn turn(&self, lane: SyncLane, n: usize) -> usize {
+    fn turn(&self, lane: Lane, n: usize) -> usize {
         let mut turn = self.inner.turn.lock().unwrap_or_else(|e| e.into_inner());
-        let at = turn[lane.index()] % n.max(1);
-        turn[lane.index()] = at + 1;
+        let at = turn[index(lane)] % n.max(1);
+        turn[index(lane)] = at + 1;
         at
     }
 
@@ -597,7 +598,7 @@ impl<S: HttpClient> SyncEngine<S> {
             }
         }
         users.sort();
-        let user = users[self.turn(SyncLane::Notification, users.len())];
+        let user = users[self.turn(Lane::Notification, users.len())];
         let Some(entry) = pending.into_iter().find(|e| e.user == user) else {
             return Ok(None);
         };
@@ -615,7 +616,7 @@ impl<S: HttpClient> SyncEngine<S> {
             return Ok(Some(Outcome::Done));
         }
         let outcome = self
-            .live(user, entry.stream, SyncLane::Notification, true)
+            .live(user, entry.stream, Lane::Notification, true)
             .await?;
         // Otherwise left in the inbox: retried at a later step.
         if matches!(outcome, Outcome::Done) {
@@ -630,7 +631,7 @@ impl<S: HttpClient> SyncEngine<S> {
         }
         let now = self.now();
         let every = i64::try_from(self.inner.config.sweep_every.as_secs()).unwrap_or(i64::MAX);
-        let start = self.turn(SyncLane::Sweep, users.len());
+        let start = self.turn(Lane::Sweep, users.len());
         for i in 0..users.len() {
             let user = users[(start + i) % users.len()];
             if self.inner.gate.is_stopped(user) {
@@ -648,7 +649,7 @@ impl<S: HttpClient> SyncEngine<S> {
                     }
                 };
                 if due <= now {
-                    return Ok(Some(self.live(user, stream, SyncLane::Sweep, false).await?));
+                    return Ok(Some(self.live(user, stream, Lane::Sweep, false).await?));
                 }
             }
         }
@@ -659,7 +660,7 @@ impl<S: HttpClient> SyncEngine<S> {
         if users.is_empty() {
             return Ok(None);
         }
-        let start = self.turn(SyncLane::Backfill, users.len());
+        let start = self.turn(Lane::Backfill, users.len());
         for i in 0..users.len() {
             let user = users[(start + i) % users.len()];
             if self.inner.gate.is_stopped(user) {
@@ -714,7 +715,7 @@ impl<S: HttpClient> SyncEngine<S> {
         &self,
         user: UserId,
         stream: SyncStream,
-        lane: SyncLane,
+        lane: Lane,
         force: bool,
     ) -> Result<Outcome, Error> {
         let ttl = self.inner.config.lease_ttl;
@@ -729,7 +730,7 @@ impl<S: HttpClient> SyncEngine<S> {
     async fn live_leased(
         &self,
         lease: &SyncLease,
-        lane: SyncLane,
+        lane: Lane,
         force: bool,
     ) -> Result<Outcome, Error> {
         let (user, stream) = (lease.user, lease.stream);
@@ -740,7 +741,7 @@ impl<S: HttpClient> SyncEngine<S> {
         }
         let mut st = self.state().load(user, stream).await?;
         let every = i64::try_from(self.inner.config.sweep_every.as_secs()).unwrap_or(i64::MAX);
-        if lane == SyncLane::Sweep && !force {
+        if lane == Lane::Sweep && !force {
             // Another process may have swept it since this one looked.
             if let Some(swept) = st.swept_at.filter(|s| now.saturating_sub(*s) < every) {
                 self.schedule()
@@ -770,7 +771,7 @@ impl<S: HttpClient> SyncEngine<S> {
             Incremental::Window => self.inner.config.overlap,
         };
         let from = cursor.saturating_sub(i64::try_from(back.as_secs()).unwrap_or(0));
-        let client = &self.inner.clients[lane.index()];
+        let client = &self.inner.clients[index(lane)];
         let rows = read(client, user, stream, Select::Since(from), now);
         let read = self.deliver_rows(lease, lane, rows).await?;
         let Some((newest, complete)) = read else {
@@ -784,7 +785,7 @@ impl<S: HttpClient> SyncEngine<S> {
             cursor: newest.filter(|n| *n > cursor),
             ..Commit::default()
         };
-        if lane == SyncLane::Sweep {
+        if lane == Lane::Sweep {
             commit.swept_at = Some(now);
         }
         if !self.state().commit(lease, ttl, commit).await? {
@@ -797,7 +798,7 @@ impl<S: HttpClient> SyncEngine<S> {
                 cursor,
             });
         }
-        if lane == SyncLane::Sweep {
+        if lane == Lane::Sweep {
             if let Some(window) = self.inner.config.reconcile {
                 let span = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
                 self.reconcile(lease, now.saturating_sub(span), now).await?;
@@ -825,7 +826,7 @@ impl<S: HttpClient> SyncEngine<S> {
                 .next_end
                 .saturating_sub(chunk)
                 .max(progress.horizon);
-            let client = &self.inner.clients[SyncLane::Backfill.index()];
+            let client = &self.inner.clients[index(Lane::Backfill)];
             let rows = read(
                 client,
                 user,
@@ -833,8 +834,7 @@ impl<S: HttpClient> SyncEngine<S> {
                 Select::Window(start, progress.next_end),
                 self.now(),
             );
-            let Some((_, complete)) = self.deliver_rows(&lease, SyncLane::Backfill, rows).await?
-            else {
+            let Some((_, complete)) = self.deliver_rows(&lease, Lane::Backfill, rows).await? else {
                 return Ok(Outcome::Busy);
             };
             if !complete {
@@ -873,7 +873,7 @@ impl<S: HttpClient> SyncEngine<S> {
     /// no longer there.
     async fn reconcile(&self, lease: &SyncLease, from: i64, to: i64) -> Result<(), Error> {
         let (user, stream) = (lease.user, lease.stream);
-        let client = &self.inner.clients[SyncLane::Sweep.index()];
+        let client = &self.inner.clients[index(Lane::Sweep)];
         let mut rows = read(
             client,
             user,
@@ -913,7 +913,7 @@ impl<S: HttpClient> SyncEngine<S> {
         let ats: HashMap<String, Option<i64>> = HashMap::new();
         for batch in gone.chunks(self.inner.config.batch_size) {
             if self
-                .deliver(lease, SyncLane::Sweep, batch.to_vec(), &ats)
+                .deliver(lease, Lane::Sweep, batch.to_vec(), &ats)
                 .await?
                 .is_none()
             {
@@ -937,7 +937,7 @@ impl<S: HttpClient> SyncEngine<S> {
     async fn deliver_rows(
         &self,
         lease: &SyncLease,
-        lane: SyncLane,
+        lane: Lane,
         mut rows: crate::data::RowStream<Record>,
     ) -> Result<Option<(Option<i64>, bool)>, Error> {
         let (user, stream) = (lease.user, lease.stream);
@@ -1031,7 +1031,7 @@ impl<S: HttpClient> SyncEngine<S> {
     async fn deliver(
         &self,
         lease: &SyncLease,
-        lane: SyncLane,
+        lane: Lane,
         mut changes: Vec<Change>,
         ats: &HashMap<String, Option<i64>>,
     ) -> Result<Option<()>, Error> {

@@ -1,19 +1,13 @@
 //! What the sync tells the app: [`SyncEvent`]s on a broadcast channel and counters in
-//! [`SyncMetrics`]; with feature `metrics`, the same counts through the `metrics` facade
-//! (no user id is a label):
-//!
-//! | name | kind | labels | what |
-//! |---|---|---|---|
-//! | `withings_sync_changes_total` | counter | | changes the sink accepted |
-//! | `withings_sync_requests_total` | counter | `lane` (notification, sweep, backfill) | requests the sync sent |
-//! | `withings_sync_sink_failures_total` | counter | | batches the sink refused or panicked on |
-//! | `withings_sync_backfill_chunks_total` | counter | | backfill chunks done |
-//! | `withings_sync_inbox_depth` | gauge | | pending inbox entries, at each `SyncEngine::status` |
+//! [`SyncMetrics`]; with feature `metrics`, the same counts through the `metrics` facade,
+//! under the `withings_sync_*` names of the crate's one metrics table (`src/metrics.rs`):
+//! requests per lane, changes accepted, sink failures, backfill chunks, inbox depth. No user
+//! id is a label.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::lane::SyncLane;
 use super::stream::SyncStream;
+use crate::budget::Lane;
 use crate::token::UserId;
 
 /// Something the sync did or decided.
@@ -27,7 +21,7 @@ pub enum SyncEvent {
         /// Which stream.
         stream: SyncStream,
         /// Which lane read it.
-        lane: SyncLane,
+        lane: Lane,
         /// Upserts in it.
         upserts: usize,
         /// Deletes in it.
@@ -115,9 +109,10 @@ impl Counters {
 }
 
 /// One request sent in `lane`, to the facade.
-pub(crate) fn request_sent(lane: SyncLane) {
+pub(crate) fn request_sent(lane: Lane) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("withings_sync_requests_total", "lane" => lane.name()).increment(1);
+    metrics::counter!("withings_sync_requests_total", "lane" => super::lane::label(lane))
+        .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = lane;
 }

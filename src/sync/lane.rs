@@ -1,5 +1,5 @@
-//! [`SyncLane`]: which lane of the request budget a sync request draws on, and the service
-//! wrapper that tags every request the sync sends.
+//! Which lanes of the request budget ([`Lane`]) the sync draws on ([`SYNC_LANES`]), and the
+//! service wrapper that tags and counts every request the sync sends.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,50 +17,35 @@ use crate::budget::Lane;
 use crate::error::{BoxError, Error};
 use crate::token::UserId;
 
-/// The three lanes, in priority order: notification fetches ahead of sweeps ahead of
-/// backfill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SyncLane {
-    /// Fetches a notification asked for.
-    Notification,
-    /// The safety-net sweep (and the reconcile pass).
-    Sweep,
-    /// History of new users.
-    Backfill,
+/// The budget lanes the sync draws on, highest priority first: notification fetches ahead
+/// of sweeps (and the reconcile pass) ahead of the backfill of new users. The sync never
+/// sends in [`Lane::Interactive`]: that lane is the app's own.
+pub const SYNC_LANES: [Lane; 3] = [Lane::Notification, Lane::Sweep, Lane::Backfill];
+
+/// `lane`'s place in [`SYNC_LANES`] (the index of per-lane counters and turns).
+pub(crate) fn index(lane: Lane) -> usize {
+    match lane {
+        Lane::Notification | Lane::Interactive => 0,
+        Lane::Sweep => 1,
+        Lane::Backfill => 2,
+    }
 }
 
-impl SyncLane {
-    /// The lanes, highest priority first.
-    pub const ALL: [SyncLane; 3] = [SyncLane::Notification, SyncLane::Sweep, SyncLane::Backfill];
-
-    /// `notification`, `sweep`, `backfill`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SyncLane::Notification => "notification",
-            SyncLane::Sweep => "sweep",
-            SyncLane::Backfill => "backfill",
-        }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The request budget's lane this sync lane draws on.
-    pub fn budget_lane(self) -> Lane {
-        match self {
-            SyncLane::Notification => Lane::Notification,
-            SyncLane::Sweep => Lane::Sweep,
-            SyncLane::Backfill => Lane::Backfill,
-        }
+/// The `lane` label of `withings_sync_requests_total`.
+pub(crate) fn label(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Interactive => "interactive",
+        Lane::Notification => "notification",
+        Lane::Sweep => "sweep",
+        Lane::Backfill => "backfill",
     }
 }
 
 /// Tags `request` with its lane: **the one place** where the sync's requests meet the request
 /// budget's lanes ([`Lane`]), so notification fetches are served ahead of sweeps, and sweeps
 /// ahead of backfill, after token calls and the app's own interactive requests.
-pub fn tag_lane<B>(request: &mut Request<B>, lane: SyncLane) {
-    request.extensions_mut().insert(lane.budget_lane());
+pub fn tag_lane<B>(request: &mut Request<B>, lane: Lane) {
+    request.extensions_mut().insert(lane);
 }
 
 /// Requests sent per lane, and the users this process stopped (no request leaves for them).
@@ -99,7 +84,7 @@ impl Gate {
 #[derive(Clone)]
 pub(crate) struct Laned<S> {
     pub inner: S,
-    pub lane: SyncLane,
+    pub lane: Lane,
     pub gate: Arc<Gate>,
 }
 
@@ -126,7 +111,7 @@ where
             return Box::pin(async move { Err(Error::AccessRevoked(user).into()) });
         }
         tag_lane(&mut request, self.lane);
-        self.gate.sent[self.lane.index()].fetch_add(1, Ordering::Relaxed);
+        self.gate.sent[index(self.lane)].fetch_add(1, Ordering::Relaxed);
         super::events::request_sent(self.lane);
         let future = self.inner.call(request);
         Box::pin(async move { future.await.map_err(Into::into) })
@@ -139,14 +124,11 @@ mod tests {
 
     #[test]
     fn every_sync_request_names_its_budget_lane() {
-        for (lane, expected) in [
-            (SyncLane::Notification, Lane::Notification),
-            (SyncLane::Sweep, Lane::Sweep),
-            (SyncLane::Backfill, Lane::Backfill),
-        ] {
+        for (i, lane) in SYNC_LANES.into_iter().enumerate() {
             let mut request = Request::new(());
             tag_lane(&mut request, lane);
-            assert_eq!(request.extensions().get::<Lane>(), Some(&expected));
+            assert_eq!(request.extensions().get::<Lane>(), Some(&lane));
+            assert_eq!(index(lane), i, "{lane:?} counts in its own slot");
         }
     }
 }

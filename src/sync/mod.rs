@@ -16,8 +16,10 @@
 //!   delivered per record (versions only go up on the way to the sink, and a crash
 //!   re-delivers at most the batch the sink had not accepted), the notification inbox.
 //! - **Engine** ([`SyncEngine`]): notification fetches, then the safety-net sweep, then the
-//!   backfill of new users in checkpointed chunks; users take turns within a lane
-//!   ([`SyncLane`]); an unlink or a refused refresh token stops the user's sync at once.
+//!   backfill of new users in checkpointed chunks, each in its lane of the request budget
+//!   ([`SYNC_LANES`]: the `Notification`, `Sweep` and `Backfill` of
+//!   [`budget::Lane`](crate::budget::Lane)); users take turns within a lane; an unlink or a
+//!   refused refresh token stops the user's sync at once.
 //! - **Intake** ([`Intake`]): the notification receiver stores each notification durably
 //!   and answers, without calling Withings.
 //!
@@ -134,7 +136,7 @@ pub use change::{Change, ChangeKind, Record, RecordKey};
 pub use engine::{Backfill, Step, StreamStatus, SyncConfig, SyncEngine, SyncStatus, UserSync};
 pub use events::{SyncEvent, SyncMetrics};
 pub use intake::{Accepted, Intake};
-pub use lane::{SyncLane, tag_lane};
+pub use lane::{SYNC_LANES, tag_lane};
 pub use sink::{Batch, Sink, SinkFuture};
 pub use state::{
     BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncState, VersionEntry,

@@ -42,6 +42,8 @@ mod store_redis;
 mod store_sqlite;
 mod sync;
 mod sync_history;
+mod sync_scale;
 #[cfg(feature = "testkit")]
 mod sync_state;
+mod sync_support;
 mod users;

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tower::ServiceBuilder;
+use tower_withings::budget::Lane;
 use tower_withings::notify::Notification;
 use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::sync::{
     Accepted, Backfill, Batch, ChangeKind, Record, Sink, SinkFuture, Step, SyncConfig, SyncEngine,
-    SyncEvent, SyncLane, SyncStream,
+    SyncEvent, SyncStream,
 };
 use tower_withings::{UserId, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
@@ -233,7 +234,7 @@ async fn a_notification_reaches_the_sink_and_moves_the_cursor() {
     s.sim.reset_counters();
     assert_eq!(
         engine.step().await.unwrap(),
-        Step::Worked(SyncLane::Notification)
+        Step::Worked(Lane::Notification)
     );
     assert_eq!(s.sim.counters().data_calls, 1, "one fetch for the burst");
     let keys = sink.keys();
@@ -264,7 +265,7 @@ async fn a_dropped_notification_is_caught_by_the_sweep() {
     assert_eq!(engine.step().await.unwrap(), Step::Idle, "nothing due yet");
     assert_eq!(sink.keys().len(), 3);
     s.clock.advance(Duration::from_secs(24 * 3_600));
-    assert_eq!(engine.step().await.unwrap(), Step::Worked(SyncLane::Sweep));
+    assert_eq!(engine.step().await.unwrap(), Step::Worked(Lane::Sweep));
     assert_eq!(
         sink.keys().len(),
         4,
@@ -537,7 +538,7 @@ async fn a_notification_answered_before_a_crash_is_still_processed() {
     let engine2 = engine(&after, sink.clone(), measures_only());
     assert_eq!(
         engine2.step().await.unwrap(),
-        Step::Worked(SyncLane::Notification)
+        Step::Worked(Lane::Notification)
     );
     assert!(sink.values.lock().unwrap().values().any(|v| v == "91.25"));
     let status = engine2.status().await.unwrap();
