@@ -88,7 +88,7 @@ fn stores(c: &mut Criterion) {
                 {
                     tokio::spawn(connection);
                     let _ = client
-                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases, {table}_budget, {table}_pause"))
+                        .batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_leases, {table}_budget, {table}_pause, {table}_waits"))
                         .await;
                 }
             }
