@@ -1,7 +1,8 @@
 //! The app's request budget against the simulator's app-wide limit, which answers 601 past
 //! it like Withings and logs every arrival: whoever sends (one process and many users, OS
 //! processes on one SQLite file, handles on PostgreSQL or Redis), no 601 is earned, every
-//! request is answered or fails with `BudgetExhausted`, and no window holds more than N.
+//! request is answered or fails with `BudgetExhausted`, and no window holds more than N; and
+//! across OS processes the oldest waiting request is served first.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
