@@ -257,6 +257,8 @@ fn slot_costs(rt: &tokio::runtime::Runtime) -> Vec<String> {
             limit: u32::MAX / 2,
             window: Duration::from_secs(60),
             hold: Duration::from_millis(250),
+            holder: "bench",
+            waiting: &[],
         };
         let started = Instant::now();
         rt.block_on(async {

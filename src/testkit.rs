@@ -32,7 +32,9 @@
 //! - the request budget, for a store whose [`TokenStore::budget`] offers a ledger: grants stop
 //!   at the limit, a refusal says when to retry (within a window and a hold), `usage` counts
 //!   what was granted, a pause stops every grant, apps are independent, and (through two
-//!   handles) 40 racing reservations of one slot each against a limit of 10 get exactly 10.
+//!   handles) 40 racing reservations of one slot each against a limit of 10 get exactly 10,
+//!   and a holder with newer waiters gets only what is left once an older holder's waiters
+//!   (recorded while a 300 ms pause stopped every grant) had theirs.
 //!
 //! - the sync's state, for a store whose [`TokenStore::sync_state`] offers it: run
 //!   [`check_sync_state`] on two handles (leases and fences, the cursor only rising, versions
@@ -87,6 +89,8 @@ fn slot_ask(app: &str, want: u32, limit: u32) -> SlotAsk<'_> {
         limit,
         window: Duration::from_secs(60),
         hold: Duration::from_millis(250),
+        holder: "testkit",
+        waiting: &[],
     }
 }
 
@@ -199,6 +203,62 @@ async fn shared_budget<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a: &A, b:
     assert_eq!(
         granted, 10,
         "40 reservations through two handles against a limit of 10 granted {granted}"
+    );
+}
+
+/// A holder whose waiters are older (recorded while a pause stopped every grant) goes first:
+/// the other, with newer waiters, gets only what is left once the first's waiters had theirs.
+async fn oldest_waiters_first<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a: &A, b: &B) {
+    let (Some(first), Some(second)) = (a.budget(), b.budget()) else {
+        return;
+    };
+    let app = format!("testkit-{}", Lease::new().owner);
+    let now = tokio::time::Instant::now();
+    let old = [now.checked_sub(Duration::from_secs(10)).unwrap_or(now); 2];
+    let new = [now; 2];
+    // A long hold: the rows outlive a slow machine's wait (tolerance 0.5 s, poll 1.25 s).
+    let ask = |holder, waiting| SlotAsk {
+        holder,
+        waiting,
+        hold: Duration::from_secs(5),
+        ..slot_ask(&app, 2, 3)
+    };
+    first
+        .pause(&app, Duration::from_millis(300))
+        .await
+        .expect("pause");
+    for (ledger, holder, waiting) in [(first, "old", &old), (second, "new", &new)] {
+        let grant = ledger
+            .reserve(&ask(holder, waiting))
+            .await
+            .expect("reserve");
+        assert_eq!(grant.granted, 0, "a paused app was granted a slot");
+    }
+    while first
+        .usage(&app, Duration::from_secs(60))
+        .await
+        .expect("usage")
+        .paused_for
+        .is_some()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grant = second.reserve(&ask("new", &new)).await.expect("reserve");
+    assert_eq!(
+        grant.granted, 1,
+        "3 free slots, 2 older waiters elsewhere: the newer holder got {} of 2 (expected 1)",
+        grant.granted
+    );
+    assert!(
+        grant.retry_in <= Duration::from_secs(5),
+        "a holder held back for older waiters was told to retry in {:?}",
+        grant.retry_in
+    );
+    let grant = first.reserve(&ask("old", &old)).await.expect("reserve");
+    assert_eq!(
+        grant.granted, 2,
+        "the holder of the oldest waiters got {} of the 2 slots left",
+        grant.granted
     );
 }
 
@@ -318,6 +378,7 @@ pub async fn check_shared_stores<A: TokenStore + ?Sized, B: TokenStore + ?Sized>
         winners.len()
     );
     shared_budget(a, b).await;
+    oldest_waiters_first(a, b).await;
 }
 
 async fn unknown_user<S: TokenStore + ?Sized>(store: &S, user: UserId) {

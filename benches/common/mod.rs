@@ -475,7 +475,8 @@ pub async fn drop_durable(tag: &str) {
         tokio::spawn(connection);
         let t = format!("withings_{tag}");
         let tables = [
-            "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+            "", "_leases", "_budget", "_pause", "_waits", "_sync_c", "_sync_v", "_sync_i",
+            "_sync_x",
         ]
         .map(|suffix| format!("\"{t}{suffix}\""))
         .join(", ");

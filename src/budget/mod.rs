@@ -52,6 +52,11 @@
 //!   back as Withings sent it ([`crate::parse_response`] makes it [`Error::RateLimited`]; a
 //!   layer made with [`status_errors`](crate::WithingsAuthLayer::status_errors) returns that
 //!   error itself).
+//! - **Across processes** the oldest waiter is served first, whichever process it waits in: a
+//!   shared ledger knows each process' waiters that a grant left waiting and grants a process
+//!   only the slots for waiters older than the others' oldest, or what is left once theirs
+//!   are served (the rule and its tolerances: [`BudgetLedger`](crate::store::BudgetLedger)). A
+//!   process whose budget nobody else waits for asks exactly as often as before.
 //! - **If the store is unreachable**, each process counts for itself until it answers again (a
 //!   store outage must not stop the app's traffic). The `withings_budget_*` metrics and
 //!   [`WithingsAuth::metrics`](crate::WithingsAuth::metrics) show slots taken, waits, their total

@@ -31,6 +31,8 @@ pub(crate) struct Budget {
     config: RateBudget,
     /// The Withings client id: the ledger's key.
     app: String,
+    /// This budget's name in a shared ledger (random), where its oldest waiter is recorded.
+    holder: String,
     engine: Engine,
     /// The store whose ledger counts (if it has one).
     store: Arc<dyn TokenStore>,
@@ -74,8 +76,16 @@ struct Queue {
     /// The in-process count, when the store has no ledger.
     own: Window,
     /// Who waits, one queue per [`Priority`], the first served first.
-    lanes: [VecDeque<oneshot::Sender<()>>; Priority::COUNT],
+    lanes: [VecDeque<Waiter>; Priority::COUNT],
     dispatching: bool,
+}
+
+/// A request waiting for a slot.
+struct Waiter {
+    tx: oneshot::Sender<()>,
+    /// When it started to wait: a shared ledger serves the oldest waiters first, whichever
+    /// process they are in.
+    since: Instant,
 }
 
 impl Queue {
@@ -105,6 +115,7 @@ impl Budget {
         let mut budget = Budget {
             config,
             app: app.to_owned(),
+            holder: crate::store::Lease::new().owner,
             engine: Engine::Off,
             store,
             endpoints,
@@ -148,12 +159,19 @@ impl Budget {
     }
 
     fn ask(&self, want: u32) -> SlotAsk<'_> {
+        self.ask_for(want, &[])
+    }
+
+    /// An ask for `want` slots on behalf of the waiters that started at `waiting`.
+    fn ask_for<'a>(&'a self, want: u32, waiting: &'a [Instant]) -> SlotAsk<'a> {
         SlotAsk {
             app: &self.app,
             want,
             limit: self.config.limit.unwrap_or(u32::MAX),
             window: self.config.window,
             hold: self.config.hold(),
+            holder: &self.holder,
+            waiting,
         }
     }
 
@@ -223,7 +241,10 @@ impl Budget {
         let (tx, rx) = oneshot::channel();
         {
             let mut queue = self.lock();
-            queue.lanes[priority.index()].push_back(tx);
+            queue.lanes[priority.index()].push_back(Waiter {
+                tx,
+                since: Instant::now(),
+            });
             if !queue.dispatching {
                 queue.dispatching = true;
                 tokio::spawn(Arc::clone(self).dispatch());
@@ -257,23 +278,43 @@ impl Budget {
 
     /// Hands out slots to the waiters, in order, token calls first, until none is left.
     async fn dispatch(self: Arc<Self>) {
+        // The shared ledger holds a row of this budget's waiters a grant did not cover.
+        let mut recorded = false;
         loop {
-            let (waiting, want) = {
+            let (waiting, want, since) = {
                 let mut queue = self.lock();
                 for lane in &mut queue.lanes {
-                    lane.retain(|tx| !tx.is_closed());
+                    lane.retain(|waiter| !waiter.tx.is_closed());
                 }
                 let waiting = queue.waiting();
-                if waiting == 0 {
+                if waiting == 0 && !recorded {
                     queue.dispatching = false;
                     return;
                 }
+                // The oldest first, as many as the ledger could grant.
+                let mut since: Vec<Instant> = queue
+                    .lanes
+                    .iter()
+                    .flatten()
+                    .map(|waiter| waiter.since)
+                    .collect();
+                since.sort_unstable();
+                since.truncate(
+                    usize::try_from(self.config.limit.unwrap_or(u32::MAX)).unwrap_or(usize::MAX),
+                );
                 let waiting = u32::try_from(waiting).unwrap_or(u32::MAX);
-                let extra = self.next_block(&mut queue);
-                (waiting, waiting.saturating_add(extra))
+                // Nobody waits any more: an ask for nothing only clears the row.
+                let extra = if waiting == 0 {
+                    0
+                } else {
+                    self.next_block(&mut queue)
+                };
+                (waiting, waiting.saturating_add(extra), since)
             };
             let asked_at = Instant::now();
-            let grant = self.reserve(want, asked_at).await;
+            let grant = self.reserve(want, &since, asked_at).await;
+            recorded = matches!(self.engine, Engine::InMemory | Engine::Shared)
+                && usize::try_from(grant.granted).is_ok_and(|granted| granted < since.len());
             let starved = self.hand_out(grant.granted, waiting, asked_at);
             if starved {
                 let pause = grant
@@ -290,10 +331,10 @@ impl Budget {
         let mut queue = self.lock();
         let mut left = granted;
         while left > 0 {
-            let Some(tx) = queue.lanes.iter_mut().find_map(VecDeque::pop_front) else {
+            let Some(waiter) = queue.lanes.iter_mut().find_map(VecDeque::pop_front) else {
                 break;
             };
-            if tx.send(()).is_ok() {
+            if waiter.tx.send(()).is_ok() {
                 left -= 1;
                 queue.taken_since += 1;
             }
@@ -324,8 +365,8 @@ impl Budget {
         taken.clamp(1, cap)
     }
 
-    async fn reserve(&self, want: u32, now: Instant) -> SlotGrant {
-        let ask = self.ask(want);
+    async fn reserve(&self, want: u32, waiting: &[Instant], now: Instant) -> SlotGrant {
+        let ask = self.ask_for(want, waiting);
         let ledger = match (self.engine, self.store.budget()) {
             (Engine::Off, _) => {
                 return SlotGrant {

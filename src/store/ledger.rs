@@ -6,6 +6,10 @@
 //! request takes to arrive. That way the count in the ledger is never below what the server
 //! sees in any window, whichever holder sent, even one that died holding slots (its entries
 //! just age out).
+//!
+//! Each holder also tells the ledger when its waiting requests started, and the ledger serves
+//! the oldest first across holders; the rows it keeps for that age out like the slots (the
+//! rule: [`BudgetLedger`]).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -29,6 +33,13 @@ pub struct SlotAsk<'a> {
     /// How long after the reservation its slots stay counted before their window starts
     /// (the ledger stamps them `now + hold`).
     pub hold: Duration,
+    /// Who asks: one running budget (one process' handle), a random name that stays the
+    /// same for its life.
+    pub holder: &'a str,
+    /// When each of the holder's waiting requests started to wait, on this process' clock
+    /// (any order; empty: nobody waits, the slots are for the holder's pool). A ledger shared
+    /// by processes serves the oldest waiters first, whichever process they are in.
+    pub waiting: &'a [Instant],
 }
 
 /// A [`BudgetLedger`]'s answer.
@@ -59,6 +70,13 @@ pub struct BudgetUsage {
 ///   entries stamped at or before `now − window`, counts the rest, grants
 ///   `min(want, limit − counted)` (none while paused), and records the grant as one entry
 ///   stamped `now + hold`. `now` is one clock for every holder (the database server's).
+/// - **Oldest waiter first, across processes.** Each holder's waiters that a grant does not
+///   cover are recorded as one row (the oldest's start on `now`'s clock, how many, and an
+///   expiry: the retry hint plus twice `hold`, so a dead holder's row ages out like its
+///   slots); a grant replaces the holder's row. While another holder's live row is there, a
+///   holder gets only the slots for its waiters older than that row's oldest (by at most a
+///   tenth of `hold`), or what is left once every other row's waiters had one; a holder
+///   held back so is told to retry in a quarter of `hold`.
 /// - [`pause`](Self::pause) stops every grant for `wait` (the longest pause asked wins).
 pub trait BudgetLedger: Send + Sync {
     /// Reserves up to `ask.want` slots.
@@ -78,9 +96,51 @@ pub trait BudgetLedger: Send + Sync {
     }
 }
 
+/// Other holders' waiters, as their live rows say: the oldest's start and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Others {
+    pub oldest: i64,
+    pub count: i64,
+}
+
+/// The asking holder's row after a reservation: its oldest waiter the grant did not cover,
+/// how many it did not cover, and when the row expires. `None`: no row (delete it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaiterRow {
+    pub oldest: i64,
+    pub count: i64,
+    pub expires: i64,
+}
+
+/// The ask's waiters' starts on the ledger's clock, oldest first: `now` (ms) is the ledger's
+/// clock read now, and a waiter that has waited `d` on this process' clock started at
+/// `now − d`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn waiting_since(ask: &SlotAsk<'_>, now: i64) -> Vec<i64> {
+    let at = Instant::now();
+    let mut since: Vec<i64> = ask
+        .waiting
+        .iter()
+        .map(|start| now.saturating_sub(whole_millis(at.saturating_duration_since(*start))))
+        .collect();
+    since.sort_unstable();
+    since
+}
+
+/// How much older than another holder's oldest a waiter may be and still count as first (the
+/// clocks the ages were read on differ by a round trip), and how soon a holder held back for
+/// another's older waiters asks again: a tenth and a quarter of `hold` (25 and 62 ms at the
+/// smallest hold), in ms.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn tolerance_and_poll(hold: Duration) -> (i64, i64) {
+    let hold = whole_millis(hold);
+    ((hold / 10).max(1), (hold / 4).max(1))
+}
+
 /// The ledger's decision for a database backend, in the database's milliseconds: `counted`
 /// slots are in the window (entries stamped after `now − window`), the oldest stamped
-/// `oldest`, and the app is paused until `paused_until`.
+/// `oldest`, the app is paused until `paused_until`, the holder's waiters started at `mine`
+/// (oldest first, [`waiting_since`]) and other holders' live rows say `others`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn decide(
     ask: &SlotAsk<'_>,
@@ -88,28 +148,78 @@ pub(crate) fn decide(
     counted: i64,
     oldest: Option<i64>,
     paused_until: Option<i64>,
-) -> SlotGrant {
+    mine: &[i64],
+    others: Option<Others>,
+) -> (SlotGrant, Option<WaiterRow>) {
     let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    if let Some(until) = paused_until.filter(|until| *until > now) {
-        return SlotGrant {
-            granted: 0,
-            retry_in: millis(until - now),
-        };
-    }
-    let free = i64::from(ask.limit).saturating_sub(counted).max(0);
-    let granted = u32::try_from(free.min(i64::from(ask.want))).unwrap_or(0);
-    let retry_in = match oldest {
-        _ if granted == ask.want => Duration::ZERO,
-        Some(oldest) => millis(oldest + window_millis(ask.window) - now),
-        None => ask.window,
+    let (tolerance, poll) = tolerance_and_poll(ask.hold);
+    let want = i64::from(ask.want);
+    let (granted, retry_ms) = match paused_until.filter(|until| *until > now) {
+        Some(until) => (0, until - now),
+        None => {
+            let free = i64::from(ask.limit).saturating_sub(counted).max(0);
+            let granted = fair_share(want, free, mine, others, tolerance);
+            let retry_ms = match oldest {
+                _ if granted == want => 0,
+                // Slots are free but held for another holder's older waiters.
+                _ if granted < want.min(free) => poll,
+                Some(oldest) => oldest + window_millis(ask.window) - now,
+                None => window_millis(ask.window),
+            };
+            (granted, retry_ms.max(0))
+        }
     };
-    SlotGrant { granted, retry_in }
+    let expires = now
+        .saturating_add(retry_ms)
+        .saturating_add(2 * whole_millis(ask.hold));
+    let row = row_after(mine, granted, expires);
+    let grant = SlotGrant {
+        granted: u32::try_from(granted).unwrap_or(0),
+        retry_in: millis(retry_ms),
+    };
+    (grant, row)
+}
+
+/// How many of `want` slots a holder gets when `free` are: all it asks while no other holder
+/// has a live row; else one for each of its waiters (starts `mine`, oldest first) that started
+/// no later than the others' oldest plus `tolerance`, or what is left once every other row's
+/// waiters had one, whichever is more. Any unit of time.
+fn fair_share(want: i64, free: i64, mine: &[i64], others: Option<Others>, tolerance: i64) -> i64 {
+    let fair = match others {
+        None => want,
+        Some(others) => {
+            let first = mine
+                .iter()
+                .take_while(|since| **since <= others.oldest.saturating_add(tolerance))
+                .count();
+            let spare = free.saturating_sub(others.count);
+            i64::try_from(first).unwrap_or(i64::MAX).max(spare)
+        }
+    };
+    want.min(free).min(fair).max(0)
+}
+
+/// The holder's row once `granted` of its waiters (starts `mine`, oldest first) have a slot:
+/// the rest, if any.
+fn row_after(mine: &[i64], granted: i64, expires: i64) -> Option<WaiterRow> {
+    let left = mine.get(usize::try_from(granted).unwrap_or(usize::MAX)..)?;
+    Some(WaiterRow {
+        oldest: *left.first()?,
+        count: i64::try_from(left.len()).unwrap_or(i64::MAX),
+        expires,
+    })
 }
 
 /// A duration in whole milliseconds, as the databases count (at least 1).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 pub(crate) fn window_millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+    whole_millis(d).max(1)
+}
+
+/// A duration in whole milliseconds.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn whole_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// One app's sliding window: entries `(stamp, count)`, oldest first. Times are microseconds
@@ -120,6 +230,8 @@ pub(crate) struct Window {
     counted: u32,
     /// 0: not paused.
     paused_until: u64,
+    /// The holders' rows of waiters (times in microseconds on the same clock).
+    waiters: Vec<(String, WaiterRow)>,
 }
 
 /// `at` in microseconds on the process' window clock: from a fixed base, offset by 2^62 so
@@ -132,7 +244,8 @@ pub(crate) fn micros(at: Instant) -> u64 {
     let zero = 1u64 << 62;
     match at.checked_duration_since(base) {
         Some(after) => zero.saturating_add(us(after)),
-        None => zero.saturating_sub(us(base.duration_since(at))),
+        // Rounded up, so that both sides of the base round down: whole µs apart stay so.
+        None => zero.saturating_sub(us(base.duration_since(at) + Duration::from_nanos(999))),
     }
 }
 
@@ -147,13 +260,61 @@ impl Window {
         let now = micros(now);
         let window = us(ask.window);
         self.prune(window, now);
+        // The same rule as `decide`, in microseconds: oldest waiters first across holders.
+        let signed = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        let mut mine: Vec<i64> = ask.waiting.iter().map(|at| signed(micros(*at))).collect();
+        mine.sort_unstable();
+        self.waiters
+            .retain(|(holder, row)| holder != ask.holder && row.expires > signed(now));
+        let others = self
+            .waiters
+            .iter()
+            .fold(None, |acc: Option<Others>, (_, row)| {
+                Some(match acc {
+                    None => Others {
+                        oldest: row.oldest,
+                        count: row.count,
+                    },
+                    Some(acc) => Others {
+                        oldest: acc.oldest.min(row.oldest),
+                        count: acc.count.saturating_add(row.count),
+                    },
+                })
+            });
+        let grant = self.grant(ask, now, &mine, others);
+        let expires = now
+            .saturating_add(us(grant.retry_in))
+            .saturating_add(2 * us(ask.hold));
+        if let Some(row) = row_after(&mine, i64::from(grant.granted), signed(expires)) {
+            self.waiters.push((ask.holder.to_owned(), row));
+        }
+        grant
+    }
+
+    fn grant(
+        &mut self,
+        ask: &SlotAsk<'_>,
+        now: u64,
+        mine: &[i64],
+        others: Option<Others>,
+    ) -> SlotGrant {
         if self.paused_until > now {
             return SlotGrant {
                 granted: 0,
                 retry_in: Duration::from_micros(self.paused_until - now),
             };
         }
-        let granted = ask.want.min(ask.limit.saturating_sub(self.counted));
+        let window = us(ask.window);
+        let free = ask.limit.saturating_sub(self.counted);
+        let tolerance = i64::try_from(us(ask.hold) / 10).unwrap_or(i64::MAX);
+        let fair = fair_share(
+            i64::from(ask.want),
+            i64::from(free),
+            mine,
+            others,
+            tolerance,
+        );
+        let granted = u32::try_from(fair).unwrap_or(0);
         if granted > 0 {
             let hold = us(ask.hold);
             let stamp = now.saturating_add(hold);
@@ -169,7 +330,10 @@ impl Window {
             }
             self.counted += granted;
         }
-        let retry_in = if granted < ask.want {
+        let retry_in = if granted < ask.want.min(free) {
+            // Slots are free but held for another holder's older waiters.
+            ask.hold / 4
+        } else if granted < ask.want {
             self.entries
                 .front()
                 .map(|(stamp, _)| Duration::from_micros((stamp + window).saturating_sub(now)))
@@ -265,6 +429,8 @@ mod tests {
             limit: 10,
             window: Duration::from_secs(60),
             hold: Duration::from_secs(2),
+            holder: "holder",
+            waiting: &[],
         }
     }
 
@@ -308,6 +474,41 @@ mod tests {
                 .granted,
             1
         );
+    }
+
+    #[test]
+    fn the_oldest_waiters_go_first_whichever_holder_they_wait_in() {
+        let start = Instant::now() + Duration::from_secs(100);
+        let (old, new) = ([start; 3], [start + Duration::from_secs(1); 3]);
+        let at = start + Duration::from_secs(2);
+        let (old, new) = (&old[..], &new[..]);
+        fn by<'a>(holder: &'a str, waiting: &'a [Instant], want: u32, limit: u32) -> SlotAsk<'a> {
+            SlotAsk {
+                holder,
+                waiting,
+                want,
+                limit,
+                ..ask(0)
+            }
+        }
+        // A pause: both holders' waiters are recorded, none served.
+        let mut w = Window::default();
+        w.pause(at, Duration::from_secs(1));
+        assert_eq!(w.reserve(&by("old", old, 3, 10), at).granted, 0);
+        assert_eq!(w.reserve(&by("new", new, 3, 10), at).granted, 0);
+        // 10 free, 3 older waiters elsewhere: the newer holder gets the 7 left.
+        let after = at + Duration::from_secs(1);
+        let grant = w.reserve(&by("new", new, 10, 10), after);
+        assert_eq!(grant.granted, 7);
+        assert_eq!(grant.retry_in, Duration::from_millis(500));
+        assert_eq!(w.reserve(&by("old", old, 3, 10), after).granted, 3);
+        // A row ages out: a holder that died with waiters holds nobody back for long.
+        let mut w = Window::default();
+        w.pause(at, Duration::from_secs(1));
+        w.reserve(&by("dead", old, 3, 3), at);
+        assert_eq!(w.reserve(&by("new", new, 3, 3), after).granted, 0);
+        let later = after + Duration::from_secs(5);
+        assert_eq!(w.reserve(&by("new", new, 3, 3), later).granted, 3);
     }
 
     #[test]

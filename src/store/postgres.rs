@@ -206,13 +206,15 @@ struct Statements {
 }
 
 /// The request budget's statements: slots in `{table}_budget`, one row per app (its pause,
-/// and the row lock that serialises reservations) in `{table}_pause`.
+/// and the row lock that serialises reservations) in `{table}_pause`, one row per holder with
+/// waiters in `{table}_waits`.
 struct BudgetStatements {
     app_row: String,
     lock_app: String,
     prune: String,
     count: String,
     insert: String,
+    waiters: String,
     pause: String,
     usage: String,
 }
@@ -239,6 +241,7 @@ impl Statements {
         let l = format!("\"{table}_leases\"");
         let b = format!("\"{table}_budget\"");
         let p = format!("\"{table}_pause\"");
+        let w = format!("\"{table}_waits\"");
         const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
         Ok(Statements {
             table: table.to_owned(),
@@ -269,6 +272,14 @@ CREATE INDEX IF NOT EXISTS \"{table}_budget_by_app\" ON {b} (app, stamp_ms);
 CREATE TABLE IF NOT EXISTS {p} (
     app             TEXT   PRIMARY KEY,
     paused_until_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS {w} (
+    app        TEXT   NOT NULL,
+    holder     TEXT   NOT NULL,
+    oldest_ms  BIGINT NOT NULL,
+    count      BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (app, holder)
 );
 "
             ),
@@ -320,10 +331,23 @@ CREATE TABLE IF NOT EXISTS {p} (
                     "SELECT paused_until_ms, {NOW_MS} FROM {p} WHERE app = $1 FOR UPDATE"
                 ),
                 prune: format!("DELETE FROM {b} WHERE app = $1 AND stamp_ms <= $2"),
+                // The slots, and other holders' live waiters (this holder's row goes: a grant
+                // replaces it), in one round trip.
                 count: format!(
-                    "SELECT COALESCE(SUM(count), 0)::BIGINT, MIN(stamp_ms) FROM {b} WHERE app = $1"
+                    "WITH gone AS (DELETE FROM {w} WHERE app = $1 AND (holder = $2 OR expires_ms <= $3)),
+                          others AS (SELECT MIN(oldest_ms) AS oldest, COALESCE(SUM(count), 0)::BIGINT AS waiting
+                                     FROM {w} WHERE app = $1 AND holder <> $2 AND expires_ms > $3)
+                     SELECT COALESCE(SUM(count), 0)::BIGINT, MIN(stamp_ms),
+                            (SELECT oldest FROM others), (SELECT waiting FROM others)
+                     FROM {b} WHERE app = $1"
                 ),
                 insert: format!("INSERT INTO {b} (app, stamp_ms, count) VALUES ($1, $2, $3)"),
+                waiters: format!(
+                    "INSERT INTO {w} AS w (app, holder, oldest_ms, count, expires_ms)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (app, holder) DO UPDATE SET oldest_ms = EXCLUDED.oldest_ms,
+                         count = EXCLUDED.count, expires_ms = EXCLUDED.expires_ms"
+                ),
                 pause: format!(
                     "INSERT INTO {p} AS pause (app, paused_until_ms) VALUES ($1, {NOW_MS} + $2)
                      ON CONFLICT (app) DO UPDATE SET paused_until_ms =
@@ -514,7 +538,9 @@ impl PostgresStore {
 /// The request budget in the same database: every replica shares it. A reservation is one
 /// transaction that locks the app's row in `{table}_pause` (`SELECT … FOR UPDATE`, so
 /// reservations of one app take turns), drops the slots out of the window, counts the rest and
-/// inserts the grant, all on the database server's clock.
+/// the other holders' waiters (one statement), inserts the grant, and records this holder's
+/// waiters the grant did not cover (only then: one more statement), all on the database
+/// server's clock.
 impl BudgetLedger for PostgresStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
@@ -525,12 +551,32 @@ impl BudgetLedger for PostgresStore {
                 tx.execute(&sql.app_row, &[&ask.app]).await?;
                 let row = tx.query_one(&sql.lock_app, &[&ask.app]).await?;
                 let (paused, now): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                let mine = ledger::waiting_since(ask, now);
                 let window = ledger::window_millis(ask.window);
                 tx.execute(&sql.prune, &[&ask.app, &now.saturating_sub(window)])
                     .await?;
-                let row = tx.query_one(&sql.count, &[&ask.app]).await?;
+                let row = tx
+                    .query_one(&sql.count, &[&ask.app, &ask.holder, &now])
+                    .await?;
                 let (counted, oldest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-                let grant = ledger::decide(ask, now, counted, oldest, Some(paused));
+                let others = row
+                    .try_get::<_, Option<i64>>(2)?
+                    .map(|oldest| {
+                        Ok::<_, tokio_postgres::Error>(ledger::Others {
+                            oldest,
+                            count: row.try_get(3)?,
+                        })
+                    })
+                    .transpose()?;
+                let (grant, waiters) =
+                    ledger::decide(ask, now, counted, oldest, Some(paused), &mine, others);
+                if let Some(w) = waiters {
+                    tx.execute(
+                        &sql.waiters,
+                        &[&ask.app, &ask.holder, &w.oldest, &w.count, &w.expires],
+                    )
+                    .await?;
+                }
                 if grant.granted > 0 {
                     let stamp = now.saturating_add(ledger::window_millis(ask.hold));
                     let count = i64::from(grant.granted);

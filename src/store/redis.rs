@@ -30,6 +30,7 @@ use crate::token::{Token, UserId};
 /// | `withings:lock:<user id>` | string with expiry | the refresh lease's owner value |
 /// | `withings:budget:<client id>` | sorted set with expiry | the request budget's grants (`stamp:count:tag`, scored by stamp) |
 /// | `withings:budget-pause:<client id>` | string with expiry | set while a 601 stops the app |
+/// | `withings:budget-waiters:<client id>` | hash with expiry | per budget holder with requests waiting: `oldest:count:expiry` (ms), so the oldest are served first |
 ///
 /// Times are milliseconds since the Unix epoch: **millisecond precision**. Keys never expire
 /// on their own except the lease; nothing is deleted by this crate.
@@ -223,21 +224,57 @@ return 0
 ",
             ),
             budget: BudgetScripts {
-                // ARGV: window, want, limit, hold (ms), a random tag. Returns {granted, retry ms}.
+                // ARGV: window, want, limit, hold (ms), a random tag, the holder, the
+                // tolerance and the poll (ms, `ledger::tolerance_and_poll`), then how long
+                // each of the holder's waiters has waited (ms). KEYS[3]: the waiters' rows.
+                // Returns {granted, retry ms}; the same decision as `ledger::decide`.
                 reserve: Script::new(&format!(
                     "{WINDOW}
 local want, limit, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local paused = redis.call('PTTL', KEYS[2])
-if paused > 0 then return {{0, paused}} end
-local granted = math.min(want, math.max(limit - counted, 0))
-if granted > 0 then
-  local stamp = now + hold
-  redis.call('ZADD', KEYS[1], stamp, stamp .. ':' .. granted .. ':' .. ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], window + hold + 1000)
-  if oldest == nil then oldest = stamp end
+local holder, tolerance, poll = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local mine = {{}}
+for i = 9, #ARGV do mine[#mine + 1] = now - tonumber(ARGV[i]) end
+table.sort(mine)
+redis.call('HDEL', KEYS[3], holder)
+local others, waiting = nil, 0
+local rows = redis.call('HGETALL', KEYS[3])
+for i = 1, #rows, 2 do
+  local o, c, e = string.match(rows[i + 1], '^(%-?%d+):(%d+):(%-?%d+)$')
+  if o == nil or tonumber(e) <= now then
+    redis.call('HDEL', KEYS[3], rows[i])
+  else
+    if others == nil or tonumber(o) < others then others = tonumber(o) end
+    waiting = waiting + tonumber(c)
+  end
 end
-local retry = 0
-if granted < want then retry = math.max(oldest + window - now, 1) end
+local granted, retry = 0, 0
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then
+  retry = paused
+else
+  local free = math.max(limit - counted, 0)
+  local fair = want
+  if others ~= nil then
+    local first = 0
+    while first < #mine and mine[first + 1] <= others + tolerance do first = first + 1 end
+    fair = math.max(first, free - waiting)
+  end
+  granted = math.max(math.min(want, free, fair), 0)
+  if granted > 0 then
+    local stamp = now + hold
+    redis.call('ZADD', KEYS[1], stamp, stamp .. ':' .. granted .. ':' .. ARGV[5])
+    redis.call('PEXPIRE', KEYS[1], window + hold + 1000)
+    if oldest == nil then oldest = stamp end
+  end
+  if granted == want then retry = 0
+  elseif granted < math.min(want, free) then retry = poll
+  else retry = math.max(oldest + window - now, 1) end
+end
+if granted < #mine then
+  local life = retry + 2 * hold
+  redis.call('HSET', KEYS[3], holder, mine[granted + 1] .. ':' .. (#mine - granted) .. ':' .. (now + life))
+  if redis.call('PTTL', KEYS[3]) < life + 1000 then redis.call('PEXPIRE', KEYS[3], life + 1000) end
+end
 return {{granted, retry}}"
                 )),
                 // ARGV: wait (ms); the longer pause wins.
@@ -300,12 +337,13 @@ impl RedisStore {
         format!("{}token:{user}", self.prefix)
     }
 
-    /// The keys of `app`'s request budget: `<prefix>budget:<app>` (its grants) and
-    /// `<prefix>budget-pause:<app>`.
-    fn budget_keys(&self, app: &str) -> [String; 2] {
+    /// The keys of `app`'s request budget: `<prefix>budget:<app>` (its grants),
+    /// `<prefix>budget-pause:<app>` and `<prefix>budget-waiters:<app>`.
+    fn budget_keys(&self, app: &str) -> [String; 3] {
         [
             format!("{}budget:{app}", self.prefix),
             format!("{}budget-pause:{app}", self.prefix),
+            format!("{}budget-waiters:{app}", self.prefix),
         ]
     }
 
@@ -461,21 +499,28 @@ fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
 }
 
 /// The request budget on the same server: every replica shares it. Each call is one Lua
-/// script (atomic), on the server's clock (`TIME`).
+/// script (atomic), on the server's clock (`TIME`); a reservation also reads and writes the
+/// holders' waiters (`budget-waiters`) in the same script.
 impl BudgetLedger for RedisStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let (granted, retry): (i64, i64) = self
-                .scripts
-                .budget
-                .reserve
-                .key(&self.budget_keys(ask.app))
+            let (tolerance, poll) = ledger::tolerance_and_poll(ask.hold);
+            let mut script = self.scripts.budget.reserve.key(&self.budget_keys(ask.app));
+            script
                 .arg(ledger::window_millis(ask.window))
                 .arg(ask.want)
                 .arg(ask.limit)
                 .arg(ledger::window_millis(ask.hold))
                 .arg(Lease::new().owner)
+                .arg(ask.holder)
+                .arg(tolerance)
+                .arg(poll);
+            let now = tokio::time::Instant::now();
+            for since in ask.waiting {
+                script.arg(ledger::whole_millis(now.saturating_duration_since(*since)));
+            }
+            let (granted, retry): (i64, i64) = script
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| Error::store("budget", e))?;
@@ -489,7 +534,7 @@ impl BudgetLedger for RedisStore {
     fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let [_, pause_key] = self.budget_keys(app);
+            let [_, pause_key, _] = self.budget_keys(app);
             let _: i64 = self
                 .scripts
                 .budget

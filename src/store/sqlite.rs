@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS withings_budget_pauses (
     app      TEXT    PRIMARY KEY,
     until_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS withings_budget_waiters (
+    app        TEXT    NOT NULL,
+    holder     TEXT    NOT NULL,
+    oldest_ms  INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    PRIMARY KEY (app, holder)
+);
 ";
 
 const COLUMNS: &str = "user_id, access_token, refresh_token, expires_at_ms, scope, \
@@ -413,7 +421,8 @@ fn wall_millis() -> Result<i64, Error> {
 
 /// The request budget in the same file: every process on the machine shares it. Each
 /// reservation is one `BEGIN IMMEDIATE` transaction (SQLite's write lock), stamped with the
-/// system clock all those processes share.
+/// system clock all those processes share; the holders' waiters are rows of
+/// `withings_budget_waiters`.
 impl BudgetLedger for SqliteStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         let (app, want, limit, window, hold) = (
@@ -423,6 +432,7 @@ impl BudgetLedger for SqliteStore {
             ask.window,
             ask.hold,
         );
+        let (holder, waiting) = (ask.holder.to_owned(), ask.waiting.to_vec());
         Box::pin(self.call("budget", move |conn| {
             let ask = SlotAsk {
                 app: &app,
@@ -430,6 +440,8 @@ impl BudgetLedger for SqliteStore {
                 limit,
                 window,
                 hold,
+                holder: &holder,
+                waiting: &waiting,
             };
             let failed = |e| Error::store("budget", e);
             let tx = conn
@@ -450,7 +462,36 @@ impl BudgetLedger for SqliteStore {
                 .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
                 .map_err(failed)?;
             let paused = paused_until(&tx, ask.app)?;
-            let grant = ledger::decide(&ask, now, counted, oldest, paused);
+            // Other holders' live waiters; this holder's row is replaced below.
+            tx.prepare_cached(
+                "DELETE FROM withings_budget_waiters
+                 WHERE app = ?1 AND (holder = ?2 OR expires_ms <= ?3)",
+            )
+            .and_then(|mut s| s.execute(params![ask.app, ask.holder, now]))
+            .map_err(failed)?;
+            let others: (Option<i64>, i64) = tx
+                .prepare_cached(
+                    "SELECT MIN(oldest_ms), COALESCE(SUM(count), 0) FROM withings_budget_waiters
+                     WHERE app = ?1",
+                )
+                .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(failed)?;
+            let others = others.0.map(|oldest| ledger::Others {
+                oldest,
+                count: others.1,
+            });
+            let mine = ledger::waiting_since(&ask, now);
+            let (grant, row) = ledger::decide(&ask, now, counted, oldest, paused, &mine, others);
+            if let Some(row) = row {
+                tx.prepare_cached(
+                    "INSERT INTO withings_budget_waiters (app, holder, oldest_ms, count, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![ask.app, ask.holder, row.oldest, row.count, row.expires])
+                })
+                .map_err(failed)?;
+            }
             if grant.granted > 0 {
                 let stamp = now.saturating_add(ledger::window_millis(ask.hold));
                 tx.prepare_cached(

@@ -315,13 +315,7 @@ impl Backend for Postgres {
     }
 
     async fn cleanup(self) {
-        self.admin
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS \"{0}\"; DROP TABLE IF EXISTS \"{0}_leases\";",
-                self.table
-            ))
-            .await
-            .unwrap();
+        crate::store_support::drop_postgres_tables(&self.admin, &self.table).await;
     }
 }
 

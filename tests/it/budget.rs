@@ -1,7 +1,8 @@
 //! The app's request budget against the simulator's app-wide limit, which answers 601 past
 //! it like Withings and logs every arrival: whoever sends (one process and many users, OS
 //! processes on one SQLite file, handles on PostgreSQL or Redis), no 601 is earned, every
-//! request is answered or fails with `BudgetExhausted`, and no window holds more than N.
+//! request is answered or fails with `BudgetExhausted`, and no window holds more than N; and
+//! across OS processes the oldest waiting request is served first.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -564,4 +565,194 @@ async fn without_budget_the_layer_counts_nothing_and_the_budget_layer_counts_bel
     }
     assert_eq!((rig.auth.metrics().budget_slots, exhausted), (2, 1));
     assert_eq!(rig.sim.counters().data_calls, 5);
+}
+
+// ---- fairness across processes ----
+
+const ENV_FAIR_API: &str = "TOWER_WITHINGS_FAIR_API";
+const ENV_FAIR_INDEX: &str = "TOWER_WITHINGS_FAIR_INDEX";
+const ENV_FAIR_GO: &str = "TOWER_WITHINGS_FAIR_GO";
+/// Processes, senders in each, requests per sender.
+const FAIR_PROCESSES: u64 = 4;
+const FAIR_SENDERS: u64 = 4;
+const FAIR_REQUESTS: u64 = 5;
+/// One request of some sender every `FAIR_STEP`, the senders of every process in turn: 20 a
+/// second against a budget of 5 a second.
+const FAIR_STEP: Duration = Duration::from_millis(50);
+/// How much later than a failed request another process' request must have been made for
+/// its success before that failure to count as unfair: five steps, ten times the ledger's
+/// tolerance, so that scheduling noise under load is not taken for unfairness.
+const FAIR_SLACK: Duration = Duration::from_millis(250);
+
+/// The budget of the fairness test: three windows of deadline, so that a request queued
+/// behind the others is served if the ledger serves in order of arrival.
+fn fair_budget() -> RateBudget {
+    RateBudget::new(N, WINDOW).deadline(3 * WINDOW)
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_micros()
+}
+
+/// The `budget-fair` child role (`cross_process::child_role`): once the go file exists,
+/// `FAIR_SENDERS` senders send `FAIR_REQUESTS` data calls each, one every
+/// `FAIR_PROCESSES × FAIR_SENDERS` steps, interleaved with the other processes' senders;
+/// each request prints when it was made and when it ended, on the machine's clock.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub async fn fair_sender(store: Arc<dyn TokenStore>) {
+    let api = std::env::var(ENV_FAIR_API).expect("api");
+    let index: u64 = std::env::var(ENV_FAIR_INDEX)
+        .expect("index")
+        .parse()
+        .expect("a number");
+    let go = std::env::var(ENV_FAIR_GO).expect("go file");
+    let auth = WithingsAuth::builder(tower_withings::Credentials::new(
+        crate::common::CLIENT_ID,
+        crate::common::CLIENT_SECRET,
+    ))
+    .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
+    .shared_store(store)
+    .rate_budget(fair_budget())
+    .build(transport::plain_http_client());
+    let service = auth.layer().layer(transport::plain_http_client());
+    println!("READY");
+    while !std::path::Path::new(&go).exists() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let start = tokio::time::Instant::now();
+    let mut requests = tokio::task::JoinSet::new();
+    for request in 0..FAIR_REQUESTS {
+        for sender in 0..FAIR_SENDERS {
+            let turn = (request * FAIR_SENDERS + sender) * FAIR_PROCESSES + index;
+            tokio::time::sleep_until(start + FAIR_STEP * u32::try_from(turn).unwrap()).await;
+            let (service, api) = (service.clone(), api.clone());
+            requests.spawn(async move {
+                let made = unix_micros();
+                let outcome = match tagged(service, &api, None).await {
+                    Ok(()) => "ok",
+                    Err(error) => match error.downcast_ref::<Error>() {
+                        Some(Error::BudgetExhausted { .. }) => "exhausted",
+                        _ => panic!("unexpected error: {error}"),
+                    },
+                };
+                format!("FAIR made={made} ended={} {outcome}", unix_micros())
+            });
+        }
+    }
+    while let Some(line) = requests.join_next().await {
+        println!("{}", line.expect("no panic"));
+    }
+}
+
+/// One request of the fairness test, as its process printed it.
+#[derive(Debug)]
+struct Made {
+    process: usize,
+    made: u128,
+    ended: u128,
+    ok: bool,
+}
+
+/// Four OS processes, four senders each, on one store, send four times what the budget
+/// allows, their requests interleaved in time: no request fails with `BudgetExhausted`
+/// while another process' request made after it (by more than `FAIR_SLACK`) is served.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+async fn processes_are_served_in_order_of_arrival<B: crate::backend::Backend>(backend: &B) {
+    use crate::cross_process::ChildProcess;
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    let clock = ManualClock::new();
+    let parent = auth_builder(&sim, &clock)
+        .shared_store(backend.open().await)
+        .build(transport::plain_http_client());
+    parent
+        .import(grant(&sim, &clock, crate::common::USER))
+        .await
+        .unwrap();
+    let dir = crate::store_support::TempDir::new("budget-fair");
+    let go = dir.file("go");
+    let children: Vec<ChildProcess> = (0..FAIR_PROCESSES)
+        .map(|index| {
+            ChildProcess::spawn(
+                "budget-fair",
+                backend,
+                crate::common::USER.0,
+                &[
+                    (ENV_FAIR_API, sim.api_base()),
+                    (ENV_FAIR_INDEX, index.to_string()),
+                    (ENV_FAIR_GO, go.display().to_string()),
+                ],
+            )
+        })
+        .collect();
+    for child in &children {
+        child.line_starting("READY", Duration::from_secs(120)).await;
+    }
+    std::fs::write(&go, b"go").unwrap();
+    let mut made = Vec::new();
+    for (process, child) in children.into_iter().enumerate() {
+        for line in child.success(Duration::from_secs(180)).await {
+            let Some(at) = line.find("FAIR ") else {
+                continue;
+            };
+            let words: Vec<&str> = line[at..].split_whitespace().collect();
+            let number = |word: &str, key: &str| -> u128 {
+                word.strip_prefix(key)
+                    .expect(key)
+                    .parse()
+                    .expect("a number")
+            };
+            made.push(Made {
+                process,
+                made: number(words[1], "made="),
+                ended: number(words[2], "ended="),
+                ok: words[3] == "ok",
+            });
+        }
+    }
+    let total = (FAIR_PROCESSES * FAIR_SENDERS * FAIR_REQUESTS) as usize;
+    assert_eq!(made.len(), total, "every request ended");
+    let served = made.iter().filter(|r| r.ok).count();
+    // More than the budget allows: some fail, some are served.
+    assert!(0 < served && served < total, "{served} of {total} served");
+    assert_eq!(sim.counters().served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+    let slack = FAIR_SLACK.as_micros();
+    let unfair: Vec<(&Made, &Made)> = made
+        .iter()
+        .filter(|failed| !failed.ok)
+        .flat_map(|failed| {
+            made.iter()
+                .filter(move |later| {
+                    later.ok
+                        && later.process != failed.process
+                        && later.made > failed.made + slack
+                        && later.ended < failed.ended
+                })
+                .map(move |later| (failed, later))
+        })
+        .collect();
+    let wronged = made
+        .iter()
+        .filter(|r| unfair.iter().any(|(failed, _)| std::ptr::eq(*failed, *r)))
+        .count();
+    assert!(
+        unfair.is_empty(),
+        "{wronged} requests failed while {} later ones of other processes were served \
+         ({served} of {total} served), e.g. {:?}",
+        unfair.len(),
+        unfair.first()
+    );
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+crate::backend::for_backends! {
+    processes_are_served_in_order_of_arrival: [sqlite, postgres, redis],
 }

@@ -280,6 +280,7 @@ pub async fn child_role() -> bool {
             println!("WRITE-HELD");
             std::thread::sleep(Duration::from_secs(120)); // killed long before
         }
+        "budget-fair" => crate::budget::fair_sender(store).await,
         other => panic!("unknown child role {other}"),
     }
     true

@@ -137,19 +137,22 @@ impl Fresh for tower_withings::store::PostgresStore {
             .unwrap()
     }
 
-    /// Drops the table and every table the store keeps beside it (leases, budget, pause, sync
-    /// state).
     async fn clean(&self) {
-        let client = postgres_client().await;
-        let table = self.table();
-        for suffix in [
-            "", "_leases", "_budget", "_pause", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
-        ] {
-            client
-                .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
-                .await
-                .expect("drop the test tables");
-        }
+        drop_postgres_tables(&postgres_client().await, self.table()).await;
+    }
+}
+
+/// Drops `table` and every table a `PostgresStore` on it keeps beside it (leases, budget,
+/// pause, waiters, sync state).
+#[cfg(feature = "postgres")]
+pub async fn drop_postgres_tables(client: &tokio_postgres::Client, table: &str) {
+    for suffix in [
+        "", "_leases", "_budget", "_pause", "_waits", "_sync_c", "_sync_v", "_sync_i", "_sync_x",
+    ] {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS \"{table}{suffix}\""))
+            .await
+            .expect("drop the test tables");
     }
 }
 
