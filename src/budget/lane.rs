@@ -52,6 +52,15 @@ impl Priority {
         }
     }
 
+    /// A lane that leaves the budget's headroom to the others (`Sweep`, `Backfill`).
+    pub(crate) fn is_background(self) -> bool {
+        matches!(self, Priority::Lane(Lane::Sweep | Lane::Backfill))
+    }
+
+    /// The first queue of the background lanes: the queues before it are served up to the
+    /// full limit, the rest up to the background limit.
+    pub(crate) const FIRST_BACKGROUND: usize = 3;
+
     /// The lane a request names ([`Lane`] extension), else the default.
     pub(crate) fn of<B>(request: &http::Request<B>) -> Priority {
         Priority::Lane(

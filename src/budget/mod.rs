@@ -45,6 +45,11 @@
 //!   window, at least 250 ms) through the window after it, so requests still on their way and a
 //!   process that died holding slots are covered: no window ever holds more than `limit`. The
 //!   cost is that a saturated app gets about 97.5 % of `limit` (`benches/budget.rs`).
+//! - **Headroom.** The background lanes (`Sweep`, `Backfill`) use at most
+//!   [`RateBudget::background_limit`] of any window, `limit` less a tenth
+//!   ([`RateBudget::headroom`]), counted in the same ledger: a backfill that takes all it may,
+//!   in any process, still leaves a notification's fetch or a user's request a slot at once,
+//!   instead of a wait for the next window.
 //! - **A 601 anyway** (another app instance without the budget, or a plan smaller than
 //!   configured) pauses the budget, app-wide, for its `wait_seconds` (a tenth of the window if
 //!   it gives none, an hour at most), whether a data call or a token call got it. On a data

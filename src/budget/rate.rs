@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 /// How many requests the app may send to Withings: at most `limit` in any `window`, each
-/// request waiting up to `deadline` for a slot. Default: 120 per 60 s, 60 s deadline.
+/// request waiting up to `deadline` for a slot, the `Sweep` and `Backfill` lanes leaving
+/// `headroom` slots of every window to the others. Default: 120 per 60 s, 60 s deadline,
+/// headroom a tenth of the limit.
 ///
 /// ```
 /// use std::time::Duration;
@@ -17,12 +19,16 @@ use std::time::Duration;
 /// assert_eq!(bigger.limit(), Some(600));
 /// // Off: the app counts for itself.
 /// assert_eq!(RateBudget::unlimited().limit(), None);
+/// // A backfill may use 108 of the standard 120; 12 stay free for what the user waits for.
+/// assert_eq!(standard.background_limit(), Some(108));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateBudget {
     pub(super) limit: Option<u32>,
     pub(super) window: Duration,
     pub(super) deadline: Duration,
+    /// `None`: a tenth of the limit.
+    pub(super) headroom: Option<u32>,
 }
 
 impl RateBudget {
@@ -43,6 +49,7 @@ impl RateBudget {
             limit: Some(limit.max(1)),
             window: window.max(Duration::from_millis(1)),
             deadline: Self::DEFAULT_DEADLINE,
+            headroom: None,
         }
     }
 
@@ -58,6 +65,25 @@ impl RateBudget {
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// Slots of every window that the background lanes ([`Lane::Sweep`](super::Lane::Sweep),
+    /// [`Lane::Backfill`](super::Lane::Backfill)) leave to token calls, `Interactive` and
+    /// `Notification` requests, so that a backfill using all it may still leaves a
+    /// notification's fetch a slot at once, in this process or another (the count is the
+    /// shared ledger's). Default a tenth of the limit; at most `limit - 1`, so the background
+    /// lanes always move.
+    pub fn headroom(mut self, slots: u32) -> Self {
+        self.headroom = Some(slots);
+        self
+    }
+
+    /// What the background lanes may use of each window: the limit less the
+    /// [`headroom`](Self::headroom); `None` when unlimited.
+    pub fn background_limit(&self) -> Option<u32> {
+        let limit = self.limit?;
+        let headroom = self.headroom.unwrap_or(limit / 10);
+        Some(limit - headroom.min(limit - 1))
     }
 
     /// The limit per window; `None` when unlimited.

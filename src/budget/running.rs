@@ -2,6 +2,7 @@
 //! and their dispatcher, the 601 pause, counted in the store's ledger or in-process.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,6 +70,11 @@ struct Queue {
     /// Slots of the last block from a shared ledger, usable until `send_by`.
     pool: u32,
     send_by: Option<Instant>,
+    /// The pool was reserved under the full limit: while the background lanes are busy it is
+    /// only for the lanes above them (it may hold the headroom).
+    pool_foreground: bool,
+    /// When a background lane last took a slot.
+    background_at: Option<Instant>,
     /// When the ledger was last asked, and how many slots were taken since: the demand the
     /// next block is sized by.
     last_refill: Option<Instant>,
@@ -103,6 +109,12 @@ impl Queue {
     fn any_waiting(&self) -> bool {
         self.lanes.iter().any(|lane| !lane.is_empty())
     }
+
+    /// A background lane took a slot within the last `window`.
+    fn background_busy(&self, now: Instant, window: Duration) -> bool {
+        self.background_at
+            .is_some_and(|at| now.saturating_duration_since(at) < window)
+    }
 }
 
 impl Budget {
@@ -125,7 +137,7 @@ impl Budget {
         budget.engine = match (config.limit, budget.store.budget()) {
             (None, _) => Engine::Off,
             (Some(_), None) => Engine::Own,
-            (Some(_), Some(ledger)) if ledger.reserve_now(&budget.ask(0)).is_some() => {
+            (Some(_), Some(ledger)) if ledger.reserve_now(&budget.ask(0, false)).is_some() => {
                 Engine::InMemory
             }
             (Some(_), Some(_)) => Engine::Shared,
@@ -158,16 +170,22 @@ impl Budget {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ask(&self, want: u32) -> SlotAsk<'_> {
-        self.ask_for(want, &[])
+    fn ask(&self, want: u32, background: bool) -> SlotAsk<'_> {
+        self.ask_for(want, &[], background)
     }
 
-    /// An ask for `want` slots on behalf of the waiters that started at `waiting`.
-    fn ask_for<'a>(&'a self, want: u32, waiting: &'a [Instant]) -> SlotAsk<'a> {
+    /// An ask for `want` slots on behalf of the waiters that started at `waiting`, up to the
+    /// full limit or, for the background lanes, the background limit.
+    fn ask_for<'a>(&'a self, want: u32, waiting: &'a [Instant], background: bool) -> SlotAsk<'a> {
+        let limit = if background {
+            self.config.background_limit()
+        } else {
+            self.config.limit
+        };
         SlotAsk {
             app: &self.app,
             want,
-            limit: self.config.limit.unwrap_or(u32::MAX),
+            limit: limit.unwrap_or(u32::MAX),
             window: self.config.window,
             hold: self.config.hold(),
             holder: &self.holder,
@@ -176,45 +194,64 @@ impl Budget {
     }
 
     /// Takes a slot now if one is at hand and nobody is queued ahead; never waits.
-    /// `priority` is only asked for when someone is queued.
+    /// `priority` is only asked for when someone is queued, when the ledger is asked, or when
+    /// the background lanes are busy and the pool holds slots of the full limit.
     pub(crate) fn try_take(&self, priority: impl FnOnce() -> Priority) -> bool {
         if self.engine == Engine::Off {
             return true;
         }
+        let mut priority = Lazy::new(priority);
         let mut queue = self.lock();
-        if queue.any_waiting() && queue.ahead_of(priority()) {
+        if queue.any_waiting() && queue.ahead_of(priority.get()) {
             return false;
         }
         let now = Instant::now();
-        let taken = if queue.pool > 0 && queue.send_by.is_some_and(|by| now < by) {
+        let pooled = queue.pool > 0
+            && queue.send_by.is_some_and(|by| now < by)
+            && !(queue.pool_foreground
+                && queue.background_busy(now, self.config.window)
+                && priority.get().is_background());
+        let taken = if pooled {
             queue.pool -= 1;
             queue.taken_since += 1;
             true
         } else {
-            queue.pool = 0;
             // A count in memory answers at once (a shared ledger is for the dispatcher): a
-            // block sized by recent demand, so that most requests only look at the pool.
+            // block sized by recent demand, so that most requests only look at the pool. A
+            // background request that may not use the pool asks for itself alone.
+            let background = priority.get().is_background();
+            let keep_pool = queue.pool > 0 && queue.send_by.is_some_and(|by| now < by);
+            let want = if keep_pool {
+                1
+            } else {
+                1 + self.next_block(&mut queue)
+            };
             let grant = match (self.engine, self.store.budget()) {
-                (Engine::Own, _) => {
-                    let want = 1 + self.next_block(&mut queue);
-                    Some(queue.own.reserve(&self.ask(want), now))
-                }
-                (Engine::InMemory, Some(ledger)) => {
-                    let want = 1 + self.next_block(&mut queue);
-                    ledger.reserve_now(&self.ask(want))
-                }
+                (Engine::Own, _) => Some(queue.own.reserve(&self.ask(want, background), now)),
+                (Engine::InMemory, Some(ledger)) => ledger.reserve_now(&self.ask(want, background)),
                 _ => None,
             };
             match grant {
                 Some(grant) if grant.granted > 0 => {
-                    queue.pool = grant.granted - 1;
-                    queue.send_by = Some(now + self.config.hold() / 2);
+                    if !keep_pool {
+                        queue.pool = grant.granted - 1;
+                        queue.pool_foreground = !background;
+                        queue.send_by = Some(now + self.config.hold() / 2);
+                    }
                     queue.taken_since += 1;
                     true
                 }
-                _ => false,
+                _ => {
+                    if !keep_pool {
+                        queue.pool = 0;
+                    }
+                    false
+                }
             }
         };
+        if taken && priority.known_background() {
+            queue.background_at = Some(now);
+        }
         drop(queue);
         if taken {
             self.counters.slots.fetch_add(1, Ordering::Relaxed);
@@ -281,19 +318,26 @@ impl Budget {
         // The shared ledger holds a row of this budget's waiters a grant did not cover.
         let mut recorded = false;
         loop {
-            let (waiting, want, since) = {
+            let (waiting, want, since, lanes) = {
                 let mut queue = self.lock();
                 for lane in &mut queue.lanes {
                     lane.retain(|waiter| !waiter.tx.is_closed());
                 }
-                let waiting = queue.waiting();
-                if waiting == 0 && !recorded {
+                if queue.waiting() == 0 && !recorded {
                     queue.dispatching = false;
                     return;
                 }
+                // The lanes above the background ones first, up to the full limit; the
+                // background lanes only when nobody waits above them, up to their own limit.
+                let first = Priority::FIRST_BACKGROUND;
+                let lanes = if queue.lanes[..first].iter().any(|lane| !lane.is_empty()) {
+                    0..first
+                } else {
+                    first..Priority::COUNT
+                };
+                let waiting: usize = queue.lanes[lanes.clone()].iter().map(VecDeque::len).sum();
                 // The oldest first, as many as the ledger could grant.
-                let mut since: Vec<Instant> = queue
-                    .lanes
+                let mut since: Vec<Instant> = queue.lanes[lanes.clone()]
                     .iter()
                     .flatten()
                     .map(|waiter| waiter.since)
@@ -309,13 +353,14 @@ impl Budget {
                 } else {
                     self.next_block(&mut queue)
                 };
-                (waiting, waiting.saturating_add(extra), since)
+                (waiting, waiting.saturating_add(extra), since, lanes)
             };
+            let background = lanes.start == Priority::FIRST_BACKGROUND;
             let asked_at = Instant::now();
-            let grant = self.reserve(want, &since, asked_at).await;
+            let grant = self.reserve(want, &since, asked_at, background).await;
             recorded = matches!(self.engine, Engine::InMemory | Engine::Shared)
                 && usize::try_from(grant.granted).is_ok_and(|granted| granted < since.len());
-            let starved = self.hand_out(grant.granted, waiting, asked_at);
+            let starved = self.hand_out(grant.granted, waiting, asked_at, lanes);
             if starved {
                 let pause = grant
                     .retry_in
@@ -325,13 +370,17 @@ impl Budget {
         }
     }
 
-    /// Gives `granted` slots to the waiters in order, the rest to the pool. True when some
-    /// are still waiting for want of slots.
-    fn hand_out(&self, granted: u32, waiting: u32, asked_at: Instant) -> bool {
+    /// Gives `granted` slots to the waiters of `lanes` in order, the rest to the pool. True
+    /// when some of them are still waiting for want of slots.
+    fn hand_out(&self, granted: u32, waiting: u32, asked_at: Instant, lanes: Range<usize>) -> bool {
         let mut queue = self.lock();
+        let background = lanes.start == Priority::FIRST_BACKGROUND;
         let mut left = granted;
         while left > 0 {
-            let Some(waiter) = queue.lanes.iter_mut().find_map(VecDeque::pop_front) else {
+            let Some(waiter) = queue.lanes[lanes.clone()]
+                .iter_mut()
+                .find_map(VecDeque::pop_front)
+            else {
                 break;
             };
             if waiter.tx.send(()).is_ok() {
@@ -339,12 +388,16 @@ impl Budget {
                 queue.taken_since += 1;
             }
         }
+        if background && left < granted {
+            queue.background_at = Some(asked_at);
+        }
         if left > 0 {
             // What the waiters did not need: the pool, for the next requests' fast path.
             queue.pool = left;
+            queue.pool_foreground = !background;
             queue.send_by = Some(asked_at + self.config.hold() / 2);
         }
-        queue.waiting() > 0 && granted < waiting
+        queue.lanes[lanes].iter().any(|lane| !lane.is_empty()) && granted < waiting
     }
 
     /// Slots to ask beyond the waiters, for the pool (a shared ledger: one round trip per
@@ -365,8 +418,14 @@ impl Budget {
         taken.clamp(1, cap)
     }
 
-    async fn reserve(&self, want: u32, waiting: &[Instant], now: Instant) -> SlotGrant {
-        let ask = self.ask_for(want, waiting);
+    async fn reserve(
+        &self,
+        want: u32,
+        waiting: &[Instant],
+        now: Instant,
+        background: bool,
+    ) -> SlotGrant {
+        let ask = self.ask_for(want, waiting, background);
         let ledger = match (self.engine, self.store.budget()) {
             (Engine::Off, _) => {
                 return SlotGrant {
@@ -436,6 +495,35 @@ impl Budget {
                 Ok(Some(usage))
             }
         }
+    }
+}
+
+/// A request's [`Priority`], read from it only when needed (not on the hot path's pool hit).
+struct Lazy<F> {
+    read: Option<F>,
+    value: Option<Priority>,
+}
+
+impl<F: FnOnce() -> Priority> Lazy<F> {
+    fn new(read: F) -> Self {
+        Lazy {
+            read: Some(read),
+            value: None,
+        }
+    }
+
+    fn get(&mut self) -> Priority {
+        match (self.value, self.read.take()) {
+            (Some(value), _) => value,
+            (None, Some(read)) => *self.value.insert(read()),
+            // Not reached: `read` is taken only when `value` is set.
+            (None, None) => Priority::Lane(super::Lane::Interactive),
+        }
+    }
+
+    /// Read, and a background lane.
+    fn known_background(&self) -> bool {
+        self.value.is_some_and(Priority::is_background)
     }
 }
 

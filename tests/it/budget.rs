@@ -251,6 +251,85 @@ crate::backend::for_backends! {
     four_handles_share_one_budget: [sqlite, postgres, redis],
 }
 
+/// Sends `count` requests tagged `lane` at once through a layer of `auth` (with `user`), each
+/// waiting at most the budget's deadline.
+async fn send_in_lane(auth: &WithingsAuth, api: &str, lane: Lane, count: usize) -> Outcomes {
+    let service = auth.layer().layer(transport::plain_http_client());
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let (service, api) = (service.clone(), api.to_owned());
+        sends.spawn(async move { tagged(service, &api, Some(lane)).await });
+    }
+    let mut outcomes = Outcomes::default();
+    while let Some(sent) = sends.join_next().await {
+        match sent.expect("no panic") {
+            Ok(()) => outcomes.ok += 1,
+            Err(error) => match error.downcast_ref::<Error>() {
+                Some(Error::BudgetExhausted { .. }) => outcomes.exhausted += 1,
+                _ => panic!("unexpected error: {error}"),
+            },
+        }
+    }
+    outcomes
+}
+
+/// A backfill with more to send than the budget allows, in one handle, takes `limit -
+/// headroom` slots of the window and no more; a notification's requests, in another handle on
+/// the same store (another replica), then get the headroom at once. The window is long, so
+/// nothing ages out during the test; the deadline is short, so what gets no slot fails.
+async fn a_backfill_leaves_the_headroom_to_notifications(stores: [Arc<dyn TokenStore>; 2]) {
+    let sim = simulator().await;
+    sim.set_app_rate_limit(Some(AppRateLimit {
+        limit: 10,
+        window: Duration::from_secs(600),
+    }));
+    let clock = ManualClock::new();
+    let budget = RateBudget::new(10, Duration::from_secs(600))
+        .headroom(3)
+        .deadline(Duration::from_secs(1));
+    let [backfill, notification] = stores.map(|store| {
+        auth_builder(&sim, &clock)
+            .shared_store(store)
+            .rate_budget(budget)
+            .build(transport::plain_http_client())
+    });
+    backfill
+        .import(grant(&sim, &clock, crate::common::USER))
+        .await
+        .unwrap();
+    let api = sim.api_base();
+    let backfilled = send_in_lane(&backfill, &api, Lane::Backfill, 20).await;
+    assert_eq!(
+        (backfilled.ok, backfilled.exhausted),
+        (7, 13),
+        "{backfilled:?}"
+    );
+    let notified = send_in_lane(&notification, &api, Lane::Notification, 3).await;
+    assert_eq!((notified.ok, notified.exhausted), (3, 0), "{notified:?}");
+    // The window is now full for everyone.
+    let late = send_in_lane(&notification, &api, Lane::Interactive, 1).await;
+    assert_eq!((late.ok, late.exhausted), (0, 1), "{late:?}");
+    assert_eq!(sim.counters().served_601, 0);
+    assert_eq!(sim.counters().data_calls, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_leaves_the_headroom_to_notifications_on_one_memory_store() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    a_backfill_leaves_the_headroom_to_notifications([store.clone(), store]).await;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+async fn a_backfill_leaves_the_headroom<B: crate::backend::Backend>(backend: &B) {
+    a_backfill_leaves_the_headroom_to_notifications([backend.open().await, backend.open().await])
+        .await;
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+crate::backend::for_backends! {
+    a_backfill_leaves_the_headroom: [sqlite, postgres, redis],
+}
+
 // ---- four OS processes on one SQLite file ----
 
 const ENV_CHILD: &str = "TOWER_WITHINGS_BUDGET_CHILD";
