@@ -68,7 +68,9 @@ pub struct SyncConfig {
     /// key, emit deletes. Off (`None`) by default; it costs a window read per sweep.
     pub reconcile: Option<Duration>,
     /// Concurrent loops in [`SyncEngine::run`] (default 4): how many (user, stream) jobs one
-    /// process works on at once; the request budget paces them all.
+    /// process works on at once; the request budget paces them all. Sweeps and backfills take
+    /// at most `workers - 1` of them (all of one), so a notification never waits for a loop
+    /// that waits for the budget on a backfill's behalf.
     pub workers: usize,
     /// Only these users (default `None`: every linked user in the store). Notifications of
     /// other users stay in the inbox for an engine that syncs them.
@@ -212,6 +214,8 @@ struct Inner<S> {
     events: broadcast::Sender<SyncEvent>,
     /// Round-robin positions per lane.
     turn: Mutex<[usize; 3]>,
+    /// Sweeps and backfills at once: one loop fewer than [`SyncConfig::workers`].
+    background: tokio::sync::Semaphore,
     /// What the engine remembers between steps, so an idle step does not read every
     /// (user, stream) from the store.
     schedule: Mutex<Schedule>,
@@ -308,6 +312,7 @@ impl<S: HttpClient> SyncEngine<S> {
             client(Lane::Sweep),
             client(Lane::Backfill),
         ];
+        let background = tokio::sync::Semaphore::new(config.workers.saturating_sub(1).max(1));
         Ok(SyncEngine {
             inner: Arc::new(Inner {
                 clients,
@@ -319,6 +324,7 @@ impl<S: HttpClient> SyncEngine<S> {
                 counters: Counters::default(),
                 events: broadcast::channel(1024).0,
                 turn: Mutex::new([0; 3]),
+                background,
                 schedule: Mutex::new(Schedule::default()),
             }),
         })
@@ -494,6 +500,11 @@ impl<S: HttpClient> SyncEngine<S> {
         if let Some(outcome) = self.notification_step().await? {
             return Ok(step(Lane::Notification, outcome));
         }
+        // Every other loop busy with a sweep or a backfill: this one stays free for the
+        // notifications.
+        let Ok(_background) = self.inner.background.try_acquire() else {
+            return Ok(Step::Idle);
+        };
         let users = self.cached_users().await?;
         if let Some(outcome) = self.sweep_step(&users).await? {
             return Ok(step(Lane::Sweep, outcome));

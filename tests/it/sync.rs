@@ -604,3 +604,105 @@ async fn run_serves_the_inbox_until_shutdown() {
     .unwrap();
     assert!(sink.values.lock().unwrap().values().any(|v| v == "65.4"));
 }
+
+/// Every loop but one could be waiting for the budget on a backfill's behalf (the background
+/// lanes' share of a long window is spent, and the backfill has a year to read): a
+/// notification is still fetched, by the loop the engine keeps from background work, through
+/// the budget's headroom. Before both fixes the notification waited for the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
+    use crate::sync_support::{Table, engine, row, simulator};
+    use tower_withings::budget::RateBudget;
+    let history = withings_sim::HistoryConfig {
+        days: 365,
+        groups_per_day: 1,
+        page_size: 10,
+        ..withings_sim::HistoryConfig::default()
+    };
+    let sim = simulator(history).await;
+    let clock = ManualClock::new();
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    // 40 requests a long window: 30 for the background lanes, 10 of headroom; a request
+    // waits for its slot as long as the test may take.
+    let window = Duration::from_secs(3_600);
+    let budget = RateBudget::new(40, window).headroom(10).deadline(window);
+    let auth = auth_builder(&sim, &clock)
+        .store(store.clone())
+        .rate_budget(budget)
+        .build(transport::plain_http_client());
+    let notified = UserId(77);
+    auth.import(grant(&sim, &clock, notified)).await.unwrap();
+    let table = Arc::new(Table::default());
+    let config = SyncConfig::default()
+        .streams(&[SyncStream::Measures])
+        .backfill(Backfill::Days(7))
+        .workers(2);
+    let engine = engine(&auth, &sim, store.clone(), table.clone(), config, &clock);
+    assert!(
+        engine.run_once().await.unwrap(),
+        "the notified user caught up"
+    );
+    for id in 0..10 {
+        auth.import(grant(&sim, &clock, UserId(1_000 + id)))
+            .await
+            .unwrap();
+    }
+    let engine = {
+        let config = SyncConfig::default()
+            .streams(&[SyncStream::Measures])
+            .backfill(Backfill::Days(365))
+            .workers(2);
+        crate::sync_support::engine(&auth, &sim, store.clone(), table.clone(), config, &clock)
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .run(Duration::from_millis(10), async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    // The backfills spend the background share and wait for more.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while auth.metrics().budget_waits == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a backfill request waits for the budget");
+    let date = sim.add_measure(notified, 1, 81_250, -3);
+    let form = format!(
+        "userid={notified}&appli=1&startdate={date}&enddate={}",
+        date + 1
+    );
+    engine.intake().accept(&notification(form)).await.unwrap();
+    let groups = sim.measure_groups(notified);
+    let weighed = groups
+        .iter()
+        .find(|g| g.date == date)
+        .expect("the new group");
+    let (key, weighing) = row(notified, weighed);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while table.rows.lock().unwrap().get(&key) != Some(&weighing) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the notified weighing reaches the table while the backfills wait");
+    assert!(
+        table.len() < backfilled_in_full(&sim),
+        "the backfills are still waiting: the notification did not wait for them"
+    );
+    assert_eq!(sim.counters().served_601, 0);
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
+
+/// How many rows the backfilled users' years come to.
+fn backfilled_in_full(sim: &Simulator) -> usize {
+    let users = (0..10).map(|id| crate::sync_support::expected(sim, UserId(1_000 + id)).len());
+    users.sum()
+}
