@@ -1,7 +1,9 @@
 //! Sync crashes: a process syncing one user is SIGKILLed at random moments, 20 times, on
 //! SQLite and on PostgreSQL. Its sink appends every accepted change to a file (the app's
 //! durable table). At the end the file holds every group the simulator has (nothing lost),
-//! and the repeats are within the unaccepted batches: at most one batch per kill.
+//! and the repeats are within the unaccepted batches: at most one batch per kill. And two
+//! processes syncing the same user into one table while its groups are edited: per record,
+//! the table never holds a lower version after a higher one.
 //!
 //! Its own binary: it re-runs itself as the child it kills.
 #![cfg(feature = "sqlite")]
@@ -182,4 +184,87 @@ async fn sigkill_while_syncing_on_postgres_loses_nothing() {
     let dir = TempDir::new("sync-crash-pg");
     kill_at_random_moments(&format!("postgres:{table}"), Arc::new(store.clone()), &dir).await;
     store.clean().await;
+}
+
+/// The versions the table file holds, per key, in the order they were appended.
+fn versions_in(out: &std::path::Path) -> HashMap<String, Vec<u64>> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut versions: HashMap<String, Vec<u64>> = HashMap::new();
+    for line in text.lines() {
+        let (key, version) = line.split_once(' ').unwrap();
+        versions
+            .entry(key.to_owned())
+            .or_default()
+            .push(version.parse().unwrap());
+    }
+    versions
+}
+
+/// Two OS processes sync the same user on one SQLite file into one table (a file both append
+/// to, each batch in one write) while the user's groups are edited, each edit a second after
+/// the last: per record, the table never holds a lower version after a higher one, and it
+/// ends with every group at the simulator's last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_store_never_deliver_a_lower_version() {
+    if child::is_child() {
+        return;
+    }
+    let dir = TempDir::new("sync-two");
+    let db = dir.file("tokens.sqlite3");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let sim = common::three_day_simulator().await;
+    let user = common::USER;
+    let token = grant(&sim, &ManualClock::new(), user);
+    store
+        .put(&token, std::time::SystemTime::now())
+        .await
+        .unwrap();
+    let (out, spec) = (dir.file("table.txt"), format!("sqlite:{}", db.display()));
+    let children = [0, 1].map(|_| spawn(&sim.api_base(), &spec, &out));
+    for child in &children {
+        child.wait_for("READY", Duration::from_secs(30)).await;
+    }
+    for round in 0..15 {
+        sim.advance(Duration::from_secs(1));
+        for group in sim.measure_groups(user) {
+            let measure = withings_sim::SimMeasure {
+                meastype: 1,
+                value: 60_000 + round,
+                unit: -3,
+                position: None,
+            };
+            sim.edit_group(user, group.grpid, vec![measure]);
+        }
+        sim.add_measure(user, 1, 90_000 + round, -3);
+        tokio::time::sleep(Duration::from_millis(50 + random_below(100))).await;
+    }
+    let last: HashMap<String, u64> = (sim.measure_groups(user).iter())
+        .map(|g| (format!("{user}/measures/{}", g.grpid), g.modified))
+        .collect();
+    let caught_up = || {
+        let versions = versions_in(&out);
+        last.iter()
+            .all(|(key, v)| versions.get(key).and_then(|seen| seen.last()) == Some(v))
+    };
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while !caught_up() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the table catches up with the simulator");
+    drop(children);
+    let versions = versions_in(&out);
+    assert_eq!(versions.len(), last.len(), "every group, no other");
+    for (key, seen) in &versions {
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "{key}: versions {seen:?} went down"
+        );
+    }
+    let delivered: usize = versions.values().map(Vec::len).sum();
+    println!(
+        "two processes: {} groups, {delivered} deliveries",
+        last.len()
+    );
 }

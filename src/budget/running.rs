@@ -221,14 +221,23 @@ impl Budget {
             // background request that may not use the pool asks for itself alone.
             let background = priority.get().is_background();
             let keep_pool = queue.pool > 0 && queue.send_by.is_some_and(|by| now < by);
-            let want = if keep_pool {
-                1
-            } else {
-                1 + self.next_block(&mut queue)
+            // Sized here only for the ledgers that answer at once: a shared ledger's block is
+            // the dispatcher's, and sizing it here would count this request's demand twice.
+            let want = |queue: &mut Queue| {
+                if keep_pool {
+                    1
+                } else {
+                    1 + self.next_block(queue)
+                }
             };
             let grant = match (self.engine, self.store.budget()) {
-                (Engine::Own, _) => Some(queue.own.reserve(&self.ask(want, background), now)),
-                (Engine::InMemory, Some(ledger)) => ledger.reserve_now(&self.ask(want, background)),
+                (Engine::Own, _) => {
+                    let ask = self.ask(want(&mut queue), background);
+                    Some(queue.own.reserve(&ask, now))
+                }
+                (Engine::InMemory, Some(ledger)) => {
+                    ledger.reserve_now(&self.ask(want(&mut queue), background))
+                }
                 _ => None,
             };
             match grant {

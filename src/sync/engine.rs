@@ -51,8 +51,10 @@ pub struct SyncConfig {
     /// Backfill chunk length (default 30 days): a crash redoes at most one chunk. The newest
     /// chunk is read by the first live read instead.
     pub chunk: Duration,
-    /// Each (user, stream) is swept at least this often (default 24 h), catching any missed
-    /// notification within it.
+    /// Each (user, stream) is read from its cursor at least this often (default 24 h),
+    /// catching any missed notification within it: a sweep comes this long after the last
+    /// complete read, a notification's fetch included (not with [`reconcile`](Self::reconcile),
+    /// whose pass runs at sweeps).
     pub sweep_every: Duration,
     /// `lastupdate` reads start this much before the cursor (default 10 min): rows modified
     /// while a read ran are read again; the version check keeps them from the sink.
@@ -796,11 +798,21 @@ impl<S: HttpClient> SyncEngine<S> {
             cursor: newest.filter(|n| *n > cursor),
             ..Commit::default()
         };
-        if lane == Lane::Sweep {
+        // A complete read from the cursor is what a sweep does: a notification's fetch puts
+        // the stream's next sweep a `sweep_every` later (unless the sweep also reconciles),
+        // so a stream notified daily is never swept and a missed notification is still read
+        // within `sweep_every` of the last read.
+        let sweeps = lane == Lane::Sweep
+            || (lane == Lane::Notification && self.inner.config.reconcile.is_none());
+        if sweeps {
             commit.swept_at = Some(now);
         }
         if !self.state().commit(lease, ttl, commit).await? {
             return Ok(Outcome::Busy);
+        }
+        if sweeps {
+            let due = now.saturating_add(every);
+            self.schedule().sweep_due.insert((user, stream), due);
         }
         if let Some(cursor) = commit.cursor {
             self.emit(SyncEvent::CursorMoved {

@@ -52,13 +52,14 @@ fn calls(sim: &Simulator, user: UserId) -> [u64; 4] {
 /// Steady state, one user-day, the default streams (measures, activity, workouts, sleep
 /// summaries) and Withings' 3 h access tokens: a night's sleep and a weighing at 07:00, the
 /// watch's activity at 13:00 and at 19:00 (appli 16 is two streams: activity and workouts),
-/// then the daily sweep of the four streams at 24:00. The simulator serves 1 + 1 + 2 + 2
-/// notification fetches and 4 sweep reads: **10 data calls** (goal ≤ 10). On top of them,
-/// **4 refreshes**: the tokens are refreshed on use, and each of the four moments of the day
-/// comes more than 3 h after the last, so each finds its token expired; they are counted
-/// apart (the sim's `refreshes`), not in the 10.
+/// then midnight, a day after the catch-up's sweep. The simulator serves 1 + 1 + 2 + 2
+/// notification fetches and no sweep read (each stream was read from its cursor within the
+/// day, which is what the sweep would do): 6 data calls. On top of them, 3 refreshes: the
+/// tokens are refreshed on use, and each of the three moments that send comes more than 3 h
+/// after the last, so each finds its token expired. **9 requests** in all (goal ≤ 10).
+/// A day later, with no notification, the sweep reads each stream once.
 #[tokio::test]
-async fn a_linked_users_day_is_ten_data_calls_and_a_refresh_per_use() {
+async fn a_linked_users_day_is_ten_requests_refreshes_included() {
     let rig = Rig::new(HistoryConfig::default(), USER).await;
     let (sim, clock, table) = (&rig.sim, &rig.clock, &rig.table);
     let engine = rig.engine(SyncConfig::default());
@@ -92,19 +93,24 @@ async fn a_linked_users_day_is_ten_data_calls_and_a_refresh_per_use() {
 
     let per_stream = calls(sim, USER);
     let data = per_stream.iter().sum::<u64>();
-    assert_eq!(
-        per_stream,
-        [2, 3, 3, 2],
-        "per stream, with the sweep's read"
-    );
+    assert_eq!(per_stream, [1, 2, 2, 1], "per stream: no sweep read");
     assert_eq!(
         data,
         sim.counters().data_calls,
         "every data call was this user's"
     );
-    assert!(data <= 10, "{data} data calls in a user-day (goal ≤ 10)");
-    assert_eq!(data, 10);
-    assert_eq!(sim.counters().refreshes, 4, "one refresh per use 3 h apart");
+    let refreshes = sim.counters().refreshes;
+    assert_eq!(refreshes, 3, "one refresh per use 3 h apart");
+    assert!(
+        data + refreshes <= 10,
+        "{data} data calls and {refreshes} refreshes in a user-day (goal ≤ 10 requests)"
+    );
+    // A quiet day: the sweep reads each stream once, a day after its last read.
+    advance(sim, clock, HOUR * 24);
+    settle(&engine).await;
+    let swept = calls(sim, USER);
+    let reads: Vec<u64> = swept.iter().zip(per_stream).map(|(a, b)| a - b).collect();
+    assert_eq!(reads, [1, 1, 1, 1], "one sweep read per stream");
     let weighing = table.under(&format!("{USER}/measures/"));
     assert!(
         (weighing.values()).any(|(_, m)| m.contains(&(1, None, 71_450, -3))),
