@@ -94,7 +94,7 @@ async fn head(url: &str) -> StatusCode {
 
 /// getmeas through the layer for `user` between `start` and `end`: the measure groups.
 async fn getmeas_between(rig: &Rig, user: UserId, start: u64, end: u64) -> Vec<serde_json::Value> {
-    let client = rig.auth.layer().layer(transport::plain_http_client());
+    let client = rig.service();
     let form = format!("action=getmeas&meastype=1&category=1&startdate={start}&enddate={end}");
     let request = Request::post(format!("{}/measure", rig.sim.api_base()))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -418,12 +418,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
         .ensure_subscribed(USER, &served.url, &[Appli::Weight, Appli::User])
         .await
         .unwrap();
-    expect_ok(
-        &rig.auth.layer().layer(transport::plain_http_client()),
-        &rig.sim,
-        USER,
-    )
-    .await;
+    expect_ok(&rig.service(), &rig.sim, USER).await;
 
     rig.sim.unlink_user(USER);
     let n = next(&mut served.notifications).await;
@@ -437,7 +432,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
 
     // The layer refuses the user at once with a typed error: nothing is sent, the refresh
     // token is never spent.
-    let client = rig.auth.layer().layer(transport::plain_http_client());
+    let client = rig.service();
     let before = rig.sim.counters();
     for _ in 0..3 {
         let error = client.clone().oneshot(getmeas(&rig.sim, USER)).await;

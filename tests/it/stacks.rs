@@ -59,7 +59,7 @@ where
     B: Body,
     B::Error: std::fmt::Debug,
 {
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
@@ -218,7 +218,7 @@ async fn a_server_that_compresses_anyway_without_decompression_anywhere() {
         rig.sim.set_response_encoding(Some(coding));
         let seen = Encodings::default();
         let service = rig.auth.layer().layer(client_recording(seen.clone()));
-        rig.sim.revoke_access_token(rig.token.access_token.expose());
+        rig.revoke_access_token();
         let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
         // The caller gets the replay's answer exactly as the server sent it: still encoded.
         assert_eq!(response.headers()[header::CONTENT_ENCODING], coding);

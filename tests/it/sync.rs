@@ -19,7 +19,8 @@ use tower_withings::sync::{
 use tower_withings::{UserId, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
 
-use crate::common::{auth_builder, grant, three_day_simulator};
+use crate::common::{auth_builder, authorized, eventually, grant, three_day_simulator};
+use crate::sync_support::run_until;
 
 const USER: UserId = UserId(31_337);
 
@@ -142,10 +143,7 @@ async fn setup(store: Arc<dyn TokenStore>) -> Setup {
     // The simulator's three groups, a day apart, that the tests count on.
     let sim = three_day_simulator().await;
     let clock = ManualClock::new();
-    let auth = auth_builder(&sim, &clock)
-        .store(store.clone())
-        .build(transport::plain_http_client());
-    auth.import(grant(&sim, &clock, USER)).await.unwrap();
+    let auth = authorized(&sim, &clock, store.clone(), USER).await;
     Setup {
         sim,
         clock,
@@ -590,18 +588,14 @@ async fn run_serves_the_inbox_until_shutdown() {
     ));
     engine.intake().accept(&n).await.unwrap();
     let watched = sink.clone();
-    let delivered = async move {
-        while watched.keys().len() < 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(
+    let delivered = move || watched.keys().len() >= 4;
+    run_until(
+        &engine,
         Duration::from_secs(20),
-        engine.run(Duration::from_millis(10), delivered),
+        "run returns at shutdown",
+        delivered,
     )
-    .await
-    .expect("run returns at shutdown")
-    .unwrap();
+    .await;
     assert!(sink.values.lock().unwrap().values().any(|v| v == "65.4"));
 }
 
@@ -611,7 +605,8 @@ async fn run_serves_the_inbox_until_shutdown() {
 /// the budget's headroom. Before both fixes the notification waited for the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
-    use crate::sync_support::{Table, engine, row, simulator};
+    use crate::common::simulator_with;
+    use crate::sync_support::{Table, engine, row, run_in_background};
     use tower_withings::budget::RateBudget;
     let history = withings_sim::HistoryConfig {
         days: 365,
@@ -619,7 +614,7 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
         page_size: 10,
         ..withings_sim::HistoryConfig::default()
     };
-    let sim = simulator(history).await;
+    let sim = simulator_with(history).await;
     let clock = ManualClock::new();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     // 40 requests a long window: 30 for the background lanes, 10 of headroom; a request
@@ -654,25 +649,13 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
             .workers(2);
         crate::sync_support::engine(&auth, &sim, store.clone(), table.clone(), config, &clock)
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move {
-            engine
-                .run(Duration::from_millis(10), async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, running) = run_in_background(&engine);
     // The backfills spend the background share and wait for more.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while auth.metrics().budget_waits == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let waiting = "a backfill request waits for the budget";
+    eventually(Duration::from_secs(60), waiting, || {
+        auth.metrics().budget_waits > 0
     })
-    .await
-    .expect("a backfill request waits for the budget");
+    .await;
     let date = sim.add_measure(notified, 1, 81_250, -3);
     let form = format!(
         "userid={notified}&appli=1&startdate={date}&enddate={}",
@@ -685,13 +668,11 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
         .find(|g| g.date == date)
         .expect("the new group");
     let (key, weighing) = row(notified, weighed);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while table.rows.lock().unwrap().get(&key) != Some(&weighing) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let reached = "the notified weighing reaches the table while the backfills wait";
+    eventually(Duration::from_secs(60), reached, || {
+        table.rows.lock().unwrap().get(&key) == Some(&weighing)
     })
-    .await
-    .expect("the notified weighing reaches the table while the backfills wait");
+    .await;
     assert!(
         table.len() < backfilled_in_full(&sim),
         "the backfills are still waiting: the notification did not wait for them"
