@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,13 +19,14 @@ use tower_withings::data::{
     GetMeas, GetSleep, GetSleepSummary, GetWorkouts, HeartList, MeasureType, SleepState,
     WorkoutCategory,
 };
-use tower_withings::store::MemoryStore;
 use tower_withings::transport::HttpClient;
 
 use crate::common::rows;
-use tower_withings::{
-    Credentials, Endpoints, Error, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
-};
+
+#[path = "../support/fake_handle.rs"]
+mod fake_handle;
+use fake_handle::fake_handle;
+use tower_withings::{Endpoints, Error, UserId, WithingsAuth};
 
 const USER: UserId = UserId(46865875);
 
@@ -117,22 +118,10 @@ impl Fake {
 
     /// The auth handle (token endpoint: this fake) with `USER`'s token imported.
     async fn auth(&self, endpoints: Endpoints) -> WithingsAuth {
-        let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
-            .store(MemoryStore::new())
-            .endpoints(endpoints)
-            .rate_budget(RateBudget::unlimited())
-            .backoff(Duration::ZERO, Duration::ZERO)
-            .build(self.service());
-        auth.import(Token {
-            user_id: USER,
-            access_token: Secret::new("access-1"),
-            refresh_token: Secret::new("refresh-1"),
-            expires_at: SystemTime::now() + Duration::from_secs(3 * 3600),
-            scope: "user.metrics,user.activity".into(),
-        })
-        .await
-        .unwrap();
-        auth
+        let scope = "user.metrics,user.activity";
+        fake_handle(self.service(), endpoints, USER, scope)
+            .await
+            .unwrap()
     }
 
     /// A data client over the app's stack: `auth.layer()` in front of this fake.

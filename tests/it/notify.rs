@@ -29,18 +29,13 @@ struct Served {
     notifications: Notifications,
 }
 
-const ROUTE: &str = "/withings/notify/{secret}";
+#[path = "../support/notify_server.rs"]
+mod notify_server;
+use notify_server::{ROUTE, serve_receiver};
 
 async fn serve(builder: NotifyReceiverBuilder) -> Served {
     let (receiver, notifications) = builder.build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let url = receiver
-        .callback_url(&format!("{origin}/withings/notify"))
-        .expose()
-        .to_owned();
-    let app = axum::Router::new().route_service(ROUTE, receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (origin, url) = serve_receiver(receiver.clone()).await;
     Served {
         url,
         origin,
