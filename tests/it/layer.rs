@@ -1003,8 +1003,12 @@ async fn works_inside_a_trace_and_timeout_stack_over_hyper() {
             .expose(),
     );
     expect_ok(&client, &rig.sim, USER).await;
-    assert_eq!(rig.auth.metrics().refreshes_started, 2);
-    assert_eq!(rig.auth.metrics().replays, 1);
+    let metrics = rig.auth.metrics();
+    assert_eq!(
+        (metrics.refreshes_started, metrics.replays),
+        (2, 1),
+        "two refreshes, one replay: {metrics:?}"
+    );
 }
 
 #[tokio::test]

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use tower::ServiceBuilder;
 use tower_withings::budget::Lane;
 use tower_withings::notify::Notification;
 use tower_withings::store::{MemoryStore, TokenStore};
@@ -157,19 +155,7 @@ fn engine(
     sink: Arc<dyn Sink>,
     config: SyncConfig,
 ) -> SyncEngine<impl tower_withings::transport::HttpClient + use<>> {
-    let stack = ServiceBuilder::new()
-        .layer(s.auth.layer())
-        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
-        .service(transport::plain_http_client());
-    SyncEngine::with_clock(
-        stack,
-        &s.sim.endpoints(),
-        s.store.clone(),
-        sink,
-        config,
-        Arc::new(s.clock.clone()),
-    )
-    .unwrap()
+    crate::sync_support::engine(&s.auth, &s.sim, s.store.clone(), sink, config, &s.clock)
 }
 
 fn measures_only() -> SyncConfig {
@@ -388,19 +374,9 @@ async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() 
     let auth2 = auth_builder(&s.sim, &s.clock)
         .store(b.clone())
         .build(transport::plain_http_client());
-    let stack = ServiceBuilder::new()
-        .layer(auth2.layer())
-        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
-        .service(transport::plain_http_client());
-    let two = SyncEngine::with_clock(
-        stack,
-        &s.sim.endpoints(),
-        b.clone(),
-        sink.clone(),
-        measures_only().batch_size(1),
-        Arc::new(s.clock.clone()),
-    )
-    .unwrap();
+    let config = measures_only().batch_size(1);
+    let two =
+        crate::sync_support::engine(&auth2, &s.sim, b.clone(), sink.clone(), config, &s.clock);
     let state = s.store.sync_state().unwrap();
     let mut last = None;
     for i in 0..5 {
