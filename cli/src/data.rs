@@ -185,7 +185,7 @@ pub(crate) fn group_json(g: &MeasureGroup) -> Value {
         "modified": unix(g.modified),
         "attrib": g.attrib.map(|a| a.code()),
         "category": g.category.map(|c| c.code()),
-        "deviceid": g.deviceid,
+        "deviceid": g.source.deviceid,
     })
 }
 
@@ -210,9 +210,9 @@ pub(crate) fn activity_json(day: &ActivityDay) -> Value {
         "distance": day.distance,
         "calories": day.calories,
         "totalcalories": day.totalcalories,
-        "brand": day.brand,
-        "is_tracker": day.is_tracker,
-        "deviceid": day.deviceid,
+        "brand": day.source.brand,
+        "is_tracker": day.source.is_tracker,
+        "deviceid": day.source.deviceid,
     })
 }
 
@@ -329,7 +329,7 @@ pub(crate) async fn run(
                     cell(day.steps),
                     cell(day.distance),
                     cell(day.calories),
-                    cell(day.deviceid.as_deref()),
+                    cell(day.source.deviceid.as_deref()),
                 ];
                 print(&mut out, select.format, &row, &cells);
             }

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
-use jiff::civil::Date;
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -58,11 +57,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// The zone for `name` (a row's own, else the page's).
-    pub(crate) fn zone(&mut self, name: Option<String>) -> Option<Zone> {
-        let name = name
-            .filter(|n| !n.is_empty())
-            .or_else(|| self.meta.timezone.clone())?;
+    /// A row's zone as read (a name, not looked up), else the page's, looked up once per page.
+    pub(crate) fn zone(&mut self, read: Option<Zone>) -> Option<Zone> {
+        let name = match read {
+            Some(z) => z.name().to_owned(),
+            None => self.meta.timezone.clone()?,
+        };
         if let Some(z) = self.zones.iter().find(|z| z.name() == name) {
             return Some(z.clone());
         }
@@ -71,10 +71,12 @@ impl Context {
         Some(zone)
     }
 
-    /// A row's local day: `date` in the zone of `timezone` (else the page's).
-    pub(crate) fn day(&mut self, date: Option<Date>, timezone: Option<String>) -> Option<LocalDay> {
-        let zone = self.zone(timezone);
-        date.map(|date| LocalDay { date, zone })
+    /// A row's local day with its zone looked up (see [`zone`](Self::zone)).
+    pub(crate) fn day(&mut self, day: LocalDay) -> LocalDay {
+        LocalDay {
+            zone: self.zone(day.zone),
+            date: day.date,
+        }
     }
 }
 
@@ -93,7 +95,7 @@ pub trait Row: Sized + Send + 'static {
     fn decode(raw: &str, key: Option<&str>, cx: &mut Context) -> Result<Self, String>;
 }
 
-/// Reads one row's JSON into its raw struct; the error says what the row is not and where,
+/// Reads one row's JSON into its struct; the error says what the row is not and where,
 /// never what it holds (serde's messages quote values).
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
     serde_json::from_str(raw).map_err(|e| {
