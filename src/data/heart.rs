@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 
-use super::client::{DataClient, Form, Query, form};
+use super::client::{DataClient, Endpoint, Form, Query, form};
 use super::code::{Afib, HeartModel};
 use super::error::DataError;
 use super::lenient::lenient;
@@ -37,9 +37,7 @@ impl HeartList {
 
 impl Query for HeartList {
     type Row = HeartRecord;
-    const PATH: &'static str = "/v2/heart";
-    const ROWS: &'static str = "series";
-    const PAGED: bool = true;
+    const ENDPOINT: Endpoint = Endpoint::new("/v2/heart", "series", true);
 
     fn calls(&self) -> Vec<Form> {
         let mut f = form("list");

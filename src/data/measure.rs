@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, de};
 
-use super::client::{Form, Query, csv, form};
+use super::client::{Endpoint, Form, Query, csv, form};
 use super::code::{Attrib, Category};
 use super::lenient::{Field, lenient};
 use super::measure_type::MeasureType;
@@ -94,9 +94,7 @@ impl GetMeas {
 
 impl Query for GetMeas {
     type Row = MeasureGroup;
-    const PATH: &'static str = "/measure";
-    const ROWS: &'static str = "measuregrps";
-    const PAGED: bool = true;
+    const ENDPOINT: Endpoint = Endpoint::new("/measure", "measuregrps", true);
 
     fn calls(&self) -> Vec<Form> {
         let mut f = form("getmeas");

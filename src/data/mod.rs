@@ -72,7 +72,7 @@ mod workout;
 
 pub use activity::{ActivityDay, ActivityKey, GetActivity, GetIntradayActivity, IntradaySample};
 pub use client::{
-    DEFAULT_MAX_PAGE_BYTES, DEFAULT_PAGE_CAP, DataClient, Form, Query, RowStream, collect,
+    DEFAULT_MAX_PAGE_BYTES, DEFAULT_PAGE_CAP, DataClient, Endpoint, Form, Query, RowStream, collect,
 };
 pub use code::{Afib, Attrib, Category, Code, HeartModel, SleepModel, SleepState, WorkoutCategory};
 pub use error::{Collected, DataError, Partial, RowError};

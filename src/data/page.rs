@@ -133,7 +133,7 @@ pub struct Page<T> {
 /// assert!(!page.meta.more);
 /// ```
 pub fn decode_page<Q: super::Query>(bytes: &[u8]) -> Result<Page<Q::Row>, Error> {
-    decode(bytes, Q::ROWS, 1)
+    decode(bytes, Q::ENDPOINT.rows, 1)
 }
 
 /// Decodes a whole answer: the envelope's status through the crate's status table, then the

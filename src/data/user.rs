@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 
-use super::client::{DataClient, Form, Query, form};
+use super::client::{DataClient, Endpoint, Form, Query, form};
 use super::error::DataError;
 use super::lenient::{Field, FromScalar, Scalar, lenient};
 use super::page::{Context, Row, read_row};
@@ -17,9 +17,7 @@ pub struct GetDevices;
 
 impl Query for GetDevices {
     type Row = Device;
-    const PATH: &'static str = "/v2/user";
-    const ROWS: &'static str = "devices";
-    const PAGED: bool = false;
+    const ENDPOINT: Endpoint = Endpoint::new("/v2/user", "devices", false);
 
     fn calls(&self) -> Vec<Form> {
         vec![form("getdevice")]
