@@ -96,8 +96,10 @@ pub trait Row: Sized + Send + 'static {
 }
 
 /// Reads one row's JSON into its struct; the error says what the row is not and where,
-/// never what it holds (serde's messages quote values).
+/// never what it holds (serde's messages quote values). A row sent as `[]` is an empty
+/// object (T11).
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
+    let raw = if raw.trim() == "[]" { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| {
         let why = match e.classify() {
             serde_json::error::Category::Data => "a field of the wrong shape",
@@ -412,6 +414,23 @@ mod tests {
         assert_eq!(p.rows[0], Ok(Id(1)));
         assert_eq!(p.rows[1].as_ref().unwrap_err().index, 1);
         assert_eq!(p.rows[2], Ok(Id(2)));
+    }
+
+    #[test]
+    fn a_row_sent_as_an_empty_list_is_an_empty_object() {
+        use crate::data::{IntradaySample, SleepSegment};
+        let p = decode::<IntradaySample>(
+            br#"{"status":0,"body":{"series":{"1700000000":[]}}}"#,
+            "series",
+            1,
+        )
+        .unwrap();
+        let sample = p.rows[0].as_ref().unwrap();
+        assert_eq!(sample.timestamp.as_second(), 1_700_000_000);
+        assert_eq!(sample.steps, None);
+        let p =
+            decode::<SleepSegment>(br#"{"status":0,"body":{"series":[[]]}}"#, "series", 1).unwrap();
+        assert_eq!(p.rows[0].as_ref().unwrap().start, None);
     }
 
     #[test]
