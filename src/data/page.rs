@@ -101,6 +101,11 @@ pub trait Row: Sized + Send + 'static {
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
     let raw = if raw.trim() == "[]" { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| {
+        // serde names a missing key field (`id`, `grpid`, `date`, …) but no value.
+        if let Some(field) = e.to_string().strip_prefix("missing field ") {
+            let field = field.split(" at line").next().unwrap_or(field);
+            return format!("{not}: no {field}");
+        }
         let why = match e.classify() {
             serde_json::error::Category::Data => "a field of the wrong shape",
             serde_json::error::Category::Syntax => "malformed JSON",
@@ -431,6 +436,19 @@ mod tests {
         let p =
             decode::<SleepSegment>(br#"{"status":0,"body":{"series":[[]]}}"#, "series", 1).unwrap();
         assert_eq!(p.rows[0].as_ref().unwrap().start, None);
+    }
+
+    #[test]
+    fn a_row_without_its_key_says_which() {
+        use crate::data::Workout;
+        let p = decode::<Workout>(
+            br#"{"status":0,"body":{"series":[{"category":1}]}}"#,
+            "series",
+            1,
+        )
+        .unwrap();
+        let e = p.rows[0].as_ref().unwrap_err();
+        assert_eq!(e.reason, "not a workout: no `id`");
     }
 
     #[test]
