@@ -503,7 +503,7 @@ async fn captured_getmeas_answers_decode_exactly() {
     assert_eq!(first.attrib, Some(Attrib::DeviceAlt), "the later row wins");
     let weight = first.get(MeasureType::Weight).unwrap();
     assert_eq!(weight.value.to_string(), "118.003");
-    assert_eq!(first.modelid, Some(5));
+    assert_eq!(first.source.modelid, Some(5));
     assert_eq!(first.category, Some(Category::Real));
     assert_eq!(first.timezone.as_ref().unwrap().name(), "Europe/Amsterdam");
 
@@ -575,8 +575,8 @@ async fn captured_v2_answers_decode() {
     assert_eq!(fake.sent().len(), 1);
     assert_eq!(fake.sent()[0].get("startdateymd"), Some("2023-10-20"));
     assert_eq!(days[0].distance, Some(1028.559));
-    assert_eq!(days[0].deviceid, None);
-    assert_eq!(days[0].brand, Some(18));
+    assert_eq!(days[0].source.deviceid, None);
+    assert_eq!(days[0].source.brand, Some(18));
     assert_eq!(days[0].day.date, jiff::civil::date(2023, 10, 20));
     assert_eq!(
         days[0].hr_zones,
@@ -677,8 +677,8 @@ async fn the_shapes_that_drift_from_the_document_decode() {
     assert_eq!(g.attrib, Some(Attrib::Unknown(10000)));
     assert_eq!(g.category, Some(Category::Unknown(3)));
     assert_eq!(g.modified, None);
-    assert_eq!(g.modelid, Some(7));
-    assert_eq!(g.deviceid, None);
+    assert_eq!(g.source.modelid, Some(7));
+    assert_eq!(g.source.deviceid, None);
     assert_eq!(g.measures[0].measure_type, MeasureType::Unknown(9999));
     assert_eq!(g.measures[0].value.to_string(), "26");
     assert_eq!(

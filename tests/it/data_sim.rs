@@ -102,7 +102,7 @@ fn assert_same_groups(read: &[MeasureGroup], held: &[SimGroup]) {
         assert_eq!(secs(g.modified), h.modified);
         assert_eq!(g.attrib.map(Attrib::code), Some(h.attrib));
         assert_eq!(g.category.map(|c| c.code()), Some(h.category));
-        assert_eq!(g.deviceid, h.deviceid);
+        assert_eq!(g.source.deviceid, h.deviceid);
         let got: Vec<(i64, i64, i32, Option<i64>)> = (g.measures.iter())
             .map(|m| {
                 (
@@ -267,7 +267,7 @@ async fn each_endpoint_reads_what_the_simulator_holds() {
     for (day, h) in days.iter().zip(&held_days) {
         assert_eq!(day.day.date.to_string(), h["date"].as_str().unwrap());
         assert_eq!(day.steps, h["steps"].as_i64());
-        assert_eq!(day.deviceid.as_deref(), h["deviceid"].as_str());
+        assert_eq!(day.source.deviceid.as_deref(), h["deviceid"].as_str());
     }
 
     // getworkouts and sleep getsummary: every id once.
