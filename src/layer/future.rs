@@ -409,6 +409,14 @@ mod tests {
             }))
     }
 
+    /// A handle (as [`auth`]) holding the user's token `a`, and its clock.
+    async fn signed_in() -> (ManualClock, WithingsAuth) {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        (clock, auth)
+    }
+
     fn request(url: &str) -> Req {
         let mut request = Request::post(url)
             .body(Full::new(Bytes::from_static(b"action=getmeas")))
@@ -496,9 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn calling_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         // Status read from the body, any other HTTP status, and an inner error.
         for status in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
             let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
@@ -529,9 +535,7 @@ mod tests {
     /// layer with a clone policy, and a refused request is replayed with the copy it makes.
     #[tokio::test]
     async fn a_foreign_body_replays_through_a_clone_policy() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (clock, auth) = signed_in().await;
         let layer = auth
             .layer()
             .clone_body_with(|_: &axum::body::Body| Some(axum::body::Body::from("action=getmeas")));
@@ -566,9 +570,7 @@ mod tests {
     /// (or, with `not_replayed_as_response`, comes back marked).
     #[tokio::test]
     async fn never_replay_takes_any_body_and_gives_the_refusal_back() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         for as_response in [false, true] {
             let mut layer = auth.layer().never_replay();
             if as_response {
@@ -609,9 +611,7 @@ mod tests {
     #[tokio::test]
     async fn status_errors_fail_with_the_table_s_error_and_are_done_after() {
         const NOT_IMPLEMENTED: &str = r#"{"status":2554,"body":{},"error":"Not implemented"}"#;
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         for late in [false, true] {
             let layer = auth.layer().status_errors();
             let (mut service, mut handle) =
@@ -634,9 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn calling_refused_then_replayed_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (clock, auth) = signed_in().await;
         let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
         let mut fut = pin!(fut);
         let (_, reply) = handle.next_request().await.unwrap();
@@ -655,9 +653,7 @@ mod tests {
 
     #[tokio::test]
     async fn peeking_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
         let mut fut = pin!(fut);
         let late = TestBody {
