@@ -17,6 +17,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use super::InnerService;
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
 use super::replay::{CloneBody, Replay, RequestCopy};
@@ -96,14 +97,7 @@ where
 
 impl<S, B, ResB> ResponseFuture<S, B, ResB>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    S: InnerService<B, ResB>,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
@@ -130,14 +124,7 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    S: InnerService<B, ResB>,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
@@ -462,6 +449,16 @@ mod tests {
         }
     }
 
+    /// The future fails with a crate [`Error`] that `expected` accepts, and is done after it.
+    async fn assert_fails_then_done<R: std::fmt::Debug>(
+        mut fut: Pin<&mut impl Future<Output = Result<R, BoxError>>>,
+        expected: impl Fn(&Error) -> bool,
+    ) {
+        let error = fut.as_mut().await.unwrap_err();
+        assert!(error.downcast_ref().is_some_and(expected), "{error}");
+        assert_done(fut);
+    }
+
     #[tokio::test]
     async fn passthrough_is_done_after_completion() {
         let auth = auth(&ManualClock::new());
@@ -493,13 +490,8 @@ mod tests {
         let mut no_user = request(&format!("{API}/measure"));
         no_user.extensions_mut().remove::<UserId>();
         let (fut, _handle) = send(&auth, no_user);
-        let mut fut = pin!(fut);
-        let error = fut.as_mut().await.unwrap_err();
-        assert!(
-            matches!(error.downcast_ref(), Some(Error::NoUser)),
-            "{error}"
-        );
-        assert_done(fut);
+        let fut = pin!(fut);
+        assert_fails_then_done(fut, |e| matches!(e, Error::NoUser)).await;
     }
 
     #[tokio::test]
@@ -617,18 +609,13 @@ mod tests {
             let (mut service, mut handle) =
                 mock::spawn_with::<Req, Response<TestBody>, _, _>(|mock| layer.layer(mock));
             assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
-            let mut fut = pin!(service.call(request(&format!("{API}/measure"))));
+            let fut = pin!(service.call(request(&format!("{API}/measure"))));
             let body = TestBody {
                 late,
                 ..TestBody::json(NOT_IMPLEMENTED)
             };
             answer(&mut handle, StatusCode::OK, body).await;
-            let error = fut.as_mut().await.unwrap_err();
-            assert!(
-                matches!(error.downcast_ref(), Some(Error::NotImplemented)),
-                "{error}"
-            );
-            assert_done(fut);
+            assert_fails_then_done(fut, |e| matches!(e, Error::NotImplemented)).await;
         }
     }
 

@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 use super::bearer::authorize;
 use super::future::{Need, ResponseFuture};
 use super::replay::{CloneBody, CloneBodyFn, DefaultCloneBody, NeverReplay, Replay, RequestCopy};
-use super::{Destination, ResponseMode, Shared, destination, not_api_host};
+use super::{Destination, InnerService, ResponseMode, Shared, destination, not_api_host};
 use crate::body::WithingsBody;
 use crate::budget::{Budget, BudgetService};
 use crate::error::{BoxError, Error};
@@ -189,14 +189,8 @@ impl<S, P> WithingsAuthService<S, P> {
 
 impl<S, P, B, ResB> Service<Request<B>> for WithingsAuthService<S, P>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    // The `Response` named again: it is what ties `ResB` to `S` for this impl.
+    S: InnerService<B, ResB> + Service<Request<B>, Response = Response<ResB>>,
     P: CloneBody<B> + Clone + Send + 'static,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
@@ -249,7 +243,15 @@ where
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),
             // The slow path: refresh (or load) first.
-            Lookup::Stale(stale) => self.slow(user, request, Need::Token(stale)),
+            Lookup::Stale(stale) => ResponseFuture::slow(
+                Arc::clone(&self.shared),
+                self.policy.clone(),
+                self.mode,
+                user,
+                self.readied(),
+                request,
+                Need::Token(stale),
+            ),
         }
     }
 }
@@ -259,36 +261,5 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     fn readied(&mut self) -> BudgetService<S> {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
-    }
-
-    fn slow<B, ResB>(
-        &mut self,
-        user: UserId,
-        request: Request<B>,
-        need: Need,
-    ) -> ResponseFuture<S, B, ResB>
-    where
-        S: Service<
-                Request<B>,
-                Response = Response<ResB>,
-                Error: Into<BoxError>,
-                Future: Send + 'static,
-            > + Send
-            + 'static,
-        P: CloneBody<B> + Send + 'static,
-        B: Send + 'static,
-        ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
-    {
-        let service = self.readied();
-        let policy = self.policy.clone();
-        ResponseFuture::slow(
-            Arc::clone(&self.shared),
-            policy,
-            self.mode,
-            user,
-            service,
-            request,
-            need,
-        )
     }
 }
