@@ -89,34 +89,21 @@ impl OAuthClientBuilder {
         self.timeout
     }
 
-    /// Where Withings is (default: the public cloud).
-    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
-        self.endpoints = endpoints;
-        self
-    }
+    crate::setters::setters! {
+        /// Where Withings is (default: the public cloud).
+        fn endpoints(endpoints: Endpoints) => endpoints;
 
-    /// How token requests authenticate (default: client secret in the body).
-    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
-        self.client_auth = client_auth;
-        self
-    }
+        /// How token requests authenticate (default: client secret in the body).
+        fn client_auth(client_auth: ClientAuth) => client_auth;
 
-    /// Which redirect URIs to accept (default: only those Withings accepts).
-    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
-        self.redirect_policy = policy;
-        self
-    }
+        /// Which redirect URIs to accept (default: only those Withings accepts).
+        fn redirect_policy(policy: RedirectPolicy) => redirect_policy;
 
-    /// The clock used for `expires_at` and signature timestamps (default: the system clock).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
+        /// The clock used for `expires_at` and signature timestamps (default: the system clock).
+        fn clock(clock: impl Clock) => clock = Arc::new(clock);
 
-    /// How long a token-endpoint call may take before it fails (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+        /// How long a token-endpoint call may take before it fails (default 30 s).
+        fn timeout(timeout: Duration) => timeout;
     }
 
     /// Builds the client; token requests go through `http_client`.
