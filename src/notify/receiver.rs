@@ -27,7 +27,9 @@ use crate::secret::Secret;
 use crate::store::TokenStore;
 use crate::token::UserId;
 
-/// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`].
+/// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`]. The receiver keeps it as
+/// its settings.
+#[derive(Debug)]
 pub struct NotifyReceiverBuilder {
     secret: Secret,
     limits: Limits,
@@ -67,6 +69,15 @@ enum Marker {
     Auth(WithingsAuth),
 }
 
+impl fmt::Debug for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Marker::Store(_) => "Store",
+            Marker::Auth(_) => "Auth",
+        })
+    }
+}
+
 impl Marker {
     /// Marks `user` (if stored and not marked yet): true if marked now.
     async fn mark(&self, user: UserId) -> Result<bool, Error> {
@@ -74,17 +85,6 @@ impl Marker {
             Marker::Auth(auth) => auth.mark_revoked(user).await,
             Marker::Store(store) => crate::store::mark_current(store.as_ref(), user).await,
         }
-    }
-}
-
-impl fmt::Debug for NotifyReceiverBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotifyReceiverBuilder")
-            .field("secret", &self.secret)
-            .field("limits", &self.limits)
-            .field("networks", &self.networks)
-            .field("marks_revocations", &self.marker.is_some())
-            .finish()
     }
 }
 
@@ -162,13 +162,9 @@ impl NotifyReceiverBuilder {
         let (tx, rx) = mpsc::channel(limits.queue);
         let receiver = NotifyReceiver {
             inner: Arc::new(Inner {
-                secret: self.secret,
+                settings: self,
                 tx,
-                limits,
                 dedupe: Mutex::new(Dedupe::new(limits.dedupe_window, limits.dedupe_capacity)),
-                networks: self.networks,
-                marker: self.marker,
-                intake: self.intake,
                 stats: Stats::default(),
             }),
         };
@@ -237,24 +233,17 @@ pub struct NotifyReceiver {
 }
 
 struct Inner {
-    secret: Secret,
+    /// What it was built with (the queue's capacity is the channel's).
+    settings: NotifyReceiverBuilder,
     tx: mpsc::Sender<Notification>,
-    /// As built: the queue's capacity is the channel's.
-    limits: Limits,
     dedupe: Mutex<Dedupe>,
-    networks: Vec<Network>,
-    marker: Option<Marker>,
-    intake: Option<crate::sync::Intake>,
     stats: Stats,
 }
 
 impl fmt::Debug for NotifyReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifyReceiver")
-            .field("secret", &self.inner.secret)
-            .field("limits", &self.inner.limits)
-            .field("networks", &self.inner.networks)
-            .field("marks_revocations", &self.inner.marker.is_some())
+            .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
 }
@@ -287,7 +276,7 @@ impl NotifyReceiver {
         Secret::new(format!(
             "{}/{}",
             base.trim_end_matches('/'),
-            self.inner.secret.expose()
+            self.inner.settings.secret.expose()
         ))
     }
 
@@ -347,10 +336,11 @@ impl Inner {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        if !self.networks.is_empty() {
+        let networks = &self.settings.networks;
+        if !networks.is_empty() {
             let peer = (request.extensions().get::<PeerAddr>().map(|p| p.0))
                 .or_else(|| request.extensions().get::<SocketAddr>().copied());
-            if !peer.is_some_and(|p| self.networks.iter().any(|n| n.contains(p.ip()))) {
+            if !peer.is_some_and(|p| networks.iter().any(|n| n.contains(p.ip()))) {
                 bump(&self.stats.forbidden_source);
                 tracing::debug!(peer = ?peer, "notification from outside the allowed networks refused");
                 return answer(StatusCode::FORBIDDEN, "");
@@ -359,7 +349,7 @@ impl Inner {
         // The secret is the last path segment; the comparison takes the same time wherever
         // the guess differs.
         let last = request.uri().path().rsplit('/').next().unwrap_or_default();
-        if !self.secret.ct_eq(last) {
+        if !self.settings.secret.ct_eq(last) {
             bump(&self.stats.wrong_secret);
             tracing::debug!("notification with a wrong or missing secret refused");
             return answer(StatusCode::NOT_FOUND, "");
@@ -396,16 +386,21 @@ impl Inner {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.limits.max_body as u64) {
+        if declared.is_some_and(|n| n > self.settings.limits.max_body as u64) {
             bump(&self.stats.too_large);
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
         }
-        match tokio::time::timeout(self.limits.deadline, self.receive(request.into_body())).await {
+        match tokio::time::timeout(
+            self.settings.limits.deadline,
+            self.receive(request.into_body()),
+        )
+        .await
+        {
             Ok(response) => response,
             Err(_) => {
                 bump(&self.stats.unavailable);
                 tracing::warn!(
-                    deadline_ms = self.limits.deadline.as_millis() as u64,
+                    deadline_ms = self.settings.limits.deadline.as_millis() as u64,
                     "notification not handled within the deadline; answering 503 so Withings retries"
                 );
                 retry_later("not handled in time, retry\n")
@@ -418,7 +413,10 @@ impl Inner {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let bytes = match Limited::new(body, self.limits.max_body).collect().await {
+        let bytes = match Limited::new(body, self.settings.limits.max_body)
+            .collect()
+            .await
+        {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<LengthLimitError>() => {
                 bump(&self.stats.too_large);
@@ -457,7 +455,7 @@ impl Inner {
             }
         };
         if notification.is_revocation()
-            && let Some(marker) = &self.marker
+            && let Some(marker) = &self.settings.marker
         {
             match marker.mark(user).await {
                 Ok(true) => {
@@ -472,7 +470,7 @@ impl Inner {
                 }
             }
         }
-        if let Some(intake) = &self.intake {
+        if let Some(intake) = &self.settings.intake {
             if let Err(error) = intake.accept(&notification).await {
                 bump(&self.stats.unavailable);
                 tracing::warn!(user = %user, appli = appli.code(), %error, "could not store a notification in the sync inbox; answering 503 so Withings retries");
