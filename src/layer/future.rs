@@ -17,9 +17,9 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::InnerService;
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
+use super::inner::InnerService;
 use super::replay::{CloneBody, Replay, RequestCopy};
 use super::shared::Shared;
 use crate::body::{StatusReader, WithingsBody, status_error};

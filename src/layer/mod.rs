@@ -49,6 +49,7 @@
 mod bearer;
 mod classify;
 mod future;
+mod inner;
 mod replay;
 pub(crate) mod service;
 mod shared;
@@ -68,33 +69,9 @@ use crate::token::UserId;
 pub(crate) use classify::ResponseMode;
 use future::Need;
 pub use future::ResponseFuture;
+pub use inner::InnerService;
 pub use replay::{CloneBody, CloneBodyFn, DefaultCloneBody, NeverReplay};
 pub(crate) use shared::Shared;
-
-/// What [`WithingsAuthService`](crate::WithingsAuthService) needs of the service it wraps,
-/// named once: an HTTP service taking `Request<B>` and answering `Response<ResB>`, whose errors
-/// convert into [`BoxError`], cloneable (a refresh or a replay sends through a clone), and
-/// `Send + 'static` with its future (a slow request runs as a boxed future). Every such service
-/// has it; there is nothing to implement.
-pub trait InnerService<B, ResB>:
-    Service<Request<B>, Response = Response<ResB>, Error: Into<BoxError>, Future: Send + 'static>
-    + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S, B, ResB> InnerService<B, ResB> for S where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
 
 /// Where a request goes, as far as the layer (and the reqwest middleware) is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

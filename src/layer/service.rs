@@ -10,8 +10,9 @@ use tower::{Layer, Service};
 
 use super::bearer::authorize;
 use super::future::{Need, ResponseFuture};
+use super::inner::InnerService;
 use super::replay::{CloneBody, CloneBodyFn, DefaultCloneBody, NeverReplay, Replay, RequestCopy};
-use super::{Destination, InnerService, ResponseMode, Shared, destination, not_api_host};
+use super::{Destination, ResponseMode, Shared, destination, not_api_host};
 use crate::body::WithingsBody;
 use crate::budget::{Budget, BudgetService};
 use crate::error::{BoxError, Error};
