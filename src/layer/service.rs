@@ -84,9 +84,9 @@ impl<P> WithingsAuthLayer<P> {
         /// message, which decides between some errors (status 503), the rest of an error body is
         /// read, at most 16 KiB of it (error bodies are a few hundred bytes); past that, or in a
         /// compressed body, the error is classified from the number alone. Status 0, a body that is
-        /// not a Withings envelope (HTML, `status` not a number), a real HTTP error status (a proxy's
-        /// 502) and any request the layer does not authorize (other hosts, token calls) still come
-        /// back `Ok`, untouched.
+        /// not a Withings envelope (HTML, `status` not a number), a real HTTP error status (a
+        /// proxy's 502) and any request the layer does not authorize (other hosts, token calls)
+        /// still come back `Ok`, untouched.
         ///
         /// Without it (the default), the body status is yours to read, in one line once the body is
         /// collected: [`crate::parse_response`].
@@ -100,11 +100,12 @@ impl<P> WithingsAuthLayer<P> {
         /// ```
         fn status_errors() => mode.status_errors = true;
 
-        /// Opt-in: a refused request that could not be replayed (its body is a stream, or the
-        /// layer [never replays](Self::never_replay)) comes back `Ok`, as Withings sent it (HTTP 401,
-        /// or HTTP 200 with `"status":401` in the body) and marked [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal),
-        /// for callers who want that body. By default it is `Err(`[`Error::NotReplayed`]`)`.
-        /// Either way the token is refreshed at once, in the background, for the next request.
+        /// Opt-in: a refused request that could not be replayed (its body is a stream, or the layer
+        /// [never replays](Self::never_replay)) comes back `Ok`, as Withings sent it (HTTP 401, or
+        /// HTTP 200 with `"status":401` in the body) and marked
+        /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), for callers who want that body.
+        /// By default it is `Err(`[`Error::NotReplayed`]`)`. Either way the token is refreshed at
+        /// once, in the background, for the next request.
         ///
         /// It takes precedence over [`status_errors`](Self::status_errors) for those refusals.
         fn not_replayed_as_response() => mode.not_replayed_as_response = true;

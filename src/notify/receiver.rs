@@ -126,7 +126,8 @@ impl NotifyReceiverBuilder {
         /// [`TokenStore::mark_needs_reauthorization`] (its stored refresh token is the one marked)
         /// before the notification is acknowledged, so layers fail their requests with
         /// [`Error::NeedsReauthorization`] at their next refresh. If the store fails, the answer is
-        /// 503 and Withings retries. Prefer [`auth`](Self::auth) in the process that sends requests.
+        /// 503 and Withings retries. Prefer [`auth`](Self::auth) in the process that sends
+        /// requests.
         fn store(store: Arc<dyn TokenStore>) => marker = Some(Marker::Store(store));
 
         /// As [`store`](Self::store), through the handle: the record is marked with
