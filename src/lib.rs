@@ -126,6 +126,7 @@ mod refresh;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 mod secret;
+mod setters;
 mod status;
 pub mod store;
 pub mod sync;

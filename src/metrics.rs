@@ -29,6 +29,40 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Declares a public reading of `u64` counters, as written, and beside it its live twin:
+/// `$live`, one `AtomicU64` per field, `Default`, whose `snapshot()` reads every counter into
+/// the reading. The counters are listed once, so the two cannot drift apart.
+macro_rules! counters {
+    (
+        $(#[$attr:meta])*
+        pub struct $snapshot:ident {
+            $($(#[$doc:meta])* pub $field:ident: u64,)+
+        }
+        live: $live_vis:vis struct $live:ident;
+    ) => {
+        $(#[$attr])*
+        pub struct $snapshot {
+            $($(#[$doc])* pub $field: u64,)+
+        }
+
+        #[doc = concat!("The live counters a [`", stringify!($snapshot), "`] reads.")]
+        #[derive(Debug, Default)]
+        $live_vis struct $live {
+            $($live_vis $field: ::std::sync::atomic::AtomicU64,)+
+        }
+
+        impl $live {
+            /// A reading of every counter.
+            $live_vis fn snapshot(&self) -> $snapshot {
+                $snapshot {
+                    $($field: self.$field.load(::std::sync::atomic::Ordering::Relaxed),)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use counters;
+
 /// Live counters, shared by every layer built from one [`crate::WithingsAuth`].
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {

@@ -129,22 +129,19 @@ impl WithingsMiddleware {
         }
     }
 
-    /// Opt-in, as [`WithingsAuthLayer::status_errors`](crate::WithingsAuthLayer::status_errors):
-    /// an answer whose Withings body status is not 0 is
-    /// `Err(reqwest_middleware::Error::Middleware(…))` holding the [`crate::Error`] the status
-    /// table gives it, so `Ok` means status 0.
-    pub fn status_errors(mut self) -> Self {
-        self.mode.status_errors = true;
-        self
-    }
+    crate::setters::setters! {
+        /// Opt-in, as
+        /// [`WithingsAuthLayer::status_errors`](crate::WithingsAuthLayer::status_errors): an answer
+        /// whose Withings body status is not 0 is `Err(reqwest_middleware::Error::Middleware(…))`
+        /// holding the [`crate::Error`] the status table gives it, so `Ok` means status 0.
+        fn status_errors() => mode.status_errors = true;
 
-    /// Opt-in, as
-    /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response):
-    /// a refusal of a request with a streaming body comes back `Ok`, as it came and marked
-    /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), instead of [`Error::NotReplayed`].
-    pub fn not_replayed_as_response(mut self) -> Self {
-        self.mode.not_replayed_as_response = true;
-        self
+        /// Opt-in, as
+        /// [`WithingsAuthLayer::not_replayed_as_response`](crate::WithingsAuthLayer::not_replayed_as_response):
+        /// a refusal of a request with a streaming body comes back `Ok`, as it came and marked
+        /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), instead of
+        /// [`Error::NotReplayed`].
+        fn not_replayed_as_response() => mode.not_replayed_as_response = true;
     }
 }
 

@@ -379,26 +379,19 @@ mod tests {
             class(503, "Invalid Params: invalid code"),
             Error::InvalidCode
         ));
-        assert!(matches!(
-            class(503, "Invalid Params: invalid client_id"),
-            Error::InvalidClient { .. }
-        ));
-        assert!(matches!(
-            class(503, "Invalid Params: invalid client_secret"),
-            Error::InvalidClient { .. }
-        ));
-        assert!(matches!(
-            class(503, "invalid client id/secret"),
-            Error::InvalidClient { .. }
-        ));
-        assert!(matches!(
-            class(503, "client_id not authorized"),
-            Error::InvalidClient { .. }
-        ));
-        assert!(matches!(
-            class(2555, "client_id not authorized"),
-            Error::InvalidClient { .. }
-        ));
+        for (s, message) in [
+            (503, "Invalid Params: invalid client_id"),
+            (503, "Invalid Params: invalid client_secret"),
+            (503, "invalid client id/secret"),
+            (503, "client_id not authorized"),
+            (2555, "client_id not authorized"),
+        ] {
+            let error = class(s, message);
+            assert!(
+                matches!(error, Error::InvalidClient { .. }),
+                "{s} {message}: {error:?}"
+            );
+        }
         for s in [293, 294, 295, 501, 505, 511] {
             assert!(
                 matches!(class(s, "Invalid Params"), Error::InvalidParams { status, .. } if status == s)

@@ -92,8 +92,8 @@ impl FromStr for Scope {
 
 /// The token pair Withings granted for one user, with its absolute expiry.
 ///
-/// `Debug` shows everything but the two tokens.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` shows everything but the two tokens (a [`Secret`] redacts itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     /// Whose token this is.
     pub user_id: UserId,
@@ -121,18 +121,6 @@ impl Token {
 /// no spaces or line breaks (RFC 6750's token characters are a subset).
 pub(crate) fn is_bearer_safe(access_token: &str) -> bool {
     !access_token.is_empty() && access_token.bytes().all(|b| b.is_ascii_graphic())
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token")
-            .field("user_id", &self.user_id)
-            .field("access_token", &self.access_token)
-            .field("refresh_token", &self.refresh_token)
-            .field("expires_at", &self.expires_at)
-            .field("scope", &self.scope)
-            .finish()
-    }
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, ServiceExt};
 use tower_withings::{
-    Credentials, Endpoints, Scope, UserId, WithingsAuth, budget::RateBudget, clock::ManualClock,
-    oauth::Callback, transport,
+    Credentials, Endpoints, Scope, UserId, WithingsAuth, auth::MetricsSnapshot, budget::RateBudget,
+    clock::ManualClock, oauth::Callback, transport,
 };
 use withings_sim::{SimConfig, Simulator};
 
@@ -104,9 +104,7 @@ async fn story(store_spec: &str) -> Result<(), String> {
 
     // 5. Three hours later every token has expired: many calls at once, one refresh.
     clock.advance(Duration::from_secs(3 * 3600));
-    let before = (sim.counters(), auth.metrics());
-    burst(&client, &sim, user).await?;
-    let (counters, metrics) = (sim.counters(), auth.metrics());
+    let (before, (counters, metrics)) = burst(&client, &sim, &auth, user).await?;
     let refreshes = counters.refreshes - before.0.refreshes;
     println!(
         "step 5      token expired, {CONCURRENT} concurrent calls: {CONCURRENT} answered, {refreshes} refresh, {} waited for it",
@@ -118,9 +116,7 @@ async fn story(store_spec: &str) -> Result<(), String> {
     let current = auth.store().load(user).await.map_err(|e| e.to_string())?;
     let access = current.ok_or("token vanished")?.token.access_token;
     sim.revoke_access_token(access.expose());
-    let before = (sim.counters(), auth.metrics());
-    burst(&client, &sim, user).await?;
-    let (counters, metrics) = (sim.counters(), auth.metrics());
+    let (before, (counters, metrics)) = burst(&client, &sim, &auth, user).await?;
     let refreshes = counters.refreshes - before.0.refreshes;
     println!(
         "step 6      access token revoked by Withings, {CONCURRENT} calls: {} refused (status 401), {refreshes} refresh, {} replayed",
@@ -179,8 +175,17 @@ async fn getmeas(client: &Layered, api_base: &str, user: UserId) -> Result<usize
     Ok(json["body"]["measuregrps"].as_array().map_or(0, Vec::len))
 }
 
-/// `CONCURRENT` getmeas calls at once; fails if any call does.
-async fn burst(client: &Layered, sim: &Simulator, user: UserId) -> Result<(), String> {
+/// The simulator's counters and the handle's metrics at one moment.
+type Reading = (withings_sim::Counters, MetricsSnapshot);
+
+/// `CONCURRENT` getmeas calls at once; fails if any call does. The readings before and after.
+async fn burst(
+    client: &Layered,
+    sim: &Simulator,
+    auth: &WithingsAuth,
+    user: UserId,
+) -> Result<(Reading, Reading), String> {
+    let before = (sim.counters(), auth.metrics());
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENT {
         let client = client.clone();
@@ -190,7 +195,7 @@ async fn burst(client: &Layered, sim: &Simulator, user: UserId) -> Result<(), St
     for outcome in calls.join_all().await {
         outcome?;
     }
-    Ok(())
+    Ok((before, (sim.counters(), auth.metrics())))
 }
 
 /// What a browser does with authorize2 in the simulator: one GET, read the redirect.

@@ -24,7 +24,7 @@ use http_body_util::Full;
 
 use super::Shared;
 use super::history::{TIMEZONE, ymd};
-use super::state::{State, unix_secs};
+use super::state::{State, Subscription, unix_secs};
 use super::{SimGroup, SimMeasure};
 
 /// The status and message of a subscription whose callback failed the `HEAD` check (OPEN:
@@ -42,10 +42,8 @@ const USER_APPLI: i64 = 46;
 
 /// One notification on its way to one subscription.
 pub(crate) struct Delivery {
-    pub(crate) client_id: String,
-    pub(crate) userid: u64,
-    pub(crate) callbackurl: String,
-    pub(crate) appli: i64,
+    /// The subscription it goes to, as it was when the notification was made.
+    pub(crate) to: Subscription,
     pub(crate) form: String,
     /// User events still go out when their subscription was removed with the user's tokens.
     pub(crate) after_removal: bool,
@@ -89,10 +87,7 @@ impl State {
             .iter()
             .filter(|s| s.userid == userid && s.appli == appli)
             .map(|s| Delivery {
-                client_id: s.client_id.clone(),
-                userid,
-                callbackurl: s.callbackurl.clone(),
-                appli,
+                to: s.clone(),
                 form: form.clone(),
                 after_removal: false,
             })
@@ -118,10 +113,7 @@ impl State {
             .filter(|s| s.userid == userid && s.appli == USER_APPLI)
             .filter(|s| client_id.is_none_or(|c| c == s.client_id))
             .map(|s| Delivery {
-                client_id: s.client_id.clone(),
-                userid,
-                callbackurl: s.callbackurl.clone(),
-                appli: USER_APPLI,
+                to: s.clone(),
                 form: form.clone(),
                 after_removal: true,
             })
@@ -237,9 +229,7 @@ impl State {
     /// A delivery succeeded: its subscription's failure count starts again.
     fn delivered(&mut self, d: &Delivery) {
         self.notify_counters.deliveries += 1;
-        if let Some(s) = (self.subscriptions.iter_mut())
-            .find(|s| s.same(&d.client_id, d.userid, &d.callbackurl, d.appli))
-        {
+        if let Some(s) = (self.subscriptions.iter_mut()).find(|s| s.same_as(&d.to)) {
             s.failures = 0;
         }
     }
@@ -248,9 +238,7 @@ impl State {
     fn delivery_failed(&mut self, d: &Delivery) -> bool {
         self.notify_counters.delivery_failures += 1;
         let max = self.config.notify_max_failures.max(1);
-        let Some(index) = (self.subscriptions.iter())
-            .position(|s| s.same(&d.client_id, d.userid, &d.callbackurl, d.appli))
-        else {
+        let Some(index) = (self.subscriptions.iter()).position(|s| s.same_as(&d.to)) else {
             return true;
         };
         let sub = &mut self.subscriptions[index];
@@ -264,7 +252,7 @@ impl State {
     }
 
     fn subscribed(&self, d: &Delivery) -> bool {
-        (self.subscriptions.iter()).any(|s| s.same(&d.client_id, d.userid, &d.callbackurl, d.appli))
+        (self.subscriptions.iter()).any(|s| s.same_as(&d.to))
     }
 }
 
@@ -348,7 +336,7 @@ async fn deliver(shared: Weak<Shared>, delivery: Delivery) {
 
 /// One delivery attempt: true if the callback answered in time with a success status.
 async fn post(shared: &Shared, d: &Delivery, timeout: Duration, accept_3xx: bool) -> bool {
-    let request = Request::post(d.callbackurl.as_str())
+    let request = Request::post(d.to.callbackurl.as_str())
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(d.form.clone())));
     let Ok(request) = request else { return false };

@@ -254,14 +254,14 @@ fn exchange_code(st: &mut State, client_id: &str, req: &Req) -> Reply {
     let Some(c) = st
         .codes
         .get(code)
-        .filter(|c| c.client_id == client_id && elapsed(now, c.issued) <= CODE_TTL)
+        .filter(|c| c.authorization.client_id == client_id && elapsed(now, c.issued) <= CODE_TTL)
     else {
         return err_json(503, INVALID_CODE);
     };
     if req.form("redirect_uri") != Some(c.redirect_uri.as_str()) {
         return err_json(503, REDIRECT_MISMATCH);
     }
-    let userid = c.userid;
+    let userid = c.authorization.userid;
     if st.user_deleted(userid) {
         return err_json(503, INVALID_CODE);
     }
@@ -271,9 +271,10 @@ fn exchange_code(st: &mut State, client_id: &str, req: &Req) -> Reply {
     let Some(c) = st.codes.remove(code) else {
         return err_json(503, INVALID_CODE);
     };
-    let grant = st.issue_pair(client_id, userid, &c.scope, None);
+    let scope = c.authorization.scope;
+    let grant = st.issue_pair(client_id, userid, &scope, None);
     st.counters.successful_code_exchanges += 1;
-    token_body(st, userid, &c.scope, &grant)
+    token_body(st, userid, &scope, &grant)
 }
 
 fn refresh(st: &mut State, client_id: &str, req: &Req) -> Reply {
@@ -288,8 +289,8 @@ fn refresh(st: &mut State, client_id: &str, req: &Req) -> Reply {
     let owner = st
         .refresh
         .get(token)
-        .filter(|r| r.client_id == client_id)
-        .map(|r| r.userid);
+        .filter(|r| r.authorization.client_id == client_id)
+        .map(|r| r.authorization.userid);
     let Some(userid) = owner.filter(|_| st.refresh_token_usable(token)) else {
         st.counters.served_invalid_refresh += 1;
         return err_json(503, INVALID_REFRESH);

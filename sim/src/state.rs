@@ -22,12 +22,19 @@ pub(crate) struct Client {
     pub(crate) oauth1: bool,
 }
 
+/// What a user authorized: a client, with a scope.
+#[derive(Clone)]
+pub(crate) struct Authorization {
+    pub(crate) client_id: String,
+    pub(crate) userid: u64,
+    pub(crate) scope: String,
+}
+
 /// An authorization code handed out by `authorize2`.
 pub(crate) struct Code {
-    pub(crate) client_id: String,
+    /// What the user authorized; the code's exchange turns it into a token pair.
+    pub(crate) authorization: Authorization,
     pub(crate) redirect_uri: String,
-    pub(crate) scope: String,
-    pub(crate) userid: u64,
     pub(crate) issued: SystemTime,
 }
 
@@ -44,9 +51,8 @@ pub(crate) struct Access {
 
 /// A refresh token.
 pub(crate) struct Refresh {
-    pub(crate) client_id: String,
-    pub(crate) userid: u64,
-    pub(crate) scope: String,
+    /// What it renews.
+    pub(crate) authorization: Authorization,
     pub(crate) expires_at: SystemTime,
     pub(crate) dead: bool,
     /// Set when the token was rotated: it dies at this instant.
@@ -85,6 +91,16 @@ impl Subscription {
             && self.userid == userid
             && self.callbackurl == callbackurl
             && self.appli == appli
+    }
+
+    /// Same client, user, callback URL and appli as `other`.
+    pub(crate) fn same_as(&self, other: &Subscription) -> bool {
+        self.same(
+            &other.client_id,
+            other.userid,
+            &other.callbackurl,
+            other.appli,
+        )
     }
 }
 
@@ -133,13 +149,7 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `lowercase_hex(HMAC-SHA256(key, message))`.
@@ -277,9 +287,11 @@ impl State {
         self.refresh.insert(
             refresh_token.clone(),
             Refresh {
-                client_id: client_id.to_owned(),
-                userid,
-                scope: scope.to_owned(),
+                authorization: Authorization {
+                    client_id: client_id.to_owned(),
+                    userid,
+                    scope: scope.to_owned(),
+                },
                 expires_at: now.checked_add(REFRESH_TOKEN_TTL).unwrap_or(now),
                 dead: false,
                 grace_until: None,
@@ -307,7 +319,7 @@ impl State {
             !r.dead
                 && now < r.expires_at
                 && r.grace_until.is_none_or(|g| now < g)
-                && !self.user_deleted(r.userid)
+                && !self.user_deleted(r.authorization.userid)
         })
     }
 
@@ -338,7 +350,11 @@ impl State {
         let deadline = now.checked_add(ROTATION_GRACE).unwrap_or(now);
         let r = self.refresh.get_mut(old)?;
         r.grace_until = Some(r.grace_until.map_or(deadline, |g| g.min(deadline)));
-        let (client_id, userid, scope) = (r.client_id.clone(), r.userid, r.scope.clone());
+        let Authorization {
+            client_id,
+            userid,
+            scope,
+        } = r.authorization.clone();
         let grant = self.issue_pair(&client_id, userid, &scope, Some(old.to_owned()));
         Some((userid, scope, grant))
     }
@@ -363,7 +379,7 @@ impl State {
             }
         }
         for r in self.refresh.values_mut() {
-            if matches(r.userid, &r.client_id) {
+            if matches(r.authorization.userid, &r.authorization.client_id) {
                 r.dead = true;
             }
         }
@@ -409,10 +425,12 @@ impl State {
         self.codes.insert(
             code.clone(),
             Code {
-                client_id: client_id.to_owned(),
+                authorization: Authorization {
+                    client_id: client_id.to_owned(),
+                    userid,
+                    scope: scope.to_owned(),
+                },
                 redirect_uri: redirect_uri.to_owned(),
-                scope: scope.to_owned(),
-                userid,
                 issued: now,
             },
         );

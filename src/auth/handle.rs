@@ -58,16 +58,12 @@ impl std::fmt::Debug for WithingsAuthBuilder {
 }
 
 impl WithingsAuthBuilder {
-    /// Where tokens are kept (default: [`MemoryStore`], lost on exit).
-    pub fn store(mut self, store: impl TokenStore) -> Self {
-        self.store = Arc::new(store);
-        self
-    }
+    crate::setters::setters! {
+        /// Where tokens are kept (default: [`MemoryStore`], lost on exit).
+        fn store(store: impl TokenStore) => store = Arc::new(store);
 
-    /// A store already shared elsewhere.
-    pub fn shared_store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.store = store;
-        self
+        /// A store already shared elsewhere.
+        fn shared_store(store: Arc<dyn TokenStore>) => store;
     }
 
     /// Where Withings is (default: the public cloud).
@@ -94,16 +90,12 @@ impl WithingsAuthBuilder {
         self
     }
 
-    /// Refresh this long before a token expires (default 5 min).
-    pub fn refresh_skew(mut self, skew: Duration) -> Self {
-        self.policy.skew = skew;
-        self
-    }
+    crate::setters::setters! {
+        /// Refresh this long before a token expires (default 5 min).
+        fn refresh_skew(skew: Duration) => policy.skew;
 
-    /// Spread refreshes over up to this much more, fixed per user (default 60 s).
-    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
-        self.policy.jitter = jitter;
-        self
+        /// Spread refreshes over up to this much more, fixed per user (default 60 s).
+        fn refresh_jitter(jitter: Duration) => policy.jitter;
     }
 
     /// After a failed refresh, wait `base`, doubling per failure up to `cap`, with jitter
@@ -114,36 +106,26 @@ impl WithingsAuthBuilder {
         self
     }
 
-    /// How long a token-endpoint call may take (default 30 s). The cross-process refresh lease
-    /// lasts three times this (signed mode makes two calls, then the pair is saved), so it
-    /// outlives any refresh its holder can still complete.
-    pub fn token_timeout(mut self, timeout: Duration) -> Self {
-        self.token_timeout = timeout;
-        self
-    }
+    crate::setters::setters! {
+        /// How long a token-endpoint call may take (default 30 s). The cross-process refresh lease
+        /// lasts three times this (signed mode makes two calls, then the pair is saved), so it
+        /// outlives any refresh its holder can still complete.
+        fn token_timeout(timeout: Duration) => token_timeout;
 
-    /// How often a process waiting for another's refresh re-reads the store (default 100 ms).
-    pub fn lease_poll(mut self, every: Duration) -> Self {
-        self.policy.lease_poll = every;
-        self
-    }
+        /// How often a process waiting for another's refresh re-reads the store (default 100 ms).
+        fn lease_poll(every: Duration) => policy.lease_poll;
 
-    /// Forget a user's in-memory state once no request used it for between `idle` and twice
-    /// `idle` (default 15 min): a new user's first request sweeps, at most once per `idle`,
-    /// the users unused since the previous sweep. The next request reloads them from the store.
-    /// Bounds memory by the users in use, however many different [`UserId`]s requests carry.
-    pub fn evict_idle_after(mut self, idle: Duration) -> Self {
-        self.policy.idle_eviction = idle;
-        self
-    }
+        /// Forget a user's in-memory state once no request used it for between `idle` and twice
+        /// `idle` (default 15 min): a new user's first request sweeps, at most once per `idle`,
+        /// the users unused since the previous sweep. The next request reloads them from the store.
+        /// Bounds memory by the users in use, however many different [`UserId`]s requests carry.
+        fn evict_idle_after(idle: Duration) => policy.idle_eviction;
 
-    /// The app's request budget (default: Withings' standard 120 per minute, a request waits
-    /// up to 60 s for a slot). It is counted in the token store, so every handle and process
-    /// sharing the store shares it ([`TokenStore::budget`]); [`RateBudget::unlimited`] turns
-    /// it off.
-    pub fn rate_budget(mut self, budget: RateBudget) -> Self {
-        self.budget = budget;
-        self
+        /// The app's request budget (default: Withings' standard 120 per minute, a request waits
+        /// up to 60 s for a slot). It is counted in the token store, so every handle and process
+        /// sharing the store shares it ([`TokenStore::budget`]); [`RateBudget::unlimited`] turns
+        /// it off.
+        fn rate_budget(budget: RateBudget) => budget;
     }
 
     /// Builds the handle; token requests go through `http_client`.

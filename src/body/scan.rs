@@ -237,11 +237,30 @@ mod tests {
     use http::header::CONTENT_ENCODING;
     use http_body_util::BodyExt;
     use http_body_util::{Empty, Full};
+    use std::collections::VecDeque;
     use std::convert::Infallible;
     use std::future::poll_fn;
 
-    /// A body delivered in the given chunks, one frame each.
-    struct Chunks(std::collections::VecDeque<Bytes>);
+    /// A body delivered in `first`'s chunks, one frame each, then, if set, `forever`'s chunk
+    /// forever (never pending, never ending), keeping what it made.
+    struct Chunks {
+        first: VecDeque<Bytes>,
+        forever: Option<Bytes>,
+        produced: Vec<u8>,
+        frames: usize,
+    }
+
+    impl Chunks {
+        /// A body of the chunks `first`, then its end.
+        fn new(first: VecDeque<Bytes>) -> Self {
+            Chunks {
+                first,
+                forever: None,
+                produced: Vec::new(),
+                frames: 0,
+            }
+        }
+    }
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -250,12 +269,22 @@ mod tests {
             self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+            let this = self.get_mut();
+            let Some(data) = this.first.pop_front().or_else(|| this.forever.clone()) else {
+                return Poll::Ready(None);
+            };
+            this.produced.extend_from_slice(&data);
+            this.frames += 1;
+            assert!(
+                this.forever.is_none() || this.frames < 100_000,
+                "the peek never stops"
+            );
+            Poll::Ready(Some(Ok(Frame::data(data))))
         }
     }
 
     fn chunks(parts: &[&'static [u8]]) -> Chunks {
-        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
+        Chunks::new(parts.iter().map(|p| Bytes::from_static(p)).collect())
     }
 
     async fn status_and_bytes<B>(body: B) -> (Option<i64>, Bytes)
@@ -394,7 +423,7 @@ mod tests {
 
     /// `bytes` in `size`-byte frames.
     fn cut(bytes: &[u8], size: usize) -> Chunks {
-        Chunks(bytes.chunks(size).map(Bytes::copy_from_slice).collect())
+        Chunks::new(bytes.chunks(size).map(Bytes::copy_from_slice).collect())
     }
 
     const REFUSED: &[u8] = br#"{"status":401,"body":{},"error":"XRequestID: Not provided invalid_token: The access token provided is invalid"}"#;
@@ -454,7 +483,7 @@ mod tests {
             let mut body = StatusReader::new(&headers, chunks(&[REFUSED]));
             let status = poll_fn(|cx| body.poll_status(cx)).await;
             assert_eq!(status, None, "{headers:?}");
-            assert_eq!(body.body.inner.0.len(), 1, "not a frame read");
+            assert_eq!(body.body.inner.first.len(), 1, "not a frame read");
             let bytes = body.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&bytes[..], REFUSED);
         }
@@ -546,30 +575,6 @@ mod tests {
         panic!("not ready after {bound} polls");
     }
 
-    /// `first`, then `chunk` forever (never pending, never ending), keeping what it made.
-    struct Endless {
-        first: std::collections::VecDeque<Bytes>,
-        chunk: Bytes,
-        produced: Vec<u8>,
-        frames: usize,
-    }
-
-    impl Body for Endless {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            let this = self.get_mut();
-            let data = this.first.pop_front().unwrap_or_else(|| this.chunk.clone());
-            this.produced.extend_from_slice(&data);
-            this.frames += 1;
-            assert!(this.frames < 100_000, "the peek never stops");
-            Poll::Ready(Some(Ok(Frame::data(data))))
-        }
-    }
-
     #[test]
     fn endless_bodies_are_peeked_within_bounds_and_yield() {
         let spaces = Bytes::from(vec![b' '; 1000]);
@@ -583,7 +588,7 @@ mod tests {
         ];
         for (head, chunk) in cases {
             for coding in ["identity", "gzip"] {
-                let first: std::collections::VecDeque<Bytes> = if coding == "identity" {
+                let first: VecDeque<Bytes> = if coding == "identity" {
                     [Bytes::from_static(head)].into()
                 } else {
                     // The same whitespace compressed, in one-byte frames (then `chunk`
@@ -596,11 +601,9 @@ mod tests {
                         .map(|b| Bytes::copy_from_slice(&[b]))
                         .collect()
                 };
-                let endless = Endless {
-                    first,
-                    chunk: chunk.clone(),
-                    produced: Vec::new(),
-                    frames: 0,
+                let endless = Chunks {
+                    forever: Some(chunk.clone()),
+                    ..Chunks::new(first)
                 };
                 let mut body = StatusReader::new(&headers(coding), endless);
                 let (status, polls, wakes) = poll_until_ready(&mut body);
@@ -652,7 +655,7 @@ mod tests {
         big.resize(200_000, b'x');
         parts.push(Bytes::from(big));
         let sent: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
-        let mut body = StatusReader::with_coding(Coding::Identity, Chunks(parts.into()));
+        let mut body = StatusReader::with_coding(Coding::Identity, Chunks::new(parts.into()));
         let status = poll_fn(|cx| body.poll_status(cx)).await;
         assert_eq!(status, Some(401));
         assert_eq!(body.held_len(), PEEK_LIMIT);
@@ -698,7 +701,7 @@ mod tests {
             }
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let (found, received) =
-                runtime.block_on(status_and_bytes_of(&headers(coding), Chunks(parts.into())));
+                runtime.block_on(status_and_bytes_of(&headers(coding), Chunks::new(parts.into())));
             proptest::prop_assert_eq!(&received[..], &sent[..]);
             if let Some(s) = status {
                 proptest::prop_assert_eq!(found, Some(s));

@@ -19,6 +19,7 @@ use tower::Service;
 
 use super::bearer::authorize;
 use super::classify::{ResponseMode, Verdict, answer, inspect, poll_refusal};
+use super::inner::InnerService;
 use super::replay::{CloneBody, Replay, RequestCopy};
 use super::shared::Shared;
 use crate::body::{StatusReader, WithingsBody, status_error};
@@ -96,14 +97,7 @@ where
 
 impl<S, B, ResB> ResponseFuture<S, B, ResB>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    S: InnerService<B, ResB>,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
@@ -130,14 +124,7 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B, ResB>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    S: InnerService<B, ResB>,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
 {
@@ -409,6 +396,14 @@ mod tests {
             }))
     }
 
+    /// A handle (as [`auth`]) holding the user's token `a`, and its clock.
+    async fn signed_in() -> (ManualClock, WithingsAuth) {
+        let clock = ManualClock::new();
+        let auth = auth(&clock);
+        auth.import(token(&clock, "a")).await.unwrap();
+        (clock, auth)
+    }
+
     fn request(url: &str) -> Req {
         let mut request = Request::post(url)
             .body(Full::new(Bytes::from_static(b"action=getmeas")))
@@ -454,6 +449,16 @@ mod tests {
         }
     }
 
+    /// The future fails with a crate [`Error`] that `expected` accepts, and is done after it.
+    async fn assert_fails_then_done<R: std::fmt::Debug>(
+        mut fut: Pin<&mut impl Future<Output = Result<R, BoxError>>>,
+        expected: impl Fn(&Error) -> bool,
+    ) {
+        let error = fut.as_mut().await.unwrap_err();
+        assert!(error.downcast_ref().is_some_and(expected), "{error}");
+        assert_done(fut);
+    }
+
     #[tokio::test]
     async fn passthrough_is_done_after_completion() {
         let auth = auth(&ManualClock::new());
@@ -485,20 +490,13 @@ mod tests {
         let mut no_user = request(&format!("{API}/measure"));
         no_user.extensions_mut().remove::<UserId>();
         let (fut, _handle) = send(&auth, no_user);
-        let mut fut = pin!(fut);
-        let error = fut.as_mut().await.unwrap_err();
-        assert!(
-            matches!(error.downcast_ref(), Some(Error::NoUser)),
-            "{error}"
-        );
-        assert_done(fut);
+        let fut = pin!(fut);
+        assert_fails_then_done(fut, |e| matches!(e, Error::NoUser)).await;
     }
 
     #[tokio::test]
     async fn calling_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         // Status read from the body, any other HTTP status, and an inner error.
         for status in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
             let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
@@ -529,9 +527,7 @@ mod tests {
     /// layer with a clone policy, and a refused request is replayed with the copy it makes.
     #[tokio::test]
     async fn a_foreign_body_replays_through_a_clone_policy() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (clock, auth) = signed_in().await;
         let layer = auth
             .layer()
             .clone_body_with(|_: &axum::body::Body| Some(axum::body::Body::from("action=getmeas")));
@@ -566,9 +562,7 @@ mod tests {
     /// (or, with `not_replayed_as_response`, comes back marked).
     #[tokio::test]
     async fn never_replay_takes_any_body_and_gives_the_refusal_back() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         for as_response in [false, true] {
             let mut layer = auth.layer().never_replay();
             if as_response {
@@ -609,34 +603,25 @@ mod tests {
     #[tokio::test]
     async fn status_errors_fail_with_the_table_s_error_and_are_done_after() {
         const NOT_IMPLEMENTED: &str = r#"{"status":2554,"body":{},"error":"Not implemented"}"#;
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         for late in [false, true] {
             let layer = auth.layer().status_errors();
             let (mut service, mut handle) =
                 mock::spawn_with::<Req, Response<TestBody>, _, _>(|mock| layer.layer(mock));
             assert!(matches!(service.poll_ready(), Poll::Ready(Ok(()))));
-            let mut fut = pin!(service.call(request(&format!("{API}/measure"))));
+            let fut = pin!(service.call(request(&format!("{API}/measure"))));
             let body = TestBody {
                 late,
                 ..TestBody::json(NOT_IMPLEMENTED)
             };
             answer(&mut handle, StatusCode::OK, body).await;
-            let error = fut.as_mut().await.unwrap_err();
-            assert!(
-                matches!(error.downcast_ref(), Some(Error::NotImplemented)),
-                "{error}"
-            );
-            assert_done(fut);
+            assert_fails_then_done(fut, |e| matches!(e, Error::NotImplemented)).await;
         }
     }
 
     #[tokio::test]
     async fn calling_refused_then_replayed_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (clock, auth) = signed_in().await;
         let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
         let mut fut = pin!(fut);
         let (_, reply) = handle.next_request().await.unwrap();
@@ -655,9 +640,7 @@ mod tests {
 
     #[tokio::test]
     async fn peeking_is_done_after_completion() {
-        let clock = ManualClock::new();
-        let auth = auth(&clock);
-        auth.import(token(&clock, "a")).await.unwrap();
+        let (_, auth) = signed_in().await;
         let (fut, mut handle) = send(&auth, request(&format!("{API}/measure")));
         let mut fut = pin!(fut);
         let late = TestBody {

@@ -49,6 +49,7 @@
 mod bearer;
 mod classify;
 mod future;
+mod inner;
 mod replay;
 pub(crate) mod service;
 mod shared;
@@ -68,6 +69,7 @@ use crate::token::UserId;
 pub(crate) use classify::ResponseMode;
 use future::Need;
 pub use future::ResponseFuture;
+pub use inner::InnerService;
 pub use replay::{CloneBody, CloneBodyFn, DefaultCloneBody, NeverReplay};
 pub(crate) use shared::Shared;
 

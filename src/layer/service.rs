@@ -10,6 +10,7 @@ use tower::{Layer, Service};
 
 use super::bearer::authorize;
 use super::future::{Need, ResponseFuture};
+use super::inner::InnerService;
 use super::replay::{CloneBody, CloneBodyFn, DefaultCloneBody, NeverReplay, Replay, RequestCopy};
 use super::{Destination, ResponseMode, Shared, destination, not_api_host};
 use crate::body::WithingsBody;
@@ -64,56 +65,50 @@ impl<P> WithingsAuthLayer<P> {
         }
     }
 
-    /// Leaves the request budget out: the layer sends straight to the inner service, which
-    /// must then hold [`WithingsAuth::budget_layer`](crate::WithingsAuth::budget_layer)
-    /// itself (say, under a retry layer, so that every retry takes a slot). By default the
-    /// inner service is wrapped in it: no request of the layer, replays included, goes past
-    /// the budget. A 601 still pauses the budget either way.
-    pub fn without_budget(mut self) -> Self {
-        self.budgeted = false;
-        self
-    }
+    crate::setters::setters! {
+        /// Leaves the request budget out: the layer sends straight to the inner service, which
+        /// must then hold [`WithingsAuth::budget_layer`](crate::WithingsAuth::budget_layer)
+        /// itself (say, under a retry layer, so that every retry takes a slot). By default the
+        /// inner service is wrapped in it: no request of the layer, replays included, goes past
+        /// the budget. A 601 still pauses the budget either way.
+        fn without_budget() => budgeted = false;
 
-    /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
-    /// [`Error`] the [status table](crate::parse_response) gives it (`2554` →
-    /// [`Error::NotImplemented`], `601` → [`Error::RateLimited`], `503 Invalid Params` →
-    /// [`Error::InvalidParams`], …), so `Ok` means status 0.
-    ///
-    /// It applies to the answer the caller would get, after the refusal and replay logic (a
-    /// refused token is still refreshed and replayed first; a 601 still pauses the request
-    /// budget). The status number comes from the first bytes, as always; to take Withings'
-    /// message, which decides between some errors (status 503), the rest of an error body is
-    /// read, at most 16 KiB of it (error bodies are a few hundred bytes); past that, or in a
-    /// compressed body, the error is classified from the number alone. Status 0, a body that is
-    /// not a Withings envelope (HTML, `status` not a number), a real HTTP error status (a proxy's
-    /// 502) and any request the layer does not authorize (other hosts, token calls) still come
-    /// back `Ok`, untouched.
-    ///
-    /// Without it (the default), the body status is yours to read, in one line once the body is
-    /// collected: [`crate::parse_response`].
-    ///
-    /// ```
-    /// # use tower_withings::{Credentials, WithingsAuth, transport};
-    /// # let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
-    /// #     .build(transport::plain_http_client());
-    /// let layer = auth.layer().status_errors(); // Ok(response) now means `"status":0`
-    /// # let _ = layer;
-    /// ```
-    pub fn status_errors(mut self) -> Self {
-        self.mode.status_errors = true;
-        self
-    }
+        /// Opt-in: every answer whose Withings body status is not 0 becomes `Err`, holding the
+        /// [`Error`] the [status table](crate::parse_response) gives it (`2554` →
+        /// [`Error::NotImplemented`], `601` → [`Error::RateLimited`], `503 Invalid Params` →
+        /// [`Error::InvalidParams`], …), so `Ok` means status 0.
+        ///
+        /// It applies to the answer the caller would get, after the refusal and replay logic (a
+        /// refused token is still refreshed and replayed first; a 601 still pauses the request
+        /// budget). The status number comes from the first bytes, as always; to take Withings'
+        /// message, which decides between some errors (status 503), the rest of an error body is
+        /// read, at most 16 KiB of it (error bodies are a few hundred bytes); past that, or in a
+        /// compressed body, the error is classified from the number alone. Status 0, a body that is
+        /// not a Withings envelope (HTML, `status` not a number), a real HTTP error status (a
+        /// proxy's 502) and any request the layer does not authorize (other hosts, token calls)
+        /// still come back `Ok`, untouched.
+        ///
+        /// Without it (the default), the body status is yours to read, in one line once the body is
+        /// collected: [`crate::parse_response`].
+        ///
+        /// ```
+        /// # use tower_withings::{Credentials, WithingsAuth, transport};
+        /// # let auth = WithingsAuth::builder(Credentials::new("id", "secret"))
+        /// #     .build(transport::plain_http_client());
+        /// let layer = auth.layer().status_errors(); // Ok(response) now means `"status":0`
+        /// # let _ = layer;
+        /// ```
+        fn status_errors() => mode.status_errors = true;
 
-    /// Opt-in: a refused request that could not be replayed (its body is a stream, or the
-    /// layer [never replays](Self::never_replay)) comes back `Ok`, as Withings sent it (HTTP 401,
-    /// or HTTP 200 with `"status":401` in the body) and marked [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal),
-    /// for callers who want that body. By default it is `Err(`[`Error::NotReplayed`]`)`.
-    /// Either way the token is refreshed at once, in the background, for the next request.
-    ///
-    /// It takes precedence over [`status_errors`](Self::status_errors) for those refusals.
-    pub fn not_replayed_as_response(mut self) -> Self {
-        self.mode.not_replayed_as_response = true;
-        self
+        /// Opt-in: a refused request that could not be replayed (its body is a stream, or the layer
+        /// [never replays](Self::never_replay)) comes back `Ok`, as Withings sent it (HTTP 401, or
+        /// HTTP 200 with `"status":401` in the body) and marked
+        /// [`UnreplayedRefusal`](crate::layer::UnreplayedRefusal), for callers who want that body.
+        /// By default it is `Err(`[`Error::NotReplayed`]`)`. Either way the token is refreshed at
+        /// once, in the background, for the next request.
+        ///
+        /// It takes precedence over [`status_errors`](Self::status_errors) for those refusals.
+        fn not_replayed_as_response() => mode.not_replayed_as_response = true;
     }
 
     /// Copies request bodies with `clone`; `None` means "do not replay this one". For body
@@ -189,14 +184,8 @@ impl<S, P> WithingsAuthService<S, P> {
 
 impl<S, P, B, ResB> Service<Request<B>> for WithingsAuthService<S, P>
 where
-    S: Service<
-            Request<B>,
-            Response = Response<ResB>,
-            Error: Into<BoxError>,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static,
+    // The `Response` named again: it is what ties `ResB` to `S` for this impl.
+    S: InnerService<B, ResB> + Service<Request<B>, Response = Response<ResB>>,
     P: CloneBody<B> + Clone + Send + 'static,
     B: Send + 'static,
     ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
@@ -249,7 +238,15 @@ where
             }
             Lookup::Terminal(error) => ResponseFuture::failed(error),
             // The slow path: refresh (or load) first.
-            Lookup::Stale(stale) => self.slow(user, request, Need::Token(stale)),
+            Lookup::Stale(stale) => ResponseFuture::slow(
+                Arc::clone(&self.shared),
+                self.policy.clone(),
+                self.mode,
+                user,
+                self.readied(),
+                request,
+                Need::Token(stale),
+            ),
         }
     }
 }
@@ -259,36 +256,5 @@ impl<S: Clone, P: Clone> WithingsAuthService<S, P> {
     fn readied(&mut self) -> BudgetService<S> {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
-    }
-
-    fn slow<B, ResB>(
-        &mut self,
-        user: UserId,
-        request: Request<B>,
-        need: Need,
-    ) -> ResponseFuture<S, B, ResB>
-    where
-        S: Service<
-                Request<B>,
-                Response = Response<ResB>,
-                Error: Into<BoxError>,
-                Future: Send + 'static,
-            > + Send
-            + 'static,
-        P: CloneBody<B> + Send + 'static,
-        B: Send + 'static,
-        ResB: Body<Data = Bytes, Error: Send> + Unpin + Send + 'static,
-    {
-        let service = self.readied();
-        let policy = self.policy.clone();
-        ResponseFuture::slow(
-            Arc::clone(&self.shared),
-            policy,
-            self.mode,
-            user,
-            service,
-            request,
-            need,
-        )
     }
 }

@@ -170,7 +170,6 @@ impl NotifyClient {
         appli: Appli,
         comment: Option<&str>,
     ) -> Result<(), Error> {
-        self.check_callback(callback)?;
         let form = form(&[
             ("action", "subscribe"),
             ("callbackurl", callback),
@@ -190,7 +189,6 @@ impl NotifyClient {
         callback: &str,
         appli: Appli,
     ) -> Result<Option<Subscription>, Error> {
-        self.check_callback(callback)?;
         let form = form(&[
             ("action", "get"),
             ("callbackurl", callback),
@@ -234,8 +232,6 @@ impl NotifyClient {
         new_appli: Appli,
         comment: Option<&str>,
     ) -> Result<(), Error> {
-        self.check_callback(callback)?;
-        self.check_callback(new_callback)?;
         let form = form(&[
             ("action", "update"),
             ("callbackurl", callback),
@@ -258,7 +254,6 @@ impl NotifyClient {
         callback: &str,
         appli: Option<Appli>,
     ) -> Result<(), Error> {
-        self.check_callback(callback)?;
         let code = appli.map(|a| a.to_string());
         let mut pairs = vec![("action", "revoke"), ("callbackurl", callback)];
         if let Some(code) = &code {
@@ -328,8 +323,12 @@ impl NotifyClient {
     }
 
     /// One `POST /notify` through the layer bound to `user`; the `body` of a status-0 answer.
-    /// Messages are cleaned of the callback URLs in `hide`.
-    async fn call(&self, user: UserId, form: String, hide: &[&str]) -> Result<Value, Error> {
+    /// The `callbacks` the form names are checked first (nothing is sent if one fails), and
+    /// messages are cleaned of them.
+    async fn call(&self, user: UserId, form: String, callbacks: &[&str]) -> Result<Value, Error> {
+        for callback in callbacks {
+            self.check_callback(callback)?;
+        }
         let uri = self.auth.oauth().endpoints().api_url(NOTIFY_PATH);
         let request = Request::post(uri)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -363,7 +362,7 @@ impl NotifyClient {
                 self.timeout
             ))),
         };
-        result.map_err(|error| redact(error, hide))
+        result.map_err(|error| redact(error, callbacks))
     }
 }
 

@@ -27,17 +27,39 @@ use crate::secret::Secret;
 use crate::store::TokenStore;
 use crate::token::UserId;
 
-/// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`].
+/// Configures a [`NotifyReceiver`]; see [`NotifyReceiver::builder`]. The receiver keeps it as
+/// its settings.
+#[derive(Debug)]
 pub struct NotifyReceiverBuilder {
     secret: Secret,
+    limits: Limits,
+    networks: Vec<Network>,
+    marker: Option<Marker>,
+    intake: Option<crate::sync::Intake>,
+}
+
+/// What a receiver holds to: how many notifications wait for the app, how much of a body it
+/// reads, how long an answer may take, and how long and how many delivered notifications it
+/// remembers to answer their repeats.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
     queue: usize,
     max_body: usize,
     deadline: Duration,
     dedupe_window: Duration,
     dedupe_capacity: usize,
-    networks: Vec<Network>,
-    marker: Option<Marker>,
-    intake: Option<crate::sync::Intake>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            queue: 1024,
+            max_body: 16 * 1024,
+            deadline: Duration::from_millis(1500),
+            dedupe_window: Duration::from_secs(15 * 60),
+            dedupe_capacity: 10_000,
+        }
+    }
 }
 
 /// How a revocation is recorded: in the store only, or through a handle (store and memory).
@@ -45,6 +67,15 @@ pub struct NotifyReceiverBuilder {
 enum Marker {
     Store(Arc<dyn TokenStore>),
     Auth(WithingsAuth),
+}
+
+impl fmt::Debug for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Marker::Store(_) => "Store",
+            Marker::Auth(_) => "Auth",
+        })
+    }
 }
 
 impl Marker {
@@ -57,41 +88,19 @@ impl Marker {
     }
 }
 
-impl fmt::Debug for NotifyReceiverBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotifyReceiverBuilder")
-            .field("secret", &self.secret)
-            .field("queue", &self.queue)
-            .field("max_body", &self.max_body)
-            .field("deadline", &self.deadline)
-            .field("dedupe_window", &self.dedupe_window)
-            .field("dedupe_capacity", &self.dedupe_capacity)
-            .field("networks", &self.networks)
-            .field("marks_revocations", &self.marker.is_some())
-            .finish()
-    }
-}
-
 impl NotifyReceiverBuilder {
-    /// How many notifications may wait for the app (default 1024). When the queue is full the
-    /// receiver answers 503 and Withings retries later: nothing is acknowledged and dropped.
-    pub fn queue(mut self, capacity: usize) -> Self {
-        self.queue = capacity.max(1);
-        self
-    }
+    crate::setters::setters! {
+        /// How many notifications may wait for the app (default 1024). When the queue is full the
+        /// receiver answers 503 and Withings retries later: nothing is acknowledged and dropped.
+        fn queue(capacity: usize) => limits.queue = capacity.max(1);
 
-    /// The largest body read (default 16 KiB; Withings' forms are about 100 bytes). Larger
-    /// bodies are answered 413 without being held.
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
+        /// The largest body read (default 16 KiB; Withings' forms are about 100 bytes). Larger
+        /// bodies are answered 413 without being held.
+        fn max_body(bytes: usize) => limits.max_body;
 
-    /// Every answer is made within this (default 1.5 s, inside Withings' 2 s): a body that is
-    /// slower to arrive, or a store slower to mark an unlinked user, gets 503 and a retry.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
+        /// Every answer is made within this (default 1.5 s, inside Withings' 2 s): a body that is
+        /// slower to arrive, or a store slower to mark an unlinked user, gets 503 and a retry.
+        fn deadline(deadline: Duration) => limits.deadline;
     }
 
     /// A notification delivered once is answered 200 but not delivered again if it comes back
@@ -99,8 +108,8 @@ impl NotifyReceiverBuilder {
     /// `date` and `action`), remembering at most `capacity` of them (default 10 000; past that
     /// the oldest is forgotten). Withings retries a notification it thinks failed.
     pub fn dedupe(mut self, window: Duration, capacity: usize) -> Self {
-        self.dedupe_window = window;
-        self.dedupe_capacity = capacity.max(1);
+        self.limits.dedupe_window = window;
+        self.limits.dedupe_capacity = capacity.max(1);
         self
     }
 
@@ -112,32 +121,26 @@ impl NotifyReceiverBuilder {
         self
     }
 
-    /// Where the tokens are: on `action=unlink` or `delete` the user's record is marked with
-    /// [`TokenStore::mark_needs_reauthorization`] (its stored refresh token is the one marked)
-    /// before the notification is acknowledged, so layers fail their requests with
-    /// [`Error::NeedsReauthorization`] at their next refresh. If the store fails, the answer is
-    /// 503 and Withings retries. Prefer [`auth`](Self::auth) in the process that sends requests.
-    pub fn store(mut self, store: Arc<dyn TokenStore>) -> Self {
-        self.marker = Some(Marker::Store(store));
-        self
-    }
+    crate::setters::setters! {
+        /// Where the tokens are: on `action=unlink` or `delete` the user's record is marked with
+        /// [`TokenStore::mark_needs_reauthorization`] (its stored refresh token is the one marked)
+        /// before the notification is acknowledged, so layers fail their requests with
+        /// [`Error::NeedsReauthorization`] at their next refresh. If the store fails, the answer is
+        /// 503 and Withings retries. Prefer [`auth`](Self::auth) in the process that sends
+        /// requests.
+        fn store(store: Arc<dyn TokenStore>) => marker = Some(Marker::Store(store));
 
-    /// As [`store`](Self::store), through the handle: the record is marked with
-    /// [`WithingsAuth::mark_revoked`], so this handle's layers also fail the user's requests at
-    /// once with [`Error::AccessRevoked`], sending nothing.
-    pub fn auth(mut self, auth: &WithingsAuth) -> Self {
-        self.marker = Some(Marker::Auth(auth.clone()));
-        self
-    }
+        /// As [`store`](Self::store), through the handle: the record is marked with
+        /// [`WithingsAuth::mark_revoked`], so this handle's layers also fail the user's requests at
+        /// once with [`Error::AccessRevoked`], sending nothing.
+        fn auth(auth: &WithingsAuth) => marker = Some(Marker::Auth(auth.clone()));
 
-    /// Inbox first: each notification is stored durably in the sync's inbox
-    /// ([`SyncEngine::intake`](crate::sync::SyncEngine::intake)) before it is acknowledged;
-    /// a store that fails or is slower than the deadline is a 503, so Withings retries. The
-    /// queue then gets a copy only when it has room (a full queue is no longer a 503: the
-    /// inbox holds the notification).
-    pub fn intake(mut self, intake: crate::sync::Intake) -> Self {
-        self.intake = Some(intake);
-        self
+        /// Inbox first: each notification is stored durably in the sync's inbox
+        /// ([`SyncEngine::intake`](crate::sync::SyncEngine::intake)) before it is acknowledged;
+        /// a store that fails or is slower than the deadline is a 503, so Withings retries. The
+        /// queue then gets a copy only when it has room (a full queue is no longer a 503: the
+        /// inbox holds the notification).
+        fn intake(intake: crate::sync::Intake) => intake = Some(intake);
     }
 
     /// The receiver (the `Service` to mount) and the queue the app reads.
@@ -156,17 +159,13 @@ impl NotifyReceiverBuilder {
                 reason: "the notification secret must be 16 to 128 characters of A-Z, a-z, 0-9, - or _ (NotifyReceiver::random_secret makes one)".into(),
             });
         }
-        let (tx, rx) = mpsc::channel(self.queue);
+        let limits = self.limits;
+        let (tx, rx) = mpsc::channel(limits.queue);
         let receiver = NotifyReceiver {
             inner: Arc::new(Inner {
-                secret: self.secret,
+                settings: self,
                 tx,
-                max_body: self.max_body,
-                deadline: self.deadline,
-                dedupe: Mutex::new(Dedupe::new(self.dedupe_window, self.dedupe_capacity)),
-                networks: self.networks,
-                marker: self.marker,
-                intake: self.intake,
+                dedupe: Mutex::new(Dedupe::new(limits.dedupe_window, limits.dedupe_capacity)),
                 stats: Stats::default(),
             }),
         };
@@ -235,26 +234,17 @@ pub struct NotifyReceiver {
 }
 
 struct Inner {
-    secret: Secret,
+    /// What it was built with (the queue's capacity is the channel's).
+    settings: NotifyReceiverBuilder,
     tx: mpsc::Sender<Notification>,
-    max_body: usize,
-    deadline: Duration,
     dedupe: Mutex<Dedupe>,
-    networks: Vec<Network>,
-    marker: Option<Marker>,
-    intake: Option<crate::sync::Intake>,
     stats: Stats,
 }
 
 impl fmt::Debug for NotifyReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifyReceiver")
-            .field("secret", &self.inner.secret)
-            .field("queue_capacity", &self.inner.tx.max_capacity())
-            .field("max_body", &self.inner.max_body)
-            .field("deadline", &self.inner.deadline)
-            .field("networks", &self.inner.networks)
-            .field("marks_revocations", &self.inner.marker.is_some())
+            .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
 }
@@ -266,11 +256,7 @@ impl NotifyReceiver {
     pub fn builder(secret: impl Into<Secret>) -> NotifyReceiverBuilder {
         NotifyReceiverBuilder {
             secret: secret.into(),
-            queue: 1024,
-            max_body: 16 * 1024,
-            deadline: Duration::from_millis(1500),
-            dedupe_window: Duration::from_secs(15 * 60),
-            dedupe_capacity: 10_000,
+            limits: Limits::default(),
             networks: Vec::new(),
             marker: None,
             intake: None,
@@ -291,7 +277,7 @@ impl NotifyReceiver {
         Secret::new(format!(
             "{}/{}",
             base.trim_end_matches('/'),
-            self.inner.secret.expose()
+            self.inner.settings.secret.expose()
         ))
     }
 
@@ -351,10 +337,11 @@ impl Inner {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        if !self.networks.is_empty() {
+        let networks = &self.settings.networks;
+        if !networks.is_empty() {
             let peer = (request.extensions().get::<PeerAddr>().map(|p| p.0))
                 .or_else(|| request.extensions().get::<SocketAddr>().copied());
-            if !peer.is_some_and(|p| self.networks.iter().any(|n| n.contains(p.ip()))) {
+            if !peer.is_some_and(|p| networks.iter().any(|n| n.contains(p.ip()))) {
                 bump(&self.stats.forbidden_source);
                 tracing::debug!(peer = ?peer, "notification from outside the allowed networks refused");
                 return answer(StatusCode::FORBIDDEN, "");
@@ -363,7 +350,7 @@ impl Inner {
         // The secret is the last path segment; the comparison takes the same time wherever
         // the guess differs.
         let last = request.uri().path().rsplit('/').next().unwrap_or_default();
-        if !self.secret.ct_eq(last) {
+        if !self.settings.secret.ct_eq(last) {
             bump(&self.stats.wrong_secret);
             tracing::debug!("notification with a wrong or missing secret refused");
             return answer(StatusCode::NOT_FOUND, "");
@@ -400,16 +387,21 @@ impl Inner {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body as u64) {
+        if declared.is_some_and(|n| n > self.settings.limits.max_body as u64) {
             bump(&self.stats.too_large);
             return answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
         }
-        match tokio::time::timeout(self.deadline, self.receive(request.into_body())).await {
+        match tokio::time::timeout(
+            self.settings.limits.deadline,
+            self.receive(request.into_body()),
+        )
+        .await
+        {
             Ok(response) => response,
             Err(_) => {
                 bump(&self.stats.unavailable);
                 tracing::warn!(
-                    deadline_ms = self.deadline.as_millis() as u64,
+                    deadline_ms = self.settings.limits.deadline.as_millis() as u64,
                     "notification not handled within the deadline; answering 503 so Withings retries"
                 );
                 retry_later("not handled in time, retry\n")
@@ -422,7 +414,10 @@ impl Inner {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let bytes = match Limited::new(body, self.max_body).collect().await {
+        let bytes = match Limited::new(body, self.settings.limits.max_body)
+            .collect()
+            .await
+        {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<LengthLimitError>() => {
                 bump(&self.stats.too_large);
@@ -461,7 +456,7 @@ impl Inner {
             }
         };
         if notification.is_revocation()
-            && let Some(marker) = &self.marker
+            && let Some(marker) = &self.settings.marker
         {
             match marker.mark(user).await {
                 Ok(true) => {
@@ -476,7 +471,7 @@ impl Inner {
                 }
             }
         }
-        if let Some(intake) = &self.intake {
+        if let Some(intake) = &self.settings.intake {
             if let Err(error) = intake.accept(&notification).await {
                 bump(&self.stats.unavailable);
                 tracing::warn!(user = %user, appli = appli.code(), %error, "could not store a notification in the sync inbox; answering 503 so Withings retries");

@@ -89,34 +89,21 @@ impl OAuthClientBuilder {
         self.timeout
     }
 
-    /// Where Withings is (default: the public cloud).
-    pub fn endpoints(mut self, endpoints: Endpoints) -> Self {
-        self.endpoints = endpoints;
-        self
-    }
+    crate::setters::setters! {
+        /// Where Withings is (default: the public cloud).
+        fn endpoints(endpoints: Endpoints) => endpoints;
 
-    /// How token requests authenticate (default: client secret in the body).
-    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
-        self.client_auth = client_auth;
-        self
-    }
+        /// How token requests authenticate (default: client secret in the body).
+        fn client_auth(client_auth: ClientAuth) => client_auth;
 
-    /// Which redirect URIs to accept (default: only those Withings accepts).
-    pub fn redirect_policy(mut self, policy: RedirectPolicy) -> Self {
-        self.redirect_policy = policy;
-        self
-    }
+        /// Which redirect URIs to accept (default: only those Withings accepts).
+        fn redirect_policy(policy: RedirectPolicy) => redirect_policy;
 
-    /// The clock used for `expires_at` and signature timestamps (default: the system clock).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
+        /// The clock used for `expires_at` and signature timestamps (default: the system clock).
+        fn clock(clock: impl Clock) => clock = Arc::new(clock);
 
-    /// How long a token-endpoint call may take before it fails (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+        /// How long a token-endpoint call may take before it fails (default 30 s).
+        fn timeout(timeout: Duration) => timeout;
     }
 
     /// Builds the client; token requests go through `http_client`.
@@ -190,24 +177,6 @@ impl OAuthClient {
         redirect_uri: &str,
         scopes: &[Scope],
     ) -> Result<AuthorizeRequest, Error> {
-        self.authorize_url(redirect_uri, scopes, false)
-    }
-
-    /// Like [`authorize`](Self::authorize) with `mode=demo`: Withings logs in its demo user.
-    pub fn authorize_demo(
-        &self,
-        redirect_uri: &str,
-        scopes: &[Scope],
-    ) -> Result<AuthorizeRequest, Error> {
-        self.authorize_url(redirect_uri, scopes, true)
-    }
-
-    fn authorize_url(
-        &self,
-        redirect_uri: &str,
-        scopes: &[Scope],
-        demo: bool,
-    ) -> Result<AuthorizeRequest, Error> {
         authorize::check_redirect_uri(redirect_uri, self.inner.redirect_policy)?;
         if scopes.is_empty() {
             return Err(Error::NoScope);
@@ -225,9 +194,6 @@ impl OAuthClient {
             .append_pair("state", state.expose())
             .append_pair("scope", &scope)
             .append_pair("redirect_uri", redirect_uri);
-        if demo {
-            query.append_pair("mode", "demo");
-        }
         let url = format!(
             "{}?{}",
             self.inner.endpoints.account_url(AUTHORIZE_PATH),
@@ -238,6 +204,17 @@ impl OAuthClient {
             state,
             redirect_uri: redirect_uri.to_owned(),
         })
+    }
+
+    /// Like [`authorize`](Self::authorize) with `mode=demo`: Withings logs in its demo user.
+    pub fn authorize_demo(
+        &self,
+        redirect_uri: &str,
+        scopes: &[Scope],
+    ) -> Result<AuthorizeRequest, Error> {
+        let mut request = self.authorize(redirect_uri, scopes)?;
+        request.url.push_str("&mode=demo");
+        Ok(request)
     }
 
     /// The FAQ's forced logout: sends the user through `/logout` and back to `request`'s
@@ -337,17 +314,9 @@ impl OAuthClient {
     /// always signed: a nonce, then an HMAC of `revoke,<client_id>,<nonce>`; the secret never
     /// goes on the wire). Withings also removes the user's notification subscriptions.
     pub async fn revoke(&self, user: UserId) -> Result<(), Error> {
-        let credentials = &self.inner.credentials;
         let nonce = self.nonce().await?;
-        let signature = signature::sign(
-            credentials.client_secret.expose(),
-            &["revoke", &credentials.client_id, &nonce],
-        );
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("action", "revoke")
-            .append_pair("client_id", &credentials.client_id)
-            .append_pair("nonce", &nonce)
-            .append_pair("signature", &signature)
+        let form = self
+            .signed_form("revoke", ("nonce", &nonce))
             .append_pair("userid", &user.to_string())
             .finish();
         let body = self.post_form(TOKEN_PATH, form).await?;
@@ -356,7 +325,6 @@ impl OAuthClient {
 
     /// Signed mode, first call: a single-use nonce from `/v2/signature`.
     async fn nonce(&self) -> Result<String, Error> {
-        let credentials = &self.inner.credentials;
         let timestamp = self
             .inner
             .clock
@@ -365,15 +333,8 @@ impl OAuthClient {
             .unwrap_or_default()
             .as_secs()
             .to_string();
-        let signature = signature::sign(
-            credentials.client_secret.expose(),
-            &["getnonce", &credentials.client_id, &timestamp],
-        );
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("action", "getnonce")
-            .append_pair("client_id", &credentials.client_id)
-            .append_pair("timestamp", &timestamp)
-            .append_pair("signature", &signature)
+        let form = self
+            .signed_form("getnonce", ("timestamp", &timestamp))
             .finish();
         let body = self.post_form(SIGNATURE_PATH, form).await?;
         match status::parse_response(&body)?.get("nonce") {
@@ -382,6 +343,27 @@ impl OAuthClient {
                 reason: "getnonce answer without a nonce".into(),
             }),
         }
+    }
+
+    /// A signed-mode form: `action`, `client_id`, the `(name, value)` pair the signature
+    /// covers (a nonce or a timestamp) and `signature`, the HMAC of
+    /// `<action>,<client_id>,<value>`; the caller appends the rest.
+    fn signed_form(
+        &self,
+        action: &str,
+        (name, value): (&str, &str),
+    ) -> form_urlencoded::Serializer<'static, String> {
+        let credentials = &self.inner.credentials;
+        let signature = signature::sign(
+            credentials.client_secret.expose(),
+            &[action, &credentials.client_id, value],
+        );
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("action", action)
+            .append_pair("client_id", &credentials.client_id)
+            .append_pair(name, value)
+            .append_pair("signature", &signature);
+        form
     }
 
     /// POSTs a form body (parameters never in the query: Withings ignores them there).

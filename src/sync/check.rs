@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::state::{BackfillProgress, Commit, SyncState, VersionEntry};
+use super::state::{BackfillProgress, Commit, InboxEntry, SyncState, VersionEntry};
 use super::stream::SyncStream;
 use crate::store::TokenStore;
 use crate::token::UserId;
@@ -19,6 +19,21 @@ fn entry(id: &str, version: i64, deleted: bool, at: i64) -> VersionEntry {
         version,
         deleted,
         at: Some(at),
+    }
+}
+
+/// `user`'s pending inbox entries, oldest first (of the first 1,000 of every user's).
+async fn inbox_of(state: &dyn SyncState, user: UserId) -> Vec<InboxEntry> {
+    let mut entries = state.inbox(1_000).await.unwrap();
+    entries.retain(|e| e.user == user);
+    entries
+}
+
+/// A commit of `versions` alone.
+fn versions(versions: &[VersionEntry]) -> Commit<'_> {
+    Commit {
+        versions,
+        ..Commit::default()
     }
 }
 
@@ -123,31 +138,9 @@ pub async fn check_sync_state<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a:
 
     // Versions only go up.
     let v = [entry("g1", 10, false, 1_000), entry("g2", 20, false, 2_000)];
-    assert!(
-        b.commit(
-            &second,
-            long,
-            Commit {
-                versions: &v,
-                ..Commit::default()
-            }
-        )
-        .await
-        .unwrap()
-    );
+    assert!(b.commit(&second, long, versions(&v)).await.unwrap());
     let lower = [entry("g1", 9, false, 1_000), entry("g2", 20, true, 2_000)];
-    assert!(
-        b.commit(
-            &second,
-            long,
-            Commit {
-                versions: &lower,
-                ..Commit::default()
-            }
-        )
-        .await
-        .unwrap()
-    );
+    assert!(b.commit(&second, long, versions(&lower)).await.unwrap());
     let ids = ["g1".to_owned(), "g2".to_owned(), "g3".to_owned()];
     let got = a.versions(user, s, &ids).await.unwrap();
     assert_eq!(
@@ -193,13 +186,7 @@ pub async fn check_sync_state<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a:
     a.inbox_push(user, s, 1).await.unwrap();
     b.inbox_push(user, s, 2).await.unwrap();
     a.inbox_push(user, SyncStream::Workouts, 3).await.unwrap();
-    let pending: Vec<_> = b
-        .inbox(1_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.user == user)
-        .collect();
+    let pending = inbox_of(b, user).await;
     assert_eq!(
         pending.len(),
         2,
@@ -215,13 +202,7 @@ pub async fn check_sync_state<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a:
         !b.inbox_ack(&pending[0]).await.unwrap(),
         "an entry joined after reading stays"
     );
-    let again: Vec<_> = a
-        .inbox(1_000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.user == user)
-        .collect();
+    let again = inbox_of(a, user).await;
     assert_eq!(again.len(), 2);
     assert!(
         b.inbox_ack(&again[0]).await.unwrap(),
@@ -233,7 +214,7 @@ pub async fn check_sync_state<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a:
     a.stop(user, "unlink").await.unwrap();
     assert_eq!(b.stopped(user).await.unwrap().as_deref(), Some("unlink"));
     assert!(
-        b.inbox(1_000).await.unwrap().iter().all(|e| e.user != user),
+        inbox_of(b, user).await.is_empty(),
         "stopping drops the user's inbox"
     );
     assert!(b.resume(user).await.unwrap());
@@ -250,10 +231,7 @@ pub async fn check_sync_state<A: TokenStore + ?Sized, B: TokenStore + ?Sized>(a:
         vec![None, None, None],
         "and versions"
     );
-    assert!(
-        a.inbox(1_000).await.unwrap().iter().all(|e| e.user != user),
-        "and the inbox"
-    );
+    assert!(inbox_of(a, user).await.is_empty(), "and the inbox");
     assert!(a.streams(user).await.unwrap().is_empty());
     assert!(
         a.lease(user, s, long).await.unwrap().is_some(),

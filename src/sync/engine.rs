@@ -98,54 +98,30 @@ impl Default for SyncConfig {
 }
 
 impl SyncConfig {
-    /// Only these streams.
-    pub fn streams(mut self, streams: &[SyncStream]) -> Self {
-        self.streams = streams.to_vec();
-        self
+    crate::setters::setters! {
+        /// Only these streams.
+        fn streams(streams: &[SyncStream]) => streams = streams.to_vec();
+        /// How much history new users get.
+        fn backfill(backfill: Backfill) => backfill;
+        /// The backfill chunk.
+        fn chunk(chunk: Duration) => chunk = chunk.max(Duration::from_secs(1));
+        /// The sweep period.
+        fn sweep_every(every: Duration) => sweep_every;
+        /// Changes per batch (at least 1).
+        fn batch_size(size: usize) => batch_size = size.max(1);
+        /// The lease.
+        fn lease_ttl(ttl: Duration) => lease_ttl;
+        /// Concurrent loops in [`SyncEngine::run`] (at least 1).
+        fn workers(workers: usize) => workers = workers.max(1);
+        /// Syncs only these users (the others in the store are left alone).
+        fn users(users: &[UserId]) => users = Some(users.to_vec());
+        /// Turns the reconcile pass on over this window.
+        fn reconcile(window: Option<Duration>) => reconcile;
     }
-    /// How much history new users get.
-    pub fn backfill(mut self, backfill: Backfill) -> Self {
-        self.backfill = backfill;
-        self
-    }
-    /// The backfill chunk.
-    pub fn chunk(mut self, chunk: Duration) -> Self {
-        self.chunk = chunk.max(Duration::from_secs(1));
-        self
-    }
-    /// The sweep period.
-    pub fn sweep_every(mut self, every: Duration) -> Self {
-        self.sweep_every = every;
-        self
-    }
-    /// Changes per batch (at least 1).
-    pub fn batch_size(mut self, size: usize) -> Self {
-        self.batch_size = size.max(1);
-        self
-    }
-    /// The lease.
-    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl;
-        self
-    }
-    /// Concurrent loops in [`SyncEngine::run`] (at least 1).
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self
-    }
-    /// Syncs only these users (the others in the store are left alone).
-    pub fn users(mut self, users: &[UserId]) -> Self {
-        self.users = Some(users.to_vec());
-        self
-    }
+
     /// Whether `user` is one this engine syncs.
     fn wants(&self, user: UserId) -> bool {
         self.users.as_ref().is_none_or(|only| only.contains(&user))
-    }
-    /// Turns the reconcile pass on over this window.
-    pub fn reconcile(mut self, window: Option<Duration>) -> Self {
-        self.reconcile = window;
-        self
     }
 }
 
@@ -597,6 +573,23 @@ impl<S: HttpClient> SyncEngine<S> {
         at
     }
 
+    /// The (user, stream) pairs a lane's step looks at, from the lane's turn on: each user
+    /// not stopped here (checked as the step reaches them), with every configured stream.
+    fn rotation<'a>(
+        &'a self,
+        lane: Lane,
+        users: &'a [UserId],
+    ) -> impl Iterator<Item = (UserId, SyncStream)> + 'a {
+        let start = self.turn(lane, users.len());
+        (0..users.len())
+            .map(move |i| users[(start + i) % users.len()])
+            .filter(move |&user| !self.inner.gate.is_stopped(user))
+            .flat_map(move |user| {
+                let streams = self.inner.config.streams.clone();
+                streams.into_iter().map(move |stream| (user, stream))
+            })
+    }
+
     async fn notification_step(&self) -> Result<Option<Outcome>, Error> {
         let mut pending = self.state().inbox(64).await?;
         pending.retain(|e| self.inner.config.wants(e.user));
@@ -644,26 +637,19 @@ impl<S: HttpClient> SyncEngine<S> {
         }
         let now = self.now();
         let every = i64::try_from(self.inner.config.sweep_every.as_secs()).unwrap_or(i64::MAX);
-        let start = self.turn(Lane::Sweep, users.len());
-        for i in 0..users.len() {
-            let user = users[(start + i) % users.len()];
-            if self.inner.gate.is_stopped(user) {
-                continue;
-            }
-            for stream in self.inner.config.streams.clone() {
-                let known = self.schedule().sweep_due.get(&(user, stream)).copied();
-                let due = match known {
-                    Some(due) => due,
-                    None => {
-                        let st = self.state().load(user, stream).await?;
-                        let due = st.swept_at.map_or(now, |s| s.saturating_add(every));
-                        self.schedule().sweep_due.insert((user, stream), due);
-                        due
-                    }
-                };
-                if due <= now {
-                    return Ok(Some(self.live(user, stream, Lane::Sweep, false).await?));
+        for (user, stream) in self.rotation(Lane::Sweep, users) {
+            let known = self.schedule().sweep_due.get(&(user, stream)).copied();
+            let due = match known {
+                Some(due) => due,
+                None => {
+                    let st = self.state().load(user, stream).await?;
+                    let due = st.swept_at.map_or(now, |s| s.saturating_add(every));
+                    self.schedule().sweep_due.insert((user, stream), due);
+                    due
                 }
+            };
+            if due <= now {
+                return Ok(Some(self.live(user, stream, Lane::Sweep, false).await?));
             }
         }
         Ok(None)
@@ -673,25 +659,18 @@ impl<S: HttpClient> SyncEngine<S> {
         if users.is_empty() {
             return Ok(None);
         }
-        let start = self.turn(Lane::Backfill, users.len());
-        for i in 0..users.len() {
-            let user = users[(start + i) % users.len()];
-            if self.inner.gate.is_stopped(user) {
+        for (user, stream) in self.rotation(Lane::Backfill, users) {
+            if self.schedule().backfilled.contains(&(user, stream)) {
                 continue;
             }
-            for stream in self.inner.config.streams.clone() {
-                if self.schedule().backfilled.contains(&(user, stream)) {
-                    continue;
+            let st = self.state().load(user, stream).await?;
+            match st.backfill {
+                Some(b) if b.done() => {
+                    self.schedule().backfilled.insert((user, stream));
                 }
-                let st = self.state().load(user, stream).await?;
-                match st.backfill {
-                    Some(b) if b.done() => {
-                        self.schedule().backfilled.insert((user, stream));
-                    }
-                    Some(_) => return Ok(Some(self.backfill_chunk(user, stream).await?)),
-                    // Not started: the first live read seeds it.
-                    None => {}
-                }
+                Some(_) => return Ok(Some(self.backfill_chunk(user, stream).await?)),
+                // Not started: the first live read seeds it.
+                None => {}
             }
         }
         Ok(None)
