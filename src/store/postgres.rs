@@ -13,14 +13,14 @@ use super::ledger;
 
 mod sync;
 
+use super::durable::{Durable, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
-    TokenStore,
 };
 use crate::error::Error;
 use crate::secret::Secret;
-use crate::token::{Token, UserId};
+use crate::token::UserId;
 
 /// The default table name; the lease table is the same name with `_leases` appended.
 const DEFAULT_TABLE: &str = "withings_tokens";
@@ -47,7 +47,7 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 ///   connection that got no answer leaves the pool, rather than holding the user's refresh
 ///   for as long as TCP keeps the connection open.
 /// * **Bad rows** (unknown format, empty tokens, columns of the wrong type) load as
-///   [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list) skips them with a
+///   [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list) skips them with a
 ///   warning, [`list_all`](Self::list_all) reports them.
 ///
 /// ```no_run
@@ -490,37 +490,6 @@ impl PostgresStore {
         .await
     }
 
-    /// Runs `sql` (the put or the compare-and-save statement) with the token's columns, checked,
-    /// as `$1`..`$7`, and the refresh token it replaces, if any, as `$8`. Returns the rows
-    /// changed.
-    async fn save(
-        &self,
-        sql: &str,
-        token: &Token,
-        granted_at: SystemTime,
-        spent: Option<&Secret>,
-    ) -> Result<u64, Error> {
-        let id = record::user_column("save", token.user_id)?;
-        let expires_at = validate_time("save", token.expires_at)?;
-        let granted_at = validate_time("save", granted_at)?;
-        let format = record::FORMAT as i16;
-        let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
-        let spent = spent.map(Secret::expose);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &id,
-            &access,
-            &refresh,
-            &expires_at,
-            &token.scope,
-            &granted_at,
-            &format,
-        ];
-        if let Some(spent) = &spent {
-            params.push(spent);
-        }
-        self.execute("save", sql, &params).await
-    }
-
     async fn execute(
         &self,
         operation: &'static str,
@@ -698,94 +667,82 @@ fn validate_time(operation: &'static str, time: SystemTime) -> Result<SystemTime
     record::to_millis(operation, time).map(|_| time)
 }
 
-impl TokenStore for PostgresStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        Box::pin(async move {
-            let id = record::user_column("load", user)?;
-            let rows = self.query("load", &self.sql.load, &[&id]).await?;
-            rows.first().map(|row| decode(row, user)).transpose()
+impl Durable for PostgresStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        let id = record::user_column("load", user)?;
+        let rows = self.query("load", &self.sql.load, &[&id]).await?;
+        rows.first().map(|row| decode(row, user)).transpose()
+    }
+
+    /// The put or the compare-and-save statement with the token's columns, checked, as
+    /// `$1`..`$7`, and the refresh token it replaces, if any, as `$8`.
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let Save {
+            token,
+            granted_at,
+            spent,
+        } = save;
+        let id = record::user_column("save", token.user_id)?;
+        let expires_at = validate_time("save", token.expires_at)?;
+        let granted_at = validate_time("save", granted_at)?;
+        let format = record::FORMAT as i16;
+        let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
+        let spent = spent.map(Secret::expose);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &id,
+            &access,
+            &refresh,
+            &expires_at,
+            &token.scope,
+            &granted_at,
+            &format,
+        ];
+        let sql = match &spent {
+            Some(spent) => {
+                params.push(spent);
+                &self.sql.compare_and_save
+            }
+            None => &self.sql.put,
+        };
+        Ok(self.execute("save", sql, &params).await? == 1)
+    }
+
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
+        let id = record::user_column("mark", user)?;
+        self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
+            .await
+            .map(drop)
+    }
+
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        let id = record::user_column("delete", user)?;
+        let deleted = self.execute("delete", &self.sql.delete, &[&id]).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
+        let id = record::user_column("lock", user)?;
+        let granted = Lease::new();
+        let lease_ms = record::lease_millis(lease);
+        let taken = self
+            .execute("lock", &self.sql.lock, &[&id, &granted.owner, &lease_ms])
+            .await?;
+        Ok(if taken == 1 {
+            LockAttempt::Acquired(granted)
+        } else {
+            LockAttempt::Held
         })
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.save(&self.sql.put, token, granted_at, None)
-                .await
-                .map(drop)
-        })
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
+        let id = record::user_column("unlock", user)?;
+        self.execute("unlock", &self.sql.unlock, &[&id, &lease.owner])
+            .await
+            .map(drop)
     }
 
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let sql = &self.sql.compare_and_save;
-            let changed = self.save(sql, token, granted_at, Some(spent)).await?;
-            Ok(changed == 1)
-        })
-    }
-
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let id = record::user_column("mark", user)?;
-            self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
-                .await
-                .map(drop)
-        })
-    }
-
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let id = record::user_column("delete", user)?;
-            let deleted = self.execute("delete", &self.sql.delete, &[&id]).await?;
-            Ok(deleted > 0)
-        })
-    }
-
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
-        Box::pin(async move {
-            let id = record::user_column("lock", user)?;
-            let granted = Lease::new();
-            let lease_ms = record::lease_millis(lease);
-            let taken = self
-                .execute("lock", &self.sql.lock, &[&id, &granted.owner, &lease_ms])
-                .await?;
-            Ok(if taken == 1 {
-                LockAttempt::Acquired(granted)
-            } else {
-                LockAttempt::Held
-            })
-        })
-    }
-
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let id = record::user_column("unlock", user)?;
-            self.execute("unlock", &self.sql.unlock, &[&id, &lease.owner])
-                .await
-                .map(drop)
-        })
-    }
-
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
-    }
-
-    /// Every readable record, ordered by user id; unreadable rows are skipped with a warning
-    /// (see [`PostgresStore::list_all`] to see them).
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        self.list_all().await
     }
 }
 

@@ -11,10 +11,10 @@ use super::ledger;
 
 mod sync;
 
+use super::durable::{Durable, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
-    TokenStore,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -44,7 +44,7 @@ use crate::token::{Token, UserId};
 ///   While Redis is unreachable every call fails with [`Error::Store`] (after the response
 ///   timeout, default 5 s, at worst), never a false lock.
 /// * **Bad keys** (a token key that is not a hash, fields missing or unparsable, an unknown
-///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list)
+///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list)
 ///   (a `SCAN` over `<prefix>token:*`) skips them with a warning, [`list_all`](Self::list_all)
 ///   reports them. Keys whose suffix is not a user id are ignored.
 ///
@@ -571,141 +571,103 @@ impl BudgetLedger for RedisStore {
     }
 }
 
-impl TokenStore for RedisStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        Box::pin(self.load_record("load", user))
+impl Durable for RedisStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        self.load_record("load", user).await
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let fields = Self::fields(token, granted_at)?;
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .put
-                .key(self.token_key(token.user_id))
-                .arg(&fields[..])
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("save", e))?;
-            Ok(())
-        })
-    }
-
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let fields = Self::fields(token, granted_at)?;
-            let mut conn = self.conn.clone();
-            let outcome: i64 = self
-                .scripts
-                .compare_and_save
-                .key(self.token_key(token.user_id))
-                .arg(spent.expose())
-                .arg(&fields[..])
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("save", e))?;
-            match outcome {
-                1 => Ok(true),
-                0 => Ok(false),
-                _ => Err(record::corrupt(
-                    token.user_id,
-                    format!("key {} is not a hash", self.token_key(token.user_id)),
-                )),
+    /// The put or the compare-and-save script; the latter gets the refresh token it replaces
+    /// before the fields.
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let fields = Self::fields(save.token, save.granted_at)?;
+        let key = self.token_key(save.token.user_id);
+        let mut script = match save.spent {
+            Some(spent) => {
+                let mut script = self.scripts.compare_and_save.key(&key);
+                script.arg(spent.expose());
+                script
             }
-        })
+            None => self.scripts.put.key(&key),
+        };
+        let mut conn = self.conn.clone();
+        let outcome: i64 = script
+            .arg(&fields[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::store("save", e))?;
+        match outcome {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(record::corrupt(
+                save.token.user_id,
+                format!("key {key} is not a hash"),
+            )),
+        }
     }
 
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .mark
-                .key(self.token_key(user))
-                .arg(refused.expose())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("mark", e))?;
-            Ok(())
-        })
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .mark
+            .key(self.token_key(user))
+            .arg(refused.expose())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::store("mark", e))?;
+        Ok(())
     }
 
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let deleted: i64 = redis::cmd("DEL")
-                .arg(self.token_key(user))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("delete", e))?;
-            Ok(deleted > 0)
-        })
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(self.token_key(user))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::store("delete", e))?;
+        Ok(deleted > 0)
     }
 
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
-        Box::pin(async move {
-            let granted = Lease::new();
-            let mut conn = self.conn.clone();
-            let outcome: i64 = self
-                .scripts
-                .lock
-                .key(self.lock_key(user))
-                .arg(&granted.owner)
-                .arg(record::lease_millis(lease))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("lock", e))?;
-            match outcome {
-                1 => Ok(LockAttempt::Acquired(granted)),
-                0 => Ok(LockAttempt::Held),
-                _ => Err(record::corrupt(
-                    user,
-                    format!(
-                        "lock key {} has no expiry, so it was not written by tower-withings: delete it",
-                        self.lock_key(user)
-                    ),
-                )),
-            }
-        })
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
+        let granted = Lease::new();
+        let mut conn = self.conn.clone();
+        let outcome: i64 = self
+            .scripts
+            .lock
+            .key(self.lock_key(user))
+            .arg(&granted.owner)
+            .arg(record::lease_millis(lease))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::store("lock", e))?;
+        match outcome {
+            1 => Ok(LockAttempt::Acquired(granted)),
+            0 => Ok(LockAttempt::Held),
+            _ => Err(record::corrupt(
+                user,
+                format!(
+                    "lock key {} has no expiry, so it was not written by tower-withings: delete it",
+                    self.lock_key(user)
+                ),
+            )),
+        }
     }
 
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .unlock
-                .key(self.lock_key(user))
-                .arg(&lease.owner)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("unlock", e))?;
-            Ok(())
-        })
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .unlock
+            .key(self.lock_key(user))
+            .arg(&lease.owner)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::store("unlock", e))?;
+        Ok(())
     }
 
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
-    }
-
-    /// Every readable record under the prefix, ordered by user id; unreadable keys are skipped
-    /// with a warning (see [`RedisStore::list_all`] to see them).
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        self.list_all().await
     }
 }
 
