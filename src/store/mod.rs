@@ -35,6 +35,7 @@ mod record;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod sync_backend;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
