@@ -22,8 +22,7 @@
 //! backend: implement [`TokenStore`] and run `tower_withings::testkit::check_store` on it
 //! (feature `testkit`; see `examples/custom_store.rs`).
 
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
-mod durable;
+mod backend;
 mod future;
 mod ledger;
 mod memory;

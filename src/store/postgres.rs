@@ -13,7 +13,7 @@ use super::ledger;
 
 mod sync;
 
-use super::durable::{Durable, Save};
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
@@ -667,7 +667,7 @@ fn validate_time(operation: &'static str, time: SystemTime) -> Result<SystemTime
     record::to_millis(operation, time).map(|_| time)
 }
 
-impl Durable for PostgresStore {
+impl Backend for PostgresStore {
     async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
         let id = record::user_column("load", user)?;
         let rows = self.query("load", &self.sql.load, &[&id]).await?;
@@ -677,17 +677,13 @@ impl Durable for PostgresStore {
     /// The put or the compare-and-save statement with the token's columns, checked, as
     /// `$1`..`$7`, and the refresh token it replaces, if any, as `$8`.
     async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
-        let Save {
-            token,
-            granted_at,
-            spent,
-        } = save;
+        let token = save.token;
         let id = record::user_column("save", token.user_id)?;
         let expires_at = validate_time("save", token.expires_at)?;
-        let granted_at = validate_time("save", granted_at)?;
+        let granted_at = validate_time("save", save.granted_at)?;
         let format = record::FORMAT as i16;
         let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
-        let spent = spent.map(Secret::expose);
+        let spent = save.spent.map(Secret::expose);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
             &id,
             &access,
@@ -743,6 +739,10 @@ impl Durable for PostgresStore {
 
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
+    }
+
+    fn ledger(&self) -> &dyn BudgetLedger {
+        self
     }
 }
 

@@ -11,7 +11,7 @@ use super::ledger;
 
 mod sync;
 
-use super::durable::{Durable, Save};
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
@@ -571,7 +571,7 @@ impl BudgetLedger for RedisStore {
     }
 }
 
-impl Durable for RedisStore {
+impl Backend for RedisStore {
     async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
         self.load_record("load", user).await
     }
@@ -668,6 +668,10 @@ impl Durable for RedisStore {
 
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
+    }
+
+    fn ledger(&self) -> &dyn BudgetLedger {
+        self
     }
 }
 

@@ -13,7 +13,7 @@ use super::ledger;
 
 mod sync;
 
-use super::durable::{Durable, Save};
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
@@ -546,7 +546,7 @@ fn paused_until(conn: &Connection, app: &str) -> Result<Option<i64>, Error> {
         .map_err(|e| Error::store("budget", e))
 }
 
-impl Durable for SqliteStore {
+impl Backend for SqliteStore {
     async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
         let id = record::user_column("load", user)?;
         self.call("load", move |conn| {
@@ -683,5 +683,9 @@ impl Durable for SqliteStore {
 
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
+    }
+
+    fn ledger(&self) -> &dyn BudgetLedger {
+        self
     }
 }

@@ -1,12 +1,12 @@
-//! What the durable stores (SQLite, PostgreSQL, Redis) have in common: they write a record
-//! the same way whether or not a spent refresh token guards it, list by reading every record,
-//! and keep the request budget and the sync state themselves. Each implements [`Durable`];
-//! their [`TokenStore`] impl is the one below.
+//! The one [`TokenStore`] impl of this crate's stores (memory, SQLite, PostgreSQL, Redis), over
+//! what each runs itself ([`Backend`]): a record is written the same way whether or not a
+//! spent refresh token guards it, a listing reads every record and skips the unreadable ones,
+//! and each keeps a request budget and the sync state.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use super::{BudgetLedger, Lease, LockAttempt, StoreFuture, StoredToken, TokenStore, record};
+use super::{BudgetLedger, Lease, LockAttempt, StoreFuture, StoredToken, TokenStore};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::sync::SyncState;
@@ -21,8 +21,8 @@ pub(crate) struct Save<'a> {
     pub(crate) spent: Option<&'a Secret>,
 }
 
-/// A durable backend, one method per operation it runs on its server or file.
-pub(crate) trait Durable: BudgetLedger + SyncState + Send + Sync + 'static {
+/// A store's own operations, one method each; [`TokenStore`] documents the contract.
+pub(crate) trait Backend: SyncState + Send + Sync + 'static {
     /// The user's record, if any.
     fn read(&self, user: UserId)
     -> impl Future<Output = Result<Option<StoredToken>, Error>> + Send;
@@ -51,13 +51,16 @@ pub(crate) trait Durable: BudgetLedger + SyncState + Send + Sync + 'static {
     /// Deletes the record; `Ok(true)` if there was one.
     fn remove(&self, user: UserId) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// Where the request budget is counted.
+    fn ledger(&self) -> &dyn BudgetLedger;
+
     /// Every record, each unreadable one as [`Error::CorruptRecord`], ordered by user id.
     fn records(
         &self,
     ) -> impl Future<Output = Result<Vec<Result<StoredToken, Error>>, Error>> + Send;
 }
 
-impl<S: Durable> TokenStore for S {
+impl<S: Backend> TokenStore for S {
     fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
         Box::pin(self.read(user))
     }
@@ -99,7 +102,7 @@ impl<S: Durable> TokenStore for S {
     }
 
     fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(Durable::release(self, user, lease))
+        Box::pin(Backend::release(self, user, lease))
     }
 
     fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
@@ -107,17 +110,32 @@ impl<S: Durable> TokenStore for S {
     }
 
     /// Every readable record, ordered by user id; unreadable ones are skipped with a warning
-    /// (the store's own `list_all` shows them).
+    /// (the durable stores' own `list_all` shows them).
     fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
         let all = self.records();
-        Box::pin(async move { Ok(record::readable(all.await?)) })
+        Box::pin(async move { Ok(readable(all.await?)) })
     }
 
     fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
+        Some(self.ledger())
     }
 
     fn sync_state(&self) -> Option<&dyn SyncState> {
         Some(self)
     }
+}
+
+/// Keeps the readable records and logs the others (user and reason only), as
+/// [`TokenStore::list`] documents.
+fn readable(records: Vec<Result<StoredToken, Error>>) -> Vec<StoredToken> {
+    records
+        .into_iter()
+        .filter_map(|record| match record {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable token record");
+                None
+            }
+        })
+        .collect()
 }
