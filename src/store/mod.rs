@@ -65,6 +65,26 @@ pub struct StoredToken {
     pub refreshed_at: SystemTime,
 }
 
+/// How long a networked store ([`PostgresStore`], [`RedisStore`]) waits for its server; each
+/// builder's `timeouts` says its defaults.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection (for a pool, also waiting for a pooled one).
+    pub connect: Duration,
+    /// One operation's answer, once connected: past it the operation fails with
+    /// [`Error::Store`].
+    pub answer: Duration,
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl Timeouts {
+    /// `connect` for opening a connection, `answer` for each answer.
+    pub const fn new(connect: Duration, answer: Duration) -> Self {
+        Timeouts { connect, answer }
+    }
+}
+
 /// A held refresh lease; give it back to [`TokenStore::unlock`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

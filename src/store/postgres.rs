@@ -17,6 +17,7 @@ use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
+    Timeouts,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -42,8 +43,9 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 /// * **Connections**: a `deadpool-postgres` pool (default 8 connections, plain TCP). For TLS,
 ///   build a pool with your TLS connector and pass it to [`PostgresStoreBuilder::pool`].
 ///   A database that cannot be reached gives [`Error::Store`] (within the connect timeout,
-///   default 5 s), never a false lock. A database that stops answering (a network partition,
-///   a hung host) gives [`Error::Store`] after the query timeout (default 5 s), and the
+///   default 5 s: [`PostgresStoreBuilder::timeouts`]), never a false lock. A database that
+///   stops answering (a network partition, a hung host) gives [`Error::Store`] after the answer
+///   timeout (default 5 s), and the
 ///   connection that got no answer leaves the pool, rather than holding the user's refresh
 ///   for as long as TCP keeps the connection open.
 /// * **Bad rows** (unknown format, empty tokens, columns of the wrong type) load as
@@ -61,7 +63,7 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<Statements>,
-    query_timeout: Duration,
+    answer_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -73,32 +75,21 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// Configures a [`PostgresStore`].
+#[derive(Debug)]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PostgresStoreBuilder {
     source: Source,
     table: String,
     create_tables: bool,
     max_connections: usize,
-    connect_timeout: Duration,
-    query_timeout: Duration,
+    timeouts: Timeouts,
 }
 
+#[derive(Debug)]
 enum Source {
-    Url(String),
+    /// The URL may hold a password: a [`Secret`], so it never shows in `Debug`.
+    Url(Secret),
     Pool(Pool),
-}
-
-impl fmt::Debug for PostgresStoreBuilder {
-    // The URL may hold a password: not shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStoreBuilder")
-            .field("table", &self.table)
-            .field("create_tables", &self.create_tables)
-            .field("max_connections", &self.max_connections)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("query_timeout", &self.query_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PostgresStoreBuilder {
@@ -128,17 +119,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long opening a connection (or waiting for a pooled one) may take (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one store operation may wait for the database's answer once it has a
-    /// connection (default 5 s). After that it fails with [`Error::Store`] and the connection
-    /// is dropped from the pool.
-    pub fn query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = timeout;
+    /// How long opening a connection (or waiting for a pooled one) may take, and how long one
+    /// store operation may wait for the database's answer once it has a connection (default
+    /// 5 s each). Past the answer timeout an operation fails with [`Error::Store`] and the
+    /// connection is dropped from the pool.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -153,12 +139,12 @@ impl PostgresStoreBuilder {
         let pool = match self.source {
             Source::Pool(pool) => pool,
             Source::Url(url) => {
-                let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+                let mut config: tokio_postgres::Config = url.expose().parse().map_err(|_| {
                     // The parser's message could quote the URL, password included.
                     Error::store("connect", "invalid PostgreSQL connection URL")
                 })?;
                 if config.get_connect_timeout().is_none() {
-                    config.connect_timeout(self.connect_timeout);
+                    config.connect_timeout(self.timeouts.connect);
                 }
                 let manager = Manager::from_config(
                     config,
@@ -170,8 +156,8 @@ impl PostgresStoreBuilder {
                 Pool::builder(manager)
                     .max_size(self.max_connections)
                     .runtime(Runtime::Tokio1)
-                    .create_timeout(Some(self.connect_timeout))
-                    .wait_timeout(Some(self.connect_timeout))
+                    .create_timeout(Some(self.timeouts.connect))
+                    .wait_timeout(Some(self.timeouts.connect))
                     .build()
                     .map_err(|e| Error::store("connect", e))?
             }
@@ -179,7 +165,7 @@ impl PostgresStoreBuilder {
         let store = PostgresStore {
             pool,
             sql,
-            query_timeout: self.query_timeout,
+            answer_timeout: self.timeouts.answer,
         };
         if self.create_tables {
             store.create_tables().await?;
@@ -378,12 +364,11 @@ impl PostgresStore {
     /// (e.g. `postgres://user@host:5432/db`).
     pub fn builder(url: &str) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
-            source: Source::Url(url.to_owned()),
+            source: Source::Url(Secret::new(url)),
             table: DEFAULT_TABLE.to_owned(),
             create_tables: true,
             max_connections: 8,
-            connect_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
         }
     }
 
@@ -455,22 +440,22 @@ impl PostgresStore {
             .map_err(|e| Error::store(operation, e))
     }
 
-    /// Runs `f` on a pooled connection, for at most the query timeout. A connection that did
+    /// Runs `f` on a pooled connection, for at most the answer timeout. A connection that did
     /// not answer in time is taken out of the pool: it may be one that will never answer.
     async fn with_client<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
     where
         F: AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
     {
         let client = self.client(operation).await?;
-        match tokio::time::timeout(self.query_timeout, f(&client)).await {
+        match tokio::time::timeout(self.answer_timeout, f(&client)).await {
             Ok(result) => result.map_err(|e| Error::store(operation, e)),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(Error::store(
                     operation,
                     format!(
-                        "PostgreSQL did not answer within {:?} (query timeout)",
-                        self.query_timeout
+                        "PostgreSQL did not answer within {:?} (answer timeout)",
+                        self.answer_timeout
                     ),
                 ))
             }
@@ -554,13 +539,13 @@ impl BudgetLedger for PostgresStore {
                 tx.commit().await?;
                 Ok::<_, tokio_postgres::Error>(grant)
             };
-            match tokio::time::timeout(self.query_timeout, work).await {
+            match tokio::time::timeout(self.answer_timeout, work).await {
                 Ok(result) => result.map_err(|e| Error::store("budget", e)),
                 Err(_) => {
                     drop(deadpool_postgres::Object::take(client));
                     Err(Error::store(
                         "budget",
-                        "PostgreSQL did not answer within the query timeout",
+                        "PostgreSQL did not answer within the answer timeout",
                     ))
                 }
             }

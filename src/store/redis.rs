@@ -15,6 +15,7 @@ use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
+    Timeouts,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -41,8 +42,8 @@ use crate::token::{Token, UserId};
 ///   itself. A lock key without expiry was not written by this crate: it is reported as
 ///   [`Error::CorruptRecord`] rather than waited on forever.
 /// * **Connection**: one auto-reconnecting multiplexed connection (`ConnectionManager`).
-///   While Redis is unreachable every call fails with [`Error::Store`] (after the response
-///   timeout, default 5 s, at worst), never a false lock.
+///   While Redis is unreachable every call fails with [`Error::Store`] (after the answer timeout,
+///   default 5 s: [`RedisStoreBuilder::timeouts`], at worst), never a false lock.
 /// * **Bad keys** (a token key that is not a hash, fields missing or unparsable, an unknown
 ///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list)
 ///   (a `SCAN` over `<prefix>token:*`) skips them with a warning, [`list_all`](Self::list_all)
@@ -71,23 +72,13 @@ impl fmt::Debug for RedisStore {
 }
 
 /// Configures a [`RedisStore`].
+#[derive(Debug)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStoreBuilder {
-    url: String,
+    /// The URL may hold a password: a [`Secret`], so it never shows in `Debug`.
+    url: Secret,
     prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-}
-
-impl fmt::Debug for RedisStoreBuilder {
-    // The URL may hold a password: not shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("prefix", &self.prefix)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .finish_non_exhaustive()
-    }
+    timeouts: Timeouts,
 }
 
 impl RedisStoreBuilder {
@@ -97,15 +88,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long one connection attempt may take (default 2 s).
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// How long a command may wait for its answer (default 5 s).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+    /// How long one connection attempt may take (default 2 s), and how long a command may
+    /// wait for its answer (default 5 s).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -115,12 +101,12 @@ impl RedisStoreBuilder {
     ///
     /// [`Error::Store`] for an invalid URL or an unreachable server.
     pub async fn connect(self) -> Result<RedisStore, Error> {
-        let client = redis::Client::open(self.url.as_str())
+        let client = redis::Client::open(self.url.expose())
             // The parser's message could quote the URL, password included.
             .map_err(|_| Error::store("connect", "invalid Redis connection URL"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.connection_timeout)
-            .set_response_timeout(self.response_timeout)
+            .set_connection_timeout(self.timeouts.connect)
+            .set_response_timeout(self.timeouts.answer)
             // The layer backs off on its own; a store call should fail fast when Redis is down.
             .set_number_of_retries(1)
             .set_max_delay(500);
@@ -311,10 +297,9 @@ impl RedisStore {
     /// Starts configuring a store for the server at `url`.
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.to_owned(),
+            url: Secret::new(url),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
-            connection_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::new(Duration::from_secs(2), Duration::from_secs(5)),
         }
     }
 

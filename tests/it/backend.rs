@@ -299,7 +299,10 @@ impl Backend for Postgres {
             tower_withings::store::PostgresStore::builder(&url)
                 .table(&self.table)
                 .max_connections(4)
-                .connect_timeout(Duration::from_secs(1))
+                .timeouts(tower_withings::store::Timeouts::new(
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                ))
                 .build()
                 .await
                 .expect("the store connects"),
@@ -333,8 +336,10 @@ async fn redis_connection(url: &str) -> redis::RedisResult<redis::aio::Multiplex
 async fn faulty_redis(url: &str, prefix: &str) -> Arc<dyn TokenStore> {
     let store = tower_withings::store::RedisStore::builder(url)
         .prefix(prefix)
-        .connection_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(1));
+        .timeouts(tower_withings::store::Timeouts::new(
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+        ));
     Arc::new(store.connect().await.expect("the store connects"))
 }
 

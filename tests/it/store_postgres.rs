@@ -7,7 +7,7 @@ use crate::store_support::{
     Fresh, assert_bad_records_reported, assert_no_lease_from_a_dead_store, fresh_stores_conform,
     postgres_url, token,
 };
-use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
+use tower_withings::store::{LockAttempt, PostgresStore, Timeouts, TokenStore};
 use tower_withings::{Error, UserId};
 
 /// Alone, and with a second, independent pool on the same table, as another replica would
@@ -63,7 +63,10 @@ async fn an_unreachable_database_is_an_error_never_a_lease() {
     }
     let store = PostgresStore::builder(url)
         .create_tables(false)
-        .connect_timeout(Duration::from_secs(1))
+        .timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ))
         .build()
         .await
         .unwrap();

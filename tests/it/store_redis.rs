@@ -8,7 +8,7 @@ use crate::store_support::{
     redis_connection, token,
 };
 use redis::AsyncCommands;
-use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
+use tower_withings::store::{LockAttempt, RedisStore, Timeouts, TokenStore};
 use tower_withings::{Error, Secret, UserId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,10 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
 #[tokio::test]
 async fn an_unreachable_server_is_an_error() {
     match RedisStore::builder("redis://127.0.0.1:1")
-        .connection_timeout(Duration::from_millis(500))
+        .timeouts(Timeouts::new(
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+        ))
         .connect()
         .await
     {

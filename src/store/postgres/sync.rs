@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS {x} (
         Ok(n)
     }
 
-    /// Runs `f` in a transaction on a pooled connection, for at most the query timeout.
+    /// Runs `f` in a transaction on a pooled connection, for at most the answer timeout.
     async fn transaction<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
     where
         F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
@@ -106,13 +106,13 @@ CREATE TABLE IF NOT EXISTS {x} (
             tx.commit().await?;
             Ok::<_, tokio_postgres::Error>(out)
         };
-        match tokio::time::timeout(self.query_timeout, work).await {
+        match tokio::time::timeout(self.answer_timeout, work).await {
             Ok(result) => result.map_err(|e| Error::store(operation, e)),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(Error::store(
                     operation,
-                    "PostgreSQL did not answer within the query timeout",
+                    "PostgreSQL did not answer within the answer timeout",
                 ))
             }
         }
