@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
 use super::ledger;
 
@@ -394,14 +394,8 @@ impl RedisStore {
         operation: &'static str,
         user: UserId,
     ) -> Result<Option<StoredToken>, Error> {
-        let mut conn = self.conn.clone();
-        let value: Value = self
-            .scripts
-            .load
-            .key(self.token_key(user))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store(operation, e))?;
+        let script = self.scripts.load.key(self.token_key(user));
+        let value: Value = self.invoke(operation, &script).await?;
         match value {
             Value::Nil => Ok(None),
             Value::Array(fields) => decode(user, &fields).map(Some),
@@ -422,6 +416,39 @@ impl RedisStore {
                 "unexpected reply from the load script",
             )),
         }
+    }
+
+    /// Runs `script` on the shared connection; a failure is [`Error::Store`] for `operation`.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        let answer = script.invoke_async(&mut conn).await;
+        answer.map_err(|e| Error::store(operation, e))
+    }
+
+    /// Sends `command` on the shared connection; a failure is [`Error::Store`] for `operation`.
+    async fn send<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        let answer = command.query_async(&mut conn).await;
+        answer.map_err(|e| Error::store(operation, e))
+    }
+
+    /// Runs `pipe` (an atomic block) on the shared connection; its answers are not needed.
+    async fn atomically(
+        &self,
+        operation: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let answer: Result<Value, _> = pipe.query_async(&mut conn).await;
+        answer.map(drop).map_err(|e| Error::store(operation, e))
     }
 
     /// Arguments for writing a pair: format, user id, access, refresh, expiry, scope, granted.
@@ -489,7 +516,6 @@ fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
 impl BudgetLedger for RedisStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let (tolerance, poll) = ledger::tolerance_and_poll(ask.hold);
             let mut script = self.scripts.budget.reserve.key(&self.budget_keys(ask.app));
             script
@@ -505,10 +531,7 @@ impl BudgetLedger for RedisStore {
             for since in ask.waiting {
                 script.arg(ledger::whole_millis(now.saturating_duration_since(*since)));
             }
-            let (granted, retry): (i64, i64) = script
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let (granted, retry): (i64, i64) = self.invoke("budget", &script).await?;
             Ok(SlotGrant {
                 granted: u32::try_from(granted).unwrap_or(0).min(ask.want),
                 retry_in: Duration::from_millis(u64::try_from(retry).unwrap_or(0)),
@@ -518,33 +541,19 @@ impl BudgetLedger for RedisStore {
 
     fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let [_, pause_key, _] = self.budget_keys(app);
-            let _: i64 = self
-                .scripts
-                .budget
-                .pause
-                .key(pause_key)
-                .arg(ledger::window_millis(wait))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let mut script = self.scripts.budget.pause.key(pause_key);
+            script.arg(ledger::window_millis(wait));
+            let _: i64 = self.invoke("budget", &script).await?;
             Ok(())
         })
     }
 
     fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let (used, paused): (i64, i64) = self
-                .scripts
-                .budget
-                .usage
-                .key(&self.budget_keys(app))
-                .arg(ledger::window_millis(window))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let mut script = self.scripts.budget.usage.key(&self.budget_keys(app));
+            script.arg(ledger::window_millis(window));
+            let (used, paused): (i64, i64) = self.invoke("budget", &script).await?;
             Ok(BudgetUsage {
                 used: u32::try_from(used).unwrap_or(u32::MAX),
                 paused_for: u64::try_from(paused)
@@ -574,12 +583,8 @@ impl Backend for RedisStore {
             }
             None => self.scripts.put.key(&key),
         };
-        let mut conn = self.conn.clone();
-        let outcome: i64 = script
-            .arg(&fields[..])
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store("save", e))?;
+        script.arg(&fields[..]);
+        let outcome: i64 = self.invoke("save", &script).await?;
         match outcome {
             1 => Ok(true),
             0 => Ok(false),
@@ -591,40 +596,24 @@ impl Backend for RedisStore {
     }
 
     async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .mark
-            .key(self.token_key(user))
-            .arg(refused.expose())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store("mark", e))?;
+        let mut script = self.scripts.mark.key(self.token_key(user));
+        script.arg(refused.expose());
+        let _: i64 = self.invoke("mark", &script).await?;
         Ok(())
     }
 
     async fn remove(&self, user: UserId) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let deleted: i64 = redis::cmd("DEL")
-            .arg(self.token_key(user))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::store("delete", e))?;
+        let mut command = redis::cmd("DEL");
+        command.arg(self.token_key(user));
+        let deleted: i64 = self.send("delete", &command).await?;
         Ok(deleted > 0)
     }
 
     async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
         let granted = Lease::new();
-        let mut conn = self.conn.clone();
-        let outcome: i64 = self
-            .scripts
-            .lock
-            .key(self.lock_key(user))
-            .arg(&granted.owner)
-            .arg(record::lease_millis(lease))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store("lock", e))?;
+        let mut script = self.scripts.lock.key(self.lock_key(user));
+        script.arg(&granted.owner).arg(record::lease_millis(lease));
+        let outcome: i64 = self.invoke("lock", &script).await?;
         match outcome {
             1 => Ok(LockAttempt::Acquired(granted)),
             0 => Ok(LockAttempt::Held),
@@ -639,15 +628,9 @@ impl Backend for RedisStore {
     }
 
     async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .unlock
-            .key(self.lock_key(user))
-            .arg(&lease.owner)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store("unlock", e))?;
+        let mut script = self.scripts.unlock.key(self.lock_key(user));
+        script.arg(&lease.owner);
+        let _: i64 = self.invoke("unlock", &script).await?;
         Ok(())
     }
 

@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Script, Value};
+use redis::Script;
 
 use super::RedisStore;
 use crate::error::Error;
@@ -105,10 +105,6 @@ return 0",
     )
 });
 
-fn failed(operation: &'static str) -> impl Fn(redis::RedisError) -> Error {
-    move |e| Error::store(operation, e)
-}
-
 fn parse_version(id: &str, raw: &str) -> Option<VersionEntry> {
     let mut parts = raw.splitn(3, ':');
     let version = parts.next()?.parse().ok()?;
@@ -146,12 +142,9 @@ impl RedisStore {
         user: UserId,
         stream: SyncStream,
     ) -> Result<Option<StreamState>, Error> {
-        let mut conn = self.conn.clone();
-        let map: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.sync_key("s", user, stream))
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync load"))?;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.sync_key("s", user, stream));
+        let map: Vec<(String, String)> = self.send("sync load", &command).await?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -172,14 +165,9 @@ impl SyncBackend for RedisStore {
     async fn lease(&self, key: Key, ttl: Duration) -> Result<Option<SyncLease>, Error> {
         let Key { user, stream } = key;
         let owner = SyncLease::new_owner();
-        let mut conn = self.conn.clone();
-        let fence: i64 = LEASE
-            .key(self.sync_key("s", user, stream))
-            .arg(&owner)
-            .arg(record::lease_millis(ttl))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed("sync lease"))?;
+        let mut script = LEASE.key(self.sync_key("s", user, stream));
+        script.arg(&owner).arg(record::lease_millis(ttl));
+        let fence: i64 = self.invoke("sync lease", &script).await?;
         Ok(u64::try_from(fence).ok().map(|fence| SyncLease {
             user,
             stream,
@@ -189,13 +177,9 @@ impl SyncBackend for RedisStore {
     }
 
     async fn release(&self, lease: &SyncLease) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let _: i64 = RELEASE
-            .key(self.sync_key("s", lease.user, lease.stream))
-            .arg(&lease.owner)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed("sync release"))?;
+        let mut script = RELEASE.key(self.sync_key("s", lease.user, lease.stream));
+        script.arg(&lease.owner);
+        let _: i64 = self.invoke("sync release", &script).await?;
         Ok(())
     }
 
@@ -224,11 +208,7 @@ impl SyncBackend for RedisStore {
                 .arg(u8::from(v.deleted))
                 .arg(opt(v.at));
         }
-        let mut conn = self.conn.clone();
-        let ours: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed("sync commit"))?;
+        let ours: i64 = self.invoke("sync commit", &invocation).await?;
         Ok(ours == 1)
     }
 
@@ -237,13 +217,9 @@ impl SyncBackend for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let raw: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.sync_key("v", user, stream))
-            .arg(ids)
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync versions"))?;
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.sync_key("v", user, stream)).arg(ids);
+        let raw: Vec<Option<String>> = self.send("sync versions", &command).await?;
         Ok(ids
             .iter()
             .zip(raw)
@@ -253,12 +229,9 @@ impl SyncBackend for RedisStore {
 
     async fn known(&self, key: Key, from: i64, to: i64) -> Result<Vec<VersionEntry>, Error> {
         let Key { user, stream } = key;
-        let mut conn = self.conn.clone();
-        let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.sync_key("v", user, stream))
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync known"))?;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.sync_key("v", user, stream));
+        let all: Vec<(String, String)> = self.send("sync known", &command).await?;
         let mut known: Vec<VersionEntry> = all
             .iter()
             .filter_map(|(id, raw)| parse_version(id, raw))
@@ -270,15 +243,10 @@ impl SyncBackend for RedisStore {
 
     async fn inbox_push(&self, key: Key, now_ms: i64) -> Result<(), Error> {
         let Key { user, stream } = key;
-        let mut conn = self.conn.clone();
-        let _: i64 = PUSH
-            .key(self.sync_key("ie", user, stream))
-            .key(self.inbox_key())
-            .arg(format!("{user}:{}", stream.name()))
-            .arg(now_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed("sync inbox"))?;
+        let mut script = PUSH.key(self.sync_key("ie", user, stream));
+        script.key(self.inbox_key());
+        script.arg(format!("{user}:{}", stream.name())).arg(now_ms);
+        let _: i64 = self.invoke("sync inbox", &script).await?;
         Ok(())
     }
 
@@ -286,17 +254,12 @@ impl SyncBackend for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
         let stop = isize::try_from(limit)
             .unwrap_or(isize::MAX)
             .saturating_sub(1);
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.inbox_key())
-            .arg(0)
-            .arg(stop)
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync inbox"))?;
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(self.inbox_key()).arg(0).arg(stop);
+        let members: Vec<String> = self.send("sync inbox", &command).await?;
         let mut all = Vec::new();
         for member in members {
             let Some((user, stream)) = member
@@ -306,11 +269,9 @@ impl SyncBackend for RedisStore {
                 tracing::warn!("skipping an inbox member this release cannot read");
                 continue;
             };
-            let map: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(self.sync_key("ie", user, stream))
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync inbox"))?;
+            let mut command = redis::cmd("HGETALL");
+            command.arg(self.sync_key("ie", user, stream));
+            let map: Vec<(String, String)> = self.send("sync inbox", &command).await?;
             let (Some(seq), Some(count), Some(first_ms)) = (
                 field(&map, "seq"),
                 field(&map, "count"),
@@ -324,25 +285,19 @@ impl SyncBackend for RedisStore {
     }
 
     async fn inbox_ack(&self, entry: &InboxEntry) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let gone: i64 = ACK
-            .key(self.sync_key("ie", entry.user, entry.stream))
-            .key(self.inbox_key())
+        let mut script = ACK.key(self.sync_key("ie", entry.user, entry.stream));
+        script.key(self.inbox_key());
+        script
             .arg(entry.seq.to_string())
-            .arg(format!("{}:{}", entry.user, entry.stream.name()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(failed("sync inbox"))?;
+            .arg(format!("{}:{}", entry.user, entry.stream.name()));
+        let gone: i64 = self.invoke("sync inbox", &script).await?;
         Ok(gone == 1)
     }
 
     async fn inbox_depth(&self) -> Result<u64, Error> {
-        let mut conn = self.conn.clone();
-        redis::cmd("ZCARD")
-            .arg(self.inbox_key())
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync inbox"))
+        let mut command = redis::cmd("ZCARD");
+        command.arg(self.inbox_key());
+        self.send("sync inbox", &command).await
     }
 
     async fn stop(&self, user: UserId, reason: &str) -> Result<(), Error> {
@@ -355,32 +310,19 @@ impl SyncBackend for RedisStore {
             pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
                 .ignore();
         }
-        let mut conn = self.conn.clone();
-        let _: Value = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync stop"))?;
-        Ok(())
+        self.atomically("sync stop", &pipe).await
     }
 
     async fn stopped(&self, user: UserId) -> Result<Option<String>, Error> {
-        let mut conn = self.conn.clone();
-        redis::cmd("HGET")
-            .arg(self.stopped_key())
-            .arg(user.0.to_string())
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync stop"))
+        let mut command = redis::cmd("HGET");
+        command.arg(self.stopped_key()).arg(user.0.to_string());
+        self.send("sync stop", &command).await
     }
 
     async fn resume(&self, user: UserId) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let n: i64 = redis::cmd("HDEL")
-            .arg(self.stopped_key())
-            .arg(user.0.to_string())
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync resume"))?;
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.stopped_key()).arg(user.0.to_string());
+        let n: i64 = self.send("sync resume", &command).await?;
         Ok(n == 1)
     }
 
@@ -395,12 +337,7 @@ impl SyncBackend for RedisStore {
                 .ignore();
         }
         pipe.hdel(self.stopped_key(), user.0.to_string()).ignore();
-        let mut conn = self.conn.clone();
-        let _: Value = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync forget"))?;
-        Ok(())
+        self.atomically("sync forget", &pipe).await
     }
 
     async fn streams(&self, user: UserId) -> Result<Vec<(SyncStream, StreamState)>, Error> {
