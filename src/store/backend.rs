@@ -21,8 +21,20 @@ pub(crate) struct Save<'a> {
     pub(crate) spent: Option<&'a Secret>,
 }
 
+/// Where a store counts the request budget: a store that is a [`BudgetLedger`] (its server or
+/// file keeps it) counts in itself.
+pub(crate) trait HasLedger {
+    fn ledger(&self) -> &dyn BudgetLedger;
+}
+
+impl<L: BudgetLedger> HasLedger for L {
+    fn ledger(&self) -> &dyn BudgetLedger {
+        self
+    }
+}
+
 /// A store's own operations, one method each; [`TokenStore`] documents the contract.
-pub(crate) trait Backend: SyncState + Send + Sync + 'static {
+pub(crate) trait Backend: HasLedger + SyncState + Send + Sync + 'static {
     /// The user's record, if any.
     fn read(&self, user: UserId)
     -> impl Future<Output = Result<Option<StoredToken>, Error>> + Send;
@@ -50,9 +62,6 @@ pub(crate) trait Backend: SyncState + Send + Sync + 'static {
 
     /// Deletes the record; `Ok(true)` if there was one.
     fn remove(&self, user: UserId) -> impl Future<Output = Result<bool, Error>> + Send;
-
-    /// Where the request budget is counted.
-    fn ledger(&self) -> &dyn BudgetLedger;
 
     /// Every record, each unreadable one as [`Error::CorruptRecord`], ordered by user id.
     fn records(

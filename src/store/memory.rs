@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 mod sync;
 
-use super::backend::{Backend, Save};
+use super::backend::{Backend, HasLedger, Save};
 use super::{BudgetLedger, Lease, LocalLedger, LockAttempt, StoredToken};
 use crate::error::Error;
 use crate::secret::Secret;
@@ -111,7 +111,9 @@ impl Backend for MemoryStore {
         all.sort_by_key(|record| record.token.user_id);
         Ok(all.into_iter().map(Ok).collect())
     }
+}
 
+impl HasLedger for MemoryStore {
     fn ledger(&self) -> &dyn BudgetLedger {
         &self.budget
     }

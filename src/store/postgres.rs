@@ -725,10 +725,6 @@ impl Backend for PostgresStore {
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
     }
-
-    fn ledger(&self) -> &dyn BudgetLedger {
-        self
-    }
 }
 
 #[cfg(test)]

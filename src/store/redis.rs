@@ -637,10 +637,6 @@ impl Backend for RedisStore {
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
     }
-
-    fn ledger(&self) -> &dyn BudgetLedger {
-        self
-    }
 }
 
 #[cfg(test)]

@@ -684,8 +684,4 @@ impl Backend for SqliteStore {
     async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         self.list_all().await
     }
-
-    fn ledger(&self) -> &dyn BudgetLedger {
-        self
-    }
 }
