@@ -64,6 +64,27 @@ pub struct StreamState {
     pub fence: u64,
 }
 
+impl StreamState {
+    /// A state as a durable store keeps it: the backfill as its two columns (`None` unless
+    /// both are set) and the fence as a signed integer (a negative one, which no store writes,
+    /// reads as 0).
+    pub(crate) fn stored(
+        cursor: Option<i64>,
+        (next_end, horizon): (Option<i64>, Option<i64>),
+        swept_at: Option<i64>,
+        fence: i64,
+    ) -> StreamState {
+        StreamState {
+            cursor,
+            backfill: next_end
+                .zip(horizon)
+                .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
+            swept_at,
+            fence: u64::try_from(fence).unwrap_or(0),
+        }
+    }
+}
+
 /// The highest version delivered for one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionEntry {

@@ -12,9 +12,7 @@ use super::{PostgresStore, advisory_key};
 use crate::error::Error;
 use crate::store::record;
 use crate::store::sync_backend::{Key, SyncBackend};
-use crate::sync::{
-    BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry,
-};
+use crate::sync::{Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry};
 use crate::token::UserId;
 
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
@@ -119,17 +117,16 @@ CREATE TABLE IF NOT EXISTS {x} (
     }
 }
 
+/// A row of `STATE_COLUMNS`.
 fn state_row(row: &Row) -> Result<StreamState, tokio_postgres::Error> {
-    let next: Option<i64> = row.try_get(1)?;
-    let horizon: Option<i64> = row.try_get(2)?;
-    Ok(StreamState {
-        cursor: row.try_get(0)?,
-        backfill: next
-            .zip(horizon)
-            .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
-        swept_at: row.try_get(3)?,
-        fence: u64::try_from(row.try_get::<_, i64>(4)?).unwrap_or(0),
-    })
+    let backfill = (row.try_get(1)?, row.try_get(2)?);
+    let (cursor, swept_at) = (row.try_get(0)?, row.try_get(3)?);
+    Ok(StreamState::stored(
+        cursor,
+        backfill,
+        swept_at,
+        row.try_get(4)?,
+    ))
 }
 
 const STATE_COLUMNS: &str = "cursor, backfill_next, backfill_horizon, swept_at, fence";

@@ -20,9 +20,7 @@ use super::RedisStore;
 use crate::error::Error;
 use crate::store::record;
 use crate::store::sync_backend::{Key, SyncBackend};
-use crate::sync::{
-    BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry,
-};
+use crate::sync::{Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry};
 use crate::token::UserId;
 
 const NOW: &str = "local t = redis.call('TIME')
@@ -148,16 +146,10 @@ impl RedisStore {
         if map.is_empty() {
             return Ok(None);
         }
-        Ok(Some(StreamState {
-            cursor: field(&map, "cursor"),
-            backfill: field(&map, "bn")
-                .zip(field(&map, "bh"))
-                .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
-            swept_at: field(&map, "swept"),
-            fence: field(&map, "fence")
-                .and_then(|f| u64::try_from(f).ok())
-                .unwrap_or(0),
-        }))
+        let backfill = (field(&map, "bn"), field(&map, "bh"));
+        let (cursor, swept_at) = (field(&map, "cursor"), field(&map, "swept"));
+        let fence = field(&map, "fence").unwrap_or(0);
+        Ok(Some(StreamState::stored(cursor, backfill, swept_at, fence)))
     }
 }
 

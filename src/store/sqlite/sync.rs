@@ -10,9 +10,7 @@ use super::{SqliteStore, wall_millis};
 use crate::error::Error;
 use crate::store::record;
 use crate::store::sync_backend::{Key, SyncBackend};
-use crate::sync::{
-    BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry,
-};
+use crate::sync::{Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry};
 use crate::token::UserId;
 
 const SYNC_SCHEMA: &str = "
@@ -60,17 +58,11 @@ fn stream_of(name: &str) -> Option<SyncStream> {
     name.parse().ok()
 }
 
+/// A row of `STATE_COLUMNS`.
 fn state_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamState> {
-    let next: Option<i64> = row.get(1)?;
-    let horizon: Option<i64> = row.get(2)?;
-    Ok(StreamState {
-        cursor: row.get(0)?,
-        backfill: next
-            .zip(horizon)
-            .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
-        swept_at: row.get(3)?,
-        fence: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
-    })
+    let backfill = (row.get(1)?, row.get(2)?);
+    let (cursor, swept_at) = (row.get(0)?, row.get(3)?);
+    Ok(StreamState::stored(cursor, backfill, swept_at, row.get(4)?))
 }
 
 const STATE_COLUMNS: &str = "cursor, backfill_next, backfill_horizon, swept_at, fence";
