@@ -187,6 +187,7 @@ struct Statements {
     lock: String,
     unlock: String,
     budget: BudgetStatements,
+    sync: sync::SyncSql,
     /// The sync tables exist (created on first use, `sync.rs`).
     sync_ready: std::sync::atomic::AtomicBool,
 }
@@ -231,6 +232,7 @@ impl Statements {
         const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
         Ok(Statements {
             table: table.to_owned(),
+            sync: sync::SyncSql::new(table),
             sync_ready: Default::default(),
             schema: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (

@@ -17,32 +17,37 @@ use crate::token::UserId;
 
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
-struct Names {
-    c: String,
-    v: String,
-    i: String,
-    x: String,
+/// The sync's SQL, with its table names filled in: `<table>_sync_c` (per (user, stream)),
+/// `_sync_v` (versions), `_sync_i` (inbox), `_sync_x` (stopped users).
+pub(super) struct SyncSql {
+    schema: String,
+    /// One `DELETE … WHERE user_id = $1` per table.
+    forget: [String; 4],
+    lease_row: String,
+    lease_take: String,
+    release: String,
+    load: String,
+    commit: String,
+    commit_versions: String,
+    versions: String,
+    known: String,
+    inbox_push: String,
+    inbox: String,
+    inbox_ack: String,
+    inbox_depth: String,
+    stop: String,
+    stop_inbox: String,
+    stopped: String,
+    resume: String,
+    streams: String,
 }
 
-impl PostgresStore {
-    fn sync_names(&self) -> Names {
-        let t = &self.sql.table;
-        Names {
-            c: format!("\"{t}_sync_c\""),
-            v: format!("\"{t}_sync_v\""),
-            i: format!("\"{t}_sync_i\""),
-            x: format!("\"{t}_sync_x\""),
-        }
-    }
-
-    /// Creates the sync tables once per store (under the same advisory lock as the others).
-    async fn sync_ready(&self) -> Result<Names, Error> {
-        let n = self.sync_names();
-        if self.sql.sync_ready.load(Ordering::Acquire) {
-            return Ok(n);
-        }
-        let schema = format!(
-            "CREATE TABLE IF NOT EXISTS {c} (
+impl SyncSql {
+    pub(super) fn new(table: &str) -> SyncSql {
+        let [c, v, i, x] = ["c", "v", "i", "x"].map(|t| format!("\"{table}_sync_{t}\""));
+        SyncSql {
+            schema: format!(
+                "CREATE TABLE IF NOT EXISTS {c} (
     user_id          BIGINT NOT NULL,
     stream           TEXT   NOT NULL,
     cursor           BIGINT,
@@ -74,17 +79,104 @@ CREATE TABLE IF NOT EXISTS {i} (
 CREATE TABLE IF NOT EXISTS {x} (
     user_id BIGINT PRIMARY KEY,
     reason  TEXT   NOT NULL
-);",
-            c = n.c,
-            v = n.v,
-            i = n.i,
-            x = n.x
-        );
+);"
+            ),
+            forget: [&c, &v, &i, &x].map(|t| format!("DELETE FROM {t} WHERE user_id = $1")),
+            lease_row: format!(
+                "INSERT INTO {c} (user_id, stream) VALUES ($1, $2)
+                         ON CONFLICT (user_id, stream) DO NOTHING"
+            ),
+            lease_take: format!(
+                "UPDATE {c} SET fence = fence + 1, owner = $3,
+                                 lease_until_ms = {NOW_MS} + $4
+                             WHERE user_id = $1 AND stream = $2
+                               AND (owner IS NULL OR lease_until_ms <= {NOW_MS})
+                             RETURNING fence"
+            ),
+            release: format!(
+                "UPDATE {c} SET owner = NULL, lease_until_ms = 0
+                 WHERE user_id = $1 AND stream = $2 AND owner = $3"
+            ),
+            load: format!(
+                "SELECT {STATE_COLUMNS} FROM {c} WHERE user_id = $1 AND stream = $2"
+            ),
+            commit: format!(
+                "UPDATE {c} SET
+                             lease_until_ms = {NOW_MS} + $5,
+                             cursor = CASE WHEN $6::BIGINT IS NULL THEN cursor
+                                           WHEN cursor IS NULL OR cursor < $6 THEN $6
+                                           ELSE cursor END,
+                             backfill_next = COALESCE($7, backfill_next),
+                             backfill_horizon = COALESCE($8, backfill_horizon),
+                             swept_at = COALESCE($9, swept_at)
+                         WHERE user_id = $1 AND stream = $2 AND owner = $3 AND fence = $4"
+            ),
+            commit_versions: format!(
+                "INSERT INTO {v} AS old (user_id, stream, id, version, deleted, at)
+                         SELECT $1, $2, * FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::BOOLEAN[], $6::BIGINT[])
+                         ON CONFLICT (user_id, stream, id) DO UPDATE SET
+                             version = excluded.version,
+                             deleted = excluded.deleted,
+                             at = COALESCE(excluded.at, old.at)
+                         WHERE (excluded.version, excluded.deleted) > (old.version, old.deleted)"
+            ),
+            versions: format!(
+                "SELECT id, version, deleted, at FROM {v}
+                     WHERE user_id = $1 AND stream = $2 AND id = ANY($3)"
+            ),
+            known: format!(
+                "SELECT id, version, deleted, at FROM {v}
+                     WHERE user_id = $1 AND stream = $2 AND NOT deleted
+                       AND at >= $3 AND at <= $4 ORDER BY id"
+            ),
+            inbox_push: format!(
+                "INSERT INTO {i} AS old (user_id, stream, seq, count, first_ms)
+                 VALUES ($1, $2, 1, 1, $3)
+                 ON CONFLICT (user_id, stream) DO UPDATE SET
+                     seq = old.seq + 1, count = old.count + 1"
+            ),
+            inbox: format!(
+                "SELECT user_id, stream, seq, count, first_ms FROM {i}
+                     ORDER BY first_ms, user_id, stream LIMIT $1"
+            ),
+            inbox_ack: format!(
+                "DELETE FROM {i} WHERE user_id = $1 AND stream = $2 AND seq = $3"
+            ),
+            inbox_depth: format!(
+                "SELECT COUNT(*) FROM {i}"
+            ),
+            stop: format!(
+                "INSERT INTO {x} (user_id, reason) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET reason = excluded.reason"
+            ),
+            stop_inbox: format!(
+                "DELETE FROM {i} WHERE user_id = $1"
+            ),
+            stopped: format!(
+                "SELECT reason FROM {x} WHERE user_id = $1"
+            ),
+            resume: format!(
+                "DELETE FROM {x} WHERE user_id = $1"
+            ),
+            streams: format!(
+                "SELECT {STATE_COLUMNS}, stream FROM {c} WHERE user_id = $1"
+            ),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Creates the sync tables once per store (under the same advisory lock as the others).
+    async fn sync_ready(&self) -> Result<&SyncSql, Error> {
+        let n = &self.sql.sync;
+        if self.sql.sync_ready.load(Ordering::Acquire) {
+            return Ok(n);
+        }
         let key = advisory_key(&format!("{}_sync", self.sql.table));
-        self.transaction("sync tables", async move |tx| {
+        self.transaction("sync tables", async |tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                 .await?;
-            tx.batch_execute(&schema).await?;
+            tx.batch_execute(&n.schema).await?;
             Ok(())
         })
         .await?;
@@ -145,27 +237,9 @@ impl SyncBackend for PostgresStore {
         let name = stream.name();
         let fence = self
             .transaction("sync lease", async |tx| {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {c} (user_id, stream) VALUES ($1, $2)
-                         ON CONFLICT (user_id, stream) DO NOTHING",
-                        c = n.c
-                    ),
-                    &[&id, &name],
-                )
-                .await?;
+                tx.execute(&n.lease_row, &[&id, &name]).await?;
                 let row = tx
-                    .query_opt(
-                        &format!(
-                            "UPDATE {c} SET fence = fence + 1, owner = $3,
-                                 lease_until_ms = {NOW_MS} + $4
-                             WHERE user_id = $1 AND stream = $2
-                               AND (owner IS NULL OR lease_until_ms <= {NOW_MS})
-                             RETURNING fence",
-                            c = n.c
-                        ),
-                        &[&id, &name, &owner, &ttl],
-                    )
+                    .query_opt(&n.lease_take, &[&id, &name, &owner, &ttl])
                     .await?;
                 row.map(|r| r.try_get::<_, i64>(0)).transpose()
             })
@@ -183,11 +257,7 @@ impl SyncBackend for PostgresStore {
         let n = self.sync_ready().await?;
         self.execute(
             "sync release",
-            &format!(
-                "UPDATE {c} SET owner = NULL, lease_until_ms = 0
-                 WHERE user_id = $1 AND stream = $2 AND owner = $3",
-                c = n.c
-            ),
+            &n.release,
             &[&id, &lease.stream.name(), &lease.owner],
         )
         .await?;
@@ -199,14 +269,7 @@ impl SyncBackend for PostgresStore {
         let id = record::user_column("sync load", user)?;
         let n = self.sync_ready().await?;
         let rows = self
-            .query(
-                "sync load",
-                &format!(
-                    "SELECT {STATE_COLUMNS} FROM {c} WHERE user_id = $1 AND stream = $2",
-                    c = n.c
-                ),
-                &[&id, &stream.name()],
-            )
+            .query("sync load", &n.load, &[&id, &stream.name()])
             .await?;
         match rows.first() {
             Some(row) => state_row(row).map_err(|e| Error::store("sync load", e)),
@@ -229,18 +292,7 @@ impl SyncBackend for PostgresStore {
         self.transaction("sync commit", async |tx| {
             let ours = tx
                 .execute(
-                    &format!(
-                        "UPDATE {c} SET
-                             lease_until_ms = {NOW_MS} + $5,
-                             cursor = CASE WHEN $6::BIGINT IS NULL THEN cursor
-                                           WHEN cursor IS NULL OR cursor < $6 THEN $6
-                                           ELSE cursor END,
-                             backfill_next = COALESCE($7, backfill_next),
-                             backfill_horizon = COALESCE($8, backfill_horizon),
-                             swept_at = COALESCE($9, swept_at)
-                         WHERE user_id = $1 AND stream = $2 AND owner = $3 AND fence = $4",
-                        c = n.c
-                    ),
+                    &n.commit,
                     &[
                         &id,
                         &name,
@@ -259,16 +311,7 @@ impl SyncBackend for PostgresStore {
             }
             if !ids.is_empty() {
                 tx.execute(
-                    &format!(
-                        "INSERT INTO {v} AS old (user_id, stream, id, version, deleted, at)
-                         SELECT $1, $2, * FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::BOOLEAN[], $6::BIGINT[])
-                         ON CONFLICT (user_id, stream, id) DO UPDATE SET
-                             version = excluded.version,
-                             deleted = excluded.deleted,
-                             at = COALESCE(excluded.at, old.at)
-                         WHERE (excluded.version, excluded.deleted) > (old.version, old.deleted)",
-                        v = n.v
-                    ),
+                    &n.commit_versions,
                     &[&id, &name, &ids, &versions, &deleted, &ats],
                 )
                 .await?;
@@ -283,15 +326,7 @@ impl SyncBackend for PostgresStore {
         let id = record::user_column("sync versions", user)?;
         let n = self.sync_ready().await?;
         let rows = self
-            .query(
-                "sync versions",
-                &format!(
-                    "SELECT id, version, deleted, at FROM {v}
-                     WHERE user_id = $1 AND stream = $2 AND id = ANY($3)",
-                    v = n.v
-                ),
-                &[&id, &stream.name(), &ids],
-            )
+            .query("sync versions", &n.versions, &[&id, &stream.name(), &ids])
             .await?;
         let mut found = std::collections::HashMap::new();
         for row in rows {
@@ -306,16 +341,7 @@ impl SyncBackend for PostgresStore {
         let id = record::user_column("sync known", user)?;
         let n = self.sync_ready().await?;
         let rows = self
-            .query(
-                "sync known",
-                &format!(
-                    "SELECT id, version, deleted, at FROM {v}
-                     WHERE user_id = $1 AND stream = $2 AND NOT deleted
-                       AND at >= $3 AND at <= $4 ORDER BY id",
-                    v = n.v
-                ),
-                &[&id, &stream.name(), &from, &to],
-            )
+            .query("sync known", &n.known, &[&id, &stream.name(), &from, &to])
             .await?;
         rows.iter()
             .map(|r| entry_row(r).map_err(|e| Error::store("sync known", e)))
@@ -326,35 +352,15 @@ impl SyncBackend for PostgresStore {
         let Key { user, stream } = key;
         let id = record::user_column("sync inbox", user)?;
         let n = self.sync_ready().await?;
-        self.execute(
-            "sync inbox",
-            &format!(
-                "INSERT INTO {i} AS old (user_id, stream, seq, count, first_ms)
-                 VALUES ($1, $2, 1, 1, $3)
-                 ON CONFLICT (user_id, stream) DO UPDATE SET
-                     seq = old.seq + 1, count = old.count + 1",
-                i = n.i
-            ),
-            &[&id, &stream.name(), &now_ms],
-        )
-        .await?;
+        self.execute("sync inbox", &n.inbox_push, &[&id, &stream.name(), &now_ms])
+            .await?;
         Ok(())
     }
 
     async fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>, Error> {
         let n = self.sync_ready().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .query(
-                "sync inbox",
-                &format!(
-                    "SELECT user_id, stream, seq, count, first_ms FROM {i}
-                     ORDER BY first_ms, user_id, stream LIMIT $1",
-                    i = n.i
-                ),
-                &[&limit],
-            )
-            .await?;
+        let rows = self.query("sync inbox", &n.inbox, &[&limit]).await?;
         let mut all = Vec::new();
         for row in rows {
             let read = || -> Result<_, tokio_postgres::Error> {
@@ -379,10 +385,7 @@ impl SyncBackend for PostgresStore {
         let gone = self
             .execute(
                 "sync inbox",
-                &format!(
-                    "DELETE FROM {i} WHERE user_id = $1 AND stream = $2 AND seq = $3",
-                    i = n.i
-                ),
+                &n.inbox_ack,
                 &[&id, &entry.stream.name(), &seq],
             )
             .await?;
@@ -391,13 +394,7 @@ impl SyncBackend for PostgresStore {
 
     async fn inbox_depth(&self) -> Result<u64, Error> {
         let n = self.sync_ready().await?;
-        let rows = self
-            .query(
-                "sync inbox",
-                &format!("SELECT COUNT(*) FROM {i}", i = n.i),
-                &[],
-            )
-            .await?;
+        let rows = self.query("sync inbox", &n.inbox_depth, &[]).await?;
         let count: i64 = rows
             .first()
             .map(|r| r.try_get(0))
@@ -411,20 +408,8 @@ impl SyncBackend for PostgresStore {
         let id = record::user_column("sync stop", user)?;
         let n = self.sync_ready().await?;
         self.transaction("sync stop", async |tx| {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {x} (user_id, reason) VALUES ($1, $2)
-                     ON CONFLICT (user_id) DO UPDATE SET reason = excluded.reason",
-                    x = n.x
-                ),
-                &[&id, &reason],
-            )
-            .await?;
-            tx.execute(
-                &format!("DELETE FROM {i} WHERE user_id = $1", i = n.i),
-                &[&id],
-            )
-            .await?;
+            tx.execute(&n.stop, &[&id, &reason]).await?;
+            tx.execute(&n.stop_inbox, &[&id]).await?;
             Ok(())
         })
         .await
@@ -433,13 +418,7 @@ impl SyncBackend for PostgresStore {
     async fn stopped(&self, user: UserId) -> Result<Option<String>, Error> {
         let id = record::user_column("sync stop", user)?;
         let n = self.sync_ready().await?;
-        let rows = self
-            .query(
-                "sync stop",
-                &format!("SELECT reason FROM {x} WHERE user_id = $1", x = n.x),
-                &[&id],
-            )
-            .await?;
+        let rows = self.query("sync stop", &n.stopped, &[&id]).await?;
         rows.first()
             .map(|r| r.try_get::<_, String>(0))
             .transpose()
@@ -449,13 +428,7 @@ impl SyncBackend for PostgresStore {
     async fn resume(&self, user: UserId) -> Result<bool, Error> {
         let id = record::user_column("sync resume", user)?;
         let n = self.sync_ready().await?;
-        let gone = self
-            .execute(
-                "sync resume",
-                &format!("DELETE FROM {x} WHERE user_id = $1", x = n.x),
-                &[&id],
-            )
-            .await?;
+        let gone = self.execute("sync resume", &n.resume, &[&id]).await?;
         Ok(gone == 1)
     }
 
@@ -463,9 +436,8 @@ impl SyncBackend for PostgresStore {
         let id = record::user_column("sync forget", user)?;
         let n = self.sync_ready().await?;
         self.transaction("sync forget", async |tx| {
-            for table in [&n.c, &n.v, &n.i, &n.x] {
-                tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), &[&id])
-                    .await?;
+            for forget in &n.forget {
+                tx.execute(forget, &[&id]).await?;
             }
             Ok(())
         })
@@ -475,16 +447,7 @@ impl SyncBackend for PostgresStore {
     async fn streams(&self, user: UserId) -> Result<Vec<(SyncStream, StreamState)>, Error> {
         let id = record::user_column("sync streams", user)?;
         let n = self.sync_ready().await?;
-        let rows = self
-            .query(
-                "sync streams",
-                &format!(
-                    "SELECT {STATE_COLUMNS}, stream FROM {c} WHERE user_id = $1",
-                    c = n.c
-                ),
-                &[&id],
-            )
-            .await?;
+        let rows = self.query("sync streams", &n.streams, &[&id]).await?;
         let mut all = Vec::new();
         for row in rows {
             let name: String = row
