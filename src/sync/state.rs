@@ -153,22 +153,21 @@ impl InboxEntry {
         }
     }
 
-    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), or `None`
-    /// (with a warning) for one this release cannot read: skipped, not an error.
-    pub(crate) fn from_row(
-        (user, stream, seq, count, first_ms): (i64, String, i64, i64, i64),
-    ) -> Option<InboxEntry> {
+    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), its stream
+    /// read by `stream` and its numbers by `number` (a column index), or `Ok(None)` (with a
+    /// warning) for one this release cannot read: skipped, not an error.
+    pub(crate) fn from_row<E>(
+        stream: Result<String, E>,
+        number: impl Fn(usize) -> Result<i64, E>,
+    ) -> Result<Option<InboxEntry>, E> {
+        let (user, stream) = (number(0)?, stream?);
+        let (seq, count, first_ms) = (number(2)?, number(3)?, number(4)?);
         let (Ok(user), Ok(stream)) = (u64::try_from(user), stream.parse::<SyncStream>()) else {
             tracing::warn!("skipping an inbox row this release cannot read");
-            return None;
+            return Ok(None);
         };
-        Some(InboxEntry::stored(
-            UserId(user),
-            stream,
-            seq,
-            count,
-            first_ms,
-        ))
+        let user = UserId(user);
+        Ok(Some(InboxEntry::stored(user, stream, seq, count, first_ms)))
     }
 }
 

@@ -363,17 +363,8 @@ impl SyncBackend for PostgresStore {
         let rows = self.query("sync inbox", &n.inbox, &[&limit]).await?;
         let mut all = Vec::new();
         for row in rows {
-            let read = || -> Result<_, tokio_postgres::Error> {
-                Ok((
-                    row.try_get::<_, i64>(0)?,
-                    row.try_get::<_, String>(1)?,
-                    row.try_get::<_, i64>(2)?,
-                    row.try_get::<_, i64>(3)?,
-                    row.try_get::<_, i64>(4)?,
-                ))
-            };
-            let row = read().map_err(|e| Error::store("sync inbox", e))?;
-            all.extend(InboxEntry::from_row(row));
+            let entry = InboxEntry::from_row(row.try_get(1), |i| row.try_get(i));
+            all.extend(entry.map_err(|e| Error::store("sync inbox", e))?);
         }
         Ok(all)
     }

@@ -329,19 +329,12 @@ impl SyncBackend for SqliteStore {
                 .map_err(failed("sync inbox"))?;
             let rows = select
                 .query_map(params![limit], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
+                    InboxEntry::from_row(r.get(1), |i| r.get(i))
                 })
                 .map_err(failed("sync inbox"))?;
             let mut all = Vec::new();
-            for row in rows {
-                let row = row.map_err(failed("sync inbox"))?;
-                all.extend(InboxEntry::from_row(row));
+            for entry in rows {
+                all.extend(entry.map_err(failed("sync inbox"))?);
             }
             Ok(all)
         })
