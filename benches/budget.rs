@@ -48,14 +48,6 @@ const ENV_API: &str = "TOWER_WITHINGS_BENCH_BUDGET_API";
 const ENV_SENDERS: &str = "TOWER_WITHINGS_BENCH_BUDGET_SENDERS";
 const ENV_UNTIL_MS: &str = "TOWER_WITHINGS_BENCH_BUDGET_UNTIL_MS";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
 fn handle(api: &str, store: Arc<dyn TokenStore>, budget: RateBudget) -> WithingsAuth {
     WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(Endpoints::loopback(api, api).expect("loopback"))
@@ -127,7 +119,7 @@ fn child(path: String) {
         .expect("until")
         .parse()
         .expect("ms");
-    runtime().block_on(async {
+    common::runtime().block_on(async {
         let store = Arc::new(SqliteStore::open(&path).await.expect("store"));
         let auth = handle(&api, store, budget());
         let [ok, exhausted, limited] = send_until(&auth, &api, senders, until).await;
@@ -137,17 +129,7 @@ fn child(path: String) {
 
 fn grants(sim: &Simulator) -> Vec<Token> {
     (1..=USERS)
-        .map(|id| {
-            let g = sim.issue_grant(CLIENT_ID, UserId(id), "user.metrics");
-            let mut t = token(
-                UserId(id),
-                SystemTime::now(),
-                Duration::from_secs(g.expires_in),
-            );
-            t.access_token = tower_withings::Secret::new(g.access_token);
-            t.refresh_token = tower_withings::Secret::new(g.refresh_token);
-            t
-        })
+        .map(|id| common::granted(sim, CLIENT_ID, UserId(id)))
         .collect()
 }
 
@@ -321,7 +303,7 @@ fn main() {
         println!("budget: run with `cargo bench --bench budget` to measure");
         return;
     }
-    let rt = runtime();
+    let rt = common::runtime();
     let costs = slot_costs(&rt);
     write_result(
         "budget",

@@ -233,11 +233,7 @@ fn write_calls() {
 }
 
 fn contention(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = common::runtime();
     let mut group = c.benchmark_group("contention");
     group
         .sample_size(20)

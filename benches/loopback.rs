@@ -246,11 +246,7 @@ fn loopback(c: &mut Criterion) {
     if let Ok(wanted) = std::env::var("LOOPBACK_CALLGRIND") {
         callgrind_only(&wanted);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let rt = common::runtime();
     let setup = Setup::new(&rt);
     let (uri, expected) = (&setup.uri, setup.expected);
     let bare = client();

@@ -14,11 +14,7 @@ use tower_withings::store::{LockAttempt, TokenStore};
 use tower_withings::{Secret, Token, UserId};
 
 fn stores(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let run = std::process::id();
     let dir = std::env::temp_dir().join(format!("tower-withings-bench-{run}"));
     std::fs::create_dir_all(&dir).unwrap();

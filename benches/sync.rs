@@ -16,10 +16,13 @@
 //! the PostgreSQL and Redis servers of this machine kind.
 
 mod common;
+#[path = "../tests/support/notify_server.rs"]
+mod notify_server;
+use notify_server::serve_receiver;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -32,7 +35,7 @@ use tower_withings::sync::{
     Backfill, Batch, ChangeKind, Intake, Record, Sink, SinkFuture, SyncConfig, SyncEngine,
     SyncStream,
 };
-use tower_withings::{Credentials, Secret, Token, UserId, WithingsAuth, transport};
+use tower_withings::{Credentials, UserId, WithingsAuth, transport};
 use withings_sim::{AppRateLimit, HistoryConfig, SimConfig, Simulator};
 
 type Client = hyper_util::client::legacy::Client<
@@ -90,19 +93,6 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> String {
     )
 }
 
-/// Serves `receiver` on a loopback port; its callback URL.
-async fn serve(receiver: NotifyReceiver) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let url = receiver
-        .callback_url(&format!("{origin}/withings/notify"))
-        .expose()
-        .to_owned();
-    let app = axum::Router::new().route_service("/withings/notify/{secret}", receiver);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 /// A receiver writing to `intake`, served; its URL. The app's queue is drained.
 async fn receiver(intake: Intake) -> String {
     let (receiver, mut queue) = NotifyReceiver::builder(NotifyReceiver::random_secret())
@@ -110,7 +100,7 @@ async fn receiver(intake: Intake) -> String {
         .build()
         .unwrap();
     tokio::spawn(async move { while queue.recv().await.is_some() {} });
-    serve(receiver).await
+    serve_receiver(receiver).await.1
 }
 
 /// POSTs notification `form` to `url`; its time to the end of the answer.
@@ -209,17 +199,6 @@ impl Sink for Arrivals {
 const CLIENT_ID: &str = "bench-sync";
 const CLIENT_SECRET: &str = "bench-sync-secret-0123";
 
-fn token(sim: &Simulator, user: UserId) -> Token {
-    let g = sim.issue_grant(CLIENT_ID, user, "user.metrics");
-    Token {
-        user_id: user,
-        access_token: Secret::new(g.access_token),
-        refresh_token: Secret::new(g.refresh_token),
-        expires_at: SystemTime::now() + Duration::from_secs(g.expires_in),
-        scope: "user.metrics".into(),
-    }
-}
-
 fn to_sink(runtime: &tokio::runtime::Runtime) {
     runtime.block_on(async {
         let limit = AppRateLimit {
@@ -268,10 +247,10 @@ fn to_sink(runtime: &tokio::runtime::Runtime) {
             .unwrap()
         };
         // The weighing user is linked and caught up before the others arrive.
-        auth.import(token(&sim, user)).await.unwrap();
+        auth.import(common::granted(&sim, CLIENT_ID, user)).await.unwrap();
         assert!(engine(sink.clone()).run_once().await.unwrap());
         for i in 0..BACKFILLERS {
-            auth.import(token(&sim, UserId(1_000 + i))).await.unwrap();
+            auth.import(common::granted(&sim, CLIENT_ID, UserId(1_000 + i))).await.unwrap();
         }
         let engine = engine(sink.clone());
         let url = receiver(engine.intake()).await;
@@ -342,11 +321,7 @@ fn to_sink(runtime: &tokio::runtime::Runtime) {
 }
 
 fn sync(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     if wants("answered") {
         answered(c, &runtime);
     }

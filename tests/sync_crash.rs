@@ -159,15 +159,22 @@ async fn kill_at_random_moments(store_spec: &str, store: Arc<dyn TokenStore>, di
     println!("{store_spec}: {KILLS} kills, {groups} groups, {repeats} repeats");
 }
 
+/// A temporary directory named after `tag`, and a SQLite store on a new file in it.
+async fn sqlite_file(tag: &str) -> (TempDir, std::path::PathBuf, SqliteStore) {
+    let dir = TempDir::new(tag);
+    let db = dir.file("tokens.sqlite3");
+    let store = SqliteStore::open(&db).await.unwrap();
+    (dir, db, store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_syncing_on_sqlite_loses_nothing() {
     if child::is_child() {
         return;
     }
-    let dir = TempDir::new("sync-crash");
-    let db = dir.file("tokens.sqlite3");
-    let store: Arc<dyn TokenStore> = Arc::new(SqliteStore::open(&db).await.unwrap());
-    kill_at_random_moments(&format!("sqlite:{}", db.display()), store, &dir).await;
+    let (dir, db, store) = sqlite_file("sync-crash").await;
+    let spec = format!("sqlite:{}", db.display());
+    kill_at_random_moments(&spec, Arc::new(store), &dir).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -209,9 +216,7 @@ async fn two_processes_on_one_store_never_deliver_a_lower_version() {
     if child::is_child() {
         return;
     }
-    let dir = TempDir::new("sync-two");
-    let db = dir.file("tokens.sqlite3");
-    let store = SqliteStore::open(&db).await.unwrap();
+    let (dir, db, store) = sqlite_file("sync-two").await;
     let sim = common::three_day_simulator().await;
     let user = common::USER;
     let token = grant(&sim, &ManualClock::new(), user);

@@ -12,7 +12,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -21,10 +20,7 @@ use http_body_util::{BodyExt, Full};
 use jiff::Timestamp;
 use tower::ServiceBuilder;
 use tower_withings::data::{DataClient, GetMeas, MeasureType, decode_page};
-use tower_withings::store::MemoryStore;
-use tower_withings::{
-    Credentials, Endpoints, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
-};
+use tower_withings::{Endpoints, UserId};
 
 /// `System`, counting the bytes currently allocated and the peak since the last reset.
 pub struct Counting;
@@ -95,6 +91,10 @@ fn start() -> usize {
 fn peak_since(base: usize) -> usize {
     PEAK.load(Ordering::Relaxed).saturating_sub(base)
 }
+
+#[path = "../../tests/support/fake_handle.rs"]
+mod fake_handle;
+use fake_handle::fake_handle;
 
 const USER: UserId = UserId(46865875);
 
@@ -291,20 +291,9 @@ async fn run(groups: usize, per_page: usize) -> Result<Figures, String> {
     // The app's stack: the layer in front of the fake; a valid token, no budget to wait on.
     let served = Arc::new(Served::default());
     let fake = service(per_page, groups, served.clone());
-    let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
-        .store(MemoryStore::new())
-        .rate_budget(RateBudget::unlimited())
-        .backoff(Duration::ZERO, Duration::ZERO)
-        .build(fake.clone());
-    auth.import(Token {
-        user_id: USER,
-        access_token: Secret::new("access-1"),
-        refresh_token: Secret::new("refresh-1"),
-        expires_at: SystemTime::now() + Duration::from_secs(3 * 3600),
-        scope: "user.metrics".into(),
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let auth = fake_handle(fake.clone(), Endpoints::withings(), USER, "user.metrics")
+        .await
+        .map_err(|e| e.to_string())?;
     let stack = ServiceBuilder::new().layer(auth.layer()).service(fake);
     let data = DataClient::new(stack, &Endpoints::withings());
     let query = GetMeas::since(Timestamp::UNIX_EPOCH).types(&[

@@ -19,6 +19,15 @@ use http_body_util::Full;
 use tower::Service;
 use tower_withings::{Secret, Token, UserId};
 
+/// A multi-thread runtime with 2 workers, the machine's cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// Short runs: the machine has 2 cores shared with other builds.
 pub fn criterion() -> Criterion {
     Criterion::default()
@@ -136,6 +145,16 @@ pub fn token(user: UserId, now: SystemTime, ttl: Duration) -> Token {
         expires_at: now + ttl,
         scope: "user.metrics".into(),
     }
+}
+
+/// The pair the simulator grants `user` of the app `client_id` (scope `user.metrics`), as a
+/// code exchange would have returned it now.
+pub fn granted(sim: &withings_sim::Simulator, client_id: &str, user: UserId) -> Token {
+    let g = sim.issue_grant(client_id, user, "user.metrics");
+    let mut t = token(user, SystemTime::now(), Duration::from_secs(g.expires_in));
+    t.access_token = Secret::new(g.access_token);
+    t.refresh_token = Secret::new(g.refresh_token);
+    t
 }
 
 /// An in-process Withings token endpoint: waits `latency`, then grants a new pair for `user`,

@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use tower::Layer;
 use tower_withings::data::{
     ActivityDay, DataClient, DataError, Exact, GetActivity, GetMeas, GetSleepSummary, GetWorkouts,
-    HeartList, HeartRecord, Measure, MeasureGroup, MeasureType, RowStream, SleepSummary, Workout,
+    HeartList, HeartRecord, Measure, MeasureGroup, MeasureType, Query, RowStream, SleepSummary,
+    Workout,
 };
-use tower_withings::transport;
+use tower_withings::transport::{self, HttpClient};
 use tower_withings::{Endpoints, UserId, WithingsAuth};
 
 use super::{CliResult, Failure};
@@ -185,7 +186,7 @@ pub(crate) fn group_json(g: &MeasureGroup) -> Value {
         "modified": unix(g.modified),
         "attrib": g.attrib.map(|a| a.code()),
         "category": g.category.map(|c| c.code()),
-        "deviceid": g.deviceid,
+        "deviceid": g.source.deviceid,
     })
 }
 
@@ -210,9 +211,9 @@ pub(crate) fn activity_json(day: &ActivityDay) -> Value {
         "distance": day.distance,
         "calories": day.calories,
         "totalcalories": day.totalcalories,
-        "brand": day.brand,
-        "is_tracker": day.is_tracker,
-        "deviceid": day.deviceid,
+        "brand": day.source.brand,
+        "is_tracker": day.source.is_tracker,
+        "deviceid": day.source.deviceid,
     })
 }
 
@@ -294,16 +295,15 @@ pub(crate) async fn run(
             } else {
                 query.types(&types)
             };
-            let mut rows = data.rows(select.user, query);
-            while let Some(group) = next(&mut rows).await? {
-                for m in &group.measures {
-                    let mut row = group_json(&group);
+            let lines = |group: &MeasureGroup| {
+                let line = |m: &Measure| {
+                    let mut row = group_json(group);
                     if let (Value::Object(row), Value::Object(measure)) =
                         (&mut row, measure_json(m))
                     {
                         row.extend(measure);
                     }
-                    let cells = [
+                    let cells = vec![
                         cell(group.date),
                         group.grpid.to_string(),
                         m.measure_type.code().to_string(),
@@ -312,37 +312,30 @@ pub(crate) async fn run(
                         cell(m.measure_type.unit()),
                         cell(m.position),
                     ];
-                    print(&mut out, select.format, &row, &cells);
-                }
-            }
+                    (row, cells)
+                };
+                group.measures.iter().map(line).collect()
+            };
+            print_rows(&data, &select, query, &mut out, lines).await?;
         }
         DataCommand::Activity { select } => {
-            let query = match window(&select) {
-                Some((from, to)) => GetActivity::days(from.date(), to.date()),
-                None => GetActivity::since(since(&select)),
-            };
-            let mut rows = data.rows(select.user, query);
-            while let Some(day) = next(&mut rows).await? {
-                let row = activity_json(&day);
-                let cells = [
+            let query = by_days(&select, GetActivity::days, GetActivity::since);
+            print_rows(&data, &select, query, &mut out, |day: &ActivityDay| {
+                let cells = vec![
                     day.day.date.to_string(),
                     cell(day.steps),
                     cell(day.distance),
                     cell(day.calories),
-                    cell(day.deviceid.as_deref()),
+                    cell(day.source.deviceid.as_deref()),
                 ];
-                print(&mut out, select.format, &row, &cells);
-            }
+                vec![(activity_json(day), cells)]
+            })
+            .await?;
         }
         DataCommand::Workouts { select } => {
-            let query = match window(&select) {
-                Some((from, to)) => GetWorkouts::days(from.date(), to.date()),
-                None => GetWorkouts::since(since(&select)),
-            };
-            let mut rows = data.rows(select.user, query);
-            while let Some(w) = next(&mut rows).await? {
-                let row = workout_json(&w);
-                let cells = [
+            let query = by_days(&select, GetWorkouts::days, GetWorkouts::since);
+            print_rows(&data, &select, query, &mut out, |w: &Workout| {
+                let cells = vec![
                     cell(w.start),
                     w.id.to_string(),
                     cell(w.category.map(|c| c.code())),
@@ -350,38 +343,34 @@ pub(crate) async fn run(
                     cell(w.end),
                     cell(w.data.calories),
                 ];
-                print(&mut out, select.format, &row, &cells);
-            }
+                vec![(workout_json(w), cells)]
+            })
+            .await?;
         }
         DataCommand::Sleep { select } => {
-            let query = match window(&select) {
-                Some((from, to)) => GetSleepSummary::days(from.date(), to.date()),
-                None => GetSleepSummary::since(since(&select)),
-            };
-            let mut rows = data.rows(select.user, query);
-            while let Some(n) = next(&mut rows).await? {
-                let row = sleep_json(&n);
-                let cells = [
+            let query = by_days(&select, GetSleepSummary::days, GetSleepSummary::since);
+            print_rows(&data, &select, query, &mut out, |n: &SleepSummary| {
+                let cells = vec![
                     cell(n.day.as_ref().map(|d| d.date)),
                     n.id.to_string(),
                     cell(n.start),
                     cell(n.end),
                     cell(n.data.sleep_score),
                 ];
-                print(&mut out, select.format, &row, &cells);
-            }
+                vec![(sleep_json(n), cells)]
+            })
+            .await?;
         }
         DataCommand::Heart { select } => {
             let (from, to) = match window(&select) {
                 Some((from, to)) => (from.start(), to.end()),
                 None => (since(&select), Timestamp::now()),
             };
-            let mut rows = data.rows(select.user, HeartList::window(from, to));
-            while let Some(r) = next(&mut rows).await? {
+            let query = HeartList::window(from, to);
+            print_rows(&data, &select, query, &mut out, |r: &HeartRecord| {
                 let ecg = r.ecg.as_ref();
                 let bp = r.blood_pressure.as_ref();
-                let row = heart_json(&r);
-                let cells = [
+                let cells = vec![
                     cell(r.timestamp),
                     cell(ecg.and_then(|e| e.signalid)),
                     cell(ecg.and_then(|e| e.afib).map(|a| a.name())),
@@ -389,8 +378,9 @@ pub(crate) async fn run(
                     cell(bp.and_then(|b| b.systole)),
                     cell(bp.and_then(|b| b.diastole)),
                 ];
-                print(&mut out, select.format, &row, &cells);
-            }
+                vec![(heart_json(r), cells)]
+            })
+            .await?;
         }
         DataCommand::Devices { user, format } => {
             for d in data.devices(user).await.map_err(failure)? {
@@ -440,6 +430,34 @@ pub(crate) async fn run(
 /// The window, if one was given.
 fn window(select: &Select) -> Option<(When, When)> {
     select.from.zip(select.to)
+}
+
+/// A request by the window's UTC days, else by `since`.
+fn by_days<Q>(select: &Select, days: fn(Date, Date) -> Q, since_: fn(Timestamp) -> Q) -> Q {
+    match window(select) {
+        Some((from, to)) => days(from.date(), to.date()),
+        None => since_(since(select)),
+    }
+}
+
+/// One printed line: the JSON object and the table cells.
+type Line = (Value, Vec<String>);
+
+/// Prints the lines of every row of `query` (a malformed row is skipped, see [`next`]).
+async fn print_rows<S: HttpClient, Q: Query>(
+    data: &DataClient<S>,
+    select: &Select,
+    query: Q,
+    out: &mut impl Write,
+    lines: impl Fn(&Q::Row) -> Vec<Line>,
+) -> CliResult<()> {
+    let mut rows = data.rows(select.user, query);
+    while let Some(row) = next(&mut rows).await? {
+        for (json, cells) in lines(&row) {
+            print(out, select.format, &json, &cells);
+        }
+    }
+    Ok(())
 }
 
 /// The `lastupdate`: --since, else the beginning (the whole history).

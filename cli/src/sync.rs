@@ -419,7 +419,7 @@ fn intraday_json(i: &IntradaySample) -> Value {
         "calories": i.calories,
         "distance": i.distance,
         "heart_rate": i.heart_rate,
-        "deviceid": i.deviceid,
+        "deviceid": i.source.deviceid,
     })
 }
 
@@ -428,7 +428,7 @@ fn segment_json(s: &SleepSegment) -> Value {
         "start": unix(s.start),
         "end": unix(s.end),
         "state": s.state.map(|st| st.code()),
-        "model_id": s.model_id,
+        "model_id": s.source.modelid,
     })
 }
 

@@ -14,9 +14,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tower_withings::UserId;
 use tower_withings::store::TokenStore;
-use withings_sim::{DEFAULT_USER_ID, Simulator};
+use withings_sim::DEFAULT_USER_ID;
 
-use common::{CLIENT_ID, CLIENT_SECRET, Cli, REDIRECT_URI, finish, login, simulator, withings};
+use common::{
+    CLIENT_ID, CLIENT_SECRET, Cli, REDIRECT_URI, finish, login, simulator, simulator_with, withings,
+};
 
 #[tokio::test]
 async fn login_then_users_call_and_refresh() {
@@ -174,34 +176,32 @@ async fn notify_receiver() -> String {
     url.expose().to_owned()
 }
 
+/// `withings notify <action> --user 77 --callback <callback> --appli <applis>`.
+async fn notify_77(cli: &Cli, action: &str, callback: &str, applis: &str) -> (i32, String, String) {
+    let args = [
+        "notify",
+        action,
+        "--user",
+        "77",
+        "--callback",
+        callback,
+        "--appli",
+        applis,
+    ];
+    cli.run(&args, "").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_subscribe_list_and_revoke() {
     let sim = simulator().await;
     let cli = Cli::new(&sim);
     cli.import(&sim, 77, "user.metrics,user.activity").await;
     let url = notify_receiver().await;
-    let subscribe = |applis: &'static str| {
-        let url = url.clone();
-        let cli = &cli;
-        async move {
-            let args = [
-                "notify",
-                "subscribe",
-                "--user",
-                "77",
-                "--callback",
-                &url,
-                "--appli",
-                applis,
-            ];
-            cli.run(&args, "").await
-        }
-    };
-    let (code, out, err) = subscribe("1,44").await;
+    let (code, out, err) = notify_77(&cli, "subscribe", &url, "1,44").await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "subscribed\t1\tweight\nsubscribed\t44\tsleep\n");
     // Idempotent: what exists is left alone; names work as well as codes.
-    let (code, out, err) = subscribe("weight,user").await;
+    let (code, out, err) = notify_77(&cli, "subscribe", &url, "weight,user").await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "already\t1\tweight\nsubscribed\t46\tuser\n");
     assert_eq!(sim.notify_counters().subscriptions_made, 3);
@@ -212,71 +212,31 @@ async fn notify_subscribe_list_and_revoke() {
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(lines[0], format!("1\tweight\t{url}\ttower-withings"));
 
-    let revoke = [
-        "notify",
-        "revoke",
-        "--user",
-        "77",
-        "--callback",
-        &url,
-        "--appli",
-        "1",
-    ];
-    let (code, out, err) = cli.run(&revoke, "").await;
+    let (code, out, err) = notify_77(&cli, "revoke", &url, "1").await;
     assert_eq!((code, out.as_str()), (0, "revoked\t1\tweight\n"), "{err}");
     let (_, out, _) = cli.run(&["notify", "list", "--user", "77"], "").await;
     assert_eq!(out.lines().count(), 2, "{out}");
     // Revoking it again: Withings refuses, exit 1, one line.
-    let (code, _, err) = cli.run(&revoke, "").await;
+    let (code, _, err) = notify_77(&cli, "revoke", &url, "1").await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no such notification subscription"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // A callback failing Withings' HEAD check (a wrong secret): 1, and the secret is not shown.
     let wrong = format!("{}-wrong", url);
-    let args = [
-        "notify",
-        "subscribe",
-        "--user",
-        "77",
-        "--callback",
-        &wrong,
-        "--appli",
-        "1",
-    ];
-    let (code, _, err) = cli.run(&args, "").await;
+    let (code, _, err) = notify_77(&cli, "subscribe", &wrong, "1").await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("HEAD"), "{err}");
     let secret = url.rsplit('/').next().unwrap();
     assert!(!err.contains(secret), "{err}");
     // A URL Withings would refuse: 2, before anything is sent.
     let calls = sim.counters().data_calls;
-    let args = [
-        "notify",
-        "subscribe",
-        "--user",
-        "77",
-        "--callback",
-        "https://203.0.113.9/n",
-        "--appli",
-        "1",
-    ];
-    let (code, _, err) = cli.run(&args, "").await;
+    let (code, _, err) = notify_77(&cli, "subscribe", "https://203.0.113.9/n", "1").await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("callback URL refused"), "{err}");
     assert_eq!(sim.counters().data_calls, calls);
     // An unknown appli name is a usage error.
-    let args = [
-        "notify",
-        "subscribe",
-        "--user",
-        "77",
-        "--callback",
-        &url,
-        "--appli",
-        "scale",
-    ];
-    let (code, _, err) = cli.run(&args, "").await;
+    let (code, _, err) = notify_77(&cli, "subscribe", &url, "scale").await;
     assert_eq!(code, 2, "{err}");
 }
 
@@ -529,22 +489,17 @@ async fn demo_tells_the_whole_story_and_exits_0() {
 #[tokio::test]
 async fn data_commands_print_every_row_exactly() {
     use tower_withings::data::Exact;
-    use withings_sim::{HistoryConfig, Series, SimConfig};
+    use withings_sim::{HistoryConfig, Series};
 
     const ANCHOR: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-    let sim = Simulator::start_with(SimConfig {
-        history: HistoryConfig {
-            days: 20,
-            groups_per_day: 3,
-            page_size: 7,
-            anchor: Some(ANCHOR),
-            ..HistoryConfig::default()
-        },
-        ..SimConfig::default()
+    let sim = simulator_with(HistoryConfig {
+        days: 20,
+        groups_per_day: 3,
+        page_size: 7,
+        anchor: Some(ANCHOR),
+        ..HistoryConfig::default()
     })
-    .await
-    .unwrap();
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    .await;
     let cli = Cli::new(&sim);
     let user = UserId(4_321);
     cli.import(&sim, user.0, "user.info,user.metrics,user.activity")

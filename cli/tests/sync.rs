@@ -15,9 +15,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tower_withings::UserId;
 use tower_withings::data::Exact;
-use withings_sim::{HistoryConfig, Series, SimConfig, SimGroup, SimMeasure, Simulator};
+use withings_sim::{HistoryConfig, Series, SimGroup, SimMeasure, Simulator};
 
-use common::{CLIENT_ID, CLIENT_SECRET, Cli, REDIRECT_URI, withings};
+use common::{CLIENT_SECRET, Cli, simulator_with, withings};
 
 /// A simulator with `days` of history, `groups` measure groups a day, small pages (so every
 /// read pages), late uploads and edits on: what Withings serves.
@@ -28,14 +28,7 @@ async fn simulator(days: u32, groups: u32) -> Simulator {
         page_size: 7,
         ..HistoryConfig::default()
     };
-    let sim = Simulator::start_with(SimConfig {
-        history,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    sim
+    simulator_with(history).await
 }
 
 /// `simulator(days, groups)` and the CLI with `user` imported (scope `user.metrics`).

@@ -204,35 +204,16 @@ fn serve(st: &mut State, userid: u64, action: &str, req: &Req) -> Result<String,
         size: config.page_size.max(1),
         salt,
     };
+    // The v2 endpoints selected by local days or `lastupdate`, paged alike.
+    let days = |rows: &[Value], key, place| by_day(req, &config, &pager, rows, key, place);
     let body = match (req.path.as_str(), action) {
         // The busiest endpoint is written straight to text: thousands of users at once.
         ("/measure", _) => return getmeas(now, req, &config, &pager, h),
-        ("/v2/measure", "getactivity") => by_day(
-            req,
-            &config,
-            &pager,
-            &h.v2().activities,
-            "activities",
-            Fields::Top,
-        ),
+        ("/v2/measure", "getactivity") => days(&h.v2().activities, "activities", Fields::Top),
         ("/v2/measure", "getintradayactivity") => Ok(intraday(now, req, h)),
-        ("/v2/measure", _) => by_day(
-            req,
-            &config,
-            &pager,
-            &h.v2().workouts,
-            "series",
-            Fields::Data,
-        ),
+        ("/v2/measure", _) => days(&h.v2().workouts, "series", Fields::Data),
         ("/v2/sleep", "get") => Ok(sleep_get(now, req, h.v2())),
-        ("/v2/sleep", _) => by_day(
-            req,
-            &config,
-            &pager,
-            &h.v2().summaries,
-            "series",
-            Fields::Data,
-        ),
+        ("/v2/sleep", _) => days(&h.v2().summaries, "series", Fields::Data),
         ("/v2/user", "get") => Ok(user_get(userid)),
         ("/v2/user", "getgoals") => Ok(json!({"goals": h.goals.clone().unwrap_or(json!([]))})),
         ("/v2/user", _) => Ok(json!({"devices": h.v2().devices})),

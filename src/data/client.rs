@@ -21,17 +21,37 @@ use crate::transport::HttpClient;
 /// A form: the parameters of one call, in order.
 pub type Form = Vec<(&'static str, String)>;
 
+/// Where a request goes and how its answers hold their rows.
+///
+/// ```
+/// use tower_withings::data::{Endpoint, GetMeas, Query};
+///
+/// assert_eq!(GetMeas::ENDPOINT, Endpoint::new("/measure", "measuregrps", true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The service path below the API base (`/measure`, `/v2/sleep`, …).
+    pub path: &'static str,
+    /// The body field holding the rows (`measuregrps`, `series`, …).
+    pub rows: &'static str,
+    /// Whether answers page with `more`/`offset`.
+    pub paged: bool,
+}
+
+impl Endpoint {
+    /// The endpoint at `path` whose rows are under `rows`, paged or not.
+    pub const fn new(path: &'static str, rows: &'static str, paged: bool) -> Self {
+        Endpoint { path, rows, paged }
+    }
+}
+
 /// A typed data request: where it goes, what its rows are, and the calls it makes (one per
 /// window piece for the 24 h endpoints).
 pub trait Query: Send + 'static {
     /// The rows it answers with.
     type Row: Row;
-    /// The service path below the API base (`/measure`, `/v2/sleep`, …).
-    const PATH: &'static str;
-    /// The body field holding the rows (`measuregrps`, `series`, …).
-    const ROWS: &'static str;
-    /// Whether answers page with `more`/`offset`.
-    const PAGED: bool;
+    /// Where it goes.
+    const ENDPOINT: Endpoint;
     /// The form of each call, `action` first.
     fn calls(&self) -> Vec<Form>;
 }
@@ -256,8 +276,8 @@ impl<S: HttpClient> Walk<S> {
         }
         self.page += 1;
         *pages += 1;
-        let page = match self.client.send(self.user, Q::PATH, &this).await {
-            Ok(bytes) => page::decode::<Q::Row>(&bytes, Q::ROWS, self.page),
+        let page = match self.client.send(self.user, Q::ENDPOINT.path, &this).await {
+            Ok(bytes) => page::decode::<Q::Row>(&bytes, Q::ENDPOINT.rows, self.page),
             Err(error) => Err(error),
         };
         let page = match page {
@@ -272,7 +292,7 @@ impl<S: HttpClient> Walk<S> {
             .into_iter()
             .map(|r| r.map_err(DataError::Row))
             .collect();
-        if !(Q::PAGED && page.meta.more) {
+        if !(Q::ENDPOINT.paged && page.meta.more) {
             self.current = None;
             return Some(items);
         }

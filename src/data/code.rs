@@ -108,6 +108,48 @@ macro_rules! code_traits {
 }
 pub(crate) use code_traits;
 
+/// What `FromStr` of a code enum reads: a code (any value of `C`, unknown ones kept) or one
+/// of the `named` values' names, case-insensitive; white space around it is ignored.
+pub(crate) fn code_or_name<C: std::str::FromStr, T>(
+    s: &str,
+    from_code: fn(C) -> T,
+    named: impl IntoIterator<Item = (T, &'static str)>,
+) -> Option<T> {
+    let s = s.trim();
+    if let Ok(code) = s.parse::<C>() {
+        return Some(from_code(code));
+    }
+    named
+        .into_iter()
+        .find(|(_, name)| name.eq_ignore_ascii_case(s))
+        .map(|(value, _)| value)
+}
+
+/// Declares why a string is not a code enum's value: a newtype on the text (at most 200
+/// characters), whose message is the text, quoted, then `$message` (what to write instead).
+macro_rules! parse_error {
+    ($(#[$meta:meta])* $name:ident: $message:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            fn new(text: &str) -> Self {
+                $name($crate::error::shorten(text.trim()))
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{:?} {}", self.0, $message)
+            }
+        }
+
+        impl ::std::error::Error for $name {}
+    };
+}
+pub(crate) use parse_error;
+
 codes! {
     /// How a measure group was attributed to the user (`attrib`, withings-data.md §4.3).
     ///

@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 
-use super::client::{DataClient, Form, Query, form};
+use super::client::{DataClient, Endpoint, Form, Query, form};
 use super::code::{Afib, HeartModel};
 use super::error::DataError;
 use super::lenient::lenient;
@@ -37,9 +37,7 @@ impl HeartList {
 
 impl Query for HeartList {
     type Row = HeartRecord;
-    const PATH: &'static str = "/v2/heart";
-    const ROWS: &'static str = "series";
-    const PAGED: bool = true;
+    const ENDPOINT: Endpoint = Endpoint::new("/v2/heart", "series", true);
 
     fn calls(&self) -> Vec<Form> {
         let mut f = form("list");
@@ -48,24 +46,27 @@ impl Query for HeartList {
     }
 }
 
-/// One heart record; its identity is the ECG's `signalid`.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct HeartRecord {
-    /// When it was taken (`timestamp`).
-    pub timestamp: Option<Timestamp>,
-    /// `modified`.
-    pub modified: Option<Timestamp>,
-    /// `deviceid`.
-    pub deviceid: Option<String>,
-    /// The device.
-    pub model: Option<HeartModel>,
-    /// `heart_rate` (bpm).
-    pub heart_rate: Option<i64>,
-    /// The ECG, when there is one.
-    pub ecg: Option<Ecg>,
-    /// The blood pressure taken with it, if any.
-    pub blood_pressure: Option<BloodPressure>,
+lenient! {
+    /// One heart record; its identity is the ECG's `signalid`.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct HeartRecord {
+        /// When it was taken (`timestamp`).
+        pub timestamp: Option<Timestamp>,
+        /// `modified`.
+        pub modified: Option<Timestamp>,
+        /// `deviceid`.
+        pub deviceid: Option<String>,
+        /// The device.
+        pub model: Option<HeartModel>,
+        /// `heart_rate` (bpm).
+        pub heart_rate: Option<i64>,
+        /// The ECG, when there is one.
+        pub ecg: Option<Ecg>,
+        /// The blood pressure taken with it, if any (`bloodpressure`).
+        #[serde(rename = "bloodpressure")]
+        pub blood_pressure: Option<BloodPressure>,
+    }
 }
 
 lenient! {
@@ -92,18 +93,6 @@ lenient! {
     }
 }
 
-lenient! {
-    struct RawHeart {
-        timestamp: Option<Timestamp>,
-        modified: Option<Timestamp>,
-        deviceid: Option<String>,
-        model: Option<HeartModel>,
-        heart_rate: Option<i64>,
-        ecg: Option<Ecg>,
-        bloodpressure: Option<BloodPressure>,
-    }
-}
-
 impl Row for HeartRecord {
     type Key = i64;
 
@@ -112,16 +101,7 @@ impl Row for HeartRecord {
     }
 
     fn decode(raw: &str, _: Option<&str>, _: &mut Context) -> Result<Self, String> {
-        let h: RawHeart = read_row(raw, "not a heart record")?;
-        Ok(HeartRecord {
-            timestamp: h.timestamp,
-            modified: h.modified,
-            deviceid: h.deviceid,
-            model: h.model,
-            heart_rate: h.heart_rate,
-            ecg: h.ecg,
-            blood_pressure: h.bloodpressure,
-        })
+        read_row(raw, "not a heart record")
     }
 }
 

@@ -9,10 +9,10 @@ use std::marker::PhantomData;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
-use super::time::{day, instant};
+use super::time::{LocalDay, Zone, day, instant};
 
 /// How a field of a [`lenient!`] struct is read: the unexpected shapes are its `None` (or
 /// empty) value, never an error.
@@ -44,22 +44,50 @@ impl<'de, T: Field> DeserializeSeed<'de> for Read<T> {
 /// Declares a struct read leniently: each field through its type's [`Field`] reader, absent
 /// fields `Default`, unknown fields ignored. `Option` of the struct is then a field too: a
 /// nested object, `None` for `[]`, `null` or `false` (`goals: []`, T11).
+///
+/// A field may end in a mode: `= required` (absent, or unreadable by its [`Field`] reader,
+/// fails the whole struct: a row's identity) or `= skip` (not read: its `Default`, filled in
+/// by the row's decoder from the page or the row's key). Serde attributes pass through
+/// (`rename`, `alias` for Withings' two spellings, `flatten` for a group of flat wire fields
+/// such as a row's [`Source`](super::Source)).
 macro_rules! lenient {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident {
-            $( $(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty, )*
-        }
+        $vis:vis struct $name:ident { $($fields:tt)* }
     ) => {
+        $crate::data::lenient::lenient!(@fields [$(#[$meta])* $vis struct $name] [] $($fields)*);
+    };
+    (@fields $head:tt [$($done:tt)*]
+        $(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty = required, $($rest:tt)*
+    ) => {
+        $crate::data::lenient::lenient!(@fields $head [$($done)*
+            $(#[$fmeta])*
+            #[serde(deserialize_with = "crate::data::lenient::field")]
+            $fvis $field: $ty,
+        ] $($rest)*);
+    };
+    (@fields $head:tt [$($done:tt)*]
+        $(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty = skip, $($rest:tt)*
+    ) => {
+        $crate::data::lenient::lenient!(@fields $head [$($done)*
+            $(#[$fmeta])*
+            #[serde(skip)]
+            $fvis $field: $ty,
+        ] $($rest)*);
+    };
+    (@fields $head:tt [$($done:tt)*]
+        $(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty, $($rest:tt)*
+    ) => {
+        $crate::data::lenient::lenient!(@fields $head [$($done)*
+            $(#[$fmeta])*
+            #[serde(default, deserialize_with = "crate::data::lenient::field")]
+            $fvis $field: $ty,
+        ] $($rest)*);
+    };
+    (@fields [$(#[$meta:meta])* $vis:vis struct $name:ident] [$($done:tt)*]) => {
         $(#[$meta])*
         #[derive(::serde::Deserialize)]
-        $vis struct $name {
-            $(
-                $(#[$fmeta])*
-                #[serde(default, deserialize_with = "crate::data::lenient::field")]
-                $fvis $field: $ty,
-            )*
-        }
+        $vis struct $name { $($done)* }
 
         impl $crate::data::lenient::Field for Option<$name> {
             fn read<'de, D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -182,6 +210,62 @@ impl FromScalar for Date {
     fn from_scalar(s: Scalar) -> Option<Date> {
         day(&String::from_scalar(s)?)
     }
+}
+
+/// A required field (`= required` in [`lenient!`]): a value of another shape fails the struct.
+impl<T: FromScalar> Field for T {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<T>::read(d)?
+            .ok_or_else(|| de::Error::custom("a required field of the wrong shape"))
+    }
+}
+
+/// A zone name, not empty; looked up by the page ([`Context::zone`](super::page::Context::zone)),
+/// which knows the page's zone and each name's lookup.
+impl FromScalar for Zone {
+    fn from_scalar(s: Scalar) -> Option<Zone> {
+        String::from_scalar(s)
+            .filter(|n| !n.is_empty())
+            .map(Zone::named)
+    }
+}
+
+/// The flat `date` and `timezone` of a v2 row, as one `#[serde(flatten)]` field.
+#[derive(serde::Deserialize)]
+struct DayFields {
+    #[serde(default, deserialize_with = "field")]
+    date: Option<Date>,
+    #[serde(default, deserialize_with = "field")]
+    timezone: Option<Zone>,
+}
+
+/// A row's local day (flattened): `None` without a `YYYY-MM-DD` `date`.
+impl Field for Option<LocalDay> {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = DayFields::deserialize(d)?;
+        Ok(f.date.map(|date| LocalDay {
+            date,
+            zone: f.timezone,
+        }))
+    }
+}
+
+/// A row's local day (flattened, required): no `date` fails the row.
+impl Field for LocalDay {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<LocalDay>::read(d)?.ok_or_else(|| de::Error::custom("no `date` as YYYY-MM-DD"))
+    }
+}
+
+/// A nested object's fields (`data` of a workout or a summary): all `None` for `[]`, `null`,
+/// `false`.
+pub(crate) fn object_or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default,
+    Option<T>: Field,
+{
+    Ok(Option::<T>::read(d)?.unwrap_or_default())
 }
 
 /// Integers (an ECG signal); see [`list`].

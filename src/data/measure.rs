@@ -1,14 +1,15 @@
 //! `POST /measure action=getmeas`: measure groups, each a set of measures taken together.
 
 use jiff::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, de};
 
-use super::client::{Form, Query, csv, form};
+use super::client::{Endpoint, Form, Query, csv, form};
 use super::code::{Attrib, Category};
 use super::lenient::{Field, lenient};
 use super::measure_type::MeasureType;
 use super::page::{Context, Row, read_row};
 use super::select::{Selection, Window};
+use super::source::Source;
 use super::time::Zone;
 use super::value::Exact;
 
@@ -93,9 +94,7 @@ impl GetMeas {
 
 impl Query for GetMeas {
     type Row = MeasureGroup;
-    const PATH: &'static str = "/measure";
-    const ROWS: &'static str = "measuregrps";
-    const PAGED: bool = true;
+    const ENDPOINT: Endpoint = Endpoint::new("/measure", "measuregrps", true);
 
     fn calls(&self) -> Vec<Form> {
         let mut f = form("getmeas");
@@ -112,37 +111,35 @@ impl Query for GetMeas {
     }
 }
 
-/// A measure group: measures taken together by one device at one time. Its identity is
-/// `grpid`; Withings updates the whole group when any measure in it changes.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct MeasureGroup {
-    /// `grpid`: the group's identity.
-    pub grpid: i64,
-    /// When the measures were taken (`date`).
-    pub date: Option<Timestamp>,
-    /// When Withings stored it (`created`).
-    pub created: Option<Timestamp>,
-    /// When it last changed (`modified`; the `lastupdate` cursor is the largest of these).
-    pub modified: Option<Timestamp>,
-    /// How it was attributed to the user.
-    pub attrib: Option<Attrib>,
-    /// Real measure or goal.
-    pub category: Option<Category>,
-    /// `deviceid` (`null` on manual entries).
-    pub deviceid: Option<String>,
-    /// `hash_deviceid`.
-    pub hash_deviceid: Option<String>,
-    /// `model` (a name such as "Body+").
-    pub model: Option<String>,
-    /// `modelid` (the document spells it `model_id`; both are read).
-    pub modelid: Option<i64>,
-    /// The group's zone, else the answer's.
-    pub timezone: Option<Zone>,
-    /// `comment`.
-    pub comment: Option<String>,
-    /// The measures, each once per (type, position).
-    pub measures: Vec<Measure>,
+lenient! {
+    /// A measure group: measures taken together by one device at one time. Its identity is
+    /// `grpid`; Withings updates the whole group when any measure in it changes.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct MeasureGroup {
+        /// `grpid`: the group's identity.
+        pub grpid: i64 = required,
+        /// When the measures were taken (`date`).
+        pub date: Option<Timestamp>,
+        /// When Withings stored it (`created`).
+        pub created: Option<Timestamp>,
+        /// When it last changed (`modified`; the `lastupdate` cursor is the largest of these).
+        pub modified: Option<Timestamp>,
+        /// How it was attributed to the user.
+        pub attrib: Option<Attrib>,
+        /// Real measure or goal.
+        pub category: Option<Category>,
+        /// The device (`deviceid` and `hash_deviceid` are `null` on manual entries; `model` is a
+        /// name such as "Body+").
+        #[serde(flatten)]
+        pub source: Source,
+        /// The group's zone, else the answer's.
+        pub timezone: Option<Zone>,
+        /// `comment`.
+        pub comment: Option<String>,
+        /// The measures, each once per (type, position).
+        pub measures: Vec<Measure>,
+    }
 }
 
 impl MeasureGroup {
@@ -176,25 +173,6 @@ impl Measure {
 }
 
 lenient! {
-    struct RawGroup {
-        grpid: Option<i64>,
-        date: Option<Timestamp>,
-        created: Option<Timestamp>,
-        modified: Option<Timestamp>,
-        attrib: Option<Attrib>,
-        category: Option<Category>,
-        deviceid: Option<String>,
-        hash_deviceid: Option<String>,
-        model: Option<String>,
-        modelid: Option<i64>,
-        model_id: Option<i64>,
-        timezone: Option<String>,
-        comment: Option<String>,
-        measures: Option<Vec<RawMeasure>>,
-    }
-}
-
-lenient! {
     struct RawMeasure {
         value: Option<i64>,
         #[serde(rename = "type")]
@@ -204,11 +182,36 @@ lenient! {
     }
 }
 
-/// Read strictly, unlike every other field: `measures` that are not a list of objects fail
-/// their group, which is never stored without them.
-impl Field for Option<Vec<RawMeasure>> {
+/// Read strictly, unlike every other field: `measures` that are not a list of objects, or a
+/// measure without an integer `value`, `type` or `unit`, fail their group, which is never
+/// stored without them. One measure per (type, position): a repeat replaces the earlier one.
+impl Field for Vec<Measure> {
     fn read<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::deserialize(d)
+        let raw: Option<Vec<RawMeasure>> = Option::deserialize(d)?;
+        let raw = raw.unwrap_or_default();
+        let mut measures: Vec<Measure> = Vec::with_capacity(raw.len());
+        for (i, m) in raw.into_iter().enumerate() {
+            let (Some(value), Some(t), Some(unit)) = (m.value, m.measure_type, m.unit) else {
+                return Err(de::Error::custom(format_args!(
+                    "measure {i} lacks an integer `value`, `type` or `unit`"
+                )));
+            };
+            let unit = i32::try_from(unit)
+                .map_err(|_| de::Error::custom(format_args!("measure {i} has unit {unit}")))?;
+            let measure = Measure {
+                measure_type: MeasureType::from_code(t),
+                value: Exact::new(value, unit),
+                position: m.position,
+            };
+            match measures
+                .iter_mut()
+                .find(|x| x.measure_type == measure.measure_type && x.position == measure.position)
+            {
+                Some(x) => *x = measure,
+                None => measures.push(measure),
+            }
+        }
+        Ok(measures)
     }
 }
 
@@ -220,45 +223,8 @@ impl Row for MeasureGroup {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let g: RawGroup = read_row(raw, "not a measure group")?;
-        let grpid = g.grpid.ok_or("no integer `grpid`")?;
-        let mut measures: Vec<Measure> =
-            Vec::with_capacity(g.measures.as_ref().map_or(0, Vec::len));
-        for (i, m) in g.measures.unwrap_or_default().into_iter().enumerate() {
-            let (Some(value), Some(t), Some(unit)) = (m.value, m.measure_type, m.unit) else {
-                return Err(format!(
-                    "measure {i} lacks an integer `value`, `type` or `unit`"
-                ));
-            };
-            let unit = i32::try_from(unit).map_err(|_| format!("measure {i} has unit {unit}"))?;
-            let measure = Measure {
-                measure_type: MeasureType::from_code(t),
-                value: Exact::new(value, unit),
-                position: m.position,
-            };
-            // One measure per (type, position): a repeat replaces the earlier one.
-            match measures
-                .iter_mut()
-                .find(|x| x.measure_type == measure.measure_type && x.position == measure.position)
-            {
-                Some(x) => *x = measure,
-                None => measures.push(measure),
-            }
-        }
-        Ok(MeasureGroup {
-            grpid,
-            date: g.date,
-            created: g.created,
-            modified: g.modified,
-            attrib: g.attrib,
-            category: g.category,
-            deviceid: g.deviceid,
-            hash_deviceid: g.hash_deviceid,
-            model: g.model,
-            modelid: g.modelid.or(g.model_id),
-            timezone: cx.zone(g.timezone),
-            comment: g.comment,
-            measures,
-        })
+        let mut g: MeasureGroup = read_row(raw, "not a measure group")?;
+        g.timezone = cx.zone(g.timezone);
+        Ok(g)
     }
 }

@@ -7,6 +7,8 @@
 //! atrial fibrillation from ECG is 130 (139 is the PPG result), 170 is visceral fat (168 is
 //! extracellular water), hydration (77) is in kg, and 130/139 are classifications with no unit.
 
+use super::code::{code_or_name, parse_error};
+
 /// What a measure type's number is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -190,36 +192,20 @@ impl MeasureType {
 
 super::code::code_traits!(MeasureType);
 
-/// Why a string is not a [`MeasureType`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseMeasureTypeError(String);
-
-impl std::fmt::Display for ParseMeasureTypeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:?} is not a measure type: use a code (1, 6, 173, …) or a name (weight, fat_ratio, …)",
-            self.0
-        )
-    }
+parse_error! {
+    /// Why a string is not a [`MeasureType`].
+    ParseMeasureTypeError: "is not a measure type: use a code (1, 6, 173, …) or a name (weight, fat_ratio, …)"
 }
-
-impl std::error::Error for ParseMeasureTypeError {}
 
 /// A code (`1`, any integer, unknown ones kept) or a table name (`weight`, case-insensitive).
 impl std::str::FromStr for MeasureType {
     type Err = ParseMeasureTypeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if let Ok(code) = s.parse::<i64>() {
-            return Ok(MeasureType::from_code(code));
-        }
-        MeasureType::TABLE
+        let named = MeasureType::TABLE
             .iter()
-            .find(|row| row.name.eq_ignore_ascii_case(s))
-            .map(|row| row.measure_type)
-            .ok_or_else(|| ParseMeasureTypeError(crate::error::shorten(s)))
+            .map(|row| (row.measure_type, row.name));
+        code_or_name(s, MeasureType::from_code, named).ok_or_else(|| ParseMeasureTypeError::new(s))
     }
 }
 

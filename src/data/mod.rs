@@ -64,6 +64,7 @@ mod page;
 mod reqwest;
 mod select;
 mod sleep;
+mod source;
 mod time;
 mod user;
 mod value;
@@ -71,7 +72,7 @@ mod workout;
 
 pub use activity::{ActivityDay, ActivityKey, GetActivity, GetIntradayActivity, IntradaySample};
 pub use client::{
-    DEFAULT_MAX_PAGE_BYTES, DEFAULT_PAGE_CAP, DataClient, Form, Query, RowStream, collect,
+    DEFAULT_MAX_PAGE_BYTES, DEFAULT_PAGE_CAP, DataClient, Endpoint, Form, Query, RowStream, collect,
 };
 pub use code::{Afib, Attrib, Category, Code, HeartModel, SleepModel, SleepState, WorkoutCategory};
 pub use error::{Collected, DataError, Partial, RowError};
@@ -84,6 +85,7 @@ pub use page::{Context, Offset, Page, PageMeta, Row, decode_page};
 pub use reqwest::ReqwestService;
 pub use select::{Days, MAX_CALL_WINDOW, Selection, Window};
 pub use sleep::{GetSleep, GetSleepSummary, Samples, SleepSegment, SleepSummary, SleepSummaryData};
+pub use source::Source;
 pub use time::{LocalDay, Zone};
 pub use user::{Battery, Device, GetDevices, Goals};
 pub use value::Exact;

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
-use jiff::civil::Date;
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -58,11 +57,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// The zone for `name` (a row's own, else the page's).
-    pub(crate) fn zone(&mut self, name: Option<String>) -> Option<Zone> {
-        let name = name
-            .filter(|n| !n.is_empty())
-            .or_else(|| self.meta.timezone.clone())?;
+    /// A row's zone as read (a name, not looked up), else the page's, looked up once per page.
+    pub(crate) fn zone(&mut self, read: Option<Zone>) -> Option<Zone> {
+        let name = match read {
+            Some(z) => z.name().to_owned(),
+            None => self.meta.timezone.clone()?,
+        };
         if let Some(z) = self.zones.iter().find(|z| z.name() == name) {
             return Some(z.clone());
         }
@@ -71,10 +71,12 @@ impl Context {
         Some(zone)
     }
 
-    /// A row's local day: `date` in the zone of `timezone` (else the page's).
-    pub(crate) fn day(&mut self, date: Option<Date>, timezone: Option<String>) -> Option<LocalDay> {
-        let zone = self.zone(timezone);
-        date.map(|date| LocalDay { date, zone })
+    /// A row's local day with its zone looked up (see [`zone`](Self::zone)).
+    pub(crate) fn day(&mut self, day: LocalDay) -> LocalDay {
+        LocalDay {
+            zone: self.zone(day.zone),
+            date: day.date,
+        }
     }
 }
 
@@ -93,10 +95,17 @@ pub trait Row: Sized + Send + 'static {
     fn decode(raw: &str, key: Option<&str>, cx: &mut Context) -> Result<Self, String>;
 }
 
-/// Reads one row's JSON into its raw struct; the error says what the row is not and where,
-/// never what it holds (serde's messages quote values).
+/// Reads one row's JSON into its struct; the error says what the row is not and where,
+/// never what it holds (serde's messages quote values). A row sent as `[]` is an empty
+/// object (T11).
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
+    let raw = if raw.trim() == "[]" { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| {
+        // serde names a missing key field (`id`, `grpid`, `date`, …) but no value.
+        if let Some(field) = e.to_string().strip_prefix("missing field ") {
+            let field = field.split(" at line").next().unwrap_or(field);
+            return format!("{not}: no {field}");
+        }
         let why = match e.classify() {
             serde_json::error::Category::Data => "a field of the wrong shape",
             serde_json::error::Category::Syntax => "malformed JSON",
@@ -131,7 +140,7 @@ pub struct Page<T> {
 /// assert!(!page.meta.more);
 /// ```
 pub fn decode_page<Q: super::Query>(bytes: &[u8]) -> Result<Page<Q::Row>, Error> {
-    decode(bytes, Q::ROWS, 1)
+    decode(bytes, Q::ENDPOINT.rows, 1)
 }
 
 /// Decodes a whole answer: the envelope's status through the crate's status table, then the
@@ -410,6 +419,36 @@ mod tests {
         assert_eq!(p.rows[0], Ok(Id(1)));
         assert_eq!(p.rows[1].as_ref().unwrap_err().index, 1);
         assert_eq!(p.rows[2], Ok(Id(2)));
+    }
+
+    #[test]
+    fn a_row_sent_as_an_empty_list_is_an_empty_object() {
+        use crate::data::{IntradaySample, SleepSegment};
+        let p = decode::<IntradaySample>(
+            br#"{"status":0,"body":{"series":{"1700000000":[]}}}"#,
+            "series",
+            1,
+        )
+        .unwrap();
+        let sample = p.rows[0].as_ref().unwrap();
+        assert_eq!(sample.timestamp.as_second(), 1_700_000_000);
+        assert_eq!(sample.steps, None);
+        let p =
+            decode::<SleepSegment>(br#"{"status":0,"body":{"series":[[]]}}"#, "series", 1).unwrap();
+        assert_eq!(p.rows[0].as_ref().unwrap().start, None);
+    }
+
+    #[test]
+    fn a_row_without_its_key_says_which() {
+        use crate::data::Workout;
+        let p = decode::<Workout>(
+            br#"{"status":0,"body":{"series":[{"category":1}]}}"#,
+            "series",
+            1,
+        )
+        .unwrap();
+        let e = p.rows[0].as_ref().unwrap_err();
+        assert_eq!(e.reason, "not a workout: no `id`");
     }
 
     #[test]

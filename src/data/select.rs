@@ -209,10 +209,11 @@ macro_rules! request {
 
         impl $crate::data::Query for $name {
             type Row = $row;
-            const PATH: &'static str = $path;
-            const ROWS: &'static str = $rows;
-            const PAGED: bool =
-                <$crate::data::select::request!(@selection $by) as $crate::data::select::Calls>::PAGED;
+            const ENDPOINT: $crate::data::Endpoint = $crate::data::Endpoint::new(
+                $path,
+                $rows,
+                <$crate::data::select::request!(@selection $by) as $crate::data::select::Calls>::PAGED,
+            );
 
             fn calls(&self) -> Vec<$crate::data::Form> {
                 $crate::data::select::Calls::calls(self.selection, $action, &self.fields)

@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::fmt;
 
 use jiff::Timestamp;
-use jiff::civil::Date;
 use serde::Deserializer;
 use serde::de::{MapAccess, Visitor};
 
@@ -12,6 +11,7 @@ use super::code::{SleepModel, SleepState};
 use super::lenient::{self, Field, lenient, otherwise_nothing};
 use super::page::{Context, Row, read_row};
 use super::select::request;
+use super::source::Source;
 use super::time::{LocalDay, instant};
 
 request! {
@@ -35,46 +35,47 @@ request! {
 /// Samples of one series: `(instant, value)` in the order sent.
 pub type Samples = Vec<(Timestamp, f64)>;
 
-/// One sleep segment: a state from `start` to `end`, with the series asked for. Segments
-/// have no identity of their own (`(start, state)` is unconfirmed as unique): they are
-/// never collapsed.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct SleepSegment {
-    /// Start.
-    pub start: Option<Timestamp>,
-    /// End.
-    pub end: Option<Timestamp>,
-    /// State.
-    pub state: Option<SleepState>,
-    /// The answer's device family (`model` of the body: tracker or sleep monitor).
-    pub device: Option<SleepModel>,
-    /// `model` (a name here).
-    pub model: Option<String>,
-    /// `model_id`.
-    pub model_id: Option<i64>,
-    /// `hash_deviceid`.
-    pub hash_deviceid: Option<String>,
-    /// `hr` (bpm).
-    pub hr: Samples,
-    /// `rr` (breaths per minute).
-    pub rr: Samples,
-    /// `snoring`.
-    pub snoring: Samples,
-    /// `sdnn_1`.
-    pub sdnn_1: Samples,
-    /// `rmssd`.
-    pub rmssd: Samples,
-    /// `hrv_quality`.
-    pub hrv_quality: Samples,
-    /// `mvt_score`.
-    pub mvt_score: Samples,
-    /// `chest_movement_rate`.
-    pub chest_movement_rate: Samples,
-    /// `withings_index`.
-    pub withings_index: Samples,
-    /// `breathing_sounds`.
-    pub breathing_sounds: Samples,
+lenient! {
+    /// One sleep segment: a state from `start` to `end`, with the series asked for. Segments
+    /// have no identity of their own (`(start, state)` is unconfirmed as unique): they are
+    /// never collapsed.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct SleepSegment {
+        /// Start.
+        #[serde(rename = "startdate")]
+        pub start: Option<Timestamp>,
+        /// End.
+        #[serde(rename = "enddate")]
+        pub end: Option<Timestamp>,
+        /// State.
+        pub state: Option<SleepState>,
+        /// The answer's device family (`model` of the body: tracker or sleep monitor).
+        pub device: Option<SleepModel> = skip,
+        /// The device (`model`, a name here; `model_id`; `hash_deviceid`).
+        #[serde(flatten)]
+        pub source: Source,
+        /// `hr` (bpm).
+        pub hr: Samples,
+        /// `rr` (breaths per minute).
+        pub rr: Samples,
+        /// `snoring`.
+        pub snoring: Samples,
+        /// `sdnn_1`.
+        pub sdnn_1: Samples,
+        /// `rmssd`.
+        pub rmssd: Samples,
+        /// `hrv_quality`.
+        pub hrv_quality: Samples,
+        /// `mvt_score`.
+        pub mvt_score: Samples,
+        /// `chest_movement_rate`.
+        pub chest_movement_rate: Samples,
+        /// `withings_index`.
+        pub withings_index: Samples,
+        /// `breathing_sounds`.
+        pub breathing_sounds: Samples,
+    }
 }
 
 /// A `{"<epoch>": number}` map; anything else (or a bad entry) is skipped.
@@ -103,27 +104,6 @@ impl Field for Samples {
     }
 }
 
-lenient! {
-    struct RawSegment {
-        startdate: Option<Timestamp>,
-        enddate: Option<Timestamp>,
-        state: Option<SleepState>,
-        model: Option<String>,
-        model_id: Option<i64>,
-        hash_deviceid: Option<String>,
-        hr: Samples,
-        rr: Samples,
-        snoring: Samples,
-        sdnn_1: Samples,
-        rmssd: Samples,
-        hrv_quality: Samples,
-        mvt_score: Samples,
-        chest_movement_rate: Samples,
-        withings_index: Samples,
-        breathing_sounds: Samples,
-    }
-}
-
 impl Row for SleepSegment {
     type Key = ();
 
@@ -132,26 +112,9 @@ impl Row for SleepSegment {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let s: RawSegment = read_row(raw, "not a sleep segment")?;
-        Ok(SleepSegment {
-            start: s.startdate,
-            end: s.enddate,
-            state: s.state,
-            device: cx.meta.model.map(SleepModel::from_code),
-            model: s.model,
-            model_id: s.model_id,
-            hash_deviceid: s.hash_deviceid,
-            hr: s.hr,
-            rr: s.rr,
-            snoring: s.snoring,
-            sdnn_1: s.sdnn_1,
-            rmssd: s.rmssd,
-            hrv_quality: s.hrv_quality,
-            mvt_score: s.mvt_score,
-            chest_movement_rate: s.chest_movement_rate,
-            withings_index: s.withings_index,
-            breathing_sounds: s.breathing_sounds,
-        })
+        let mut s: SleepSegment = read_row(raw, "not a sleep segment")?;
+        s.device = cx.meta.model.map(SleepModel::from_code);
+        Ok(s)
     }
 }
 
@@ -172,32 +135,38 @@ request! {
     }
 }
 
-/// One sleep summary; its identity is `id`. Its `day` is the local wake-up day.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct SleepSummary {
-    /// `id`.
-    pub id: i64,
-    /// The local wake-up day (`date`, `timezone`).
-    pub day: Option<LocalDay>,
-    /// Start.
-    pub start: Option<Timestamp>,
-    /// End.
-    pub end: Option<Timestamp>,
-    /// `created`.
-    pub created: Option<Timestamp>,
-    /// `modified`.
-    pub modified: Option<Timestamp>,
-    /// Tracker or sleep monitor (`model`).
-    pub device: Option<SleepModel>,
-    /// `model_id`.
-    pub model_id: Option<i64>,
-    /// `hash_deviceid`.
-    pub hash_deviceid: Option<String>,
-    /// `completed`.
-    pub completed: Option<bool>,
-    /// The metrics (every field optional).
-    pub data: SleepSummaryData,
+lenient! {
+    /// One sleep summary; its identity is `id`. Its `day` is the local wake-up day.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct SleepSummary {
+        /// `id`.
+        pub id: i64 = required,
+        /// The local wake-up day (`date`, `timezone`).
+        #[serde(flatten)]
+        pub day: Option<LocalDay>,
+        /// Start.
+        #[serde(rename = "startdate")]
+        pub start: Option<Timestamp>,
+        /// End.
+        #[serde(rename = "enddate")]
+        pub end: Option<Timestamp>,
+        /// `created`.
+        pub created: Option<Timestamp>,
+        /// `modified`.
+        pub modified: Option<Timestamp>,
+        /// Tracker or sleep monitor (`model`).
+        #[serde(rename = "model")]
+        pub device: Option<SleepModel>,
+        /// `model_id`.
+        pub model_id: Option<i64>,
+        /// `hash_deviceid`.
+        pub hash_deviceid: Option<String>,
+        /// `completed`.
+        pub completed: Option<bool>,
+        /// The metrics (every field optional).
+        pub data: SleepSummaryData,
+    }
 }
 
 lenient! {
@@ -266,20 +235,10 @@ lenient! {
     }
 }
 
-lenient! {
-    struct RawSummary {
-        id: Option<i64>,
-        date: Option<Date>,
-        timezone: Option<String>,
-        startdate: Option<Timestamp>,
-        enddate: Option<Timestamp>,
-        created: Option<Timestamp>,
-        modified: Option<Timestamp>,
-        model: Option<SleepModel>,
-        model_id: Option<i64>,
-        hash_deviceid: Option<String>,
-        completed: Option<bool>,
-        data: Option<SleepSummaryData>,
+/// `data`: all `None` when it is `[]`, `null` or absent.
+impl Field for SleepSummaryData {
+    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient::object_or_default(d)
     }
 }
 
@@ -291,20 +250,8 @@ impl Row for SleepSummary {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let s: RawSummary = read_row(raw, "not a sleep summary")?;
-        let id = s.id.ok_or("no integer `id`")?;
-        Ok(SleepSummary {
-            id,
-            day: cx.day(s.date, s.timezone),
-            start: s.startdate,
-            end: s.enddate,
-            created: s.created,
-            modified: s.modified,
-            device: s.model,
-            model_id: s.model_id,
-            hash_deviceid: s.hash_deviceid,
-            completed: s.completed,
-            data: s.data.unwrap_or_default(),
-        })
+        let mut s: SleepSummary = read_row(raw, "not a sleep summary")?;
+        s.day = s.day.map(|d| cx.day(d));
+        Ok(s)
     }
 }

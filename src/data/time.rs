@@ -39,6 +39,11 @@ impl Zone {
         Zone { name, tz }
     }
 
+    /// The name alone, not looked up yet (a row's field before its page resolves it).
+    pub(crate) fn named(name: String) -> Self {
+        Zone { name, tz: None }
+    }
+
     /// The name as Withings sent it (`Europe/Paris`).
     pub fn name(&self) -> &str {
         &self.name

@@ -2,9 +2,9 @@
 
 use jiff::Timestamp;
 
-use super::client::{DataClient, Form, Query, form};
+use super::client::{DataClient, Endpoint, Form, Query, form};
 use super::error::DataError;
-use super::lenient::{Field, lenient};
+use super::lenient::{Field, FromScalar, Scalar, lenient};
 use super::page::{Context, Row, read_row};
 use super::time::Zone;
 use super::value::Exact;
@@ -17,37 +17,41 @@ pub struct GetDevices;
 
 impl Query for GetDevices {
     type Row = Device;
-    const PATH: &'static str = "/v2/user";
-    const ROWS: &'static str = "devices";
-    const PAGED: bool = false;
+    const ENDPOINT: Endpoint = Endpoint::new("/v2/user", "devices", false);
 
     fn calls(&self) -> Vec<Form> {
         vec![form("getdevice")]
     }
 }
 
-/// One device; its identity is `deviceid`.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Device {
-    /// `deviceid`.
-    pub deviceid: String,
-    /// `hash_deviceid`.
-    pub hash_deviceid: Option<String>,
-    /// `type`: "Scale", "Blood Pressure Monitor", "Activity Tracker", "Sleep Monitor", …
-    pub kind: Option<String>,
-    /// `model` (may be empty, e.g. Sleep Analyzer).
-    pub model: Option<String>,
-    /// `model_id`.
-    pub model_id: Option<i64>,
-    /// `battery`.
-    pub battery: Option<Battery>,
-    /// `timezone`.
-    pub timezone: Option<Zone>,
-    /// `first_session_date`.
-    pub first_session: Option<Timestamp>,
-    /// `last_session_date`.
-    pub last_session: Option<Timestamp>,
+lenient! {
+    /// One device; its identity is `deviceid`.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct Device {
+        /// `deviceid`.
+        pub deviceid: String = required,
+        /// `hash_deviceid`.
+        pub hash_deviceid: Option<String>,
+        /// `type`: "Scale", "Blood Pressure Monitor", "Activity Tracker", "Sleep Monitor", …
+        #[serde(rename = "type")]
+        pub kind: Option<String>,
+        /// `model` (may be empty, e.g. Sleep Analyzer).
+        pub model: Option<String>,
+        /// `model_id` (also read as `modelid`).
+        #[serde(alias = "modelid")]
+        pub model_id: Option<i64>,
+        /// `battery`.
+        pub battery: Option<Battery>,
+        /// `timezone`.
+        pub timezone: Option<Zone>,
+        /// `first_session_date`.
+        #[serde(rename = "first_session_date")]
+        pub first_session: Option<Timestamp>,
+        /// `last_session_date`.
+        #[serde(rename = "last_session_date")]
+        pub last_session: Option<Timestamp>,
+    }
 }
 
 /// A device's battery level as Withings words it.
@@ -66,31 +70,16 @@ pub enum Battery {
     Other(String),
 }
 
-impl Battery {
-    fn parse(s: &str) -> Battery {
-        match s {
+/// The word as sent (a number is written out).
+impl FromScalar for Battery {
+    fn from_scalar(s: Scalar) -> Option<Battery> {
+        Some(match String::from_scalar(s)?.as_str() {
             "high" => Battery::High,
             "medium" => Battery::Medium,
             "low" => Battery::Low,
             "unknown" => Battery::Unknown,
             other => Battery::Other(crate::error::shorten(other)),
-        }
-    }
-}
-
-lenient! {
-    struct RawDevice {
-        deviceid: Option<String>,
-        hash_deviceid: Option<String>,
-        #[serde(rename = "type")]
-        kind: Option<String>,
-        model: Option<String>,
-        model_id: Option<i64>,
-        modelid: Option<i64>,
-        battery: Option<String>,
-        timezone: Option<String>,
-        first_session_date: Option<Timestamp>,
-        last_session_date: Option<Timestamp>,
+        })
     }
 }
 
@@ -102,18 +91,9 @@ impl Row for Device {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let d: RawDevice = read_row(raw, "not a device")?;
-        Ok(Device {
-            deviceid: d.deviceid.ok_or("no `deviceid`")?,
-            hash_deviceid: d.hash_deviceid,
-            kind: d.kind,
-            model: d.model,
-            model_id: d.model_id.or(d.modelid),
-            battery: d.battery.as_deref().map(Battery::parse),
-            timezone: cx.zone(d.timezone),
-            first_session: d.first_session_date,
-            last_session: d.last_session_date,
-        })
+        let mut d: Device = read_row(raw, "not a device")?;
+        d.timezone = cx.zone(d.timezone);
+        Ok(d)
     }
 }
 

@@ -1,10 +1,9 @@
 //! `POST /v2/measure action=getworkouts`: workouts, edited for days after they happen.
 
 use jiff::Timestamp;
-use jiff::civil::Date;
 
 use super::code::{Attrib, WorkoutCategory};
-use super::lenient::lenient;
+use super::lenient::{Field, lenient, object_or_default};
 use super::page::{Context, Row, read_row};
 use super::select::request;
 use super::time::LocalDay;
@@ -25,30 +24,35 @@ request! {
     }
 }
 
-/// One workout; its identity is `id`.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Workout {
-    /// `id`.
-    pub id: i64,
-    /// The kind of workout.
-    pub category: Option<WorkoutCategory>,
-    /// Start.
-    pub start: Option<Timestamp>,
-    /// End.
-    pub end: Option<Timestamp>,
-    /// The local day (`date`, `timezone`).
-    pub day: Option<LocalDay>,
-    /// `modified`.
-    pub modified: Option<Timestamp>,
-    /// `attrib`.
-    pub attrib: Option<Attrib>,
-    /// `model` (an integer here).
-    pub model: Option<i64>,
-    /// `deviceid` (often null).
-    pub deviceid: Option<String>,
-    /// `data`: the metrics; every field optional (`data_fields` trims the answer).
-    pub data: WorkoutData,
+lenient! {
+    /// One workout; its identity is `id`.
+    #[derive(Debug, Clone, PartialEq)]
+    #[non_exhaustive]
+    pub struct Workout {
+        /// `id`.
+        pub id: i64 = required,
+        /// The kind of workout.
+        pub category: Option<WorkoutCategory>,
+        /// Start.
+        #[serde(rename = "startdate")]
+        pub start: Option<Timestamp>,
+        /// End.
+        #[serde(rename = "enddate")]
+        pub end: Option<Timestamp>,
+        /// The local day (`date`, `timezone`).
+        #[serde(flatten)]
+        pub day: Option<LocalDay>,
+        /// `modified`.
+        pub modified: Option<Timestamp>,
+        /// `attrib`.
+        pub attrib: Option<Attrib>,
+        /// `model` (an integer here).
+        pub model: Option<i64>,
+        /// `deviceid` (often null).
+        pub deviceid: Option<String>,
+        /// `data`: the metrics; every field optional (`data_fields` trims the answer).
+        pub data: WorkoutData,
+    }
 }
 
 lenient! {
@@ -104,19 +108,10 @@ lenient! {
     }
 }
 
-lenient! {
-    struct RawWorkout {
-        id: Option<i64>,
-        category: Option<WorkoutCategory>,
-        startdate: Option<Timestamp>,
-        enddate: Option<Timestamp>,
-        date: Option<Date>,
-        timezone: Option<String>,
-        modified: Option<Timestamp>,
-        attrib: Option<Attrib>,
-        model: Option<i64>,
-        deviceid: Option<String>,
-        data: Option<WorkoutData>,
+/// `data`: all `None` when it is `[]`, `null` or absent.
+impl Field for WorkoutData {
+    fn read<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object_or_default(d)
     }
 }
 
@@ -128,19 +123,8 @@ impl Row for Workout {
     }
 
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
-        let w: RawWorkout = read_row(raw, "not a workout")?;
-        let id = w.id.ok_or("no integer `id`")?;
-        Ok(Workout {
-            id,
-            category: w.category,
-            start: w.startdate,
-            end: w.enddate,
-            day: cx.day(w.date, w.timezone),
-            modified: w.modified,
-            attrib: w.attrib,
-            model: w.model,
-            deviceid: w.deviceid,
-            data: w.data.unwrap_or_default(),
-        })
+        let mut w: Workout = read_row(raw, "not a workout")?;
+        w.day = w.day.map(|d| cx.day(d));
+        Ok(w)
     }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
+use crate::data::code::{code_or_name, parse_error};
+
 /// A notification category (`appli` on the wire), as Withings documents them.
 ///
 /// Codes from Withings' notification pages (developer guide, "notification content"): 2 is
@@ -171,35 +173,18 @@ impl fmt::Display for Appli {
     }
 }
 
-/// Why a string is not an [`Appli`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseAppliError(String);
-
-impl fmt::Display for ParseAppliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a notification appli: use a code (1, 2, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58) or a name (weight, temperature, heart, activity, sleep, user, bed_in, bed_out, inflate, no_account, ecg, ecg_failed, glucose)",
-            self.0
-        )
-    }
+parse_error! {
+    /// Why a string is not an [`Appli`].
+    ParseAppliError: "is not a notification appli: use a code (1, 2, 4, 16, 44, 46, 50, 51, 52, 53, 54, 55, 58) or a name (weight, temperature, heart, activity, sleep, user, bed_in, bed_out, inflate, no_account, ecg, ecg_failed, glucose)"
 }
-
-impl std::error::Error for ParseAppliError {}
 
 /// A code (`44`, any number up to 65535) or a name (`sleep`, case-insensitive).
 impl FromStr for Appli {
     type Err = ParseAppliError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if let Ok(code) = s.parse::<u16>() {
-            return Ok(Appli::from_code(code));
-        }
-        Appli::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParseAppliError(crate::error::shorten(s)))
+        let named = Appli::ALL.into_iter().map(|a| (a, a.name()));
+        code_or_name(s, Appli::from_code, named).ok_or_else(|| ParseAppliError::new(s))
     }
 }
 

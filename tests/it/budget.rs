@@ -79,6 +79,23 @@ async fn send_all(auth: &WithingsAuth, api: &str, users: &[UserId], per_user: us
     outcomes
 }
 
+/// A simulator with the app's limit (`N` in `WINDOW`), and a clock for the handles on it.
+async fn limited_simulator() -> (Simulator, ManualClock) {
+    let sim = simulator().await;
+    sim.set_app_rate_limit(app_limit());
+    (sim, ManualClock::new())
+}
+
+/// No 601 was earned and no window held more than `N` arrivals.
+fn assert_within_the_limit(sim: &Simulator) {
+    assert_eq!(sim.counters().served_601, 0);
+    assert!(
+        sim.busiest_window(WINDOW) <= N as usize,
+        "{}",
+        sim.busiest_window(WINDOW)
+    );
+}
+
 /// Imports a token for each of `count` users into `auth`.
 async fn users(
     auth: &WithingsAuth,
@@ -153,8 +170,13 @@ async fn rig_at_the_app_limit() -> Rig {
     rig
 }
 
-/// The budget waits out the 601's `wait_seconds` (about 60 s).
+/// The budget waits out the 601's `wait_seconds` (about 60 s): the next data call is not sent
+/// (the simulator saw 3 arrivals in all).
 async fn assert_paused_for_most_of_a_minute(rig: &Rig) {
+    let user = [crate::common::USER];
+    let next = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
+    assert_eq!(next.exhausted, 1);
+    assert_eq!(rig.sim.arrivals(), 3);
     let usage = rig.auth.budget_usage().await.unwrap().expect("a budget");
     let paused = usage.paused_for;
     assert!(
@@ -174,9 +196,6 @@ async fn a_601_on_a_data_call_stops_everyone_and_refreshes_nothing() {
     assert_eq!(rig.sim.counters().refreshes, 0);
     assert_eq!(rig.auth.metrics().rate_limited, 1);
     // The budget now waits out `wait_seconds` (about 60 s): the next request is not sent.
-    let fourth = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
-    assert_eq!(fourth.exhausted, 1);
-    assert_eq!(rig.sim.arrivals(), 3);
     assert_paused_for_most_of_a_minute(&rig).await;
 }
 
@@ -191,9 +210,7 @@ async fn unlimited_sends_everything_at_once() {
 
 /// Several handles, each with its own instance of one shared store, send at once.
 async fn handles_share_one_budget(stores: Vec<Arc<dyn TokenStore>>) {
-    let sim = simulator().await;
-    sim.set_app_rate_limit(app_limit());
-    let clock = ManualClock::new();
+    let (sim, clock) = limited_simulator().await;
     let auths: Vec<WithingsAuth> = stores
         .into_iter()
         .map(|store| {
@@ -220,13 +237,7 @@ async fn handles_share_one_budget(stores: Vec<Arc<dyn TokenStore>>) {
         "{all:?}"
     );
     assert_eq!(ok, 8 * auths.len());
-    let c = sim.counters();
-    assert_eq!(c.served_601, 0);
-    assert!(
-        sim.busiest_window(WINDOW) <= N as usize,
-        "{}",
-        sim.busiest_window(WINDOW)
-    );
+    assert_within_the_limit(&sim);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,20 +347,77 @@ const ENV_CHILD: &str = "TOWER_WITHINGS_BUDGET_CHILD";
 const ENV_API: &str = "TOWER_WITHINGS_BUDGET_API";
 const ENV_USERS: &str = "TOWER_WITHINGS_BUDGET_USERS";
 
-/// A child process's own handle on the SQLite file at `path`, with the budget, against the
-/// simulator at `api`.
+/// A limited simulator and a SQLite file (in a temporary directory) that handles of this
+/// process and of the role processes it starts share.
 #[cfg(feature = "sqlite")]
-async fn child_auth(path: &str, api: &str) -> WithingsAuth {
-    let store = tower_withings::store::SqliteStore::open(path)
+struct SharedFile {
+    _dir: crate::store_support::TempDir,
+    path: std::path::PathBuf,
+    sim: Simulator,
+    clock: ManualClock,
+}
+
+#[cfg(feature = "sqlite")]
+impl SharedFile {
+    /// A new file in a directory named after `tag`.
+    async fn new(tag: &str) -> Self {
+        let dir = crate::store_support::TempDir::new(tag);
+        let path = dir.file("tokens.sqlite3");
+        let (sim, clock) = limited_simulator().await;
+        SharedFile {
+            _dir: dir,
+            path,
+            sim,
+            clock,
+        }
+    }
+
+    /// A builder for a handle of this process on the file.
+    async fn handle(&self) -> tower_withings::auth::WithingsAuthBuilder {
+        let store = tower_withings::store::SqliteStore::open(&self.path)
+            .await
+            .unwrap();
+        auth_builder(&self.sim, &self.clock).store(store)
+    }
+
+    /// This test binary again, in an OS process of its own, running only the test `role`,
+    /// which acts when `env` names the file; sending for `users`, its stdout piped.
+    fn role_process(&self, role: &str, env: &str, users: &[UserId]) -> Command {
+        let ids: Vec<String> = users.iter().map(|u| u.0.to_string()).collect();
+        let mut command = Command::new(std::env::current_exe().expect("test binary"));
+        command
+            .args([role, "--exact", "--nocapture", "--test-threads=1"])
+            .env(env, &self.path)
+            .env(ENV_API, self.sim.api_base())
+            .env(ENV_USERS, ids.join(","))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        command
+    }
+}
+
+/// In a role's process (`env` names the SQLite file): its own handle on the file, with the
+/// budget, the simulator's API base and the users it sends for. `None` in any other run.
+#[cfg(feature = "sqlite")]
+async fn role(env: &str) -> Option<(WithingsAuth, String, Vec<UserId>)> {
+    let path = std::env::var(env).ok()?;
+    let api = std::env::var(ENV_API).expect("api");
+    let users: Vec<UserId> = std::env::var(ENV_USERS)
+        .expect("users")
+        .split(',')
+        .map(|id| UserId(id.parse().expect("user id")))
+        .collect();
+    let store = tower_withings::store::SqliteStore::open(&path)
         .await
         .expect("store");
     let credentials =
         tower_withings::Credentials::new(crate::common::CLIENT_ID, crate::common::CLIENT_SECRET);
-    WithingsAuth::builder(credentials)
-        .endpoints(tower_withings::Endpoints::loopback(api, api).expect("loopback"))
+    let auth = WithingsAuth::builder(credentials)
+        .endpoints(tower_withings::Endpoints::loopback(&api, &api).expect("loopback"))
         .store(store)
         .rate_budget(budget())
-        .build(transport::plain_http_client())
+        .build(transport::plain_http_client());
+    Some((auth, api, users))
 }
 
 /// The child role: sends `2 × users` data calls through its own handle on the SQLite file,
@@ -357,16 +425,9 @@ async fn child_auth(path: &str, api: &str) -> WithingsAuth {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_budget_child() {
-    let Ok(path) = std::env::var(ENV_CHILD) else {
+    let Some((auth, api, users)) = role(ENV_CHILD).await else {
         return;
     };
-    let api = std::env::var(ENV_API).expect("api");
-    let users: Vec<UserId> = std::env::var(ENV_USERS)
-        .expect("users")
-        .split(',')
-        .map(|id| UserId(id.parse().expect("user id")))
-        .collect();
-    let auth = child_auth(&path, &api).await;
     let outcomes = send_all(&auth, &api, &users, 2).await;
     println!(
         "outcome ok={} exhausted={} rate_limited={}",
@@ -378,34 +439,12 @@ async fn sqlite_budget_child() {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_on_one_sqlite_file_share_one_budget() {
-    let dir = crate::store_support::TempDir::new("budget-sqlite");
-    let path = dir.file("tokens.sqlite3");
-    let sim = simulator().await;
-    sim.set_app_rate_limit(app_limit());
-    let clock = ManualClock::new();
-    let parent = auth_builder(&sim, &clock)
-        .store(
-            tower_withings::store::SqliteStore::open(&path)
-                .await
-                .unwrap(),
-        )
-        .build(transport::plain_http_client());
-    let users = users(&parent, &sim, &clock, 3).await;
-    let ids: Vec<String> = users.iter().map(|u| u.0.to_string()).collect();
+    let file = SharedFile::new("budget-sqlite").await;
+    let parent = file.handle().await.build(transport::plain_http_client());
+    let users = users(&parent, &file.sim, &file.clock, 3).await;
     let children: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(std::env::current_exe().expect("test binary"))
-                .args([
-                    "budget::sqlite_budget_child",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(ENV_CHILD, &path)
-                .env(ENV_API, sim.api_base())
-                .env(ENV_USERS, ids.join(","))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+            file.role_process("budget::sqlite_budget_child", ENV_CHILD, &users)
                 .spawn()
                 .expect("spawn a child")
         })
@@ -430,12 +469,7 @@ async fn four_processes_on_one_sqlite_file_share_one_budget() {
             .expect("ok=");
     }
     assert_eq!(ok, 24);
-    assert_eq!(sim.counters().served_601, 0);
-    assert!(
-        sim.busiest_window(WINDOW) <= N as usize,
-        "{}",
-        sim.busiest_window(WINDOW)
-    );
+    assert_within_the_limit(&file.sim);
 }
 
 // ---- a holder SIGKILLed mid-window ----
@@ -448,15 +482,12 @@ const ENV_HOLDER: &str = "TOWER_WITHINGS_BUDGET_HOLDER";
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_budget_holder() {
-    let Ok(path) = std::env::var(ENV_HOLDER) else {
+    let Some((auth, api, users)) = role(ENV_HOLDER).await else {
         return;
     };
-    let api = std::env::var(ENV_API).expect("api");
-    let user = UserId(std::env::var(ENV_USERS).expect("user").parse().expect("id"));
-    let auth = child_auth(&path, &api).await;
     let holding = {
         let (auth, api) = (auth.clone(), api.clone());
-        tokio::spawn(async move { send_all(&auth, &api, &[user], 3 * N as usize).await })
+        tokio::spawn(async move { send_all(&auth, &api, &users, 3 * N as usize).await })
     };
     while auth.metrics().budget_slots < u64::from(N) {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -472,32 +503,15 @@ async fn sqlite_budget_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblocked() {
     use std::io::BufRead;
-    let dir = crate::store_support::TempDir::new("budget-holder");
-    let path = dir.file("tokens.sqlite3");
-    let sim = simulator().await;
-    sim.set_app_rate_limit(app_limit());
-    let clock = ManualClock::new();
-    let other = auth_builder(&sim, &clock)
-        .store(
-            tower_withings::store::SqliteStore::open(&path)
-                .await
-                .unwrap(),
-        )
+    let file = SharedFile::new("budget-holder").await;
+    let other = file
+        .handle()
+        .await
         .rate_budget(budget())
         .build(transport::plain_http_client());
-    let users = users(&other, &sim, &clock, 2).await;
-    let mut holder = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "budget::sqlite_budget_holder",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_HOLDER, &path)
-        .env(ENV_API, sim.api_base())
-        .env(ENV_USERS, users[0].0.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    let users = users(&other, &file.sim, &file.clock, 2).await;
+    let mut holder = file
+        .role_process("budget::sqlite_budget_holder", ENV_HOLDER, &users[..1])
         .spawn()
         .expect("spawn the holder");
     let stdout = holder.stdout.take().expect("its stdout");
@@ -518,7 +532,7 @@ async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblo
     // The dead holder's reservations fill the window (some may never have been sent).
     let held = other.budget_usage().await.unwrap().expect("a budget").used;
     assert!(held >= N, "{held} slots held");
-    let outcomes = send_all(&other, &sim.api_base(), &users, N as usize).await;
+    let outcomes = send_all(&other, &file.sim.api_base(), &users, N as usize).await;
     assert_eq!(
         outcomes,
         Outcomes {
@@ -526,12 +540,7 @@ async fn a_holder_killed_mid_window_leaves_the_others_within_the_limit_and_unblo
             ..Outcomes::default()
         }
     );
-    assert_eq!(sim.counters().served_601, 0);
-    assert!(
-        sim.busiest_window(WINDOW) <= N as usize,
-        "{}",
-        sim.busiest_window(WINDOW)
-    );
+    assert_within_the_limit(&file.sim);
 }
 
 #[tokio::test]
@@ -539,14 +548,10 @@ async fn a_601_on_a_token_call_pauses_the_budget_like_a_data_call_s() {
     // Another sender (outside this budget) used the app's requests: Withings answers the
     // refresh's token call 601.
     let rig = rig_at_the_app_limit().await;
-    let user = [crate::common::USER];
     assert!(rig.auth.refresh(crate::common::USER).await.is_err());
     assert_eq!(rig.sim.counters().served_601, 1);
     assert_eq!(rig.auth.metrics().rate_limited, 1);
     // The budget waits out `wait_seconds` (about 60 s): the next data call is not sent.
-    let after = send_all(&rig.auth, &rig.sim.api_base(), &user, 1).await;
-    assert_eq!(after.exhausted, 1);
-    assert_eq!(rig.sim.arrivals(), 3);
     assert_paused_for_most_of_a_minute(&rig).await;
 }
 
@@ -572,7 +577,7 @@ async fn lanes_are_served_in_order_and_each_in_order_of_arrival() {
     let budget = RateBudget::new(1, Duration::from_millis(400)).deadline(Duration::from_secs(60));
     let rig = rig_with(|b| b.rate_budget(budget)).await;
     let api = rig.sim.api_base();
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     tagged(service.clone(), &api, None).await.unwrap();
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut sends = tokio::task::JoinSet::new();
@@ -741,9 +746,7 @@ struct Made {
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 async fn processes_are_served_in_order_of_arrival<B: crate::backend::Backend>(backend: &B) {
     use crate::cross_process::ChildProcess;
-    let sim = simulator().await;
-    sim.set_app_rate_limit(app_limit());
-    let clock = ManualClock::new();
+    let (sim, clock) = limited_simulator().await;
     let parent = auth_builder(&sim, &clock)
         .shared_store(backend.open().await)
         .build(transport::plain_http_client());
@@ -797,12 +800,7 @@ async fn processes_are_served_in_order_of_arrival<B: crate::backend::Backend>(ba
     let served = made.iter().filter(|r| r.ok).count();
     // More than the budget allows: some fail, some are served.
     assert!(0 < served && served < total, "{served} of {total} served");
-    assert_eq!(sim.counters().served_601, 0);
-    assert!(
-        sim.busiest_window(WINDOW) <= N as usize,
-        "{}",
-        sim.busiest_window(WINDOW)
-    );
+    assert_within_the_limit(&sim);
     let slack = FAIR_SLACK.as_micros();
     let unfair: Vec<(&Made, &Made)> = made
         .iter()

@@ -13,16 +13,9 @@ use tower_withings::{
 };
 use withings_sim::Simulator;
 
-pub const CLIENT_ID: &str = "test-client-id";
-pub const CLIENT_SECRET: &str = "test-client-secret-0f9e8d7c";
-pub const REDIRECT_URI: &str = "https://app.example.com/withings/callback";
-
-/// A simulator that knows our app and its callback URL.
-pub async fn simulator() -> Simulator {
-    let sim = Simulator::start().await.expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    sim
-}
+#[path = "../support/app.rs"]
+mod app;
+pub use app::*;
 
 /// A simulator whose users have three days of one weighing each, uploaded at once and never
 /// edited: three groups a day apart, for the sync tests to count on. The test app is
@@ -34,11 +27,7 @@ pub async fn three_day_simulator() -> Simulator {
         late_uploads: false,
         ..withings_sim::HistoryConfig::default()
     };
-    let sim = Simulator::start_with(history.into())
-        .await
-        .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    sim
+    simulator_with(history).await
 }
 
 pub fn endpoints(sim: &Simulator) -> Endpoints {
@@ -122,7 +111,10 @@ use std::sync::{Arc, Mutex};
 use tower_withings::store::{
     Lease, LockAttempt, MemoryStore, StoreFuture, StoredToken, TokenStore,
 };
-use tower_withings::{Secret, UserId, WithingsAuth, auth::WithingsAuthBuilder, clock::ManualClock};
+use tower_withings::{
+    Secret, UserId, WithingsAuth, WithingsAuthLayer, WithingsAuthService,
+    auth::WithingsAuthBuilder, clock::ManualClock,
+};
 use withings_sim::DEFAULT_USER_ID;
 
 /// A `WithingsAuth` builder pointed at the simulator, with a manual clock, no backoff and no
@@ -158,6 +150,34 @@ pub struct Rig {
     pub token: Token,
 }
 
+/// The layer's service around the plain HTTP client.
+pub type PlainService = WithingsAuthService<Client<HttpConnector, Full<Bytes>>>;
+
+impl Rig {
+    /// The rig's default layer around the plain HTTP client: what most tests send through.
+    pub fn service(&self) -> PlainService {
+        self.service_with(|layer| layer)
+    }
+
+    /// `configure(the rig's layer)` (say, with `status_errors()`) around the plain HTTP client.
+    pub fn service_with(
+        &self,
+        configure: impl FnOnce(WithingsAuthLayer) -> WithingsAuthLayer,
+    ) -> PlainService {
+        tower::Layer::layer(
+            &configure(self.auth.layer()),
+            transport::plain_http_client(),
+        )
+    }
+
+    /// Revokes the access token the rig was given, at the simulator: the next request with it
+    /// is refused.
+    pub fn revoke_access_token(&self) {
+        self.sim
+            .revoke_access_token(self.token.access_token.expose());
+    }
+}
+
 pub async fn rig_with(configure: impl FnOnce(WithingsAuthBuilder) -> WithingsAuthBuilder) -> Rig {
     let sim = simulator().await;
     let clock = ManualClock::new();
@@ -175,6 +195,13 @@ pub async fn rig_with(configure: impl FnOnce(WithingsAuthBuilder) -> WithingsAut
 
 pub async fn rig() -> Rig {
     rig_with(|b| b).await
+}
+
+/// A default rig and its default service ([`Rig::service`]).
+pub async fn served() -> (Rig, PlainService) {
+    let rig = rig().await;
+    let service = rig.service();
+    (rig, service)
 }
 
 /// Whether `user`'s stored record is marked for re-authorization (it must be stored).
@@ -454,6 +481,20 @@ pub struct Instrumented {
     pub save_delay_ms: std::sync::atomic::AtomicU64,
 }
 
+impl Instrumented {
+    /// From now on, every save fails (`true`) or goes through (`false`).
+    pub fn set_fail_saves(&self, fail: bool) {
+        self.fail_saves
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on, every save takes `ms` milliseconds.
+    pub fn set_save_delay_ms(&self, ms: u64) {
+        self.save_delay_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl StoreHooks for Instrumented {
     fn before<'a>(&'a self, call: Call<'a>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
@@ -661,6 +702,31 @@ pub async fn wait_until<F: std::future::Future<Output = bool>>(mut done: impl Fn
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("condition not reached in 5 s");
+}
+
+/// Polls `done` every 10 ms until it holds; panics with `what` if it does not within `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(limit, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect(what);
+}
+
+/// A handle over `store`, with a token granted for `user` imported.
+pub async fn authorized(
+    sim: &Simulator,
+    clock: &ManualClock,
+    store: Arc<dyn TokenStore>,
+    user: UserId,
+) -> WithingsAuth {
+    let auth = auth_builder(sim, clock)
+        .store(store)
+        .build(transport::plain_http_client());
+    auth.import(grant(sim, clock, user)).await.unwrap();
+    auth
 }
 
 /// Sends one getmeas for `user` through `service` and asserts Withings answered status 0.

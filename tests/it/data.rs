@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,13 +19,14 @@ use tower_withings::data::{
     GetMeas, GetSleep, GetSleepSummary, GetWorkouts, HeartList, MeasureType, SleepState,
     WorkoutCategory,
 };
-use tower_withings::store::MemoryStore;
 use tower_withings::transport::HttpClient;
 
 use crate::common::rows;
-use tower_withings::{
-    Credentials, Endpoints, Error, Secret, Token, UserId, WithingsAuth, budget::RateBudget,
-};
+
+#[path = "../support/fake_handle.rs"]
+mod fake_handle;
+use fake_handle::fake_handle;
+use tower_withings::{Endpoints, Error, UserId, WithingsAuth};
 
 const USER: UserId = UserId(46865875);
 
@@ -117,22 +118,10 @@ impl Fake {
 
     /// The auth handle (token endpoint: this fake) with `USER`'s token imported.
     async fn auth(&self, endpoints: Endpoints) -> WithingsAuth {
-        let auth = WithingsAuth::builder(Credentials::new("client-id", "client-secret"))
-            .store(MemoryStore::new())
-            .endpoints(endpoints)
-            .rate_budget(RateBudget::unlimited())
-            .backoff(Duration::ZERO, Duration::ZERO)
-            .build(self.service());
-        auth.import(Token {
-            user_id: USER,
-            access_token: Secret::new("access-1"),
-            refresh_token: Secret::new("refresh-1"),
-            expires_at: SystemTime::now() + Duration::from_secs(3 * 3600),
-            scope: "user.metrics,user.activity".into(),
-        })
-        .await
-        .unwrap();
-        auth
+        let scope = "user.metrics,user.activity";
+        fake_handle(self.service(), endpoints, USER, scope)
+            .await
+            .unwrap()
     }
 
     /// A data client over the app's stack: `auth.layer()` in front of this fake.
@@ -514,7 +503,7 @@ async fn captured_getmeas_answers_decode_exactly() {
     assert_eq!(first.attrib, Some(Attrib::DeviceAlt), "the later row wins");
     let weight = first.get(MeasureType::Weight).unwrap();
     assert_eq!(weight.value.to_string(), "118.003");
-    assert_eq!(first.modelid, Some(5));
+    assert_eq!(first.source.modelid, Some(5));
     assert_eq!(first.category, Some(Category::Real));
     assert_eq!(first.timezone.as_ref().unwrap().name(), "Europe/Amsterdam");
 
@@ -586,8 +575,8 @@ async fn captured_v2_answers_decode() {
     assert_eq!(fake.sent().len(), 1);
     assert_eq!(fake.sent()[0].get("startdateymd"), Some("2023-10-20"));
     assert_eq!(days[0].distance, Some(1028.559));
-    assert_eq!(days[0].deviceid, None);
-    assert_eq!(days[0].brand, Some(18));
+    assert_eq!(days[0].source.deviceid, None);
+    assert_eq!(days[0].source.brand, Some(18));
     assert_eq!(days[0].day.date, jiff::civil::date(2023, 10, 20));
     assert_eq!(
         days[0].hr_zones,
@@ -688,8 +677,8 @@ async fn the_shapes_that_drift_from_the_document_decode() {
     assert_eq!(g.attrib, Some(Attrib::Unknown(10000)));
     assert_eq!(g.category, Some(Category::Unknown(3)));
     assert_eq!(g.modified, None);
-    assert_eq!(g.modelid, Some(7));
-    assert_eq!(g.deviceid, None);
+    assert_eq!(g.source.modelid, Some(7));
+    assert_eq!(g.source.deviceid, None);
     assert_eq!(g.measures[0].measure_type, MeasureType::Unknown(9999));
     assert_eq!(g.measures[0].value.to_string(), "26");
     assert_eq!(

@@ -10,21 +10,16 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_withings::store::TokenStore;
-use tower_withings::{Error, UserId, clock::ManualClock, layer::UnreplayedRefusal, transport};
+use tower_withings::{
+    Error, UserId, WithingsAuthLayer, clock::ManualClock, layer::UnreplayedRefusal, transport,
+};
 use withings_sim::{Fault, SimConfig, Simulator, Target};
 
 const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 
-type Layered = tower_withings::WithingsAuthService<
-    hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
->;
-
 /// Fires `n` concurrent getmeas requests for `user` and returns their outcomes.
 async fn fire(
-    service: Layered,
+    service: PlainService,
     sim: &Simulator,
     user: UserId,
     n: usize,
@@ -39,10 +34,27 @@ async fn fire(
     .await
 }
 
+/// Sends `request` through a clone of `service` (the service stays usable for the next one).
+async fn send<S, B>(service: &S, request: Request<B>) -> Result<S::Response, S::Error>
+where
+    S: tower::Service<Request<B>> + Clone,
+{
+    service.clone().oneshot(request).await
+}
+
+/// Sends `request` through a clone of `service` and returns the `tower_withings::Error` it
+/// fails with (panics if it succeeds).
+async fn refusal<S, B>(service: &S, request: Request<B>) -> Error
+where
+    S: tower::Service<Request<B>, Error = tower_withings::BoxError> + Clone,
+    S::Response: std::fmt::Debug,
+{
+    auth_error(send(service, request).await.unwrap_err())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     rig.clock.advance(EXPIRED);
     let outcomes = fire(service, &rig.sim, USER, 1000).await;
     assert_all_ok_after_one_refresh(&rig, &outcomes);
@@ -57,9 +69,8 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_on_a_revoked_token_make_one_refresh() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let (rig, service) = served().await;
+    rig.revoke_access_token();
     let outcomes = fire(service, &rig.sim, USER, 1000).await;
     for outcome in &outcomes {
         assert_eq!(outcome.as_ref().unwrap()["status"], 0, "{outcome:?}");
@@ -161,8 +172,7 @@ async fn an_http_401_is_an_auth_failure_too() {
 
 #[tokio::test]
 async fn other_statuses_pass_through_untouched() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     for fault in [
         Fault::BodyStatus {
             status: 601,
@@ -188,11 +198,7 @@ async fn other_statuses_pass_through_untouched() {
         Fault::NonJson,
     ] {
         rig.sim.inject(Target::Data, fault.clone(), 1);
-        let response = service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap();
+        let response = send(&service, getmeas(&rig.sim, USER)).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         assert!(!bytes.is_empty(), "{fault:?}");
@@ -211,8 +217,7 @@ async fn other_statuses_pass_through_untouched() {
 /// `tower_withings::parse_response(&bytes)` gives the same typed error `status_errors()` would.
 #[tokio::test]
 async fn by_default_a_body_status_is_read_with_parse_response() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     rig.sim.inject(
         Target::Data,
         Fault::BodyStatus {
@@ -222,11 +227,7 @@ async fn by_default_a_body_status_is_read_with_parse_response() {
         },
         1,
     );
-    let response = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let response = send(&service, getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let error = tower_withings::parse_response(&bytes).unwrap_err();
@@ -254,11 +255,7 @@ fn body_status(status: i64, error: &str, wait_seconds: Option<u64>) -> Fault {
 #[tokio::test]
 async fn status_errors_turns_body_statuses_into_typed_errors() {
     let rig = rig().await;
-    let service = rig
-        .auth
-        .layer()
-        .status_errors()
-        .layer(transport::plain_http_client());
+    let service = rig.service_with(|layer| layer.status_errors());
     let cases: [(Fault, Expected); 6] = [
         (body_status(2554, "Not implemented", None), |e| {
             matches!(e, Error::NotImplemented)
@@ -286,12 +283,7 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
     ];
     for (fault, expected) in cases {
         rig.sim.inject(Target::Data, fault.clone(), 1);
-        let error = service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .expect_err("a typed error");
-        let error = auth_error(error);
+        let error = refusal(&service, getmeas(&rig.sim, USER)).await;
         assert!(expected(&error), "{fault:?}: {error:?}");
     }
     assert_eq!(
@@ -300,21 +292,13 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
         "601 still paused the budget"
     );
     // Status 0: Ok, the body intact.
-    let response = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let response = send(&service, getmeas(&rig.sim, USER)).await.unwrap();
     let body = json(response).await;
     assert_eq!(body["status"], 0);
     assert!(body["body"].get("measuregrps").is_some(), "{body}");
     // Not Withings JSON, and a real HTTP error: Ok, as they came.
     rig.sim.inject(Target::Data, Fault::NonJson, 1);
-    let response = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    let response = send(&service, getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     assert!(bytes.starts_with(b"<"), "{bytes:?}");
@@ -329,48 +313,26 @@ async fn status_errors_turns_body_statuses_into_typed_errors() {
 #[tokio::test]
 async fn status_errors_applies_after_a_refresh_a_replay_and_to_compressed_bodies() {
     let rig = rig().await;
-    let service = rig
-        .auth
-        .layer()
-        .status_errors()
-        .layer(transport::plain_http_client());
+    let service = rig.service_with(|layer| layer.status_errors());
     let not_implemented = || body_status(2554, "Not implemented", None);
     // Expired: refreshed first, then the answer is classified.
     rig.clock.advance(EXPIRED);
     rig.sim.inject(Target::Data, not_implemented(), 1);
-    let error = auth_error(
-        service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap_err(),
-    );
+    let error = refusal(&service, getmeas(&rig.sim, USER)).await;
     assert!(matches!(error, Error::NotImplemented), "{error:?}");
     assert_eq!(rig.sim.counters().refreshes, 1);
     // Refused, refreshed, replayed: the replay's answer is classified.
     rig.sim
         .inject(Target::Data, body_status(401, "invalid_token", None), 1);
     rig.sim.inject(Target::Data, not_implemented(), 1);
-    let error = auth_error(
-        service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap_err(),
-    );
+    let error = refusal(&service, getmeas(&rig.sim, USER)).await;
     assert!(matches!(error, Error::NotImplemented), "{error:?}");
     assert_eq!(rig.auth.metrics().replays, 1);
     assert_eq!(rig.sim.counters().refreshes, 2);
     // Compressed: classified from the status number (the message stays compressed).
     rig.sim.set_response_encoding(Some("gzip"));
     rig.sim.inject(Target::Data, not_implemented(), 1);
-    let error = auth_error(
-        service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap_err(),
-    );
+    let error = refusal(&service, getmeas(&rig.sim, USER)).await;
     assert!(matches!(error, Error::NotImplemented), "{error:?}");
     let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
@@ -381,22 +343,17 @@ async fn status_errors_applies_after_a_refresh_a_replay_and_to_compressed_bodies
 /// opt-in that asks for it wins); it is not turned into a status error.
 #[tokio::test]
 async fn not_replayed_as_response_wins_over_status_errors() {
-    let rig = rig().await;
-    let service = rig
-        .auth
-        .layer()
-        .status_errors()
-        .not_replayed_as_response()
-        .layer(streaming_client());
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    let (rig, service) =
+        refused_stream(|layer| layer.status_errors().not_replayed_as_response()).await;
     let response = service.oneshot(streaming_getmeas(&rig.sim)).await.unwrap();
     assert!(response.extensions().get::<UnreplayedRefusal>().is_some());
     assert_eq!(json(response).await["status"], 401);
     wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
 }
 
-/// A rig whose store logs saves and whose HTTP client logs sends, in one event log.
-async fn instrumented() -> (
+/// A rig whose token has expired, whose store logs saves and whose HTTP client logs sends, in
+/// one event log.
+async fn expired_instrumented() -> (
     Rig,
     Arc<InstrumentedStore>,
     Arc<Mutex<Vec<Sent>>>,
@@ -413,17 +370,15 @@ async fn instrumented() -> (
     let sent = Arc::new(Mutex::new(Vec::new()));
     let client = recording_client(sent.clone(), store.events.clone());
     let service = rig.auth.layer().layer(client);
+    rig.clock.advance(EXPIRED);
     (rig, store, sent, service)
 }
 
 #[tokio::test]
 async fn the_new_pair_is_saved_before_it_is_sent() {
-    let (rig, store, _sent, service) = instrumented().await;
+    let (rig, store, _sent, service) = expired_instrumented().await;
     let events = store.events.clone();
-    rig.clock.advance(EXPIRED);
-    store
-        .save_delay_ms
-        .store(200, std::sync::atomic::Ordering::SeqCst);
+    store.set_save_delay_ms(200);
     let first = tokio::spawn(service.clone().oneshot(getmeas(&rig.sim, USER)));
     // Withings has answered; the save is under way. A request arriving now must wait for it.
     wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
@@ -439,17 +394,10 @@ async fn the_new_pair_is_saved_before_it_is_sent() {
 
 #[tokio::test]
 async fn a_failed_save_never_sends_the_new_token_and_keeps_it_for_the_retry() {
-    let (rig, store, sent, service) = instrumented().await;
+    let (rig, store, sent, service) = expired_instrumented().await;
     let events = store.events.clone();
-    rig.clock.advance(EXPIRED);
-    store
-        .fail_saves
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    let error = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
+    store.set_fail_saves(true);
+    let error = send(&service, getmeas(&rig.sim, USER)).await.unwrap_err();
     assert!(matches!(
         auth_error(error),
         Error::Store {
@@ -467,9 +415,7 @@ async fn a_failed_save_never_sends_the_new_token_and_keeps_it_for_the_retry() {
     assert_eq!(rig.sim.counters().successful_refreshes, 1);
 
     // The store recovers: the pair Withings already granted is saved, with no second refresh.
-    store
-        .fail_saves
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store.set_fail_saves(false);
     expect_ok(&service, &rig.sim, USER).await;
     assert_eq!(rig.sim.counters().refreshes, 1, "no second token call");
     let stored = store.load(USER).await.unwrap().unwrap();
@@ -485,7 +431,7 @@ async fn a_failed_save_never_sends_the_new_token_and_keeps_it_for_the_retry() {
 async fn a_caller_dropped_mid_refresh_does_not_abort_it() {
     let rig = rig().await;
     rig.sim.set_token_latency(Duration::from_millis(300));
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     rig.clock.advance(EXPIRED);
     let caller = tokio::spawn(service.clone().oneshot(getmeas(&rig.sim, USER)));
     // Wait until the refresh reached Withings, then give up on the request.
@@ -536,7 +482,7 @@ async fn token_endpoint_failures_leave_the_store_alone_and_back_off() {
                 .token_timeout(Duration::from_millis(500))
         })
         .await;
-        let service = rig.auth.layer().layer(transport::plain_http_client());
+        let service = rig.service();
         rig.sim.inject(Target::TokenEndpoint, fault.clone(), 1);
         rig.clock.advance(EXPIRED);
         let outcomes = fire(service.clone(), &rig.sim, USER, 20).await;
@@ -552,11 +498,7 @@ async fn token_endpoint_failures_leave_the_store_alone_and_back_off() {
         let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
         assert_eq!(stored.token, rig.token, "{fault:?}: store untouched");
         // Within the backoff: fail fast, no new token call.
-        let again = service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .unwrap_err();
+        let again = send(&service, getmeas(&rig.sim, USER)).await.unwrap_err();
         assert_eq!(auth_error(again).to_string(), errors[0], "{fault:?}");
         assert_eq!(
             rig.sim.counters().refreshes,
@@ -568,18 +510,11 @@ async fn token_endpoint_failures_leave_the_store_alone_and_back_off() {
 
 #[tokio::test]
 async fn the_next_healthy_refresh_succeeds_after_a_failure() {
-    let rig = rig().await; // no backoff
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await; // no backoff
     rig.sim
         .inject(Target::TokenEndpoint, Fault::HttpStatus(503), 1);
     rig.clock.advance(EXPIRED);
-    assert!(
-        service
-            .clone()
-            .oneshot(getmeas(&rig.sim, USER))
-            .await
-            .is_err()
-    );
+    assert!(send(&service, getmeas(&rig.sim, USER)).await.is_err());
     expect_ok(&service, &rig.sim, USER).await;
     assert_eq!(rig.sim.counters().successful_refreshes, 1);
     assert_eq!(rig.auth.metrics().refreshes_failed, 1);
@@ -587,24 +522,15 @@ async fn the_next_healthy_refresh_succeeds_after_a_failure() {
 
 #[tokio::test]
 async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     rig.sim.revoke_user(USER);
-    let error = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
+    let error = send(&service, getmeas(&rig.sim, USER)).await.unwrap_err();
     assert!(matches!(auth_error(error), Error::NeedsReauthorization(u) if u == USER));
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert!(stored.needs_reauthorization, "marked, not deleted");
     assert_eq!(stored.token.refresh_token, rig.token.refresh_token);
     let calls = rig.sim.counters().data_calls;
-    let error = service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap_err();
+    let error = send(&service, getmeas(&rig.sim, USER)).await.unwrap_err();
     assert!(matches!(auth_error(error), Error::NeedsReauthorization(_)));
     assert_eq!(
         rig.sim.counters().data_calls,
@@ -623,7 +549,7 @@ async fn a_dead_refresh_token_marks_the_user_and_fails_fast() {
 async fn form_bodies_replay_byte_identically() {
     let rig = rig().await;
     let (service, sent) = recorded(&rig.auth);
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let form = "action=getmeas&meastype=1&category=1&startdate=1700000000";
     let mut request = Request::post(format!("{}/measure", rig.sim.api_base()))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -679,21 +605,32 @@ fn streaming_getmeas(sim: &Simulator) -> Request<StreamBody> {
     request
 }
 
+/// A rig whose access token is revoked, and `configure(rig.auth.layer())` around
+/// `streaming_client()`: the next request is refused, and its streaming body cannot be replayed.
+async fn refused_stream(
+    configure: impl FnOnce(WithingsAuthLayer) -> WithingsAuthLayer,
+) -> (
+    Rig,
+    impl tower::Service<
+        Request<StreamBody>,
+        Response = Response<tower_withings::layer::WithingsBody<hyper::body::Incoming>>,
+        Error = tower_withings::BoxError,
+        Future = impl Send,
+    > + Clone,
+) {
+    let rig = rig().await;
+    let service = configure(rig.auth.layer()).layer(streaming_client());
+    rig.revoke_access_token();
+    (rig, service)
+}
+
 /// A refused request whose body is a stream cannot be replayed: by default the caller gets a
 /// typed error saying so (retrying helps), never an `Ok` carrying a 401 body, and the token is
 /// refreshed, once, for the next request.
 #[tokio::test]
 async fn a_streaming_body_is_not_replayed_and_says_why() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(streaming_client());
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
-    let error = auth_error(
-        service
-            .clone()
-            .oneshot(streaming_getmeas(&rig.sim))
-            .await
-            .unwrap_err(),
-    );
+    let (rig, service) = refused_stream(|layer| layer).await;
+    let error = refusal(&service, streaming_getmeas(&rig.sim)).await;
     assert!(
         matches!(error, Error::NotReplayed { status: 401 }),
         "{error:?}"
@@ -719,18 +656,8 @@ async fn a_streaming_body_is_not_replayed_and_says_why() {
 /// comes back `Ok`, as Withings sent it and marked `UnreplayedRefusal`; one refresh all the same.
 #[tokio::test]
 async fn not_replayed_as_response_gives_the_refusal_back_marked() {
-    let rig = rig().await;
-    let service = rig
-        .auth
-        .layer()
-        .not_replayed_as_response()
-        .layer(streaming_client());
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
-    let response = service
-        .clone()
-        .oneshot(streaming_getmeas(&rig.sim))
-        .await
-        .unwrap();
+    let (rig, service) = refused_stream(|layer| layer.not_replayed_as_response()).await;
+    let response = send(&service, streaming_getmeas(&rig.sim)).await.unwrap();
     assert_marked_not_replayed(&rig, response.extensions()).await;
     let status = json(response).await["status"].clone();
     assert_eq!(status, 401, "the original response, intact");
@@ -897,8 +824,7 @@ async fn a_request_naming_a_user_to_another_host_is_an_error_not_a_401() {
 
 #[tokio::test]
 async fn a_404_from_a_wrong_path_is_endpoint_not_found() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     for layer_mode in [false, true] {
         let url = format!("{}/v2/nothing", rig.sim.api_base());
         let mut request = form_post(&url, "action=getmeas");
@@ -984,7 +910,7 @@ async fn no_user_is_a_typed_error_and_nothing_is_sent() {
         json(bound.oneshot(request).await.unwrap()).await["status"],
         0
     );
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     let error = service
         .oneshot(getmeas(&rig.sim, UserId(999)))
         .await
@@ -1014,8 +940,7 @@ async fn a_stale_access_token_parameter_never_overrides_the_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_users_refresh_independently() {
     const USERS: u64 = 10_000;
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     let mut originals = Vec::new();
     for id in 1..=USERS {
         let token = grant(&rig.sim, &rig.clock, UserId(id));
@@ -1078,21 +1003,20 @@ async fn works_inside_a_trace_and_timeout_stack_over_hyper() {
             .expose(),
     );
     expect_ok(&client, &rig.sim, USER).await;
-    assert_eq!(rig.auth.metrics().refreshes_started, 2);
-    assert_eq!(rig.auth.metrics().replays, 1);
+    let metrics = rig.auth.metrics();
+    assert_eq!(
+        (metrics.refreshes_started, metrics.replays),
+        (2, 1),
+        "two refreshes, one replay: {metrics:?}"
+    );
 }
 
 #[tokio::test]
 async fn tokens_expiring_within_the_skew_are_refreshed_early() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     // 3 h token, default skew 5 min + up to 60 s jitter: at 2 h 50 min it is still used as is.
     rig.clock.advance(Duration::from_secs(170 * 60));
-    service
-        .clone()
-        .oneshot(getmeas(&rig.sim, USER))
-        .await
-        .unwrap();
+    send(&service, getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(rig.sim.counters().refreshes, 0);
     // At 2 h 56 min it is inside the window: refreshed before it is sent.
     rig.clock.advance(Duration::from_secs(6 * 60));
@@ -1103,8 +1027,7 @@ async fn tokens_expiring_within_the_skew_are_refreshed_early() {
 
 #[tokio::test]
 async fn a_proactive_refresh_that_fails_keeps_using_a_token_still_valid() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     rig.clock.advance(Duration::from_secs(176 * 60)); // inside the skew window, not expired
     rig.sim
         .inject(Target::TokenEndpoint, Fault::HttpStatus(500), 1);

@@ -29,18 +29,13 @@ struct Served {
     notifications: Notifications,
 }
 
-const ROUTE: &str = "/withings/notify/{secret}";
+#[path = "../support/notify_server.rs"]
+mod notify_server;
+use notify_server::{ROUTE, serve_receiver};
 
 async fn serve(builder: NotifyReceiverBuilder) -> Served {
     let (receiver, notifications) = builder.build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let url = receiver
-        .callback_url(&format!("{origin}/withings/notify"))
-        .expose()
-        .to_owned();
-    let app = axum::Router::new().route_service(ROUTE, receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (origin, url) = serve_receiver(receiver.clone()).await;
     Served {
         url,
         origin,
@@ -94,7 +89,7 @@ async fn head(url: &str) -> StatusCode {
 
 /// getmeas through the layer for `user` between `start` and `end`: the measure groups.
 async fn getmeas_between(rig: &Rig, user: UserId, start: u64, end: u64) -> Vec<serde_json::Value> {
-    let client = rig.auth.layer().layer(transport::plain_http_client());
+    let client = rig.service();
     let form = format!("action=getmeas&meastype=1&category=1&startdate={start}&enddate={end}");
     let request = Request::post(format!("{}/measure", rig.sim.api_base()))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -418,12 +413,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
         .ensure_subscribed(USER, &served.url, &[Appli::Weight, Appli::User])
         .await
         .unwrap();
-    expect_ok(
-        &rig.auth.layer().layer(transport::plain_http_client()),
-        &rig.sim,
-        USER,
-    )
-    .await;
+    expect_ok(&rig.service(), &rig.sim, USER).await;
 
     rig.sim.unlink_user(USER);
     let n = next(&mut served.notifications).await;
@@ -437,7 +427,7 @@ async fn an_unlinked_user_is_marked_and_fails_fast_with_a_typed_error() {
 
     // The layer refuses the user at once with a typed error: nothing is sent, the refresh
     // token is never spent.
-    let client = rig.auth.layer().layer(transport::plain_http_client());
+    let client = rig.service();
     let before = rig.sim.counters();
     for _ in 0..3 {
         let error = client.clone().oneshot(getmeas(&rig.sim, USER)).await;

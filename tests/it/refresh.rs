@@ -25,7 +25,7 @@ const EXPIRED: Duration = Duration::from_secs(4 * 3600);
 async fn a_token_shorter_lived_than_the_skew_is_refreshed_once() {
     let rig = rig().await;
     rig.sim.set_access_token_ttl(Duration::from_secs(120));
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     rig.clock.advance(EXPIRED);
     for _ in 0..20 {
         expect_ok(&service, &rig.sim, USER).await;
@@ -300,8 +300,7 @@ async fn a_refresh_answered_for_another_user_keeps_the_pair_and_never_reuses_the
 /// Requests naming users the store does not know leave no in-memory state behind.
 #[tokio::test]
 async fn unknown_users_leave_no_slot_behind() {
-    let rig = rig().await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let (rig, service) = served().await;
     let before = rig.auth.users_in_memory();
     for id in 0..2_000u64 {
         let error = auth_error(
@@ -321,7 +320,7 @@ async fn unknown_users_leave_no_slot_behind() {
 #[tokio::test]
 async fn idle_users_are_evicted_and_reloaded_from_the_store() {
     let rig = rig_with(|b| b.evict_idle_after(Duration::from_secs(600))).await;
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     let users: Vec<UserId> = (0..50).map(|i| UserId(5_000 + i)).collect();
     for user in &users {
         rig.auth
@@ -364,6 +363,6 @@ async fn an_unsendable_access_token_is_refused_at_import() {
     );
     let stored = rig.auth.store().load(USER).await.unwrap().unwrap();
     assert_eq!(stored.token, rig.token);
-    let service = rig.auth.layer().layer(transport::plain_http_client());
+    let service = rig.service();
     expect_ok(&service, &rig.sim, USER).await;
 }

@@ -150,7 +150,7 @@ async fn a_thousand_requests_on_an_expired_token_make_one_refresh() {
 #[tokio::test]
 async fn a_revoked_token_is_refreshed_and_the_request_replayed() {
     let (rig, client, recorder) = rig_and_client().await;
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let response = getmeas(&client, &rig.sim, USER).send().await.unwrap();
     assert!(response.extensions().get::<UnreplayedRefusal>().is_none());
     assert_eq!(body_json(response).await["status"], 0);
@@ -283,7 +283,7 @@ async fn tokens_go_only_to_the_api_host() {
 #[tokio::test]
 async fn a_streaming_body_is_not_replayed_and_says_why() {
     let (rig, client, _) = rig_and_client().await;
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let request = streaming_getmeas(&client, &rig.sim);
     assert!(
         request.try_clone().is_none(),
@@ -327,7 +327,7 @@ fn streaming_getmeas(
 async fn not_replayed_as_response_gives_the_refusal_back_marked() {
     let rig = rig().await;
     let client = client_with(rig.auth.reqwest_middleware().not_replayed_as_response());
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let response = streaming_getmeas(&client, &rig.sim).send().await.unwrap();
     assert_marked_not_replayed(&rig, response.extensions()).await;
     let status = body_json(response).await["status"].clone();

@@ -5,10 +5,9 @@
 
 use std::future::{Future, poll_fn};
 use std::io::Read;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::common::*;
@@ -59,7 +58,7 @@ where
     B: Body,
     B::Error: std::fmt::Debug,
 {
-    rig.sim.revoke_access_token(rig.token.access_token.expose());
+    rig.revoke_access_token();
     let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
@@ -218,7 +217,7 @@ async fn a_server_that_compresses_anyway_without_decompression_anywhere() {
         rig.sim.set_response_encoding(Some(coding));
         let seen = Encodings::default();
         let service = rig.auth.layer().layer(client_recording(seen.clone()));
-        rig.sim.revoke_access_token(rig.token.access_token.expose());
+        rig.revoke_access_token();
         let response = service.oneshot(getmeas(&rig.sim, USER)).await.unwrap();
         // The caller gets the replay's answer exactly as the server sent it: still encoded.
         assert_eq!(response.headers()[header::CONTENT_ENCODING], coding);
@@ -269,35 +268,30 @@ async fn an_unknown_coding_passes_through_untouched() {
 
 // ---- bodies that never say their status ----
 
-/// An endless body: `head`, then `chunk` forever. Counts what it produced. As a safety net
-/// for a reader that never stops (so such a reader fails the test instead of hanging it), it
-/// fails after [`SAFETY_NET_BYTES`] bytes or [`SAFETY_NET_FRAMES`] frames.
-struct Endless {
-    head: Option<Bytes>,
-    chunk: Bytes,
-    bytes: Arc<AtomicUsize>,
-    frames: Arc<AtomicUsize>,
-}
-
 const SAFETY_NET_BYTES: usize = 256 << 10;
 const SAFETY_NET_FRAMES: usize = 8192;
 
-impl Body for Endless {
-    type Data = Bytes;
-    type Error = BoxError;
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let data = this.head.take().unwrap_or_else(|| this.chunk.clone());
-        let bytes = this.bytes.fetch_add(data.len(), Ordering::SeqCst) + data.len();
-        let frames = this.frames.fetch_add(1, Ordering::SeqCst) + 1;
-        if bytes > SAFETY_NET_BYTES || frames > SAFETY_NET_FRAMES {
-            return Poll::Ready(Some(Err("the reader never stopped".into())));
+/// An endless body: `head`, then `chunk` forever, counting into `bytes` and `frames` what it
+/// produced. As a safety net for a reader that never stops (so such a reader fails the test
+/// instead of hanging it), it fails after [`SAFETY_NET_BYTES`] bytes or [`SAFETY_NET_FRAMES`]
+/// frames.
+fn endless_body(
+    head: &'static [u8],
+    chunk: &'static [u8],
+    bytes: Arc<AtomicUsize>,
+    frames: Arc<AtomicUsize>,
+) -> impl Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static {
+    let chunks = std::iter::once(head).chain(std::iter::repeat(chunk));
+    let frames = chunks.map(move |data| {
+        let data = Bytes::from_static(data);
+        let produced = bytes.fetch_add(data.len(), Ordering::SeqCst) + data.len();
+        let count = frames.fetch_add(1, Ordering::SeqCst) + 1;
+        if produced > SAFETY_NET_BYTES || count > SAFETY_NET_FRAMES {
+            return Err::<_, BoxError>("the reader never stopped".into());
         }
-        Poll::Ready(Some(Ok(Frame::data(data))))
-    }
+        Ok(Frame::data(data))
+    });
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames))
 }
 
 /// Sends a getmeas to an inner service answering HTTP 200 with `head` then `chunk` forever,
@@ -309,12 +303,7 @@ async fn endless(head: &'static [u8], chunk: &'static [u8]) {
     let frames = Arc::new(AtomicUsize::new(0));
     let (b, f) = (bytes.clone(), frames.clone());
     let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
-        let body = Endless {
-            head: Some(Bytes::from_static(head)),
-            chunk: Bytes::from_static(chunk),
-            bytes: b.clone(),
-            frames: f.clone(),
-        };
+        let body = endless_body(head, chunk, b.clone(), f.clone());
         async move { Ok::<_, std::convert::Infallible>(Response::new(body)) }
     });
     let service = rig.auth.layer().layer(inner);

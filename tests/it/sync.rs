@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
-use tower::ServiceBuilder;
 use tower_withings::budget::Lane;
 use tower_withings::notify::Notification;
 use tower_withings::store::{MemoryStore, TokenStore};
@@ -19,7 +17,8 @@ use tower_withings::sync::{
 use tower_withings::{UserId, WithingsAuth, clock::ManualClock, transport};
 use withings_sim::Simulator;
 
-use crate::common::{auth_builder, grant, three_day_simulator};
+use crate::common::{auth_builder, authorized, eventually, grant, three_day_simulator};
+use crate::sync_support::run_until;
 
 const USER: UserId = UserId(31_337);
 
@@ -142,10 +141,7 @@ async fn setup(store: Arc<dyn TokenStore>) -> Setup {
     // The simulator's three groups, a day apart, that the tests count on.
     let sim = three_day_simulator().await;
     let clock = ManualClock::new();
-    let auth = auth_builder(&sim, &clock)
-        .store(store.clone())
-        .build(transport::plain_http_client());
-    auth.import(grant(&sim, &clock, USER)).await.unwrap();
+    let auth = authorized(&sim, &clock, store.clone(), USER).await;
     Setup {
         sim,
         clock,
@@ -159,19 +155,7 @@ fn engine(
     sink: Arc<dyn Sink>,
     config: SyncConfig,
 ) -> SyncEngine<impl tower_withings::transport::HttpClient + use<>> {
-    let stack = ServiceBuilder::new()
-        .layer(s.auth.layer())
-        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
-        .service(transport::plain_http_client());
-    SyncEngine::with_clock(
-        stack,
-        &s.sim.endpoints(),
-        s.store.clone(),
-        sink,
-        config,
-        Arc::new(s.clock.clone()),
-    )
-    .unwrap()
+    crate::sync_support::engine(&s.auth, &s.sim, s.store.clone(), sink, config, &s.clock)
 }
 
 fn measures_only() -> SyncConfig {
@@ -390,19 +374,9 @@ async fn two_engines_on_one_store_never_move_the_cursor_back_or_versions_down() 
     let auth2 = auth_builder(&s.sim, &s.clock)
         .store(b.clone())
         .build(transport::plain_http_client());
-    let stack = ServiceBuilder::new()
-        .layer(auth2.layer())
-        .map_response(|r: http::Response<hyper::body::Incoming>| r.map(|b| b.boxed()))
-        .service(transport::plain_http_client());
-    let two = SyncEngine::with_clock(
-        stack,
-        &s.sim.endpoints(),
-        b.clone(),
-        sink.clone(),
-        measures_only().batch_size(1),
-        Arc::new(s.clock.clone()),
-    )
-    .unwrap();
+    let config = measures_only().batch_size(1);
+    let two =
+        crate::sync_support::engine(&auth2, &s.sim, b.clone(), sink.clone(), config, &s.clock);
     let state = s.store.sync_state().unwrap();
     let mut last = None;
     for i in 0..5 {
@@ -590,18 +564,14 @@ async fn run_serves_the_inbox_until_shutdown() {
     ));
     engine.intake().accept(&n).await.unwrap();
     let watched = sink.clone();
-    let delivered = async move {
-        while watched.keys().len() < 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(
+    let delivered = move || watched.keys().len() >= 4;
+    run_until(
+        &engine,
         Duration::from_secs(20),
-        engine.run(Duration::from_millis(10), delivered),
+        "run returns at shutdown",
+        delivered,
     )
-    .await
-    .expect("run returns at shutdown")
-    .unwrap();
+    .await;
     assert!(sink.values.lock().unwrap().values().any(|v| v == "65.4"));
 }
 
@@ -611,7 +581,8 @@ async fn run_serves_the_inbox_until_shutdown() {
 /// the budget's headroom. Before both fixes the notification waited for the window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
-    use crate::sync_support::{Table, engine, row, simulator};
+    use crate::common::simulator_with;
+    use crate::sync_support::{Table, engine, row, run_in_background};
     use tower_withings::budget::RateBudget;
     let history = withings_sim::HistoryConfig {
         days: 365,
@@ -619,7 +590,7 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
         page_size: 10,
         ..withings_sim::HistoryConfig::default()
     };
-    let sim = simulator(history).await;
+    let sim = simulator_with(history).await;
     let clock = ManualClock::new();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     // 40 requests a long window: 30 for the background lanes, 10 of headroom; a request
@@ -654,25 +625,13 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
             .workers(2);
         crate::sync_support::engine(&auth, &sim, store.clone(), table.clone(), config, &clock)
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn({
-        let engine = engine.clone();
-        async move {
-            engine
-                .run(Duration::from_millis(10), async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, running) = run_in_background(&engine);
     // The backfills spend the background share and wait for more.
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while auth.metrics().budget_waits == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let waiting = "a backfill request waits for the budget";
+    eventually(Duration::from_secs(60), waiting, || {
+        auth.metrics().budget_waits > 0
     })
-    .await
-    .expect("a backfill request waits for the budget");
+    .await;
     let date = sim.add_measure(notified, 1, 81_250, -3);
     let form = format!(
         "userid={notified}&appli=1&startdate={date}&enddate={}",
@@ -685,13 +644,11 @@ async fn a_notification_is_fetched_while_backfills_wait_for_the_budget() {
         .find(|g| g.date == date)
         .expect("the new group");
     let (key, weighing) = row(notified, weighed);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while table.rows.lock().unwrap().get(&key) != Some(&weighing) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let reached = "the notified weighing reaches the table while the backfills wait";
+    eventually(Duration::from_secs(60), reached, || {
+        table.rows.lock().unwrap().get(&key) == Some(&weighing)
     })
-    .await
-    .expect("the notified weighing reaches the table while the backfills wait");
+    .await;
     assert!(
         table.len() < backfilled_in_full(&sim),
         "the backfills are still waiting: the notification did not wait for them"

@@ -12,8 +12,8 @@ use tower_withings::sync::{Backfill, Step, SyncConfig, SyncStream};
 use tower_withings::{UserId, clock::ManualClock, transport};
 use withings_sim::{HistoryConfig, SimMeasure};
 
-use crate::common::{auth_builder, grant};
-use crate::sync_support::{Rig, Table, advance, engine, expected, simulator};
+use crate::common::{auth_builder, authorized, simulator_with};
+use crate::sync_support::{Rig, Table, advance, engine, expected};
 
 const PAGE: usize = 17;
 const DAY: u64 = 86_400;
@@ -109,12 +109,9 @@ async fn two_engines_on_one_store_with_edits_never_deliver_a_lower_version() {
         page_size: PAGE,
         ..HistoryConfig::default()
     };
-    let sim = simulator(history).await;
+    let sim = simulator_with(history).await;
     let clock = ManualClock::new();
-    let auth_a = auth_builder(&sim, &clock)
-        .store(a.clone())
-        .build(transport::plain_http_client());
-    auth_a.import(grant(&sim, &clock, USER)).await.unwrap();
+    let auth_a = authorized(&sim, &clock, a.clone(), USER).await;
     // The second process: its own handle and store handle on the same file.
     let auth_b = auth_builder(&sim, &clock)
         .store(b.clone())

@@ -16,8 +16,8 @@ use tower_withings::transport::HttpClient;
 use tower_withings::{UserId, budget::RateBudget, clock::Clock, clock::ManualClock, transport};
 use withings_sim::{AppRateLimit, HistoryConfig, Series, Simulator};
 
-use crate::common::{auth_builder, grant};
-use crate::sync_support::{Rig, Row, Table, advance, engine, expected, row, simulator};
+use crate::common::{auth_builder, grant, simulator_with};
+use crate::sync_support::{Rig, Row, Table, advance, engine, expected, row, run_until};
 
 const USER: UserId = UserId(22_001);
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -196,7 +196,7 @@ async fn a_thousand_users_a_tenth_backfilling_earn_no_601_and_end_exact() {
         groups_per_day: 1,
         ..HistoryConfig::default()
     };
-    let sim = simulator(history).await;
+    let sim = simulator_with(history).await;
     sim.set_app_rate_limit(Some(limit));
     let clock = ManualClock::new();
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
@@ -276,19 +276,10 @@ async fn a_thousand_users_a_tenth_backfilling_earn_no_601_and_end_exact() {
     // `SyncEngine::run` with its default four workers, until every row is in.
     let filled = {
         let table = table.clone();
-        async move {
-            while table.len() < total {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        move || table.len() >= total
     };
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        engine.run(Duration::from_millis(10), filled),
-    )
-    .await
-    .expect("every row arrives within 5 minutes")
-    .unwrap();
+    let within = "every row arrives within 5 minutes";
+    run_until(&engine, Duration::from_secs(300), within, filled).await;
     settle(&engine).await;
     drop(engine);
     watcher.await.unwrap();

@@ -13,9 +13,9 @@ use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::sync::{Batch, ChangeKind, Record, Sink, SinkFuture, SyncConfig, SyncEngine};
 use tower_withings::transport::{self, HttpClient};
 use tower_withings::{UserId, WithingsAuth, clock::ManualClock};
-use withings_sim::{HistoryConfig, SimConfig, SimGroup, Simulator};
+use withings_sim::{HistoryConfig, SimGroup, Simulator};
 
-use crate::common::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, auth_builder, grant};
+use crate::common::{authorized, simulator_with};
 
 /// One measure as integers: `(type, position, value, unit)`, so "exact" is equality.
 pub type Measure = (i64, Option<i64>, i64, i64);
@@ -104,18 +104,6 @@ pub fn expected(sim: &Simulator, user: UserId) -> BTreeMap<String, Row> {
         .collect()
 }
 
-/// A simulator serving `history`, our app registered.
-pub async fn simulator(history: HistoryConfig) -> Simulator {
-    let sim = Simulator::start_with(SimConfig {
-        history,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    sim
-}
-
 /// Time passes for Withings and for the app alike.
 pub fn advance(sim: &Simulator, clock: &ManualClock, by: Duration) {
     sim.advance(by);
@@ -158,13 +146,10 @@ pub struct Rig {
 
 impl Rig {
     pub async fn new(history: HistoryConfig, user: UserId) -> Rig {
-        let sim = simulator(history).await;
+        let sim = simulator_with(history).await;
         let clock = ManualClock::new();
         let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
-        let auth = auth_builder(&sim, &clock)
-            .store(store.clone())
-            .build(transport::plain_http_client());
-        auth.import(grant(&sim, &clock, user)).await.unwrap();
+        let auth = authorized(&sim, &clock, store.clone(), user).await;
         Rig {
             sim,
             clock,
@@ -179,4 +164,42 @@ impl Rig {
         let (sink, store) = (self.table.clone(), self.store.clone());
         engine(&self.auth, &self.sim, store, sink, config, &self.clock)
     }
+}
+
+/// `engine.run` (idle 10 ms) on a task of its own, until the sender is used or dropped.
+pub fn run_in_background<C: HttpClient>(
+    engine: &SyncEngine<C>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), tower_withings::Error>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = engine.clone();
+    let running = tokio::spawn(async move {
+        engine
+            .run(Duration::from_millis(10), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, running)
+}
+
+/// `engine.run` (idle 10 ms) until `done` holds (polled every 10 ms); panics with `what` if
+/// it has not returned within `limit`.
+pub async fn run_until<C: HttpClient>(
+    engine: &SyncEngine<C>,
+    limit: Duration,
+    what: &str,
+    done: impl Fn() -> bool + Send,
+) {
+    let shutdown = async move {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(limit, engine.run(Duration::from_millis(10), shutdown))
+        .await
+        .expect(what)
+        .unwrap();
 }

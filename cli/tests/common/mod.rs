@@ -15,16 +15,9 @@ use tokio::process::Command;
 use tower_withings::UserId;
 use withings_sim::{SimGrant, Simulator};
 
-pub const CLIENT_ID: &str = "test-client-id";
-pub const CLIENT_SECRET: &str = "test-client-secret-0f9e8d7c";
-pub const REDIRECT_URI: &str = "https://app.example.com/withings/callback";
-
-/// A simulator that knows the test app and its callback URL.
-pub async fn simulator() -> Simulator {
-    let sim = Simulator::start().await.expect("simulator starts");
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    sim
-}
+#[path = "../../../tests/support/app.rs"]
+mod app;
+pub use app::*;
 
 /// GETs `url` as a browser would, without following a redirect: the status and `Location`.
 pub async fn browser_get(url: &str) -> (StatusCode, Option<String>) {
