@@ -702,3 +702,26 @@ fn via_port(url: &str, port: u16) -> String {
     let tail = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
     format!("{scheme}://{credentials}127.0.0.1:{port}{tail}")
 }
+
+/// The networked stores' builders never show their URL: it may hold a password.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[test]
+fn builders_never_show_the_url() {
+    let mut shown: Vec<String> = Vec::new();
+    #[cfg(feature = "postgres")]
+    shown.push(format!(
+        "{:?}",
+        tower_withings::store::PostgresStore::builder("postgres://app:hunter2@db.internal/app")
+    ));
+    #[cfg(feature = "redis")]
+    shown.push(format!(
+        "{:?}",
+        tower_withings::store::RedisStore::builder("redis://:hunter2@cache.internal:6379")
+    ));
+    for shown in shown {
+        assert!(
+            !shown.contains("hunter2") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+    }
+}
