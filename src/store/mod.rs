@@ -121,6 +121,10 @@ pub enum LockAttempt {
 /// Durable home of token pairs. Implement it for your own backend and check it with the
 /// conformance kit (feature `testkit`).
 ///
+/// This crate's stores (`MemoryStore`, `SqliteStore`, `PostgresStore`, `RedisStore`) share one
+/// implementation, listed below as `impl<S: Backend> TokenStore for S` (`Backend` is private:
+/// what each of them runs itself).
+///
 /// Rules every implementation keeps:
 /// - [`compare_and_save`](Self::compare_and_save) is atomic: two writers that spent the same
 ///   refresh token cannot both win.

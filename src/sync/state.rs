@@ -172,8 +172,9 @@ impl InboxEntry {
 }
 
 /// The sync's durable state. Implemented by every store of this crate (reached through
-/// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)); checked by
-/// `testkit::check_sync_state`.
+/// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)), through one shared impl
+/// listed below as `impl<S: SyncBackend> SyncState for S` (`SyncBackend` is private); checked
+/// by `testkit::check_sync_state`.
 pub trait SyncState: Send + Sync {
     /// Takes the (user, stream) lease for `ttl` unless another live holder has it; a lease
     /// whose holder stopped renewing is taken over once `ttl` has passed. Each taking raises
