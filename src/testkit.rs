@@ -100,56 +100,41 @@ async fn budget_ledger<S: TokenStore + ?Sized>(store: &S) {
         return;
     };
     let app = format!("testkit-{}", Lease::new().owner);
-    let grant = ledger
-        .reserve(&slot_ask(&app, 2, 3))
-        .await
-        .expect("reserve");
-    assert_eq!(
-        grant.granted, 2,
-        "a ledger with room granted {} of 2 slots",
-        grant.granted
-    );
-    let grant = ledger
-        .reserve(&slot_ask(&app, 2, 3))
-        .await
-        .expect("reserve");
-    assert_eq!(
-        grant.granted, 1,
-        "a ledger with one slot left granted {}",
-        grant.granted
-    );
-    let grant = ledger
-        .reserve(&slot_ask(&app, 1, 3))
-        .await
-        .expect("reserve");
+    let other = format!("{app}-other");
+    let window = Duration::from_secs(60);
+    let reserve = async |app: &str, want| {
+        let ask = slot_ask(app, want, 3);
+        ledger.reserve(&ask).await.expect("reserve")
+    };
+    let usage = async |app: &str| ledger.usage(app, window).await.expect("usage");
+    // A limit of 3: room for 2, then the last one.
+    for (want, granted, ledger_with) in [(2, 2, "room"), (2, 1, "one slot left")] {
+        let grant = reserve(&app, want).await;
+        assert_eq!(
+            grant.granted, granted,
+            "a ledger with {ledger_with} granted {} of {want} slots",
+            grant.granted
+        );
+    }
+    let grant = reserve(&app, 1).await;
     assert_eq!(
         grant.granted, 0,
         "a full ledger granted a slot past the limit"
     );
-    let longest = Duration::from_secs(60) + Duration::from_millis(250) + TIME_TOLERANCE;
+    let longest = window + Duration::from_millis(250) + TIME_TOLERANCE;
     assert!(
         grant.retry_in > Duration::ZERO && grant.retry_in <= longest,
         "a refusal said to retry in {:?} (expected within the window and the hold)",
         grant.retry_in
     );
-    let usage = ledger
-        .usage(&app, Duration::from_secs(60))
-        .await
-        .expect("usage");
+    let used = usage(&app).await;
     assert_eq!(
-        usage.used, 3,
+        used.used, 3,
         "usage counted {} of the 3 slots granted",
-        usage.used
+        used.used
     );
-    assert_eq!(
-        usage.paused_for, None,
-        "an app never paused reads as paused"
-    );
-    let other = format!("{app}-other");
-    let grant = ledger
-        .reserve(&slot_ask(&other, 1, 3))
-        .await
-        .expect("reserve");
+    assert_eq!(used.paused_for, None, "an app never paused reads as paused");
+    let grant = reserve(&other, 1).await;
     assert_eq!(
         grant.granted, 1,
         "one app's full window refused another app"
@@ -158,21 +143,14 @@ async fn budget_ledger<S: TokenStore + ?Sized>(store: &S) {
         .pause(&other, Duration::from_secs(30))
         .await
         .expect("pause");
-    let grant = ledger
-        .reserve(&slot_ask(&other, 1, 3))
-        .await
-        .expect("reserve");
+    let grant = reserve(&other, 1).await;
     assert_eq!(grant.granted, 0, "a paused app was granted a slot");
     assert!(
         grant.retry_in > Duration::from_secs(20) && grant.retry_in <= Duration::from_secs(31),
         "a 30 s pause said to retry in {:?}",
         grant.retry_in
     );
-    let paused = ledger
-        .usage(&other, Duration::from_secs(60))
-        .await
-        .expect("usage")
-        .paused_for;
+    let paused = usage(&other).await.paused_for;
     assert!(paused.is_some(), "usage of a paused app shows no pause");
 }
 
@@ -310,12 +288,13 @@ pub async fn check_shared_stores<A: TokenStore + ?Sized, B: TokenStore + ?Sized>
     let t1 = token(user, "shared-1");
     let now = SystemTime::now();
     a.put(&t1, now).await.expect("put through the first handle");
-    let seen = loaded(b, user, "load through the second handle").await;
-    assert_same_token(
-        &seen.token,
+    stored_is(
+        b,
+        "load through the second handle",
         &t1,
         "a record put through one handle, loaded through the other",
-    );
+    )
+    .await;
 
     let t2 = token(user, "shared-2");
     assert!(
@@ -324,16 +303,16 @@ pub async fn check_shared_stores<A: TokenStore + ?Sized, B: TokenStore + ?Sized>
             .expect("compare_and_save through the second handle"),
         "compare_and_save through the second handle did not see the pair put through the first"
     );
-    let seen = loaded(a, user, "load through the first handle").await;
-    assert_same_token(
-        &seen.token,
+    stored_is(
+        a,
+        "load through the first handle",
         &t2,
         "a pair saved through one handle, loaded through the other",
-    );
+    )
+    .await;
+    let stale = token(user, "shared-3");
     assert!(
-        !a.compare_and_save(&t1.refresh_token, &token(user, "shared-3"), now)
-            .await
-            .expect("compare_and_save through the first handle"),
+        !saves(a, &t1.refresh_token, &stale, now).await,
         "compare_and_save through the first handle succeeded with a refresh token the second handle had already rotated"
     );
 
@@ -403,8 +382,7 @@ async fn round_trip<S: TokenStore + ?Sized>(store: &S, user: UserId) {
     t.refresh_token = Secret::new("r'\"\\%_*?[]:-- ,=&");
     t.scope = "user.info,user.metrics,user.activity".into();
     store.put(&t, granted_at).await.expect("put");
-    let stored = loaded(store, user, "load after put").await;
-    assert_same_token(&stored.token, &t, "put then load");
+    let stored = stored_is(store, "load after put", &t, "put then load").await;
     assert!(
         !stored.needs_reauthorization,
         "a freshly put record is marked as needing re-authorization"
@@ -419,20 +397,17 @@ async fn compare_and_save<S: TokenStore + ?Sized>(store: &S, user: UserId) {
 
     let intruder = token(user, "cas-intruder");
     let wrong = Secret::new("not-the-stored-refresh-token");
-    let saved = store
-        .compare_and_save(&wrong, &intruder, now)
-        .await
-        .expect("compare_and_save with a wrong spent token must answer false, not fail");
     assert!(
-        !saved,
+        !saves(store, &wrong, &intruder, now).await,
         "compare_and_save succeeded although the spent refresh token is not the stored one"
     );
-    let stored = loaded(store, user, "load after a refused compare_and_save").await;
-    assert_same_token(
-        &stored.token,
+    stored_is(
+        store,
+        "load after a refused compare_and_save",
         &t1,
         "a refused compare_and_save changed the record",
-    );
+    )
+    .await;
 
     let t2 = token(user, "cas-2");
     let later = now + Duration::from_secs(3_600);
@@ -443,27 +418,28 @@ async fn compare_and_save<S: TokenStore + ?Sized>(store: &S, user: UserId) {
             .expect("compare_and_save"),
         "compare_and_save with the stored refresh token returned false"
     );
-    let stored = loaded(store, user, "load after compare_and_save").await;
-    assert_same_token(&stored.token, &t2, "compare_and_save then load");
+    let stored = stored_is(
+        store,
+        "load after compare_and_save",
+        &t2,
+        "compare_and_save then load",
+    )
+    .await;
     assert_close(
         stored.refreshed_at,
         later,
         "refreshed_at after compare_and_save",
     );
+    let again = token(user, "cas-3");
     assert!(
-        !store
-            .compare_and_save(&t1.refresh_token, &token(user, "cas-3"), later)
-            .await
-            .expect("compare_and_save"),
+        !saves(store, &t1.refresh_token, &again, later).await,
         "compare_and_save succeeded twice with the same spent refresh token"
     );
 
     let nobody = UserId(user.0 + 1_000_000);
+    let stranger = token(nobody, "cas-nobody");
     assert!(
-        !store
-            .compare_and_save(&t1.refresh_token, &token(nobody, "cas-nobody"), now)
-            .await
-            .expect("compare_and_save for an unknown user must answer false, not fail"),
+        !saves(store, &t1.refresh_token, &stranger, now).await,
         "compare_and_save succeeded for a user with no record"
     );
     assert!(
@@ -491,30 +467,25 @@ async fn reauthorization_mark<S: TokenStore + ?Sized>(store: &S, user: UserId) {
         .mark_needs_reauthorization(user, &t1.refresh_token)
         .await
         .expect("mark_needs_reauthorization");
-    let stored = loaded(
+    let stored = stored_is(
         store,
-        user,
         "load after mark_needs_reauthorization (the record must be kept)",
+        &t1,
+        "mark_needs_reauthorization changed the pair",
     )
     .await;
     assert!(
         stored.needs_reauthorization,
         "mark_needs_reauthorization with the stored refresh token did not mark the record"
     );
-    assert_same_token(
-        &stored.token,
-        &t1,
-        "mark_needs_reauthorization changed the pair",
-    );
 
     let t2 = token(user, "mark-2");
     store.put(&t2, now).await.expect("put");
-    let stored = loaded(store, user, "load after put").await;
+    let stored = stored_is(store, "load after put", &t2, "put over a marked record").await;
     assert!(
         !stored.needs_reauthorization,
         "put (a new authorization) did not clear the re-authorization mark"
     );
-    assert_same_token(&stored.token, &t2, "put over a marked record");
 
     store
         .mark_needs_reauthorization(UserId(user.0 + 1_000_000), &t2.refresh_token)
@@ -532,12 +503,11 @@ async fn independent_users_and_list<S: TokenStore + ?Sized>(store: &S, a: UserId
         .mark_needs_reauthorization(b, &tb.refresh_token)
         .await
         .expect("mark_needs_reauthorization");
-    let stored_a = loaded(store, a, "load").await;
+    let stored_a = stored_is(store, "load", &ta, "writing one user changed another").await;
     assert!(
         !stored_a.needs_reauthorization,
         "marking one user marked another"
     );
-    assert_same_token(&stored_a.token, &ta, "writing one user changed another");
 
     let listed = store.list().await.expect("list");
     let find = |user: UserId| -> &StoredToken {
@@ -561,12 +531,13 @@ async fn independent_users_and_list<S: TokenStore + ?Sized>(store: &S, a: UserId
 
 async fn lock_basics<S: TokenStore + ?Sized>(store: &S, user: UserId, other: UserId) {
     let first = acquired(store, user, LONG_LEASE, "first try_lock").await;
-    assert_eq!(
-        store.try_lock(user, LONG_LEASE).await.expect("try_lock"),
-        LockAttempt::Held,
+    assert_held(
+        store,
+        user,
         "a second try_lock acquired a lease that is held (a store keeping the default try_lock \
-         is for one process only: check it with check_single_process_store)"
-    );
+         is for one process only: check it with check_single_process_store)",
+    )
+    .await;
     let theirs = acquired(
         store,
         other,
@@ -588,11 +559,7 @@ async fn lock_basics<S: TokenStore + ?Sized>(store: &S, user: UserId, other: Use
         .unlock(user, theirs.clone())
         .await
         .expect("unlock with another user's lease must succeed (doing nothing)");
-    assert_eq!(
-        store.try_lock(user, LONG_LEASE).await.expect("try_lock"),
-        LockAttempt::Held,
-        "unlock by the wrong owner released the lease"
-    );
+    assert_held(store, user, "unlock by the wrong owner released the lease").await;
 
     assert_ne!(
         first.owner, theirs.owner,
@@ -606,11 +573,12 @@ async fn lock_basics<S: TokenStore + ?Sized>(store: &S, user: UserId, other: Use
 
 async fn lease_expiry<S: TokenStore + ?Sized>(store: &S, user: UserId) {
     let short = acquired(store, user, SHORT_LEASE, "try_lock with a 300 ms lease").await;
-    assert_eq!(
-        store.try_lock(user, LONG_LEASE).await.expect("try_lock"),
-        LockAttempt::Held,
-        "a 300 ms lease was not held right after it was taken"
-    );
+    assert_held(
+        store,
+        user,
+        "a 300 ms lease was not held right after it was taken",
+    )
+    .await;
     tokio::time::sleep(SHORT_LEASE + Duration::from_millis(200)).await;
     let successor = acquired(
         store,
@@ -623,11 +591,12 @@ async fn lease_expiry<S: TokenStore + ?Sized>(store: &S, user: UserId) {
         .unlock(user, short)
         .await
         .expect("unlock of a lapsed lease must succeed (doing nothing)");
-    assert_eq!(
-        store.try_lock(user, LONG_LEASE).await.expect("try_lock"),
-        LockAttempt::Held,
-        "the holder of a lapsed lease released its successor's lease"
-    );
+    assert_held(
+        store,
+        user,
+        "the holder of a lapsed lease released its successor's lease",
+    )
+    .await;
     store.unlock(user, successor).await.expect("unlock");
 }
 
@@ -675,6 +644,36 @@ async fn loaded<S: TokenStore + ?Sized>(store: &S, user: UserId, what: &str) -> 
         Ok(None) => panic!("{what}: user {user} has no record"),
         Err(error) => panic!("{what} failed: {error}"),
     }
+}
+
+/// Loads the record of `expected`'s user (the load named `load`) and checks that it holds
+/// `expected` (`what`); returns it.
+async fn stored_is<S: TokenStore + ?Sized>(
+    store: &S,
+    load: &str,
+    expected: &Token,
+    what: &str,
+) -> StoredToken {
+    let stored = loaded(store, expected.user_id, load).await;
+    assert_same_token(&stored.token, expected, what);
+    stored
+}
+
+/// Whether `compare_and_save(spent, token, at)` saved; failing instead of answering is a panic.
+async fn saves<S: TokenStore + ?Sized>(
+    store: &S,
+    spent: &Secret,
+    token: &Token,
+    at: SystemTime,
+) -> bool {
+    let saved = store.compare_and_save(spent, token, at).await;
+    saved.expect("compare_and_save must answer true or false, not fail")
+}
+
+/// Asserts that `user`'s lease is held (a `try_lock` answers `Held`); `why` if it is not.
+async fn assert_held<S: TokenStore + ?Sized>(store: &S, user: UserId, why: &str) {
+    let attempt = store.try_lock(user, LONG_LEASE).await.expect("try_lock");
+    assert_eq!(attempt, LockAttempt::Held, "{why}");
 }
 
 /// Compares two pairs, saying which field differs without printing any token.
@@ -755,60 +754,4 @@ async fn join_all<F: Future + Unpin>(futures: impl IntoIterator<Item = F>) -> Ve
     })
     .await;
     done.into_iter().flatten().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{MemoryStore, StoreFuture};
-
-    /// A store for one process: MemoryStore's records, the trait's default leases.
-    struct OneProcess(MemoryStore);
-
-    impl TokenStore for OneProcess {
-        fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-            self.0.load(user)
-        }
-        fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
-            self.0.put(token, at)
-        }
-        fn compare_and_save<'a>(
-            &'a self,
-            spent: &'a Secret,
-            token: &'a Token,
-            at: SystemTime,
-        ) -> StoreFuture<'a, bool> {
-            self.0.compare_and_save(spent, token, at)
-        }
-        fn mark_needs_reauthorization<'a>(
-            &'a self,
-            user: UserId,
-            refused: &'a Secret,
-        ) -> StoreFuture<'a, ()> {
-            self.0.mark_needs_reauthorization(user, refused)
-        }
-        fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-            self.0.delete(user)
-        }
-        fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-            self.0.list()
-        }
-    }
-
-    #[tokio::test]
-    async fn the_default_lease_is_for_one_process_and_the_kit_says_so() {
-        let store = OneProcess(MemoryStore::new());
-        check_single_process_store(&store).await;
-        let full = tokio::spawn(async move { check_store(&store).await });
-        let panic = full
-            .await
-            .expect_err("the lease checks refuse the default try_lock");
-        let message = panic.into_panic();
-        let message = message
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| message.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        assert!(message.contains("check_single_process_store"), "{message}");
-    }
 }

@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 mod sync;
 
-use super::{BudgetLedger, Lease, LocalLedger, LockAttempt, StoreFuture, StoredToken, TokenStore};
+use super::backend::{Backend, HasLedger, Save};
+use super::{BudgetLedger, Lease, LocalLedger, LockAttempt, StoredToken};
+use crate::error::Error;
 use crate::secret::Secret;
-use crate::token::{Token, UserId};
+use crate::token::UserId;
 
 /// Tokens in a map, for tests and single-process apps that re-authorize after a restart.
 ///
@@ -37,51 +39,32 @@ impl MemoryStore {
     }
 }
 
-impl TokenStore for MemoryStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        let found = self.with(|r| r.get(&user).cloned());
-        Box::pin(async move { Ok(found) })
+impl Backend for MemoryStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        Ok(self.with(|r| r.get(&user).cloned()))
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        self.with(|r| {
-            r.insert(
-                token.user_id,
-                StoredToken {
-                    token: token.clone(),
-                    needs_reauthorization: false,
-                    refreshed_at: granted_at,
-                },
-            )
-        });
-        Box::pin(async { Ok(()) })
-    }
-
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        let saved = self.with(|r| match r.get_mut(&token.user_id) {
-            Some(record) if record.token.refresh_token == *spent => {
-                *record = StoredToken {
-                    token: token.clone(),
-                    needs_reauthorization: false,
-                    refreshed_at: granted_at,
-                };
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let user = save.token.user_id;
+        let record = StoredToken {
+            token: save.token.clone(),
+            needs_reauthorization: false,
+            refreshed_at: save.granted_at,
+        };
+        Ok(self.with(|r| match (r.get_mut(&user), save.spent) {
+            (_, None) => {
+                r.insert(user, record);
+                true
+            }
+            (Some(stored), Some(spent)) if stored.token.refresh_token == *spent => {
+                *stored = record;
                 true
             }
             _ => false,
-        });
-        Box::pin(async move { Ok(saved) })
+        }))
     }
 
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
         self.with(|r| {
             if let Some(record) = r.get_mut(&user)
                 && record.token.refresh_token == *refused
@@ -89,13 +72,13 @@ impl TokenStore for MemoryStore {
                 record.needs_reauthorization = true;
             }
         });
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
         let now = Instant::now();
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let attempt = match leases.get(&user) {
+        Ok(match leases.get(&user) {
             Some((_, until)) if *until > now => LockAttempt::Held,
             _ => {
                 let granted = Lease::new();
@@ -105,11 +88,10 @@ impl TokenStore for MemoryStore {
                 leases.insert(user, (granted.owner.clone(), until));
                 LockAttempt::Acquired(granted)
             }
-        };
-        Box::pin(async move { Ok(attempt) })
+        })
     }
 
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         if leases
             .get(&user)
@@ -117,25 +99,22 @@ impl TokenStore for MemoryStore {
         {
             leases.remove(&user);
         }
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        let existed = self.with(|r| r.remove(&user).is_some());
-        Box::pin(async move { Ok(existed) })
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        Ok(self.with(|r| r.remove(&user).is_some()))
     }
 
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
         let mut all: Vec<StoredToken> = self.with(|r| r.values().cloned().collect());
         all.sort_by_key(|record| record.token.user_id);
-        Box::pin(async move { Ok(all) })
+        Ok(all.into_iter().map(Ok).collect())
     }
+}
 
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(&self.budget)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
+impl HasLedger for MemoryStore {
+    fn ledger(&self) -> &dyn BudgetLedger {
+        &self.budget
     }
 }

@@ -22,6 +22,7 @@
 //! backend: implement [`TokenStore`] and run `tower_withings::testkit::check_store` on it
 //! (feature `testkit`; see `examples/custom_store.rs`).
 
+mod backend;
 mod future;
 mod ledger;
 mod memory;
@@ -33,6 +34,7 @@ mod record;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod sync_backend;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -61,6 +63,26 @@ pub struct StoredToken {
     pub needs_reauthorization: bool,
     /// When this pair was granted (code exchange or refresh).
     pub refreshed_at: SystemTime,
+}
+
+/// How long a networked store ([`PostgresStore`], [`RedisStore`]) waits for its server; each
+/// builder's `timeouts` says its defaults.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection (for a pool, also waiting for a pooled one).
+    pub connect: Duration,
+    /// One operation's answer, once connected: past it the operation fails with
+    /// [`Error::Store`].
+    pub answer: Duration,
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl Timeouts {
+    /// `connect` for opening a connection, `answer` for each answer.
+    pub const fn new(connect: Duration, answer: Duration) -> Self {
+        Timeouts { connect, answer }
+    }
 }
 
 /// A held refresh lease; give it back to [`TokenStore::unlock`].
@@ -98,6 +120,10 @@ pub enum LockAttempt {
 
 /// Durable home of token pairs. Implement it for your own backend and check it with the
 /// conformance kit (feature `testkit`).
+///
+/// This crate's stores (`MemoryStore`, `SqliteStore`, `PostgresStore`, `RedisStore`) share one
+/// implementation, listed below as `impl<S: Backend> TokenStore for S` (`Backend` is private:
+/// what each of them runs itself).
 ///
 /// Rules every implementation keeps:
 /// - [`compare_and_save`](Self::compare_and_save) is atomic: two writers that spent the same

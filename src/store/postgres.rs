@@ -13,14 +13,15 @@ use super::ledger;
 
 mod sync;
 
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
-    TokenStore,
+    Timeouts,
 };
 use crate::error::Error;
 use crate::secret::Secret;
-use crate::token::{Token, UserId};
+use crate::token::UserId;
 
 /// The default table name; the lease table is the same name with `_leases` appended.
 const DEFAULT_TABLE: &str = "withings_tokens";
@@ -42,12 +43,13 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 /// * **Connections**: a `deadpool-postgres` pool (default 8 connections, plain TCP). For TLS,
 ///   build a pool with your TLS connector and pass it to [`PostgresStoreBuilder::pool`].
 ///   A database that cannot be reached gives [`Error::Store`] (within the connect timeout,
-///   default 5 s), never a false lock. A database that stops answering (a network partition,
-///   a hung host) gives [`Error::Store`] after the query timeout (default 5 s), and the
+///   default 5 s: [`PostgresStoreBuilder::timeouts`]), never a false lock. A database that
+///   stops answering (a network partition, a hung host) gives [`Error::Store`] after the answer
+///   timeout (default 5 s), and the
 ///   connection that got no answer leaves the pool, rather than holding the user's refresh
 ///   for as long as TCP keeps the connection open.
 /// * **Bad rows** (unknown format, empty tokens, columns of the wrong type) load as
-///   [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list) skips them with a
+///   [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list) skips them with a
 ///   warning, [`list_all`](Self::list_all) reports them.
 ///
 /// ```no_run
@@ -61,7 +63,7 @@ const DEFAULT_TABLE: &str = "withings_tokens";
 pub struct PostgresStore {
     pool: Pool,
     sql: Arc<Statements>,
-    query_timeout: Duration,
+    answer_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -73,32 +75,21 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// Configures a [`PostgresStore`].
+#[derive(Debug)]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PostgresStoreBuilder {
     source: Source,
     table: String,
     create_tables: bool,
     max_connections: usize,
-    connect_timeout: Duration,
-    query_timeout: Duration,
+    timeouts: Timeouts,
 }
 
+#[derive(Debug)]
 enum Source {
-    Url(String),
+    /// The URL may hold a password: a [`Secret`], so it never shows in `Debug`.
+    Url(Secret),
     Pool(Pool),
-}
-
-impl fmt::Debug for PostgresStoreBuilder {
-    // The URL may hold a password: not shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStoreBuilder")
-            .field("table", &self.table)
-            .field("create_tables", &self.create_tables)
-            .field("max_connections", &self.max_connections)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("query_timeout", &self.query_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl PostgresStoreBuilder {
@@ -128,17 +119,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How long opening a connection (or waiting for a pooled one) may take (default 5 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one store operation may wait for the database's answer once it has a
-    /// connection (default 5 s). After that it fails with [`Error::Store`] and the connection
-    /// is dropped from the pool.
-    pub fn query_timeout(mut self, timeout: Duration) -> Self {
-        self.query_timeout = timeout;
+    /// How long opening a connection (or waiting for a pooled one) may take, and how long one
+    /// store operation may wait for the database's answer once it has a connection (default
+    /// 5 s each). Past the answer timeout an operation fails with [`Error::Store`] and the
+    /// connection is dropped from the pool.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -153,12 +139,12 @@ impl PostgresStoreBuilder {
         let pool = match self.source {
             Source::Pool(pool) => pool,
             Source::Url(url) => {
-                let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+                let mut config: tokio_postgres::Config = url.expose().parse().map_err(|_| {
                     // The parser's message could quote the URL, password included.
                     Error::store("connect", "invalid PostgreSQL connection URL")
                 })?;
                 if config.get_connect_timeout().is_none() {
-                    config.connect_timeout(self.connect_timeout);
+                    config.connect_timeout(self.timeouts.connect);
                 }
                 let manager = Manager::from_config(
                     config,
@@ -170,8 +156,8 @@ impl PostgresStoreBuilder {
                 Pool::builder(manager)
                     .max_size(self.max_connections)
                     .runtime(Runtime::Tokio1)
-                    .create_timeout(Some(self.connect_timeout))
-                    .wait_timeout(Some(self.connect_timeout))
+                    .create_timeout(Some(self.timeouts.connect))
+                    .wait_timeout(Some(self.timeouts.connect))
                     .build()
                     .map_err(|e| Error::store("connect", e))?
             }
@@ -179,7 +165,7 @@ impl PostgresStoreBuilder {
         let store = PostgresStore {
             pool,
             sql,
-            query_timeout: self.query_timeout,
+            answer_timeout: self.timeouts.answer,
         };
         if self.create_tables {
             store.create_tables().await?;
@@ -201,6 +187,7 @@ struct Statements {
     lock: String,
     unlock: String,
     budget: BudgetStatements,
+    sync: sync::SyncSql,
     /// The sync tables exist (created on first use, `sync.rs`).
     sync_ready: std::sync::atomic::AtomicBool,
 }
@@ -245,6 +232,7 @@ impl Statements {
         const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
         Ok(Statements {
             table: table.to_owned(),
+            sync: sync::SyncSql::new(table),
             sync_ready: Default::default(),
             schema: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (
@@ -378,12 +366,11 @@ impl PostgresStore {
     /// (e.g. `postgres://user@host:5432/db`).
     pub fn builder(url: &str) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
-            source: Source::Url(url.to_owned()),
+            source: Source::Url(Secret::new(url)),
             table: DEFAULT_TABLE.to_owned(),
             create_tables: true,
             max_connections: 8,
-            connect_timeout: Duration::from_secs(5),
-            query_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
         }
     }
 
@@ -455,22 +442,22 @@ impl PostgresStore {
             .map_err(|e| Error::store(operation, e))
     }
 
-    /// Runs `f` on a pooled connection, for at most the query timeout. A connection that did
+    /// Runs `f` on a pooled connection, for at most the answer timeout. A connection that did
     /// not answer in time is taken out of the pool: it may be one that will never answer.
     async fn with_client<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
     where
         F: AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
     {
         let client = self.client(operation).await?;
-        match tokio::time::timeout(self.query_timeout, f(&client)).await {
+        match tokio::time::timeout(self.answer_timeout, f(&client)).await {
             Ok(result) => result.map_err(|e| Error::store(operation, e)),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(Error::store(
                     operation,
                     format!(
-                        "PostgreSQL did not answer within {:?} (query timeout)",
-                        self.query_timeout
+                        "PostgreSQL did not answer within {:?} (answer timeout)",
+                        self.answer_timeout
                     ),
                 ))
             }
@@ -488,37 +475,6 @@ impl PostgresStore {
             client.query(&statement, params).await
         })
         .await
-    }
-
-    /// Runs `sql` (the put or the compare-and-save statement) with the token's columns, checked,
-    /// as `$1`..`$7`, and the refresh token it replaces, if any, as `$8`. Returns the rows
-    /// changed.
-    async fn save(
-        &self,
-        sql: &str,
-        token: &Token,
-        granted_at: SystemTime,
-        spent: Option<&Secret>,
-    ) -> Result<u64, Error> {
-        let id = record::user_column("save", token.user_id)?;
-        let expires_at = validate_time("save", token.expires_at)?;
-        let granted_at = validate_time("save", granted_at)?;
-        let format = record::FORMAT as i16;
-        let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
-        let spent = spent.map(Secret::expose);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &id,
-            &access,
-            &refresh,
-            &expires_at,
-            &token.scope,
-            &granted_at,
-            &format,
-        ];
-        if let Some(spent) = &spent {
-            params.push(spent);
-        }
-        self.execute("save", sql, &params).await
     }
 
     async fn execute(
@@ -585,13 +541,13 @@ impl BudgetLedger for PostgresStore {
                 tx.commit().await?;
                 Ok::<_, tokio_postgres::Error>(grant)
             };
-            match tokio::time::timeout(self.query_timeout, work).await {
+            match tokio::time::timeout(self.answer_timeout, work).await {
                 Ok(result) => result.map_err(|e| Error::store("budget", e)),
                 Err(_) => {
                     drop(deadpool_postgres::Object::take(client));
                     Err(Error::store(
                         "budget",
-                        "PostgreSQL did not answer within the query timeout",
+                        "PostgreSQL did not answer within the answer timeout",
                     ))
                 }
             }
@@ -698,94 +654,78 @@ fn validate_time(operation: &'static str, time: SystemTime) -> Result<SystemTime
     record::to_millis(operation, time).map(|_| time)
 }
 
-impl TokenStore for PostgresStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        Box::pin(async move {
-            let id = record::user_column("load", user)?;
-            let rows = self.query("load", &self.sql.load, &[&id]).await?;
-            rows.first().map(|row| decode(row, user)).transpose()
+impl Backend for PostgresStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        let id = record::user_column("load", user)?;
+        let rows = self.query("load", &self.sql.load, &[&id]).await?;
+        rows.first().map(|row| decode(row, user)).transpose()
+    }
+
+    /// The put or the compare-and-save statement with the token's columns, checked, as
+    /// `$1`..`$7`, and the refresh token it replaces, if any, as `$8`.
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let token = save.token;
+        let id = record::user_column("save", token.user_id)?;
+        let expires_at = validate_time("save", token.expires_at)?;
+        let granted_at = validate_time("save", save.granted_at)?;
+        let format = record::FORMAT as i16;
+        let (access, refresh) = (token.access_token.expose(), token.refresh_token.expose());
+        let spent = save.spent.map(Secret::expose);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &id,
+            &access,
+            &refresh,
+            &expires_at,
+            &token.scope,
+            &granted_at,
+            &format,
+        ];
+        let sql = match &spent {
+            Some(spent) => {
+                params.push(spent);
+                &self.sql.compare_and_save
+            }
+            None => &self.sql.put,
+        };
+        Ok(self.execute("save", sql, &params).await? == 1)
+    }
+
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
+        let id = record::user_column("mark", user)?;
+        self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
+            .await
+            .map(drop)
+    }
+
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        let id = record::user_column("delete", user)?;
+        let deleted = self.execute("delete", &self.sql.delete, &[&id]).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
+        let id = record::user_column("lock", user)?;
+        let granted = Lease::new();
+        let lease_ms = record::lease_millis(lease);
+        let taken = self
+            .execute("lock", &self.sql.lock, &[&id, &granted.owner, &lease_ms])
+            .await?;
+        Ok(if taken == 1 {
+            LockAttempt::Acquired(granted)
+        } else {
+            LockAttempt::Held
         })
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.save(&self.sql.put, token, granted_at, None)
-                .await
-                .map(drop)
-        })
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
+        let id = record::user_column("unlock", user)?;
+        self.execute("unlock", &self.sql.unlock, &[&id, &lease.owner])
+            .await
+            .map(drop)
     }
 
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let sql = &self.sql.compare_and_save;
-            let changed = self.save(sql, token, granted_at, Some(spent)).await?;
-            Ok(changed == 1)
-        })
-    }
-
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let id = record::user_column("mark", user)?;
-            self.execute("mark", &self.sql.mark, &[&id, &refused.expose()])
-                .await
-                .map(drop)
-        })
-    }
-
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let id = record::user_column("delete", user)?;
-            let deleted = self.execute("delete", &self.sql.delete, &[&id]).await?;
-            Ok(deleted > 0)
-        })
-    }
-
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
-        Box::pin(async move {
-            let id = record::user_column("lock", user)?;
-            let granted = Lease::new();
-            let lease_ms = record::lease_millis(lease);
-            let taken = self
-                .execute("lock", &self.sql.lock, &[&id, &granted.owner, &lease_ms])
-                .await?;
-            Ok(if taken == 1 {
-                LockAttempt::Acquired(granted)
-            } else {
-                LockAttempt::Held
-            })
-        })
-    }
-
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let id = record::user_column("unlock", user)?;
-            self.execute("unlock", &self.sql.unlock, &[&id, &lease.owner])
-                .await
-                .map(drop)
-        })
-    }
-
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
-    }
-
-    /// Every readable record, ordered by user id; unreadable rows are skipped with a warning
-    /// (see [`PostgresStore::list_all`] to see them).
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        self.list_all().await
     }
 }
 

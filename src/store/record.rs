@@ -115,21 +115,6 @@ impl RawRecord {
     }
 }
 
-/// Keeps the readable records and logs the others (user and reason only), as
-/// [`TokenStore::list`](super::TokenStore::list) documents.
-pub(crate) fn readable(records: Vec<Result<StoredToken, Error>>) -> Vec<StoredToken> {
-    records
-        .into_iter()
-        .filter_map(|record| match record {
-            Ok(record) => Some(record),
-            Err(error) => {
-                tracing::warn!(%error, "skipping an unreadable token record");
-                None
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

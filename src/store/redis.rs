@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
 use super::ledger;
 
 mod sync;
 
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
-    TokenStore,
+    Timeouts,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -41,10 +42,10 @@ use crate::token::{Token, UserId};
 ///   itself. A lock key without expiry was not written by this crate: it is reported as
 ///   [`Error::CorruptRecord`] rather than waited on forever.
 /// * **Connection**: one auto-reconnecting multiplexed connection (`ConnectionManager`).
-///   While Redis is unreachable every call fails with [`Error::Store`] (after the response
-///   timeout, default 5 s, at worst), never a false lock.
+///   While Redis is unreachable every call fails with [`Error::Store`] (after the answer timeout,
+///   default 5 s: [`RedisStoreBuilder::timeouts`], at worst), never a false lock.
 /// * **Bad keys** (a token key that is not a hash, fields missing or unparsable, an unknown
-///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list)
+///   format) load as [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list)
 ///   (a `SCAN` over `<prefix>token:*`) skips them with a warning, [`list_all`](Self::list_all)
 ///   reports them. Keys whose suffix is not a user id are ignored.
 ///
@@ -71,23 +72,13 @@ impl fmt::Debug for RedisStore {
 }
 
 /// Configures a [`RedisStore`].
+#[derive(Debug)]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStoreBuilder {
-    url: String,
+    /// The URL may hold a password: a [`Secret`], so it never shows in `Debug`.
+    url: Secret,
     prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-}
-
-impl fmt::Debug for RedisStoreBuilder {
-    // The URL may hold a password: not shown.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("prefix", &self.prefix)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .finish_non_exhaustive()
-    }
+    timeouts: Timeouts,
 }
 
 impl RedisStoreBuilder {
@@ -97,15 +88,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long one connection attempt may take (default 2 s).
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// How long a command may wait for its answer (default 5 s).
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+    /// How long one connection attempt may take (default 2 s), and how long a command may
+    /// wait for its answer (default 5 s).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
         self
     }
 
@@ -115,12 +101,12 @@ impl RedisStoreBuilder {
     ///
     /// [`Error::Store`] for an invalid URL or an unreachable server.
     pub async fn connect(self) -> Result<RedisStore, Error> {
-        let client = redis::Client::open(self.url.as_str())
+        let client = redis::Client::open(self.url.expose())
             // The parser's message could quote the URL, password included.
             .map_err(|_| Error::store("connect", "invalid Redis connection URL"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.connection_timeout)
-            .set_response_timeout(self.response_timeout)
+            .set_connection_timeout(self.timeouts.connect)
+            .set_response_timeout(self.timeouts.answer)
             // The layer backs off on its own; a store call should fail fast when Redis is down.
             .set_number_of_retries(1)
             .set_max_delay(500);
@@ -311,10 +297,9 @@ impl RedisStore {
     /// Starts configuring a store for the server at `url`.
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.to_owned(),
+            url: Secret::new(url),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
-            connection_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(5),
+            timeouts: Timeouts::new(Duration::from_secs(2), Duration::from_secs(5)),
         }
     }
 
@@ -409,14 +394,8 @@ impl RedisStore {
         operation: &'static str,
         user: UserId,
     ) -> Result<Option<StoredToken>, Error> {
-        let mut conn = self.conn.clone();
-        let value: Value = self
-            .scripts
-            .load
-            .key(self.token_key(user))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::store(operation, e))?;
+        let script = self.scripts.load.key(self.token_key(user));
+        let value: Value = self.invoke(operation, &script).await?;
         match value {
             Value::Nil => Ok(None),
             Value::Array(fields) => decode(user, &fields).map(Some),
@@ -437,6 +416,39 @@ impl RedisStore {
                 "unexpected reply from the load script",
             )),
         }
+    }
+
+    /// Runs `script` on the shared connection; a failure is [`Error::Store`] for `operation`.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        let answer = script.invoke_async(&mut conn).await;
+        answer.map_err(|e| Error::store(operation, e))
+    }
+
+    /// Sends `command` on the shared connection; a failure is [`Error::Store`] for `operation`.
+    async fn send<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        let answer = command.query_async(&mut conn).await;
+        answer.map_err(|e| Error::store(operation, e))
+    }
+
+    /// Runs `pipe` (an atomic block) on the shared connection; its answers are not needed.
+    async fn atomically(
+        &self,
+        operation: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let answer: Result<Value, _> = pipe.query_async(&mut conn).await;
+        answer.map(drop).map_err(|e| Error::store(operation, e))
     }
 
     /// Arguments for writing a pair: format, user id, access, refresh, expiry, scope, granted.
@@ -504,7 +516,6 @@ fn decode(user: UserId, fields: &[Value]) -> Result<StoredToken, Error> {
 impl BudgetLedger for RedisStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let (tolerance, poll) = ledger::tolerance_and_poll(ask.hold);
             let mut script = self.scripts.budget.reserve.key(&self.budget_keys(ask.app));
             script
@@ -520,10 +531,7 @@ impl BudgetLedger for RedisStore {
             for since in ask.waiting {
                 script.arg(ledger::whole_millis(now.saturating_duration_since(*since)));
             }
-            let (granted, retry): (i64, i64) = script
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let (granted, retry): (i64, i64) = self.invoke("budget", &script).await?;
             Ok(SlotGrant {
                 granted: u32::try_from(granted).unwrap_or(0).min(ask.want),
                 retry_in: Duration::from_millis(u64::try_from(retry).unwrap_or(0)),
@@ -533,33 +541,19 @@ impl BudgetLedger for RedisStore {
 
     fn pause<'a>(&'a self, app: &'a str, wait: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
             let [_, pause_key, _] = self.budget_keys(app);
-            let _: i64 = self
-                .scripts
-                .budget
-                .pause
-                .key(pause_key)
-                .arg(ledger::window_millis(wait))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let mut script = self.scripts.budget.pause.key(pause_key);
+            script.arg(ledger::window_millis(wait));
+            let _: i64 = self.invoke("budget", &script).await?;
             Ok(())
         })
     }
 
     fn usage<'a>(&'a self, app: &'a str, window: Duration) -> StoreFuture<'a, BudgetUsage> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let (used, paused): (i64, i64) = self
-                .scripts
-                .budget
-                .usage
-                .key(&self.budget_keys(app))
-                .arg(ledger::window_millis(window))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("budget", e))?;
+            let mut script = self.scripts.budget.usage.key(&self.budget_keys(app));
+            script.arg(ledger::window_millis(window));
+            let (used, paused): (i64, i64) = self.invoke("budget", &script).await?;
             Ok(BudgetUsage {
                 used: u32::try_from(used).unwrap_or(u32::MAX),
                 paused_for: u64::try_from(paused)
@@ -571,141 +565,77 @@ impl BudgetLedger for RedisStore {
     }
 }
 
-impl TokenStore for RedisStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        Box::pin(self.load_record("load", user))
+impl Backend for RedisStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        self.load_record("load", user).await
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let fields = Self::fields(token, granted_at)?;
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .put
-                .key(self.token_key(token.user_id))
-                .arg(&fields[..])
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("save", e))?;
-            Ok(())
-        })
-    }
-
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let fields = Self::fields(token, granted_at)?;
-            let mut conn = self.conn.clone();
-            let outcome: i64 = self
-                .scripts
-                .compare_and_save
-                .key(self.token_key(token.user_id))
-                .arg(spent.expose())
-                .arg(&fields[..])
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("save", e))?;
-            match outcome {
-                1 => Ok(true),
-                0 => Ok(false),
-                _ => Err(record::corrupt(
-                    token.user_id,
-                    format!("key {} is not a hash", self.token_key(token.user_id)),
-                )),
+    /// The put or the compare-and-save script; the latter gets the refresh token it replaces
+    /// before the fields.
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let fields = Self::fields(save.token, save.granted_at)?;
+        let key = self.token_key(save.token.user_id);
+        let mut script = match save.spent {
+            Some(spent) => {
+                let mut script = self.scripts.compare_and_save.key(&key);
+                script.arg(spent.expose());
+                script
             }
-        })
+            None => self.scripts.put.key(&key),
+        };
+        script.arg(&fields[..]);
+        let outcome: i64 = self.invoke("save", &script).await?;
+        match outcome {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(record::corrupt(
+                save.token.user_id,
+                format!("key {key} is not a hash"),
+            )),
+        }
     }
 
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .mark
-                .key(self.token_key(user))
-                .arg(refused.expose())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("mark", e))?;
-            Ok(())
-        })
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
+        let mut script = self.scripts.mark.key(self.token_key(user));
+        script.arg(refused.expose());
+        let _: i64 = self.invoke("mark", &script).await?;
+        Ok(())
     }
 
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let deleted: i64 = redis::cmd("DEL")
-                .arg(self.token_key(user))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("delete", e))?;
-            Ok(deleted > 0)
-        })
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        let mut command = redis::cmd("DEL");
+        command.arg(self.token_key(user));
+        let deleted: i64 = self.send("delete", &command).await?;
+        Ok(deleted > 0)
     }
 
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
-        Box::pin(async move {
-            let granted = Lease::new();
-            let mut conn = self.conn.clone();
-            let outcome: i64 = self
-                .scripts
-                .lock
-                .key(self.lock_key(user))
-                .arg(&granted.owner)
-                .arg(record::lease_millis(lease))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("lock", e))?;
-            match outcome {
-                1 => Ok(LockAttempt::Acquired(granted)),
-                0 => Ok(LockAttempt::Held),
-                _ => Err(record::corrupt(
-                    user,
-                    format!(
-                        "lock key {} has no expiry, so it was not written by tower-withings: delete it",
-                        self.lock_key(user)
-                    ),
-                )),
-            }
-        })
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
+        let granted = Lease::new();
+        let mut script = self.scripts.lock.key(self.lock_key(user));
+        script.arg(&granted.owner).arg(record::lease_millis(lease));
+        let outcome: i64 = self.invoke("lock", &script).await?;
+        match outcome {
+            1 => Ok(LockAttempt::Acquired(granted)),
+            0 => Ok(LockAttempt::Held),
+            _ => Err(record::corrupt(
+                user,
+                format!(
+                    "lock key {} has no expiry, so it was not written by tower-withings: delete it",
+                    self.lock_key(user)
+                ),
+            )),
+        }
     }
 
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = self
-                .scripts
-                .unlock
-                .key(self.lock_key(user))
-                .arg(&lease.owner)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::store("unlock", e))?;
-            Ok(())
-        })
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
+        let mut script = self.scripts.unlock.key(self.lock_key(user));
+        script.arg(&lease.owner);
+        let _: i64 = self.invoke("unlock", &script).await?;
+        Ok(())
     }
 
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
-    }
-
-    /// Every readable record under the prefix, ordered by user id; unreadable keys are skipped
-    /// with a warning (see [`RedisStore::list_all`] to see them).
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        self.list_all().await
     }
 }
 

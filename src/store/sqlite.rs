@@ -13,10 +13,10 @@ use super::ledger;
 
 mod sync;
 
+use super::backend::{Backend, Save};
 use super::record::{self, RawRecord};
 use super::{
     BudgetLedger, BudgetUsage, Lease, LockAttempt, SlotAsk, SlotGrant, StoreFuture, StoredToken,
-    TokenStore,
 };
 use crate::error::Error;
 use crate::secret::Secret;
@@ -70,7 +70,7 @@ const COLUMNS: &str = "user_id, access_token, refresh_token, expires_at_ms, scop
 ///   SQLite adds inherit them). An existing file is used as it is, with a warning if others can
 ///   read it.
 /// * **Durability**: WAL journal, `synchronous = FULL`, one transaction per write: a pair that
-///   [`compare_and_save`](TokenStore::compare_and_save) reported saved survives a crash or power
+///   [`compare_and_save`](super::TokenStore::compare_and_save) reported saved survives a crash or power
 ///   loss.
 /// * **Several processes** may open the same file. They coordinate refreshes through the
 ///   `withings_refresh_leases` table, written inside `BEGIN IMMEDIATE` (SQLite's write lock),
@@ -85,7 +85,7 @@ const COLUMNS: &str = "user_id, access_token, refresh_token, expires_at_ms, scop
 ///   milliseconds since the Unix epoch: **millisecond precision**. A file written by a newer
 ///   schema is refused rather than misread.
 /// * **Bad rows** (wrong types, unknown format, empty tokens) load as
-///   [`Error::CorruptRecord`] for that user only; [`list`](TokenStore::list) skips them with a
+///   [`Error::CorruptRecord`] for that user only; [`list`](super::TokenStore::list) skips them with a
 ///   warning, [`list_all`](Self::list_all) reports them.
 ///
 /// ```no_run
@@ -546,31 +546,41 @@ fn paused_until(conn: &Connection, app: &str) -> Result<Option<i64>, Error> {
         .map_err(|e| Error::store("budget", e))
 }
 
-impl TokenStore for SqliteStore {
-    fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
-        Box::pin(async move {
-            let id = record::user_column("load", user)?;
-            self.call("load", move |conn| {
-                let mut statement = conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM withings_tokens WHERE user_id = ?1"
-                    ))
-                    .map_err(|e| Error::store("load", e))?;
-                let mut rows = statement.query([id]).map_err(|e| Error::store("load", e))?;
-                match rows.next().map_err(|e| Error::store("load", e))? {
-                    Some(row) => decode(row, user).map(Some),
-                    None => Ok(None),
-                }
-            })
-            .await
+impl Backend for SqliteStore {
+    async fn read(&self, user: UserId) -> Result<Option<StoredToken>, Error> {
+        let id = record::user_column("load", user)?;
+        self.call("load", move |conn| {
+            let mut statement = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM withings_tokens WHERE user_id = ?1"
+                ))
+                .map_err(|e| Error::store("load", e))?;
+            let mut rows = statement.query([id]).map_err(|e| Error::store("load", e))?;
+            match rows.next().map_err(|e| Error::store("load", e))? {
+                Some(row) => decode(row, user).map(Some),
+                None => Ok(None),
+            }
         })
+        .await
     }
 
-    fn put<'a>(&'a self, token: &'a Token, granted_at: SystemTime) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let f = Fields::new("save", token, granted_at)?;
-            self.call("save", move |conn| {
-                conn.prepare_cached(&format!(
+    /// An upsert, or, over a spent refresh token, an update of the row still holding it (`?8`).
+    async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
+        let f = Fields::new("save", save.token, save.granted_at)?;
+        let spent = save.spent.map(|spent| spent.expose().to_owned());
+        self.call("save", move |conn| {
+            let sql = match spent {
+                Some(_) => "UPDATE withings_tokens SET
+                                access_token = ?2,
+                                refresh_token = ?3,
+                                expires_at_ms = ?4,
+                                scope = ?5,
+                                needs_reauthorization = 0,
+                                refreshed_at_ms = ?6,
+                                format = ?7
+                            WHERE user_id = ?1 AND refresh_token = ?8"
+                    .to_owned(),
+                None => format!(
                     "INSERT INTO withings_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)
                      ON CONFLICT (user_id) DO UPDATE SET
                          access_token = excluded.access_token,
@@ -580,152 +590,98 @@ impl TokenStore for SqliteStore {
                          needs_reauthorization = 0,
                          refreshed_at_ms = excluded.refreshed_at_ms,
                          format = excluded.format"
-                ))
-                .and_then(|mut s| s.execute(rusqlite::params_from_iter(f.columns())))
-                .map_err(|e| Error::store("save", e))?;
-                Ok(())
-            })
-            .await
+                ),
+            };
+            let spent = spent.as_ref().map(|spent| spent as &dyn rusqlite::ToSql);
+            let values = f.columns().into_iter().chain(spent);
+            conn.prepare_cached(&sql)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+                .map(|changed| changed == 1)
+                .map_err(|e| Error::store("save", e))
         })
+        .await
     }
 
-    fn compare_and_save<'a>(
-        &'a self,
-        spent: &'a Secret,
-        token: &'a Token,
-        granted_at: SystemTime,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let f = Fields::new("save", token, granted_at)?;
-            let spent = spent.expose().to_owned();
-            self.call("save", move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE withings_tokens SET
-                             access_token = ?2,
-                             refresh_token = ?3,
-                             expires_at_ms = ?4,
-                             scope = ?5,
-                             needs_reauthorization = 0,
-                             refreshed_at_ms = ?6,
-                             format = ?7
-                         WHERE user_id = ?1 AND refresh_token = ?8",
-                    )
-                    .and_then(|mut s| {
-                        let spent: &dyn rusqlite::ToSql = &spent;
-                        s.execute(rusqlite::params_from_iter(
-                            f.columns().into_iter().chain([spent]),
-                        ))
-                    })
-                    .map_err(|e| Error::store("save", e))?;
-                Ok(changed == 1)
-            })
-            .await
+    async fn mark(&self, user: UserId, refused: &Secret) -> Result<(), Error> {
+        let id = record::user_column("mark", user)?;
+        let refused = refused.expose().to_owned();
+        self.call("mark", move |conn| {
+            conn.prepare_cached(
+                "UPDATE withings_tokens SET needs_reauthorization = 1
+                 WHERE user_id = ?1 AND refresh_token = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, refused]))
+            .map_err(|e| Error::store("mark", e))?;
+            Ok(())
         })
+        .await
     }
 
-    fn mark_needs_reauthorization<'a>(
-        &'a self,
-        user: UserId,
-        refused: &'a Secret,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let id = record::user_column("mark", user)?;
-            let refused = refused.expose().to_owned();
-            self.call("mark", move |conn| {
-                conn.prepare_cached(
-                    "UPDATE withings_tokens SET needs_reauthorization = 1
-                     WHERE user_id = ?1 AND refresh_token = ?2",
+    async fn remove(&self, user: UserId) -> Result<bool, Error> {
+        let id = record::user_column("delete", user)?;
+        self.call("delete", move |conn| {
+            conn.prepare_cached("DELETE FROM withings_tokens WHERE user_id = ?1")
+                .and_then(|mut s| s.execute(params![id]))
+                .map(|deleted| deleted > 0)
+                .map_err(|e| Error::store("delete", e))
+        })
+        .await
+    }
+
+    async fn lock(&self, user: UserId, lease: Duration) -> Result<LockAttempt, Error> {
+        let id = record::user_column("lock", user)?;
+        let lease_ms = record::lease_millis(lease);
+        self.call("lock", move |conn| {
+            let granted = Lease::new();
+            let failed = |e| Error::store("lock", e);
+            // BEGIN IMMEDIATE takes SQLite's write lock first, so the check and the write
+            // below are one step for every process sharing the file.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(failed)?;
+            let now = wall_millis()?;
+            let taken = tx
+                .prepare_cached(
+                    "INSERT INTO withings_refresh_leases (user_id, owner, expires_at_ms)
+                     VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user_id) DO UPDATE SET
+                         owner = excluded.owner,
+                         expires_at_ms = excluded.expires_at_ms
+                     WHERE withings_refresh_leases.expires_at_ms <= ?4",
                 )
-                .and_then(|mut s| s.execute(params![id, refused]))
-                .map_err(|e| Error::store("mark", e))?;
-                Ok(())
-            })
-            .await
-        })
-    }
-
-    fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let id = record::user_column("delete", user)?;
-            self.call("delete", move |conn| {
-                conn.prepare_cached("DELETE FROM withings_tokens WHERE user_id = ?1")
-                    .and_then(|mut s| s.execute(params![id]))
-                    .map(|deleted| deleted > 0)
-                    .map_err(|e| Error::store("delete", e))
-            })
-            .await
-        })
-    }
-
-    fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
-        Box::pin(async move {
-            let id = record::user_column("lock", user)?;
-            let lease_ms = record::lease_millis(lease);
-            self.call("lock", move |conn| {
-                let granted = Lease::new();
-                let failed = |e| Error::store("lock", e);
-                // BEGIN IMMEDIATE takes SQLite's write lock first, so the check and the write
-                // below are one step for every process sharing the file.
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(failed)?;
-                let now = wall_millis()?;
-                let taken = tx
-                    .prepare_cached(
-                        "INSERT INTO withings_refresh_leases (user_id, owner, expires_at_ms)
-                         VALUES (?1, ?2, ?3)
-                         ON CONFLICT (user_id) DO UPDATE SET
-                             owner = excluded.owner,
-                             expires_at_ms = excluded.expires_at_ms
-                         WHERE withings_refresh_leases.expires_at_ms <= ?4",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            id,
-                            granted.owner,
-                            now.saturating_add(lease_ms),
-                            now
-                        ])
-                    })
-                    .map_err(failed)?;
-                tx.commit().map_err(failed)?;
-                Ok(if taken == 1 {
-                    LockAttempt::Acquired(granted)
-                } else {
-                    LockAttempt::Held
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id,
+                        granted.owner,
+                        now.saturating_add(lease_ms),
+                        now
+                    ])
                 })
+                .map_err(failed)?;
+            tx.commit().map_err(failed)?;
+            Ok(if taken == 1 {
+                LockAttempt::Acquired(granted)
+            } else {
+                LockAttempt::Held
             })
-            .await
         })
+        .await
     }
 
-    fn unlock(&self, user: UserId, lease: Lease) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let id = record::user_column("unlock", user)?;
-            self.call("unlock", move |conn| {
-                conn.prepare_cached(
-                    "DELETE FROM withings_refresh_leases WHERE user_id = ?1 AND owner = ?2",
-                )
-                .and_then(|mut s| s.execute(params![id, lease.owner]))
-                .map_err(|e| Error::store("unlock", e))?;
-                Ok(())
-            })
-            .await
+    async fn release(&self, user: UserId, lease: Lease) -> Result<(), Error> {
+        let id = record::user_column("unlock", user)?;
+        self.call("unlock", move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM withings_refresh_leases WHERE user_id = ?1 AND owner = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, lease.owner]))
+            .map_err(|e| Error::store("unlock", e))?;
+            Ok(())
         })
+        .await
     }
 
-    fn budget(&self) -> Option<&dyn BudgetLedger> {
-        Some(self)
-    }
-
-    fn sync_state(&self) -> Option<&dyn crate::sync::SyncState> {
-        Some(self)
-    }
-
-    /// Every readable record, ordered by user id; unreadable rows are skipped with a warning
-    /// (see [`SqliteStore::list_all`] to see them).
-    fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
-        Box::pin(async move { Ok(record::readable(self.list_all().await?)) })
+    async fn records(&self) -> Result<Vec<Result<StoredToken, Error>>, Error> {
+        self.list_all().await
     }
 }

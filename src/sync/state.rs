@@ -64,6 +64,27 @@ pub struct StreamState {
     pub fence: u64,
 }
 
+impl StreamState {
+    /// A state as a durable store keeps it: the backfill as its two columns (`None` unless
+    /// both are set) and the fence as a signed integer (a negative one, which no store writes,
+    /// reads as 0).
+    pub(crate) fn stored(
+        cursor: Option<i64>,
+        (next_end, horizon): (Option<i64>, Option<i64>),
+        swept_at: Option<i64>,
+        fence: i64,
+    ) -> StreamState {
+        StreamState {
+            cursor,
+            backfill: next_end
+                .zip(horizon)
+                .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
+            swept_at,
+            fence: u64::try_from(fence).unwrap_or(0),
+        }
+    }
+}
+
 /// The highest version delivered for one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionEntry {
@@ -132,28 +153,28 @@ impl InboxEntry {
         }
     }
 
-    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), or `None`
-    /// (with a warning) for one this release cannot read: skipped, not an error.
-    pub(crate) fn from_row(
-        (user, stream, seq, count, first_ms): (i64, String, i64, i64, i64),
-    ) -> Option<InboxEntry> {
+    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), its stream
+    /// read by `stream` and its numbers by `number` (a column index), or `Ok(None)` (with a
+    /// warning) for one this release cannot read: skipped, not an error.
+    pub(crate) fn from_row<E>(
+        stream: Result<String, E>,
+        number: impl Fn(usize) -> Result<i64, E>,
+    ) -> Result<Option<InboxEntry>, E> {
+        let (user, stream) = (number(0)?, stream?);
+        let (seq, count, first_ms) = (number(2)?, number(3)?, number(4)?);
         let (Ok(user), Ok(stream)) = (u64::try_from(user), stream.parse::<SyncStream>()) else {
             tracing::warn!("skipping an inbox row this release cannot read");
-            return None;
+            return Ok(None);
         };
-        Some(InboxEntry::stored(
-            UserId(user),
-            stream,
-            seq,
-            count,
-            first_ms,
-        ))
+        let user = UserId(user);
+        Ok(Some(InboxEntry::stored(user, stream, seq, count, first_ms)))
     }
 }
 
 /// The sync's durable state. Implemented by every store of this crate (reached through
-/// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)); checked by
-/// `testkit::check_sync_state`.
+/// [`TokenStore::sync_state`](crate::store::TokenStore::sync_state)), through one shared impl
+/// listed below as `impl<S: SyncBackend> SyncState for S` (`SyncBackend` is private); checked
+/// by `testkit::check_sync_state`.
 pub trait SyncState: Send + Sync {
     /// Takes the (user, stream) lease for `ttl` unless another live holder has it; a lease
     /// whose holder stopped renewing is taken over once `ttl` has passed. Each taking raises

@@ -299,7 +299,10 @@ impl Backend for Postgres {
             tower_withings::store::PostgresStore::builder(&url)
                 .table(&self.table)
                 .max_connections(4)
-                .connect_timeout(Duration::from_secs(1))
+                .timeouts(tower_withings::store::Timeouts::new(
+                    Duration::from_secs(1),
+                    Duration::from_secs(5),
+                ))
                 .build()
                 .await
                 .expect("the store connects"),
@@ -333,8 +336,10 @@ async fn redis_connection(url: &str) -> redis::RedisResult<redis::aio::Multiplex
 async fn faulty_redis(url: &str, prefix: &str) -> Arc<dyn TokenStore> {
     let store = tower_withings::store::RedisStore::builder(url)
         .prefix(prefix)
-        .connection_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(1));
+        .timeouts(tower_withings::store::Timeouts::new(
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+        ));
     Arc::new(store.connect().await.expect("the store connects"))
 }
 
@@ -696,4 +701,27 @@ fn via_port(url: &str, port: u16) -> String {
     };
     let tail = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
     format!("{scheme}://{credentials}127.0.0.1:{port}{tail}")
+}
+
+/// The networked stores' builders never show their URL: it may hold a password.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[test]
+fn builders_never_show_the_url() {
+    let mut shown: Vec<String> = Vec::new();
+    #[cfg(feature = "postgres")]
+    shown.push(format!(
+        "{:?}",
+        tower_withings::store::PostgresStore::builder("postgres://app:hunter2@db.internal/app")
+    ));
+    #[cfg(feature = "redis")]
+    shown.push(format!(
+        "{:?}",
+        tower_withings::store::RedisStore::builder("redis://:hunter2@cache.internal:6379")
+    ));
+    for shown in shown {
+        assert!(
+            !shown.contains("hunter2") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tower_withings::store::MemoryStore;
-use tower_withings::testkit::{check_shared_stores, check_store};
+use tower_withings::testkit::{check_shared_stores, check_single_process_store, check_store};
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -136,20 +136,40 @@ async fn the_kit_catches_broken_stores() {
             inner: MemoryStore::new(),
             flaw,
         };
-        let outcome = tokio::spawn(async move { check_store(&store).await }).await;
-        let panic = match outcome {
-            Err(error) if error.is_panic() => error.into_panic(),
-            Err(error) => panic!("{error}"),
-            Ok(()) => panic!("the kit passed a store that breaks a rule ({expected})"),
-        };
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_default();
+        let message = kit_refusal(store).await;
         assert!(
             message.contains(expected),
             "expected a panic about {expected:?}, got {message:?}"
         );
     }
+}
+
+/// A store with the trait's default lease (`Flaw::NoLeases`) is right for one process: the
+/// single-process kit passes it, and the full kit's refusal says to use that one instead.
+#[tokio::test]
+async fn the_default_lease_is_for_one_process_and_the_kit_says_so() {
+    use broken::{Broken, Flaw};
+    let store = Broken {
+        inner: MemoryStore::new(),
+        flaw: Flaw::NoLeases,
+    };
+    check_single_process_store(&store).await;
+    let message = kit_refusal(store).await;
+    assert!(message.contains("check_single_process_store"), "{message}");
+}
+
+/// The message of the panic with which `check_store` refuses `store` (a test failure if it
+/// passes it).
+async fn kit_refusal(store: broken::Broken) -> String {
+    let outcome = tokio::spawn(async move { check_store(&store).await }).await;
+    let panic = match outcome {
+        Err(error) if error.is_panic() => error.into_panic(),
+        Err(error) => panic!("{error}"),
+        Ok(()) => panic!("the kit passed a store that breaks a rule"),
+    };
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
 }

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::store_support::{
     Fresh, assert_bad_records_reported, assert_no_lease_from_a_dead_store, fresh_stores_conform,
-    postgres_url, token,
+    fresh_with_good_record, postgres_url, token,
 };
-use tower_withings::store::{LockAttempt, PostgresStore, TokenStore};
+use tower_withings::store::{LockAttempt, PostgresStore, Timeouts, TokenStore};
 use tower_withings::{Error, UserId};
 
 /// Alone, and with a second, independent pool on the same table, as another replica would
@@ -19,14 +19,10 @@ async fn postgres_store_conforms_alone_and_on_two_pools() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
-    let Some(store) = PostgresStore::fresh().await else {
+    let Some(store) = fresh_with_good_record::<PostgresStore>().await else {
         return;
     };
     let table = store.table().to_owned();
-    store
-        .put(&token(10, "good"), SystemTime::now())
-        .await
-        .unwrap();
     let client = crate::store_support::postgres_client().await;
     let insert = format!(
         "INSERT INTO \"{table}\" (user_id, access_token, refresh_token, expires_at, scope,
@@ -63,7 +59,10 @@ async fn an_unreachable_database_is_an_error_never_a_lease() {
     }
     let store = PostgresStore::builder(url)
         .create_tables(false)
-        .connect_timeout(Duration::from_secs(1))
+        .timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ))
         .build()
         .await
         .unwrap();

@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::store_support::{
     Fresh, assert_bad_records_reported, assert_no_lease_from_a_dead_store, fresh_stores_conform,
-    redis_connection, token,
+    fresh_with_good_record, redis_connection, token,
 };
 use redis::AsyncCommands;
-use tower_withings::store::{LockAttempt, RedisStore, TokenStore};
+use tower_withings::store::{LockAttempt, RedisStore, Timeouts, TokenStore};
 use tower_withings::{Error, Secret, UserId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,14 +73,10 @@ async fn key_names_are_documented_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
-    let Some(store) = RedisStore::fresh().await else {
+    let Some(store) = fresh_with_good_record::<RedisStore>().await else {
         return;
     };
     let p = store.prefix().to_owned();
-    store
-        .put(&token(10, "good"), SystemTime::now())
-        .await
-        .unwrap();
     // A hash naming another user: a record whose user id is then overwritten.
     store
         .put(&token(14, "moved"), SystemTime::now())
@@ -153,7 +149,10 @@ async fn garbage_keys_are_reported_per_user_and_do_not_break_others() {
 #[tokio::test]
 async fn an_unreachable_server_is_an_error() {
     match RedisStore::builder("redis://127.0.0.1:1")
-        .connection_timeout(Duration::from_millis(500))
+        .timeouts(Timeouts::new(
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+        ))
         .connect()
         .await
     {

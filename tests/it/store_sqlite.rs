@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store_support::{TempDir, assert_bad_records_reported, token, two_sqlite_instances};
+use crate::store_support::{
+    TempDir, assert_bad_records_reported, put_good_record, token, two_sqlite_instances,
+};
 use rusqlite::{Connection, params};
 use tower_withings::store::{LockAttempt, SqliteStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_store};
@@ -69,10 +71,7 @@ async fn bad_rows_are_reported_per_user_and_do_not_break_others() {
     let dir = TempDir::new("sqlite");
     let path = dir.file("tokens.sqlite3");
     let store = SqliteStore::open(&path).await.unwrap();
-    store
-        .put(&token(10, "good"), SystemTime::now())
-        .await
-        .unwrap();
+    put_good_record(&store).await;
     let raw = Connection::open(&path).unwrap();
     let insert = "INSERT INTO withings_tokens (user_id, access_token, refresh_token, expires_at_ms,
                   scope, needs_reauthorization, refreshed_at_ms, format)

@@ -244,8 +244,22 @@ pub fn token(user: u64, tag: &str) -> tower_withings::Token {
     }
 }
 
-/// Bad records were written for the `bad` users beside user 10's good one (`token(10,
-/// "good")`): each bad one loads as a `CorruptRecord` naming its user and no secret, the
+/// User 10's good record, the one [`assert_bad_records_reported`] expects beside the bad ones.
+pub async fn put_good_record(store: &dyn tower_withings::store::TokenStore) {
+    let now = std::time::SystemTime::now();
+    store.put(&token(10, "good"), now).await.unwrap();
+}
+
+/// A fresh store holding user 10's good record ([`put_good_record`]), or `None` as
+/// [`Fresh::fresh`] says.
+pub async fn fresh_with_good_record<S: Fresh>() -> Option<S> {
+    let store = S::fresh().await?;
+    put_good_record(&store).await;
+    Some(store)
+}
+
+/// Bad records were written for the `bad` users beside user 10's good one
+/// ([`put_good_record`]): each bad one loads as a `CorruptRecord` naming its user and no secret, the
 /// good one still loads, `list` skips the bad ones, and `all` (the store's `list_all`)
 /// reports each of them.
 pub async fn assert_bad_records_reported(

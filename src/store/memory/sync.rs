@@ -6,13 +6,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::MemoryStore;
-use crate::store::StoreFuture;
-use crate::sync::{
-    Commit, InboxEntry, StreamState, SyncLease, SyncState, SyncStream, VersionEntry,
-};
+use crate::error::Error;
+use crate::store::sync_backend::{Key, SyncBackend};
+use crate::sync::{Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry};
 use crate::token::UserId;
-
-type Key = (UserId, SyncStream);
 
 #[derive(Debug, Default)]
 pub(crate) struct SyncMaps(Mutex<Maps>);
@@ -34,20 +31,11 @@ impl SyncMaps {
     }
 }
 
-fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
-    Box::pin(async move { Ok(value) })
-}
-
-impl SyncState for MemoryStore {
-    fn lease(
-        &self,
-        user: UserId,
-        stream: SyncStream,
-        ttl: Duration,
-    ) -> StoreFuture<'_, Option<SyncLease>> {
+impl SyncBackend for MemoryStore {
+    async fn lease(&self, key: Key, ttl: Duration) -> Result<Option<SyncLease>, Error> {
         let now = Instant::now();
-        ready(self.sync.with(|m| {
-            let (state, holder) = m.streams.entry((user, stream)).or_default();
+        Ok(self.sync.with(|m| {
+            let (state, holder) = m.streams.entry(key).or_default();
             if holder.as_ref().is_some_and(|(_, until)| *until > now) {
                 return None;
             }
@@ -55,42 +43,34 @@ impl SyncState for MemoryStore {
             let owner = SyncLease::new_owner();
             *holder = Some((owner.clone(), now + ttl));
             Some(SyncLease {
-                user,
-                stream,
+                user: key.user,
+                stream: key.stream,
                 owner,
                 fence: state.fence,
             })
         }))
     }
 
-    fn release<'a>(&'a self, lease: &'a SyncLease) -> StoreFuture<'a, ()> {
+    async fn release(&self, lease: &SyncLease) -> Result<(), Error> {
         self.sync.with(|m| {
-            if let Some((_, holder)) = m.streams.get_mut(&(lease.user, lease.stream)) {
+            if let Some((_, holder)) = m.streams.get_mut(&Key::of_lease(lease)) {
                 if holder.as_ref().is_some_and(|(o, _)| *o == lease.owner) {
                     *holder = None;
                 }
             }
         });
-        ready(())
+        Ok(())
     }
 
-    fn load(&self, user: UserId, stream: SyncStream) -> StoreFuture<'_, StreamState> {
-        ready(self.sync.with(|m| {
-            m.streams
-                .get(&(user, stream))
-                .map(|(s, _)| *s)
-                .unwrap_or_default()
-        }))
+    async fn load(&self, key: Key) -> Result<StreamState, Error> {
+        Ok(self
+            .sync
+            .with(|m| m.streams.get(&key).map(|(s, _)| *s).unwrap_or_default()))
     }
 
-    fn commit<'a>(
-        &'a self,
-        lease: &'a SyncLease,
-        ttl: Duration,
-        commit: Commit<'a>,
-    ) -> StoreFuture<'a, bool> {
-        let key = (lease.user, lease.stream);
-        ready(self.sync.with(|m| {
+    async fn commit(&self, lease: &SyncLease, ttl: Duration, c: Commit<'_>) -> Result<bool, Error> {
+        let key = Key::of_lease(lease);
+        Ok(self.sync.with(|m| {
             let Some((state, holder)) = m.streams.get_mut(&key) else {
                 return false;
             };
@@ -100,17 +80,17 @@ impl SyncState for MemoryStore {
                 return false;
             }
             *holder = Some((lease.owner.clone(), Instant::now() + ttl));
-            if let Some(c) = commit.cursor {
-                state.cursor = Some(state.cursor.map_or(c, |old| old.max(c)));
+            if let Some(cursor) = c.cursor {
+                state.cursor = Some(state.cursor.map_or(cursor, |old| old.max(cursor)));
             }
-            if let Some(b) = commit.backfill {
+            if let Some(b) = c.backfill {
                 state.backfill = Some(b);
             }
-            if let Some(s) = commit.swept_at {
+            if let Some(s) = c.swept_at {
                 state.swept_at = Some(s);
             }
             let versions = m.versions.entry(key).or_default();
-            for v in commit.versions {
+            for v in c.versions {
                 match versions.get(&v.id) {
                     Some(old) if old.rank() >= v.rank() => {}
                     _ => {
@@ -122,30 +102,19 @@ impl SyncState for MemoryStore {
         }))
     }
 
-    fn versions<'a>(
-        &'a self,
-        user: UserId,
-        stream: SyncStream,
-        ids: &'a [String],
-    ) -> StoreFuture<'a, Vec<Option<VersionEntry>>> {
-        ready(self.sync.with(|m| {
-            let map = m.versions.get(&(user, stream));
+    async fn versions(&self, key: Key, ids: &[String]) -> Result<Vec<Option<VersionEntry>>, Error> {
+        Ok(self.sync.with(|m| {
+            let map = m.versions.get(&key);
             ids.iter()
                 .map(|id| map.and_then(|v| v.get(id)).cloned())
                 .collect()
         }))
     }
 
-    fn known(
-        &self,
-        user: UserId,
-        stream: SyncStream,
-        from: i64,
-        to: i64,
-    ) -> StoreFuture<'_, Vec<VersionEntry>> {
-        ready(self.sync.with(|m| {
+    async fn known(&self, key: Key, from: i64, to: i64) -> Result<Vec<VersionEntry>, Error> {
+        Ok(self.sync.with(|m| {
             m.versions
-                .get(&(user, stream))
+                .get(&key)
                 .map(|v| {
                     v.values()
                         .filter(|e| !e.deleted && e.at.is_some_and(|at| from <= at && at <= to))
@@ -156,29 +125,29 @@ impl SyncState for MemoryStore {
         }))
     }
 
-    fn inbox_push(&self, user: UserId, stream: SyncStream, now_ms: i64) -> StoreFuture<'_, ()> {
+    async fn inbox_push(&self, key: Key, now_ms: i64) -> Result<(), Error> {
         self.sync.with(|m| {
             m.next_seq += 1;
             let seq = m.next_seq;
             m.inbox
-                .entry((user, stream))
+                .entry(key)
                 .and_modify(|e| {
                     e.seq = seq;
                     e.count += 1;
                 })
                 .or_insert(InboxEntry {
-                    user,
-                    stream,
+                    user: key.user,
+                    stream: key.stream,
                     seq,
                     count: 1,
                     first_ms: now_ms,
                 });
         });
-        ready(())
+        Ok(())
     }
 
-    fn inbox(&self, limit: usize) -> StoreFuture<'_, Vec<InboxEntry>> {
-        ready(self.sync.with(|m| {
+    async fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>, Error> {
+        Ok(self.sync.with(|m| {
             let mut all: Vec<InboxEntry> = m.inbox.values().cloned().collect();
             all.sort_by_key(|e| (e.first_ms, e.user, e.stream));
             all.truncate(limit);
@@ -186,9 +155,12 @@ impl SyncState for MemoryStore {
         }))
     }
 
-    fn inbox_ack<'a>(&'a self, entry: &'a InboxEntry) -> StoreFuture<'a, bool> {
-        ready(self.sync.with(|m| {
-            let key = (entry.user, entry.stream);
+    async fn inbox_ack(&self, entry: &InboxEntry) -> Result<bool, Error> {
+        Ok(self.sync.with(|m| {
+            let key = Key {
+                user: entry.user,
+                stream: entry.stream,
+            };
             if m.inbox.get(&key).is_some_and(|e| e.seq == entry.seq) {
                 m.inbox.remove(&key);
                 true
@@ -198,43 +170,43 @@ impl SyncState for MemoryStore {
         }))
     }
 
-    fn inbox_depth(&self) -> StoreFuture<'_, u64> {
-        ready(self.sync.with(|m| m.inbox.len() as u64))
+    async fn inbox_depth(&self) -> Result<u64, Error> {
+        Ok(self.sync.with(|m| m.inbox.len() as u64))
     }
 
-    fn stop<'a>(&'a self, user: UserId, reason: &'a str) -> StoreFuture<'a, ()> {
+    async fn stop(&self, user: UserId, reason: &str) -> Result<(), Error> {
         self.sync.with(|m| {
             m.stopped.insert(user, reason.to_owned());
-            m.inbox.retain(|(u, _), _| *u != user);
+            m.inbox.retain(|k, _| k.user != user);
         });
-        ready(())
+        Ok(())
     }
 
-    fn stopped(&self, user: UserId) -> StoreFuture<'_, Option<String>> {
-        ready(self.sync.with(|m| m.stopped.get(&user).cloned()))
+    async fn stopped(&self, user: UserId) -> Result<Option<String>, Error> {
+        Ok(self.sync.with(|m| m.stopped.get(&user).cloned()))
     }
 
-    fn resume(&self, user: UserId) -> StoreFuture<'_, bool> {
-        ready(self.sync.with(|m| m.stopped.remove(&user).is_some()))
+    async fn resume(&self, user: UserId) -> Result<bool, Error> {
+        Ok(self.sync.with(|m| m.stopped.remove(&user).is_some()))
     }
 
-    fn forget(&self, user: UserId) -> StoreFuture<'_, ()> {
+    async fn forget(&self, user: UserId) -> Result<(), Error> {
         self.sync.with(|m| {
-            m.streams.retain(|(u, _), _| *u != user);
-            m.versions.retain(|(u, _), _| *u != user);
-            m.inbox.retain(|(u, _), _| *u != user);
+            m.streams.retain(|k, _| k.user != user);
+            m.versions.retain(|k, _| k.user != user);
+            m.inbox.retain(|k, _| k.user != user);
             m.stopped.remove(&user);
         });
-        ready(())
+        Ok(())
     }
 
-    fn streams(&self, user: UserId) -> StoreFuture<'_, Vec<(SyncStream, StreamState)>> {
-        ready(self.sync.with(|m| {
+    async fn streams(&self, user: UserId) -> Result<Vec<(SyncStream, StreamState)>, Error> {
+        Ok(self.sync.with(|m| {
             let mut all: Vec<(SyncStream, StreamState)> = m
                 .streams
                 .iter()
-                .filter(|((u, _), _)| *u == user)
-                .map(|((_, s), (state, _))| (*s, *state))
+                .filter(|(k, _)| k.user == user)
+                .map(|(k, (state, _))| (k.stream, *state))
                 .collect();
             all.sort_by_key(|(s, _)| *s);
             all

@@ -14,16 +14,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{Script, Value};
+use redis::Script;
 
 use super::RedisStore;
 use crate::error::Error;
-use crate::store::StoreFuture;
 use crate::store::record;
-use crate::sync::{
-    BackfillProgress, Commit, InboxEntry, StreamState, SyncLease, SyncState, SyncStream,
-    VersionEntry,
-};
+use crate::store::sync_backend::{Key, SyncBackend};
+use crate::sync::{Commit, InboxEntry, StreamState, SyncLease, SyncStream, VersionEntry};
 use crate::token::UserId;
 
 const NOW: &str = "local t = redis.call('TIME')
@@ -106,10 +103,6 @@ return 0",
     )
 });
 
-fn failed(operation: &'static str) -> impl Fn(redis::RedisError) -> Error {
-    move |e| Error::store(operation, e)
-}
-
 fn parse_version(id: &str, raw: &str) -> Option<VersionEntry> {
     let mut parts = raw.splitn(3, ':');
     let version = parts.next()?.parse().ok()?;
@@ -147,313 +140,205 @@ impl RedisStore {
         user: UserId,
         stream: SyncStream,
     ) -> Result<Option<StreamState>, Error> {
-        let mut conn = self.conn.clone();
-        let map: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.sync_key("s", user, stream))
-            .query_async(&mut conn)
-            .await
-            .map_err(failed("sync load"))?;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.sync_key("s", user, stream));
+        let map: Vec<(String, String)> = self.send("sync load", &command).await?;
         if map.is_empty() {
             return Ok(None);
         }
-        Ok(Some(StreamState {
-            cursor: field(&map, "cursor"),
-            backfill: field(&map, "bn")
-                .zip(field(&map, "bh"))
-                .map(|(next_end, horizon)| BackfillProgress { next_end, horizon }),
-            swept_at: field(&map, "swept"),
-            fence: field(&map, "fence")
-                .and_then(|f| u64::try_from(f).ok())
-                .unwrap_or(0),
-        }))
+        let backfill = (field(&map, "bn"), field(&map, "bh"));
+        let (cursor, swept_at) = (field(&map, "cursor"), field(&map, "swept"));
+        let fence = field(&map, "fence").unwrap_or(0);
+        Ok(Some(StreamState::stored(cursor, backfill, swept_at, fence)))
     }
 }
 
-impl SyncState for RedisStore {
-    fn lease(
-        &self,
-        user: UserId,
-        stream: SyncStream,
-        ttl: Duration,
-    ) -> StoreFuture<'_, Option<SyncLease>> {
-        Box::pin(async move {
-            let owner = SyncLease::new_owner();
-            let mut conn = self.conn.clone();
-            let fence: i64 = LEASE
-                .key(self.sync_key("s", user, stream))
-                .arg(&owner)
-                .arg(record::lease_millis(ttl))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(failed("sync lease"))?;
-            Ok(u64::try_from(fence).ok().map(|fence| SyncLease {
-                user,
-                stream,
-                owner,
-                fence,
-            }))
-        })
+impl SyncBackend for RedisStore {
+    async fn lease(&self, key: Key, ttl: Duration) -> Result<Option<SyncLease>, Error> {
+        let Key { user, stream } = key;
+        let owner = SyncLease::new_owner();
+        let mut script = LEASE.key(self.sync_key("s", user, stream));
+        script.arg(&owner).arg(record::lease_millis(ttl));
+        let fence: i64 = self.invoke("sync lease", &script).await?;
+        Ok(u64::try_from(fence).ok().map(|fence| SyncLease {
+            user,
+            stream,
+            owner,
+            fence,
+        }))
     }
 
-    fn release<'a>(&'a self, lease: &'a SyncLease) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = RELEASE
-                .key(self.sync_key("s", lease.user, lease.stream))
-                .arg(&lease.owner)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(failed("sync release"))?;
-            Ok(())
-        })
+    async fn release(&self, lease: &SyncLease) -> Result<(), Error> {
+        let mut script = RELEASE.key(self.sync_key("s", lease.user, lease.stream));
+        script.arg(&lease.owner);
+        let _: i64 = self.invoke("sync release", &script).await?;
+        Ok(())
     }
 
-    fn load(&self, user: UserId, stream: SyncStream) -> StoreFuture<'_, StreamState> {
-        Box::pin(async move { Ok(self.stream_state(user, stream).await?.unwrap_or_default()) })
+    async fn load(&self, key: Key) -> Result<StreamState, Error> {
+        let Key { user, stream } = key;
+        Ok(self.stream_state(user, stream).await?.unwrap_or_default())
     }
 
-    fn commit<'a>(
-        &'a self,
-        lease: &'a SyncLease,
-        ttl: Duration,
-        commit: Commit<'a>,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let opt = |v: Option<i64>| v.map_or_else(String::new, |v| v.to_string());
-            let mut invocation = COMMIT.prepare_invoke();
+    async fn commit(&self, lease: &SyncLease, ttl: Duration, c: Commit<'_>) -> Result<bool, Error> {
+        let opt = |v: Option<i64>| v.map_or_else(String::new, |v| v.to_string());
+        let mut invocation = COMMIT.prepare_invoke();
+        invocation
+            .key(self.sync_key("s", lease.user, lease.stream))
+            .key(self.sync_key("v", lease.user, lease.stream))
+            .arg(&lease.owner)
+            .arg(lease.fence.to_string())
+            .arg(record::lease_millis(ttl))
+            .arg(opt(c.cursor))
+            .arg(opt(c.backfill.map(|b| b.next_end)))
+            .arg(opt(c.backfill.map(|b| b.horizon)))
+            .arg(opt(c.swept_at));
+        for v in c.versions {
             invocation
-                .key(self.sync_key("s", lease.user, lease.stream))
-                .key(self.sync_key("v", lease.user, lease.stream))
-                .arg(&lease.owner)
-                .arg(lease.fence.to_string())
-                .arg(record::lease_millis(ttl))
-                .arg(opt(commit.cursor))
-                .arg(opt(commit.backfill.map(|b| b.next_end)))
-                .arg(opt(commit.backfill.map(|b| b.horizon)))
-                .arg(opt(commit.swept_at));
-            for v in commit.versions {
-                invocation
-                    .arg(&v.id)
-                    .arg(v.version)
-                    .arg(u8::from(v.deleted))
-                    .arg(opt(v.at));
-            }
-            let mut conn = self.conn.clone();
-            let ours: i64 = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(failed("sync commit"))?;
-            Ok(ours == 1)
-        })
+                .arg(&v.id)
+                .arg(v.version)
+                .arg(u8::from(v.deleted))
+                .arg(opt(v.at));
+        }
+        let ours: i64 = self.invoke("sync commit", &invocation).await?;
+        Ok(ours == 1)
     }
 
-    fn versions<'a>(
-        &'a self,
-        user: UserId,
-        stream: SyncStream,
-        ids: &'a [String],
-    ) -> StoreFuture<'a, Vec<Option<VersionEntry>>> {
-        Box::pin(async move {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut conn = self.conn.clone();
-            let raw: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(self.sync_key("v", user, stream))
-                .arg(ids)
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync versions"))?;
-            Ok(ids
-                .iter()
-                .zip(raw)
-                .map(|(id, r)| r.and_then(|r| parse_version(id, &r)))
-                .collect())
-        })
+    async fn versions(&self, key: Key, ids: &[String]) -> Result<Vec<Option<VersionEntry>>, Error> {
+        let Key { user, stream } = key;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.sync_key("v", user, stream)).arg(ids);
+        let raw: Vec<Option<String>> = self.send("sync versions", &command).await?;
+        Ok(ids
+            .iter()
+            .zip(raw)
+            .map(|(id, r)| r.and_then(|r| parse_version(id, &r)))
+            .collect())
     }
 
-    fn known(
-        &self,
-        user: UserId,
-        stream: SyncStream,
-        from: i64,
-        to: i64,
-    ) -> StoreFuture<'_, Vec<VersionEntry>> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let all: Vec<(String, String)> = redis::cmd("HGETALL")
-                .arg(self.sync_key("v", user, stream))
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync known"))?;
-            let mut known: Vec<VersionEntry> = all
-                .iter()
-                .filter_map(|(id, raw)| parse_version(id, raw))
-                .filter(|e| !e.deleted && e.at.is_some_and(|at| from <= at && at <= to))
-                .collect();
-            known.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(known)
-        })
+    async fn known(&self, key: Key, from: i64, to: i64) -> Result<Vec<VersionEntry>, Error> {
+        let Key { user, stream } = key;
+        let mut command = redis::cmd("HGETALL");
+        command.arg(self.sync_key("v", user, stream));
+        let all: Vec<(String, String)> = self.send("sync known", &command).await?;
+        let mut known: Vec<VersionEntry> = all
+            .iter()
+            .filter_map(|(id, raw)| parse_version(id, raw))
+            .filter(|e| !e.deleted && e.at.is_some_and(|at| from <= at && at <= to))
+            .collect();
+        known.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(known)
     }
 
-    fn inbox_push(&self, user: UserId, stream: SyncStream, now_ms: i64) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let _: i64 = PUSH
-                .key(self.sync_key("ie", user, stream))
-                .key(self.inbox_key())
-                .arg(format!("{user}:{}", stream.name()))
-                .arg(now_ms)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(failed("sync inbox"))?;
-            Ok(())
-        })
+    async fn inbox_push(&self, key: Key, now_ms: i64) -> Result<(), Error> {
+        let Key { user, stream } = key;
+        let mut script = PUSH.key(self.sync_key("ie", user, stream));
+        script.key(self.inbox_key());
+        script.arg(format!("{user}:{}", stream.name())).arg(now_ms);
+        let _: i64 = self.invoke("sync inbox", &script).await?;
+        Ok(())
     }
 
-    fn inbox(&self, limit: usize) -> StoreFuture<'_, Vec<InboxEntry>> {
-        Box::pin(async move {
-            if limit == 0 {
-                return Ok(Vec::new());
-            }
-            let mut conn = self.conn.clone();
-            let stop = isize::try_from(limit)
-                .unwrap_or(isize::MAX)
-                .saturating_sub(1);
-            let members: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.inbox_key())
-                .arg(0)
-                .arg(stop)
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync inbox"))?;
-            let mut all = Vec::new();
-            for member in members {
-                let Some((user, stream)) = member.split_once(':').and_then(|(u, s)| {
-                    Some((UserId(u.parse().ok()?), s.parse::<SyncStream>().ok()?))
-                }) else {
-                    tracing::warn!("skipping an inbox member this release cannot read");
-                    continue;
-                };
-                let map: Vec<(String, String)> = redis::cmd("HGETALL")
-                    .arg(self.sync_key("ie", user, stream))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(failed("sync inbox"))?;
-                let (Some(seq), Some(count), Some(first_ms)) = (
-                    field(&map, "seq"),
-                    field(&map, "count"),
-                    field(&map, "first"),
-                ) else {
-                    continue; // acked between the two reads
-                };
-                all.push(InboxEntry::stored(user, stream, seq, count, first_ms));
-            }
-            Ok(all)
-        })
+    async fn inbox(&self, limit: usize) -> Result<Vec<InboxEntry>, Error> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
+        let mut command = redis::cmd("ZRANGE");
+        command.arg(self.inbox_key()).arg(0).arg(stop);
+        let members: Vec<String> = self.send("sync inbox", &command).await?;
+        let mut all = Vec::new();
+        for member in members {
+            let Some((user, stream)) = member
+                .split_once(':')
+                .and_then(|(u, s)| Some((UserId(u.parse().ok()?), s.parse::<SyncStream>().ok()?)))
+            else {
+                tracing::warn!("skipping an inbox member this release cannot read");
+                continue;
+            };
+            let mut command = redis::cmd("HGETALL");
+            command.arg(self.sync_key("ie", user, stream));
+            let map: Vec<(String, String)> = self.send("sync inbox", &command).await?;
+            let (Some(seq), Some(count), Some(first_ms)) = (
+                field(&map, "seq"),
+                field(&map, "count"),
+                field(&map, "first"),
+            ) else {
+                continue; // acked between the two reads
+            };
+            all.push(InboxEntry::stored(user, stream, seq, count, first_ms));
+        }
+        Ok(all)
     }
 
-    fn inbox_ack<'a>(&'a self, entry: &'a InboxEntry) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let gone: i64 = ACK
-                .key(self.sync_key("ie", entry.user, entry.stream))
-                .key(self.inbox_key())
-                .arg(entry.seq.to_string())
-                .arg(format!("{}:{}", entry.user, entry.stream.name()))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(failed("sync inbox"))?;
-            Ok(gone == 1)
-        })
+    async fn inbox_ack(&self, entry: &InboxEntry) -> Result<bool, Error> {
+        let mut script = ACK.key(self.sync_key("ie", entry.user, entry.stream));
+        script.key(self.inbox_key());
+        script
+            .arg(entry.seq.to_string())
+            .arg(format!("{}:{}", entry.user, entry.stream.name()));
+        let gone: i64 = self.invoke("sync inbox", &script).await?;
+        Ok(gone == 1)
     }
 
-    fn inbox_depth(&self) -> StoreFuture<'_, u64> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            redis::cmd("ZCARD")
-                .arg(self.inbox_key())
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync inbox"))
-        })
+    async fn inbox_depth(&self) -> Result<u64, Error> {
+        let mut command = redis::cmd("ZCARD");
+        command.arg(self.inbox_key());
+        self.send("sync inbox", &command).await
     }
 
-    fn stop<'a>(&'a self, user: UserId, reason: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hset(self.stopped_key(), user.0.to_string(), reason)
+    async fn stop(&self, user: UserId, reason: &str) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(self.stopped_key(), user.0.to_string(), reason)
+            .ignore();
+        for stream in SyncStream::ALL {
+            pipe.del(self.sync_key("ie", user, stream)).ignore();
+            pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
                 .ignore();
-            for stream in SyncStream::ALL {
-                pipe.del(self.sync_key("ie", user, stream)).ignore();
-                pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
-                    .ignore();
+        }
+        self.atomically("sync stop", &pipe).await
+    }
+
+    async fn stopped(&self, user: UserId) -> Result<Option<String>, Error> {
+        let mut command = redis::cmd("HGET");
+        command.arg(self.stopped_key()).arg(user.0.to_string());
+        self.send("sync stop", &command).await
+    }
+
+    async fn resume(&self, user: UserId) -> Result<bool, Error> {
+        let mut command = redis::cmd("HDEL");
+        command.arg(self.stopped_key()).arg(user.0.to_string());
+        let n: i64 = self.send("sync resume", &command).await?;
+        Ok(n == 1)
+    }
+
+    async fn forget(&self, user: UserId) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for stream in SyncStream::ALL {
+            for kind in ["s", "v", "ie"] {
+                pipe.del(self.sync_key(kind, user, stream)).ignore();
             }
-            let mut conn = self.conn.clone();
-            let _: Value = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync stop"))?;
-            Ok(())
-        })
+            pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
+                .ignore();
+        }
+        pipe.hdel(self.stopped_key(), user.0.to_string()).ignore();
+        self.atomically("sync forget", &pipe).await
     }
 
-    fn stopped(&self, user: UserId) -> StoreFuture<'_, Option<String>> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            redis::cmd("HGET")
-                .arg(self.stopped_key())
-                .arg(user.0.to_string())
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync stop"))
-        })
-    }
-
-    fn resume(&self, user: UserId) -> StoreFuture<'_, bool> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let n: i64 = redis::cmd("HDEL")
-                .arg(self.stopped_key())
-                .arg(user.0.to_string())
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync resume"))?;
-            Ok(n == 1)
-        })
-    }
-
-    fn forget(&self, user: UserId) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for stream in SyncStream::ALL {
-                for kind in ["s", "v", "ie"] {
-                    pipe.del(self.sync_key(kind, user, stream)).ignore();
-                }
-                pipe.zrem(self.inbox_key(), format!("{user}:{}", stream.name()))
-                    .ignore();
+    async fn streams(&self, user: UserId) -> Result<Vec<(SyncStream, StreamState)>, Error> {
+        let mut all = Vec::new();
+        for stream in SyncStream::ALL {
+            if let Some(state) = self.stream_state(user, stream).await? {
+                all.push((stream, state));
             }
-            pipe.hdel(self.stopped_key(), user.0.to_string()).ignore();
-            let mut conn = self.conn.clone();
-            let _: Value = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(failed("sync forget"))?;
-            Ok(())
-        })
-    }
-
-    fn streams(&self, user: UserId) -> StoreFuture<'_, Vec<(SyncStream, StreamState)>> {
-        Box::pin(async move {
-            let mut all = Vec::new();
-            for stream in SyncStream::ALL {
-                if let Some(state) = self.stream_state(user, stream).await? {
-                    all.push((stream, state));
-                }
-            }
-            Ok(all)
-        })
+        }
+        Ok(all)
     }
 }
