@@ -296,10 +296,11 @@ fn write_group(out: &mut String, g: &SimGroup, wanted: Option<&[i64]>) {
         g.created,
         g.modified,
         g.category,
-        opt_str(g.deviceid.as_deref()),
-        opt_str(g.hash_deviceid.as_deref()),
-        opt_str(g.model.as_deref()),
-        g.modelid
+        opt_str(g.source.deviceid.as_deref()),
+        opt_str(g.source.hash_deviceid.as_deref()),
+        opt_str(g.source.model.as_deref()),
+        g.source
+            .modelid
             .map_or_else(|| "null".to_owned(), |m| m.to_string()),
     );
     let measures = (g.measures.iter()).filter(|m| wanted.is_none_or(|w| w.contains(&m.meastype)));

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::{HistoryConfig, SimGroup, SimMeasure};
+use super::{HistoryConfig, SimGroup, SimMeasure, SimSource};
 
 /// The zone every simulated user lives in.
 pub(crate) const TIMEZONE: &str = "Europe/Paris";
@@ -358,10 +358,12 @@ impl History {
             date,
             created: date,
             modified: date,
-            deviceid: dev.map(|d| d.id.clone()),
-            hash_deviceid: dev.map(|d| d.hash.clone()),
-            model: dev.map(|d| d.model.to_owned()),
-            modelid: dev.map(|d| d.model_id),
+            source: SimSource {
+                deviceid: dev.map(|d| d.id.clone()),
+                hash_deviceid: dev.map(|d| d.hash.clone()),
+                model: dev.map(|d| d.model.to_owned()),
+                modelid: dev.map(|d| d.model_id),
+            },
             measures,
         }
     }

@@ -274,6 +274,15 @@ pub struct SimGroup {
     pub created: u64,
     /// When it last changed.
     pub modified: u64,
+    /// The device that took it (the library reads it as `MeasureGroup::source`).
+    pub source: SimSource,
+    /// Its measures, in the order they are sent.
+    pub measures: Vec<SimMeasure>,
+}
+
+/// The device of a [`SimGroup`], as getmeas writes it flat beside the group's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimSource {
     /// The device, `None` on manual entries.
     pub deviceid: Option<String>,
     /// The device's hash, `None` on manual entries.
@@ -282,8 +291,6 @@ pub struct SimGroup {
     pub model: Option<String>,
     /// The device model's code.
     pub modelid: Option<i64>,
-    /// Its measures, in the order they are sent.
-    pub measures: Vec<SimMeasure>,
 }
 
 /// A kind of v2 rows, for [`Simulator::rows`].

@@ -25,7 +25,7 @@ use http_body_util::Full;
 use super::Shared;
 use super::history::{TIMEZONE, ymd};
 use super::state::{State, Subscription, unix_secs};
-use super::{SimGroup, SimMeasure};
+use super::{SimGroup, SimMeasure, SimSource};
 
 /// The status and message of a subscription whose callback failed the `HEAD` check (OPEN:
 /// Withings was seen answering 293 "The callback URL '…' is either unknown or invalid"; the
@@ -160,10 +160,11 @@ impl State {
             date,
             created: now,
             modified: now,
-            deviceid: None,
-            hash_deviceid: None,
-            model: (!manual).then(|| "Body+".to_owned()),
-            modelid: (!manual).then_some(5),
+            source: SimSource {
+                model: (!manual).then(|| "Body+".to_owned()),
+                modelid: (!manual).then_some(5),
+                ..SimSource::default()
+            },
             measures,
         });
         (

@@ -202,7 +202,7 @@ async fn getmeas_raw_shapes_unknown_codes_and_segments() {
     let attribs: BTreeSet<i64> = truth.iter().map(|g| g.attrib).collect();
     history_codes::assert_rare_codes(&types, &attribs);
     assert!(truth.iter().any(|g| g.category == 2));
-    assert!(truth.iter().any(|g| g.deviceid.is_none()));
+    assert!(truth.iter().any(|g| g.source.deviceid.is_none()));
     // Segmental types repeat in one group, told apart by position.
     let seg = truth
         .iter()
@@ -237,7 +237,7 @@ async fn getmeas_raw_shapes_unknown_codes_and_segments() {
         }
     }
     // A manual entry's device is null on the wire.
-    let manual = truth.iter().find(|g| g.deviceid.is_none()).unwrap();
+    let manual = truth.iter().find(|g| g.source.deviceid.is_none()).unwrap();
     let date = manual.date.to_string();
     let body = h
         .body(

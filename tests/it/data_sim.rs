@@ -102,7 +102,7 @@ fn assert_same_groups(read: &[MeasureGroup], held: &[SimGroup]) {
         assert_eq!(secs(g.modified), h.modified);
         assert_eq!(g.attrib.map(Attrib::code), Some(h.attrib));
         assert_eq!(g.category.map(|c| c.code()), Some(h.category));
-        assert_eq!(g.source.deviceid, h.deviceid);
+        assert_eq!(g.source.deviceid, h.source.deviceid);
         let got: Vec<(i64, i64, i32, Option<i64>)> = (g.measures.iter())
             .map(|m| {
                 (
