@@ -93,39 +93,22 @@ enum Source {
 }
 
 impl PostgresStoreBuilder {
-    /// Uses an existing pool (e.g. one with TLS) instead of a URL.
-    pub fn pool(mut self, pool: Pool) -> Self {
-        self.source = Source::Pool(pool);
-        self
-    }
-
-    /// The token table's name (default `withings_tokens`): letters, digits and `_`, at most
-    /// 56 characters, not starting with a digit. Leases go to `<table>_leases`.
-    pub fn table(mut self, name: impl Into<String>) -> Self {
-        self.table = name.into();
-        self
-    }
-
-    /// Whether to create missing tables when connecting (default `true`). Turn it off when a
-    /// migration tool applies [`PostgresStore::schema_sql`] instead.
-    pub fn create_tables(mut self, create: bool) -> Self {
-        self.create_tables = create;
-        self
-    }
-
-    /// Pool size when connecting by URL (default 8).
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
-        self
-    }
-
-    /// How long opening a connection (or waiting for a pooled one) may take, and how long one
-    /// store operation may wait for the database's answer once it has a connection (default
-    /// 5 s each). Past the answer timeout an operation fails with [`Error::Store`] and the
-    /// connection is dropped from the pool.
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = timeouts;
-        self
+    crate::setters::setters! {
+        /// Uses an existing pool (e.g. one with TLS) instead of a URL.
+        fn pool(pool: Pool) => source = Source::Pool(pool);
+        /// The token table's name (default `withings_tokens`): letters, digits and `_`, at
+        /// most 56 characters, not starting with a digit. Leases go to `<table>_leases`.
+        fn table(name: impl Into<String>) => table = name.into();
+        /// Whether to create missing tables when connecting (default `true`). Turn it off when
+        /// a migration tool applies [`PostgresStore::schema_sql`] instead.
+        fn create_tables(create: bool) => create_tables;
+        /// Pool size when connecting by URL (default 8).
+        fn max_connections(max: usize) => max_connections = max.max(1);
+        /// How long opening a connection (or waiting for a pooled one) may take, and how long
+        /// one store operation may wait for the database's answer once it has a connection
+        /// (default 5 s each). Past the answer timeout an operation fails with
+        /// [`Error::Store`] and the connection is dropped from the pool.
+        fn timeouts(timeouts: Timeouts) => timeouts;
     }
 
     /// Builds the store and, unless told not to, creates its tables.

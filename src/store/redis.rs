@@ -82,17 +82,12 @@ pub struct RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    /// The prefix of every key this store uses (default `withings:`).
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long one connection attempt may take (default 2 s), and how long a command may
-    /// wait for its answer (default 5 s).
-    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
-        self.timeouts = timeouts;
-        self
+    crate::setters::setters! {
+        /// The prefix of every key this store uses (default `withings:`).
+        fn prefix(prefix: impl Into<String>) => prefix = prefix.into();
+        /// How long one connection attempt may take (default 2 s), and how long a command may
+        /// wait for its answer (default 5 s).
+        fn timeouts(timeouts: Timeouts) => timeouts;
     }
 
     /// Connects.
