@@ -518,6 +518,23 @@ impl Simulator {
         Self::start_on(0, config).await
     }
 
+    /// [`start`](Self::start), with an OAuth 2.0 application already registered
+    /// ([`register_client`](Self::register_client)): what a test or an example of one app
+    /// begins with.
+    ///
+    /// # Errors
+    ///
+    /// If the loopback listener cannot be created.
+    pub async fn start_with_client(
+        client_id: &str,
+        client_secret: &str,
+        callback_urls: &[&str],
+    ) -> std::io::Result<Simulator> {
+        let sim = Self::start().await?;
+        sim.register_client(client_id, client_secret, callback_urls);
+        Ok(sim)
+    }
+
     /// [`start_with`](Self::start_with) on a given port of 127.0.0.1 (`0`: any free one), for a
     /// simulator other programs are pointed at (`withings sim --port P`). A simulator started
     /// again on the port of one just dropped gets it (the socket reuses the address).
