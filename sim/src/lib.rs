@@ -779,7 +779,7 @@ impl Simulator {
             let mut st = self.shared.lock();
             st.user_mut(user.0).deleted = true;
             let deliveries = st.user_event(user.0, "delete", None);
-            st.subscriptions.retain(|s| s.userid != user.0);
+            st.subscriptions.retain(|s| s.key.userid != user.0);
             deliveries
         };
         notify::spawn(&self.shared, deliveries);
@@ -911,11 +911,11 @@ impl Simulator {
     /// The subscriptions of `user`, every app's.
     pub fn subscriptions(&self, user: UserId) -> Vec<SimSubscription> {
         (self.shared.lock().subscriptions.iter())
-            .filter(|s| s.userid == user.0)
+            .filter(|s| s.key.userid == user.0)
             .map(|s| SimSubscription {
-                client_id: s.client_id.clone(),
-                callbackurl: s.callbackurl.clone(),
-                appli: s.appli,
+                client_id: s.key.client_id.clone(),
+                callbackurl: s.key.callbackurl.clone(),
+                appli: s.key.appli,
                 comment: s.comment.clone(),
                 failures: s.failures,
             })

@@ -288,7 +288,10 @@ mod tests {
     fn the_builders_debug_shows_its_settings_but_not_the_secret() {
         let builder = WithingsAuth::builder(Credentials::new("app", "the-client-secret"));
         let shown = format!("{builder:?}");
-        assert!(shown.contains("dyn TokenStore") && shown.contains("policy"), "{shown}");
+        assert!(
+            shown.contains("dyn TokenStore") && shown.contains("policy"),
+            "{shown}"
+        );
         assert!(!shown.contains("the-client-secret"), "leaked in {shown}");
     }
 }
