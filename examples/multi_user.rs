@@ -20,7 +20,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_withings::{
-    Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, oauth::Callback, transport,
+    Credentials, Endpoints, Error, Scope, UserId, WithingsAuth, oauth::Callback, parse_response,
+    transport,
 };
 use withings_sim::Simulator;
 
@@ -41,10 +42,8 @@ async fn main() -> Result<(), BoxError> {
 
 /// The whole story against the simulator. Fails if anything is not as expected.
 pub async fn run() -> Result<(), BoxError> {
-    let sim = Simulator::start().await?;
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
-    let api = sim.api_base();
-    println!("simulated Withings at {api}");
+    let sim = Simulator::start_with_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]).await?;
+    println!("simulated Withings at {}", sim.api_base());
 
     let auth = WithingsAuth::builder(Credentials::new(CLIENT_ID, CLIENT_SECRET))
         .endpoints(Endpoints::loopback(&sim.api_base(), &sim.account_base())?)
@@ -64,6 +63,7 @@ pub async fn run() -> Result<(), BoxError> {
 
     // One client for everybody: the layer over hyper-util's client.
     let client = auth.layer().layer(transport::https_client());
+    let api = sim.api_base();
 
     // Round 1: everyone's calls at once, interleaved; each gets its own user's data.
     let weights = round(&client, &api, &users).await?;
@@ -151,13 +151,11 @@ where
         request.extensions_mut().insert(user); // whose token the layer attaches
     }
     let response = client.oneshot(request).await?;
-    let body = response.into_body().collect().await.map_err(Into::into)?;
-    let json: serde_json::Value = serde_json::from_slice(&body.to_bytes())?;
-    if json["status"] != 0 {
-        return Err(format!("Withings status {}", json["status"]).into());
-    }
+    let bytes = response.into_body().collect().await.map_err(Into::into)?;
+    // The answer's `body`, or the typed error its `status` stands for.
+    let body = parse_response(&bytes.to_bytes())?;
     // Withings sends `value` and `unit` (a power of ten): 70875 and -3 mean 70.875 kg.
-    let weight = &json["body"]["measuregrps"][0]["measures"][0];
+    let weight = &body["measuregrps"][0]["measures"][0];
     match (weight["value"].as_f64(), weight["unit"].as_i64()) {
         (Some(value), Some(unit)) => Ok(value / 10f64.powi(i32::try_from(-unit)?)),
         _ => Err(format!("unexpected measure: {weight}").into()),

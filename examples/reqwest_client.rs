@@ -18,7 +18,9 @@
 
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tower::BoxError;
-use tower_withings::{Credentials, Error, Scope, UserId, WithingsAuth, oauth::Callback, transport};
+use tower_withings::{
+    Credentials, Error, Scope, UserId, WithingsAuth, oauth::Callback, parse_response, transport,
+};
 use withings_sim::Simulator;
 
 const CLIENT_ID: &str = "example-app";
@@ -34,8 +36,7 @@ async fn main() -> Result<(), BoxError> {
 
 /// The whole story against the simulator. Fails if anything is not as expected.
 pub async fn run() -> Result<(), BoxError> {
-    let sim = Simulator::start().await?;
-    sim.register_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]);
+    let sim = Simulator::start_with_client(CLIENT_ID, CLIENT_SECRET, &[REDIRECT_URI]).await?;
     let api = sim.api_base();
     println!("simulated Withings at {api}");
 
@@ -65,13 +66,10 @@ pub async fn run() -> Result<(), BoxError> {
     sim.revoke_access_token(stored.token.access_token.expose());
     latest_weight(&client, &api, user).await?;
     let metrics = auth.metrics();
-    println!(
-        "getmeas after Withings revoked the token: ok ({} refresh, {} replay)",
-        metrics.refreshes_started, metrics.replays
-    );
     if (metrics.refreshes_started, metrics.replays) != (1, 1) {
         return Err(format!("expected one refresh and one replay: {metrics:?}").into());
     }
+    println!("getmeas after Withings revoked the token: ok (1 refresh, 1 replay)");
 
     // 3. A request for a user who never authorized: a typed error, nothing sent.
     let calls = sim.counters().data_calls;
@@ -112,12 +110,10 @@ async fn latest_weight(
         }
         Err(error) => return Err(error.into()),
     };
-    let json: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    if json["status"] != 0 {
-        return Err(format!("Withings status {}", json["status"]).into());
-    }
+    // The answer's `body`, or the typed error its `status` stands for.
+    let body = parse_response(&response.bytes().await?)?;
     // Withings sends `value` and `unit` (a power of ten): 70875 and -3 mean 70.875 kg.
-    let weight = &json["body"]["measuregrps"][0]["measures"][0];
+    let weight = &body["measuregrps"][0]["measures"][0];
     match (weight["value"].as_f64(), weight["unit"].as_i64()) {
         (Some(value), Some(unit)) => Ok(value / 10f64.powi(i32::try_from(-unit)?)),
         _ => Err(format!("unexpected measure: {weight}").into()),

@@ -10,7 +10,7 @@ use super::history::{History, TIMEZONE, V2, mix};
 use super::notify::{CALLBACK_STATUS, CALLBACK_UNREACHABLE, KNOWN_APPLI};
 use super::oauth::{DEACTIVATED, NOT_IMPLEMENTED};
 use super::server::{Reply, Req, err_json, json_str, ok_json};
-use super::state::{State, Subscription, scope_has, unix_secs};
+use super::state::{State, Subscription, SubscriptionKey, scope_has, unix_secs};
 use super::{HistoryConfig, SimGroup};
 
 const NO_SUCH_SUBSCRIPTION: &str = "Invalid Params: no such subscription";
@@ -33,9 +33,9 @@ pub(crate) struct Pending {
 
 enum Change {
     Subscribe(Subscription),
+    /// The subscription `old` moved to `new`.
     Update {
-        old_url: String,
-        old_appli: i64,
+        old: SubscriptionKey,
         new: Subscription,
     },
 }
@@ -161,26 +161,18 @@ pub(crate) fn finish(shared: &Shared, pending: Pending, reachable: bool) -> Repl
     let mut st = shared.lock();
     match pending.change {
         Change::Subscribe(sub) => {
-            let exists = (st.subscriptions.iter())
-                .any(|s| s.same(&sub.client_id, sub.userid, &sub.callbackurl, sub.appli));
+            let exists = (st.subscriptions.iter()).any(|s| s.key == sub.key);
             if !exists {
                 st.notify_counters.subscriptions_made += 1;
                 st.subscriptions.push(sub);
             }
         }
-        Change::Update {
-            old_url,
-            old_appli,
-            new,
-        } => {
-            let Some(index) = (st.subscriptions.iter())
-                .position(|s| s.same(&new.client_id, new.userid, &old_url, old_appli))
-            else {
+        Change::Update { old, new } => {
+            let Some(index) = (st.subscriptions.iter()).position(|s| s.key == old) else {
                 return err_json(294, NO_SUCH_SUBSCRIPTION);
             };
             st.subscriptions.remove(index);
-            st.subscriptions
-                .retain(|s| !s.same(&new.client_id, new.userid, &new.callbackurl, new.appli));
+            st.subscriptions.retain(|s| s.key != new.key);
             st.subscriptions.push(new);
         }
     }
@@ -608,8 +600,8 @@ fn callback_param<'r>(req: &'r Req, key: &str) -> Result<&'r str, Reply> {
 
 fn profile(s: &Subscription) -> Value {
     json!({
-        "appli": s.appli,
-        "callbackurl": s.callbackurl,
+        "appli": s.key.appli,
+        "callbackurl": s.key.callbackurl,
         "expires": 2_147_483_647u64,
         "comment": s.comment,
     })
@@ -622,7 +614,7 @@ fn notify(
     action: &str,
     req: &Req,
 ) -> Result<Notified, Reply> {
-    let mine = |s: &&Subscription| s.client_id == client_id && s.userid == userid;
+    let mine = |s: &&Subscription| s.key.client_id == client_id && s.key.userid == userid;
     match action {
         "subscribe" => {
             let url = callback_param(req, "callbackurl")?;
@@ -630,10 +622,12 @@ fn notify(
             Ok(Notified::Check {
                 url: url.to_owned(),
                 change: Change::Subscribe(Subscription {
-                    client_id: client_id.to_owned(),
-                    userid,
-                    callbackurl: url.to_owned(),
-                    appli,
+                    key: SubscriptionKey {
+                        client_id: client_id.to_owned(),
+                        userid,
+                        callbackurl: url.to_owned(),
+                        appli,
+                    },
                     comment: req.param("comment").map(str::to_owned),
                     failures: 0,
                 }),
@@ -645,7 +639,7 @@ fn notify(
             st.subscriptions
                 .iter()
                 .filter(mine)
-                .find(|s| s.callbackurl == url && s.appli == appli)
+                .find(|s| s.key.callbackurl == url && s.key.appli == appli)
                 .map(|s| Notified::Body(profile(s)))
                 .ok_or_else(|| err_json(294, NO_SUCH_SUBSCRIPTION))
         }
@@ -653,7 +647,7 @@ fn notify(
             let appli = appli_param(req, "appli")?;
             let profiles: Vec<Value> = (st.subscriptions.iter())
                 .filter(mine)
-                .filter(|s| appli.is_none_or(|a| a == s.appli))
+                .filter(|s| appli.is_none_or(|a| a == s.key.appli))
                 .map(profile)
                 .collect();
             Ok(Notified::Body(json!({ "profiles": profiles })))
@@ -666,7 +660,7 @@ fn notify(
             let new_appli = appli_param(req, "new_appli")?.unwrap_or(old_appli);
             let Some(old) = (st.subscriptions.iter())
                 .filter(mine)
-                .find(|s| s.callbackurl == old_url && s.appli == old_appli)
+                .find(|s| s.key.callbackurl == old_url && s.key.appli == old_appli)
             else {
                 return Err(err_json(294, NO_SUCH_SUBSCRIPTION));
             };
@@ -677,13 +671,13 @@ fn notify(
             Ok(Notified::Check {
                 url: new_url.to_owned(),
                 change: Change::Update {
-                    old_url: old_url.to_owned(),
-                    old_appli,
+                    old: old.key.clone(),
                     new: Subscription {
-                        client_id: client_id.to_owned(),
-                        userid,
-                        callbackurl: new_url.to_owned(),
-                        appli: new_appli,
+                        key: SubscriptionKey {
+                            callbackurl: new_url.to_owned(),
+                            appli: new_appli,
+                            ..old.key.clone()
+                        },
                         comment,
                         failures: 0,
                     },
@@ -695,10 +689,7 @@ fn notify(
             let appli = appli_param(req, "appli")?;
             let before = st.subscriptions.len();
             st.subscriptions.retain(|s| {
-                !(s.client_id == client_id
-                    && s.userid == userid
-                    && s.callbackurl == url
-                    && appli.is_none_or(|a| a == s.appli))
+                !(mine(&s) && s.key.callbackurl == url && appli.is_none_or(|a| a == s.key.appli))
             });
             if st.subscriptions.len() == before {
                 return Err(err_json(294, NO_SUCH_SUBSCRIPTION));

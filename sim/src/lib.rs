@@ -525,6 +525,23 @@ impl Simulator {
         Self::start_on(0, config).await
     }
 
+    /// [`start`](Self::start), with an OAuth 2.0 application already registered
+    /// ([`register_client`](Self::register_client)): what a test or an example of one app
+    /// begins with.
+    ///
+    /// # Errors
+    ///
+    /// If the loopback listener cannot be created.
+    pub async fn start_with_client(
+        client_id: &str,
+        client_secret: &str,
+        callback_urls: &[&str],
+    ) -> std::io::Result<Simulator> {
+        let sim = Self::start().await?;
+        sim.register_client(client_id, client_secret, callback_urls);
+        Ok(sim)
+    }
+
     /// [`start_with`](Self::start_with) on a given port of 127.0.0.1 (`0`: any free one), for a
     /// simulator other programs are pointed at (`withings sim --port P`). A simulator started
     /// again on the port of one just dropped gets it (the socket reuses the address).
@@ -769,7 +786,7 @@ impl Simulator {
             let mut st = self.shared.lock();
             st.user_mut(user.0).deleted = true;
             let deliveries = st.user_event(user.0, "delete", None);
-            st.subscriptions.retain(|s| s.userid != user.0);
+            st.subscriptions.retain(|s| s.key.userid != user.0);
             deliveries
         };
         notify::spawn(&self.shared, deliveries);
@@ -901,11 +918,11 @@ impl Simulator {
     /// The subscriptions of `user`, every app's.
     pub fn subscriptions(&self, user: UserId) -> Vec<SimSubscription> {
         (self.shared.lock().subscriptions.iter())
-            .filter(|s| s.userid == user.0)
+            .filter(|s| s.key.userid == user.0)
             .map(|s| SimSubscription {
-                client_id: s.client_id.clone(),
-                callbackurl: s.callbackurl.clone(),
-                appli: s.appli,
+                client_id: s.key.client_id.clone(),
+                callbackurl: s.key.callbackurl.clone(),
+                appli: s.key.appli,
                 comment: s.comment.clone(),
                 failures: s.failures,
             })

@@ -85,7 +85,7 @@ impl State {
             .finish();
         self.subscriptions
             .iter()
-            .filter(|s| s.userid == userid && s.appli == appli)
+            .filter(|s| s.key.userid == userid && s.key.appli == appli)
             .map(|s| Delivery {
                 to: s.clone(),
                 form: form.clone(),
@@ -110,8 +110,8 @@ impl State {
             .finish();
         self.subscriptions
             .iter()
-            .filter(|s| s.userid == userid && s.appli == USER_APPLI)
-            .filter(|s| client_id.is_none_or(|c| c == s.client_id))
+            .filter(|s| s.key.userid == userid && s.key.appli == USER_APPLI)
+            .filter(|s| client_id.is_none_or(|c| c == s.key.client_id))
             .map(|s| Delivery {
                 to: s.clone(),
                 form: form.clone(),
@@ -230,7 +230,7 @@ impl State {
     /// A delivery succeeded: its subscription's failure count starts again.
     fn delivered(&mut self, d: &Delivery) {
         self.notify_counters.deliveries += 1;
-        if let Some(s) = (self.subscriptions.iter_mut()).find(|s| s.same_as(&d.to)) {
+        if let Some(s) = (self.subscriptions.iter_mut()).find(|s| s.key == d.to.key) {
             s.failures = 0;
         }
     }
@@ -239,7 +239,7 @@ impl State {
     fn delivery_failed(&mut self, d: &Delivery) -> bool {
         self.notify_counters.delivery_failures += 1;
         let max = self.config.notify_max_failures.max(1);
-        let Some(index) = (self.subscriptions.iter()).position(|s| s.same_as(&d.to)) else {
+        let Some(index) = (self.subscriptions.iter()).position(|s| s.key == d.to.key) else {
             return true;
         };
         let sub = &mut self.subscriptions[index];
@@ -253,7 +253,7 @@ impl State {
     }
 
     fn subscribed(&self, d: &Delivery) -> bool {
-        (self.subscriptions.iter()).any(|s| s.same_as(&d.to))
+        (self.subscriptions.iter()).any(|s| s.key == d.to.key)
     }
 }
 
@@ -337,7 +337,7 @@ async fn deliver(shared: Weak<Shared>, delivery: Delivery) {
 
 /// One delivery attempt: true if the callback answered in time with a success status.
 async fn post(shared: &Shared, d: &Delivery, timeout: Duration, accept_3xx: bool) -> bool {
-    let request = Request::post(d.to.callbackurl.as_str())
+    let request = Request::post(d.to.key.callbackurl.as_str())
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(d.form.clone())));
     let Ok(request) = request else { return false };

@@ -75,33 +75,20 @@ pub(crate) struct UserState {
 /// A `/notify` subscription.
 #[derive(Clone)]
 pub(crate) struct Subscription {
-    pub(crate) client_id: String,
-    pub(crate) userid: u64,
-    pub(crate) callbackurl: String,
-    pub(crate) appli: i64,
+    /// Which one it is: subscribing again with the same key makes no second one.
+    pub(crate) key: SubscriptionKey,
     pub(crate) comment: Option<String>,
     /// Consecutive failed deliveries; at `notify_max_failures` the subscription is removed.
     pub(crate) failures: u32,
 }
 
-impl Subscription {
-    /// Same client, user, callback URL and appli.
-    pub(crate) fn same(&self, client_id: &str, userid: u64, callbackurl: &str, appli: i64) -> bool {
-        self.client_id == client_id
-            && self.userid == userid
-            && self.callbackurl == callbackurl
-            && self.appli == appli
-    }
-
-    /// Same client, user, callback URL and appli as `other`.
-    pub(crate) fn same_as(&self, other: &Subscription) -> bool {
-        self.same(
-            &other.client_id,
-            other.userid,
-            &other.callbackurl,
-            other.appli,
-        )
-    }
+/// What identifies a subscription: the client, the user, the callback URL and the appli.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SubscriptionKey {
+    pub(crate) client_id: String,
+    pub(crate) userid: u64,
+    pub(crate) callbackurl: String,
+    pub(crate) appli: i64,
 }
 
 /// The whole simulated cloud.
@@ -384,7 +371,7 @@ impl State {
             }
         }
         self.subscriptions
-            .retain(|s| !matches(s.userid, &s.client_id));
+            .retain(|s| !matches(s.key.userid, &s.key.client_id));
     }
 
     pub(crate) fn inject(&mut self, target: Target, fault: Fault, times: usize) {

@@ -40,30 +40,32 @@ pub struct WithingsAuth {
 }
 
 /// Configures a [`WithingsAuth`].
+#[derive(Debug)]
 pub struct WithingsAuthBuilder {
     oauth: OAuthClientBuilder,
-    store: Arc<dyn TokenStore>,
+    store: ChosenStore,
     policy: RefreshPolicy,
     token_timeout: Duration,
     budget: RateBudget,
 }
 
-impl std::fmt::Debug for WithingsAuthBuilder {
+/// The store a builder was given. `dyn TokenStore` has no `Debug`: this prints as a
+/// placeholder, so the builder's `Debug` can be derived.
+struct ChosenStore(Arc<dyn TokenStore>);
+
+impl std::fmt::Debug for ChosenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WithingsAuthBuilder")
-            .field("oauth", &self.oauth)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.write_str("dyn TokenStore")
     }
 }
 
 impl WithingsAuthBuilder {
     crate::setters::setters! {
         /// Where tokens are kept (default: [`MemoryStore`], lost on exit).
-        fn store(store: impl TokenStore) => store = Arc::new(store);
+        fn store(store: impl TokenStore) => store = ChosenStore(Arc::new(store));
 
         /// A store already shared elsewhere.
-        fn shared_store(store: Arc<dyn TokenStore>) => store;
+        fn shared_store(store: Arc<dyn TokenStore>) => store = ChosenStore(store);
     }
 
     /// Where Withings is (default: the public cloud).
@@ -135,7 +137,7 @@ impl WithingsAuthBuilder {
         let budget = Arc::new(Budget::new(
             self.budget,
             oauth.client_id(),
-            Arc::clone(&self.store),
+            Arc::clone(&self.store.0),
             oauth.configured_endpoints().clone(),
         ));
         // A token call waits for its slot at most as long as the call itself may take, so a
@@ -145,7 +147,7 @@ impl WithingsAuthBuilder {
             budget::token_client(Arc::clone(&budget), wait, timed)
         });
         WithingsAuth {
-            refresher: Arc::new(Refresher::new(oauth, self.store, self.policy)),
+            refresher: Arc::new(Refresher::new(oauth, self.store.0, self.policy)),
             budget,
         }
     }
@@ -156,7 +158,7 @@ impl WithingsAuth {
     pub fn builder(credentials: Credentials) -> WithingsAuthBuilder {
         WithingsAuthBuilder {
             oauth: OAuthClient::builder(credentials),
-            store: Arc::new(MemoryStore::new()),
+            store: ChosenStore(Arc::new(MemoryStore::new())),
             policy: RefreshPolicy {
                 skew: Duration::from_secs(300),
                 jitter: Duration::from_secs(60),
@@ -275,5 +277,21 @@ impl WithingsAuth {
     /// The counters so far.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.refresher.metrics.snapshot(&self.budget.counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builders_debug_shows_its_settings_but_not_the_secret() {
+        let builder = WithingsAuth::builder(Credentials::new("app", "the-client-secret"));
+        let shown = format!("{builder:?}");
+        assert!(
+            shown.contains("dyn TokenStore") && shown.contains("policy"),
+            "{shown}"
+        );
+        assert!(!shown.contains("the-client-secret"), "leaked in {shown}");
     }
 }

@@ -139,16 +139,11 @@ impl<S> DataClient<S> {
         }
     }
 
-    /// At most this many pages per call (default 1,000): past it, [`DataError::PageCap`].
-    pub fn page_cap(mut self, pages: usize) -> Self {
-        self.page_cap = pages.max(1);
-        self
-    }
-
-    /// A page larger than this (default 64 MiB) is [`Error::MalformedResponse`].
-    pub fn max_page_bytes(mut self, bytes: usize) -> Self {
-        self.max_page_bytes = bytes;
-        self
+    crate::setters::setters! {
+        /// At most this many pages per call (default 1,000): past it, [`DataError::PageCap`].
+        fn page_cap(pages: usize) => page_cap = pages.max(1);
+        /// A page larger than this (default 64 MiB) is [`Error::MalformedResponse`].
+        fn max_page_bytes(bytes: usize) => max_page_bytes;
     }
 }
 
