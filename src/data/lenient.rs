@@ -212,6 +212,15 @@ impl FromScalar for Date {
     }
 }
 
+/// Marks a reason a decoder words itself, so that [`read_row`](super::page::read_row) passes it
+/// on (serde's own messages quote the value and are not passed on).
+pub(crate) const REASON: &str = "row reason: ";
+
+/// A row's decoder's own reason for failing it (it must not quote the row's content).
+pub(crate) fn reason<E: de::Error>(why: fmt::Arguments<'_>) -> E {
+    E::custom(format_args!("{REASON}{why}"))
+}
+
 /// A required field (`= required` in [`lenient!`]): a value of another shape fails the struct.
 impl<T: FromScalar> Field for T {
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -253,7 +262,7 @@ impl Field for Option<LocalDay> {
 /// A row's local day (flattened, required): no `date` fails the row.
 impl Field for LocalDay {
     fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<LocalDay>::read(d)?.ok_or_else(|| de::Error::custom("no `date` as YYYY-MM-DD"))
+        Option::<LocalDay>::read(d)?.ok_or_else(|| reason(format_args!("no `date` as YYYY-MM-DD")))
     }
 }
 

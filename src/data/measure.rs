@@ -1,11 +1,11 @@
 //! `POST /measure action=getmeas`: measure groups, each a set of measures taken together.
 
 use jiff::Timestamp;
-use serde::{Deserialize, de};
+use serde::Deserialize;
 
 use super::client::{Endpoint, Form, Query, csv, form};
 use super::code::{Attrib, Category};
-use super::lenient::{Field, lenient};
+use super::lenient::{Field, lenient, reason};
 use super::measure_type::MeasureType;
 use super::page::{Context, Row, read_row};
 use super::select::{Selection, Window};
@@ -192,12 +192,12 @@ impl Field for Vec<Measure> {
         let mut measures: Vec<Measure> = Vec::with_capacity(raw.len());
         for (i, m) in raw.into_iter().enumerate() {
             let (Some(value), Some(t), Some(unit)) = (m.value, m.measure_type, m.unit) else {
-                return Err(de::Error::custom(format_args!(
+                return Err(reason(format_args!(
                     "measure {i} lacks an integer `value`, `type` or `unit`"
                 )));
             };
             let unit = i32::try_from(unit)
-                .map_err(|_| de::Error::custom(format_args!("measure {i} has unit {unit}")))?;
+                .map_err(|_| reason(format_args!("measure {i} has unit {unit}")))?;
             let measure = Measure {
                 measure_type: MeasureType::from_code(t),
                 value: Exact::new(value, unit),

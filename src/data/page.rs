@@ -16,7 +16,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use super::error::RowError;
-use super::lenient::{otherwise_nothing, read};
+use super::lenient::{self, otherwise_nothing, read};
 use super::time::{LocalDay, Zone};
 use crate::error::Error;
 use crate::status::{self, Peek};
@@ -101,10 +101,14 @@ pub trait Row: Sized + Send + 'static {
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
     let raw = if raw.trim() == "[]" { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| {
+        let message = e.to_string();
+        let message = message.split(" at line").next().unwrap_or(&message);
         // serde names a missing key field (`id`, `grpid`, `date`, …) but no value.
-        if let Some(field) = e.to_string().strip_prefix("missing field ") {
-            let field = field.split(" at line").next().unwrap_or(field);
+        if let Some(field) = message.strip_prefix("missing field ") {
             return format!("{not}: no {field}");
+        }
+        if let Some(why) = message.strip_prefix(lenient::REASON) {
+            return format!("{not}: {why}");
         }
         let why = match e.classify() {
             serde_json::error::Category::Data => "a field of the wrong shape",
@@ -345,6 +349,67 @@ impl<'de> Visitor<'de> for RowsSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reason<T>(rows: &[Result<T, RowError>]) -> String {
+        rows[0].as_ref().map(|_| ()).unwrap_err().reason.clone()
+    }
+
+    /// What each row type says is wrong with a row, as its own decoder words it.
+    #[test]
+    fn a_bad_row_says_what_its_decoder_found() {
+        use crate::data::{GetActivity, GetMeas, decode_page};
+        let group = |measures: &str| {
+            format!(
+                r#"{{"status":0,"body":{{"measuregrps":[{{"grpid":1,"attrib":0,"date":1700000000,
+                "category":1,"measures":{measures}}}]}}}}"#
+            )
+        };
+        let lacks = decode_page::<GetMeas>(group(r#"[{"value":7,"type":1}]"#).as_bytes()).unwrap();
+        assert_eq!(
+            reason(&lacks.rows),
+            "not a measure group: measure 0 lacks an integer `value`, `type` or `unit`"
+        );
+        let unit = decode_page::<GetMeas>(
+            group(r#"[{"value":7,"type":1,"unit":99999999999}]"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            reason(&unit.rows),
+            "not a measure group: measure 0 has unit 99999999999"
+        );
+        let day =
+            decode_page::<GetActivity>(br#"{"status":0,"body":{"activities":[{"steps":1}]}}"#)
+                .unwrap();
+        assert_eq!(
+            reason(&day.rows),
+            "not an activity day: no `date` as YYYY-MM-DD"
+        );
+        // serde's own messages quote the value: they are never passed on.
+        let quoted =
+            decode_page::<GetMeas>(br#"{"status":0,"body":{"measuregrps":[{"grpid":"hunter2"}]}}"#)
+                .unwrap();
+        assert!(
+            !reason(&quoted.rows).contains("hunter2"),
+            "{}",
+            reason(&quoted.rows)
+        );
+    }
+
+    /// `getdevice` documents `model_id`; answers have been seen to say `modelid` (T11). A
+    /// device carrying both is read, `model_id` first, as before rows were declared once.
+    #[test]
+    fn a_device_with_both_spellings_of_the_model_id_is_read() {
+        use crate::data::{GetDevices, decode_page};
+        let both = br#"{"status":0,"body":{"devices":[{"deviceid":"d1","model_id":7,"modelid":9},
+            {"deviceid":"d2","modelid":9}]}}"#;
+        let page = decode_page::<GetDevices>(both).unwrap();
+        let ids: Vec<_> = page
+            .rows
+            .iter()
+            .map(|r| r.as_ref().map(|d| d.model_id).ok())
+            .collect();
+        assert_eq!(ids, [Some(Some(7)), Some(Some(9))]);
+    }
 
     #[derive(Debug, PartialEq)]
     struct Id(i64);

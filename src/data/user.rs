@@ -38,9 +38,12 @@ lenient! {
         pub kind: Option<String>,
         /// `model` (may be empty, e.g. Sleep Analyzer).
         pub model: Option<String>,
-        /// `model_id` (also read as `modelid`).
-        #[serde(alias = "modelid")]
+        /// `model_id` (read from `modelid` when absent).
         pub model_id: Option<i64>,
+        /// `modelid` as it was read; folded into `model_id` by [`Row::decode`], so always
+        /// `None` in a row.
+        #[serde(rename = "modelid")]
+        spelled_modelid: Option<i64>,
         /// `battery`.
         pub battery: Option<Battery>,
         /// `timezone`.
@@ -93,6 +96,7 @@ impl Row for Device {
     fn decode(raw: &str, _: Option<&str>, cx: &mut Context) -> Result<Self, String> {
         let mut d: Device = read_row(raw, "not a device")?;
         d.timezone = cx.zone(d.timezone);
+        d.model_id = d.model_id.or(d.spelled_modelid.take());
         Ok(d)
     }
 }
