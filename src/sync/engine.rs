@@ -469,7 +469,10 @@ impl<S: HttpClient> SyncEngine<S> {
     }
 
     /// One unit of work, in lane order: a pending notification, else a due sweep, else a
-    /// backfill chunk. Users take turns within a lane.
+    /// backfill chunk. Users take turns within a lane. [`Step::Idle`] also when the other
+    /// loops of [`SyncEngine::run`] already hold every sweep and backfill turn: one loop always
+    /// stays free for notifications, so a caller driving `step` itself may see `Idle` while
+    /// background work is due.
     pub async fn step(&self) -> Result<Step, Error> {
         let step = |lane, outcome| match outcome {
             Outcome::Done => Step::Worked(lane),
