@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tower_withings::store::MemoryStore;
+use tower_withings::store::{MemoryStore, TokenStore};
 use tower_withings::testkit::{check_shared_stores, check_single_process_store, check_store};
 
 #[tokio::test]
@@ -29,8 +29,6 @@ mod broken {
     /// Which rule to break.
     #[derive(Clone, Copy)]
     pub enum Flaw {
-        /// The trait's default lock: always acquired.
-        NoLeases,
         /// Saves whatever the spent token.
         BlindCompareAndSave,
         /// Marks whatever the refused token.
@@ -44,6 +42,39 @@ mod broken {
     pub struct Broken {
         pub inner: MemoryStore,
         pub flaw: Flaw,
+    }
+
+    /// MemoryStore's records with the trait's default lease, untouched.
+    pub struct DefaultLease(pub MemoryStore);
+
+    impl TokenStore for DefaultLease {
+        fn load(&self, user: UserId) -> StoreFuture<'_, Option<StoredToken>> {
+            self.0.load(user)
+        }
+        fn put<'a>(&'a self, token: &'a Token, at: SystemTime) -> StoreFuture<'a, ()> {
+            self.0.put(token, at)
+        }
+        fn compare_and_save<'a>(
+            &'a self,
+            spent: &'a Secret,
+            token: &'a Token,
+            at: SystemTime,
+        ) -> StoreFuture<'a, bool> {
+            self.0.compare_and_save(spent, token, at)
+        }
+        fn mark_needs_reauthorization<'a>(
+            &'a self,
+            user: UserId,
+            refused: &'a Secret,
+        ) -> StoreFuture<'a, ()> {
+            self.0.mark_needs_reauthorization(user, refused)
+        }
+        fn delete(&self, user: UserId) -> StoreFuture<'_, bool> {
+            self.0.delete(user)
+        }
+        fn list(&self) -> StoreFuture<'_, Vec<StoredToken>> {
+            self.0.list()
+        }
     }
 
     impl TokenStore for Broken {
@@ -101,7 +132,6 @@ mod broken {
         }
         fn try_lock(&self, user: UserId, lease: Duration) -> StoreFuture<'_, LockAttempt> {
             match self.flaw {
-                Flaw::NoLeases => Box::pin(async { Ok(LockAttempt::Acquired(Lease::new())) }),
                 Flaw::EternalLeases => self.inner.try_lock(user, Duration::from_secs(3600)),
                 _ => self.inner.try_lock(user, lease),
             }
@@ -122,7 +152,6 @@ mod broken {
 async fn the_kit_catches_broken_stores() {
     use broken::{Broken, Flaw};
     let cases = [
-        (Flaw::NoLeases, "Held"),
         (Flaw::BlindCompareAndSave, "compare_and_save succeeded"),
         (
             Flaw::BlindMark,
@@ -144,23 +173,21 @@ async fn the_kit_catches_broken_stores() {
     }
 }
 
-/// A store with the trait's default lease (`Flaw::NoLeases`) is right for one process: the
-/// single-process kit passes it, and the full kit's refusal says to use that one instead.
+/// A store with the trait's own default lease (it overrides neither `try_lock` nor `unlock`)
+/// is right for one process: the single-process kit passes it, and the full kit's refusal
+/// says to use that one instead.
 #[tokio::test]
 async fn the_default_lease_is_for_one_process_and_the_kit_says_so() {
-    use broken::{Broken, Flaw};
-    let store = Broken {
-        inner: MemoryStore::new(),
-        flaw: Flaw::NoLeases,
-    };
+    let store = broken::DefaultLease(MemoryStore::new());
     check_single_process_store(&store).await;
     let message = kit_refusal(store).await;
+    assert!(message.contains("Held"), "{message}");
     assert!(message.contains("check_single_process_store"), "{message}");
 }
 
 /// The message of the panic with which `check_store` refuses `store` (a test failure if it
 /// passes it).
-async fn kit_refusal(store: broken::Broken) -> String {
+async fn kit_refusal(store: impl TokenStore) -> String {
     let outcome = tokio::spawn(async move { check_store(&store).await }).await;
     let panic = match outcome {
         Err(error) if error.is_panic() => error.into_panic(),
