@@ -32,6 +32,7 @@ pub(crate) fn index(lane: Lane) -> usize {
 }
 
 /// The `lane` label of `withings_sync_requests_total`.
+#[cfg(feature = "metrics")]
 pub(crate) fn label(lane: Lane) -> &'static str {
     match lane {
         Lane::Interactive => "interactive",
