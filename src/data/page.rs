@@ -59,9 +59,9 @@ pub struct Context {
 impl Context {
     /// A row's zone as read (a name, not looked up), else the page's, looked up once per page.
     pub(crate) fn zone(&mut self, read: Option<Zone>) -> Option<Zone> {
-        let name = match read {
-            Some(z) => z.name().to_owned(),
-            None => self.meta.timezone.clone()?,
+        let name = match &read {
+            Some(z) => z.name(),
+            None => self.meta.timezone.as_deref()?,
         };
         if let Some(z) = self.zones.iter().find(|z| z.name() == name) {
             return Some(z.clone());
