@@ -24,7 +24,7 @@ use http_body_util::Full;
 
 use super::Shared;
 use super::history::{TIMEZONE, ymd};
-use super::state::{State, Subscription, unix_secs};
+use super::state::{State, SubscriptionKey, unix_secs};
 use super::{SimGroup, SimMeasure, SimSource};
 
 /// The status and message of a subscription whose callback failed the `HEAD` check (OPEN:
@@ -42,8 +42,8 @@ const USER_APPLI: i64 = 46;
 
 /// One notification on its way to one subscription.
 pub(crate) struct Delivery {
-    /// The subscription it goes to, as it was when the notification was made.
-    pub(crate) to: Subscription,
+    /// The subscription it goes to (its identity: client, user, callback URL, appli).
+    pub(crate) to: SubscriptionKey,
     pub(crate) form: String,
     /// User events still go out when their subscription was removed with the user's tokens.
     pub(crate) after_removal: bool,
@@ -87,7 +87,7 @@ impl State {
             .iter()
             .filter(|s| s.key.userid == userid && s.key.appli == appli)
             .map(|s| Delivery {
-                to: s.clone(),
+                to: s.key.clone(),
                 form: form.clone(),
                 after_removal: false,
             })
@@ -113,7 +113,7 @@ impl State {
             .filter(|s| s.key.userid == userid && s.key.appli == USER_APPLI)
             .filter(|s| client_id.is_none_or(|c| c == s.key.client_id))
             .map(|s| Delivery {
-                to: s.clone(),
+                to: s.key.clone(),
                 form: form.clone(),
                 after_removal: true,
             })
@@ -230,7 +230,7 @@ impl State {
     /// A delivery succeeded: its subscription's failure count starts again.
     fn delivered(&mut self, d: &Delivery) {
         self.notify_counters.deliveries += 1;
-        if let Some(s) = (self.subscriptions.iter_mut()).find(|s| s.key == d.to.key) {
+        if let Some(s) = (self.subscriptions.iter_mut()).find(|s| s.key == d.to) {
             s.failures = 0;
         }
     }
@@ -239,7 +239,7 @@ impl State {
     fn delivery_failed(&mut self, d: &Delivery) -> bool {
         self.notify_counters.delivery_failures += 1;
         let max = self.config.notify_max_failures.max(1);
-        let Some(index) = (self.subscriptions.iter()).position(|s| s.key == d.to.key) else {
+        let Some(index) = (self.subscriptions.iter()).position(|s| s.key == d.to) else {
             return true;
         };
         let sub = &mut self.subscriptions[index];
@@ -253,7 +253,7 @@ impl State {
     }
 
     fn subscribed(&self, d: &Delivery) -> bool {
-        (self.subscriptions.iter()).any(|s| s.key == d.to.key)
+        (self.subscriptions.iter()).any(|s| s.key == d.to)
     }
 }
 
@@ -337,7 +337,7 @@ async fn deliver(shared: Weak<Shared>, delivery: Delivery) {
 
 /// One delivery attempt: true if the callback answered in time with a success status.
 async fn post(shared: &Shared, d: &Delivery, timeout: Duration, accept_3xx: bool) -> bool {
-    let request = Request::post(d.to.key.callbackurl.as_str())
+    let request = Request::post(d.to.callbackurl.as_str())
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(d.form.clone())));
     let Ok(request) = request else { return false };

@@ -3,6 +3,7 @@
 //! Everything here is synchronous and runs under the shared mutex; no method awaits.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
@@ -134,9 +135,14 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Lowercase hex of `bytes`.
+/// Lowercase hex of `bytes`, into one string.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// `lowercase_hex(HMAC-SHA256(key, message))`.
