@@ -293,10 +293,7 @@ impl OAuthClient {
         match nonce {
             None => form.append_pair("client_secret", credentials.client_secret.expose()),
             Some(nonce) => {
-                let signature = signature::sign(
-                    credentials.client_secret.expose(),
-                    &["requesttoken", &credentials.client_id, nonce],
-                );
+                let signature = self.sign("requesttoken", nonce);
                 form.append_pair("nonce", nonce)
                     .append_pair("signature", &signature)
             }
@@ -353,17 +350,23 @@ impl OAuthClient {
         action: &str,
         (name, value): (&str, &str),
     ) -> form_urlencoded::Serializer<'static, String> {
-        let credentials = &self.inner.credentials;
-        let signature = signature::sign(
-            credentials.client_secret.expose(),
-            &[action, &credentials.client_id, value],
-        );
+        let signature = self.sign(action, value);
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("action", action)
-            .append_pair("client_id", &credentials.client_id)
+            .append_pair("client_id", &self.inner.credentials.client_id)
             .append_pair(name, value)
             .append_pair("signature", &signature);
         form
+    }
+
+    /// The `signature` of a signed call: the HMAC of `<action>,<client_id>,<value>` under the
+    /// client secret.
+    fn sign(&self, action: &str, value: &str) -> String {
+        let credentials = &self.inner.credentials;
+        signature::sign(
+            credentials.client_secret.expose(),
+            &[action, &credentials.client_id, value],
+        )
     }
 
     /// POSTs a form body (parameters never in the query: Withings ignores them there).
