@@ -61,21 +61,16 @@ impl RateBudget {
         }
     }
 
-    /// How long a request waits for a slot before failing with `BudgetExhausted`.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// Slots of every window that the background lanes ([`Lane::Sweep`](super::Lane::Sweep),
-    /// [`Lane::Backfill`](super::Lane::Backfill)) leave to token calls, `Interactive` and
-    /// `Notification` requests, so that a backfill using all it may still leaves a
-    /// notification's fetch a slot at once, in this process or another (the count is the
-    /// shared ledger's). Default a tenth of the limit; at most `limit - 1`, so the background
-    /// lanes always move.
-    pub fn headroom(mut self, slots: u32) -> Self {
-        self.headroom = Some(slots);
-        self
+    crate::setters::setters! {
+        /// How long a request waits for a slot before failing with `BudgetExhausted`.
+        fn deadline(deadline: Duration) => deadline;
+        /// Slots of every window that the background lanes ([`Lane::Sweep`](super::Lane::Sweep),
+        /// [`Lane::Backfill`](super::Lane::Backfill)) leave to token calls, `Interactive` and
+        /// `Notification` requests, so that a backfill using all it may still leaves a
+        /// notification's fetch a slot at once, in this process or another (the count is the
+        /// shared ledger's). Default a tenth of the limit; at most `limit - 1`, so the
+        /// background lanes always move.
+        fn headroom(slots: u32) => headroom = Some(slots);
     }
 
     /// What the background lanes may use of each window: the limit less the

@@ -128,14 +128,6 @@ impl NotifyClient {
         }
     }
 
-    /// Which callback URLs to accept (default [`RedirectPolicy::Withings`]: only what Withings
-    /// accepts; [`RedirectPolicy::AllowLoopback`] also allows http to loopback hosts on any
-    /// port, for a local simulator).
-    pub fn callback_policy(mut self, policy: RedirectPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
     /// [`ensure_subscribed`](Self::ensure_subscribed) makes at most `attempts` tries of each
     /// call refused for a transient reason ([`Error::is_transient`]), waiting `base` doubled per
     /// failure (up to `cap`, with jitter) in between; a 601 asking for a wait longer than
@@ -149,10 +141,13 @@ impl NotifyClient {
         self
     }
 
-    /// How long one `/notify` call may take, refresh included (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    crate::setters::setters! {
+        /// Which callback URLs to accept (default [`RedirectPolicy::Withings`]: only what
+        /// Withings accepts; [`RedirectPolicy::AllowLoopback`] also allows http to loopback
+        /// hosts on any port, for a local simulator).
+        fn callback_policy(policy: RedirectPolicy) => policy;
+        /// How long one `/notify` call may take, refresh included (default 30 s).
+        fn timeout(timeout: Duration) => timeout;
     }
 
     /// Checks `callback` with Withings' rules (or the configured policy), without sending
