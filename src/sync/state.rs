@@ -68,6 +68,7 @@ impl StreamState {
     /// A state as a durable store keeps it: the backfill as its two columns (`None` unless
     /// both are set) and the fence as a signed integer (a negative one, which no store writes,
     /// reads as 0).
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
     pub(crate) fn stored(
         cursor: Option<i64>,
         (next_end, horizon): (Option<i64>, Option<i64>),
@@ -137,6 +138,7 @@ pub struct InboxEntry {
 impl InboxEntry {
     /// An entry as a durable store keeps it: `seq` and `count` as signed integers (a negative
     /// one, which no store writes, reads as 0).
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
     pub(crate) fn stored(
         user: UserId,
         stream: SyncStream,
@@ -153,14 +155,15 @@ impl InboxEntry {
         }
     }
 
-    /// An inbox row of the SQL stores (`user_id, stream, seq, count, first_ms`), its stream
-    /// read by `stream` and its numbers by `number` (a column index), or `Ok(None)` (with a
-    /// warning) for one this release cannot read: skipped, not an error.
+    /// An inbox row of the SQL stores, its columns in the order `user_id, stream, seq, count,
+    /// first_ms` (0 to 4), read by `text` and `number` (a column index each), or `Ok(None)`
+    /// (with a warning) for one this release cannot read: skipped, not an error.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn from_row<E>(
-        stream: Result<String, E>,
+        text: impl FnOnce(usize) -> Result<String, E>,
         number: impl Fn(usize) -> Result<i64, E>,
     ) -> Result<Option<InboxEntry>, E> {
-        let (user, stream) = (number(0)?, stream?);
+        let (user, stream) = (number(0)?, text(1)?);
         let (seq, count, first_ms) = (number(2)?, number(3)?, number(4)?);
         let (Ok(user), Ok(stream)) = (u64::try_from(user), stream.parse::<SyncStream>()) else {
             tracing::warn!("skipping an inbox row this release cannot read");

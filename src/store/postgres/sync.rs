@@ -363,7 +363,7 @@ impl SyncBackend for PostgresStore {
         let rows = self.query("sync inbox", &n.inbox, &[&limit]).await?;
         let mut all = Vec::new();
         for row in rows {
-            let entry = InboxEntry::from_row(row.try_get(1), |i| row.try_get(i));
+            let entry = InboxEntry::from_row(|i| row.try_get(i), |i| row.try_get(i));
             all.extend(entry.map_err(|e| Error::store("sync inbox", e))?);
         }
         Ok(all)

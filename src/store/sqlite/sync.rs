@@ -329,7 +329,7 @@ impl SyncBackend for SqliteStore {
                 .map_err(failed("sync inbox"))?;
             let rows = select
                 .query_map(params![limit], |r| {
-                    InboxEntry::from_row(r.get(1), |i| r.get(i))
+                    InboxEntry::from_row(|i| r.get(i), |i| r.get(i))
                 })
                 .map_err(failed("sync inbox"))?;
             let mut all = Vec::new();
