@@ -694,20 +694,23 @@ pub fn recording_client(sent: Arc<Mutex<Vec<Sent>>>, events: Events) -> impl Htt
 
 /// Polls `done` every 10 ms until it holds; fails the test after 5 s. For waiting on a
 /// background task, never for asserting how long something took.
-pub async fn wait_until<F: std::future::Future<Output = bool>>(mut done: impl FnMut() -> F) {
-    for _ in 0..500 {
-        if done().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached in 5 s");
+pub async fn wait_until<F: std::future::Future<Output = bool>>(done: impl FnMut() -> F) {
+    poll_until(Duration::from_secs(5), "condition not reached in 5 s", done).await;
 }
 
 /// Polls `done` every 10 ms until it holds; panics with `what` if it does not within `limit`.
 pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    poll_until(limit, what, move || std::future::ready(done())).await;
+}
+
+/// The one poller behind [`wait_until`] and [`eventually`].
+async fn poll_until<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
     tokio::time::timeout(limit, async {
-        while !done() {
+        while !done().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

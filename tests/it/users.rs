@@ -9,7 +9,7 @@ use tower_withings::{
     auth::KEEPER_THRESHOLD, auth::UserInfo, clock::Clock, transport,
 };
 
-use crate::common::{CLIENT_ID, Rig, USER, needs_reauthorization, rig_2s};
+use crate::common::{CLIENT_ID, Rig, USER, needs_reauthorization, rig_2s, wait_until};
 
 fn state(users: &[UserInfo]) -> AuthState {
     users.iter().find(|u| u.user == USER).expect("listed").state
@@ -89,12 +89,7 @@ async fn the_keeper_runs_until_dropped() {
     let granted = rig.clock.now() - Duration::from_secs(301 * 86_400);
     rig.auth.store().put(&rig.token, granted).await.unwrap();
     let keeper = rig.auth.keeper(Duration::from_millis(10));
-    for _ in 0..500 {
-        if rig.sim.counters().successful_refreshes == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(|| async { rig.sim.counters().successful_refreshes == 1 }).await;
     assert_eq!(rig.sim.counters().successful_refreshes, 1);
     drop(keeper);
     let granted = rig.clock.now() - Duration::from_secs(302 * 86_400);
