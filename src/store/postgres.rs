@@ -429,10 +429,10 @@ impl PostgresStore {
     /// not answer in time is taken out of the pool: it may be one that will never answer.
     async fn with_client<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
     where
-        F: AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
+        F: AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
     {
-        let client = self.client(operation).await?;
-        match tokio::time::timeout(self.answer_timeout, f(&client)).await {
+        let mut client = self.client(operation).await?;
+        match tokio::time::timeout(self.answer_timeout, f(&mut client)).await {
             Ok(result) => result.map_err(|e| Error::store(operation, e)),
             Err(_) => {
                 drop(deadpool_postgres::Object::take(client));
@@ -445,6 +445,20 @@ impl PostgresStore {
                 ))
             }
         }
+    }
+
+    /// Runs `f` in a transaction on a pooled connection, as [`with_client`](Self::with_client).
+    async fn transaction<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+    {
+        self.with_client(operation, async |client| {
+            let tx = client.transaction().await?;
+            let out = f(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn query(
@@ -484,9 +498,7 @@ impl BudgetLedger for PostgresStore {
     fn reserve<'a>(&'a self, ask: &'a SlotAsk<'a>) -> StoreFuture<'a, SlotGrant> {
         Box::pin(async move {
             let sql = &self.sql.budget;
-            let mut client = self.client("budget").await?;
-            let work = async {
-                let tx = client.transaction().await?;
+            self.transaction("budget", async |tx| {
                 tx.execute(&sql.app_row, &[&ask.app]).await?;
                 let row = tx.query_one(&sql.lock_app, &[&ask.app]).await?;
                 let (paused, now): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -521,19 +533,9 @@ impl BudgetLedger for PostgresStore {
                     let count = i64::from(grant.granted);
                     tx.execute(&sql.insert, &[&ask.app, &stamp, &count]).await?;
                 }
-                tx.commit().await?;
-                Ok::<_, tokio_postgres::Error>(grant)
-            };
-            match tokio::time::timeout(self.answer_timeout, work).await {
-                Ok(result) => result.map_err(|e| Error::store("budget", e)),
-                Err(_) => {
-                    drop(deadpool_postgres::Object::take(client));
-                    Err(Error::store(
-                        "budget",
-                        "PostgreSQL did not answer within the answer timeout",
-                    ))
-                }
-            }
+                Ok(grant)
+            })
+            .await
         })
     }
 

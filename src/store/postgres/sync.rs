@@ -183,30 +183,6 @@ impl PostgresStore {
         self.sql.sync_ready.store(true, Ordering::Release);
         Ok(n)
     }
-
-    /// Runs `f` in a transaction on a pooled connection, for at most the answer timeout.
-    async fn transaction<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
-    where
-        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
-    {
-        let mut client = self.client(operation).await?;
-        let work = async {
-            let tx = client.transaction().await?;
-            let out = f(&tx).await?;
-            tx.commit().await?;
-            Ok::<_, tokio_postgres::Error>(out)
-        };
-        match tokio::time::timeout(self.answer_timeout, work).await {
-            Ok(result) => result.map_err(|e| Error::store(operation, e)),
-            Err(_) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(Error::store(
-                    operation,
-                    "PostgreSQL did not answer within the answer timeout",
-                ))
-            }
-        }
-    }
 }
 
 /// A row of `STATE_COLUMNS`.
