@@ -415,6 +415,21 @@ impl Fields {
     }
 }
 
+/// Runs `f` in a `BEGIN IMMEDIATE` transaction: SQLite's write lock is taken first, so what
+/// `f` reads and writes is one step for every process sharing the file.
+fn immediate<T>(
+    conn: &mut Connection,
+    operation: &'static str,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| Error::store(operation, e))?;
+    let out = f(&tx)?;
+    tx.commit().map_err(|e| Error::store(operation, e))?;
+    Ok(out)
+}
+
 fn wall_millis() -> Result<i64, Error> {
     record::to_millis("lock", SystemTime::now())
 }
@@ -444,46 +459,45 @@ impl BudgetLedger for SqliteStore {
                 waiting: &waiting,
             };
             let failed = |e| Error::store("budget", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed)?;
-            let now = wall_millis()?;
-            let window = ledger::window_millis(ask.window);
-            tx.prepare_cached(
-                "DELETE FROM withings_budget_slots WHERE app = ?1 AND stamp_ms <= ?2",
-            )
-            .and_then(|mut s| s.execute(params![ask.app, now.saturating_sub(window)]))
-            .map_err(failed)?;
-            let (counted, oldest): (i64, Option<i64>) = tx
-                .prepare_cached(
-                    "SELECT COALESCE(SUM(count), 0), MIN(stamp_ms) FROM withings_budget_slots
-                     WHERE app = ?1",
+            immediate(conn, "budget", |tx| {
+                let now = wall_millis()?;
+                let window = ledger::window_millis(ask.window);
+                tx.prepare_cached(
+                    "DELETE FROM withings_budget_slots WHERE app = ?1 AND stamp_ms <= ?2",
                 )
-                .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
+                .and_then(|mut s| s.execute(params![ask.app, now.saturating_sub(window)]))
                 .map_err(failed)?;
-            let paused = paused_until(&tx, ask.app)?;
-            // Other holders' live waiters; this holder's row is replaced below.
-            tx.prepare_cached(
-                "DELETE FROM withings_budget_waiters
+                let (counted, oldest): (i64, Option<i64>) = tx
+                    .prepare_cached(
+                        "SELECT COALESCE(SUM(count), 0), MIN(stamp_ms) FROM withings_budget_slots
+                     WHERE app = ?1",
+                    )
+                    .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
+                    .map_err(failed)?;
+                let paused = paused_until(tx, ask.app)?;
+                // Other holders' live waiters; this holder's row is replaced below.
+                tx.prepare_cached(
+                    "DELETE FROM withings_budget_waiters
                  WHERE app = ?1 AND (holder = ?2 OR expires_ms <= ?3)",
-            )
-            .and_then(|mut s| s.execute(params![ask.app, ask.holder, now]))
-            .map_err(failed)?;
-            let others: (Option<i64>, i64) = tx
+                )
+                .and_then(|mut s| s.execute(params![ask.app, ask.holder, now]))
+                .map_err(failed)?;
+                let others: (Option<i64>, i64) = tx
                 .prepare_cached(
                     "SELECT MIN(oldest_ms), COALESCE(SUM(count), 0) FROM withings_budget_waiters
                      WHERE app = ?1",
                 )
                 .and_then(|mut s| s.query_row([ask.app], |r| Ok((r.get(0)?, r.get(1)?))))
                 .map_err(failed)?;
-            let others = others.0.map(|oldest| ledger::Others {
-                oldest,
-                count: others.1,
-            });
-            let mine = ledger::waiting_since(&ask, now);
-            let (grant, row) = ledger::decide(&ask, now, counted, oldest, paused, &mine, others);
-            if let Some(row) = row {
-                tx.prepare_cached(
+                let others = others.0.map(|oldest| ledger::Others {
+                    oldest,
+                    count: others.1,
+                });
+                let mine = ledger::waiting_since(&ask, now);
+                let (grant, row) =
+                    ledger::decide(&ask, now, counted, oldest, paused, &mine, others);
+                if let Some(row) = row {
+                    tx.prepare_cached(
                     "INSERT INTO withings_budget_waiters (app, holder, oldest_ms, count, expires_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
@@ -491,17 +505,17 @@ impl BudgetLedger for SqliteStore {
                     s.execute(params![ask.app, ask.holder, row.oldest, row.count, row.expires])
                 })
                 .map_err(failed)?;
-            }
-            if grant.granted > 0 {
-                let stamp = now.saturating_add(ledger::window_millis(ask.hold));
-                tx.prepare_cached(
+                }
+                if grant.granted > 0 {
+                    let stamp = now.saturating_add(ledger::window_millis(ask.hold));
+                    tx.prepare_cached(
                     "INSERT INTO withings_budget_slots (app, stamp_ms, count) VALUES (?1, ?2, ?3)",
                 )
                 .and_then(|mut s| s.execute(params![ask.app, stamp, grant.granted]))
                 .map_err(failed)?;
-            }
-            tx.commit().map_err(failed)?;
-            Ok(grant)
+                }
+                Ok(grant)
+            })
         }))
     }
 
@@ -633,15 +647,9 @@ impl Backend for SqliteStore {
         let lease_ms = record::lease_millis(lease);
         self.call("lock", move |conn| {
             let granted = Lease::new();
-            let failed = |e| Error::store("lock", e);
-            // BEGIN IMMEDIATE takes SQLite's write lock first, so the check and the write
-            // below are one step for every process sharing the file.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed)?;
-            let now = wall_millis()?;
-            let taken = tx
-                .prepare_cached(
+            let taken = immediate(conn, "lock", |tx| {
+                let now = wall_millis()?;
+                tx.prepare_cached(
                     "INSERT INTO withings_refresh_leases (user_id, owner, expires_at_ms)
                      VALUES (?1, ?2, ?3)
                      ON CONFLICT (user_id) DO UPDATE SET
@@ -657,8 +665,8 @@ impl Backend for SqliteStore {
                         now
                     ])
                 })
-                .map_err(failed)?;
-            tx.commit().map_err(failed)?;
+                .map_err(|e| Error::store("lock", e))
+            })?;
             Ok(if taken == 1 {
                 LockAttempt::Acquired(granted)
             } else {

@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{SqliteStore, wall_millis};
+use super::{SqliteStore, immediate, wall_millis};
 use crate::error::Error;
 use crate::store::record;
 use crate::store::sync_backend::{Key, SyncBackend};
@@ -88,19 +88,6 @@ impl SqliteStore {
         }
         result
     }
-}
-
-fn immediate<T>(
-    conn: &mut Connection,
-    operation: &'static str,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failed(operation))?;
-    let out = f(&tx)?;
-    tx.commit().map_err(failed(operation))?;
-    Ok(out)
 }
 
 impl SyncBackend for SqliteStore {
