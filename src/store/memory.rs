@@ -46,21 +46,22 @@ impl Backend for MemoryStore {
 
     async fn save(&self, save: Save<'_>) -> Result<bool, Error> {
         let user = save.token.user_id;
-        let record = StoredToken {
-            token: save.token.clone(),
-            needs_reauthorization: false,
-            refreshed_at: save.granted_at,
-        };
-        Ok(self.with(|r| match (r.get_mut(&user), save.spent) {
-            (_, None) => {
+        Ok(self.with(|r| {
+            let saved = match save.spent {
+                None => true,
+                Some(spent) => r
+                    .get(&user)
+                    .is_some_and(|stored| stored.token.refresh_token == *spent),
+            };
+            if saved {
+                let record = StoredToken {
+                    token: save.token.clone(),
+                    needs_reauthorization: false,
+                    refreshed_at: save.granted_at,
+                };
                 r.insert(user, record);
-                true
             }
-            (Some(stored), Some(spent)) if stored.token.refresh_token == *spent => {
-                *stored = record;
-                true
-            }
-            _ => false,
+            saved
         }))
     }
 

@@ -1,5 +1,6 @@
 //! [`SqliteStore`]: tokens in one SQLite file, shared safely by every process on the machine.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -583,8 +584,9 @@ impl Backend for SqliteStore {
         let f = Fields::new("save", save.token, save.granted_at)?;
         let spent = save.spent.map(|spent| spent.expose().to_owned());
         self.call("save", move |conn| {
-            let sql = match spent {
-                Some(_) => "UPDATE withings_tokens SET
+            let sql: Cow<'static, str> = match spent {
+                Some(_) => Cow::Borrowed(
+                    "UPDATE withings_tokens SET
                                 access_token = ?2,
                                 refresh_token = ?3,
                                 expires_at_ms = ?4,
@@ -592,9 +594,9 @@ impl Backend for SqliteStore {
                                 needs_reauthorization = 0,
                                 refreshed_at_ms = ?6,
                                 format = ?7
-                            WHERE user_id = ?1 AND refresh_token = ?8"
-                    .to_owned(),
-                None => format!(
+                            WHERE user_id = ?1 AND refresh_token = ?8",
+                ),
+                None => Cow::Owned(format!(
                     "INSERT INTO withings_tokens ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)
                      ON CONFLICT (user_id) DO UPDATE SET
                          access_token = excluded.access_token,
@@ -604,7 +606,7 @@ impl Backend for SqliteStore {
                          needs_reauthorization = 0,
                          refreshed_at_ms = excluded.refreshed_at_ms,
                          format = excluded.format"
-                ),
+                )),
             };
             let spent = spent.as_ref().map(|spent| spent as &dyn rusqlite::ToSql);
             let values = f.columns().into_iter().chain(spent);
