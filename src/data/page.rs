@@ -99,7 +99,10 @@ pub trait Row: Sized + Send + 'static {
 /// never what it holds (serde's messages quote values). A row sent as `[]` is an empty
 /// object (T11).
 pub(crate) fn read_row<'a, T: de::Deserialize<'a>>(raw: &'a str, not: &str) -> Result<T, String> {
-    let raw = if raw.trim() == "[]" { "{}" } else { raw };
+    let empty_list = (raw.trim().strip_prefix('['))
+        .and_then(|inner| inner.strip_suffix(']'))
+        .is_some_and(|inner| inner.trim().is_empty());
+    let raw = if empty_list { "{}" } else { raw };
     serde_json::from_str(raw).map_err(|e| {
         let message = e.to_string();
         let message = message.split(" at line").next().unwrap_or(&message);
@@ -498,9 +501,20 @@ mod tests {
         let sample = p.rows[0].as_ref().unwrap();
         assert_eq!(sample.timestamp.as_second(), 1_700_000_000);
         assert_eq!(sample.steps, None);
-        let p =
-            decode::<SleepSegment>(br#"{"status":0,"body":{"series":[[]]}}"#, "series", 1).unwrap();
-        assert_eq!(p.rows[0].as_ref().unwrap().start, None);
+        let p = decode::<SleepSegment>(
+            b"{\"status\":0,\"body\":{\"series\":[[], [ ], [\n]]}}",
+            "series",
+            1,
+        )
+        .unwrap();
+        assert_eq!(p.rows.len(), 3);
+        for row in &p.rows {
+            assert_eq!(
+                row.as_ref().unwrap().start,
+                None,
+                "white space inside is still empty"
+            );
+        }
     }
 
     #[test]
