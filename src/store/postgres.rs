@@ -447,20 +447,6 @@ impl PostgresStore {
         }
     }
 
-    /// Runs `f` in a transaction on a pooled connection, as [`with_client`](Self::with_client).
-    async fn transaction<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
-    where
-        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
-    {
-        self.with_client(operation, async |client| {
-            let tx = client.transaction().await?;
-            let out = f(&tx).await?;
-            tx.commit().await?;
-            Ok(out)
-        })
-        .await
-    }
-
     async fn query(
         &self,
         operation: &'static str,
@@ -483,6 +469,20 @@ impl PostgresStore {
         self.with_client(operation, async |client| {
             let statement = client.prepare_cached(sql).await?;
             client.execute(&statement, params).await
+        })
+        .await
+    }
+
+    /// Runs `f` in a transaction on a pooled connection, as [`with_client`](Self::with_client).
+    async fn transaction<T, F>(&self, operation: &'static str, f: F) -> Result<T, Error>
+    where
+        F: AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, tokio_postgres::Error>,
+    {
+        self.with_client(operation, async |client| {
+            let tx = client.transaction().await?;
+            let out = f(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
         })
         .await
     }
